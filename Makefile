@@ -1,0 +1,30 @@
+# Every target creates .venv on first use (idempotent) and installs the pinned CPU
+# build of torch before the project, so pip never pulls the multi-GB CUDA wheel.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: venv demo test bench-quick clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.run_all --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,125 @@
+"""The dataset registry: names, what each dataset is, and its train/val/test splits.
+
+The validation split is carved from the *training* split with a fixed seed
+(never from the test split), so ``train`` and ``compress`` always agree on which
+images are validation images, whatever ``--seed`` says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from albsnn_compress.data.cifar import CIFAR10_CLASSES, has_cifar_binary, load_cifar_binary
+from albsnn_compress.data.digits import load_digits_split
+from albsnn_compress.data.idx import load_fashion_mnist
+from albsnn_compress.data.imagefolder import has_image_folder, load_image_folder
+from albsnn_compress.data.imageset import DatasetInfo, ImageSet
+from albsnn_compress.errors import DatasetError
+
+__all__ = ["DATASETS", "SPLITS", "VAL_FRACTION", "dataset_info", "load_split", "load_splits"]
+
+VAL_FRACTION = 0.1
+_VAL_SPLIT_SEED = 12345
+SPLITS = ("train", "val", "test")
+
+_CIFAR100_CLASSES = tuple(
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
+    "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
+    "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
+    "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
+    "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road "
+    "rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower "
+    "sweet_pepper table tank telephone television tiger tractor train trout tulip turtle wardrobe whale "
+    "willow_tree wolf woman worm".split()
+)
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        "digits", (1, 8, 8), tuple(str(d) for d in range(10)), (0.3053,), (0.3760,), needs_root=False
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist",
+        (1, 28, 28),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        (0.2860,),
+        (0.3530,),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), CIFAR10_CLASSES, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", (3, 32, 32), _CIFAR100_CLASSES, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of a registered dataset name."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def _load_official(info: DatasetInfo, root: Path | None, split: str) -> ImageSet:
+    if info.name == "digits":
+        return load_digits_split(split)
+    if root is None:
+        raise DatasetError(f"dataset {info.name} needs --data-root DIR (nothing is ever downloaded)")
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} is not a folder; pass --data-root DIR that holds the {info.name} files")
+    if info.name == "fashion-mnist":
+        return load_fashion_mnist(root, split)
+    if has_cifar_binary(root, info.name):
+        return load_cifar_binary(root, info.name, split, info.num_classes)
+    if has_image_folder(root):
+        return load_image_folder(root, split, info.input_shape, info.class_names)
+    raise DatasetError(
+        f"{info.name} not found in {root}: expected the official binary folder "
+        f"(cifar-10-batches-bin/ or cifar-100-binary/) or an image-folder tree ROOT/train|test/<class>/*.png|jpg"
+    )
+
+
+def _val_indices(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    order = np.random.default_rng(_VAL_SPLIT_SEED).permutation(count)
+    n_val = int(round(count * VAL_FRACTION))
+    return torch.from_numpy(np.sort(order[n_val:])), torch.from_numpy(np.sort(order[:n_val]))
+
+
+def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SPLITS) -> dict[str, ImageSet]:
+    """Load several splits of dataset ``name``, reading each official file once.
+
+    ``train`` and ``val`` partition the official training split (val = 10%, fixed seed).
+
+    Raises:
+        DatasetError: unknown name or split, or the files are missing/malformed.
+    """
+    info = dataset_info(name)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DatasetError(f"unknown split {unknown[0]!r}; choose from {SPLITS}")
+    root_path = Path(root) if root is not None else None
+    result: dict[str, ImageSet] = {}
+    if "train" in splits or "val" in splits:
+        full = _load_official(info, root_path, "train")
+        train_idx, val_idx = _val_indices(len(full))
+        if "train" in splits:
+            result["train"] = full.subset(train_idx)
+        if "val" in splits:
+            result["val"] = full.subset(val_idx)
+    if "test" in splits:
+        result["test"] = _load_official(info, root_path, "test")
+    for split, data in result.items():
+        data.info = info
+        if tuple(data.images.shape[1:]) != info.input_shape:
+            raise DatasetError(
+                f"{name} {split}: images have shape {tuple(data.images.shape[1:])}, expected {info.input_shape}"
+            )
+    return {split: result[split] for split in splits}
+
+
+def load_split(name: str, root: str | Path | None, split: str) -> ImageSet:
+    """Load one split of dataset ``name``; see :func:`load_splits`."""
+    return load_splits(name, root, (split,))[split]

@@ -1,0 +1,102 @@
+"""Storage accounting: the bits every layer needs at inference, before and after binarization.
+
+Computed, not measured: each tensor inference needs counts ``numel * bits``
+(32 for float32, 1 for a binary weight), and a binarized weight also pays for its
+per-channel scale (``C_out`` float32 values), which tools that report only "1 bit
+per weight" forget. Batch-norm layers count all four tensors (weight, bias,
+running mean and variance); ``num_batches_tracked`` is training state and is not
+stored. The measured bytes of real files are the report's job; this module is the
+model side of that comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from albsnn_compress.binarize import BINARIZABLE
+
+__all__ = ["LayerStorage", "layer_storage", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
+
+FLOAT_BITS = 32
+BINARY_BITS = 1
+_TRAINING_ONLY = {"num_batches_tracked"}
+
+
+@dataclass
+class LayerStorage:
+    """One layer's stored tensors, in bits, before and after compression."""
+
+    name: str
+    kind: str
+    weight_shape: list[int]
+    params: int
+    binarized: bool
+    bits_before: int
+    bits_after: int
+    parts_after: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def saved_bits(self) -> int:
+        return self.bits_before - self.bits_after
+
+
+def _tensors(module: nn.Module) -> dict[str, int]:
+    """Element counts of the tensors a module stores for inference (latent weight as ``weight``)."""
+    counts: dict[str, int] = {}
+    for key, value in module.named_parameters(recurse=False):
+        counts[key] = value.numel()
+    for key, value in module.named_buffers(recurse=False):
+        if key not in _TRAINING_ONLY and key in module._buffers and key not in module._non_persistent_buffers_set:
+            counts[key] = value.numel()
+    if hasattr(module, "parametrizations"):
+        counts["weight"] = module.parametrizations["weight"].original.numel()
+    return counts
+
+
+def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStorage]:
+    """Per-layer storage of ``model`` if the layers in ``binarized`` were 1-bit.
+
+    Only modules that store tensors are listed (conv, linear, batch norm), in module order.
+    """
+    chosen = set(binarized)
+    rows = []
+    for name, module in model.named_modules():
+        counts = _tensors(module)
+        if not counts or name.endswith("parametrizations.weight") or name.endswith(".parametrizations"):
+            continue
+        params = sum(counts.values())
+        before = params * FLOAT_BITS
+        parts = {key: n * FLOAT_BITS for key, n in counts.items()}
+        is_binary = name in chosen and isinstance(module, BINARIZABLE)
+        if is_binary:
+            out_channels = counts["weight"] // max(1, _fan_in(module))
+            parts["weight"] = counts["weight"] * BINARY_BITS
+            parts["weight_scale"] = out_channels * FLOAT_BITS
+        kind = _kind(module)
+        shape = list(module.weight.shape) if hasattr(module, "weight") and module.weight is not None else []
+        rows.append(LayerStorage(name, kind, shape, params, is_binary, before, sum(parts.values()), parts))
+    return rows
+
+
+def _kind(module: nn.Module) -> str:
+    """The standard layer type a (time-distributed, parametrized) module is."""
+    for cls in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d):
+        if isinstance(module, cls):
+            return cls.__name__
+    return type(module).__name__
+
+
+def _fan_in(module: nn.Module) -> int:
+    shape = module.weight.shape
+    fan_in = 1
+    for dim in shape[1:]:
+        fan_in *= dim
+    return fan_in
+
+
+def total_bits(rows: list[LayerStorage]) -> tuple[int, int]:
+    """``(bits_before, bits_after)`` summed over ``rows``."""
+    return sum(r.bits_before for r in rows), sum(r.bits_after for r in rows)

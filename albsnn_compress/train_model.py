@@ -1,0 +1,113 @@
+"""Train a spiking network from scratch: the library behind ``albsnn-compress train``.
+
+Data flow: dataset registry -> architecture preset or JSON spec -> ``Trainer``
+(epoch by epoch, validation accuracy after each) -> test accuracy -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from albsnn_compress.checkpoint import save_checkpoint
+from albsnn_compress.data.registry import dataset_info, load_splits
+from albsnn_compress.distributed import LOCAL, DistContext
+from albsnn_compress.errors import SpecError
+from albsnn_compress.snn.presets import PRESETS, make_preset
+from albsnn_compress.snn.spec import SpikingNet, normalize_spec
+from albsnn_compress.training import TrainConfig, Trainer, evaluate
+from albsnn_compress.versions import package_versions
+
+__all__ = ["TrainRequest", "TrainResult", "train_model", "resolve_architecture"]
+
+
+@dataclass
+class TrainRequest:
+    """Everything ``train`` needs; mirrors the command's options."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    arch: str = "digits-small"
+    timesteps: int = 1
+    config: TrainConfig = field(default_factory=TrainConfig)
+    output: Path | None = None
+
+
+@dataclass
+class TrainResult:
+    """The trained model and its measured accuracies (percent)."""
+
+    model: SpikingNet
+    val_accuracy: float
+    test_accuracy: float
+    history: list[dict[str, float]]
+    seconds: float
+    metadata: dict[str, Any]
+
+
+def resolve_architecture(arch: str, dataset: str) -> dict[str, Any]:
+    """A preset name, or a path to a JSON spec file, as a normalized spec for ``dataset``."""
+    info = dataset_info(dataset)
+    if arch in PRESETS:
+        return make_preset(arch, list(info.input_shape), info.num_classes, list(info.mean), list(info.std))
+    path = Path(arch)
+    if not path.is_file():
+        raise SpecError(f"architecture {arch!r} is neither a preset {list(PRESETS)} nor a JSON spec file")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpecError(f"{path}: not a readable JSON spec ({exc})") from None
+    spec = normalize_spec(spec)
+    if tuple(spec["input"]["shape"]) != info.input_shape or spec["num_classes"] != info.num_classes:
+        raise SpecError(
+            f"{path}: spec is for input {spec['input']['shape']} with {spec['num_classes']} classes, "
+            f"dataset {dataset} has {list(info.input_shape)} with {info.num_classes}"
+        )
+    return spec
+
+
+def train_model(request: TrainRequest, ctx: DistContext = LOCAL, progress: Progress | None = None) -> TrainResult:
+    """Train, evaluate on validation and test splits, and (rank 0) write the checkpoint."""
+    start = time.perf_counter()
+    config = request.config
+    spec = resolve_architecture(request.arch, request.dataset)
+    splits = load_splits(request.dataset, request.data_root)
+    torch.manual_seed(config.seed)
+    model = SpikingNet(spec, request.timesteps)
+    trainer = Trainer(model, splits["train"], config, ctx)
+    history = []
+    epoch_task = progress.add_task("epochs", total=trainer.total_steps, status="") if progress else None
+    epoch = 0
+    while trainer.remaining:
+        loss = trainer.run(min(trainer.steps_per_epoch, trainer.remaining), progress, f"epoch {epoch + 1}")
+        val = evaluate(model, splits["val"], ctx)
+        history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": val})
+        if epoch_task is not None:
+            progress.update(epoch_task, completed=trainer.step, status=f"loss {loss:.4f}  val {val:.2f}%")
+        epoch += 1
+    val_accuracy = history[-1]["val_accuracy"]
+    test_accuracy = evaluate(model, splits["test"], ctx)
+    seconds = time.perf_counter() - start
+    info = dataset_info(request.dataset)
+    metadata = {
+        "dataset": request.dataset,
+        "class_names": list(info.class_names),
+        "seed": config.seed,
+        "accuracy": {"val": val_accuracy, "test": test_accuracy},
+        "train_config": asdict(config),
+        "history": history,
+        "train_seconds": seconds,
+        "world_size": ctx.world_size,
+        "versions": package_versions(),
+    }
+    model.to("cpu")
+    if request.output is not None and ctx.is_main:
+        save_checkpoint(request.output, model, metadata)
+    ctx.barrier()
+    return TrainResult(model.eval(), val_accuracy, test_accuracy, history, seconds, metadata)

@@ -1,0 +1,161 @@
+"""Training and evaluation loops, one process or many (DDP), with rich progress.
+
+``Trainer`` owns the optimizer (AdamW), a cosine learning-rate schedule over a
+known number of steps, and the DDP wrapper; callers run it in slices
+(``trainer.run(steps)``), which is what lets the search interleave finetuning
+with binarization decisions. ``evaluate`` all-reduces correct/total counts, so
+accuracy is over the whole split whatever the number of processes.
+
+Learning-rate rule under DDP: ``batch_size`` is the *global* batch; each of the
+N processes takes ``batch_size / N``. The same global batch keeps the same
+learning rate; if you grow the global batch, scale ``lr`` linearly with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from albsnn_compress.data.imageset import ImageSet
+from albsnn_compress.data.loader import BatchLoader
+from albsnn_compress.distributed import LOCAL, DistContext
+from albsnn_compress.errors import AlbsnnError
+
+__all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training or finetuning run.
+
+    Attributes:
+        epochs: passes over the training split (may be fractional).
+        batch_size: global batch size (split across processes under DDP).
+        lr: peak learning rate of the cosine schedule (AdamW).
+        weight_decay: decoupled weight decay (AdamW).
+        seed: fixes initialisation, shuffling and augmentation.
+        augment: random crop + flip (the dataset's default when ``None``).
+        amp: bfloat16/float16 autocast on CUDA.
+    """
+
+    epochs: float = 10.0
+    batch_size: int = 128
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    augment: bool | None = None
+    amp: bool = False
+
+
+def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the time-mean output (the default training loss)."""
+    return F.cross_entropy(model(images), labels)
+
+
+class Trainer:
+    """Run optimisation steps on ``model`` over ``train_set``, in slices.
+
+    Args:
+        model: the network (moved to ``ctx.device``; trained in place).
+        train_set: the training split.
+        config: hyper-parameters; ``config.epochs`` sets the schedule length.
+        ctx: distributed context (single process by default).
+        loss_fn: ``loss_fn(model, images, labels)``; cross-entropy by default.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: ImageSet,
+        config: TrainConfig,
+        ctx: DistContext = LOCAL,
+        loss_fn: LossFn = cross_entropy_loss,
+    ) -> None:
+        if config.batch_size % ctx.world_size:
+            raise AlbsnnError(
+                f"batch size {config.batch_size} is not divisible by {ctx.world_size} processes; pick a multiple"
+            )
+        self.model = model.to(ctx.device)
+        self.ctx = ctx
+        self.config = config
+        self.loss_fn = loss_fn
+        augment = config.augment if config.augment is not None else bool(train_set.info and train_set.info.augment)
+        self.loader = BatchLoader(
+            train_set, config.batch_size // ctx.world_size, shuffle=True, augment=augment,
+            seed=config.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True,
+        )
+        self.steps_per_epoch = max(1, len(self.loader))
+        self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        self.step = 0
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+        )
+        self.wrapped: nn.Module = model
+        if ctx.distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(model, device_ids=device_ids)
+        self._batches = self._batch_stream()
+
+    def _batch_stream(self):
+        epoch = 0
+        while True:
+            self.loader.set_epoch(epoch)
+            yield from self.loader
+            epoch += 1
+
+    @property
+    def remaining(self) -> int:
+        """Steps left in the schedule."""
+        return self.total_steps - self.step
+
+    def run(self, steps: int, progress: Progress | None = None, description: str = "train") -> float:
+        """Take ``steps`` optimisation steps (capped at the schedule end); return the mean loss."""
+        steps = min(steps, self.remaining)
+        task = progress.add_task(description, total=steps, status="") if progress else None
+        self.model.train()
+        total = 0.0
+        use_amp = self.config.amp and self.ctx.device.type == "cuda"
+        for i in range(steps):
+            images, labels = next(self._batches)
+            images, labels = images.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device, non_blocking=True)
+            with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = self.loss_fn(self.wrapped, images, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            total += float(loss.detach())
+            if task is not None:
+                progress.update(task, advance=1, status=f"loss {total / (i + 1):.4f}")
+        if task is not None:
+            progress.remove_task(task)
+        return total / max(steps, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent over the whole split (counts all-reduced across ranks)."""
+    model.eval()
+    device = ctx.device
+    model.to(device)
+    loader = BatchLoader(data, batch_size, rank=ctx.rank, world_size=ctx.world_size)
+    counts = torch.zeros(2, dtype=torch.int64)
+    for images, labels in loader:
+        predictions = model(images.to(device)).argmax(dim=1).cpu()
+        counts[0] += int((predictions == labels).sum())
+        counts[1] += labels.numel()
+    counts = ctx.all_reduce_sum(counts)
+    return 100.0 * float(counts[0]) / max(int(counts[1]), 1)

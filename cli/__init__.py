@@ -1,0 +1,1 @@
+"""The ``albsnn-compress`` command line: thin click commands over the library."""

@@ -1,0 +1,68 @@
+"""Entry point: the command group, the default ``compress`` command, and error handling.
+
+``albsnn-compress model.pt --budget 0.2`` is ``albsnn-compress compress model.pt
+--budget 0.2``: a first argument that is not a command name runs ``compress``.
+Every user error (an :class:`AlbsnnError` or a click usage error) is printed as
+one line on stderr with exit status 2, never a traceback; this is the one place
+that mapping happens.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.versions import __version__
+
+__all__ = ["cli", "main"]
+
+DEFAULT_COMMAND = "compress"
+
+
+class _DefaultCommandGroup(click.Group):
+    """A group that treats an unknown first word as an argument of ``compress``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-") and DEFAULT_COMMAND in self.commands:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="albsnn-compress")
+def cli() -> None:
+    """Binarize the layers of a trained spiking network that an accuracy budget affords.
+
+    \b
+    albsnn-compress model.pt --budget 0.2      (same as: albsnn-compress compress ...)
+    """
+
+
+def _register_commands() -> None:
+    from albsnn_compress.cli import train
+
+    for module in (train,):
+        cli.add_command(module.command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="albsnn-compress", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except AlbsnnError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(0)

@@ -1,0 +1,24 @@
+"""Options shared by several commands, so each is declared (and documented) once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["device_option", "seed_option", "data_root_option", "quiet_option"]
+
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where to compute: auto, cpu, cuda or cuda:N.",
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed that fixes the result.")
+data_root_option = click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding the dataset files (not needed for the bundled digits).",
+)
+quiet_option = click.option("--quiet", is_flag=True, help="Hide progress bars.")

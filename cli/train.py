@@ -1,0 +1,49 @@
+"""``albsnn-compress train``: train a spiking network and write a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from albsnn_compress.cli.options import data_root_option, device_option, quiet_option, seed_option
+from albsnn_compress.data.registry import DATASETS
+from albsnn_compress.distributed import init_distributed
+from albsnn_compress.progress import make_progress
+from albsnn_compress.snn.presets import PRESETS
+from albsnn_compress.train_model import TrainRequest, train_model
+from albsnn_compress.training import TrainConfig
+
+__all__ = ["command"]
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="digits", show_default=True, help="Dataset to train on.")
+@data_root_option
+@click.option("--arch", default="digits-small", show_default=True, help=f"Preset ({', '.join(PRESETS)}) or a JSON spec file.")
+@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=1, show_default=True, help="Simulation time steps.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Global batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3, show_default=True, help="Peak learning rate (AdamW, cosine).")
+@seed_option
+@device_option
+@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) on CUDA.")
+@quiet_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (model.pt).")
+def command(
+    dataset: str, data_root: Path | None, arch: str, timesteps: int, epochs: float, batch_size: int,
+    lr: float, seed: int, device: str, amp: bool, quiet: bool, output: Path,
+) -> None:
+    """Train a spiking network and write a checkpoint."""
+    if not output.parent.exists():
+        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
+    ctx = init_distributed(device)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp)
+    request = TrainRequest(dataset, str(data_root) if data_root else None, arch, timesteps, config, output)
+    with make_progress(enabled=ctx.is_main and not quiet) as progress:
+        result = train_model(request, ctx, progress)
+    if ctx.is_main:
+        click.echo(
+            f"{dataset} {arch} T={timesteps}: val {result.val_accuracy:.2f}%  test {result.test_accuracy:.2f}%  "
+            f"({result.seconds:.0f} s) -> {output}"
+        )
