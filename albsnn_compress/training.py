@@ -70,6 +70,8 @@ class Trainer:
         config: hyper-parameters; ``config.epochs`` sets the schedule length.
         ctx: distributed context (single process by default).
         loss_fn: ``loss_fn(model, images, labels)``; cross-entropy by default.
+        after_backward: called with the model after each backward pass, before the
+            optimizer step (the loss estimator gathers gradient statistics there).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Trainer:
         config: TrainConfig,
         ctx: DistContext = LOCAL,
         loss_fn: LossFn = cross_entropy_loss,
+        after_backward: Callable[[nn.Module], None] | None = None,
     ) -> None:
         if config.batch_size % ctx.world_size:
             raise AlbsnnError(
@@ -88,6 +91,7 @@ class Trainer:
         self.ctx = ctx
         self.config = config
         self.loss_fn = loss_fn
+        self.after_backward = after_backward
         augment = config.augment if config.augment is not None else bool(train_set.info and train_set.info.augment)
         self.loader = BatchLoader(
             train_set, config.batch_size // ctx.world_size, shuffle=True, augment=augment,
@@ -134,6 +138,8 @@ class Trainer:
                 loss = self.loss_fn(self.wrapped, images, labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.after_backward is not None:
+                self.after_backward(self.model)
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
@@ -146,7 +152,7 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 1000) -> float:
+def evaluate(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 256) -> float:
     """Top-1 accuracy in percent over the whole split (counts all-reduced across ranks)."""
     model.eval()
     device = ctx.device

@@ -22,12 +22,27 @@ DEFAULT_COMMAND = "compress"
 
 
 class _DefaultCommandGroup(click.Group):
-    """A group that treats an unknown first word as an argument of ``compress``."""
+    """A group that treats an unknown first word as an argument of ``compress``,
+    and turns every user error into one line on stderr with exit status 2."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and not args[0].startswith("-") and DEFAULT_COMMAND in self.commands:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except AlbsnnError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,9 +56,9 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from albsnn_compress.cli import train
+    from albsnn_compress.cli import compress, train
 
-    for module in (train,):
+    for module in (compress, train):
         cli.add_command(module.command)
 
 
@@ -51,18 +66,5 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors become one line on stderr and exit status 2."""
-    try:
-        cli.main(args=argv, prog_name="albsnn-compress", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(2)
-    except AlbsnnError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    sys.exit(0)
+    """Run the CLI (the console script's entry point)."""
+    cli.main(args=argv, prog_name="albsnn-compress")

@@ -100,12 +100,15 @@ class LIF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"LIF expects time-major [T, B, ...] input, got shape {tuple(x.shape)}")
-        v = torch.full_like(x[0], self.v_reset)
+        steps = x.shape[0]
         spikes = []
-        for x_t in x:
-            h = self.charge(v, x_t)
+        v: torch.Tensor | None = None
+        for t in range(steps):
+            # first step: V_0 = v_reset, so H_1 = v_reset + X_1 / tau (the same float result, fewer ops)
+            h = x[t] / self.tau + self.v_reset if v is None else self.charge(v, x[t])
             spike = self.fire(h)
-            v = self.reset_membrane(h, spike)
+            if t + 1 < steps:  # the membrane after the last step is never read
+                v = self.reset_membrane(h, spike)
             spikes.append(spike)
         return torch.stack(spikes)
 

@@ -1,0 +1,134 @@
+"""Search strategies: which candidate layers to binarize, decided by measurement.
+
+``adaptive`` (default) is the ALBSNN idea made cheap: rank candidates by
+estimated harm per bit saved, binarize the largest *group* whose summed
+calibrated estimate fits the remaining budget, finetune one slice, measure, keep
+or revert; re-estimate on the adapted network and repeat. A failed group halves
+the next group size; a failed single layer is rejected. A failed group is bisected: its better-ranked half is tried next. The number of
+finetuning slices grows with how often the estimates are wrong, not with the
+layer count.
+
+``oracle`` measures each layer alone (one finetuning slice each: the expensive
+truth the estimators try to predict), then picks greedily by measured drop per
+bit. ``all`` binarizes every candidate; ``none`` binarizes nothing. Both are
+baselines and ignore the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from albsnn_compress.search import SearchSession
+
+__all__ = ["adaptive", "oracle", "binarize_all", "binarize_none", "STRATEGY_FUNCTIONS"]
+
+
+def _harm_per_bit(session: SearchSession, raw: dict[str, float]) -> list[str]:
+    return sorted(raw, key=lambda name: (raw[name] / max(session.saved_bits[name], 1), name))
+
+
+def _choose_group(session: SearchSession, raw: dict[str, float], cap: int) -> list[str]:
+    """The best-ranked layers whose summed estimate fits the remaining budget (at most ``cap``)."""
+    order = _harm_per_bit(session, raw)
+    if not session.calibration.ready:
+        return order[:1]  # the first measurement calibrates the estimator
+    left = session.budget - session.current_drop
+    group, spent = [], 0.0
+    for name in order:
+        points = session.calibration.points(raw[name]) or 0.0
+        if points > left - spent:
+            session.decide(name, False, f"est. {points:.2f} pts > remaining budget {max(left - spent, 0):.2f}", raw[name])
+            continue
+        group.append(name)
+        spent += points
+        if len(group) >= cap:
+            break
+    return group
+
+
+def adaptive(session: SearchSession) -> None:
+    """Estimator-guided progressive binarization during finetuning (see module docs)."""
+    remaining = list(session.candidates)
+    cap = len(remaining)
+    bisect: list[str] = []  # the kept half of a group that failed: tried next, as is
+    while remaining:
+        raw = session.estimate(remaining)
+        group = bisect or _choose_group(session, raw, cap)
+        bisect = []
+        if not group:
+            break
+        before = session.current_drop
+        snapshot = session.snapshot()
+        session.binarize(group)
+        session.finetune(session.config.trial_epochs, f"try {', '.join(n.split('.')[-1] for n in group)}")
+        drop = session.measure()
+        increment = drop - before
+        session.calibration.observe(sum(max(raw[n], 0.0) for n in group), increment)
+        if drop <= session.budget:
+            for name in group:
+                estimate = session.calibration.points(raw[name])
+                session.decide(name, True, f"est. {estimate:.2f} pts fits; measured drop {drop:.2f} <= budget {session.budget:.2f}", raw[name], increment)
+                remaining.remove(name)
+            session.record("binarize", ",".join(group), raw)
+            continue
+        session.restore(snapshot, before)
+        session.record("revert", ",".join(group), raw)
+        if len(group) == 1:
+            session.decide(group[0], False, f"tried: measured drop {drop:.2f} pts > budget {session.budget:.2f}", raw[group[0]], increment)
+            remaining.remove(group[0])
+        else:
+            bisect = group[: len(group) // 2]
+        cap = max(1, len(group) // 2)
+    session.finetune(session.config.epochs, "final finetune")
+    session.verify_and_back_off()
+
+
+def oracle(session: SearchSession) -> None:
+    """Measure every candidate alone after one finetuning slice, then pick greedily."""
+    measured: dict[str, float] = {}
+    for name in session.candidates:
+        snapshot = session.snapshot()
+        session.binarize([name])
+        session.finetune(session.config.trial_epochs, f"oracle {name.split('.')[-1]}")
+        measured[name] = session.measure()
+        session.restore(snapshot, 0.0)
+        session.record("probe", name, {name: measured[name]})
+    order = sorted(measured, key=lambda n: (max(measured[n], 0.0) / max(session.saved_bits[n], 1), n))
+    spent = 0.0
+    for name in order:
+        cost = max(measured[name], 0.0)
+        if spent + cost <= session.budget:
+            spent += cost
+            session.decide(name, True, f"measured alone {measured[name]:.2f} pts; total {spent:.2f} <= budget", measured=measured[name])
+            session.binarize([name])
+        else:
+            session.decide(name, False, f"measured alone {measured[name]:.2f} pts > remaining budget {session.budget - spent:.2f}", measured=measured[name])
+    session.record("binarize", None)
+    session.finetune(session.config.epochs, "final finetune")
+    session.verify_and_back_off()
+
+
+def binarize_all(session: SearchSession) -> None:
+    """Baseline: binarize every candidate, finetune, report (the budget is not enforced)."""
+    session.binarize(session.candidates)
+    for name in session.candidates:
+        session.decide(name, True, "strategy 'all' binarizes every candidate")
+    session.finetune(session.config.epochs, "final finetune")
+    session.measure()
+    session.record("final", None)
+
+
+def binarize_none(session: SearchSession) -> None:
+    """Baseline: keep every layer in float (measures the pipeline's own effect)."""
+    for name in session.candidates:
+        session.decide(name, False, "strategy 'none' keeps every layer in float")
+    session.measure()
+    session.record("final", None)
+
+
+STRATEGY_FUNCTIONS: dict[str, Callable[[SearchSession], None]] = {
+    "adaptive": adaptive,
+    "oracle": oracle,
+    "all": binarize_all,
+    "none": binarize_none,
+}

@@ -1,0 +1,69 @@
+"""``albsnn-compress [compress] model.pt --budget B``: search, finetune, pack, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from albsnn_compress.cli.options import data_root_option, device_option, quiet_option, seed_option
+from albsnn_compress.distributed import init_distributed
+from albsnn_compress.errors import BudgetError
+from albsnn_compress.estimators import ESTIMATORS
+from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
+from albsnn_compress.progress import make_progress
+from albsnn_compress.search import STRATEGIES, SearchConfig, check_budget
+
+__all__ = ["command"]
+
+
+def _budget(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
+    try:
+        return check_budget(value)
+    except BudgetError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _names(value: str | None) -> list[str]:
+    return [n if n.startswith("layers.") else f"layers.{n}" for n in value.split(",") if n] if value else []
+
+
+@click.command("compress")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--budget", required=True, callback=_budget,
+    help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points).",
+)
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder (default: <checkpoint stem>-albsnn/ next to it).")
+@data_root_option
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive", show_default=True, help="How layers are chosen.")
+@click.option("--estimator", type=click.Choice(ESTIMATORS), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
+@click.option("--epochs", type=click.FloatRange(min=0), default=SearchConfig.epochs, show_default=True, help="Finetuning epochs once the selection is made.")
+@click.option("--trial-epochs", type=click.FloatRange(min=0), default=SearchConfig.trial_epochs, show_default=True, help="Finetuning epochs after each tried change.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=SearchConfig.lr, show_default=True, help="Finetuning learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=SearchConfig.batch_size, show_default=True, help="Global batch size.")
+@click.option("--no-distill", is_flag=True, help="Finetune on labels only (no teacher).")
+@click.option("--layers", default=None, help="Comma-separated candidate layers (e.g. conv2,conv3); default: all but first and last.")
+@click.option("--exclude", default=None, help="Comma-separated layers never to binarize.")
+@click.option("--binarize-first-last", is_flag=True, help="Let the first and last layers be binarized too.")
+@click.option("--onnx-weights", type=click.Choice(["packed", "float"]), default="packed", show_default=True, help="ONNX weight storage.")
+@seed_option
+@device_option
+@quiet_option
+def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, strategy: str, estimator: str,
+            epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
+            exclude: str | None, binarize_first_last: bool, onnx_weights: str, seed: int, device: str, quiet: bool) -> None:
+    """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report."""
+    ctx = init_distributed(device)
+    config = SearchConfig(
+        strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
+        batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,
+        exclude=_names(exclude), binarize_first_last=binarize_first_last,
+    )
+    outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
+    request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights)
+    with make_progress(enabled=ctx.is_main and not quiet) as progress:
+        outcome = compress_checkpoint(request, ctx, progress)
+    if ctx.is_main:
+        outcome.print_summary()

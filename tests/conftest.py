@@ -1,0 +1,28 @@
+"""Shared fixtures: real data locations and a small trained digits model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from albsnn_compress.train_model import TrainRequest, train_model
+from albsnn_compress.training import TrainConfig
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """../shared/datasets, or skip the test where it is absent (a user's machine)."""
+    if not (SHARED_DATASETS / "FashionMNIST" / "raw").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATASETS}")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits-small SNN trained for 15 epochs (a few seconds), written as model.pt."""
+    path = tmp_path_factory.mktemp("digits") / "model.pt"
+    train_model(TrainRequest(config=TrainConfig(epochs=15, seed=0), output=path))
+    return path
