@@ -1,0 +1,312 @@
+"""The ``.albsnn`` container: golden bytes, bit-exact round trips, layout rules, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import torch
+
+from albsnn_compress.atomic import atomic_write
+from albsnn_compress.binarize import binarize_, binarized_layers
+from albsnn_compress.errors import ContainerError
+from albsnn_compress.formats import container as container_module
+from albsnn_compress.formats.container import (
+    container_bytes,
+    container_summary,
+    is_container,
+    read_container,
+    sha256_file,
+    write_container,
+)
+from albsnn_compress.formats.container_spec import ALIGNMENT, MAGIC, PREAMBLE, architecture_bounds
+from albsnn_compress.snn.presets import PRESETS, make_preset
+from albsnn_compress.snn.spec import SpikingNet
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+
+
+def _load_make_golden() -> Any:
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_golden = _load_make_golden()
+
+
+def _digits_model(arch: str = "digits-small", timesteps: int = 1, binarized: tuple[str, ...] = ()) -> SpikingNet:
+    """A random model with random batch-norm gains and statistics (so neurons fire)."""
+    torch.manual_seed(0)
+    model = SpikingNet(make_preset(arch, [1, 8, 8], 10, [0.3053], [0.376]), timesteps)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(1.0, 4.0)
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.05, 0.5)
+    binarize_(model, list(binarized))
+    return model.eval()
+
+
+def _inputs() -> torch.Tensor:
+    return torch.rand((16, 1, 8, 8), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture
+def model() -> SpikingNet:
+    return _digits_model(binarized=("layers.conv2", "layers.conv4"))
+
+
+# --- golden vectors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(make_golden.CASES))
+def test_golden_bytes_are_reproduced(name: str) -> None:
+    assert make_golden.golden_bytes(name) == (GOLDEN / f"{name}.albsnn").read_bytes(), (
+        f"the container bytes of golden case {name} changed: a format change needs a version bump "
+        "(docs/format.md) and `python tests/golden/make_golden.py`"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(make_golden.CASES))
+def test_golden_file_reads_to_the_same_model(name: str) -> None:
+    container = read_container(GOLDEN / f"{name}.albsnn")
+    original, _ = make_golden.build(name)
+    inputs = make_golden.fixed_inputs()
+    expected = torch.tensor(json.loads((GOLDEN / "expected_outputs.json").read_text())[name])
+    with torch.no_grad():
+        outputs = container.model(inputs)
+        assert torch.equal(outputs, original(inputs))
+    torch.testing.assert_close(outputs, expected, rtol=0, atol=1e-5)
+    assert torch.equal(outputs.argmax(1), expected.argmax(1))
+
+
+def test_golden_header_content() -> None:
+    container = read_container(GOLDEN / "conv_mixed.albsnn")
+    header = container.header
+    assert header["binarized"] == ["layers.conv2", "layers.conv3"]
+    assert header["metadata"]["dataset"] == "digits"
+    assert header["budget"] == 0.5 and header["accuracy"]["test_after"] == 96.5
+    assert header["source_sha256"] == hashlib.sha256(b"golden source checkpoint").hexdigest()
+    conv2 = container.tensors["layers.conv2.weight"]
+    assert (conv2.kind, conv2.shape, conv2.nbytes) == ("binary", (32, 16, 3, 3), 32 * 16 * 9 // 8)
+    assert container.tensors["layers.conv2.weight_scale"].shape == (32,)
+    assert container.tensors["layers.conv1.weight"].kind == "float32"
+    assert container_summary(container)["kinds"]["binary"] == {"tensors": 2, "elements": 32 * 16 * 9 + 32 * 32 * 9, "bytes": 576 + 1152}
+
+
+def test_golden_float16_kinds() -> None:
+    tensors = read_container(GOLDEN / "fc_float16.albsnn").tensors
+    assert tensors["layers.linear1.weight"].kind == "binary"
+    assert tensors["layers.linear1.weight_scale"].kind == "float32"
+    assert tensors["layers.linear2.weight"].kind == "float16"
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arch", "timesteps", "binarized"),
+    [
+        ("digits-small", 1, ()),
+        ("digits-small", 1, ("layers.conv2", "layers.conv3", "layers.conv4")),
+        ("digits-small", 3, ("layers.conv1", "layers.conv5")),
+        ("digits-fc", 2, ("layers.linear1",)),
+        ("digits-fc", 1, ("layers.conv2", "layers.linear1", "layers.linear2")),
+    ],
+)
+def test_round_trip_outputs_are_bit_exact(tmp_path: Path, arch: str, timesteps: int, binarized: tuple[str, ...]) -> None:
+    model = _digits_model(arch, timesteps, binarized)
+    path = tmp_path / "m.albsnn"
+    write_container(path, model)
+    container = read_container(path)
+    assert not container.model.training
+    assert binarized_layers(container.model) == list(binarized)
+    assert container.model.timesteps == timesteps
+    with torch.no_grad():
+        outputs = container.model(_inputs())
+        assert torch.equal(outputs, model(_inputs()))
+    assert len(outputs.unique(dim=0)) > 1, "the model ignores its input: the test would prove little"
+    read_modules, modules = dict(container.model.named_modules()), dict(model.named_modules())
+    for name in container.tensors:
+        module, _, attr = name.rpartition(".")
+        if not attr.endswith("_scale"):  # effective tensors (binary weights as alpha * sign) are equal
+            assert torch.equal(getattr(read_modules[module], attr), getattr(modules[module], attr)), name
+
+
+def test_rewriting_a_read_model_gives_the_same_bytes(tmp_path: Path, model: SpikingNet) -> None:
+    first = tmp_path / "a.albsnn"
+    write_container(first, model, accuracy={"test": 97.0}, metadata={"dataset": "digits"})
+    again = container_bytes(read_container(first).model, accuracy={"test": 97.0}, metadata={"dataset": "digits"})
+    assert again == first.read_bytes()
+    assert container_bytes(model, accuracy={"test": 97.0}, metadata={"dataset": "digits"}) == again
+
+
+def test_float16_round_trip(tmp_path: Path, model: SpikingNet) -> None:
+    path = tmp_path / "h.albsnn"
+    write_container(path, model, float_kind="float16")
+    container = read_container(path)
+    read_state = container.model.state_dict()
+    for key, value in model.state_dict().items():
+        if "num_batches_tracked" in key or "parametrizations" in key:
+            continue
+        assert torch.equal(read_state[key], value.half().float()), key
+    assert torch.equal(container.model.layers.conv2.weight, model.layers.conv2.weight)  # binary stays exact
+
+
+def test_reading_does_not_move_the_global_rng(tmp_path: Path, model: SpikingNet) -> None:
+    write_container(tmp_path / "m.albsnn", model)
+    state = torch.random.get_rng_state()
+    read_container(tmp_path / "m.albsnn")
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("input_shape", [[1, 8, 8], [3, 32, 32], [1, 28, 28]])
+def test_architecture_bounds_match_real_models(preset: str, input_shape: list[int]) -> None:
+    spec = make_preset(preset, input_shape, 10, [0.5] * input_shape[0], [0.25] * input_shape[0])
+    model = SpikingNet(spec).eval()
+    largest = [math.prod(input_shape)]
+    hooks = [layer.register_forward_hook(lambda m, i, out: largest.append(out[0, 0].numel())) for layer in model.layers]
+    with torch.no_grad():
+        model.layers(torch.zeros((1, 1, *input_shape)))
+    for hook in hooks:
+        hook.remove()
+    params = sum(v.numel() for k, v in model.state_dict().items() if "num_batches_tracked" not in k)
+    assert architecture_bounds(model.spec) == (params, max(largest))
+
+
+# --- layout and header ------------------------------------------------------------------------
+
+
+def test_layout_rules(model: SpikingNet) -> None:
+    data = container_bytes(model)
+    magic, version, _, header_len = PREAMBLE.unpack_from(data)
+    assert (magic, version) == (MAGIC, 1)
+    start = PREAMBLE.size + header_len
+    assert start % ALIGNMENT == 0
+    raw = data[PREAMBLE.size:start]
+    header = json.loads(raw)
+    assert raw.rstrip(b" ").endswith(b"}") and len(raw) - len(raw.rstrip(b" ")) < ALIGNMENT
+    tensors = header["tensors"]
+    assert [t["name"] for t in tensors][:6] == [
+        "layers.conv1.weight", "layers.bn1.weight", "layers.bn1.bias", "layers.bn1.running_mean", "layers.bn1.running_var",
+        "layers.conv2.weight",
+    ]
+    assert tensors[6]["name"] == "layers.conv2.weight_scale"
+    assert not any("num_batches_tracked" in t["name"] for t in tensors)
+    assert all(t["offset"] % ALIGNMENT == 0 for t in tensors)
+    assert start + tensors[-1]["offset"] + tensors[-1]["nbytes"] == len(data)
+
+
+def _schema() -> dict[str, Any]:
+    text = (ROOT / "docs" / "format.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- header-schema -->\s*```json\n(.*?)```", text, re.S)
+    assert match, "docs/format.md lost its header JSON schema block"
+    return json.loads(match.group(1))
+
+
+@pytest.mark.parametrize("name", sorted(make_golden.CASES))
+def test_headers_match_the_documented_schema(name: str) -> None:
+    header = read_container(GOLDEN / f"{name}.albsnn").header
+    jsonschema.validate(header, _schema())
+
+
+def test_schema_rejects_an_unknown_field() -> None:
+    header = read_container(GOLDEN / "fc_float32.albsnn").header
+    with pytest.raises(jsonschema.ValidationError, match="Additional properties"):
+        jsonschema.validate({**header, "extra": 1}, _schema())
+
+
+def test_summary_and_helpers(tmp_path: Path, model: SpikingNet) -> None:
+    path = tmp_path / "m.albsnn"
+    write_container(path, model, class_names=[str(i) for i in range(10)], budget=0.3, metadata={"dataset": "digits"})
+    summary = container_summary(read_container(path))
+    assert summary["architecture"] == "digits-small" and summary["binarized"] == ["layers.conv2", "layers.conv4"]
+    assert summary["file_bytes"] == path.stat().st_size
+    assert summary["kinds"]["binary"]["bytes"] == (32 * 16 * 9 + 64 * 32 * 9) // 8
+    assert is_container(path) and not is_container(GOLDEN / "make_golden.py")
+    assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metadata": {"dataset": 3}}, r"field 'metadata': value of 'dataset' must be a string"),
+        ({"metadata": {"k": "v" * 70000}}, r"field 'metadata': .* bytes of keys and values, at most 65536"),
+        ({"class_names": ["a", "b"]}, r"field 'class_names': 2 names for 10 classes"),
+        ({"budget": -1.0}, r"field 'budget': expected a number >= 0"),
+        ({"source_sha256": "abc"}, r"field 'source_sha256': expected 64 lowercase hex digits"),
+        ({"accuracy": {"test": float("nan")}}, r"field 'accuracy': value of 'test' must be a finite number"),
+        ({"float_kind": "int8"}, r"float_kind 'int8': choose one of"),
+    ],
+)
+def test_writer_rejects_bad_header_values(tmp_path: Path, model: SpikingNet, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ContainerError, match=match):
+        write_container(tmp_path / "m.albsnn", model, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+
+class _FailingStream:
+    """Writes through to a real stream until ``budget`` bytes, then fails like a full disk."""
+
+    def __init__(self, stream: Any, budget: int) -> None:
+        self.stream, self.budget = stream, budget
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.budget:
+            self.stream.write(data[: self.budget])
+            raise OSError(28, "No space left on device")
+        self.budget -= len(data)
+        return self.stream.write(data)
+
+
+@pytest.mark.parametrize("fail_after", [0, 10, 24, 500, 2000, 6000])
+def test_failed_write_keeps_the_old_file(tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, fail_after: int) -> None:
+    path = tmp_path / "m.albsnn"
+    write_container(path, model)
+    old = path.read_bytes()
+
+    @contextlib.contextmanager
+    def failing_atomic_write(target: Path) -> Any:
+        with atomic_write(target) as stream:
+            yield _FailingStream(stream, fail_after)
+
+    monkeypatch.setattr(container_module, "atomic_write", failing_atomic_write)
+    with pytest.raises(OSError, match="No space left"):
+        write_container(path, _digits_model(binarized=("layers.conv3",)))
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["m.albsnn"]
+
+
+@pytest.mark.parametrize("target", ["fsync", "replace"])
+def test_failed_fsync_or_rename_keeps_the_old_file(tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    path = tmp_path / "m.albsnn"
+    write_container(path, model)
+    old = path.read_bytes()
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise OSError(5, f"{target} failed")
+
+    monkeypatch.setattr(os, target, fail)
+    with pytest.raises(OSError, match=f"{target} failed"):
+        write_container(path, _digits_model(binarized=("layers.conv3",)))
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["m.albsnn"]
