@@ -1,0 +1,266 @@
+"""Build the report document from a :class:`CompressionResult` and the files a run wrote.
+
+Three sources, kept apart in the document:
+
+* the result itself (accuracies, budget, decisions, trajectory, timings);
+* the *computed* storage: :func:`albsnn_compress.storage.layer_storage` of the
+  compressed model, ``numel * bits`` per stored tensor (scales, biases and
+  batch-norm tensors included), bytes = bits / 8 with no container overhead;
+* the *measured* bytes on disk of the input checkpoint, the ``.albsnn``
+  container and the ONNX file (``os.stat``; ``null`` where a file is absent).
+
+Units: accuracies in percent, drops and budgets in percentage points, storage
+in bits (integers) and bytes (bits / 8, so a 36-bit tensor is 4.5 bytes), times
+in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections.abc import Mapping
+from typing import Any
+
+from albsnn_compress.errors import ReportError
+from albsnn_compress.report.schema import SCHEMA_ID, SCHEMA_VERSION, validate_report
+from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
+from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
+from albsnn_compress.versions import package_versions
+
+__all__ = ["build_report", "file_entry"]
+
+PathLike = str | os.PathLike[str]
+
+
+def build_report(
+    result: CompressionResult,
+    *,
+    input_checkpoint: PathLike | None = None,
+    container: PathLike | None = None,
+    onnx: PathLike | None = None,
+    versions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The report document (schema :data:`~albsnn_compress.report.schema.SCHEMA`) of one run.
+
+    Args:
+        result: what the search returned; its ``model`` is measured with
+            :func:`~albsnn_compress.storage.layer_storage` for ``result.selected``.
+        input_checkpoint: the ``model.pt`` the run started from.
+        container: the ``.albsnn`` file the run wrote.
+        onnx: the ``.onnx`` file the run wrote.
+        versions: package versions to record; default
+            :func:`~albsnn_compress.versions.package_versions`.
+
+    Returns:
+        A JSON-able dict that passes :func:`~albsnn_compress.report.schema.validate_report`.
+
+    Raises:
+        ReportError: if the result names a selected layer the model lacks, or holds
+            a non-finite accuracy, budget or time.
+    """
+    rows = layer_storage(result.model, result.selected)
+    _check_selected(result.selected, rows)
+    decisions = {d.name: d for d in result.decisions}
+    layers = [_layer(row, decisions.get(row.name), row.name in set(result.candidates)) for row in rows]
+    bits_before = sum(layer["bits_before"] for layer in layers)
+    bits_after = sum(layer["bits_after"] for layer in layers)
+    files = {
+        "input_checkpoint": file_entry(input_checkpoint),
+        "container": file_entry(container),
+        "onnx": file_entry(onnx),
+    }
+    report = {
+        "schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "model": _model_info(result),
+        "search": {
+            "strategy": str(result.strategy),
+            "estimator": str(result.estimator),
+            "seed": int(result.seed),
+            "budget_points": _finite(result.budget, "budget"),
+            "finetune_epochs": _finite(result.finetune_epochs, "finetune_epochs"),
+            "candidates": list(result.candidates),
+            "selected": list(result.selected),
+            "config": dict(result.config),
+        },
+        "accuracy": _accuracy(result),
+        "storage": {
+            "computed": {
+                "params": sum(layer["params"] for layer in layers),
+                "bits_before": bits_before,
+                "bits_after": bits_after,
+                "bytes_before": _bytes(bits_before),
+                "bytes_after": _bytes(bits_after),
+                "ratio": _ratio(bits_before, bits_after),
+                "saved_percent": 100.0 * (bits_before - bits_after) / bits_before if bits_before else None,
+                "binarized_layers": sum(layer["binarized"] for layer in layers),
+                "binarized_weight_params": sum(layer["weight_params"] for layer in layers if layer["binarized"]),
+            },
+            "on_disk": files,
+            "on_disk_ratio": {
+                "container": _ratio(files["input_checkpoint"]["bytes"], files["container"]["bytes"]),
+                "onnx": _ratio(files["input_checkpoint"]["bytes"], files["onnx"]["bytes"]),
+            },
+        },
+        "layers": layers,
+        "trajectory": [_step(step, bits_before) for step in result.trajectory],
+        "timings": {str(phase): _finite(seconds, f"timings[{phase!r}]") for phase, seconds in result.timings.items()},
+        "versions": {str(k): str(v) for k, v in (versions if versions is not None else package_versions()).items()},
+    }
+    validate_report(report)
+    return report
+
+
+def file_entry(path: PathLike | None) -> dict[str, Any]:
+    """``{"path", "bytes"}`` of a file on disk; ``bytes`` is ``None`` when it is not a regular file."""
+    if path is None:
+        return {"path": None, "bytes": None}
+    try:
+        info = os.stat(path)
+    except OSError:
+        return {"path": str(path), "bytes": None}
+    return {"path": str(path), "bytes": info.st_size if stat.S_ISREG(info.st_mode) else None}
+
+
+def _check_selected(selected: list[str], rows: list[LayerStorage]) -> None:
+    binarized = {row.name for row in rows if row.binarized}
+    missing = [name for name in selected if name not in binarized]
+    if missing:
+        raise ReportError(
+            f"result.selected names {missing}, which the model has no binarizable layer for; "
+            f"binarizable layers: {[row.name for row in rows if row.kind in ('Conv2d', 'Linear')]}"
+        )
+
+
+def _model_info(result: CompressionResult) -> dict[str, Any]:
+    spec = getattr(result.model, "spec", None)
+    spec = spec if isinstance(spec, dict) else {}
+    timesteps = getattr(result.model, "timesteps", None)
+    return {
+        "name": str(spec.get("name", type(result.model).__name__)),
+        "timesteps": timesteps if type(timesteps) is int else None,
+        "input_shape": list(spec.get("input", {}).get("shape", [])),
+        "num_classes": spec.get("num_classes") if type(spec.get("num_classes")) is int else None,
+    }
+
+
+def _accuracy(result: CompressionResult) -> dict[str, Any]:
+    acc = result.accuracy
+    for key in ("val_before", "val_after"):
+        if key not in acc:
+            raise ReportError(f"result.accuracy has no {key!r}; the search must measure validation accuracy before and after")
+    val_before = _finite(acc["val_before"], "accuracy['val_before']")
+    val_after = _finite(acc["val_after"], "accuracy['val_after']")
+    test_before = _finite(acc["test_before"], "accuracy['test_before']") if acc.get("test_before") is not None else None
+    test_after = _finite(acc["test_after"], "accuracy['test_after']") if acc.get("test_after") is not None else None
+    budget = _finite(result.budget, "budget")
+    return {
+        "val_before": val_before,
+        "val_after": val_after,
+        "test_before": test_before,
+        "test_after": test_after,
+        "val_drop_points": val_before - val_after,
+        "test_drop_points": test_before - test_after if test_before is not None and test_after is not None else None,
+        "val_floor": val_before - budget,
+        "within_budget": val_before - val_after <= budget,
+    }
+
+
+def _tensors(row: LayerStorage) -> list[dict[str, Any]]:
+    """Per-tensor bits before and after; a binarized weight goes 32 -> 1 and gains a float scale."""
+    tensors = []
+    for name, bits_after in row.parts_after.items():
+        if row.binarized and name == "weight":
+            elements, before, after = bits_after // BINARY_BITS, FLOAT_BITS, BINARY_BITS
+        elif row.binarized and name == "weight_scale":
+            elements, before, after = bits_after // FLOAT_BITS, None, FLOAT_BITS
+        else:
+            elements, before, after = bits_after // FLOAT_BITS, FLOAT_BITS, FLOAT_BITS
+        tensors.append({
+            "name": name,
+            "elements": elements,
+            "precision_before": before,
+            "precision_after": after,
+            "bits_before": elements * before if before is not None else 0,
+            "bits_after": bits_after,
+        })
+    return tensors
+
+
+def _layer(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -> dict[str, Any]:
+    tensors = _tensors(row)
+    weight = next((t for t in tensors if t["name"] == "weight"), None)
+    return {
+        "name": row.name,
+        "type": row.kind,
+        "weight_shape": [int(d) for d in row.weight_shape],
+        "weight_params": weight["elements"] if weight else 0,
+        "params": row.params,
+        "candidate": candidate,
+        "binarized": row.binarized,
+        "precision_before": FLOAT_BITS,
+        "precision_after": BINARY_BITS if row.binarized else FLOAT_BITS,
+        "bits_before": row.bits_before,
+        "bits_after": row.bits_after,
+        "bytes_before": _bytes(row.bits_before),
+        "bytes_after": _bytes(row.bits_after),
+        "saved_bits": row.bits_before - row.bits_after,
+        "tensors": tensors,
+        "estimator_value": _optional(decision.estimator_value) if decision else None,
+        "estimate_points": _optional(decision.estimate) if decision else None,
+        "measured_drop_points": _optional(decision.measured_drop) if decision else None,
+        "reason": _reason(row, decision, candidate),
+    }
+
+
+def _reason(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -> str:
+    if decision is not None:
+        return decision.reason
+    if row.kind not in ("Conv2d", "Linear"):
+        return f"not binarizable ({row.kind})"
+    if row.binarized:
+        return "binarized (selected without a search decision)"
+    return "candidate without a search decision" if candidate else "not a search candidate"
+
+
+def _step(step: SearchStep, bits_before: int) -> dict[str, Any]:
+    return {
+        "index": int(step.index),
+        "action": str(step.action),
+        "layer": step.layer,
+        "selection": list(step.selection),
+        "val_accuracy": _finite(step.val_accuracy, f"trajectory[{step.index}].val_accuracy"),
+        "drop_points": _finite(step.drop, f"trajectory[{step.index}].drop"),
+        "storage_bits": int(step.storage_bits),
+        "storage_bytes": _bytes(int(step.storage_bits)),
+        "ratio": _ratio(bits_before, int(step.storage_bits)),
+        "estimates": {str(k): _optional(v) for k, v in step.estimates.items()},
+        "seconds": _finite(step.seconds, f"trajectory[{step.index}].seconds"),
+    }
+
+
+def _bytes(bits: int) -> int | float:
+    """Bits / 8: an int when whole, else the exact fraction as a float (a multiple of 1/8)."""
+    return bits // 8 if bits % 8 == 0 else bits / 8
+
+
+def _ratio(before: int | None, after: int | None) -> float | None:
+    if before is None or not after:
+        return None
+    return before / after
+
+
+def _finite(value: Any, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ReportError(f"result {what} is {number}; a report needs finite numbers")
+    return number
+
+
+def _optional(value: Any) -> float | None:
+    """A finite float, or ``None`` for a missing or non-finite estimator figure."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None

@@ -1,0 +1,130 @@
+"""How figures are written, shared by every form so the terminal, Markdown and HTML agree.
+
+Sizes use binary units (1 KiB = 1024 bytes); accuracies are percent, drops and
+budgets percentage points ("pts"); a missing figure is ``n/a``, one that does
+not apply is ``-``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "MISSING",
+    "NOT_APPLICABLE",
+    "count",
+    "size",
+    "exact_bytes",
+    "percent",
+    "points",
+    "ratio",
+    "seconds",
+    "number",
+    "short",
+    "shape",
+    "names",
+    "estimates",
+    "setting",
+    "headline",
+]
+
+MISSING = "n/a"
+NOT_APPLICABLE = "-"
+_UNITS = ("KiB", "MiB", "GiB", "TiB")
+
+
+def count(n: int | None) -> str:
+    """An integer with thousands separators: ``147,456``."""
+    return MISSING if n is None else f"{n:,}"
+
+
+def size(nbytes: float | None) -> str:
+    """Bytes in binary units: ``4.5 B``, ``18.00 KiB``, ``1.25 MiB``."""
+    if nbytes is None:
+        return MISSING
+    if abs(nbytes) < 1024:
+        return f"{nbytes:g} B"
+    value = float(nbytes)
+    for unit in _UNITS:
+        value /= 1024
+        if abs(value) < 1024 or unit == _UNITS[-1]:
+            break
+    return f"{value:.2f} {unit}"
+
+
+def exact_bytes(nbytes: float | None) -> str:
+    """Exact bytes with thousands separators: ``12,345 B``, ``4.5 B`` (bits / 8 may end in eighths)."""
+    if nbytes is None:
+        return MISSING
+    if float(nbytes).is_integer():
+        return f"{int(nbytes):,} B"
+    return f"{nbytes:,.3f}".rstrip("0") + " B"
+
+
+def percent(value: float | None) -> str:
+    """An accuracy or share in percent: ``97.22%``."""
+    return MISSING if value is None else f"{value:.2f}%"
+
+
+def points(value: float | None) -> str:
+    """Percentage points: ``0.15 pts`` (a negative drop is an improvement)."""
+    return MISSING if value is None else f"{value:.2f} pts"
+
+
+def ratio(value: float | None) -> str:
+    """A compression ratio, before / after: ``26.18×``."""
+    return MISSING if value is None else f"{value:.2f}×"
+
+
+def seconds(value: float | None) -> str:
+    """Wall time: ``12.3 s``."""
+    return MISSING if value is None else f"{value:.1f} s"
+
+
+def number(value: float | None) -> str:
+    """An estimator value in its own units, four significant digits."""
+    return NOT_APPLICABLE if value is None else f"{value:.4g}"
+
+
+def short(name: str) -> str:
+    """A layer name without the ``layers.`` prefix every SpikingNet layer has."""
+    return name.removeprefix("layers.")
+
+
+def shape(dims: list[int]) -> str:
+    """``32×16×3×3``."""
+    return "×".join(str(d) for d in dims) if dims else NOT_APPLICABLE
+
+
+def names(layers: list[str]) -> str:
+    """Short layer names, comma separated; ``(none)`` for an empty list."""
+    return ", ".join(short(name) for name in layers) if layers else "(none)"
+
+
+def estimates(values: Mapping[str, float | None]) -> str:
+    """Per-layer estimates in points: ``conv2 0.12, conv3 0.30``."""
+    if not values:
+        return NOT_APPLICABLE
+    return ", ".join(f"{short(k)} {NOT_APPLICABLE if v is None else f'{v:.2f}'}" for k, v in values.items())
+
+
+def setting(value: Any) -> str:
+    """A config value: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def headline(report: Mapping[str, Any]) -> str:
+    """One sentence with the result: sizes, ratio, saving, accuracy and budget."""
+    computed = report["storage"]["computed"]
+    acc = report["accuracy"]
+    model = report["model"]
+    steps = f", T={model['timesteps']}" if model["timesteps"] is not None else ""
+    verdict = "within budget" if acc["within_budget"] else "OVER budget"
+    return (
+        f"{model['name']}{steps}: {size(computed['bytes_before'])} -> {size(computed['bytes_after'])} computed "
+        f"({ratio(computed['ratio'])}, {percent(computed['saved_percent'])} saved); "
+        f"val accuracy {percent(acc['val_before'])} -> {percent(acc['val_after'])} "
+        f"(drop {points(acc['val_drop_points'])}, budget {points(report['search']['budget_points'])}, {verdict})"
+    )

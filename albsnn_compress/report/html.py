@@ -1,0 +1,126 @@
+"""The report as ONE self-contained HTML file: inline CSS, inline SVG charts, nothing fetched.
+
+A Content-Security-Policy (``default-src 'none'``) makes the browser refuse any
+external load, so a page that opened without console errors provably needs no
+network. The output is deterministic: the same JSON gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from albsnn_compress.report import fmt
+from albsnn_compress.report.charts import render_charts
+from albsnn_compress.report.tables import Table, report_tables
+
+__all__ = ["render_html", "NO_CHARTS_NOTE"]
+
+NO_CHARTS_NOTE = (
+    "Charts need matplotlib, which is not installed: pip install 'albsnn-compress[plots]'. "
+    "The tables hold every figure."
+)
+_CHARTS_AFTER = {"layers": ("storage", "estimator"), "trajectory": ("trajectory",)}
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232a; background: #f6f7f9; margin: 0; }
+main { max-width: 1560px; margin: 0 auto; padding: 24px; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 17px; margin: 28px 0 8px; }
+p.headline { margin: 0 0 16px; color: #44505c; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; }
+.card { background: #fff; border: 1px solid #dde2e7; border-radius: 8px; padding: 10px 14px; min-width: 150px; }
+.card .label { font-size: 12px; color: #5c6874; text-transform: uppercase; letter-spacing: .04em; }
+.card .value { font-size: 20px; font-weight: 600; }
+.card .sub { font-size: 12px; color: #5c6874; }
+.card.bad .value { color: #c62828; }
+section { background: #fff; border: 1px solid #dde2e7; border-radius: 8px; padding: 4px 16px 12px; margin-top: 16px; overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12.5px; width: 100%; }
+table.kv { width: auto; min-width: 40%; }
+th, td { padding: 3px 7px; white-space: nowrap; border-bottom: 1px solid #eceff2; vertical-align: top; }
+th { text-align: left; background: #f0f2f5; font-weight: 600; white-space: nowrap; }
+td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+td:last-child { white-space: normal; min-width: 16em; }
+tr.hl td { background: #e8f1fb; font-weight: 600; }
+p.note { font-size: 12px; color: #5c6874; margin: 6px 0 0; }
+figure { margin: 12px 0 0; }
+figure svg { max-width: 100%; height: auto; }
+footer { font-size: 12px; color: #5c6874; margin-top: 20px; }
+""".strip()
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _cell(text: str) -> str:
+    return _esc(text).replace("\n", "<br>")
+
+
+def _table(table: Table) -> str:
+    head = "".join(f'<th class="{table.align[i]}">{_esc(c)}</th>' for i, c in enumerate(table.columns))
+    body = []
+    for index, row in enumerate(table.rows):
+        emphasised = index < len(table.highlight) and table.highlight[index]
+        cells = "".join(f'<td class="{table.align[i]}">{_cell(c)}</td>' for i, c in enumerate(row))
+        body.append(f'<tr class="hl">{cells}</tr>' if emphasised else f"<tr>{cells}</tr>")
+    note = f'<p class="note">{_esc(table.note)}</p>' if table.note else ""
+    kind = ' class="kv"' if len(table.columns) <= 2 else ""
+    return f'<table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
+
+
+def _card(label: str, value: str, sub: str, bad: bool = False) -> str:
+    cls = "card bad" if bad else "card"
+    return (f'<div class="{cls}"><div class="label">{_esc(label)}</div><div class="value">{_esc(value)}</div>'
+            f'<div class="sub">{_esc(sub)}</div></div>')
+
+
+def _cards(report: Mapping[str, Any]) -> str:
+    computed = report["storage"]["computed"]
+    acc = report["accuracy"]
+    container = report["storage"]["on_disk"]["container"]["bytes"]
+    cards = [
+        _card("Model size (computed)", fmt.size(computed["bytes_after"]), f"from {fmt.size(computed['bytes_before'])}"),
+        _card("Compression", fmt.ratio(computed["ratio"]), f"{fmt.percent(computed['saved_percent'])} saved"),
+        _card(".albsnn on disk", fmt.size(container), f"ratio {fmt.ratio(report['storage']['on_disk_ratio']['container'])} vs model.pt"),
+        _card("Val accuracy", fmt.percent(acc["val_after"]), f"from {fmt.percent(acc['val_before'])}"),
+        _card("Drop / budget", fmt.points(acc["val_drop_points"]), f"budget {fmt.points(report['search']['budget_points'])}",
+              bad=not acc["within_budget"]),
+    ]
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _figures(names: tuple[str, ...], charts: Mapping[str, str] | None) -> str:
+    if charts is None:
+        return ""
+    return "".join(f'<figure id="chart-{name}">{charts[name]}</figure>' for name in names if name in charts)
+
+
+def render_html(report: Mapping[str, Any], *, charts: bool = True) -> str:
+    """The report as one self-contained HTML page.
+
+    Args:
+        report: a report document (see :mod:`albsnn_compress.report.schema`).
+        charts: draw the SVG charts (needs matplotlib; without it a note says so).
+    """
+    drawn = render_charts(report) if charts else None
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Storage report: {_esc(report['model']['name'])}</title>",
+        f"<style>\n{_CSS}\n</style></head><body><main>",
+        f"<h1>Storage report: {_esc(report['model']['name'])}</h1>",
+        f'<p class="headline">{_esc(fmt.headline(report))}</p>',
+        _cards(report),
+    ]
+    if charts and drawn is None:
+        parts.append(f'<p class="note" id="no-charts">{_esc(NO_CHARTS_NOTE)}</p>')
+    for table in report_tables(report):
+        parts.append(f'<section id="{table.key}"><h2>{_esc(table.title)}</h2>{_table(table)}'
+                     f"{_figures(_CHARTS_AFTER.get(table.key, ()), drawn)}</section>")
+    parts.append(f"<footer>albsnn-compress report, schema {_esc(report['schema'])} v{report['schema_version']}.</footer>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,317 @@
+"""The report's JSON schema (versioned), its validator, and the safe reader.
+
+The JSON document is the report: every other form (terminal, Markdown, HTML) is
+rendered from it, so a saved ``report.json`` reproduces every figure. The schema
+is a plain JSON Schema (draft 2020-12) dict, :data:`SCHEMA`; ``docs/report.md``
+describes every field. :func:`validate_report` checks a document against it with
+a small built-in validator (the subset of JSON Schema that :data:`SCHEMA` uses:
+``type``, ``properties``, ``required``, ``additionalProperties``, ``items``,
+``enum``, ``const``, ``minimum`` and local ``$ref``), so reading a report needs no
+extra dependency; the tests check that ``jsonschema`` agrees with it. On top of
+the schema it checks the accounting: every layer's tensors sum to the layer's
+bits, and the layers sum to the totals.
+
+Versioning: :data:`SCHEMA_VERSION` is bumped whenever a field is removed,
+renamed or changes meaning; a reader accepts only the versions in
+:data:`SUPPORTED_VERSIONS` and names the fix for any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from albsnn_compress.errors import ReportError
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_ID",
+    "SCHEMA_VERSION",
+    "SUPPORTED_VERSIONS",
+    "MAX_REPORT_BYTES",
+    "validate_report",
+    "parse_report",
+    "load_report",
+]
+
+SCHEMA_ID = "albsnn-compress/report"
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+
+_COUNT = {"type": "integer", "minimum": 0}
+_NUMBER = {"type": "number"}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A closed object schema whose properties are all required except ``optional``."""
+    return {
+        "type": "object",
+        "required": [key for key in properties if key not in optional],
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+_FILE = _object({"path": {"type": ["string", "null"]}, "bytes": {"type": ["integer", "null"], "minimum": 0}})
+
+_TENSOR = _object({
+    "name": {"type": "string"},
+    "elements": _COUNT,
+    "precision_before": {"type": ["integer", "null"], "minimum": 1},
+    "precision_after": {"type": "integer", "minimum": 1},
+    "bits_before": _COUNT,
+    "bits_after": _COUNT,
+})
+
+_LAYER = _object({
+    "name": {"type": "string"},
+    "type": {"type": "string"},
+    "weight_shape": {"type": "array", "items": _COUNT},
+    "weight_params": _COUNT,
+    "params": _COUNT,
+    "candidate": {"type": "boolean"},
+    "binarized": {"type": "boolean"},
+    "precision_before": {"type": "integer", "minimum": 1},
+    "precision_after": {"type": "integer", "minimum": 1},
+    "bits_before": _COUNT,
+    "bits_after": _COUNT,
+    "bytes_before": _NUMBER,
+    "bytes_after": _NUMBER,
+    "saved_bits": {"type": "integer"},
+    "tensors": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+    "estimator_value": _NUMBER_OR_NULL,
+    "estimate_points": _NUMBER_OR_NULL,
+    "measured_drop_points": _NUMBER_OR_NULL,
+    "reason": {"type": "string"},
+})
+
+_STEP = _object({
+    "index": {"type": "integer"},
+    "action": {"type": "string"},
+    "layer": {"type": ["string", "null"]},
+    "selection": _STRINGS,
+    "val_accuracy": _NUMBER,
+    "drop_points": _NUMBER,
+    "storage_bits": _COUNT,
+    "storage_bytes": _NUMBER,
+    "ratio": _NUMBER_OR_NULL,
+    "estimates": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
+    "seconds": _NUMBER,
+})
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "albsnn-compress/report/v1",
+    "title": "albsnn-compress storage report",
+    "$defs": {"tensor": _TENSOR, "layer": _LAYER, "step": _STEP, "file": _FILE},
+    **_object({
+        "schema": {"const": SCHEMA_ID},
+        "schema_version": {"const": SCHEMA_VERSION},
+        "model": _object({
+            "name": {"type": "string"},
+            "timesteps": {"type": ["integer", "null"], "minimum": 1},
+            "input_shape": {"type": "array", "items": _COUNT},
+            "num_classes": {"type": ["integer", "null"], "minimum": 1},
+        }),
+        "search": _object({
+            "strategy": {"type": "string"},
+            "estimator": {"type": "string"},
+            "seed": {"type": "integer"},
+            "budget_points": _NUMBER,
+            "finetune_epochs": _NUMBER,
+            "candidates": _STRINGS,
+            "selected": _STRINGS,
+            "config": {"type": "object"},
+        }),
+        "accuracy": _object({
+            "val_before": _NUMBER,
+            "val_after": _NUMBER,
+            "test_before": _NUMBER_OR_NULL,
+            "test_after": _NUMBER_OR_NULL,
+            "val_drop_points": _NUMBER,
+            "test_drop_points": _NUMBER_OR_NULL,
+            "val_floor": _NUMBER,
+            "within_budget": {"type": "boolean"},
+        }),
+        "storage": _object({
+            "computed": _object({
+                "params": _COUNT,
+                "bits_before": _COUNT,
+                "bits_after": _COUNT,
+                "bytes_before": _NUMBER,
+                "bytes_after": _NUMBER,
+                "ratio": _NUMBER_OR_NULL,
+                "saved_percent": _NUMBER_OR_NULL,
+                "binarized_layers": _COUNT,
+                "binarized_weight_params": _COUNT,
+            }),
+            "on_disk": _object({
+                "input_checkpoint": {"$ref": "#/$defs/file"},
+                "container": {"$ref": "#/$defs/file"},
+                "onnx": {"$ref": "#/$defs/file"},
+            }),
+            "on_disk_ratio": _object({"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL}),
+        }),
+        "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+        "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
+        "timings": {"type": "object", "additionalProperties": _NUMBER},
+        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+    }),
+}
+
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "integer": lambda v: type(v) is int,
+    "number": lambda v: type(v) in (int, float) and math.isfinite(v),
+}
+
+
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    return SCHEMA["$defs"][ref.rsplit("/", 1)[-1]]
+
+
+def _check(value: Any, node: dict[str, Any], where: str) -> None:
+    """Raise :class:`ReportError` at the first place ``value`` breaks schema ``node``."""
+    node = _resolve(node)
+    at = where or "/"
+    if "const" in node and (type(value) is not type(node["const"]) or value != node["const"]):
+        raise ReportError(f"at {at}: expected {node['const']!r}, found {value!r}")
+    if "enum" in node and value not in node["enum"]:
+        raise ReportError(f"at {at}: expected one of {node['enum']}, found {value!r}")
+    if "type" in node:
+        allowed = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        if not any(_TYPES[name](value) for name in allowed):
+            raise ReportError(f"at {at}: expected {' or '.join(allowed)}, found {_describe(value)}")
+    if "minimum" in node and type(value) in (int, float) and value < node["minimum"]:
+        raise ReportError(f"at {at}: expected a value >= {node['minimum']}, found {value!r}")
+    if isinstance(value, dict) and node.get("type") == "object":
+        _check_object(value, node, where)
+    if isinstance(value, list) and "items" in node:
+        for index, item in enumerate(value):
+            _check(item, node["items"], f"{where}/{index}")
+
+
+def _check_object(value: dict[str, Any], node: dict[str, Any], where: str) -> None:
+    properties = node.get("properties", {})
+    for key in node.get("required", []):
+        if key not in value:
+            raise ReportError(f"at {where or '/'}: missing field {key!r}")
+    extra = node.get("additionalProperties", True)
+    for key, item in value.items():
+        if key in properties:
+            _check(item, properties[key], f"{where}/{key}")
+        elif extra is False:
+            raise ReportError(f"at {where or '/'}: unknown field {key!r}")
+        elif isinstance(extra, dict):
+            _check(item, extra, f"{where}/{key}")
+
+
+def _describe(value: Any) -> str:
+    """``str "x"``, ``float NaN``: the type and the start of the value, for messages."""
+    return f"{type(value).__name__} {json.dumps(value, default=repr)[:40]}"
+
+
+def _check_accounting(report: dict[str, Any]) -> None:
+    """Every bit is accounted: tensors sum to their layer, layers to the totals."""
+    for index, layer in enumerate(report["layers"]):
+        for phase in ("before", "after"):
+            parts = sum(t[f"bits_{phase}"] for t in layer["tensors"])
+            if parts != layer[f"bits_{phase}"]:
+                raise ReportError(
+                    f"at /layers/{index} ({layer['name']}): tensors sum to {parts} bits {phase}, "
+                    f"layer says {layer[f'bits_{phase}']}"
+                )
+    computed = report["storage"]["computed"]
+    for phase in ("before", "after"):
+        total = sum(layer[f"bits_{phase}"] for layer in report["layers"])
+        if total != computed[f"bits_{phase}"]:
+            raise ReportError(
+                f"at /storage/computed/bits_{phase}: layers sum to {total} bits, total says {computed[f'bits_{phase}']}"
+            )
+
+
+def validate_report(report: Any) -> None:
+    """Check a report document against :data:`SCHEMA` and its bit accounting.
+
+    Raises:
+        ReportError: naming the JSON path (e.g. ``/layers/3/bits_after``), what was
+            expected and what was found.
+    """
+    if not isinstance(report, dict):
+        raise ReportError(f"a report must be a JSON object, found {type(report).__name__}")
+    if report.get("schema") != SCHEMA_ID:
+        raise ReportError(f"not an albsnn-compress report: field 'schema' is {report.get('schema')!r}, expected {SCHEMA_ID!r}")
+    version = report.get("schema_version")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        newer = type(version) is int and version > SCHEMA_VERSION
+        fix = "upgrade albsnn-compress to read it" if newer else "regenerate it with this albsnn-compress"
+        raise ReportError(f"report schema_version {version!r} is not supported (this version reads {list(SUPPORTED_VERSIONS)}); {fix}")
+    _check(report, SCHEMA, "")
+    _check_accounting(report)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ReportError(f"duplicate field {key!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> None:
+    raise ReportError(f"{name} is not a valid JSON number")
+
+
+def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
+    """Parse and validate report JSON text.
+
+    Rejects what Python's ``json`` would silently accept: duplicate keys,
+    ``NaN``/``Infinity`` literals, integers with thousands of digits.
+
+    Raises:
+        ReportError: ``"<source>: <what is wrong>"``.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        document = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        validate_report(document)
+    except ReportError as exc:
+        raise ReportError(f"{source}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ReportError(f"{source}: not UTF-8 text (byte {exc.start}); pass the report.json a compress run wrote") from None
+    except RecursionError:
+        raise ReportError(f"{source}: JSON nested too deeply to be a report") from None
+    except ValueError as exc:
+        raise ReportError(f"{source}: not valid JSON ({exc}); pass the report.json a compress run wrote") from None
+    return document
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read and validate a ``report.json`` file.
+
+    Raises:
+        ReportError: if the file cannot be read, is larger than
+            :data:`MAX_REPORT_BYTES`, is not JSON, or does not match the schema.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read the report ({exc.strerror or exc})") from None
+    if len(data) > MAX_REPORT_BYTES:
+        raise ReportError(f"{path}: larger than {MAX_REPORT_BYTES} bytes; not a report this tool wrote")
+    return parse_report(data, str(path))

@@ -1,0 +1,201 @@
+"""The report's tables as plain rows of text, built once from the JSON document.
+
+The terminal, Markdown and HTML forms all draw these same :class:`Table` objects,
+so every figure reads the same in each form; a form only decides how a table
+looks (and the terminal leaves out the columns marked ``wide``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from albsnn_compress.report import fmt
+
+__all__ = ["Table", "report_tables"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a report.
+
+    Attributes:
+        key: stable identifier (``"layers"``), used as an HTML anchor.
+        title: heading shown above it.
+        columns: column headings.
+        rows: cells as text, one list per row; ``"\\n"`` separates lines within a cell.
+        align: ``"l"`` or ``"r"`` per column.
+        highlight: per row, whether to emphasise it (binarized layers, the final step).
+        wide: indices of columns the terminal leaves out to stay readable.
+        note: a sentence shown under the table, or ``None``.
+    """
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    align: str
+    highlight: list[bool] = field(default_factory=list)
+    wide: frozenset[int] = frozenset()
+    note: str | None = None
+
+
+def report_tables(report: Mapping[str, Any]) -> list[Table]:
+    """All tables of a report, in reading order (empty ones left out)."""
+    tables = [
+        _summary(report),
+        _storage(report),
+        _files(report),
+        _accuracy(report),
+        _layers(report),
+        _trajectory(report),
+        _timings(report),
+        _settings(report),
+        _versions(report),
+    ]
+    return [table for table in tables if table.rows]
+
+
+def _summary(report: Mapping[str, Any]) -> Table:
+    model, search = report["model"], report["search"]
+    rows = [
+        ["model", model["name"]],
+        ["input shape", fmt.shape(model["input_shape"])],
+        ["classes", fmt.MISSING if model["num_classes"] is None else str(model["num_classes"])],
+        ["time steps", fmt.MISSING if model["timesteps"] is None else str(model["timesteps"])],
+        ["strategy", search["strategy"]],
+        ["estimator", search["estimator"]],
+        ["budget (val top-1)", fmt.points(search["budget_points"])],
+        ["seed", str(search["seed"])],
+        ["finetune epochs", f"{search['finetune_epochs']:g}"],
+        ["candidates", f"{len(search['candidates'])}: {fmt.names(search['candidates'])}"],
+        ["binarized", f"{len(search['selected'])}: {fmt.names(search['selected'])}"],
+    ]
+    return Table("summary", "Run", ["Item", "Value"], rows, "ll")
+
+
+def _storage(report: Mapping[str, Any]) -> Table:
+    computed = report["storage"]["computed"]
+    disk = report["storage"]["on_disk"]
+    disk_ratio = report["storage"]["on_disk_ratio"]
+    checkpoint = disk["input_checkpoint"]["bytes"]
+    rows = [
+        ["computed (bits / 8)", fmt.size(computed["bytes_before"]), fmt.size(computed["bytes_after"]),
+         fmt.ratio(computed["ratio"]), fmt.percent(computed["saved_percent"])],
+        ["computed, bits", fmt.count(computed["bits_before"]), fmt.count(computed["bits_after"]),
+         fmt.NOT_APPLICABLE, fmt.NOT_APPLICABLE],
+    ]
+    for key, label in (("container", "on disk: checkpoint -> .albsnn"), ("onnx", "on disk: checkpoint -> .onnx")):
+        after = disk[key]["bytes"]
+        saved = 100.0 * (checkpoint - after) / checkpoint if checkpoint and after is not None else None
+        rows.append([label, fmt.size(checkpoint), fmt.size(after), fmt.ratio(disk_ratio[key]), fmt.percent(saved)])
+    note = (
+        f"Computed: numel × bits of every stored tensor (1-bit signs, float32 scales, biases, batch-norm tensors), "
+        f"no file overhead; {fmt.count(computed['params'])} stored values, "
+        f"{fmt.count(computed['binarized_weight_params'])} of them 1-bit in {computed['binarized_layers']} layers. "
+        "On disk: the files' sizes (os.stat); n/a where a file was not written."
+    )
+    return Table("storage", "Storage: computed vs on disk", ["Measure", "Before", "After", "Ratio", "Saved"], rows,
+                 "lrrrr", [True, False, False, False], note=note)
+
+
+def _files(report: Mapping[str, Any]) -> Table:
+    computed = report["storage"]["computed"]
+    disk = report["storage"]["on_disk"]
+    rows = []
+    for key, label, reference in (
+        ("input_checkpoint", "input checkpoint", computed["bytes_before"]),
+        ("container", ".albsnn container", computed["bytes_after"]),
+        ("onnx", "ONNX", computed["bytes_after"]),
+    ):
+        on_disk = disk[key]["bytes"]
+        rows.append([
+            label,
+            disk[key]["path"] or fmt.MISSING,
+            fmt.exact_bytes(on_disk),
+            fmt.exact_bytes(reference),
+            fmt.MISSING if on_disk is None else fmt.exact_bytes(on_disk - reference),
+        ])
+    return Table("files", "Files", ["File", "Path", "On disk", "Computed", "On disk − computed"], rows, "llrrr",
+                 note="On disk − computed: headers, metadata, names and padding the file adds to the tensors.")
+
+
+def _accuracy(report: Mapping[str, Any]) -> Table:
+    acc = report["accuracy"]
+    rows = [
+        ["validation", fmt.percent(acc["val_before"]), fmt.percent(acc["val_after"]), fmt.points(acc["val_drop_points"])],
+        ["test", fmt.percent(acc["test_before"]), fmt.percent(acc["test_after"]), fmt.points(acc["test_drop_points"])],
+    ]
+    verdict = "within budget" if acc["within_budget"] else "OVER budget"
+    note = (
+        f"Budget {fmt.points(report['search']['budget_points'])} of validation top-1 accuracy: floor "
+        f"{fmt.percent(acc['val_floor'])}; measured drop {fmt.points(acc['val_drop_points'])}, {verdict}."
+    )
+    return Table("accuracy", "Accuracy (top-1)", ["Split", "Before", "After", "Drop"], rows, "lrrr", note=note)
+
+
+def _tensors_text(layer: Mapping[str, Any]) -> str:
+    return "\n".join(f"{t['name']} {t['elements']}×{t['precision_after']}b" for t in layer["tensors"])
+
+
+def _decision(layer: Mapping[str, Any]) -> str:
+    return f"{'binarized' if layer['binarized'] else 'kept'}: {layer['reason']}"
+
+
+def _layers(report: Mapping[str, Any]) -> Table:
+    columns = ["Layer", "Type", "Weight shape", "Values", "Precision", "Bits before", "Bits after",
+               "Before", "After", "Stored after", "Estimator", "Estimate", "Measured drop", "Decision"]
+    rows, highlight = [], []
+    for layer in report["layers"]:
+        precision = f"{layer['precision_before']} -> {layer['precision_after']}" if layer["binarized"] else str(layer["precision_before"])
+        rows.append([
+            fmt.short(layer["name"]), layer["type"], fmt.shape(layer["weight_shape"]), fmt.count(layer["params"]),
+            precision, fmt.count(layer["bits_before"]), fmt.count(layer["bits_after"]),
+            fmt.size(layer["bytes_before"]), fmt.size(layer["bytes_after"]), _tensors_text(layer),
+            fmt.number(layer["estimator_value"]),
+            fmt.NOT_APPLICABLE if layer["estimate_points"] is None else fmt.points(layer["estimate_points"]),
+            fmt.NOT_APPLICABLE if layer["measured_drop_points"] is None else fmt.points(layer["measured_drop_points"]),
+            _decision(layer),
+        ])
+        highlight.append(layer["binarized"])
+    computed = report["storage"]["computed"]
+    rows.append([
+        "total", "", "", fmt.count(computed["params"]), "", fmt.count(computed["bits_before"]),
+        fmt.count(computed["bits_after"]), fmt.size(computed["bytes_before"]), fmt.size(computed["bytes_after"]),
+        "", "", "", "", f"{computed['binarized_layers']} binarized",
+    ])
+    highlight.append(False)
+    note = ("Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
+            "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). Estimate and measured drop in points.")
+    return Table("layers", "Layers", columns, rows, "lllrrrrrrlrrrl", highlight, frozenset({5, 6, 9}), note)
+
+
+def _trajectory(report: Mapping[str, Any]) -> Table:
+    columns = ["#", "Action", "Layer", "Selection", "Estimates (pts)", "Val acc", "Drop", "Storage", "Ratio", "Time"]
+    rows, highlight = [], []
+    for step in report["trajectory"]:
+        rows.append([
+            str(step["index"]), step["action"], fmt.short(step["layer"]) if step["layer"] else fmt.NOT_APPLICABLE,
+            fmt.names(step["selection"]), fmt.estimates(step["estimates"]), fmt.percent(step["val_accuracy"]),
+            fmt.points(step["drop_points"]), fmt.size(step["storage_bytes"]), fmt.ratio(step["ratio"]),
+            fmt.seconds(step["seconds"]),
+        ])
+        highlight.append(step["action"] == "final")
+    return Table("trajectory", "Search trajectory", columns, rows, "rllllrrrrr", highlight,
+                 note="Each step after its change and finetuning; storage is computed (bits / 8).")
+
+
+def _timings(report: Mapping[str, Any]) -> Table:
+    rows = [[phase, fmt.seconds(value)] for phase, value in report["timings"].items()]
+    return Table("timings", "Wall time", ["Phase", "Time"], rows, "lr")
+
+
+def _settings(report: Mapping[str, Any]) -> Table:
+    rows = [[key, fmt.setting(value)] for key, value in sorted(report["search"]["config"].items())]
+    return Table("settings", "Settings", ["Setting", "Value"], rows, "ll")
+
+
+def _versions(report: Mapping[str, Any]) -> Table:
+    rows = [[name, version] for name, version in report["versions"].items()]
+    return Table("versions", "Versions", ["Package", "Version"], rows, "ll")

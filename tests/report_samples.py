@@ -1,0 +1,83 @@
+"""Hand-built compression results for the report tests (no search needed).
+
+``tiny_model`` is small enough to count its bits by hand (see ``test_report.py``);
+``digits_result`` is a digits-small run with a plausible trajectory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from albsnn_compress import SpikingNet, binarize_
+from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
+from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.train_model import resolve_architecture
+
+TINY_SPEC = {
+    "name": "tiny",
+    "input": {"shape": [1, 4, 4]},
+    "num_classes": 3,
+    "layers": [
+        {"type": "conv", "out_channels": 4, "kernel_size": 3, "padding": 1, "bias": False},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 3, "kernel_size": 1, "bias": True},
+        {"type": "gap"},
+    ],
+}
+
+
+def make_result(model: torch.nn.Module, selected: list[str], candidates: list[str], **overrides: object) -> CompressionResult:
+    """A result whose decisions and trajectory are consistent with ``selected``."""
+    binarize_(model, selected)
+    full = total_bits(layer_storage(model, []))[0]
+    decisions = [
+        LayerDecision(
+            name, 100 + i, name in selected, 0.01 * (i + 1), 0.05 * (i + 1), 1000,
+            f"est. {0.05 * (i + 1):.2f} pts {'<=' if name in selected else '>'} remaining budget", 0.04 * (i + 1),
+        )
+        for i, name in enumerate(candidates)
+    ]
+    estimates = {name: 0.05 * (i + 1) for i, name in enumerate(candidates)}
+    trajectory = [SearchStep(0, "start", None, [], 90.0, 0.0, full, estimates, 0.0)]
+    chosen: list[str] = []
+    for name in selected:
+        chosen = [*chosen, name]
+        bits = total_bits(layer_storage(model, chosen))[1]
+        trajectory.append(SearchStep(len(trajectory), "binarize", name, list(chosen), 89.9, 0.1, bits, estimates, 1.5))
+    rejected = [name for name in candidates if name not in selected]
+    if rejected:
+        bits = total_bits(layer_storage(model, [*chosen, rejected[0]]))[1]
+        trajectory.append(SearchStep(len(trajectory), "binarize", rejected[0], [*chosen, rejected[0]], 88.0, 2.0, bits, estimates, 1.2))
+        trajectory.append(SearchStep(len(trajectory), "revert", rejected[0], list(chosen), 89.9, 0.1,
+                                     total_bits(layer_storage(model, chosen))[1], estimates, 1.0))
+    trajectory.append(SearchStep(len(trajectory), "final", None, list(chosen), 89.9, 0.1,
+                                 total_bits(layer_storage(model, chosen))[1], estimates, 0.2))
+    fields = {
+        "model": model,
+        "selected": list(selected),
+        "candidates": list(candidates),
+        "decisions": decisions,
+        "trajectory": trajectory,
+        "budget": 0.2,
+        "accuracy": {"val_before": 90.0, "val_after": 89.9, "test_before": 89.5, "test_after": 89.25},
+        "timings": {"estimate": 0.5, "search": 4.25, "verify": 0.25, "total": 5.0},
+        "finetune_epochs": 1.5,
+        "strategy": "adaptive",
+        "estimator": "weight",
+        "seed": 0,
+        "config": {"dataset": "digits", "lr": 0.001},
+    }
+    fields.update(overrides)
+    return CompressionResult(**fields)
+
+
+def tiny_model() -> SpikingNet:
+    torch.manual_seed(0)
+    return SpikingNet(TINY_SPEC)
+
+
+def digits_result(selected: tuple[str, ...] = ("layers.conv2", "layers.conv3")) -> CompressionResult:
+    torch.manual_seed(0)
+    model = SpikingNet(resolve_architecture("digits-small", "digits"))
+    return make_result(model, list(selected), ["layers.conv2", "layers.conv3", "layers.conv4"])
