@@ -56,9 +56,9 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from albsnn_compress.cli import compress, report, train
+    from albsnn_compress.cli import compress, export, report, train
 
-    for module in (compress, report, train):
+    for module in (compress, export, report, train):
         cli.add_command(module.command)
 
 
