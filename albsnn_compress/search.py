@@ -239,7 +239,11 @@ class SearchSession:
             self.unbinarize([worst])
             self.finetune(self.config.trial_epochs, f"back off {worst}")
             drop = self.measure()
-            self.decide(worst, False, f"backed off at the final check: drop {drop:.2f} pts with it > budget {self.budget:.2f}")
+            previous = self.decisions[worst]
+            self.decide(
+                worst, False, f"backed off at the final check: drop with it > budget {self.budget:.2f} pts",
+                previous.estimator_value, previous.measured_drop,
+            )
             self.record("backoff", worst)
 
     def run(self, strategy_fn) -> None:

@@ -110,6 +110,7 @@ def test_golden_header_content() -> None:
 
 def test_golden_float16_kinds() -> None:
     tensors = read_container(GOLDEN / "fc_float16.albsnn").tensors
+    assert (tensors["layers.conv1.weight"].kind, tensors["layers.conv1.weight"].nbytes) == ("binary", 5)  # 36 bits, 4 padding
     assert tensors["layers.linear1.weight"].kind == "binary"
     assert tensors["layers.linear1.weight_scale"].kind == "float32"
     assert tensors["layers.linear2.weight"].kind == "float16"

@@ -66,7 +66,7 @@ CASES: dict[str, tuple[dict[str, Any], int, list[str], int, dict[str, Any]]] = {
         },
     ),
     "fc_float32": (_FC_SPEC, 1, [], 2, {}),
-    "fc_float16": (_FC_SPEC, 3, ["layers.linear1"], 3, {"metadata": {"dataset": "digits"}, "float_kind": "float16"}),
+    "fc_float16": (_FC_SPEC, 3, ["layers.conv1", "layers.linear1"], 3, {"metadata": {"dataset": "digits"}, "float_kind": "float16"}),
 }
 
 

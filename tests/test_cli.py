@@ -1,0 +1,53 @@
+"""The command line: help, version, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from albsnn_compress.versions import __version__
+from tests.clihelp import run_cli
+
+
+def test_help_lists_every_command() -> None:
+    out = run_cli(["--help"]).stdout
+    for command in ("compress", "train"):
+        assert command in out
+
+
+def test_version() -> None:
+    assert __version__ in run_cli(["--version"]).stdout
+
+
+def test_train_writes_a_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    result = run_cli(["train", "--epochs", "1", "--quiet", "-o", str(out)])
+    assert out.is_file() and "val" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--dataset", "mnist", "-o", "x.pt"], "Invalid value for '--dataset'"),
+        (["train", "--epochs", "-1", "-o", "x.pt"], "Invalid value for '--epochs'"),
+        (["train", "--bogus"], "No such option"),
+        (["train", "--dataset", "fashion-mnist", "--data-root", "/nonexistent", "-o", "x.pt", "--quiet"], "data root /nonexistent is not a folder"),
+        (["train", "--arch", "nope", "-o", "x.pt", "--quiet"], "neither a preset"),
+        (["compress", "missing.pt", "--budget", "0.2"], "does not exist"),
+        (["missing.pt", "--budget", "0.2"], "does not exist"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(args, expected_exit=2)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_compress_budget_errors(digits_checkpoint: Path) -> None:
+    for bad, message in (("-0.1", "must be a finite number >= 0"), ("lots", "is not a number")):
+        result = run_cli([str(digits_checkpoint), "--budget", bad], expected_exit=2)
+        assert message in result.stderr

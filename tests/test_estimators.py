@@ -1,0 +1,96 @@
+"""Each estimator on constructed cases where the right answer is known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from albsnn_compress.binarize import binarize_weight, is_binarized
+from albsnn_compress.errors import CompressionError
+from albsnn_compress.estimators import Calibration, LossEstimator, OutputEstimator, Probe, WeightEstimator, make_estimator
+from albsnn_compress.snn.layers import TimeConv2d
+from albsnn_compress.snn.neurons import LIF
+
+
+class _Net(nn.Module):
+    """conv -> LIF -> conv -> LIF -> mean: enough structure for every estimator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = TimeConv2d(2, 2, 1, bias=False)
+        self.lif1 = LIF(tau=1.0, v_threshold=0.5)
+        self.conv2 = TimeConv2d(2, 3, 3, padding=1, bias=False)
+        self.lif2 = LIF(tau=1.0, v_threshold=0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.lif2(self.conv2(self.lif1(self.conv1(x.unsqueeze(0)))))
+        return out.mean(dim=(0, 3, 4))
+
+
+def _probe() -> Probe:
+    generator = torch.Generator().manual_seed(0)
+    return Probe([(torch.rand(16, 2, 6, 6, generator=generator), torch.randint(0, 3, (16,), generator=generator))])
+
+
+def _net() -> _Net:
+    torch.manual_seed(0)
+    net = _Net()
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.eye(2).view(2, 2, 1, 1))  # identity: one 1 and one 0 per channel
+    return net
+
+
+def test_weight_estimator_is_zero_for_binary_weights() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.conv2.weight.copy_(binarize_weight(net.conv2.weight))
+    values = WeightEstimator().estimate(net, ["conv1", "conv2"], _probe())
+    assert values["conv2"] == 0.0
+    # identity has zeros: |W - W_b|^2 / |W|^2 = (1 alpha-error on the diagonal + 1 on the off-diagonal) > 0
+    assert values["conv1"] > 0.0
+
+
+def test_weight_estimator_formula() -> None:
+    net = _net()
+    weight = net.conv2.weight.detach()
+    expected = float((weight - binarize_weight(weight)).square().sum() / weight.square().sum())
+    assert WeightEstimator().estimate(net, ["conv2"], _probe())["conv2"] == pytest.approx(expected)
+
+
+def test_output_estimator_small_for_identity_like_layer() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.conv1.weight.copy_(torch.ones(2, 2, 1, 1) * 0.7)  # already binary: binarizing changes nothing
+    estimator = OutputEstimator()
+    values = estimator.estimate(net, ["conv1", "conv2"], _probe())
+    assert values["conv1"] == 0.0
+    assert estimator.details["conv1"]["relative_output_error"] == 0.0
+    assert values["conv2"] > 0.0  # random weights: some spikes flip
+    assert not is_binarized(net.conv1) and not is_binarized(net.conv2)  # the model is left as found
+
+
+def test_loss_estimator_is_a_taylor_estimate() -> None:
+    net = _net()
+    estimator = LossEstimator()
+    values = estimator.estimate(net, ["conv2"], _probe())
+    weight = net.conv2.weight.detach()
+    delta = binarize_weight(weight) - weight
+    tracker = estimator.tracker
+    expected = float((tracker.grad["conv2"] * delta).sum() + 0.5 * (tracker.fisher["conv2"] * delta.square()).sum())
+    assert values["conv2"] == pytest.approx(expected)
+    assert float(tracker.fisher["conv2"].sum()) > 0.0
+
+
+def test_calibration_maps_raw_values_to_points() -> None:
+    calibration = Calibration()
+    assert calibration.points(1.0) is None
+    calibration.observe(2.0, 0.5)
+    calibration.observe(2.0, 0.3)
+    assert calibration.points(1.0) == pytest.approx(0.2)
+    assert calibration.points(-3.0) == 0.0
+
+
+def test_unknown_estimator() -> None:
+    with pytest.raises(CompressionError, match="unknown estimator 'magic'"):
+        make_estimator("magic")

@@ -1,0 +1,90 @@
+"""The search on a real small case (digits): the budget holds, the seed fixes the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from albsnn_compress import load_checkpoint
+from albsnn_compress.data import load_splits
+from albsnn_compress.errors import BudgetError, CompressionError
+from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.training import evaluate
+
+FAST = {"epochs": 0.5, "trial_epochs": 0.5}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_splits("digits", None)
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.5])
+def test_measured_drop_never_exceeds_the_budget(digits_checkpoint: Path, digits, budget: float) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    result = compress(model, digits["train"], digits["val"], budget, config=SearchConfig(**FAST))
+    measured_after = evaluate(result.model, digits["val"])
+    assert measured_after == pytest.approx(result.accuracy["val_after"])
+    assert result.accuracy["val_before"] - measured_after <= budget + 1e-9
+    assert result.trajectory[0].action == "start" and result.trajectory[-1].action in ("final", "backoff")
+    assert {d.name for d in result.decisions} == set(result.candidates)
+
+
+def test_input_model_is_not_modified(digits_checkpoint: Path, digits) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compress(model, digits["train"], digits["val"], 1.0, config=SearchConfig(strategy="all", epochs=0.2))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("estimator", ["output", "loss"])
+def test_same_seed_same_selection(digits_checkpoint: Path, digits, estimator: str) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    config = SearchConfig(estimator=estimator, seed=11, **FAST)
+    runs = [compress(model, digits["train"], digits["val"], 1.0, config=config) for _ in range(2)]
+    assert runs[0].selected == runs[1].selected
+    assert runs[0].accuracy == runs[1].accuracy
+    for (name, a), (_, b) in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_strategy_all_binarizes_every_candidate(digits_checkpoint: Path, digits) -> None:
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.0, config=SearchConfig(strategy="all", epochs=0.2))
+    assert result.selected == result.candidates == ["layers.conv2", "layers.conv3", "layers.conv4"]
+
+
+def test_oracle_measures_every_candidate(digits_checkpoint: Path, digits) -> None:
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.5, config=SearchConfig(strategy="oracle", **FAST))
+    probes = [step.layer for step in result.trajectory if step.action == "probe"]
+    assert probes == result.candidates
+    assert all(d.measured_drop is not None for d in result.decisions)
+    assert result.val_drop <= 0.5 + 1e-9
+
+
+def test_plain_tensors_and_a_generic_module(digits) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+    )
+    train = (digits["train"].as_float(), digits["train"].labels)
+    val = (digits["val"].as_float(), digits["val"].labels)
+    result = compress(model, train, val, 100.0, config=SearchConfig(strategy="all", epochs=0.2, estimator="output"))
+    assert result.selected == ["3"]
+
+
+def test_bad_inputs(digits_checkpoint: Path, digits) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    with pytest.raises(BudgetError, match="must be a finite number >= 0"):
+        compress(model, digits["train"], digits["val"], -0.1)
+    with pytest.raises(BudgetError, match="is not a number"):
+        compress(model, digits["train"], digits["val"], "a lot")
+    tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(CompressionError, match="no candidate layers"):
+        compress(tiny, digits["train"], digits["val"], 0.2)
+    with pytest.raises(CompressionError, match="--exclude 'layers.conv9'"):
+        compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(exclude=["layers.conv9"]))
+    with pytest.raises(CompressionError, match="unknown strategy"):
+        compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(strategy="random"))

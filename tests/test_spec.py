@@ -1,0 +1,77 @@
+"""Architecture specs: round trips, presets, and clear errors for bad specs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from albsnn_compress.errors import SpecError
+from albsnn_compress.snn.presets import PRESETS, make_preset
+from albsnn_compress.snn.spec import SpikingNet, normalize_spec
+
+
+def _spec(name: str) -> dict:
+    shape = [3, 32, 32] if name.startswith("cifar") else [1, 28, 28] if name.startswith("fmnist") else [1, 8, 8]
+    return make_preset(name, shape, 10, [0.5] * shape[0], [0.25] * shape[0])
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_spec_model_spec_round_trip(name: str) -> None:
+    spec = _spec(name)
+    model = SpikingNet(json.loads(json.dumps(spec)), timesteps=2)
+    assert model.spec == spec
+    assert normalize_spec(model.spec) == model.spec
+    assert SpikingNet(model.spec, 2).state_dict().keys() == model.state_dict().keys()
+
+
+@pytest.mark.parametrize("timesteps", [1, 2, 4])
+def test_forward_shapes(timesteps: int) -> None:
+    model = SpikingNet(_spec("digits-small"), timesteps)
+    assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+    assert model.forward_steps(torch.rand(5, 1, 8, 8)).shape == (timesteps, 5, 10)
+
+
+def test_gap_head_has_no_fully_connected_layer() -> None:
+    spec = _spec("fmnist-vgg")
+    types = [layer["type"] for layer in spec["layers"]]
+    assert "linear" not in types and types[-1] == "gap"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s.pop("layers"), "missing 'layers'"),
+        (lambda s: s["layers"].append({"type": "dense"}), "unknown type 'dense'"),
+        (lambda s: s["layers"][0].update(out_chanels=3), "unknown keys"),
+        (lambda s: s["layers"][0].pop("out_channels"), "missing required key 'out_channels'"),
+        (lambda s: s["layers"][0].update(out_channels=-4), "out_channels must be an integer >= 1"),
+        (lambda s: s["layers"][0].update(out_channels=True), "out_channels must be an integer >= 1"),
+        (lambda s: s["input"].update(shape=[1, 8]), "input shape must be"),
+        (lambda s: s["input"].update(std=[0.0]), "std must be positive"),
+        (lambda s: s.update(num_classes=7), "expected \\[7\\]"),
+        (lambda s: s["layers"].insert(0, {"type": "linear", "out_features": 4}), "needs a flat input"),
+        (lambda s: s["layers"][1].update(name="conv1"), "names must be unique"),
+    ],
+)
+def test_bad_specs_are_named(mutate, message: str) -> None:
+    spec = _spec("digits-small")
+    mutate(spec)
+    with pytest.raises(SpecError, match=message):
+        SpikingNet(spec)
+
+
+def test_custom_spec_with_groups_and_fc_head() -> None:
+    spec = {
+        "input": {"shape": [1, 8, 8]},
+        "num_classes": 3,
+        "layers": [
+            {"type": "conv", "out_channels": 8, "padding": 1}, {"type": "bn"}, {"type": "lif"},
+            {"type": "conv", "out_channels": 8, "padding": 1, "groups": 4, "bias": True}, {"type": "lif"},
+            {"type": "maxpool", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 3},
+        ],
+    }
+    model = SpikingNet(spec)
+    assert model.layers.conv2.groups == 4
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
