@@ -283,7 +283,9 @@ def test_brief_terminal_output_keeps_storage_accuracy_and_layers(digits_report: 
 
 def test_markdown_holds_every_table_with_escaped_cells(digits_report: dict) -> None:
     digits_report["layers"][2]["reason"] = "a | b < c"
+    digits_report["trajectory"][2]["layer"] = "layers.conv3,layers.conv2"  # a step that changed two layers
     markdown = render_markdown(digits_report)
+    assert "| 2 | binarize | conv3, conv2 |" in markdown
     assert markdown.startswith("# Storage report: digits-small\n")
     assert "| **conv2** | **Conv2d** |" not in markdown  # only the first cell is bold
     assert "| **conv2** | Conv2d | 32×16×3×3 |" in markdown

@@ -176,7 +176,7 @@ def _trajectory(report: Mapping[str, Any]) -> Table:
     rows, highlight = [], []
     for step in report["trajectory"]:
         rows.append([
-            str(step["index"]), step["action"], fmt.short(step["layer"]) if step["layer"] else fmt.NOT_APPLICABLE,
+            str(step["index"]), step["action"], fmt.names(step["layer"].split(",")) if step["layer"] else fmt.NOT_APPLICABLE,
             fmt.names(step["selection"]), fmt.estimates(step["estimates"]), fmt.percent(step["val_accuracy"]),
             fmt.points(step["drop_points"]), fmt.size(step["storage_bytes"]), fmt.ratio(step["ratio"]),
             fmt.seconds(step["seconds"]),
