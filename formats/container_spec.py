@@ -124,7 +124,7 @@ def encode_header(header: dict[str, Any]) -> bytes:
 def parse_preamble(preamble: bytes, file_size: int) -> tuple[int, int, int]:
     """Check magic, version and header length against the file size; return ``(version, header_crc32, header_len)``."""
     if file_size < PREAMBLE.size:
-        if preamble != MAGIC[: len(preamble)]:
+        if preamble[: len(MAGIC)] != MAGIC[: len(preamble)]:
             raise ContainerError(f"magic: not an .albsnn file (starts with {preamble[:8]!r}, expected {MAGIC!r})")
         raise ContainerError(f"preamble: file is truncated ({file_size} bytes, the preamble alone needs {PREAMBLE.size})")
     magic, version, header_crc, header_len = PREAMBLE.unpack(preamble)
