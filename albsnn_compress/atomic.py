@@ -18,6 +18,12 @@ from typing import BinaryIO
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_directory(folder: Path) -> None:
     """Make a completed rename durable; silently skipped where unsupported."""
     try:
@@ -43,6 +49,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream

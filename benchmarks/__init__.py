@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: one command per table, JSON results in benchmarks/results/."""

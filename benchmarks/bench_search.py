@@ -1,0 +1,158 @@
+"""Search cost and quality, and estimator fidelity, on one trained checkpoint.
+
+For each budget: ``adaptive`` (with each requested estimator), ``oracle`` and
+``all`` on the same model; wall time, finetuning epochs, layers binarized,
+storage saved (computed bits), validation/test accuracy before and after. Then
+each estimator's fidelity: the Spearman rank correlation between its per-layer
+values on the input model and the per-layer drops ``oracle`` measured.
+
+    python -m benchmarks.bench_search --checkpoint runs/fmnist-vgg-T1.pt \\
+        --data-root ../shared/datasets --budgets 0.2 1.0 --name fmnist
+    python -m benchmarks.bench_search --quick     # digits, toy size, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import spearmanr
+
+from albsnn_compress.checkpoint import read_checkpoint
+from albsnn_compress.data.registry import load_splits
+from albsnn_compress.estimators import ESTIMATORS, make_estimator
+from albsnn_compress.search import SearchConfig, SearchSession, compress
+from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.train_model import TrainRequest, train_model
+from albsnn_compress.training import TrainConfig
+from benchmarks.machine import write_result
+
+
+def _summary(result, seconds: float) -> dict[str, Any]:
+    before, after = total_bits(layer_storage(result.model, result.selected))
+    return {
+        "strategy": result.strategy,
+        "estimator": result.estimator,
+        "budget": result.budget,
+        "selected": result.selected,
+        "accuracy": result.accuracy,
+        "val_drop": result.val_drop,
+        "bits_before": before,
+        "bits_after": after,
+        "storage_saved_percent": 100.0 * (1 - after / before),
+        "finetune_epochs": result.finetune_epochs,
+        "seconds": seconds,
+        "timings": result.timings,
+        "decisions": [vars(d) for d in result.decisions],
+        "trajectory": [vars(s) for s in result.trajectory],
+    }
+
+
+def _estimates(model, splits, config: SearchConfig) -> dict[str, dict[str, Any]]:
+    """Each estimator's raw per-layer values on the input model, and what they cost."""
+    session = SearchSession(model, splits["train"], splits["val"], 0.0, config)
+    out = {}
+    for name in ESTIMATORS:
+        start = time.perf_counter()
+        values = make_estimator(name).estimate(session.model, session.candidates, session.probe)
+        out[name] = {"values": values, "seconds": time.perf_counter() - start}
+    return out
+
+
+def _fidelity(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> dict[str, float]:
+    measured = {d["name"]: d["measured_drop"] for d in oracle["decisions"]}
+    names = sorted(measured)
+    fidelity = {}
+    for estimator, entry in estimates.items():
+        rho = spearmanr([entry["values"][n] for n in names], [measured[n] for n in names]).statistic
+        fidelity[estimator] = float(rho)
+    return fidelity
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    checkpoint_path = Path(args.checkpoint)
+    checkpoint = read_checkpoint(checkpoint_path)
+    splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
+    model = checkpoint.build()
+    base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed}
+    estimates = _estimates(model, splits, SearchConfig(**base))
+    runs = []
+    for budget in args.budgets:
+        for strategy in args.strategies:
+            estimators = args.estimators if strategy == "adaptive" else [args.estimators[0]]
+            for estimator in estimators:
+                start = time.perf_counter()
+                result = compress(
+                    model, splits["train"], splits["val"], budget, test_data=splits["test"],
+                    config=SearchConfig(strategy=strategy, estimator=estimator, **base),
+                )
+                runs.append(_summary(result, time.perf_counter() - start))
+                Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
+            if strategy == "all":
+                break  # the same for every budget
+    oracles = [r for r in runs if r["strategy"] == "oracle"]
+    fidelity = _fidelity(estimates, oracles[0]) if oracles else {}
+    return {
+        "checkpoint": str(checkpoint_path),
+        "dataset": checkpoint.metadata["dataset"],
+        "arch": checkpoint.spec["name"],
+        "timesteps": checkpoint.timesteps,
+        "settings": base,
+        "estimates": estimates,
+        "fidelity_spearman": fidelity,
+        "runs": runs,
+    }
+
+
+def print_tables(payload: dict[str, Any]) -> None:
+    table = Table(title=f"search on {payload['dataset']} {payload['arch']} T={payload['timesteps']} (val = validation split)")
+    for column in ("strategy", "estimator", "budget", "binarized", "val before", "val after", "drop", "test after", "saved %", "ft epochs", "seconds"):
+        table.add_column(column)
+    for r in payload["runs"]:
+        acc = r["accuracy"]
+        table.add_row(
+            r["strategy"], r["estimator"] if r["strategy"] == "adaptive" else "-", f"{r['budget']:.1f}",
+            ",".join(n.split(".")[-1] for n in r["selected"]) or "-", f"{acc['val_before']:.2f}",
+            f"{acc['val_after']:.2f}", f"{r['val_drop']:.2f}", f"{acc.get('test_after', float('nan')):.2f}",
+            f"{r['storage_saved_percent']:.1f}", f"{r['finetune_epochs']:.2f}", f"{r['seconds']:.0f}",
+        )
+    console = Console()
+    console.print(table)
+    if payload["fidelity_spearman"]:
+        console.print("Spearman(estimate, oracle drop): " + ", ".join(f"{k} {v:+.2f}" for k, v in payload["fidelity_spearman"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="model.pt to compress (default with --quick: a freshly trained digits model)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 1.0])
+    parser.add_argument("--strategies", nargs="+", default=["adaptive", "oracle", "all"])
+    parser.add_argument("--estimators", nargs="+", default=["weight"], help="estimators for adaptive (the first is used for the others)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--trial-epochs", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default=None, help="result name (benchmarks/results/search-NAME.json)")
+    parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
+    args = parser.parse_args()
+    if args.quick:
+        tmp = Path(tempfile.mkdtemp())
+        if not args.checkpoint:
+            args.checkpoint = str(tmp / "digits.pt")
+            train_model(TrainRequest(config=TrainConfig(epochs=5), output=Path(args.checkpoint)))
+        args.budgets, args.epochs, args.trial_epochs = args.budgets[:1], 0.2, 0.2
+        args.name = args.name or "quick"
+    payload = run(args)
+    print_tables(payload)
+    path = write_result(f"search-{args.name or payload['dataset']}", payload, args.results)
+    Console().print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
