@@ -1,0 +1,104 @@
+"""The whole ``compress`` run on a checkpoint: load -> search -> pack -> report.
+
+This is the one place where the stages meet (the command line calls it, tests
+call it too): read and validate the checkpoint, load the dataset splits named in
+its metadata, run :func:`~albsnn_compress.search.compress`, then (main process
+only) write the ``.albsnn`` container, the ONNX file and the report into the
+output folder, each atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+from albsnn_compress.checkpoint import read_checkpoint
+from albsnn_compress.data.registry import load_splits
+from albsnn_compress.distributed import LOCAL, DistContext
+from albsnn_compress.errors import CheckpointError, DatasetError
+from albsnn_compress.formats.container import sha256_file, write_container
+from albsnn_compress.formats.onnx_export import export_onnx
+from albsnn_compress.report import build_report, render_terminal, write_report
+from albsnn_compress.result import CompressionResult
+from albsnn_compress.search import SearchConfig, compress
+
+__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint"]
+
+
+@dataclass
+class CompressRequest:
+    """What ``albsnn-compress model.pt --budget B`` asks for."""
+
+    checkpoint: Path
+    budget: float
+    config: SearchConfig = field(default_factory=SearchConfig)
+    outdir: Path | None = None
+    data_root: Path | None = None
+    onnx_weights: str = "packed"
+
+
+@dataclass
+class CompressOutcome:
+    """The search result, the files written and the report (empty on non-main ranks)."""
+
+    result: CompressionResult
+    files: dict[str, Path]
+    report: dict[str, Any] | None
+
+    def print_summary(self, console: Console | None = None) -> None:
+        """The short terminal report: selection, accuracy and storage before/after, files."""
+        console = console or Console()
+        if self.report is not None:
+            render_terminal(self.report, console, brief=True)
+        for kind, path in self.files.items():
+            console.print(f"  {kind}: {path}")
+
+
+def compress_checkpoint(request: CompressRequest, ctx: DistContext = LOCAL, progress: Progress | None = None) -> CompressOutcome:
+    """Run the whole pipeline; see the module docstring."""
+    checkpoint = read_checkpoint(request.checkpoint)
+    dataset = checkpoint.metadata.get("dataset")
+    if not isinstance(dataset, str):
+        raise CheckpointError(f"{request.checkpoint}: metadata names no dataset; retrain with `albsnn-compress train`")
+    try:
+        splits = load_splits(dataset, request.data_root)
+    except DatasetError as exc:
+        raise DatasetError(f"{exc} (the checkpoint was trained on {dataset})") from None
+    model = checkpoint.build()
+    result = compress(
+        model, splits["train"], splits["val"], request.budget, test_data=splits["test"],
+        config=request.config, ctx=ctx, progress=progress,
+    )
+    files: dict[str, Path] = {}
+    report = None
+    if ctx.is_main and request.outdir is not None:
+        files, report = _write_outputs(request, checkpoint.metadata, result)
+    ctx.barrier()
+    return CompressOutcome(result, files, report)
+
+
+def _write_outputs(
+    request: CompressRequest, metadata: dict[str, Any], result: CompressionResult
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write the container, the ONNX file and the JSON + HTML report into the output folder."""
+    outdir = request.outdir
+    outdir.mkdir(parents=True, exist_ok=True)
+    stem = request.checkpoint.stem
+    container = outdir / f"{stem}.albsnn"
+    onnx_path = outdir / f"{stem}.onnx"
+    write_container(
+        container, result.model, class_names=metadata.get("class_names"), accuracy=result.accuracy,
+        budget=result.budget, source_sha256=sha256_file(request.checkpoint),
+        metadata={
+            "dataset": str(metadata.get("dataset")), "strategy": result.strategy,
+            "estimator": result.estimator, "seed": str(result.seed),
+        },
+    )
+    export_onnx(result.model, onnx_path, weights=request.onnx_weights)
+    report = build_report(result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path)
+    written = write_report(report, outdir, formats=("json", "html"))
+    return {"container": container, "onnx": onnx_path, **{f"report ({k})": v for k, v in written.items()}}, report
