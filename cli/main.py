@@ -56,9 +56,10 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from albsnn_compress.cli import compress, export, report, train
+    from albsnn_compress.cli import compress, export, inspect, report, train
+    from albsnn_compress.cli import eval as eval_
 
-    for module in (compress, export, report, train):
+    for module in (compress, export, report, train, inspect, eval_):
         cli.add_command(module.command)
 
 

@@ -85,9 +85,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def is_container(path: str | os.PathLike[str]) -> bool:
-    """Whether the file starts with the ``.albsnn`` magic (cheap; does not validate)."""
-    with open(path, "rb") as stream:
-        return stream.read(len(MAGIC)) == MAGIC
+    """Whether the file starts with the ``.albsnn`` magic (cheap; does not validate; ``False`` if unreadable)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
 
 
 def _state_tensors(model: SpikingNet) -> Iterator[tuple[str, torch.Tensor]]:

@@ -18,6 +18,8 @@ import torch
 
 from albsnn_compress.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers
+from albsnn_compress.checkpoint import load_checkpoint
+from albsnn_compress.data.registry import load_split
 from albsnn_compress.errors import ContainerError
 from albsnn_compress.formats import container as container_module
 from albsnn_compress.formats.container import (
@@ -31,6 +33,8 @@ from albsnn_compress.formats.container import (
 from albsnn_compress.formats.container_spec import ALIGNMENT, MAGIC, PREAMBLE, architecture_bounds
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.training import evaluate
+from tests.clihelp import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
@@ -311,3 +315,67 @@ def test_failed_fsync_or_rename_keeps_the_old_file(tmp_path: Path, model: Spikin
     monkeypatch.undo()
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["m.albsnn"]
+
+
+# --- command line: inspect and eval --------------------------------------------------------------
+
+
+def test_cli_inspect_shows_header_and_tensors() -> None:
+    path = GOLDEN / "conv_mixed.albsnn"
+    out = run_cli(["inspect", str(path)]).stdout
+    entry = read_container(path).tensors["layers.conv2.weight_scale"]
+    for text in ("golden-conv", "layers.conv2, layers.conv3", "test_after 96.50%", "0.5 percentage points", "metadata dataset",
+                 "layers.conv2.weight_scale", "binary", "[32, 16, 3, 3]", f"{entry.crc32:08x}", str(entry.offset)):
+        assert text in out, text
+
+
+def test_cli_inspect_json_is_the_raw_header() -> None:
+    path = GOLDEN / "fc_float16.albsnn"
+    assert json.loads(run_cli(["inspect", str(path), "--json"]).stdout) == read_container(path).header
+
+
+def test_cli_inspect_shows_hostile_text_literally(tmp_path: Path, model: SpikingNet) -> None:
+    path = tmp_path / "m.albsnn"
+    write_container(path, model, metadata={"note": "\x1b[31m[bold]red[/]"})
+    out = run_cli(["inspect", str(path)]).stdout
+    assert "\x1b" not in out and "\\x1b[31m[bold]red[/]" in out
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--json"], ["eval"]])
+def test_cli_corrupt_file_is_one_line_exit_2(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "broken.albsnn"
+    path.write_bytes((GOLDEN / "conv_mixed.albsnn").read_bytes()[:3000])
+    result = run_cli([command[0], str(path), *command[1:]], expected_exit=2)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: header_len: ")
+    assert "Traceback" not in result.output
+
+
+def _printed_accuracy(stdout: str) -> float:
+    match = re.search(r"top-1 accuracy ([0-9.]+)%", stdout)
+    assert match, stdout
+    return float(match.group(1))
+
+
+def test_cli_eval_matches_evaluate(tmp_path: Path, digits_checkpoint: Path) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    binarize_(model, ["layers.conv2", "layers.conv3"])
+    path = tmp_path / "m.albsnn"
+    write_container(path, model, metadata={"dataset": "digits"})
+    for split in ("test", "val"):
+        data = load_split("digits", None, split)
+        printed = _printed_accuracy(run_cli(["eval", str(path), "--split", split, "--device", "cpu"]).stdout)
+        assert printed == round(evaluate(read_container(path).model, data), 2)
+    checkpoint_accuracy = evaluate(load_checkpoint(digits_checkpoint), load_split("digits", None, "test"))
+    assert checkpoint_accuracy > 50  # a trained model, so equality below is not a coincidence of chance level
+    out = run_cli(["eval", str(digits_checkpoint), "--batch-size", "64", "--device", "cpu"]).stdout
+    assert _printed_accuracy(out) == round(checkpoint_accuracy, 2) and "digits test" in out
+
+
+def test_cli_eval_needs_a_dataset(tmp_path: Path, model: SpikingNet) -> None:
+    path = tmp_path / "m.albsnn"
+    write_container(path, model)
+    assert "pass one" in run_cli(["eval", str(path)], expected_exit=2).stderr
+    assert "top-1 accuracy" in run_cli(["eval", str(path), "--dataset", "digits", "--device", "cpu"]).stdout
+    message = run_cli(["eval", str(path), "--dataset", "fashion-mnist"], expected_exit=2).stderr
+    assert "takes inputs of shape [1, 8, 8], fashion-mnist images are [1, 28, 28]" in message

@@ -1,0 +1,79 @@
+"""``albsnn-compress inspect FILE.albsnn``: show a container's header and tensor table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from albsnn_compress.formats.container import container_summary, read_container
+from albsnn_compress.formats.container_spec import TensorEntry
+
+__all__ = ["command"]
+
+
+def _safe(value: str) -> Text:
+    """File-controlled text, shown literally: no rich markup, control characters escaped (no terminal injection)."""
+    return Text("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value))
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+
+    def add(label: str, value: str) -> None:
+        table.add_row(_safe(label), _safe(value))
+
+    input_shape = "x".join(map(str, summary["input_shape"]))
+    add("file", f"{summary['file']} ({summary['file_bytes']} bytes, format version {summary['format_version']})")
+    add(
+        "architecture",
+        f"{summary['architecture']}: {summary['layers']} layers, input {input_shape}, "
+        f"{summary['num_classes']} classes, T={summary['timesteps']}",
+    )
+    add("binarized", ", ".join(summary["binarized"]) or "none")
+    for kind, row in sorted(summary["kinds"].items()):
+        add(f"{kind} tensors", f"{row['tensors']} tensors, {row['elements']} values, {row['bytes']} bytes")
+    accuracy = ", ".join(f"{key} {value:.2f}%" for key, value in sorted(summary["accuracy"].items()))
+    add("accuracy", accuracy or "not recorded")
+    add("budget", "not recorded" if summary["budget"] is None else f"{summary['budget']:g} percentage points")
+    add("source sha256", summary["source_sha256"] or "not recorded")
+    if summary["class_names"] is not None:
+        add("classes", ", ".join(summary["class_names"]))
+    for key, value in sorted(summary["metadata"].items()):
+        add(f"metadata {key}", value)
+    return table
+
+
+def _tensor_table(entries: list[TensorEntry]) -> Table:
+    table = Table(title="tensors (offsets relative to the data section)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    table.add_column("name", overflow="fold")
+    table.add_column("kind")
+    table.add_column("shape")
+    table.add_column("bytes", justify="right")
+    table.add_column("offset", justify="right")
+    table.add_column("crc32")
+    for entry in entries:
+        shape = "[" + ", ".join(map(str, entry.shape)) + "]"
+        table.add_row(_safe(entry.name), entry.kind, shape, str(entry.nbytes), str(entry.offset), f"{entry.crc32:08x}")
+    return table
+
+
+@click.command("inspect")
+@click.argument("container", metavar="FILE.albsnn", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw header as JSON instead of tables.")
+def command(container: Path, as_json: bool) -> None:
+    """Show a container's architecture, accuracies, metadata and tensor table."""
+    loaded = read_container(container)
+    if as_json:
+        click.echo(json.dumps(loaded.header, indent=2, sort_keys=True, ensure_ascii=False))
+        return
+    console = Console()
+    console.print(_summary_table(container_summary(loaded)))
+    console.print(_tensor_table(list(loaded.tensors.values())))
