@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,8 @@ from albsnn_compress.formats.container_spec import (
     FORMAT_VERSION,
     MAGIC,
     PREAMBLE,
+    SCALE_SUFFIX,
+    Expected,
     TensorEntry,
     align_up,
     check_layout,
@@ -93,31 +94,29 @@ def is_container(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _state_tensors(model: SpikingNet) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, effective tensor)`` in model state order, without ``num_batches_tracked``."""
-    with torch.random.fork_rng(devices=[]):
-        template = SpikingNet(model.spec, model.timesteps)
-    modules = dict(model.named_modules())
-    for key in template.state_dict():
-        module, _, attr = key.rpartition(".")
-        if attr != "num_batches_tracked":
-            yield key, getattr(modules[module], attr).detach().cpu()
-
-
 def _float_bytes(tensor: torch.Tensor, kind: str) -> bytes:
-    array = tensor.to(torch.float32).contiguous().numpy()
+    array = tensor.detach().cpu().to(torch.float32).contiguous().numpy()
     return array.astype(_NUMPY_DTYPES[kind], copy=False).tobytes()
 
 
-def _encode_tensors(model: SpikingNet, float_kind: str) -> list[tuple[str, str, list[int], bytes]]:
-    binarized = set(binarized_layers(model))
-    items = []
-    for name, tensor in _state_tensors(model):
+def _encode_tensors(model: SpikingNet, expected: Expected, float_kind: str) -> list[tuple[str, str, list[int], bytes]]:
+    """``(name, kind, shape, bytes)`` of every tensor the architecture needs, in its order."""
+    modules = dict(model.named_modules())
+
+    def effective(name: str) -> torch.Tensor:  # binarized weights come out as alpha * sign
         module, _, attr = name.rpartition(".")
-        if attr == "weight" and module in binarized:
-            items.append((name, "binary", list(tensor.shape), pack_signs(tensor)))
-            items.append((f"{name}_scale", "float32", [tensor.shape[0]], _float_bytes(binary_scale(tensor), "float32")))
+        return getattr(modules[module], attr).detach().cpu()
+
+    items = []
+    for name, (kinds, _) in expected.items():
+        if kinds == ("binary",):
+            weight = effective(name)
+            items.append((name, "binary", list(weight.shape), pack_signs(weight)))
+        elif name.endswith(SCALE_SUFFIX) and kinds == ("float32",):
+            scale = binary_scale(effective(name[: -len(SCALE_SUFFIX)]))
+            items.append((name, "float32", list(scale.shape), _float_bytes(scale, "float32")))
         else:
+            tensor = effective(name)
             items.append((name, float_kind, list(tensor.shape), _float_bytes(tensor, float_kind)))
     return items
 
@@ -133,13 +132,7 @@ def _file_parts(
 ) -> list[bytes]:
     if float_kind not in FLOAT_KINDS:
         raise ContainerError(f"float_kind {float_kind!r}: choose one of {FLOAT_KINDS}")
-    table, blobs, offset = [], [], 0
-    for name, kind, shape, blob in _encode_tensors(model, float_kind):
-        offset = align_up(offset)
-        table.append(TensorEntry(name, kind, tuple(shape), offset, len(blob), crc32(blob)))
-        blobs.append(blob)
-        offset += len(blob)
-    header = {
+    header: dict[str, Any] = {
         "spec": model.spec,
         "timesteps": model.timesteps,
         "binarized": binarized_layers(model),
@@ -148,10 +141,17 @@ def _file_parts(
         "budget": None if budget is None else float(budget),
         "source_sha256": source_sha256,
         "metadata": dict(metadata or {}),
-        "tensors": [entry.as_json() for entry in table],
     }
+    _, expected = architecture_tensors(header, None)
+    table, blobs, offset = [], [], 0
+    for name, kind, shape, blob in _encode_tensors(model, expected, float_kind):
+        offset = align_up(offset)
+        table.append(TensorEntry(name, kind, tuple(shape), offset, len(blob), crc32(blob)))
+        blobs.append(blob)
+        offset += len(blob)
+    header["tensors"] = [entry.as_json() for entry in table]
     # The writer runs the reader's checks, so it never writes a file the reader rejects.
-    check_tensor_set(validate_header(header), architecture_tensors(header, offset)[1])
+    check_tensor_set(validate_header(header), expected)
     raw = encode_header(header)
     parts, cursor = [PREAMBLE.pack(MAGIC, FORMAT_VERSION, crc32(raw), len(raw)), raw], 0
     for entry, blob in zip(table, blobs):

@@ -49,6 +49,8 @@ __all__ = [
     "architecture_tensors",
     "check_tensor_set",
     "crc32",
+    "Expected",
+    "SCALE_SUFFIX",
 ]
 
 MAGIC = b"\x89ALBSNN\n"
@@ -74,7 +76,10 @@ MAX_ACTIVATION = 1 << 22  # elements of one layer's per-sample output (16 MiB as
 
 _BYTES_PER_ELEMENT = {"float32": 4, "float16": 2}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_SCALE_SUFFIX = "_scale"
+SCALE_SUFFIX = "_scale"
+
+Expected = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
+"""What an architecture needs: tensor name -> (allowed kinds, shape), in model state order."""
 
 
 @dataclass(frozen=True)
@@ -401,14 +406,17 @@ def architecture_bounds(spec: dict[str, Any]) -> tuple[int, int]:
     return params, largest
 
 
-def _build_template(header: dict[str, Any], data_size: int) -> SpikingNet:
-    """The header's model (random weights), built only once its size is known to fit the file."""
+def _build_template(header: dict[str, Any], data_size: int | None) -> SpikingNet:
+    """The header's model (random weights), built only once its size is known to fit the file.
+
+    ``data_size=None`` (the writer, whose model exists) skips the fits-the-file bound.
+    """
     try:
         spec = normalize_spec(header["spec"])
         params, largest = architecture_bounds(spec)
         if largest > MAX_ACTIVATION:
             raise ContainerError(f"field 'spec': a layer outputs {largest} elements per sample (at most {MAX_ACTIVATION})")
-        if params > 8 * data_size:
+        if data_size is not None and params > 8 * data_size:
             raise ContainerError(
                 f"field 'spec': the architecture has {params} parameters, more than a {data_size}-byte data section can hold"
             )
@@ -422,10 +430,7 @@ def _build_template(header: dict[str, Any], data_size: int) -> SpikingNet:
         raise ContainerError(f"field 'spec': cannot build the architecture ({type(exc).__name__}: {exc})") from None
 
 
-Expected = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
-
-
-def architecture_tensors(header: dict[str, Any], data_size: int) -> tuple[SpikingNet, Expected]:
+def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple[SpikingNet, Expected]:
     """Build the header's model and list the tensors it needs: ``name -> (allowed kinds, shape)``, in state order.
 
     Also checks ``binarized`` and ``class_names`` against the architecture.
@@ -447,7 +452,7 @@ def architecture_tensors(header: dict[str, Any], data_size: int) -> tuple[Spikin
         shape = tuple(value.shape)
         if attr == "weight" and module in binarized:
             expected[key] = (("binary",), shape)
-            expected[key + _SCALE_SUFFIX] = (("float32",), shape[:1])
+            expected[key + SCALE_SUFFIX] = (("float32",), shape[:1])
         else:
             expected[key] = (("float32", "float16"), shape)
     return model, expected
@@ -461,13 +466,13 @@ def check_tensor_set(entries: list[TensorEntry], expected: Expected) -> None:
             raise ContainerError(f"{where}: not part of the architecture (unexpected tensor)")
         kinds, shape = expected[entry.name]
         if entry.kind not in kinds:
-            reason = "its layer is listed in 'binarized'" if "binary" in kinds else "scales are float32" if entry.name.endswith(_SCALE_SUFFIX) else "its layer is not in 'binarized'"
+            reason = "its layer is listed in 'binarized'" if "binary" in kinds else "scales are float32" if entry.name.endswith(SCALE_SUFFIX) else "its layer is not in 'binarized'"
             raise ContainerError(f"{where}: kind {entry.kind!r}, expected {' or '.join(kinds)} ({reason})")
         if entry.shape != shape:
-            if entry.name.endswith(_SCALE_SUFFIX) and kinds == ("float32",):
+            if entry.name.endswith(SCALE_SUFFIX) and kinds == ("float32",):
                 raise ContainerError(
                     f"{where}: shape {list(entry.shape)}, expected {list(shape)} (one scale per output channel of "
-                    f"{entry.name[: -len(_SCALE_SUFFIX)]!r})"
+                    f"{entry.name[: -len(SCALE_SUFFIX)]!r})"
                 )
             raise ContainerError(f"{where}: shape {list(entry.shape)}, the architecture needs {list(shape)}")
     present = {entry.name for entry in entries}
