@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import struct
 from dataclasses import dataclass
@@ -94,6 +95,11 @@ def is_container(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def _plain_number(value: Any) -> Any:
+    """numpy/torch scalars as Python floats; anything else unchanged for the header check to judge."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+
+
 def _float_bytes(tensor: torch.Tensor, kind: str) -> bytes:
     array = tensor.detach().cpu().to(torch.float32).contiguous().numpy()
     return array.astype(_NUMPY_DTYPES[kind], copy=False).tobytes()
@@ -137,8 +143,8 @@ def _file_parts(
         "timesteps": model.timesteps,
         "binarized": binarized_layers(model),
         "class_names": None if class_names is None else list(class_names),
-        "accuracy": {key: float(value) for key, value in (accuracy or {}).items()},
-        "budget": None if budget is None else float(budget),
+        "accuracy": {key: _plain_number(value) for key, value in (accuracy or {}).items()},
+        "budget": None if budget is None else _plain_number(budget),
         "source_sha256": source_sha256,
         "metadata": dict(metadata or {}),
     }

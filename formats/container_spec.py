@@ -122,7 +122,10 @@ def expected_nbytes(kind: str, shape: tuple[int, ...] | list[int]) -> int:
 
 def encode_header(header: dict[str, Any]) -> bytes:
     """Canonical header bytes: sorted keys, no spaces, UTF-8, space-padded so the data start is aligned."""
-    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    try:
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ContainerError(f"header: text {exc.object[exc.start : exc.end]!r} is not encodable as UTF-8 (unpaired surrogate)") from None
     return text + b" " * ((-(PREAMBLE.size + len(text))) % ALIGNMENT)
 
 
@@ -187,20 +190,30 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _check_depth(value: Any) -> None:
+def _check_structure(value: Any) -> None:
+    """Bound the nesting depth and reject strings that are not Unicode (``\\ud800``-style unpaired surrogates)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise ContainerError(f"header JSON: nesting deeper than {MAX_JSON_DEPTH} levels")
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        stack.extend((child, depth + 1) for child in children)
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ContainerError(f"header JSON: string {item[:40]!r} holds an unpaired surrogate escape") from None
 
 
 def decode_header(raw: bytes) -> dict[str, Any]:
     """Parse header bytes: strict UTF-8, one JSON object, then only space padding.
 
-    Rejects duplicate keys, NaN/Infinity, integers over 20 digits and nesting over 32 levels.
+    Rejects duplicate keys, NaN/Infinity, integers over 20 digits, nesting over 32
+    levels and unpaired surrogate escapes.
     """
     try:
         text = raw.decode("utf-8")
@@ -216,7 +229,7 @@ def decode_header(raw: bytes) -> dict[str, Any]:
         raise ContainerError(f"header JSON: junk after the JSON object at character {end} (only space padding may follow)")
     if not isinstance(value, dict):
         raise ContainerError(f"header JSON: top level is {type(value).__name__}, expected an object")
-    _check_depth(value)
+    _check_structure(value)
     return value
 
 
@@ -226,6 +239,11 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
+
+
+def _utf8_len(text: str) -> int:
+    """UTF-8 size; unpaired surrogates count as 3 bytes here and are rejected by the JSON checks."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _check_string_map(value: Any, field: str, *, numbers: bool, max_entries: int, max_bytes: int) -> None:
@@ -239,7 +257,7 @@ def _check_string_map(value: Any, field: str, *, numbers: bool, max_entries: int
             raise ContainerError(f"field {field!r}: value of {key!r} must be a finite number, got {item!r}")
         if not numbers and not isinstance(item, str):
             raise ContainerError(f"field {field!r}: value of {key!r} must be a string, got {type(item).__name__}")
-        total += len(key.encode("utf-8", "surrogatepass")) + (len(item.encode("utf-8", "surrogatepass")) if isinstance(item, str) else 0)
+        total += _utf8_len(key) + (_utf8_len(item) if isinstance(item, str) else 0)
     if total > max_bytes:
         raise ContainerError(f"field {field!r}: {total} bytes of keys and values, at most {max_bytes} allowed")
 
@@ -249,7 +267,7 @@ def _check_name(name: Any, field: str) -> str:
         raise ContainerError(f"field {field!r}: expected a non-empty string, got {name!r}")
     if "\x00" in name:
         raise ContainerError(f"field {field!r}: name {name!r} contains a NUL character")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+    if _utf8_len(name) > MAX_NAME_BYTES:
         raise ContainerError(f"field {field!r}: name is longer than {MAX_NAME_BYTES} bytes")
     return name
 

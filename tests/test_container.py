@@ -257,6 +257,8 @@ def test_summary_and_helpers(tmp_path: Path, model: SpikingNet) -> None:
         ({"source_sha256": "abc"}, r"field 'source_sha256': expected 64 lowercase hex digits"),
         ({"accuracy": {"test": float("nan")}}, r"field 'accuracy': value of 'test' must be a finite number"),
         ({"float_kind": "int8"}, r"float_kind 'int8': choose one of"),
+        ({"accuracy": {"test": "high"}}, r"field 'accuracy': value of 'test' must be a finite number, got 'high'"),
+        ({"metadata": {"k": "\ud800"}}, r"header: text '\\ud800' is not encodable as UTF-8"),
     ],
 )
 def test_writer_rejects_bad_header_values(tmp_path: Path, model: SpikingNet, kwargs: dict[str, Any], match: str) -> None:

@@ -162,6 +162,7 @@ class Case(enum.Enum):
     HUGE_INTEGER = r"header JSON: integer with 5000 digits"
     DEEP_NESTING = r"header JSON: nesting deeper than 32 levels"
     MODERATE_NESTING = r"header JSON: nesting deeper than 32 levels"
+    UNPAIRED_SURROGATE = r"header JSON: string 'x\\ud800' holds an unpaired surrogate escape"
     MISSING_FIELD = r"header: missing field 'budget'"
     UNKNOWN_FIELD = r"header: unknown field 'extra'"
     TIMESTEPS_STRING = r"field 'timesteps': expected an integer in \[1, 4096\], got '2'"
@@ -241,6 +242,7 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.HUGE_INTEGER: lambda: _text_replace(b'"timesteps":2', b'"timesteps":' + b"9" * 5000),
     Case.DEEP_NESTING: lambda: _file(_DEEP, _split()[1]),
     Case.MODERATE_NESTING: lambda: _file(_MODERATE, _split()[1]),
+    Case.UNPAIRED_SURROGATE: lambda: _text_replace(b'"dataset":"digits"', b'"dataset":"x\\ud800"'),
     Case.MISSING_FIELD: lambda: _edit(_delete("budget")),
     Case.UNKNOWN_FIELD: lambda: _edit(_set("extra", 1)),
     Case.TIMESTEPS_STRING: lambda: _edit(_set("timesteps", "2")),
