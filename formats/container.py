@@ -238,6 +238,11 @@ def _load_model(model: SpikingNet, header: dict[str, Any], entries: list[TensorE
     """Load the decoded tensors into the architecture's model and re-mark the binarized layers."""
     decoded = {entry.name: _decode_tensor(entry, data) for entry in entries}
     shapes = {entry.name: entry.shape for entry in entries}
+    for name in header["binarized"]:
+        scale = decoded[f"{name}.weight{SCALE_SUFFIX}"]
+        if not np.all(scale >= 0):  # also false for NaN
+            bad = scale[~(scale >= 0)][0]
+            raise ContainerError(f"tensor '{name}.weight{SCALE_SUFFIX}': scales must be finite and >= 0 (mean |W|), found {bad}")
     state = model.state_dict()
     binarized = set(header["binarized"])
     for key in state:
@@ -245,7 +250,7 @@ def _load_model(model: SpikingNet, header: dict[str, Any], entries: list[TensorE
         if attr == "num_batches_tracked":
             continue
         if attr == "weight" and module in binarized:
-            alpha = torch.from_numpy(decoded[f"{key}_scale"])
+            alpha = torch.from_numpy(decoded[key + SCALE_SUFFIX])
             signs = unpack_signs(decoded[key], shapes[key])
             state[key] = alpha.view(-1, *([1] * (signs.dim() - 1))) * signs
         else:
@@ -256,6 +261,10 @@ def _load_model(model: SpikingNet, header: dict[str, Any], entries: list[TensorE
 
 
 def _read(path: Path) -> Container:
+    if not path.exists():
+        raise ContainerError("no such file")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ContainerError("not a regular file")
     with open(path, "rb") as stream:
         file_size = os.fstat(stream.fileno()).st_size
         version, header_crc, header_len = parse_preamble(stream.read(PREAMBLE.size), file_size)
@@ -292,8 +301,6 @@ def read_container(path: str | os.PathLike[str]) -> Container:
         return _read(path)
     except ContainerError as exc:
         raise ContainerError(f"{path}: {exc}") from None
-    except FileNotFoundError:
-        raise ContainerError(f"{path}: no such file") from None
     except OSError as exc:
         raise ContainerError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except _ESCAPING as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import enum
 import json
+import os
 import struct
 import time
 from collections.abc import Callable
@@ -129,6 +130,19 @@ def _nonzero_alignment_padding(header: dict[str, Any], body: bytes) -> bytes:
     return body[:end] + b"\x01" + body[end + 1 :]
 
 
+def _set_float32(name: str, index: int, value: float) -> Callable[[dict[str, Any], bytes], bytes]:
+    """An edit that overwrites element ``index`` of a float32 tensor and repairs its CRC."""
+
+    def edit(header: dict[str, Any], body: bytes) -> bytes:
+        entry = _tensor(header, name)
+        at = entry["offset"] + 4 * index
+        body = body[:at] + struct.pack("<f", value) + body[at + 4 :]
+        entry["crc32"] = crc32(body[entry["offset"] : entry["offset"] + entry["nbytes"]])
+        return body
+
+    return edit
+
+
 def _flip_data(header: dict[str, Any], body: bytes) -> bytes:
     return bytes([body[0] ^ 0x10]) + body[1:]
 
@@ -199,6 +213,8 @@ class Case(enum.Enum):
     NONZERO_PADDING_BITS = r"tensor 'layers\.conv1\.weight': the 4 padding bits of the last byte must be zero"
     NONZERO_ALIGNMENT_PADDING = r"data section: padding after tensor 'layers\.bn4\.weight' must be zero bytes"
     SCALE_SHAPE_MISMATCH = r"weight_scale': shape \[31\], expected \[32\] \(one scale per output channel of 'layers\.conv2\.weight'\)"
+    NEGATIVE_SCALE = r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found -0\.25"
+    NAN_SCALE = r"tensor 'layers\.conv3\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found nan"
     UNEXPECTED_TENSOR = r"tensor 'layers\.conv1\.weightx': not part of the architecture"
     MISSING_TENSOR = r"tensor 'layers\.bn4\.running_var': required by the architecture but missing"
     KIND_NOT_BINARY = r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
@@ -279,6 +295,8 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.NONZERO_PADDING_BITS: lambda: _edit(_nonzero_padding_bits, SMALL),
     Case.NONZERO_ALIGNMENT_PADDING: lambda: _edit(_nonzero_alignment_padding),
     Case.SCALE_SHAPE_MISMATCH: lambda: _edit(_scale_shape),
+    Case.NEGATIVE_SCALE: lambda: _edit(_set_float32("layers.conv2.weight_scale", 5, -0.25)),
+    Case.NAN_SCALE: lambda: _edit(_set_float32("layers.conv3.weight_scale", 0, float("nan"))),
     Case.UNEXPECTED_TENSOR: lambda: _edit(_set("tensors/0/name", "layers.conv1.weightx")),
     Case.MISSING_TENSOR: lambda: _edit(_drop_last_tensor),
     Case.KIND_NOT_BINARY: lambda: _edit(lambda h, b: h["binarized"].append("layers.conv4")),
@@ -321,9 +339,25 @@ def test_missing_file(tmp_path: Path) -> None:
         read_container(tmp_path / "absent.albsnn")
 
 
-def test_folder_instead_of_file(tmp_path: Path) -> None:
-    with pytest.raises(ContainerError, match=r"cannot read"):
+def test_folder_or_fifo_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ContainerError, match=r"not a regular file"):
         read_container(tmp_path)
+    fifo = tmp_path / "pipe.albsnn"
+    os.mkfifo(fifo)
+    with pytest.raises(ContainerError, match=r"pipe\.albsnn: not a regular file"):
+        read_container(fifo)
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.albsnn"
+    path.write_bytes(BASE)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(ContainerError, match=r"m\.albsnn: cannot read \(Permission denied\)"):
+        read_container(path)
 
 
 def _read_bytes(folder: Path, data: bytes) -> None:
