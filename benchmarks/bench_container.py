@@ -117,7 +117,8 @@ def _bitpack(sizes: list[int], min_seconds: float) -> list[dict[str, Any]]:
     for count in sizes:
         weights = np.random.default_rng(count).standard_normal(count, dtype=np.float32)
         packed = pack_signs(weights)
-        if packed != np.packbits(weights >= 0).tobytes() or not torch.equal(unpack_signs(packed, [count]), _numpy_unpack(packed, count)):
+        same = packed == np.packbits(weights >= 0).tobytes()
+        if not same or not torch.equal(unpack_signs(packed, [count]), _numpy_unpack(packed, count)):
             raise RuntimeError(f"bitpack and numpy disagree at {count} weights")
         runs = 3 if count >= 1 << 24 else 5
         times = {

@@ -52,7 +52,9 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 
 
 def _tensor_table(entries: list[TensorEntry]) -> Table:
-    table = Table(title="tensors (offsets relative to the data section)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    table = Table(
+        title="tensors (offsets relative to the data section)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False
+    )
     table.add_column("name", overflow="fold")
     table.add_column("kind")
     table.add_column("shape")

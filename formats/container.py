@@ -219,7 +219,9 @@ def write_container(
 def _decode_tensor(entry: TensorEntry, data: memoryview) -> np.ndarray | bytes:
     blob = data[entry.offset : entry.end]
     if crc32(blob) != entry.crc32:
-        raise ContainerError(f"tensor {entry.name!r}: crc32 mismatch (header {entry.crc32:#010x}, data {crc32(blob):#010x}); the file is corrupt")
+        raise ContainerError(
+            f"tensor {entry.name!r}: crc32 mismatch (header {entry.crc32:#010x}, data {crc32(blob):#010x}); the file is corrupt"
+        )
     if entry.kind == "binary":
         spare = (-entry.numel) % 8
         if spare and blob[-1] & ((1 << spare) - 1):
@@ -270,7 +272,9 @@ def _read(path: Path) -> Container:
         version, header_crc, header_len = parse_preamble(stream.read(PREAMBLE.size), file_size)
         raw = stream.read(header_len)
         if crc32(raw) != header_crc:
-            raise ContainerError(f"header: crc32 mismatch (preamble {header_crc:#010x}, header {crc32(raw):#010x}); the file is corrupt")
+            raise ContainerError(
+                f"header: crc32 mismatch (preamble {header_crc:#010x}, header {crc32(raw):#010x}); the file is corrupt"
+            )
         header = decode_header(raw)
         entries = validate_header(header)
         data_size = file_size - PREAMBLE.size - header_len

@@ -125,7 +125,8 @@ def encode_header(header: dict[str, Any]) -> bytes:
     try:
         text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise ContainerError(f"header: text {exc.object[exc.start : exc.end]!r} is not encodable as UTF-8 (unpaired surrogate)") from None
+        bad = exc.object[exc.start : exc.end]
+        raise ContainerError(f"header: text {bad!r} is not encodable as UTF-8 (unpaired surrogate)") from None
     return text + b" " * ((-(PREAMBLE.size + len(text))) % ALIGNMENT)
 
 
@@ -484,7 +485,12 @@ def check_tensor_set(entries: list[TensorEntry], expected: Expected) -> None:
             raise ContainerError(f"{where}: not part of the architecture (unexpected tensor)")
         kinds, shape = expected[entry.name]
         if entry.kind not in kinds:
-            reason = "its layer is listed in 'binarized'" if "binary" in kinds else "scales are float32" if entry.name.endswith(SCALE_SUFFIX) else "its layer is not in 'binarized'"
+            if "binary" in kinds:
+                reason = "its layer is listed in 'binarized'"
+            elif entry.name.endswith(SCALE_SUFFIX):
+                reason = "scales are float32"
+            else:
+                reason = "its layer is not in 'binarized'"
             raise ContainerError(f"{where}: kind {entry.kind!r}, expected {' or '.join(kinds)} ({reason})")
         if entry.shape != shape:
             if entry.name.endswith(SCALE_SUFFIX) and kinds == ("float32",):

@@ -303,7 +303,9 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path, model: SpikingNet, monk
 
 
 @pytest.mark.parametrize("target", ["fsync", "replace"])
-def test_failed_fsync_or_rename_keeps_the_old_file(tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+def test_failed_fsync_or_rename_keeps_the_old_file(
+    tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
     path = tmp_path / "m.albsnn"
     write_container(path, model)
     old = path.read_bytes()

@@ -218,6 +218,7 @@ class Case(enum.Enum):
     UNEXPECTED_TENSOR = r"tensor 'layers\.conv1\.weightx': not part of the architecture"
     MISSING_TENSOR = r"tensor 'layers\.bn4\.running_var': required by the architecture but missing"
     KIND_NOT_BINARY = r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
+    BINARY_NOT_LISTED = r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 \(its layer is not in 'binarized'\)"
     BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a Conv2d/Linear layer"
     SPEC_INVALID = r"field 'spec': layer 0: unknown type 'attention'"
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
@@ -300,6 +301,7 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.UNEXPECTED_TENSOR: lambda: _edit(_set("tensors/0/name", "layers.conv1.weightx")),
     Case.MISSING_TENSOR: lambda: _edit(_drop_last_tensor),
     Case.KIND_NOT_BINARY: lambda: _edit(lambda h, b: h["binarized"].append("layers.conv4")),
+    Case.BINARY_NOT_LISTED: lambda: _edit(_set("binarized", ["layers.conv3"])),
     Case.BINARIZED_NOT_A_LAYER: lambda: _edit(_set("binarized", ["layers.bn1"])),
     Case.SPEC_INVALID: lambda: _edit(_set("spec/layers/0/type", "attention")),
     Case.SPEC_HUGE_ACTIVATION: lambda: _edit(_set("spec/input/shape", [1, 100_000, 100_000])),
