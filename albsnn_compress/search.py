@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class SearchConfig:
         layers: candidate layer names (default: every Conv2d/Linear but the first and last).
         exclude: layer names never to binarize.
         binarize_first_last: let the first and last layers be candidates too.
+        amp: bfloat16 autocast while finetuning on CUDA (ignored on CPU).
+        sync_bn: under DDP, finetune with batch norm synchronised across processes.
     """
 
     strategy: str = "adaptive"
@@ -72,6 +75,8 @@ class SearchConfig:
     layers: list[str] | None = None
     exclude: list[str] = field(default_factory=list)
     binarize_first_last: bool = False
+    amp: bool = False
+    sync_bn: bool = False
 
 
 def check_budget(budget: Any) -> float:
@@ -143,6 +148,8 @@ class SearchSession:
         self.probe = self._make_probe()
         self.val_before = evaluate(self.model, val, ctx)
         self.current_drop = 0.0
+        self.started = time.perf_counter()
+        self.task = progress.add_task("search", total=None, status="") if progress is not None else None
 
     # -- bookkeeping ---------------------------------------------------------------
     def _saved_bits(self) -> dict[str, int]:
@@ -168,7 +175,22 @@ class SearchSession:
             storage_bits=self.storage_bits(), estimates=dict(estimates or {}), seconds=time.perf_counter() - self.started,
         )
         self.trajectory.append(step)
+        if self.task is not None:
+            selection = ",".join(n.split(".")[-1] for n in step.selection) or "none"
+            self.progress.update(
+                self.task, description=f"search: {action}",
+                status=f"binarized [{selection}]  val {step.val_accuracy:.2f}% (drop {step.drop:+.2f} / budget {self.budget:.2f})",
+            )
         return step
+
+    def final_decisions(self) -> list[LayerDecision]:
+        """One decision per candidate, in model order (untouched ones say so)."""
+        selected = set(binarized_layers(self.model))
+        return [
+            self.decisions.get(name)
+            or LayerDecision(name, self._params(name), name in selected, None, None, self.saved_bits[name], "not considered")
+            for name in self.candidates
+        ]
 
     def decide(self, name: str, binarized: bool, reason: str, raw: float | None = None, measured: float | None = None) -> None:
         """Record the (latest) verdict on candidate ``name``."""
@@ -197,7 +219,8 @@ class SearchSession:
         start = time.perf_counter()
         self.slices += 1
         config = TrainConfig(
-            epochs=epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=self.config.seed + self.slices
+            epochs=epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=self.config.seed + self.slices,
+            amp=self.config.amp, sync_bn=self.config.sync_bn,
         )
         tracker = self.estimator.tracker if isinstance(self.estimator, LossEstimator) else None
         after_backward = (lambda model: tracker.update(model, self.candidates)) if tracker else None
@@ -246,10 +269,18 @@ class SearchSession:
             )
             self.record("backoff", worst)
 
-    def run(self, strategy_fn) -> None:
-        self.started = time.perf_counter()
+    def run(self, strategy_fn: Callable[[SearchSession], None]) -> None:
+        """Record the starting point, then let ``strategy_fn`` drive the session."""
         self.record("start", None)
         strategy_fn(self)
+
+
+def _on_device(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """``model`` itself if already on the context's device, else a copy there (the input stays untouched)."""
+    parameter = next(model.parameters(), None)
+    if parameter is None or parameter.device == ctx.device:
+        return model
+    return copy.deepcopy(model).to(ctx.device)
 
 
 def _as_imageset(data: ImageSet | tuple[torch.Tensor, torch.Tensor]) -> ImageSet:
@@ -303,19 +334,16 @@ def compress(
     test = _as_imageset(test_data) if test_data is not None else None
     session = SearchSession(model, train, val, budget, config, ctx, progress)
     session.run(STRATEGY_FUNCTIONS[config.strategy])
-    compressed = session.model.to("cpu").eval()
     accuracy = {"val_before": session.val_before, "val_after": session.val_before - session.current_drop}
     if test is not None:
-        accuracy["test_before"] = evaluate(model.to(ctx.device), test, ctx)
-        accuracy["test_after"] = evaluate(compressed.to(ctx.device), test, ctx)
-        compressed.to("cpu")
-        model.to("cpu")
+        accuracy["test_before"] = evaluate(session.teacher or _on_device(model, ctx), test, ctx)
+        accuracy["test_after"] = evaluate(session.model, test, ctx)
+    compressed = session.model.to("cpu").eval()
     timings = dict(session.timings)
     timings["total"] = time.perf_counter() - started
-    selected = binarized_layers(compressed)
-    decisions = [session.decisions.get(n) or LayerDecision(n, session._params(n), n in selected, None, None, session.saved_bits[n], "not considered") for n in session.candidates]
     return CompressionResult(
-        model=compressed, selected=selected, candidates=session.candidates, decisions=decisions,
+        model=compressed, selected=binarized_layers(compressed), candidates=session.candidates,
+        decisions=session.final_decisions(),
         trajectory=session.trajectory, budget=budget, accuracy=accuracy, timings=timings,
         finetune_epochs=session.finetune_epochs, strategy=config.strategy, estimator=config.estimator,
         seed=config.seed, config=asdict(config),
