@@ -176,13 +176,14 @@ class _Exporter:
         """Unroll the neuron over the ``T`` steps; the spikes come out time-folded."""
         b = self.builder
         if self.steps == 1:
-            return _Flow(lif_steps(b, [flow.name], neuron, name)[0], folded=True)
-        if flow.folded:
+            inputs = [flow.name]
+        elif flow.folded:
             inputs = b.node_multi("Split", [flow.name], f"{name}.x", self.steps, axis=0, num_outputs=self.steps)
         else:
             inputs = [flow.name] * self.steps
         spikes = lif_steps(b, inputs, neuron, name)
-        return _Flow(b.node("Concat", spikes, f"{name}.y", axis=0), folded=True)
+        fired = spikes[0] if self.steps == 1 else b.node("Concat", spikes, f"{name}.fired", axis=0)
+        return _Flow(b.node("Cast", [fired], f"{name}.y", to=TensorProto.FLOAT), folded=True)
 
     def pool(self, name: str, pool: nn.AvgPool2d | nn.MaxPool2d, x: str) -> str:
         attrs = {

@@ -50,7 +50,7 @@ class GraphBuilder:
     def initializer(self, hint: str, array: np.ndarray) -> str:
         """Store ``array`` (kept bit for bit) as an initializer; returns its name."""
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def const(self, values: Any, dtype: type = np.float32) -> str:
@@ -105,14 +105,16 @@ def unpack_signs(builder: GraphBuilder, bits: str, count: int, shape: Sequence[i
 
 
 def lif_steps(builder: GraphBuilder, inputs: Sequence[str], neuron: LIF, hint: str) -> list[str]:
-    """Unroll a LIF neuron over per-step inputs; returns the per-step spike tensors.
+    """Unroll a LIF neuron over per-step inputs; returns the per-step spikes as bool tensors.
 
-    The arithmetic is that of :class:`albsnn_compress.snn.neurons.LIF`, operation
-    for operation: step 1 uses the shortcut ``H = X / tau + v_reset``; later steps
-    ``H = V + (X - (V - v_reset)) / tau``; ``S = Cast(H >= v_th)``; hard reset
-    ``V = H * (1 - S) + v_reset * S``, computed as ``Where(H >= v_th, v_reset, H)``
-    (the same value for finite ``H``), soft reset ``V = H - v_th * S``. Terms
-    with ``v_reset = 0`` are left out, which changes no value (``x + 0 = x``).
+    The arithmetic is that of :class:`albsnn_compress.snn.neurons.LIF`: step 1
+    uses the shortcut ``H = X / tau + v_reset``; later steps
+    ``H = V + (X - (V - v_reset)) / tau``; the spike is ``H >= v_th`` (the caller
+    casts it to float once for all steps). The resets are written with ``Where``
+    on the spike, which gives the same value as the formulas for finite ``H``:
+    hard ``V = H * (1 - S) + v_reset * S`` is ``Where(S, v_reset, H)``, soft
+    ``V = H - v_th * S`` is ``Where(S, H - v_th, H)``. Terms with ``v_reset = 0``
+    are left out, which changes no value (``x + 0 = x - 0 = x``).
     """
     tau, v_th = builder.const(neuron.tau), builder.const(neuron.v_threshold)
     spikes: list[str] = []
@@ -120,23 +122,20 @@ def lif_steps(builder: GraphBuilder, inputs: Sequence[str], neuron: LIF, hint: s
     for t, x in enumerate(inputs, start=1):
         if v is None:
             h = builder.node("Div", [x, tau], f"{hint}.h{t}")
+            if neuron.v_reset != 0.0:
+                h = builder.node("Add", [h, builder.const(neuron.v_reset)], f"{hint}.hr{t}")
         else:
             leak = v if neuron.v_reset == 0.0 else builder.node("Sub", [v, builder.const(neuron.v_reset)], f"{hint}.dv{t}")
             drive = builder.node("Div", [builder.node("Sub", [x, leak], f"{hint}.d{t}"), tau], f"{hint}.q{t}")
             h = builder.node("Add", [v, drive], f"{hint}.h{t}")
-        if v is None and neuron.v_reset != 0.0:
-            h = builder.node("Add", [h, builder.const(neuron.v_reset)], f"{hint}.hr{t}")
-        fired = builder.node("GreaterOrEqual", [h, v_th], f"{hint}.ge{t}")
-        spike = builder.node("Cast", [fired], f"{hint}.s{t}", to=TensorProto.FLOAT)
-        spikes.append(spike)
+        spikes.append(builder.node("GreaterOrEqual", [h, v_th], f"{hint}.s{t}"))
         if t < len(inputs):  # the membrane after the last step is never read
-            v = _reset(builder, h, fired, spike, neuron, f"{hint}.v{t}")
+            v = _reset(builder, h, spikes[-1], neuron, f"{hint}.v{t}")
     return spikes
 
 
-def _reset(builder: GraphBuilder, h: str, fired: str, spike: str, neuron: LIF, hint: str) -> str:
+def _reset(builder: GraphBuilder, h: str, spike: str, neuron: LIF, hint: str) -> str:
     if neuron.reset == "soft":
-        drop = builder.node("Mul", [builder.const(neuron.v_threshold), spike], f"{hint}.drop")
-        return builder.node("Sub", [h, drop], hint)
-    # H * (1 - S) + v_reset * S with S in {0, 1} is exactly v_reset where fired, else H
-    return builder.node("Where", [fired, builder.const(neuron.v_reset), h], hint)
+        lowered = builder.node("Sub", [h, builder.const(neuron.v_threshold)], f"{hint}.sub")
+        return builder.node("Where", [spike, lowered, h], hint)
+    return builder.node("Where", [spike, builder.const(neuron.v_reset), h], hint)

@@ -168,9 +168,8 @@ def _check_flips_are_ties(
     """
     tapped = onnx.ModelProto()
     tapped.CopyFrom(proto)
-    compares = [n for n in proto.graph.node if n.op_type == "GreaterOrEqual"]  # one per LIF layer and step, in order
-    casts = {n.input[0]: n.output[0] for n in proto.graph.node if n.op_type == "Cast"}
-    taps = [(n.input[0], casts[n.output[0]]) for n in compares]
+    # one spike comparison H >= v_th per LIF layer and step, in that order
+    taps = [(n.input[0], n.output[0]) for n in proto.graph.node if n.op_type == "GreaterOrEqual"]
     tapped.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for pair in taps for name in pair)
     session = _session(tapped, level)
     threshold, steps = model.spec["neuron"]["v_threshold"], model.timesteps
@@ -182,7 +181,7 @@ def _check_flips_are_ties(
         outputs = session.run(None, {"images": images[row : row + 1].numpy()})
         for k in range(len(taps)):
             h, spike = outputs[1 + 2 * k][0], outputs[2 + 2 * k][0]
-            differ = spike != torch_spikes[k // steps][k % steps]
+            differ = spike != (torch_spikes[k // steps][k % steps] > 0)
             if differ.any():
                 margin = float(np.abs(h[differ] - threshold).max())
                 assert margin <= 1e-4, f"image {row}: spike flip {margin:.3g} away from the threshold (tap {k})"
@@ -226,6 +225,22 @@ def test_onnxruntime_matches_pytorch(case: tuple[Any, ...], test_images: tuple[s
             off = np.flatnonzero(np.abs(logits - reference[:count]).max(axis=1) > tolerance)
             assert len(off) <= 0.01 * count, f"{weights}/{level}: logits differ on {len(off)} images"
             _check_flips_are_ties(model, proto, level, images, off, spikes)
+
+
+def test_flip_check_rejects_a_wrong_threshold(test_images: tuple[str, torch.Tensor]) -> None:
+    dataset, images = test_images
+    images = images[:SMALL_SUBSET]
+    model = _case_model(CASES[5], dataset, images)  # v_threshold 0.8
+    proto = build_onnx_model(model)
+    scalars = [t for t in proto.graph.initializer if not t.dims and t.data_type == onnx.TensorProto.FLOAT]
+    (threshold,) = [t for t in scalars if onnx.numpy_helper.to_array(t) == np.float32(0.8)]
+    threshold.CopyFrom(onnx.numpy_helper.from_array(np.array(0.81, dtype=np.float32), threshold.name))
+    with torch.inference_mode():
+        reference = model(images).numpy()
+    off = np.flatnonzero(np.abs(_run_ort(proto, images, "all") - reference).max(axis=1) > 1e-4)
+    assert len(off) > 0.5 * len(images)
+    with pytest.raises(AssertionError, match="spike flip .* away from the threshold"):
+        _check_flips_are_ties(model, proto, "all", images, off[:3], {})
 
 
 def test_packed_bits_are_the_bitpack_layout_and_alpha_folds_into_bn(test_images: tuple[str, torch.Tensor]) -> None:
