@@ -27,6 +27,7 @@ from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.sync_batchnorm import synchronized_batchnorm
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
 
@@ -44,7 +45,9 @@ class TrainConfig:
         weight_decay: decoupled weight decay (AdamW).
         seed: fixes initialisation, shuffling and augmentation.
         augment: random crop + flip (the dataset's default when ``None``).
-        amp: bfloat16/float16 autocast on CUDA.
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
+        sync_bn: under DDP, batch-norm statistics over the global batch
+            (:mod:`albsnn_compress.sync_batchnorm`) instead of each process's shard.
     """
 
     epochs: float = 10.0
@@ -54,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool | None = None
     amp: bool = False
+    sync_bn: bool = False
 
 
 def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -131,23 +135,26 @@ class Trainer:
         self.model.train()
         total = 0.0
         use_amp = self.config.amp and self.ctx.device.type == "cuda"
-        for i in range(steps):
-            images, labels = next(self._batches)
-            images, labels = images.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device, non_blocking=True)
-            with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = self.loss_fn(self.wrapped, images, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.after_backward is not None:
-                self.after_backward(self.model)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            total += float(loss.detach())
-            if task is not None:
-                progress.update(task, advance=1, status=f"loss {total / (i + 1):.4f}")
+        with synchronized_batchnorm(self.model, enabled=self.config.sync_bn and self.ctx.distributed):
+            for i in range(steps):
+                images, labels = next(self._batches)
+                images, labels = images.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device, non_blocking=True)
+                with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = self.loss_fn(self.wrapped, images, labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.after_backward is not None:
+                    self.after_backward(self.model)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                total += float(loss.detach())
+                if task is not None:
+                    progress.update(task, advance=1, status=f"loss {total / (i + 1):.4f}")
         if task is not None:
             progress.remove_task(task)
+        self.ctx.broadcast_buffers_(self.model)  # every rank now holds the model rank 0 saves
+        total = float(self.ctx.all_reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.ctx.world_size
         return total / max(steps, 1)
 
 

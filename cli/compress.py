@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from albsnn_compress.cli.options import data_root_option, device_option, quiet_option, seed_option
+from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.estimators import ESTIMATORS
@@ -50,16 +50,19 @@ def _names(value: str | None) -> list[str]:
 @click.option("--onnx-weights", type=click.Choice(["packed", "float"]), default="packed", show_default=True, help="ONNX weight storage.")
 @seed_option
 @device_option
+@amp_option
+@sync_bn_option
 @quiet_option
 def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, strategy: str, estimator: str,
             epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
-            exclude: str | None, binarize_first_last: bool, onnx_weights: str, seed: int, device: str, quiet: bool) -> None:
+            exclude: str | None, binarize_first_last: bool, onnx_weights: str, seed: int, device: str, amp: bool, sync_bn: bool,
+            quiet: bool) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report."""
     ctx = init_distributed(device)
     config = SearchConfig(
         strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
         batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,
-        exclude=_names(exclude), binarize_first_last=binarize_first_last,
+        exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights)

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import click
 
-__all__ = ["device_option", "seed_option", "data_root_option", "quiet_option"]
+__all__ = ["device_option", "seed_option", "data_root_option", "quiet_option", "amp_option", "sync_bn_option"]
 
 device_option = click.option(
     "--device",
     default="auto",
     show_default=True,
-    help="Where to compute: auto, cpu, cuda or cuda:N.",
+    help="Where to compute: auto|cpu|cuda|cuda:N (auto picks CUDA when present; under torchrun, cuda is cuda:LOCAL_RANK).",
+)
+amp_option = click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) when training on CUDA.")
+sync_bn_option = click.option(
+    "--sync-bn", is_flag=True, help="Under torchrun, batch-norm statistics over the global batch, not each process's share."
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed that fixes the result.")
 data_root_option = click.option(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from albsnn_compress.cli.options import data_root_option, device_option, quiet_option, seed_option
+from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
 from albsnn_compress.data.registry import DATASETS
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.progress import make_progress
@@ -27,18 +27,19 @@ __all__ = ["command"]
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3, show_default=True, help="Peak learning rate (AdamW, cosine).")
 @seed_option
 @device_option
-@click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) on CUDA.")
+@amp_option
+@sync_bn_option
 @quiet_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (model.pt).")
 def command(
     dataset: str, data_root: Path | None, arch: str, timesteps: int, epochs: float, batch_size: int,
-    lr: float, seed: int, device: str, amp: bool, quiet: bool, output: Path,
+    lr: float, seed: int, device: str, amp: bool, sync_bn: bool, quiet: bool, output: Path,
 ) -> None:
     """Train a spiking network and write a checkpoint."""
     if not output.parent.exists():
         raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
     ctx = init_distributed(device)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp, sync_bn=sync_bn)
     request = TrainRequest(dataset, str(data_root) if data_root else None, arch, timesteps, config, output)
     with make_progress(enabled=ctx.is_main and not quiet) as progress:
         result = train_model(request, ctx, progress)
