@@ -74,29 +74,38 @@ def _fidelity(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> d
     return fidelity
 
 
+def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = compress(
+        model, splits["train"], splits["val"], budget, test_data=splits["test"],
+        config=SearchConfig(strategy=strategy, estimator=estimator, **base),
+    )
+    Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
+    return _summary(result, time.perf_counter() - start)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Oracle first (its drops are the truth for fidelity), then adaptive, then all."""
     checkpoint_path = Path(args.checkpoint)
     checkpoint = read_checkpoint(checkpoint_path)
     splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
     model = checkpoint.build()
     base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed}
     estimates = _estimates(model, splits, SearchConfig(**base))
-    runs = []
-    for budget in args.budgets:
-        for strategy in args.strategies:
-            estimators = args.estimators if strategy == "adaptive" else [args.estimators[0]]
-            for estimator in estimators:
-                start = time.perf_counter()
-                result = compress(
-                    model, splits["train"], splits["val"], budget, test_data=splits["test"],
-                    config=SearchConfig(strategy=strategy, estimator=estimator, **base),
-                )
-                runs.append(_summary(result, time.perf_counter() - start))
-                Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
-            if strategy == "all":
-                break  # the same for every budget
-    oracles = [r for r in runs if r["strategy"] == "oracle"]
-    fidelity = _fidelity(estimates, oracles[0]) if oracles else {}
+    runs: list[dict[str, Any]] = []
+    fidelity: dict[str, float] = {}
+    if "oracle" in args.strategies:
+        runs += [_run_one(model, splits, "oracle", "weight", budget, base) for budget in args.budgets]
+        fidelity = _fidelity(estimates, runs[0])
+    estimators = args.estimators
+    if estimators == ["best"]:
+        if not fidelity:
+            raise SystemExit("--estimators best needs --strategies oracle (fidelity decides the best)")
+        estimators = [max(fidelity, key=fidelity.get)]
+    if "adaptive" in args.strategies:
+        runs += [_run_one(model, splits, "adaptive", e, b, base) for b in args.budgets for e in estimators]
+    if "all" in args.strategies:
+        runs.append(_run_one(model, splits, "all", "weight", args.budgets[0], base))  # the same for every budget
     return {
         "checkpoint": str(checkpoint_path),
         "dataset": checkpoint.metadata["dataset"],
@@ -133,7 +142,10 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 1.0])
     parser.add_argument("--strategies", nargs="+", default=["adaptive", "oracle", "all"])
-    parser.add_argument("--estimators", nargs="+", default=["weight"], help="estimators for adaptive (the first is used for the others)")
+    parser.add_argument(
+        "--estimators", nargs="+", default=["weight"],
+        help="estimators for adaptive; 'best' = the one whose ranking best matches oracle's measured drops",
+    )
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--trial-epochs", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
