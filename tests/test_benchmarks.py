@@ -1,0 +1,136 @@
+"""The benchmark suite: ``run_all --quick`` runs every script at toy size and each writes its JSON result.
+
+The quick suite takes one to a few minutes on 2 shared cores, so it runs once per
+module (marked slow); the tests read the files it wrote. Nothing here asserts a
+speed: only that each result exists, records the machine, and holds the fields
+and the invariants its table is built from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from albsnn_compress.estimators import ESTIMATORS
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_TIMEOUT_S = 1200
+EXPECTED = ("search", "container", "inference", "depth", "timesteps", "paper", "run_all")
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Run ``python -m benchmarks.run_all --quick`` once; every ``<name>-quick.json`` it wrote, parsed."""
+    folder = tmp_path_factory.mktemp("bench-quick")
+    command = [sys.executable, "-m", "benchmarks.run_all", "--quick", "--results", str(folder)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"run_all --quick exited {done.returncode}\n--- stdout (tail)\n{done.stdout[-6000:]}\n--- stderr (tail)\n{done.stderr[-6000:]}")
+    return {path.stem.removesuffix("-quick"): json.loads(path.read_text()) for path in folder.glob("*-quick.json")}
+
+
+@pytest.mark.slow
+def test_every_benchmark_writes_its_result_with_machine_info(quick_results: dict[str, dict[str, Any]]) -> None:
+    assert sorted(quick_results) == sorted(EXPECTED)
+    for name, result in quick_results.items():
+        machine = result["machine"]
+        assert machine["cores"] >= 1, name
+        assert machine["cpu"], name
+        assert "gpu" in machine and "torch" in json.dumps(machine["versions"]), name
+    assert [entry["status"] for entry in quick_results["run_all"]["benchmarks"]] == ["ok"] * 6
+
+
+@pytest.mark.slow
+def test_depth_counts_slices_and_compares_oracle_with_adaptive(quick_results: dict[str, dict[str, Any]]) -> None:
+    depth = quick_results["depth"]
+    assert depth["quick"] is True
+    assert [entry["depth"] for entry in depth["depths"]] == [4, 8]
+    for entry in depth["depths"]:
+        runs = {run["strategy"]: run for run in entry["runs"]}
+        assert set(runs) == {"adaptive", "oracle", "all"}
+        assert all(run["candidates"] == entry["depth"] for run in entry["runs"])
+        assert runs["oracle"]["slices"] >= entry["depth"] + 1  # one probe per layer, then the final finetune
+        assert runs["all"]["slices"] == 1
+        for run in entry["runs"]:
+            assert 0.0 <= run["storage_saved_percent"] < 100.0
+            assert run["finetune_epochs"] > 0 and run["seconds"] > 0
+        ratio = entry["oracle_over_adaptive"]["weight"]
+        assert ratio["slices"] == pytest.approx(runs["oracle"]["slices"] / runs["adaptive"]["slices"])
+        assert set(entry["fidelity_spearman"]) == set(ESTIMATORS)
+        assert all(rho is None or -1.0 <= rho <= 1.0 for rho in entry["fidelity_spearman"].values())
+
+
+@pytest.mark.slow
+def test_timesteps_reports_accuracy_and_latency_ratios_per_t(quick_results: dict[str, dict[str, Any]]) -> None:
+    timesteps = quick_results["timesteps"]
+    assert timesteps["config"]["arch"] == "digits-small" and timesteps["config"]["epochs"] == 2
+    assert [row["timesteps"] for row in timesteps["rows"]] == [1, 2, 4]
+    for row in timesteps["rows"]:
+        assert 0.0 <= row["val_accuracy"] <= 100.0 and 0.0 <= row["test_accuracy"] <= 100.0
+        assert row["onnx_bytes"] > 0
+        assert [entry["batch"] for entry in row["latency"]] == [1, 64]
+        for entry in row["latency"]:
+            assert entry["eager"]["runs"] >= 10 and entry["onnx_packed"]["runs"] >= 10
+    for entry in timesteps["rows"][0]["latency"]:
+        assert entry["eager"]["ratio_to_first_t"] == 1.0 and entry["onnx_packed"]["ratio_to_first_t"] == 1.0
+
+
+@pytest.mark.slow
+def test_paper_table_has_every_budget_with_bits_and_bytes(quick_results: dict[str, dict[str, Any]]) -> None:
+    paper = quick_results["paper"]
+    assert paper["dataset"] == "digits" and paper["paper"]["rows"] is None
+    assert paper["training"]["epochs"] == 8 and paper["training"]["seconds"] > 0
+    assert set(paper["full_precision"]) == {"val_before", "test_before"}
+    assert [run["budget"] for run in paper["runs"]] == [0.0, 0.2, 1.0]
+    for run in paper["runs"]:
+        assert run["container_bytes"] > 0 and run["onnx_bytes"] > 0 and run["checkpoint_bytes"] > 0
+        if run["selected"]:
+            assert run["bits_after"] < run["bits_before"]
+            assert run["storage_saved_percent_bits"] > 0
+        else:
+            assert run["bits_after"] == run["bits_before"]
+
+
+@pytest.mark.slow
+def test_search_container_and_inference_hold_their_tables(quick_results: dict[str, dict[str, Any]]) -> None:
+    assert {run["strategy"] for run in quick_results["search"]["runs"]} == {"adaptive", "oracle", "all"}
+    assert set(quick_results["search"]["fidelity_spearman"]) == set(ESTIMATORS)
+    container = quick_results["container"]
+    assert container["sizes"] and container["io"] and container["bitpack"]
+    assert {row["variant"] for row in quick_results["inference"]["rows"]} >= {"pytorch", "ort-packed"}
+
+
+def _run_all_module(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("COLUMNS", "160")
+    from benchmarks import run_all
+
+    return run_all
+
+
+def test_full_size_benchmarks_without_inputs_are_skipped_not_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_all = _run_all_module(monkeypatch)
+    assert run_all.main(["--only", "search", "timesteps", "paper", "--results", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "run_all.json").read_text())
+    reasons = {entry["name"]: (entry["status"], entry["reason"]) for entry in summary["benchmarks"]}
+    assert reasons == {
+        "search": ("skipped", "needs --checkpoint"),
+        "timesteps": ("skipped", "needs --data-root (FashionMNIST)"),
+        "paper": ("skipped", "needs --checkpoint"),
+    }
+
+
+def test_a_failing_benchmark_is_reported_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_all = _run_all_module(monkeypatch)
+    broken = run_all.Benchmark("broken", "benchmarks.no_such_benchmark", lambda args, folder: [], lambda args: "broken.json")
+    entry = run_all.run_one(broken, argparse.Namespace(quick=True, seed=None), tmp_path)
+    assert entry["status"] == "failed" and entry["reason"].startswith("exit status")
+    silent = run_all.Benchmark("silent", "benchmarks.machine", lambda args, folder: [], lambda args: "silent.json")
+    entry = run_all.run_one(silent, argparse.Namespace(quick=True, seed=None), tmp_path)
+    assert entry["status"] == "failed" and "wrote no" in entry["reason"]
