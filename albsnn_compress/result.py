@@ -73,6 +73,7 @@ class CompressionResult:
         finetune_epochs: training epochs the search spent finetuning.
         strategy, estimator, seed: how it was obtained.
         config: the remaining settings, JSON-able.
+        finetune_slices: finetuning slices run (one per tried change, plus the final one).
     """
 
     model: nn.Module
@@ -88,6 +89,7 @@ class CompressionResult:
     estimator: str
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
+    finetune_slices: int = 0
 
     @property
     def val_drop(self) -> float:

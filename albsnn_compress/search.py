@@ -346,5 +346,5 @@ def compress(
         decisions=session.final_decisions(),
         trajectory=session.trajectory, budget=budget, accuracy=accuracy, timings=timings,
         finetune_epochs=session.finetune_epochs, strategy=config.strategy, estimator=config.estimator,
-        seed=config.seed, config=asdict(config),
+        seed=config.seed, config=asdict(config), finetune_slices=session.slices,
     )

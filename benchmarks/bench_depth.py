@@ -44,31 +44,16 @@ from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
-from benchmarks.bench_search import _estimates, _fidelity, _summary
+from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize
 from benchmarks.machine import write_result
 
-__all__ = ["main", "run_benchmark", "finetune_slices", "DEPTHS"]
+__all__ = ["main", "run_benchmark", "DEPTHS"]
 
 DEPTHS = (4, 8, 16)
 STRATEGIES = ("adaptive", "oracle", "all")
 _FULL = {"train_epochs": 40.0, "epochs": 1.0, "trial_epochs": 0.25, "bn_batches": 20}
 _QUICK = {"train_epochs": 3.0, "epochs": 0.1, "trial_epochs": 0.1, "bn_batches": 4}
 _QUICK_DEPTHS = (4, 8)
-
-
-def finetune_slices(summary: dict[str, Any]) -> int:
-    """Finetuning slices a search ran, counted from its trajectory.
-
-    One slice per tried change (an ``adaptive`` group kept or reverted, an
-    ``oracle`` probe, a final back-off), plus the final finetune; slices of zero
-    epochs do not run and are not counted.
-    """
-    config = summary["config"]
-    trials = sum(
-        1 for step in summary["trajectory"]
-        if step["action"] in ("probe", "revert", "backoff") or (step["action"] == "binarize" and step["layer"])
-    )
-    return (trials if config["trial_epochs"] > 0 else 0) + (1 if config["epochs"] > 0 else 0)
 
 
 def _finite(value: float) -> float | None:
@@ -80,9 +65,8 @@ def _search(model, splits, budget: float, strategy: str, estimator: str, base: d
     config = SearchConfig(strategy=strategy, estimator=estimator, **base)
     start = time.perf_counter()
     result = compress(model, splits["train"], splits["val"], budget, test_data=splits["test"], config=config)
-    summary = _summary(result, time.perf_counter() - start)
+    summary = summarize(result, time.perf_counter() - start)
     summary["config"] = result.config
-    summary["slices"] = finetune_slices(summary)
     summary["candidates"] = len(result.candidates)
     return summary
 
@@ -110,7 +94,7 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
     base = {key: settings[key] for key in ("epochs", "trial_epochs", "bn_batches")} | {"seed": args.seed}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on a constant column; the NaN is reported as null
-        estimates = _estimates(trained.model, splits, SearchConfig(**base))
+        estimates = estimator_values(trained.model, splits, SearchConfig(**base))
     runs = []
     for strategy in STRATEGIES:
         for estimator in (args.estimators if strategy == "adaptive" else args.estimators[:1]):
@@ -119,7 +103,7 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
             Console().print(f"  {strategy}/{estimator}: {len(run['selected'])} binarized, drop {run['val_drop']:.2f}, {run['seconds']:.1f} s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fidelity = {name: _finite(rho) for name, rho in _fidelity(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()}
+        fidelity = {name: _finite(rho) for name, rho in fidelity_spearman(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()}
     return {
         "depth": depth,
         "arch": arch,

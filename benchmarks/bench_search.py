@@ -33,7 +33,8 @@ from albsnn_compress.training import TrainConfig
 from benchmarks.machine import write_result
 
 
-def _summary(result, seconds: float) -> dict[str, Any]:
+def summarize(result, seconds: float) -> dict[str, Any]:
+    """The JSON-able record of one compression run."""
     before, after = total_bits(layer_storage(result.model, result.selected))
     return {
         "strategy": result.strategy,
@@ -46,6 +47,7 @@ def _summary(result, seconds: float) -> dict[str, Any]:
         "bits_after": after,
         "storage_saved_percent": 100.0 * (1 - after / before),
         "finetune_epochs": result.finetune_epochs,
+        "slices": result.finetune_slices,
         "seconds": seconds,
         "timings": result.timings,
         "decisions": [vars(d) for d in result.decisions],
@@ -53,7 +55,7 @@ def _summary(result, seconds: float) -> dict[str, Any]:
     }
 
 
-def _estimates(model, splits, config: SearchConfig) -> dict[str, dict[str, Any]]:
+def estimator_values(model, splits, config: SearchConfig) -> dict[str, dict[str, Any]]:
     """Each estimator's raw per-layer values on the input model, and what they cost."""
     session = SearchSession(model, splits["train"], splits["val"], 0.0, config)
     out = {}
@@ -64,7 +66,8 @@ def _estimates(model, splits, config: SearchConfig) -> dict[str, dict[str, Any]]
     return out
 
 
-def _fidelity(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> dict[str, float]:
+def fidelity_spearman(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> dict[str, float]:
+    """Spearman rank correlation of each estimator's values with oracle's measured drops."""
     measured = {d["name"]: d["measured_drop"] for d in oracle["decisions"]}
     names = sorted(measured)
     fidelity = {}
@@ -81,7 +84,7 @@ def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: 
         config=SearchConfig(strategy=strategy, estimator=estimator, **base),
     )
     Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
-    return _summary(result, time.perf_counter() - start)
+    return summarize(result, time.perf_counter() - start)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,12 +94,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
     model = checkpoint.build()
     base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed}
-    estimates = _estimates(model, splits, SearchConfig(**base))
+    estimates = estimator_values(model, splits, SearchConfig(**base))
     runs: list[dict[str, Any]] = []
     fidelity: dict[str, float] = {}
     if "oracle" in args.strategies:
         runs += [_run_one(model, splits, "oracle", "weight", budget, base) for budget in args.budgets]
-        fidelity = _fidelity(estimates, runs[0])
+        fidelity = fidelity_spearman(estimates, runs[0])
     estimators = args.estimators
     if estimators == ["best"]:
         if not fidelity:
