@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from albsnn_compress.errors import ContainerError, SpecError
+from albsnn_compress.strict_json import StrictJSONError, strict_loads
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
 __all__ = [
@@ -157,59 +158,6 @@ def parse_preamble(preamble: bytes, file_size: int) -> tuple[int, int, int]:
     return version, header_crc, header_len
 
 
-def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ContainerError(f"header JSON: duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise ContainerError(f"header JSON: {name} is not allowed (numbers must be finite)")
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ContainerError(f"header JSON: integer with {len(text)} digits (at most {MAX_INT_DIGITS} allowed)")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ContainerError(f"header JSON: number {text[:40]} overflows to {value}")
-    return value
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_pairs_without_duplicates,
-    parse_constant=_reject_constant,
-    parse_int=_parse_int,
-    parse_float=_parse_float,
-)
-
-
-def _check_structure(value: Any) -> None:
-    """Bound the nesting depth and reject strings that are not Unicode (``\\ud800``-style unpaired surrogates)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise ContainerError(f"header JSON: nesting deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(item, dict):
-            stack.extend((key, depth) for key in item)
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ContainerError(f"header JSON: string {item[:40]!r} holds an unpaired surrogate escape") from None
-
-
 def decode_header(raw: bytes) -> dict[str, Any]:
     """Parse header bytes: strict UTF-8, one JSON object, then only space padding.
 
@@ -221,16 +169,11 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ContainerError(f"header: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
     try:
-        value, end = _DECODER.raw_decode(text)
-    except RecursionError:
-        raise ContainerError(f"header JSON: nesting deeper than {MAX_JSON_DEPTH} levels") from None
-    except json.JSONDecodeError as exc:
-        raise ContainerError(f"header JSON: not valid JSON ({exc.msg} at character {exc.pos})") from None
-    if text[end:].strip(" "):
-        raise ContainerError(f"header JSON: junk after the JSON object at character {end} (only space padding may follow)")
+        value = strict_loads(text, max_depth=MAX_JSON_DEPTH, max_int_digits=MAX_INT_DIGITS, trailing=" ")
+    except StrictJSONError as exc:
+        raise ContainerError(f"header JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ContainerError(f"header JSON: top level is {type(value).__name__}, expected an object")
-    _check_structure(value)
     return value
 
 

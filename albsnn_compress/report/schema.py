@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from albsnn_compress.errors import ReportError
+from albsnn_compress.strict_json import StrictJSONError, strict_loads
 
 __all__ = [
     "SCHEMA",
@@ -40,6 +41,8 @@ SCHEMA_ID = "albsnn-compress/report"
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_REPORT_BYTES = 64 * 1024 * 1024
+_MAX_DEPTH = 64  # a report nests 5 levels; anything near this is not a report
+_MAX_INT_DIGITS = 40  # bit counts fit in 20 digits
 
 _COUNT = {"type": "integer", "minimum": 0}
 _NUMBER = {"type": "number"}
@@ -262,40 +265,26 @@ def validate_report(report: Any) -> None:
     _check_accounting(report)
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ReportError(f"duplicate field {key!r}")
-        result[key] = value
-    return result
-
-
-def _reject_constant(name: str) -> None:
-    raise ReportError(f"{name} is not a valid JSON number")
-
-
 def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
     """Parse and validate report JSON text.
 
-    Rejects what Python's ``json`` would silently accept: duplicate keys,
-    ``NaN``/``Infinity`` literals, integers with thousands of digits.
+    Rejects what Python's ``json`` would silently accept (see
+    :mod:`albsnn_compress.strict_json`): duplicate keys, ``NaN``/``Infinity``,
+    integers with thousands of digits, absurd nesting.
 
     Raises:
         ReportError: ``"<source>: <what is wrong>"``.
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        document = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        document = strict_loads(text, max_depth=_MAX_DEPTH, max_int_digits=_MAX_INT_DIGITS)
         validate_report(document)
+    except StrictJSONError as exc:
+        raise ReportError(f"{source}: {exc}; pass the report.json a compress run wrote") from None
     except ReportError as exc:
         raise ReportError(f"{source}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ReportError(f"{source}: not UTF-8 text (byte {exc.start}); pass the report.json a compress run wrote") from None
-    except RecursionError:
-        raise ReportError(f"{source}: JSON nested too deeply to be a report") from None
-    except ValueError as exc:
-        raise ReportError(f"{source}: not valid JSON ({exc}); pass the report.json a compress run wrote") from None
     return document
 
 
