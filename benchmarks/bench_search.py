@@ -14,6 +14,7 @@ values on the input model and the per-layer drops ``oracle`` measured.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -139,6 +140,29 @@ def print_tables(payload: dict[str, Any]) -> None:
         console.print("Spearman(estimate, oracle drop): " + ", ".join(f"{k} {v:+.2f}" for k, v in payload["fidelity_spearman"].items()))
 
 
+def markdown_tables(payload: dict[str, Any]) -> str:
+    """The runs and the fidelity as Markdown tables (what docs/method.md shows)."""
+    lines = [
+        "| strategy | estimator | budget (pts) | binarized | val before | val after | val drop | test before | test after "
+        "| storage before (B) | storage after (B) | saved % | finetune epochs | slices | wall s |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in payload["runs"]:
+        acc = r["accuracy"]
+        lines.append(
+            f"| {r['strategy']} | {r['estimator'] if r['strategy'] == 'adaptive' else '-'} | {r['budget']:.1f} | "
+            f"{', '.join(n.split('.')[-1] for n in r['selected']) or '-'} | {acc['val_before']:.2f} | {acc['val_after']:.2f} | "
+            f"{r['val_drop']:.2f} | {acc.get('test_before', float('nan')):.2f} | {acc.get('test_after', float('nan')):.2f} | "
+            f"{r['bits_before'] // 8:,} | {r['bits_after'] // 8:,} | {r['storage_saved_percent']:.1f} | "
+            f"{r['finetune_epochs']:.2f} | {r.get('slices', '-')} | {r['seconds']:.0f} |"
+        )
+    if payload["fidelity_spearman"]:
+        lines += ["", "| estimator | Spearman with oracle's measured drops | estimate cost (s) |", "| --- | ---: | ---: |"]
+        for name, rho in payload["fidelity_spearman"].items():
+            lines.append(f"| {name} | {rho:+.2f} | {payload['estimates'][name]['seconds']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="model.pt to compress (default with --quick: a freshly trained digits model)")
@@ -155,7 +179,11 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="result name (benchmarks/results/search-NAME.json)")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
+    parser.add_argument("--markdown", type=Path, default=None, help="print an existing result JSON as Markdown tables and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown_tables(json.loads(args.markdown.read_text())))
+        return
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
         if not args.checkpoint:
