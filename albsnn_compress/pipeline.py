@@ -9,6 +9,7 @@ output folder, each atomically.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ class CompressOutcome:
 
     def print_summary(self, console: Console | None = None) -> None:
         """The short terminal report: selection, accuracy and storage before/after, files."""
-        console = console or Console()
+        # a log file or pipe has no width: use one wide enough for the layer table
+        console = console or Console(width=None if sys.stdout.isatty() else 160)
         if self.report is not None:
             render_terminal(self.report, console, brief=True)
         for kind, path in self.files.items():
