@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = read_checkpoint(checkpoint_path)
     splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
     model = checkpoint.build()
-    base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed}
+    base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed, "distill": not args.no_distill}
     estimates = estimator_values(model, splits, SearchConfig(**base))
     runs: list[dict[str, Any]] = []
     fidelity: dict[str, float] = {}
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--trial-epochs", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-distill", action="store_true", help="finetune on labels only (the distillation ablation)")
     parser.add_argument("--name", default=None, help="result name (benchmarks/results/search-NAME.json)")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
