@@ -19,7 +19,7 @@ LIMITS = {"max_depth": 4, "max_int_digits": 6}
         ('{"a": 12345678}', "integer with 8 digits"),
         ('[[[[[1]]]]]', "nesting deeper than 4 levels"),
         ('{"a": "x\\ud800"}', "unpaired surrogate"),
-        ('{"a": 1} x', "junk after the JSON object at character 9"),
+        ('{"a": 1} x', "junk after the JSON object at character 8"),
         ('{"a": ', "not valid JSON"),
     ],
 )
