@@ -31,7 +31,7 @@ def _names(value: str | None) -> list[str]:
 @click.command("compress")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--budget", required=True, callback=_budget,
+    "--budget", required=True, callback=_budget, metavar="POINTS",
     help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points).",
 )
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
