@@ -67,7 +67,8 @@ def adaptive(session: SearchSession) -> None:
         if drop <= session.budget:
             for name in group:
                 estimate = session.calibration.points(raw[name])
-                session.decide(name, True, f"est. {estimate:.2f} pts fits; measured drop {drop:.2f} <= budget {session.budget:.2f}", raw[name], increment)
+                basis = f"est. {estimate:.2f} pts fits" if estimate is not None else "tried first (no calibration yet)"
+                session.decide(name, True, f"{basis}; measured drop {drop:.2f} <= budget {session.budget:.2f}", raw[name], increment)
                 remaining.remove(name)
             session.record("binarize", ",".join(group), raw)
             continue

@@ -88,3 +88,19 @@ def test_bad_inputs(digits_checkpoint: Path, digits) -> None:
         compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(exclude=["layers.conv9"]))
     with pytest.raises(CompressionError, match="unknown strategy"):
         compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(strategy="random"))
+
+
+class _NegativeEstimator:
+    """Every layer 'helps' (a Taylor estimate can be negative): calibration never gets a positive sample."""
+
+    name = "loss"
+
+    def estimate(self, model, candidates, probe):
+        return {name: -1.0 for name in candidates}
+
+
+def test_adaptive_survives_estimates_that_never_calibrate(digits_checkpoint: Path, digits, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("albsnn_compress.search.make_estimator", lambda name: _NegativeEstimator())
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 50.0, config=SearchConfig(estimator="loss", **FAST))
+    assert result.selected == result.candidates  # a 50-point budget affords everything
+    assert all("tried first (no calibration yet)" in d.reason for d in result.decisions)
