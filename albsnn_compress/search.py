@@ -149,6 +149,7 @@ class SearchSession:
         self.val_before = evaluate(self.model, val, ctx)
         self.current_drop = 0.0
         self.started = time.perf_counter()
+        self.initial = self.snapshot()  # the input model: the fallback that always meets the budget
         self.task = progress.add_task("search", total=None, status="") if progress is not None else None
 
     # -- bookkeeping ---------------------------------------------------------------
@@ -253,7 +254,11 @@ class SearchSession:
         unbinarize_(self.model, names)
 
     def verify_and_back_off(self) -> None:
-        """Measure the final model; while over budget, return the costliest-per-bit layer to float."""
+        """Measure the final model; while over budget, return the costliest-per-bit layer to float.
+
+        If the model is still over budget with every layer in float (finetuning itself
+        cost accuracy), the input model is returned unchanged: its drop is 0 by definition.
+        """
         drop = self.measure()
         self.record("final", None)
         while drop > self.budget and binarized_layers(self.model):
@@ -268,6 +273,9 @@ class SearchSession:
                 previous.estimator_value, previous.measured_drop,
             )
             self.record("backoff", worst)
+        if drop > self.budget:
+            self.restore(self.initial, 0.0)
+            self.record("restore-input", None)
 
     def run(self, strategy_fn: Callable[[SearchSession], None]) -> None:
         """Record the starting point, then let ``strategy_fn`` drive the session."""

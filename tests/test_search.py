@@ -28,7 +28,7 @@ def test_measured_drop_never_exceeds_the_budget(digits_checkpoint: Path, digits,
     measured_after = evaluate(result.model, digits["val"])
     assert measured_after == pytest.approx(result.accuracy["val_after"])
     assert result.accuracy["val_before"] - measured_after <= budget + 1e-9
-    assert result.trajectory[0].action == "start" and result.trajectory[-1].action in ("final", "backoff")
+    assert result.trajectory[0].action == "start" and result.trajectory[-1].action in ("final", "backoff", "restore-input")
     assert {d.name for d in result.decisions} == set(result.candidates)
 
 
@@ -104,3 +104,14 @@ def test_adaptive_survives_estimates_that_never_calibrate(digits_checkpoint: Pat
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 50.0, config=SearchConfig(estimator="loss", **FAST))
     assert result.selected == result.candidates  # a 50-point budget affords everything
     assert all("tried first (no calibration yet)" in d.reason for d in result.decisions)
+
+
+def test_budget_holds_even_when_finetuning_itself_hurts(digits_checkpoint: Path, digits) -> None:
+    # a learning rate of 1.0 wrecks every finetuning slice: the only model within budget 0 is the input
+    model = load_checkpoint(digits_checkpoint)
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
+    assert result.selected == []
+    assert result.trajectory[-1].action == "restore-input"
+    assert evaluate(result.model, digits["val"]) == result.accuracy["val_before"] == result.accuracy["val_after"]
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name
