@@ -44,13 +44,14 @@ from rich.console import Console
 from rich.table import Table
 
 from albsnn_compress.checkpoint import read_checkpoint
+from albsnn_compress.distributed import DistContext
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search import SearchConfig
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
-from benchmarks.machine import write_result
+from benchmarks.machine import add_device_argument, device_context, write_result
 
 __all__ = ["main", "run_benchmark", "PAPER_ROWS", "DATASET_LABELS"]
 
@@ -71,12 +72,14 @@ _FULL = {"epochs": 1.0, "trial_epochs": 0.25}
 _QUICK = {"epochs": 0.2, "trial_epochs": 0.2, "train_epochs": 8.0}
 
 
-def _budget_run(checkpoint: Path, budget: float, config: SearchConfig, outdir: Path, data_root: str | None) -> dict[str, Any]:
+def _budget_run(
+    checkpoint: Path, budget: float, config: SearchConfig, outdir: Path, data_root: str | None, ctx: DistContext
+) -> dict[str, Any]:
     """One pipeline run at ``budget``: accuracy, storage in bits and on disk, search cost."""
     outcome = compress_checkpoint(CompressRequest(
         checkpoint=checkpoint, budget=budget, config=config, outdir=outdir / f"budget-{budget:g}",
         data_root=Path(data_root) if data_root else None,
-    ))
+    ), ctx)
     result = outcome.result
     bits_before, bits_after = total_bits(layer_storage(result.model, result.selected))
     checkpoint_bytes = checkpoint.stat().st_size
@@ -119,10 +122,11 @@ def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path) -> d
             settings[key] = getattr(args, key)
     config = SearchConfig(strategy=args.strategy, estimator=args.estimator, epochs=settings["epochs"],
                           trial_epochs=settings["trial_epochs"], seed=args.seed)
+    ctx = device_context(args.device)
     load_before = os.getloadavg()
     runs = []
     for budget in args.budgets:
-        runs.append(_budget_run(checkpoint, budget, config, outdir, args.data_root))
+        runs.append(_budget_run(checkpoint, budget, config, outdir, args.data_root, ctx))
         run = runs[-1]
         Console().print(f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, drop {run['val_drop']:.2f} pts")
     return {
@@ -134,6 +138,7 @@ def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path) -> d
         "training": _training(saved.metadata),
         "full_precision": {key: runs[0]["accuracy"][key] for key in ("val_before", "test_before")},
         "search": {"strategy": args.strategy, "estimator": args.estimator, "seed": args.seed, **settings},
+        "device": str(ctx.device),
         "quick": args.quick,
         "runs": runs,
         "paper": {"rows": PAPER_ROWS.get(dataset), "claim": PAPER_CLAIM, "timesteps": 1, "split": "test"},
@@ -187,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=float, default=None, help="final finetuning epochs (default 1; 0.2 with --quick)")
     parser.add_argument("--trial-epochs", type=float, default=None, help="finetuning epochs per tried change (default 0.25; 0.2 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="search seed (and training seed with --quick)")
+    add_device_argument(parser)
     parser.add_argument("--outdir", type=Path, default=None, help="keep the containers, ONNX files and reports here (default: a temporary folder)")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)")
     return parser

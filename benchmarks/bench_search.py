@@ -26,12 +26,13 @@ from scipy.stats import spearmanr
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
+from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.estimators import ESTIMATORS, make_estimator
 from albsnn_compress.search import SearchConfig, SearchSession, compress
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
-from benchmarks.machine import write_result
+from benchmarks.machine import add_device_argument, device_context, write_result
 
 
 def summarize(result, seconds: float) -> dict[str, Any]:
@@ -56,9 +57,9 @@ def summarize(result, seconds: float) -> dict[str, Any]:
     }
 
 
-def estimator_values(model, splits, config: SearchConfig) -> dict[str, dict[str, Any]]:
+def estimator_values(model, splits, config: SearchConfig, ctx: DistContext = LOCAL) -> dict[str, dict[str, Any]]:
     """Each estimator's raw per-layer values on the input model, and what they cost."""
-    session = SearchSession(model, splits["train"], splits["val"], 0.0, config)
+    session = SearchSession(model, splits["train"], splits["val"], 0.0, config, ctx)
     out = {}
     for name in ESTIMATORS:
         start = time.perf_counter()
@@ -78,11 +79,11 @@ def fidelity_spearman(estimates: dict[str, dict[str, Any]], oracle: dict[str, An
     return fidelity
 
 
-def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: dict[str, Any]) -> dict[str, Any]:
+def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
     start = time.perf_counter()
     result = compress(
         model, splits["train"], splits["val"], budget, test_data=splits["test"],
-        config=SearchConfig(strategy=strategy, estimator=estimator, **base),
+        config=SearchConfig(strategy=strategy, estimator=estimator, **base), ctx=ctx,
     )
     Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
     return summarize(result, time.perf_counter() - start)
@@ -95,11 +96,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
     model = checkpoint.build()
     base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed, "distill": not args.no_distill}
-    estimates = estimator_values(model, splits, SearchConfig(**base))
+    ctx = device_context(args.device)
+    estimates = estimator_values(model, splits, SearchConfig(**base), ctx)
     runs: list[dict[str, Any]] = []
     fidelity: dict[str, float] = {}
     if "oracle" in args.strategies:
-        runs += [_run_one(model, splits, "oracle", "weight", budget, base) for budget in args.budgets]
+        runs += [_run_one(model, splits, "oracle", "weight", budget, base, ctx) for budget in args.budgets]
         fidelity = fidelity_spearman(estimates, runs[0])
     estimators = args.estimators
     if estimators == ["best"]:
@@ -107,15 +109,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("--estimators best needs --strategies oracle (fidelity decides the best)")
         estimators = [max(fidelity, key=fidelity.get)]
     if "adaptive" in args.strategies:
-        runs += [_run_one(model, splits, "adaptive", e, b, base) for b in args.budgets for e in estimators]
+        runs += [_run_one(model, splits, "adaptive", e, b, base, ctx) for b in args.budgets for e in estimators]
     if "all" in args.strategies:
-        runs.append(_run_one(model, splits, "all", "weight", args.budgets[0], base))  # the same for every budget
+        runs.append(_run_one(model, splits, "all", "weight", args.budgets[0], base, ctx))  # the same for every budget
     return {
         "checkpoint": str(checkpoint_path),
         "dataset": checkpoint.metadata["dataset"],
         "arch": checkpoint.spec["name"],
         "timesteps": checkpoint.timesteps,
         "settings": base,
+        "device": str(ctx.device),
         "estimates": estimates,
         "fidelity_spearman": fidelity,
         "runs": runs,
@@ -176,6 +179,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--trial-epochs", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    add_device_argument(parser)
     parser.add_argument("--no-distill", action="store_true", help="finetune on labels only (the distillation ablation)")
     parser.add_argument("--name", default=None, help="result name (benchmarks/results/search-NAME.json)")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")

@@ -17,7 +17,8 @@ Run from the repository root::
         --data-root ../shared/datasets --epochs 8          # hours on 2 shared cores
     python -m benchmarks.bench_timesteps --quick           # digits-small, 2 epochs (toy size)
 
-Training uses torch's default thread count; every latency runs with
+Training runs on ``--device`` (default cpu) with torch's default thread count;
+the trained model comes back to the CPU, where every latency runs with
 ``--threads`` intra-op threads (default 1) in both runtimes, two warm-up runs,
 then at least 10 runs and ``--seconds`` of timing. The CPU may be shared: the
 result records the load average before and after; compare latencies by their
@@ -49,7 +50,7 @@ from albsnn_compress.formats.onnx_export import INPUT_NAME, OUTPUT_NAME, export_
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
-from benchmarks.machine import write_result
+from benchmarks.machine import add_device_argument, device_context, write_result
 
 __all__ = ["main", "run_benchmark", "median_ms"]
 
@@ -107,7 +108,7 @@ def _one_t(timesteps: int, config: dict[str, Any], args: argparse.Namespace, tes
     trained = train_model(TrainRequest(
         dataset=config["dataset"], data_root=args.data_root, arch=config["arch"], timesteps=timesteps,
         config=TrainConfig(epochs=config["epochs"], seed=args.seed), output=output,
-    ))
+    ), device_context(args.device))
     onnx_path = _packed_onnx(trained.model, folder)
     latency = []
     for batch in args.batches:
@@ -147,12 +148,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             config[key] = getattr(args, key)
     test = load_splits(config["dataset"], args.data_root)["test"]
     test_images = test.as_float(torch.arange(max(args.batches)) % len(test))  # repeats images if a batch is larger
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [_one_t(t, config, args, test_images, Path(tmp)) for t in sorted(args.timesteps)]
     _add_ratios(rows)
     return {
-        "config": config | {"seed": args.seed, "threads": args.threads, "batches": args.batches},
+        "config": config | {"seed": args.seed, "threads": args.threads, "batches": args.batches, "train_device": args.device},
         "quick": args.quick,
         "rows": rows,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
@@ -206,6 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=None, help="timing seconds per latency (default 3; 0.1 with --quick)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both runtimes while timing")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the same for every T)")
+    add_device_argument(parser)
     parser.add_argument("--save", type=Path, default=None, help="also keep each trained model as DIR/<arch>-T<T>.pt")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)")
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -11,9 +12,10 @@ from typing import Any
 import torch
 
 from albsnn_compress.atomic import atomic_write_text
+from albsnn_compress.distributed import DistContext, resolve_device
 from albsnn_compress.versions import package_versions
 
-__all__ = ["machine_info", "write_result", "RESULTS"]
+__all__ = ["machine_info", "write_result", "add_device_argument", "device_context", "RESULTS"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,3 +49,13 @@ def write_result(name: str, payload: dict[str, Any], folder: Path | None = None)
     path = folder / f"{name}.json"
     atomic_write_text(path, json.dumps({"machine": machine_info(), **payload}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` for the benchmarks that train or finetune (latencies stay on the CPU)."""
+    parser.add_argument("--device", default="cpu", help="train/finetune on auto|cpu|cuda|cuda:N (default cpu)")
+
+
+def device_context(name: str) -> DistContext:
+    """A one-process context on device ``name`` (``auto`` picks CUDA when present)."""
+    return DistContext(device=resolve_device(name))

@@ -69,3 +69,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI (the console script's entry point)."""
     cli.main(args=argv, prog_name="albsnn-compress")
+
+
+if __name__ == "__main__":
+    main()
