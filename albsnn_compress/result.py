@@ -46,7 +46,7 @@ class SearchStep:
     """One point of the search trajectory (after a change and its finetuning)."""
 
     index: int
-    action: str  # "start", "binarize", "revert", "probe", "backoff", "final", "restore-input"
+    action: str  # "start", "binarize", "revert", "probe", "finetuned", "backoff", "final", "restore-input"
     layer: str | None
     selection: list[str]
     val_accuracy: float
