@@ -32,6 +32,7 @@ Run from the repository root (``--data`` has the layout of ``../shared/datasets`
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shutil
@@ -67,6 +68,7 @@ class Plan:
     })
 
 
+STAGES = tuple(Plan().shares)
 QUICK = Plan(image_dataset="digits", image_arch="digits-small", timesteps_dataset="digits", timesteps_arch="digits-small",
              device="cpu", min_epochs=0.5, finetune=("--epochs", "0.2", "--trial-epochs", "0.2"))
 
@@ -173,15 +175,19 @@ class Suite:
     def image_train(self) -> None:
         plan, started = self.plan, time.perf_counter()
         probe = self.work / "probe-1-epoch.pt"
-        one_epoch = self.epoch_seconds("cifar10-train", plan.image_dataset, plan.image_arch, probe)
-        budget = self.share("cifar10-train") - (time.perf_counter() - started) - 20.0
-        epochs = affordable_epochs(budget, one_epoch, plan.min_epochs)
-        log(self.start, f"one epoch took {one_epoch:.1f} s -> {epochs:g} epochs")
+        if self.args.image_epochs:
+            epochs = self.args.image_epochs
+        else:
+            one_epoch = self.epoch_seconds("cifar10-train", plan.image_dataset, plan.image_arch, probe)
+            budget = self.share("cifar10-train") - (time.perf_counter() - started) - 20.0
+            epochs = affordable_epochs(budget, one_epoch, plan.min_epochs)
+            log(self.start, f"one epoch took {one_epoch:.1f} s -> {epochs:g} epochs")
         try:
             self.train("cifar10-train", plan.image_dataset, plan.image_arch, epochs, self.checkpoint,
                        limit=self.share("cifar10-train") - (time.perf_counter() - started))
         except (subprocess.TimeoutExpired, RuntimeError):
-            shutil.copyfile(probe, self.checkpoint)  # later stages still get a trained model, named by its metadata
+            if probe.is_file():
+                shutil.copyfile(probe, self.checkpoint)  # later stages still get a trained model, named by its metadata
             raise
 
     def _data_root(self) -> list[str]:
@@ -212,22 +218,24 @@ class Suite:
     def image_search(self) -> None:
         self.command("cifar10-search", [
             sys.executable, "-m", "benchmarks.bench_search", "--checkpoint", str(self.checkpoint), *self._data_root(),
-            "--budgets", "1.0", "--estimators", "best", "--device", self.plan.device, "--name", self.plan.image_dataset,
+            "--budgets", "0.2", "1.0", "--estimators", "best", "--device", self.plan.device, "--name", self.plan.image_dataset,
             "--results", str(self.out), *self.plan.finetune,
         ])
 
-    def artifacts(self) -> None:
-        """Containers, ONNX files, reports and the small checkpoints in one tar (the big CIFAR checkpoint stays)."""
+    def artifacts(self, largest: int = 2 << 20) -> None:
+        """Reports, containers and checkpoints of at most ``largest`` bytes each, in one tar (what comes back is capped)."""
         with tarfile.open(self.out / "artifacts.tar", "w") as archive:
             for folder in ("paper", "timesteps"):
-                if (self.work / folder).exists():
-                    archive.add(self.work / folder, arcname=folder)
+                for path in sorted((self.work / folder).rglob("*")) if (self.work / folder).exists() else []:
+                    if path.is_file() and path.stat().st_size <= largest:
+                        archive.add(path, arcname=str(path.relative_to(self.work)))
 
     def run(self) -> None:
         log(self.start, f"device {self.plan.device}: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'}")
         for stage, body in (("data", self.data), ("gpu-tests", self.gpu_tests), ("cifar10-train", self.image_train),
                             ("cifar10-paper", self.image_paper), ("timesteps", self.timesteps), ("cifar10-search", self.image_search)):
-            self.run_stage(stage, body)
+            if stage in self.plan.shares:
+                self.run_stage(stage, body)
         self.artifacts()
         self.write_status()
         log(self.start, "done: " + ", ".join(f"{k} {v['status']}" for k, v in self.status.items()))
@@ -240,10 +248,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/albsnn-gpu-suite"), help="scratch folder")
     parser.add_argument("--deadline", type=float, default=540.0, help="seconds for the whole suite")
     parser.add_argument("--quick", action="store_true", help="digits on the CPU at toy size (checks the orchestration)")
+    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=None, help="run only these stages (default: all)")
+    parser.add_argument("--share", nargs="+", default=[], metavar="STAGE=FRACTION", help="override a stage's share of the deadline")
+    parser.add_argument("--image-epochs", type=float, default=None, help="train the CIFAR model this many epochs (no probe)")
     args = parser.parse_args(argv)
     for folder in (args.out, args.work):
         folder.mkdir(parents=True, exist_ok=True)
-    Suite(args, QUICK if args.quick else Plan()).run()
+    plan = copy.deepcopy(QUICK if args.quick else Plan())
+    for item in args.share:
+        stage, _, fraction = item.partition("=")
+        if stage not in STAGES:
+            parser.error(f"--share {item!r}: unknown stage; choose from {', '.join(STAGES)}")
+        plan.shares[stage] = float(fraction)
+    plan.shares = {stage: share for stage, share in plan.shares.items() if args.stages is None or stage in args.stages}
+    Suite(args, plan).run()
 
 
 if __name__ == "__main__":
