@@ -4,7 +4,9 @@
 estimated harm per bit saved, binarize the largest *group* whose summed
 calibrated estimate fits the remaining budget, finetune one slice, measure, keep
 or revert; re-estimate on the adapted network and repeat. A failed group halves
-the next group size; a failed single layer is rejected. A failed group is bisected: its better-ranked half is tried next. The number of
+the next group size. A failed group is bisected: its better-ranked half is tried next. A failed
+single layer that missed the budget by less than the budget itself gets one more slice, then is
+rejected if it still misses. The number of
 finetuning slices grows with how often the estimates are wrong, not with the
 layer count. When the final finetune leaves budget over, the layers skipped on
 their estimate get a second pass.
@@ -47,6 +49,20 @@ def _choose_group(session: SearchSession, raw: dict[str, float], cap: int) -> li
     return group
 
 
+EXTEND_WITHIN = 2.0  # a single layer measured within this multiple of the budget gets one more slice
+
+
+def _worth_extending(session: SearchSession, group: list[str], drop: float) -> bool:
+    """Whether a failed single-layer trial is close enough to the budget to earn one more slice.
+
+    A short trial slice overestimates what a layer finally costs (finetuning keeps
+    recovering), so a layer that misses by little gets a second slice before it is
+    rejected for good; one that misses by more than ``EXTEND_WITHIN`` times the
+    budget is rejected at once, and groups are bisected instead.
+    """
+    return len(group) == 1 and session.budget > 0 and drop <= EXTEND_WITHIN * session.budget
+
+
 def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
     """Try groups from ``remaining`` until none fits; return the layers skipped on their estimate alone."""
     remaining = list(remaining)
@@ -65,6 +81,10 @@ def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
         drop = session.measure()
         increment = drop - before
         session.calibration.observe(sum(max(raw[n], 0.0) for n in group), increment)
+        if drop > session.budget and _worth_extending(session, group, drop):
+            session.finetune(session.config.trial_epochs, f"extend {group[0].split('.')[-1]}")
+            drop = session.measure()
+            increment = drop - before
         if drop <= session.budget:
             for name in group:
                 estimate = session.calibration.points(raw[name])

@@ -25,7 +25,8 @@ class _Config:
 
 @dataclass
 class ScriptedSession:
-    """Drop = sum of the binarized layers' costs, less ``recovery`` once the final finetune ran."""
+    """Drop = sum of the binarized layers' costs, less ``recovery`` once the final finetune ran
+    and ``extend_recovery`` per extension slice."""
 
     costs: dict[str, float]
     budget: float
@@ -35,6 +36,8 @@ class ScriptedSession:
     current_drop: float = 0.0
     binarized: list[str] = field(default_factory=list)
     finetuned: bool = False
+    extend_recovery: float = 0.0
+    recovered: float = 0.0
     slices: list[str] = field(default_factory=list)
     actions: list[tuple[str, str | None]] = field(default_factory=list)
     verdicts: dict[str, tuple[bool, str]] = field(default_factory=dict)
@@ -50,11 +53,11 @@ class ScriptedSession:
     def estimate(self, names: list[str]) -> dict[str, float]:
         return {name: 1.0 for name in names}  # every layer looks alike to the estimator
 
-    def snapshot(self) -> tuple[list[str], bool]:
-        return list(self.binarized), self.finetuned
+    def snapshot(self) -> tuple[list[str], bool, float]:
+        return list(self.binarized), self.finetuned, self.recovered
 
-    def restore(self, snapshot: tuple[list[str], bool], drop: float) -> None:
-        self.binarized, self.finetuned = list(snapshot[0]), snapshot[1]
+    def restore(self, snapshot: tuple[list[str], bool, float], drop: float) -> None:
+        self.binarized, self.finetuned, self.recovered = list(snapshot[0]), snapshot[1], snapshot[2]
         self.current_drop = drop
 
     def binarize(self, names: list[str]) -> None:
@@ -63,9 +66,11 @@ class ScriptedSession:
     def finetune(self, epochs: float, description: str) -> None:
         self.slices.append(description)
         self.finetuned = self.finetuned or description == "final finetune"
+        if description.startswith("extend"):
+            self.recovered += self.extend_recovery
 
     def measure(self) -> float:
-        drop = sum(self.costs[n] for n in self.binarized) - (self.recovery if self.finetuned else 0.0)
+        drop = sum(self.costs[n] for n in self.binarized) - self.recovered - (self.recovery if self.finetuned else 0.0)
         self.current_drop = drop
         return drop
 
@@ -108,3 +113,19 @@ def test_a_group_that_fails_is_bisected_and_a_failing_single_layer_rejected() ->
     assert session.slices[:4] == ["try a", "try b, c, d", "try b", "try c"]
     assert session.verdicts["d"] == (False, "tried: measured drop 2.30 pts > budget 1.00")
     assert [action for action, _ in session.actions].count("revert") == 2
+
+
+def test_a_layer_that_misses_the_budget_by_little_gets_one_more_slice() -> None:
+    session = ScriptedSession({"a": 0.3}, budget=0.2, extend_recovery=0.15)
+    adaptive(session)
+    assert session.binarized == ["a"]
+    assert session.slices == ["try a", "extend a", "final finetune"]
+    assert session.current_drop <= session.budget
+
+
+def test_a_layer_that_misses_by_more_than_the_budget_is_rejected_without_a_second_slice() -> None:
+    session = ScriptedSession({"a": 0.5}, budget=0.2, extend_recovery=0.4)
+    adaptive(session)
+    assert session.binarized == []
+    assert session.slices == ["try a", "final finetune"]
+    assert session.verdicts["a"] == (False, "tried: measured drop 0.50 pts > budget 0.20")
