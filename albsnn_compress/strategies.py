@@ -3,13 +3,13 @@
 ``adaptive`` (default) is the ALBSNN idea made cheap: rank candidates by
 estimated harm per bit saved, binarize the largest *group* whose summed
 calibrated estimate fits the remaining budget, finetune one slice, measure, keep
-or revert; re-estimate on the adapted network and repeat. A failed group halves
-the next group size. A failed group is bisected: its better-ranked half is tried next. A failed
-single layer that missed the budget by less than the budget itself gets one more slice, then is
-rejected if it still misses. The number of
-finetuning slices grows with how often the estimates are wrong, not with the
-layer count. When the final finetune leaves budget over, the layers skipped on
-their estimate get a second pass.
+or revert; re-estimate on the adapted network and repeat. A failed group is
+bisected (its better-ranked half is tried next) and the next group size halves;
+a single layer that missed the budget by less than the budget itself gets one
+more slice, then is rejected if it still misses. When the final finetune leaves
+budget over, the layers skipped on their estimate alone get a second pass. The
+number of finetuning slices grows with how often the estimates are wrong, not
+with the layer count.
 
 ``oracle`` measures each layer alone (one finetuning slice each: the expensive
 truth the estimators try to predict), then picks greedily by measured drop per
@@ -63,6 +63,19 @@ def _worth_extending(session: SearchSession, group: list[str], drop: float) -> b
     return len(group) == 1 and session.budget > 0 and drop <= EXTEND_WITHIN * session.budget
 
 
+def _trial(session: SearchSession, group: list[str], raw: dict[str, float]) -> float:
+    """Binarize ``group``, finetune one slice (two for a near miss), measure; the estimator learns the increment."""
+    before = session.current_drop
+    session.binarize(group)
+    session.finetune(session.config.trial_epochs, f"try {', '.join(n.split('.')[-1] for n in group)}")
+    drop = session.measure()
+    session.calibration.observe(sum(max(raw[n], 0.0) for n in group), drop - before)
+    if drop > session.budget and _worth_extending(session, group, drop):
+        session.finetune(session.config.trial_epochs, f"extend {group[0].split('.')[-1]}")
+        drop = session.measure()
+    return drop
+
+
 def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
     """Try groups from ``remaining`` until none fits; return the layers skipped on their estimate alone."""
     remaining = list(remaining)
@@ -76,15 +89,8 @@ def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
             break
         before = session.current_drop
         snapshot = session.snapshot()
-        session.binarize(group)
-        session.finetune(session.config.trial_epochs, f"try {', '.join(n.split('.')[-1] for n in group)}")
-        drop = session.measure()
+        drop = _trial(session, group, raw)
         increment = drop - before
-        session.calibration.observe(sum(max(raw[n], 0.0) for n in group), increment)
-        if drop > session.budget and _worth_extending(session, group, drop):
-            session.finetune(session.config.trial_epochs, f"extend {group[0].split('.')[-1]}")
-            drop = session.measure()
-            increment = drop - before
         if drop <= session.budget:
             for name in group:
                 estimate = session.calibration.points(raw[name])
