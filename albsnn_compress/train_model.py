@@ -16,6 +16,7 @@ import torch
 from rich.progress import Progress
 
 from albsnn_compress.checkpoint import save_checkpoint
+from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import SpecError
@@ -37,6 +38,7 @@ class TrainRequest:
     timesteps: int = 1
     config: TrainConfig = field(default_factory=TrainConfig)
     output: Path | None = None
+    splits: dict[str, ImageSet] | None = None  # train/val/test already loaded (e.g. a subset); else read from data_root
 
 
 @dataclass
@@ -77,7 +79,7 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, progress: Progr
     start = time.perf_counter()
     config = request.config
     spec = resolve_architecture(request.arch, request.dataset)
-    splits = load_splits(request.dataset, request.data_root)
+    splits = request.splits or load_splits(request.dataset, request.data_root)
     torch.manual_seed(config.seed)
     model = SpikingNet(spec, request.timesteps)
     trainer = Trainer(model, splits["train"], config, ctx)

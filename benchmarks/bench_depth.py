@@ -45,12 +45,11 @@ from rich.console import Console
 from rich.table import Table
 
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.data.registry import dataset_info, load_splits
+from albsnn_compress.data.registry import load_splits
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.search import SearchConfig, compress
-from albsnn_compress.snn.presets import make_preset
-from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.training import TrainConfig, Trainer, evaluate
+from albsnn_compress.train_model import TrainRequest, train_model
+from albsnn_compress.training import TrainConfig
 from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize
 from benchmarks.machine import write_result
 
@@ -97,26 +96,16 @@ def _subset(data: ImageSet, size: int | None, seed: int) -> ImageSet:
     return data.subset(order[:size].sort().values)
 
 
-def _train(arch: str, dataset: str, splits: dict[str, ImageSet], epochs: float, seed: int) -> dict[str, Any]:
-    """Train ``arch`` on ``splits['train']`` (the same recipe as ``albsnn-compress train``)."""
-    info = dataset_info(dataset)
-    torch.manual_seed(seed)
-    model = SpikingNet(make_preset(arch, list(info.input_shape), info.num_classes, list(info.mean), list(info.std)), 1)
-    start = time.perf_counter()
-    trainer = Trainer(model, splits["train"], TrainConfig(epochs=epochs, seed=seed))
-    trainer.run(trainer.total_steps)
-    return {"model": model.eval(), "epochs": epochs, "seconds": time.perf_counter() - start,
-            "val_accuracy": evaluate(model, splits["val"]), "test_accuracy": evaluate(model, splits["test"])}
-
-
 def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
     """Train ``depth-<depth>``, measure every estimator, run the strategies; one entry of the result."""
     arch = f"depth-{depth}"
     splits = load_splits(args.dataset, args.data_root)
     splits["train"] = _subset(splits["train"], args.train_subset, args.seed)
     Console().print(f"[bold]{arch}[/]: training {settings['train_epochs']:g} epochs on {len(splits['train'])} {args.dataset} images")
-    trained = _train(arch, args.dataset, splits, settings["train_epochs"], args.seed)
-    model = trained.pop("model")
+    trained = train_model(TrainRequest(
+        dataset=args.dataset, arch=arch, config=TrainConfig(epochs=settings["train_epochs"], seed=args.seed), splits=splits,
+    ))
+    model = trained.model
     base = {key: settings[key] for key in ("epochs", "trial_epochs", "bn_batches")} | {"seed": args.seed}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on a constant column; the NaN is reported as null
@@ -133,7 +122,8 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
     return {
         "depth": depth,
         "arch": arch,
-        "train": trained | {"images": len(splits["train"]), "val_images": len(splits["val"])},
+        "train": {"epochs": settings["train_epochs"], "seconds": trained.seconds, "val_accuracy": trained.val_accuracy,
+                  "test_accuracy": trained.test_accuracy, "images": len(splits["train"]), "val_images": len(splits["val"])},
         "estimates": estimates,
         "fidelity_spearman": fidelity,
         "runs": runs,

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from albsnn_compress.atomic import atomic_write_text
 from albsnn_compress.checkpoint import read_checkpoint
 from benchmarks.cifar_binary import convert
 
@@ -139,7 +140,7 @@ class Suite:
         self.write_status()
 
     def write_status(self) -> None:
-        (self.out / "suite.json").write_text(json.dumps({"plan": self.plan.__dict__, "stages": self.status}, indent=2) + "\n")
+        atomic_write_text(self.out / "suite.json", json.dumps({"plan": self.plan.__dict__, "stages": self.status}, indent=2) + "\n")
 
     # -- stages -----------------------------------------------------------------------------
     def data(self) -> None:
