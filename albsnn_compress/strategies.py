@@ -1,20 +1,22 @@
 """Search strategies: which candidate layers to binarize, decided by measurement.
 
-``adaptive`` (default) is the ALBSNN idea made cheap: rank candidates by
-estimated harm per bit saved, binarize the largest *group* whose summed
-calibrated estimate fits the remaining budget, finetune one slice, measure, keep
-or revert; re-estimate on the adapted network and repeat. A failed group is
-bisected (its better-ranked half is tried next) and the next group size halves;
-a single layer that missed the budget by less than the budget itself gets one
-more slice, then is rejected if it still misses. When the final finetune leaves
-budget over, the layers skipped on their estimate alone get a second pass. The
-number of finetuning slices grows with how often the estimates are wrong, not
-with the layer count.
+``adaptive`` (default) is the ALBSNN idea made cheap: the selection is decided
+*during* one finetuning run of ``epochs``, cut into slices of ``trial_epochs``.
+At each slice boundary the remaining candidates are re-estimated on the adapted
+network and ranked by estimated harm per bit saved; the largest *group* whose
+summed calibrated estimate fits the remaining budget is binarized, the next slice
+finetunes it, and a measurement keeps or reverts it. A kept trial slice is part
+of the finetuning run; only reverted slices are overhead. When nothing fits, the
+slice simply finetunes (the network recovers and may afford more later). A
+failed group is bisected (its better-ranked half is tried next) and the next
+group size halves; a single layer that missed the budget by less than the budget
+itself gets one more slice before it is rejected. The cost grows with how often
+the estimates are wrong, not with the layer count.
 
 ``oracle`` measures each layer alone (one finetuning slice each: the expensive
 truth the estimators try to predict), then picks greedily by measured drop per
-bit. ``all`` binarizes every candidate; ``none`` binarizes nothing. Both are
-baselines and ignore the budget.
+bit and finetunes ``epochs``. ``all`` binarizes every candidate; ``none``
+binarizes nothing. Both are baselines and ignore the budget.
 """
 
 from __future__ import annotations
@@ -25,16 +27,26 @@ from albsnn_compress.search import SearchSession
 
 __all__ = ["adaptive", "oracle", "binarize_all", "binarize_none", "STRATEGY_FUNCTIONS"]
 
+EXTEND_WITHIN = 2.0  # a single layer measured within this multiple of the budget gets one more slice
+GROUP_AFTER = 2  # measurements the calibration needs before several layers are tried at once
+_EPS = 1e-9
+
 
 def _harm_per_bit(session: SearchSession, raw: dict[str, float]) -> list[str]:
     return sorted(raw, key=lambda name: (raw[name] / max(session.saved_bits[name], 1), name))
 
 
 def _choose_group(session: SearchSession, raw: dict[str, float], cap: int) -> list[str]:
-    """The best-ranked layers whose summed estimate fits the remaining budget (at most ``cap``)."""
+    """The best-ranked layers whose summed estimate fits the remaining budget (at most ``cap``).
+
+    Until the calibration rests on ``GROUP_AFTER`` measurements, one layer at a
+    time: a factor fitted to a single point is too weak to bet a group on.
+    """
     order = _harm_per_bit(session, raw)
     if not session.calibration.ready:
         return order[:1]  # the first measurement calibrates the estimator
+    if len(session.calibration.observations) < GROUP_AFTER:
+        cap = 1
     left = session.budget - session.current_drop
     group, spent = [], 0.0
     for name in order:
@@ -49,9 +61,6 @@ def _choose_group(session: SearchSession, raw: dict[str, float], cap: int) -> li
     return group
 
 
-EXTEND_WITHIN = 2.0  # a single layer measured within this multiple of the budget gets one more slice
-
-
 def _worth_extending(session: SearchSession, group: list[str], drop: float) -> bool:
     """Whether a failed single-layer trial is close enough to the budget to earn one more slice.
 
@@ -63,22 +72,49 @@ def _worth_extending(session: SearchSession, group: list[str], drop: float) -> b
     return len(group) == 1 and session.budget > 0 and drop <= EXTEND_WITHIN * session.budget
 
 
-def _trial(session: SearchSession, group: list[str], raw: dict[str, float]) -> float:
-    """Binarize ``group``, finetune one slice (two for a near miss), measure; the estimator learns the increment."""
+def _trial(session: SearchSession, group: list[str], raw: dict[str, float]) -> tuple[float, float]:
+    """Binarize ``group``, finetune one slice (two for a near miss), measure.
+
+    Returns the measured drop and the finetuning epochs the trial took; the
+    estimator's calibration learns the increment of the first slice.
+    """
     before = session.current_drop
+    epochs = session.config.trial_epochs
     session.binarize(group)
-    session.finetune(session.config.trial_epochs, f"try {', '.join(n.split('.')[-1] for n in group)}")
+    session.finetune(epochs, f"try {', '.join(n.split('.')[-1] for n in group)}")
     drop = session.measure()
     session.calibration.observe(sum(max(raw[n], 0.0) for n in group), drop - before)
     if drop > session.budget and _worth_extending(session, group, drop):
-        session.finetune(session.config.trial_epochs, f"extend {group[0].split('.')[-1]}")
+        session.finetune(epochs, f"extend {group[0].split('.')[-1]}")
         drop = session.measure()
-    return drop
+        epochs *= 2
+    return drop, epochs
 
 
-def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
-    """Try groups from ``remaining`` until none fits; return the layers skipped on their estimate alone."""
-    remaining = list(remaining)
+def _keep(session: SearchSession, group: list[str], raw: dict[str, float], drop: float, increment: float) -> None:
+    for name in group:
+        estimate = session.calibration.points(raw[name])
+        basis = f"est. {estimate:.2f} pts fits" if estimate is not None else "tried first (no calibration yet)"
+        session.decide(name, True, f"{basis}; measured drop {drop:.2f} <= budget {session.budget:.2f}", raw[name], increment)
+    session.record("binarize", ",".join(group), raw)
+
+
+def _finetune_only(session: SearchSession, epochs: float, description: str) -> None:
+    """A slice of the run with no change tried: the network recovers; measure where it stands."""
+    session.finetune(epochs, description)
+    session.measure()
+    session.record("finetuned", None)
+
+
+def adaptive(session: SearchSession) -> None:
+    """Estimator-guided progressive binarization during one finetuning run (see module docs).
+
+    The run lasts ``epochs`` of kept slices. While it lasts, a slice with nothing
+    affordable to try just finetunes; once it is over, trials go on only while
+    some candidate's estimate fits, and the final check follows.
+    """
+    remaining = list(session.candidates)
+    run_left = session.config.epochs
     cap = len(remaining)
     bisect: list[str] = []  # the kept half of a group that failed: tried next, as is
     while remaining:
@@ -86,18 +122,20 @@ def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
         group = bisect or _choose_group(session, raw, cap)
         bisect = []
         if not group:
-            break
+            if run_left <= _EPS:
+                break
+            epochs = min(session.config.trial_epochs, run_left)
+            _finetune_only(session, epochs, "finetune")
+            run_left -= epochs
+            continue
         before = session.current_drop
         snapshot = session.snapshot()
-        drop = _trial(session, group, raw)
+        drop, epochs = _trial(session, group, raw)
         increment = drop - before
         if drop <= session.budget:
-            for name in group:
-                estimate = session.calibration.points(raw[name])
-                basis = f"est. {estimate:.2f} pts fits" if estimate is not None else "tried first (no calibration yet)"
-                session.decide(name, True, f"{basis}; measured drop {drop:.2f} <= budget {session.budget:.2f}", raw[name], increment)
-                remaining.remove(name)
-            session.record("binarize", ",".join(group), raw)
+            _keep(session, group, raw, drop, increment)
+            remaining = [name for name in remaining if name not in group]
+            run_left -= epochs
             continue
         session.restore(snapshot, before)
         session.record("revert", ",".join(group), raw)
@@ -107,21 +145,8 @@ def _adaptive_pass(session: SearchSession, remaining: list[str]) -> list[str]:
         else:
             bisect = group[: len(group) // 2]
         cap = max(1, len(group) // 2)
-    return remaining
-
-
-def adaptive(session: SearchSession) -> None:
-    """Estimator-guided progressive binarization during finetuning (see module docs).
-
-    The final finetune usually wins back part of the drop the short trial slices
-    measured. When it leaves budget over, the layers skipped on their estimate
-    alone get one more pass on the finetuned model; the final check follows.
-    """
-    skipped = _adaptive_pass(session, list(session.candidates))
-    session.finetune(session.config.epochs, "final finetune")
-    if skipped and session.measure() < session.budget:
-        session.record("finetuned", None)
-        _adaptive_pass(session, skipped)
+    if run_left > _EPS:
+        session.finetune(run_left, "final finetune")
     session.verify_and_back_off()
 
 

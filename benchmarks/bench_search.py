@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
+import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
@@ -57,14 +58,31 @@ def summarize(result, seconds: float) -> dict[str, Any]:
     }
 
 
+def _probe_pass_seconds(model, probe) -> float:
+    """Seconds of one no-grad forward pass over the probe batches (after a warm-up pass)."""
+    model.eval()
+    with torch.no_grad():
+        for _ in range(2):
+            start = time.perf_counter()
+            for images, _labels in probe.batches:
+                model(images)
+    return time.perf_counter() - start
+
+
 def estimator_values(model, splits, config: SearchConfig, ctx: DistContext = LOCAL) -> dict[str, dict[str, Any]]:
-    """Each estimator's raw per-layer values on the input model, and what they cost."""
+    """Each estimator's raw per-layer values on the input model, and what they cost.
+
+    Cost is in seconds and in probe passes (seconds / one forward pass over the
+    probe batches, timed in the same run), which carries across machines.
+    """
     session = SearchSession(model, splits["train"], splits["val"], 0.0, config, ctx)
+    pass_seconds = _probe_pass_seconds(session.model, session.probe)
     out = {}
     for name in ESTIMATORS:
         start = time.perf_counter()
         values = make_estimator(name).estimate(session.model, session.candidates, session.probe)
-        out[name] = {"values": values, "seconds": time.perf_counter() - start}
+        seconds = time.perf_counter() - start
+        out[name] = {"values": values, "seconds": seconds, "probe_passes": seconds / pass_seconds}
     return out
 
 
@@ -160,9 +178,14 @@ def markdown_tables(payload: dict[str, Any]) -> str:
             f"{r['finetune_epochs']:.2f} | {r.get('slices', '-')} | {r['seconds']:.0f} |"
         )
     if payload["fidelity_spearman"]:
-        lines += ["", "| estimator | Spearman with oracle's measured drops | estimate cost (s) |", "| --- | ---: | ---: |"]
+        lines += [
+            "", "| estimator | Spearman with oracle's measured drops | estimate cost (s) | cost in probe passes |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for name, rho in payload["fidelity_spearman"].items():
-            lines.append(f"| {name} | {rho:+.2f} | {payload['estimates'][name]['seconds']:.2f} |")
+            cost = payload["estimates"][name]
+            passes = f"{cost['probe_passes']:.1f}" if "probe_passes" in cost else "-"
+            lines.append(f"| {name} | {rho:+.2f} | {cost['seconds']:.2f} | {passes} |")
     return "\n".join(lines)
 
 

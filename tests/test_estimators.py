@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.binarize import binarize_weight, is_binarized
+from albsnn_compress.checkpoint import load_checkpoint
+from albsnn_compress.binarize import binarize_, binarize_weight, candidate_layers, is_binarized, unbinarize_
 from albsnn_compress.errors import CompressionError
 from albsnn_compress.estimators import Calibration, LossEstimator, OutputEstimator, Probe, WeightEstimator, make_estimator
 from albsnn_compress.snn.layers import TimeConv2d
@@ -94,3 +97,46 @@ def test_calibration_maps_raw_values_to_points() -> None:
 def test_unknown_estimator() -> None:
     with pytest.raises(CompressionError, match="unknown estimator 'magic'"):
         make_estimator("magic")
+
+
+def _spike_flips_by_definition(net: nn.Module, name: str, lif: nn.Module, probe: Probe) -> float:
+    """The output estimator's definition, computed the slow obvious way: two full passes."""
+    spikes: list[torch.Tensor] = []
+    hook = lif.register_forward_hook(lambda _m, _i, out: spikes.append(out.detach().clone()))
+    try:
+        with torch.no_grad():
+            for images, _ in probe.batches:
+                net(images)
+            binarize_(net, [name])
+            for images, _ in probe.batches:
+                net(images)
+    finally:
+        unbinarize_(net, [name])
+        hook.remove()
+    half = len(spikes) // 2
+    flipped = sum(float((a != b).sum()) for a, b in zip(spikes[:half], spikes[half:]))
+    return flipped / sum(a.numel() for a in spikes[:half])
+
+
+@pytest.mark.parametrize("timesteps", [1, 3])
+def test_output_estimator_matches_its_definition_on_a_trained_network(digits_checkpoint: Path, timesteps: int) -> None:
+    net = load_checkpoint(digits_checkpoint).eval()
+    net.timesteps = timesteps  # the same weights, run for more steps: the LIF state carries over time
+    generator = torch.Generator().manual_seed(1)
+    probe = Probe([(torch.rand(32, 1, 8, 8, generator=generator), torch.zeros(32, dtype=torch.int64)) for _ in range(2)])
+    candidates = candidate_layers(net)
+    names = list(dict(net.named_modules()))
+    lifs = [(index, module) for index, (_, module) in enumerate(net.named_modules()) if isinstance(module, LIF)]
+    values = OutputEstimator().estimate(net, candidates, probe)
+    for name in candidates:
+        next_lif = next(module for index, module in lifs if index > names.index(name))
+        assert values[name] == _spike_flips_by_definition(net, name, next_lif, probe)
+    assert all(value > 0 for value in values.values())
+
+
+def test_output_estimator_compares_an_already_binarized_layer_with_its_float_self() -> None:
+    net, probe = _net(), _probe()
+    expected = OutputEstimator().estimate(net, ["conv2"], probe)["conv2"]
+    binarize_(net, ["conv2"])
+    assert OutputEstimator().estimate(net, ["conv2"], probe)["conv2"] == expected
+    assert is_binarized(net.conv2)  # left as found
