@@ -124,7 +124,8 @@ def adaptive(session: SearchSession) -> None:
         if not group:
             if run_left <= _EPS:
                 break
-            epochs = min(session.config.trial_epochs, run_left)
+            trial = session.config.trial_epochs
+            epochs = min(trial, run_left) if trial > 0 else run_left  # zero-length trials: the rest at once
             _finetune_only(session, epochs, "finetune")
             run_left -= epochs
             continue

@@ -142,3 +142,11 @@ def test_a_layer_that_misses_by_more_than_the_budget_is_rejected_without_a_secon
     assert session.slices == ["try a", "final finetune"]
     assert session.epochs == [0.25, 1.0]  # the reverted slice is the only overhead
     assert session.verdicts["a"] == (False, "tried: measured drop 0.50 pts > budget 0.20")
+
+
+def test_zero_length_trials_still_end_the_run() -> None:
+    session = ScriptedSession({"a": 0.6, "b": 0.6}, budget=1.0, config=_Config(trial_epochs=0.0))
+    adaptive(session)  # measured right after binarizing; with nothing affordable the rest of the run is one slice
+    assert session.binarized == ["a"]
+    assert session.slices == ["try a", "finetune"]
+    assert session.epochs == [0.0, 1.0]
