@@ -1,17 +1,17 @@
 """Search strategies: which candidate layers to binarize, decided by measurement.
 
 ``adaptive`` (default) is the ALBSNN idea made cheap: the selection is decided
-*during* one finetuning run of ``epochs``, cut into slices of ``trial_epochs``.
-At each slice boundary the remaining candidates are re-estimated on the adapted
-network and ranked by estimated harm per bit saved; the largest *group* whose
-summed calibrated estimate fits the remaining budget is binarized, the next slice
-finetunes it, and a measurement keeps or reverts it. A kept trial slice is part
-of the finetuning run; only reverted slices are overhead. When nothing fits, the
-slice simply finetunes (the network recovers and may afford more later). A
-failed group is bisected (its better-ranked half is tried next) and the next
-group size halves; a single layer that missed the budget by less than the budget
-itself gets one more slice before it is rejected. The cost grows with how often
-the estimates are wrong, not with the layer count.
+*during* one finetuning run of ``epochs``. Candidates are re-estimated on the
+adapted network and ranked by estimated harm per bit saved; the largest *group*
+whose summed calibrated estimate fits the remaining budget is binarized, one
+slice of ``trial_epochs`` finetunes it, and a measurement keeps or reverts it. A
+kept trial slice is part of the finetuning run; only reverted slices are
+overhead. When nothing fits, the rest of the run finetunes as one slice (the
+network recovers), and trials go on while some estimate fits the budget it
+freed. A failed group is bisected (its better-ranked half is tried next) and the
+next group size halves; a single layer that missed the budget by less than the
+budget itself gets one more slice before it is rejected. The cost grows with how
+often the estimates are wrong, not with the layer count.
 
 ``oracle`` measures each layer alone (one finetuning slice each: the expensive
 truth the estimators try to predict), then picks greedily by measured drop per
@@ -109,9 +109,10 @@ def _finetune_only(session: SearchSession, epochs: float, description: str) -> N
 def adaptive(session: SearchSession) -> None:
     """Estimator-guided progressive binarization during one finetuning run (see module docs).
 
-    The run lasts ``epochs`` of kept slices. While it lasts, a slice with nothing
-    affordable to try just finetunes; once it is over, trials go on only while
-    some candidate's estimate fits, and the final check follows.
+    The run lasts ``epochs``: kept trial slices, then the rest as one slice once
+    nothing fits (a single cosine schedule recovers better than restarting the
+    learning rate every slice). After it, trials go on only while some
+    candidate's estimate fits; the final check follows.
     """
     remaining = list(session.candidates)
     run_left = session.config.epochs
@@ -124,10 +125,8 @@ def adaptive(session: SearchSession) -> None:
         if not group:
             if run_left <= _EPS:
                 break
-            trial = session.config.trial_epochs
-            epochs = min(trial, run_left) if trial > 0 else run_left  # zero-length trials: the rest at once
-            _finetune_only(session, epochs, "finetune")
-            run_left -= epochs
+            _finetune_only(session, run_left, "finetune the rest")
+            run_left = 0.0
             continue
         before = session.current_drop
         snapshot = session.snapshot()
