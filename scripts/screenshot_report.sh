@@ -43,11 +43,16 @@ out_dir=$(cd "$(dirname "$out")" && pwd)
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 
-"$browser" --headless "${sandbox[@]}" --disable-gpu --hide-scrollbars --no-first-run \
+shot="$out_dir/$(basename "$out")"
+rm -f "$shot"
+# Offline: without the network flags Chromium can wait on connections it cannot make.
+status=0
+timeout 120 "$browser" --headless "${sandbox[@]}" --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
     --user-data-dir="$profile" --window-size="${width},${height}" \
-    --screenshot="$out_dir/$(basename "$out")" "file://$absolute" >/dev/null 2>&1
-if [[ ! -s "$out_dir/$(basename "$out")" ]]; then
-    echo "error: $browser wrote no screenshot to $out" >&2
+    --screenshot="$shot" "file://$absolute" >/dev/null 2>&1 || status=$?
+if [[ $status -ne 0 || ! -s "$shot" ]]; then
+    echo "error: $browser wrote no screenshot to $out (exit status $status; 124: gave up after 120 s)" >&2
     exit 1
 fi
 echo "$out"

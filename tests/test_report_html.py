@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -19,11 +20,25 @@ REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "scripts" / "screenshot_report.sh"
 
 
-def _browser() -> str | None:
+# Headless, offline and as root: without the network flags Chromium waits on connections it cannot make.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+NO_BROWSER = "no chromium, chromium-browser or google-chrome on PATH (apt-get install -y chromium)"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _browser() -> str:
+    """Chromium's path; skips the test without one, and fails it under CI=true so CI cannot skip it silently."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
+        found = shutil.which(name)
+        if found:
+            return found
+    if _in_ci():
+        pytest.fail(f"{NO_BROWSER}; CI=true, so the browser test must run (.ci/run installs chromium)")
+    pytest.skip(NO_BROWSER)
 
 
 @pytest.fixture(scope="module")
@@ -84,20 +99,28 @@ def test_html_without_matplotlib_has_tables_and_a_note(report: dict, monkeypatch
     assert '<section id="layers">' in page and fmt.count(report["storage"]["computed"]["bits_after"]) in page
 
 
-def _open_in_browser(browser: str, html_file: Path, profile: Path) -> tuple[str, list[str]]:
-    """The DOM Chromium built and the console messages it logged."""
+def _open_in_browser(browser: str, html_file: Path, profile: Path, width: int = 1280) -> tuple[str, list[str]]:
+    """The DOM Chromium built (in a ``width`` px wide window) and the console messages it logged."""
     done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},2000",
          "--enable-logging=stderr", "--v=0", "--dump-dom", html_file.as_uri()],
         capture_output=True, text=True, timeout=120, check=False,
     )
     return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
 
 
+def test_missing_browser_skips_outside_ci_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chromium"):
+        _browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true, so the browser test must run"):
+        _browser()
+
+
 def test_html_opens_in_headless_chromium_without_console_errors(page: str, tmp_path: Path) -> None:
     browser = _browser()
-    if browser is None:
-        pytest.skip("no chromium, chromium-browser or google-chrome on PATH (apt-get install -y chromium)")
     good = tmp_path / "report.html"
     good.write_text(page, encoding="utf-8")
     dom, console = _open_in_browser(browser, good, tmp_path / "profile-good")
@@ -111,8 +134,7 @@ def test_html_opens_in_headless_chromium_without_console_errors(page: str, tmp_p
 
 
 def test_screenshot_script_writes_a_png(page: str, tmp_path: Path) -> None:
-    if _browser() is None:
-        pytest.skip("no chromium, chromium-browser or google-chrome on PATH (apt-get install -y chromium)")
+    _browser()
     html_file = tmp_path / "report.html"
     html_file.write_text(page, encoding="utf-8")
     out = tmp_path / "shot.png"
