@@ -63,3 +63,65 @@ def test_padding_bits_are_zero() -> None:
 
 def test_unpack_signs_dtype() -> None:
     assert unpack_signs(bytes([0x80]), [2], dtype=torch.float16).dtype == torch.float16
+
+
+def reference_pack(values: np.ndarray) -> bytes:
+    """The layout of the module docstring, one weight at a time: bit ``7 - i % 8`` of byte ``i // 8``."""
+    packed = bytearray(packed_size(values.size))
+    for index, value in enumerate(values.reshape(-1).tolist()):
+        if value >= 0:
+            packed[index // 8] |= 1 << (7 - index % 8)
+    return bytes(packed)
+
+
+def reference_unpack(data: bytes, count: int) -> list[float]:
+    return [1.0 if data[index // 8] >> (7 - index % 8) & 1 else -1.0 for index in range(count)]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 8, 9, 31, 33, 255, 257, 1000, 4097, 65537])
+def test_random_tensors_match_the_reference(count: int) -> None:
+    weight = np.random.default_rng(count).standard_normal(count).astype(np.float32)
+    weight[:: max(1, count // 5)] = 0.0  # a few zeros, which pack as +1
+    packed = pack_signs(weight)
+    assert packed == reference_pack(weight)
+    assert unpack_signs(packed, [count]).tolist() == reference_unpack(packed, count)
+
+
+def test_chunked_packing_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large tensors are packed chunk by chunk; shrink the chunks so a small tensor takes that path."""
+    from albsnn_compress.formats import bitpack
+
+    monkeypatch.setattr(bitpack, "_CHUNKED_ABOVE_WEIGHTS", 64)
+    monkeypatch.setattr(bitpack, "_CHUNK_WEIGHTS", 24)
+    for shape in [(65,), (100,), (9, 13), (5, 4, 3, 3)]:
+        weight = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        assert pack_signs(weight) == reference_pack(weight), shape
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64, np.int8])
+def test_other_dtypes_pack_like_float32(dtype: type) -> None:
+    weight = np.random.default_rng(3).standard_normal(77) * 4
+    assert pack_signs(weight.astype(dtype)) == reference_pack(weight.astype(dtype))
+
+
+def test_special_values() -> None:
+    weight = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-45, -1e-45], dtype=np.float32)
+    assert pack_signs(weight) == reference_pack(weight) == bytes([0b00101110])
+
+
+def test_non_contiguous_and_grad_tensors_pack_in_row_major_order() -> None:
+    weight = torch.randn(6, 10, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    assert pack_signs(weight.t()) == reference_pack(weight.detach().t().contiguous().numpy())
+    assert pack_signs(weight.detach().numpy()[:, ::3]) == reference_pack(weight.detach().numpy()[:, ::3].copy())
+
+
+def test_unpack_ignores_bytes_past_the_count() -> None:
+    assert torch.equal(unpack_signs(bytes([0xAD, 0x40, 0xFF]), [10]), unpack_signs(WORKED_BYTES, [10]))
+    assert unpack_bits(bytes([0xAD, 0x40, 0xFF]), 10).tolist() == [1, 0, 1, 0, 1, 1, 0, 1, 0, 1]
+
+
+def test_short_data_is_an_error() -> None:
+    with pytest.raises(ValueError, match="17 bits need 3 bytes, got 2"):
+        unpack_signs(bytes(2), [17])
+    with pytest.raises(ValueError, match="9 bits need 2 bytes, got 1"):
+        unpack_bits(bytes(1), 9)
