@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
@@ -131,6 +132,58 @@ def test_html_opens_in_headless_chromium_without_console_errors(page: str, tmp_p
     bad.write_text(page.replace("<main>", '<main><img src="https://example.invalid/x.png">', 1), encoding="utf-8")
     _, console = _open_in_browser(browser, bad, tmp_path / "profile-bad")
     assert any("example.invalid" in line for line in console)
+
+
+# A test-only copy of the page gets this script (and a CSP that allows inline scripts, in that copy only):
+# it measures the laid-out page and writes the numbers into the DOM that --dump-dom prints.
+_PROBE = """<pre id="layout-probe"></pre><script>
+const page = document.documentElement;
+const overflowing = [...document.querySelectorAll("main *")]
+  .filter(e => !e.closest(".scroll") && e.getBoundingClientRect().right > page.clientWidth + 0.5)
+  .map(e => (e.closest("section") ? e.closest("section").id + " " : "") + e.tagName + (e.id ? "#" + e.id : ""))
+  .slice(0, 12);
+const wraps = {};
+for (const w of document.querySelectorAll(".scroll")) {
+  wraps[w.parentElement.id] = {client: w.clientWidth, scroll: w.scrollWidth, right: w.getBoundingClientRect().right};
+}
+const lastHeading = document.querySelector("#layers th:last-child").getBoundingClientRect();
+document.getElementById("layout-probe").textContent = JSON.stringify({
+  window: window.innerWidth, client: page.clientWidth, scroll: page.scrollWidth,
+  overflowing: overflowing, wraps: wraps, last_column_right: lastHeading.right});
+</script>"""
+
+
+def _layout(browser: str, page: str, tmp_path: Path, width: int) -> dict:
+    """Measurements of the page laid out by Chromium in a ``width`` px wide window."""
+    probed = page.replace("content=\"default-src 'none';", "content=\"default-src 'none'; script-src 'unsafe-inline';", 1)
+    assert probed != page, "the page's CSP changed; update the probe"
+    probed = probed.replace("</main>", f"</main>{_PROBE}", 1)
+    html_file = tmp_path / f"probe-{width}.html"
+    html_file.write_text(probed, encoding="utf-8")
+    dom, console = _open_in_browser(browser, html_file, tmp_path / f"profile-{width}", width)
+    assert console == []
+    found = re.search(r'<pre id="layout-probe">(.+?)</pre>', dom, re.S)
+    assert found, f"the probe script did not run; DOM: {dom[:500]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_layer_table_fits_a_1280_px_window(page: str, tmp_path: Path) -> None:
+    layout = _layout(_browser(), page, tmp_path, 1280)
+    assert layout["window"] == 1280
+    assert layout["scroll"] <= layout["client"], layout  # the page itself never scrolls sideways
+    assert layout["overflowing"] == [], layout
+    for section, wrap in layout["wraps"].items():
+        assert wrap["scroll"] <= wrap["client"], (section, wrap)  # every table fits: nothing to scroll to
+    assert layout["last_column_right"] <= layout["wraps"]["layers"]["right"], layout  # the Decision column shows
+
+
+def test_a_table_too_wide_for_the_window_scrolls_inside_its_section(page: str, tmp_path: Path) -> None:
+    layout = _layout(_browser(), page, tmp_path, 800)
+    assert layout["window"] == 800
+    assert layout["scroll"] <= layout["client"], layout
+    assert layout["overflowing"] == [], layout
+    layers = layout["wraps"]["layers"]
+    assert layers["scroll"] > layers["client"], layers  # too wide at 800 px: its own wrapper scrolls
 
 
 def test_screenshot_script_writes_a_png(page: str, tmp_path: Path) -> None:

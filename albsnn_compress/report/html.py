@@ -25,7 +25,7 @@ _CHARTS_AFTER = {"layers": ("storage", "estimator"), "trajectory": ("trajectory"
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232a; background: #f6f7f9; margin: 0; }
-main { max-width: 1560px; margin: 0 auto; padding: 24px; }
+main { max-width: 1560px; margin: 0 auto; padding: 24px 16px; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 28px 0 8px; }
 p.headline { margin: 0 0 16px; color: #44505c; }
@@ -35,13 +35,14 @@ p.headline { margin: 0 0 16px; color: #44505c; }
 .card .value { font-size: 20px; font-weight: 600; }
 .card .sub { font-size: 12px; color: #5c6874; }
 .card.bad .value { color: #c62828; }
-section { background: #fff; border: 1px solid #dde2e7; border-radius: 8px; padding: 4px 16px 12px; margin-top: 16px; overflow-x: auto; }
-table { border-collapse: collapse; font-size: 12.5px; width: 100%; }
+section { background: #fff; border: 1px solid #dde2e7; border-radius: 8px; padding: 4px 16px 12px; margin-top: 16px; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12px; width: 100%; }
 table.kv { width: auto; min-width: 40%; }
-th, td { padding: 3px 7px; white-space: nowrap; border-bottom: 1px solid #eceff2; vertical-align: top; }
-th { text-align: left; background: #f0f2f5; font-weight: 600; white-space: nowrap; }
+th, td { padding: 3px 6px; white-space: nowrap; border-bottom: 1px solid #eceff2; vertical-align: top; }
+th { text-align: left; background: #f0f2f5; font-weight: 600; white-space: normal; vertical-align: bottom; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
-td:last-child { white-space: normal; min-width: 16em; }
+td:last-child { white-space: normal; min-width: 10em; overflow-wrap: anywhere; }
 tr.hl td { background: #e8f1fb; font-weight: 600; }
 p.note { font-size: 12px; color: #5c6874; margin: 6px 0 0; }
 figure { margin: 12px 0 0; }
@@ -67,7 +68,8 @@ def _table(table: Table) -> str:
         body.append(f'<tr class="hl">{cells}</tr>' if emphasised else f"<tr>{cells}</tr>")
     note = f'<p class="note">{_esc(table.note)}</p>' if table.note else ""
     kind = ' class="kv"' if len(table.columns) <= 2 else ""
-    return f'<table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{note}'
+    return (f'<div class="scroll"><table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+            f"{note}")
 
 
 def _card(label: str, value: str, sub: str, bad: bool = False) -> str:
