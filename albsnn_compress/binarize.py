@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.snn.layer_types import is_binarizable
 
 __all__ = [
     "binary_scale",
@@ -51,10 +52,7 @@ __all__ = [
     "is_binarized",
     "binarized_layers",
     "candidate_layers",
-    "BINARIZABLE",
 ]
-
-BINARIZABLE = (nn.Conv2d, nn.Linear)
 
 
 def binary_scale(weight: torch.Tensor) -> torch.Tensor:
@@ -115,9 +113,11 @@ def _resolve(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[tuple
     for name in names:
         module = modules.get(name)
         if module is None:
-            raise CompressionError(f"no layer named {name!r}; layers: {[n for n, m in modules.items() if isinstance(m, BINARIZABLE)]}")
-        if not isinstance(module, BINARIZABLE):
-            raise CompressionError(f"layer {name!r} is a {type(module).__name__}; only Conv2d and Linear can be binarized")
+            raise CompressionError(f"no layer named {name!r}; binarizable layers: {[n for n, m in modules.items() if is_binarizable(m)]}")
+        if not is_binarizable(module):
+            raise CompressionError(
+                f"layer {name!r} is a {type(module).__name__}, which has no binarizable weight; choose a conv or linear layer"
+            )
         resolved.append((name, module))
     return resolved
 
@@ -140,7 +140,7 @@ def unbinarize_(model: nn.Module, names: list[str] | tuple[str, ...]) -> nn.Modu
 
 def binarized_layers(model: nn.Module) -> list[str]:
     """Names of the currently binarized layers, in module order."""
-    return [name for name, module in model.named_modules() if isinstance(module, BINARIZABLE) and is_binarized(module)]
+    return [name for name, module in model.named_modules() if is_binarizable(module) and is_binarized(module)]
 
 
 def candidate_layers(model: nn.Module, include_first_last: bool = False) -> list[str]:
@@ -149,7 +149,7 @@ def candidate_layers(model: nn.Module, include_first_last: bool = False) -> list
     The first layer sees the analog image and the last one produces the logits:
     both are small and sensitive, so they stay in float unless asked for.
     """
-    names = [name for name, module in model.named_modules() if isinstance(module, BINARIZABLE)]
+    names = [name for name, module in model.named_modules() if is_binarizable(module)]
     if include_first_last or len(names) <= 2:
         return names if include_first_last else []
     return names[1:-1]

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from albsnn_compress.atomic import atomic_write
-from albsnn_compress.binarize import binarize_, binarized_layers
+from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
 from albsnn_compress.errors import CheckpointError, SpecError
 from albsnn_compress.snn.spec import SpikingNet
 
@@ -157,9 +157,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: bad architecture spec: {exc}") from None
     state = _check_state_dict(path, payload.get("state_dict"), template)
     binarized = payload.get("binarized", [])
-    candidates = {name for name, m in template.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    candidates = set(candidate_layers(template, include_first_last=True))
     if not isinstance(binarized, list) or not all(isinstance(n, str) and n in candidates for n in binarized):
-        raise CheckpointError(f"{path}: 'binarized' must list Conv2d/Linear layer names, got {binarized!r}")
+        raise CheckpointError(f"{path}: 'binarized' must list binarizable layer names {sorted(candidates)}, got {binarized!r}")
     metadata = payload.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: 'metadata' must be a dict, got {type(metadata).__name__}")

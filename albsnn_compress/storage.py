@@ -5,8 +5,10 @@ Computed, not measured: each tensor inference needs counts ``numel * bits``
 per-channel scale (``C_out`` float32 values), which tools that report only "1 bit
 per weight" forget. Batch-norm layers count all four tensors (weight, bias,
 running mean and variance); ``num_batches_tracked`` is training state and is not
-stored. The measured bytes of real files are the report's job; this module is the
-model side of that comparison.
+stored. Which tensors may be 1-bit is the layer type's record
+(:mod:`albsnn_compress.snn.layer_types`): a new layer type is accounted for with no
+change here. The measured bytes of real files are the report's job; this module is
+the model side of that comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from albsnn_compress.binarize import BINARIZABLE
+from albsnn_compress.snn.layer_types import layer_type_of
 
 __all__ = ["LayerStorage", "layer_storage", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
 
@@ -33,6 +35,7 @@ class LayerStorage:
     kind: str
     weight_shape: list[int]
     params: int
+    binarizable: bool
     binarized: bool
     bits_before: int
     bits_after: int
@@ -70,23 +73,17 @@ def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStora
         params = sum(counts.values())
         before = params * FLOAT_BITS
         parts = {key: n * FLOAT_BITS for key, n in counts.items()}
-        is_binary = name in chosen and isinstance(module, BINARIZABLE)
+        record = layer_type_of(module)
+        binarizable = record is not None and "weight" in record.binarizable
+        is_binary = name in chosen and binarizable
         if is_binary:
             out_channels = counts["weight"] // max(1, _fan_in(module))
             parts["weight"] = counts["weight"] * BINARY_BITS
             parts["weight_scale"] = out_channels * FLOAT_BITS
-        kind = _kind(module)
+        kind = record.label(module) if record is not None else type(module).__name__
         shape = list(module.weight.shape) if hasattr(module, "weight") and module.weight is not None else []
-        rows.append(LayerStorage(name, kind, shape, params, is_binary, before, sum(parts.values()), parts))
+        rows.append(LayerStorage(name, kind, shape, params, binarizable, is_binary, before, sum(parts.values()), parts))
     return rows
-
-
-def _kind(module: nn.Module) -> str:
-    """The standard layer type a (time-distributed, parametrized) module is."""
-    for cls in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d):
-        if isinstance(module, cls):
-            return cls.__name__
-    return type(module).__name__
 
 
 def _fan_in(module: nn.Module) -> int:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from albsnn_compress.formats.container import container_summary, read_container
-from albsnn_compress.formats.container_spec import TensorEntry
+from albsnn_compress.formats.container_header import TensorEntry
 
 __all__ = ["command"]
 

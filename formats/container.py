@@ -3,7 +3,8 @@
 A container is a 24-byte preamble, a JSON header (architecture, binarized layers,
 class names, accuracies, budget, source hash, metadata and a tensor table) and a
 data section of 64-byte aligned tensors; ``docs/format.md`` is the full
-specification and :mod:`albsnn_compress.formats.container_spec` its checks.
+specification; :mod:`albsnn_compress.formats.container_header` (framing) and
+:mod:`albsnn_compress.formats.container_arch` (architecture) are its checks.
 
 A binarized layer ``layers.convN`` stores ``layers.convN.weight`` as packed sign
 bits (:mod:`albsnn_compress.formats.bitpack`) and ``layers.convN.weight_scale``
@@ -34,17 +35,14 @@ from albsnn_compress.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers, binary_scale
 from albsnn_compress.errors import ContainerError
 from albsnn_compress.formats.bitpack import pack_signs, unpack_signs
-from albsnn_compress.formats.container_spec import (
+from albsnn_compress.formats.container_arch import SCALE_SUFFIX, Expected, architecture_tensors, check_tensor_set
+from albsnn_compress.formats.container_header import (
     FORMAT_VERSION,
     MAGIC,
     PREAMBLE,
-    SCALE_SUFFIX,
-    Expected,
     TensorEntry,
     align_up,
     check_layout,
-    check_tensor_set,
-    architecture_tensors,
     crc32,
     decode_header,
     encode_header,

@@ -1,7 +1,8 @@
 """Export a :class:`SpikingNet` to ONNX, its binarized weights packed at 1 bit, for stock onnxruntime.
 
 The graph is built node by node with ``onnx.helper`` (not ``torch.onnx.export``)
-so that we control the initializers and reproduce the LIF arithmetic exactly:
+so that we control the initializers and reproduce the LIF arithmetic exactly;
+each layer's nodes come from its layer type (:mod:`albsnn_compress.snn.onnx_mapping`):
 
 * ``images`` float32 ``[batch, C, H, W]`` in ``[0, 1]`` -> ``Sub`` mean -> ``Div`` std;
 * the time steps are unrolled: stateless layers run once on the time-folded
@@ -24,7 +25,9 @@ operators. See ``docs/onnx.md``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,18 +39,9 @@ from albsnn_compress.atomic import atomic_write
 from albsnn_compress.binarize import binarized_layers, binary_scale, is_binarized
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs
-from albsnn_compress.formats.onnx_graph import GraphBuilder, lif_steps, unpack_signs
-from albsnn_compress.snn.layers import (
-    TimeAvgPool2d,
-    TimeBatchNorm1d,
-    TimeBatchNorm2d,
-    TimeConv2d,
-    TimeFlatten,
-    TimeGlobalAvgPool,
-    TimeLinear,
-    TimeMaxPool2d,
-)
-from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.formats.onnx_graph import GraphBuilder, unpack_signs
+from albsnn_compress.snn.layer_types import LAYER_TYPES, layer_type_of
+from albsnn_compress.snn.onnx_mapping import as_array
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.versions import __version__
 
@@ -58,8 +52,6 @@ DEFAULT_OPSET = 18  # the first opset with BitwiseAnd; ReduceMean's axes input a
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
-_BATCH_NORMS = (TimeBatchNorm1d, TimeBatchNorm2d)
-
 
 @dataclass(frozen=True)
 class _Flow:
@@ -69,75 +61,64 @@ class _Flow:
     folded: bool
 
 
-def _pair(value: int | tuple[int, ...]) -> list[int]:
-    return [value, value] if isinstance(value, int) else list(value)
-
-
 class _Exporter:
-    """Walks the layers of one model and emits their nodes."""
+    """Walks the layers of one model and lets each layer type emit its nodes.
+
+    It is the :class:`~albsnn_compress.snn.onnx_mapping.GraphEmitter` the layer
+    types' ``onnx`` functions write to: it owns names, time folding and how
+    weights are stored.
+    """
 
     def __init__(self, model: SpikingNet, packed: bool) -> None:
         self.builder = GraphBuilder()
         self.model = model
         self.steps = model.timesteps
         self.packed = packed
-        self.bn_scale: np.ndarray | None = None  # alpha of the previous layer, to fold into this batch norm
+        self.flow = _Flow(INPUT_NAME, folded=False)
+        self.following: nn.Module | None = None
+        self.input_scale: np.ndarray | None = None  # alpha of the previous layer, for the next one to absorb
 
     def run(self) -> None:
         b, model = self.builder, self.model
         b.fresh(INPUT_NAME)
         b.fresh(OUTPUT_NAME)
-        mean = b.initializer("input.mean", model.input_mean.detach().cpu().float().numpy())
-        std = b.initializer("input.std", model.input_std.detach().cpu().float().numpy())
+        mean = b.initializer("input.mean", as_array(model.input_mean))
+        std = b.initializer("input.std", as_array(model.input_std))
         centered = b.node("Sub", [INPUT_NAME, mean], "input.centered")
-        flow = _Flow(b.node("Div", [centered, std], "input.normalized"), folded=self.steps == 1)
+        self.flow = _Flow(b.node("Div", [centered, std], "input.normalized"), folded=self.steps == 1)
         children = list(model.layers.named_children())
         for index, (name, module) in enumerate(children):
-            following = children[index + 1][1] if index + 1 < len(children) else None
-            flow = self.layer(name, module, flow, following)
-        self.finish(flow)
+            self.following = children[index + 1][1] if index + 1 < len(children) else None
+            self.layer(name, module)
+        self.finish()
 
-    def layer(self, name: str, module: nn.Module, flow: _Flow, following: nn.Module | None) -> _Flow:
-        b = self.builder
-        if isinstance(module, (TimeConv2d, TimeLinear)):
-            return _Flow(self.weighted(name, module, flow.name, following), flow.folded)
-        if isinstance(module, _BATCH_NORMS):
-            return _Flow(self.batch_norm(name, module, flow.name), flow.folded)
-        if isinstance(module, LIF):
-            return self.lif(name, module, flow)
-        if isinstance(module, (TimeAvgPool2d, TimeMaxPool2d)):
-            return _Flow(self.pool(name, module, flow.name), flow.folded)
-        if isinstance(module, TimeGlobalAvgPool):
-            axes = b.const([2, 3], np.int64)
-            return _Flow(b.node("ReduceMean", [flow.name, axes], f"{name}.y", keepdims=0), flow.folded)
-        if isinstance(module, TimeFlatten):
-            return _Flow(b.node("Flatten", [flow.name], f"{name}.y", axis=1), flow.folded)
-        raise ExportError(
-            f"layer {name}: cannot export {type(module).__name__} to ONNX; supported layers are the spec's "
-            "conv, linear, bn, lif, avgpool, maxpool, gap and flatten (rebuild the model from its spec)"
-        )
-
-    def weighted(self, name: str, module: nn.Conv2d | nn.Linear, x: str, following: nn.Module | None) -> str:
-        """A conv or linear layer; its weight comes from floats or from unpacked bits."""
-        b = self.builder
-        inputs = [x, self.weight(name, module, following)]
-        if module.bias is not None:
-            inputs.append(b.initializer(f"{name}.bias", module.bias.detach().cpu().float().numpy()))
-        if isinstance(module, nn.Linear):
-            return b.node("Gemm", inputs, f"{name}.y", transB=1)
-        if isinstance(module.padding, str) or module.padding_mode != "zeros":
+    def layer(self, name: str, module: nn.Module) -> None:
+        """Emit one layer through its layer type's ONNX function."""
+        record = layer_type_of(module)
+        if record is None:
             raise ExportError(
-                f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} is not exportable; "
-                "use integer zero padding (the spec's 'padding')"
+                f"layer {name}: cannot export {type(module).__name__} to ONNX; supported layer types are "
+                f"{', '.join(LAYER_TYPES)} (rebuild the model from its spec)"
             )
-        return b.node(
-            "Conv", inputs, f"{name}.y",
-            kernel_shape=_pair(module.kernel_size), strides=_pair(module.stride),
-            pads=_pair(module.padding) * 2, dilations=_pair(module.dilation), group=module.groups,
-        )
+        output = record.onnx(self, name, module, self.flow.name)
+        self.flow = _Flow(output, folded=self.flow.folded or record.temporal)
 
-    def weight(self, name: str, module: nn.Conv2d | nn.Linear, following: nn.Module | None) -> str:
-        """The name of the layer's effective weight: a float initializer or an unpacking subgraph."""
+    # -- the GraphEmitter interface -------------------------------------------------
+    def node(self, op: str, inputs: Sequence[str], hint: str, **attrs: Any) -> str:
+        return self.builder.node(op, inputs, hint, **attrs)
+
+    def initializer(self, hint: str, array: np.ndarray) -> str:
+        return self.builder.initializer(hint, array)
+
+    def const(self, values: Any, dtype: type = np.float32) -> str:
+        return self.builder.const(values, dtype)
+
+    def weight(self, name: str, module: nn.Module) -> str:
+        """The layer's effective weight: a float initializer, or packed bits unpacked in the graph.
+
+        A binarized layer without bias whose next layer can absorb a per-channel
+        factor leaves ``alpha`` to it (``take_input_scale``) instead of a ``Mul``.
+        """
         b = self.builder
         weight = module.weight.detach().cpu().float()
         if not (self.packed and is_binarized(module)):
@@ -145,64 +126,30 @@ class _Exporter:
         bits = b.initializer(f"{name}.bits", np.frombuffer(pack_signs(weight), dtype=np.uint8))
         signs = unpack_signs(b, bits, weight.numel(), list(weight.shape), name)
         alpha = binary_scale(weight).numpy()
-        if module.bias is None and isinstance(following, _BATCH_NORMS) and bool((alpha > 0).all()):
-            self.bn_scale = alpha.astype(np.float64)
+        following = layer_type_of(self.following) if self.following is not None else None
+        if module.bias is None and following is not None and following.absorbs_input_scale and bool((alpha > 0).all()):
+            self.input_scale = alpha.astype(np.float64)
             return signs
         scale = b.initializer(f"{name}.alpha", alpha.reshape(-1, *[1] * (weight.dim() - 1)))
         return b.node("Mul", [signs, scale], f"{name}.scaled")
 
-    def batch_norm(self, name: str, bn: nn.BatchNorm1d | nn.BatchNorm2d, x: str) -> str:
-        """Inference-mode batch norm; folds in the pending ``alpha`` of the layer before."""
-        if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
-            raise ExportError(
-                f"layer {name}: batch norm without running statistics or affine parameters cannot be exported; "
-                "build it from the spec (track_running_stats and affine are on there)"
-            )
-        gamma, mean = (t.detach().cpu().double().numpy() for t in (bn.weight, bn.running_mean))
-        if self.bn_scale is not None:
-            gamma, mean = gamma * self.bn_scale, mean / self.bn_scale
-            self.bn_scale = None
-        b = self.builder
-        inputs = [
-            x,
-            b.initializer(f"{name}.gamma", gamma.astype(np.float32)),
-            b.initializer(f"{name}.beta", bn.bias.detach().cpu().float().numpy()),
-            b.initializer(f"{name}.mean", mean.astype(np.float32)),
-            b.initializer(f"{name}.var", bn.running_var.detach().cpu().float().numpy()),
-        ]
-        return b.node("BatchNormalization", inputs, f"{name}.y", epsilon=float(bn.eps))
+    def take_input_scale(self) -> np.ndarray | None:
+        scale, self.input_scale = self.input_scale, None
+        return scale
 
-    def lif(self, name: str, neuron: LIF, flow: _Flow) -> _Flow:
-        """Unroll the neuron over the ``T`` steps; the spikes come out time-folded."""
-        b = self.builder
+    def split_steps(self, x: str, hint: str) -> list[str]:
         if self.steps == 1:
-            inputs = [flow.name]
-        elif flow.folded:
-            inputs = b.node_multi("Split", [flow.name], f"{name}.x", self.steps, axis=0, num_outputs=self.steps)
-        else:
-            inputs = [flow.name] * self.steps
-        spikes = lif_steps(b, inputs, neuron, name)
-        fired = spikes[0] if self.steps == 1 else b.node("Concat", spikes, f"{name}.fired", axis=0)
-        return _Flow(b.node("Cast", [fired], f"{name}.y", to=TensorProto.FLOAT), folded=True)
+            return [x]
+        if self.flow.folded:
+            return self.builder.node_multi("Split", [x], hint, self.steps, axis=0, num_outputs=self.steps)
+        return [x] * self.steps
 
-    def pool(self, name: str, pool: nn.AvgPool2d | nn.MaxPool2d, x: str) -> str:
-        attrs = {
-            "kernel_shape": _pair(pool.kernel_size),
-            "strides": _pair(pool.stride),
-            "pads": _pair(pool.padding) * 2,
-            "ceil_mode": int(pool.ceil_mode),
-        }
-        if isinstance(pool, nn.AvgPool2d):
-            if pool.divisor_override is not None:
-                raise ExportError(f"layer {name}: AvgPool2d divisor_override has no ONNX equivalent; leave it unset")
-            return self.builder.node("AveragePool", [x], f"{name}.y", count_include_pad=int(pool.count_include_pad), **attrs)
-        if pool.return_indices:
-            raise ExportError(f"layer {name}: MaxPool2d return_indices is not exportable; leave it off")
-        return self.builder.node("MaxPool", [x], f"{name}.y", dilations=_pair(pool.dilation), **attrs)
+    def join_steps(self, steps: Sequence[str], hint: str) -> str:
+        return steps[0] if len(steps) == 1 else self.builder.node("Concat", list(steps), hint, axis=0)
 
-    def finish(self, flow: _Flow) -> None:
+    def finish(self) -> None:
         """``logits``: the mean over the ``T`` steps, as ``SpikingNet.forward`` takes it."""
-        b = self.builder
+        b, flow = self.builder, self.flow
         if self.steps == 1:
             b.nodes.append(helper.make_node("Identity", [flow.name], [OUTPUT_NAME]))
             return

@@ -1,4 +1,4 @@
-"""Building blocks of the ONNX graph: a small graph builder, 1-bit unpacking, unrolled LIF.
+"""Building blocks of the ONNX graph: a small graph builder and 1-bit unpacking.
 
 Everything here emits standard ``ai.onnx`` operators only (no custom or contrib
 ops), so any runtime that implements opset 18 runs the result. See
@@ -14,9 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from albsnn_compress.snn.neurons import LIF
-
-__all__ = ["GraphBuilder", "unpack_signs", "lif_steps"]
+__all__ = ["GraphBuilder", "unpack_signs"]
 
 # Right shifts that bring bit 7 - k of a byte (MSB first, formats/bitpack.py) to bit 0.
 _SHIFTS = np.arange(7, -1, -1, dtype=np.uint8)
@@ -102,40 +100,3 @@ def unpack_signs(builder: GraphBuilder, bits: str, count: int, shape: Sequence[i
     doubled = builder.node("Mul", [as_float, builder.const(2.0)], f"{hint}.x2")
     signs = builder.node("Sub", [doubled, builder.const(1.0)], f"{hint}.pm1")
     return builder.node("Reshape", [signs, builder.const(list(shape), np.int64)], f"{hint}.sign")
-
-
-def lif_steps(builder: GraphBuilder, inputs: Sequence[str], neuron: LIF, hint: str) -> list[str]:
-    """Unroll a LIF neuron over per-step inputs; returns the per-step spikes as bool tensors.
-
-    The arithmetic is that of :class:`albsnn_compress.snn.neurons.LIF`: step 1
-    uses the shortcut ``H = X / tau + v_reset``; later steps
-    ``H = V + (X - (V - v_reset)) / tau``; the spike is ``H >= v_th`` (the caller
-    casts it to float once for all steps). The resets are written with ``Where``
-    on the spike, which gives the same value as the formulas for finite ``H``:
-    hard ``V = H * (1 - S) + v_reset * S`` is ``Where(S, v_reset, H)``, soft
-    ``V = H - v_th * S`` is ``Where(S, H - v_th, H)``. Terms with ``v_reset = 0``
-    are left out, which changes no value (``x + 0 = x - 0 = x``).
-    """
-    tau, v_th = builder.const(neuron.tau), builder.const(neuron.v_threshold)
-    spikes: list[str] = []
-    v: str | None = None
-    for t, x in enumerate(inputs, start=1):
-        if v is None:
-            h = builder.node("Div", [x, tau], f"{hint}.h{t}")
-            if neuron.v_reset != 0.0:
-                h = builder.node("Add", [h, builder.const(neuron.v_reset)], f"{hint}.hr{t}")
-        else:
-            leak = v if neuron.v_reset == 0.0 else builder.node("Sub", [v, builder.const(neuron.v_reset)], f"{hint}.dv{t}")
-            drive = builder.node("Div", [builder.node("Sub", [x, leak], f"{hint}.d{t}"), tau], f"{hint}.q{t}")
-            h = builder.node("Add", [v, drive], f"{hint}.h{t}")
-        spikes.append(builder.node("GreaterOrEqual", [h, v_th], f"{hint}.s{t}"))
-        if t < len(inputs):  # the membrane after the last step is never read
-            v = _reset(builder, h, spikes[-1], neuron, f"{hint}.v{t}")
-    return spikes
-
-
-def _reset(builder: GraphBuilder, h: str, spike: str, neuron: LIF, hint: str) -> str:
-    if neuron.reset == "soft":
-        lowered = builder.node("Sub", [h, builder.const(neuron.v_threshold)], f"{hint}.sub")
-        return builder.node("Where", [spike, lowered, h], hint)
-    return builder.node("Where", [spike, builder.const(neuron.v_reset), h], hint)

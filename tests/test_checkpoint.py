@@ -115,7 +115,7 @@ def _saved_payload(tmp_path: Path) -> dict:
         (lambda p: p["state_dict"].update({"layers.conv2.weight": torch.zeros(3)}), "has shape \\[3\\]"),
         (lambda p: p["state_dict"].update({"layers.conv2.weight": torch.zeros(32, 16, 3, 3, dtype=torch.uint8)}), "has dtype torch.uint8"),
         (lambda p: p["state_dict"].update({"layers.conv2.weight": "text"}), "must be a dense tensor"),
-        (lambda p: p.update(binarized=["layers.bn1"]), "'binarized' must list Conv2d/Linear"),
+        (lambda p: p.update(binarized=["layers.bn1"]), "'binarized' must list binarizable layer names"),
         (lambda p: p.update(metadata=[1]), "'metadata' must be a dict"),
     ],
 )

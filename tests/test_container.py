@@ -30,9 +30,9 @@ from albsnn_compress.formats.container import (
     sha256_file,
     write_container,
 )
-from albsnn_compress.formats.container_spec import ALIGNMENT, MAGIC, PREAMBLE, architecture_bounds
+from albsnn_compress.formats.container_header import ALIGNMENT, MAGIC, PREAMBLE
 from albsnn_compress.snn.presets import PRESETS, make_preset
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.snn.spec import SpikingNet, spec_bounds
 from albsnn_compress.training import evaluate
 from tests.clihelp import run_cli
 
@@ -191,7 +191,7 @@ def test_architecture_bounds_match_real_models(preset: str, input_shape: list[in
     for hook in hooks:
         hook.remove()
     params = sum(v.numel() for k, v in model.state_dict().items() if "num_batches_tracked" not in k)
-    assert architecture_bounds(model.spec) == (params, max(largest))
+    assert spec_bounds(model.spec) == (params, max(largest))
 
 
 # --- layout and header ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from albsnn_compress.errors import ContainerError
 from albsnn_compress.formats.container import read_container
-from albsnn_compress.formats.container_spec import ALIGNMENT, MAGIC, PREAMBLE, crc32, encode_header
+from albsnn_compress.formats.container_header import ALIGNMENT, MAGIC, PREAMBLE, crc32, encode_header
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BASE = (GOLDEN / "conv_mixed.albsnn").read_bytes()  # binary conv2/conv3, float32 elsewhere, all header fields set
@@ -219,8 +219,8 @@ class Case(enum.Enum):
     MISSING_TENSOR = r"tensor 'layers\.bn4\.running_var': required by the architecture but missing"
     KIND_NOT_BINARY = r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
     BINARY_NOT_LISTED = r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 \(its layer is not in 'binarized'\)"
-    BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a Conv2d/Linear layer"
-    SPEC_INVALID = r"field 'spec': layer 0: unknown type 'attention'"
+    BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a binarizable layer"
+    SPEC_INVALID = r"field 'spec': layer 0: unknown layer type 'attention'"
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
     SPEC_TOO_MANY_PARAMETERS = r"field 'spec': the architecture has \d+ parameters, more than a \d+-byte data section can hold"
     CLASS_NAMES_COUNT = r"field 'class_names': 3 names for 10 classes"

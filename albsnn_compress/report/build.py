@@ -129,7 +129,7 @@ def _check_selected(selected: list[str], rows: list[LayerStorage]) -> None:
     if missing:
         raise ReportError(
             f"result.selected names {missing}, which the model has no binarizable layer for; "
-            f"binarizable layers: {[row.name for row in rows if row.kind in ('Conv2d', 'Linear')]}"
+            f"binarizable layers: {[row.name for row in rows if row.binarizable]}"
         )
 
 
@@ -217,7 +217,7 @@ def _layer(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -
 def _reason(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -> str:
     if decision is not None:
         return decision.reason
-    if row.kind not in ("Conv2d", "Linear"):
+    if not row.binarizable:
         return f"not binarizable ({row.kind})"
     if row.binarized:
         return "binarized (selected without a search decision)"

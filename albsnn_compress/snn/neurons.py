@@ -24,7 +24,9 @@ is never forgotten.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,9 +34,53 @@ from torch import nn
 from albsnn_compress.errors import SpecError
 from albsnn_compress.snn.surrogate import Surrogate, make_surrogate
 
-__all__ = ["LIF", "RESETS"]
+if TYPE_CHECKING:
+    from albsnn_compress.snn.onnx_mapping import GraphEmitter
 
-RESETS = ("hard", "soft")
+__all__ = ["LIF", "RESETS", "ResetMode", "RESET_MODES"]
+
+
+@dataclass(frozen=True)
+class ResetMode:
+    """One neuron variant's reset: the PyTorch update and the same update as ONNX nodes.
+
+    ``update(neuron, h, spike)`` returns the membrane after the spike; ``onnx(graph,
+    neuron, h, spike, hint)`` emits nodes computing the same value from the charged
+    membrane ``h`` and the boolean spike tensor, and returns its name. A new reset
+    rule is one more entry of :data:`RESET_MODES`; the spec, the container and the
+    ONNX export then accept it.
+    """
+
+    update: Callable[[LIF, torch.Tensor, torch.Tensor], torch.Tensor]
+    onnx: Callable[[GraphEmitter, LIF, str, str, str], str]
+
+
+def _hard_reset(neuron: LIF, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    return h * (1.0 - spike) + neuron.v_reset * spike
+
+
+def _soft_reset(neuron: LIF, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    return h - neuron.v_threshold * spike
+
+
+def _hard_reset_onnx(graph: GraphEmitter, neuron: LIF, h: str, spike: str, hint: str) -> str:
+    # Where(S, v_reset, H) equals H * (1 - S) + v_reset * S for finite H
+    return graph.node("Where", [spike, graph.const(neuron.v_reset), h], hint)
+
+
+def _soft_reset_onnx(graph: GraphEmitter, neuron: LIF, h: str, spike: str, hint: str) -> str:
+    # Where(S, H - v_th, H) equals H - v_th * S
+    lowered = graph.node("Sub", [h, graph.const(neuron.v_threshold)], f"{hint}.sub")
+    return graph.node("Where", [spike, lowered, h], hint)
+
+
+RESET_MODES: dict[str, ResetMode] = {
+    "hard": ResetMode(_hard_reset, _hard_reset_onnx),
+    "soft": ResetMode(_soft_reset, _soft_reset_onnx),
+}
+"""Reset rules by the name the spec's ``neuron.reset`` uses."""
+
+RESETS = tuple(RESET_MODES)
 
 
 class LIF(nn.Module):
@@ -59,8 +105,8 @@ class LIF(nn.Module):
         surrogate: str | dict[str, Any] = "arctan",
     ) -> None:
         super().__init__()
-        if reset not in RESETS:
-            raise SpecError(f"LIF reset must be one of {RESETS}, got {reset!r}")
+        if reset not in RESET_MODES:
+            raise SpecError(f"LIF reset must be one of {list(RESET_MODES)}, got {reset!r}")
         if not tau >= 1.0:
             raise SpecError(f"LIF tau must be >= 1 (1 = no leak), got {tau!r}")
         self.tau = float(tau)
@@ -93,9 +139,7 @@ class LIF(nn.Module):
         """Membrane after the spike: hard reset to ``v_reset`` or soft subtraction."""
         if self.detach_reset:
             spike = spike.detach()
-        if self.reset == "hard":
-            return h * (1.0 - spike) + self.v_reset * spike
-        return h - self.v_threshold * spike
+        return RESET_MODES[self.reset].update(self, h, spike)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:

@@ -16,8 +16,9 @@ its own architecture and no code is ever unpickled to rebuild a model::
       ]
     }
 
-Layer types: ``conv``, ``linear``, ``bn``, ``lif``, ``avgpool``, ``maxpool``,
-``gap``, ``flatten``. :func:`normalize_spec` fills every default and gives each
+Layer types are the records of :mod:`albsnn_compress.snn.layer_types` (``conv``,
+``linear``, ``bn``, ``lif``, ``avgpool``, ``maxpool``, ``gap``, ``flatten`` built
+in). :func:`normalize_spec` checks every value, fills every default and gives each
 layer a unique ``name`` (``conv1``, ``bn1``, ``lif1``, ... unless given), so
 ``normalize_spec(net.spec) == net.spec`` and state-dict keys are readable
 (``layers.conv3.weight``). Input images are in ``[0, 1]``; the network applies
@@ -28,6 +29,7 @@ preprocessing beyond scaling pixels to ``[0, 1]``.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -35,75 +37,105 @@ import torch
 from torch import nn
 
 from albsnn_compress.errors import SpecError
-from albsnn_compress.snn.layers import (
-    TimeAvgPool2d,
-    TimeBatchNorm1d,
-    TimeBatchNorm2d,
-    TimeConv2d,
-    TimeFlatten,
-    TimeGlobalAvgPool,
-    TimeLinear,
-    TimeMaxPool2d,
-)
-from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.fields import Field, at_least_one, boolean, finite_float, positive_float, positive_int
+from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
+from albsnn_compress.snn.neurons import RESET_MODES
+from albsnn_compress.snn.surrogate import make_surrogate
 
-__all__ = ["SpikingNet", "normalize_spec", "build_model", "LAYER_TYPES", "DEFAULT_NEURON"]
+__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
 
-DEFAULT_NEURON: dict[str, Any] = {
-    "tau": 2.0,
-    "v_threshold": 1.0,
-    "v_reset": 0.0,
-    "reset": "hard",
-    "detach_reset": True,
-    "surrogate": {"name": "arctan", "alpha": 2.0},
+
+def _reset_mode(value: Any, where: str) -> str:
+    if not isinstance(value, str) or value not in RESET_MODES:
+        raise SpecError(f"{where} must be one of {list(RESET_MODES)}, got {value!r}")
+    return value
+
+
+def _surrogate(value: Any, where: str) -> Any:
+    """A surrogate name or config; its numeric parameters must be finite and positive."""
+    if isinstance(value, dict):
+        for key, number in value.items():
+            if key != "name":
+                positive_float(number, f"{where} {key}")
+    try:
+        make_surrogate(value)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    except (TypeError, AttributeError):
+        raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from None
+    return copy.deepcopy(value)
+
+
+NEURON_FIELDS: dict[str, Field] = {
+    "tau": Field(2.0, at_least_one),
+    "v_threshold": Field(1.0, finite_float),
+    "v_reset": Field(0.0, finite_float),
+    "reset": Field("hard", _reset_mode),
+    "detach_reset": Field(True, boolean),
+    "surrogate": Field({"name": "arctan", "alpha": 2.0}, _surrogate),
 }
+"""The spec's ``neuron`` keys: every LIF layer of a network shares these settings."""
 
-_REQUIRED = "<required>"
-
-# Allowed keys and their defaults per layer type.
-LAYER_TYPES: dict[str, dict[str, Any]] = {
-    "conv": {"out_channels": _REQUIRED, "kernel_size": 3, "stride": 1, "padding": 0, "groups": 1, "bias": False},
-    "linear": {"out_features": _REQUIRED, "bias": True},
-    "bn": {"eps": 1e-5, "momentum": 0.1},
-    "lif": {},
-    "avgpool": {"kernel_size": 2, "stride": None},
-    "maxpool": {"kernel_size": 2, "stride": None},
-    "gap": {},
-    "flatten": {},
-}
+DEFAULT_NEURON: dict[str, Any] = {key: value.default for key, value in NEURON_FIELDS.items()}
 
 _MAX_LAYERS = 4096
-
-
-def _check_int(value: Any, where: str, minimum: int) -> int:
-    if type(value) is not int or value < minimum:
-        raise SpecError(f"{where} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SpecError(f"layer {index}: expected an object like {{'type': 'conv', ...}}, got {raw!r}")
-    kind = raw.get("type")
-    if kind not in LAYER_TYPES:
-        raise SpecError(f"layer {index}: unknown type {kind!r}; choose one of {sorted(LAYER_TYPES)}")
-    allowed = LAYER_TYPES[kind]
-    unknown = set(raw) - set(allowed) - {"type", "name"}
+    try:
+        record = layer_type(raw.get("type"))
+    except SpecError as exc:
+        raise SpecError(f"layer {index}: {exc}") from None
+    kind = record.name
+    unknown = set(raw) - set(record.fields) - {"type", "name"}
     if unknown:
-        raise SpecError(f"layer {index} ({kind}): unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+        raise SpecError(f"layer {index} ({kind}): unknown keys {sorted(unknown)}; allowed {sorted(record.fields)}")
     counters[kind] = counters.get(kind, 0) + 1
     layer: dict[str, Any] = {"type": kind, "name": raw.get("name", f"{kind}{counters[kind]}")}
     if not isinstance(layer["name"], str) or not layer["name"].isidentifier():
         raise SpecError(f"layer {index}: name must be a Python identifier, got {layer['name']!r}")
-    for key, default in allowed.items():
-        if key not in raw and default == _REQUIRED:
+    for key, spec_field in record.fields.items():
+        if key not in raw and spec_field.required:
             raise SpecError(f"layer {index} ({kind}): missing required key {key!r}")
-        layer[key] = raw.get(key, default)
+        value = raw.get(key, spec_field.default)
+        layer[key] = spec_field.check(value, f"layer {layer['name']} {key}")
     return layer
+
+
+def _normalize_input(inp: Any) -> dict[str, Any]:
+    if not isinstance(inp, dict) or "shape" not in inp:
+        raise SpecError("spec 'input' must be an object with 'shape' [C, H, W]")
+    shape = inp["shape"]
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise SpecError(f"spec input shape must be [C, H, W], got {shape!r}")
+    for i, dim in enumerate(shape):
+        positive_int(dim, f"spec input shape[{i}]")
+    channels = shape[0]
+    stats = {}
+    for label, default, check in (("mean", 0.0, finite_float), ("std", 1.0, positive_float)):
+        values = inp.get(label, [default] * channels)
+        if not isinstance(values, list) or len(values) != channels:
+            raise SpecError(f"spec input {label} must be a list of {channels} numbers, got {values!r}")
+        stats[label] = [check(v, f"spec input {label}[{i}]") for i, v in enumerate(values)]
+    return {"shape": list(shape), "mean": stats["mean"], "std": stats["std"]}
+
+
+def _normalize_neuron(neuron_raw: Any) -> dict[str, Any]:
+    if not isinstance(neuron_raw, dict) or set(neuron_raw) - set(NEURON_FIELDS):
+        raise SpecError(f"spec 'neuron' keys must be among {sorted(NEURON_FIELDS)}, got {neuron_raw!r}")
+    return {
+        key: spec_field.check(neuron_raw.get(key, copy.deepcopy(spec_field.default)), f"spec neuron {key}")
+        for key, spec_field in NEURON_FIELDS.items()
+    }
 
 
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate a spec and return a copy with every default and layer name filled in.
+
+    Every number is checked where it enters: its type (``true`` is not an integer,
+    ``"nan"`` is not a number), finiteness and range, with the layer and key named.
 
     Raises:
         SpecError: naming the layer and key that is wrong.
@@ -113,32 +145,11 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     for key in ("input", "num_classes", "layers"):
         if key not in spec:
             raise SpecError(f"architecture spec is missing {key!r}")
-    inp = spec["input"]
-    if not isinstance(inp, dict) or "shape" not in inp:
-        raise SpecError("spec 'input' must be an object with 'shape' [C, H, W]")
-    shape = inp["shape"]
-    if not isinstance(shape, list) or len(shape) != 3:
-        raise SpecError(f"spec input shape must be [C, H, W], got {shape!r}")
-    for i, dim in enumerate(shape):
-        _check_int(dim, f"spec input shape[{i}]", 1)
-    channels = shape[0]
-    mean = inp.get("mean", [0.0] * channels)
-    std = inp.get("std", [1.0] * channels)
-    for label, values in (("mean", mean), ("std", std)):
-        if not isinstance(values, list) or len(values) != channels or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-        ):
-            raise SpecError(f"spec input {label} must be a list of {channels} numbers, got {values!r}")
-    if any(v <= 0 for v in std):
-        raise SpecError(f"spec input std must be positive, got {std!r}")
+    inp = _normalize_input(spec["input"])
     layers_raw = spec["layers"]
     if not isinstance(layers_raw, list) or not layers_raw or len(layers_raw) > _MAX_LAYERS:
         raise SpecError(f"spec 'layers' must be a non-empty list of at most {_MAX_LAYERS} layers")
-    neuron = dict(DEFAULT_NEURON)
-    neuron_raw = spec.get("neuron", {})
-    if not isinstance(neuron_raw, dict) or set(neuron_raw) - set(DEFAULT_NEURON):
-        raise SpecError(f"spec 'neuron' keys must be among {sorted(DEFAULT_NEURON)}, got {neuron_raw!r}")
-    neuron.update(neuron_raw)
+    neuron = _normalize_neuron(spec.get("neuron", {}))
     counters: dict[str, int] = {}
     layers = [_normalize_layer(raw, i, counters) for i, raw in enumerate(layers_raw)]
     names = [layer["name"] for layer in layers]
@@ -146,53 +157,47 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
         raise SpecError(f"spec layer names must be unique, got {names}")
     return {
         "name": str(spec.get("name", "custom")),
-        "input": {"shape": list(shape), "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-        "num_classes": _check_int(spec["num_classes"], "spec num_classes", 2),
-        "neuron": copy.deepcopy(neuron),
+        "input": inp,
+        "num_classes": _num_classes(spec["num_classes"]),
+        "neuron": neuron,
         "layers": layers,
     }
 
 
-def _make_layer(layer: dict[str, Any], shape: tuple[int, ...], neuron: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
-    """Build one layer for a per-sample input ``shape``; return it and its output shape."""
-    kind, name = layer["type"], layer["name"]
-    if kind in ("conv", "bn", "avgpool", "maxpool", "gap") and len(shape) != 3 and not (kind == "bn" and len(shape) == 1):
-        raise SpecError(f"layer {name} ({kind}) needs a [C, H, W] input, got {list(shape)}; add or remove a flatten")
-    try:
-        if kind == "conv":
-            for key in ("out_channels", "kernel_size", "stride", "groups"):
-                _check_int(layer[key], f"layer {name} {key}", 1)
-            _check_int(layer["padding"], f"layer {name} padding", 0)
-            module: nn.Module = TimeConv2d(
-                shape[0], layer["out_channels"], layer["kernel_size"], layer["stride"],
-                layer["padding"], groups=layer["groups"], bias=bool(layer["bias"]),
-            )
-        elif kind == "linear":
-            if len(shape) != 1:
-                raise SpecError(f"layer {name} (linear) needs a flat input, got {list(shape)}; add a flatten or gap")
-            module = TimeLinear(shape[0], _check_int(layer["out_features"], f"layer {name} out_features", 1), bias=bool(layer["bias"]))
-        elif kind == "bn":
-            bn_cls = TimeBatchNorm2d if len(shape) == 3 else TimeBatchNorm1d
-            module = bn_cls(shape[0], eps=float(layer["eps"]), momentum=float(layer["momentum"]))
-        elif kind == "lif":
-            module = LIF(**neuron)
-        elif kind in ("avgpool", "maxpool"):
-            pool_cls = TimeAvgPool2d if kind == "avgpool" else TimeMaxPool2d
-            _check_int(layer["kernel_size"], f"layer {name} kernel_size", 1)
-            module = pool_cls(layer["kernel_size"], layer["stride"])
-        elif kind == "gap":
-            module = TimeGlobalAvgPool()
-        else:
-            module = TimeFlatten()
-        module.eval()  # probe the output shape without touching batch-norm statistics
-        with torch.no_grad():
-            out = module(torch.zeros((1, 1, *shape)))
-        module.train()
-    except SpecError:
-        raise
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise SpecError(f"layer {name} ({kind}) does not fit input shape {list(shape)}: {exc}") from None
-    return module, tuple(out.shape[2:])
+def _num_classes(value: Any) -> int:
+    if type(value) is not int or value < 2:
+        raise SpecError(f"spec num_classes must be an integer >= 2, got {value!r}")
+    return value
+
+
+def _layer_shapes(spec: dict[str, Any]) -> list[tuple[Shape, Shape]]:
+    """``(input shape, output shape)`` of every layer of a normalized spec, by integer arithmetic only."""
+    shape: Shape = tuple(spec["input"]["shape"])
+    shapes = []
+    for layer in spec["layers"]:
+        record = LAYER_TYPES[layer["type"]]
+        record.check_input(layer, shape)
+        out = record.output_shape(layer, shape)
+        shapes.append((shape, out))
+        shape = out
+    return shapes
+
+
+def spec_bounds(spec: dict[str, Any]) -> tuple[int, int]:
+    """``(parameter count, largest per-sample activation)`` of a normalized spec, in elements.
+
+    Pure integer arithmetic from the layer types' records, so a hostile spec is
+    measured before anything is allocated; a test checks the numbers against real
+    :class:`SpikingNet` models.
+
+    Raises:
+        SpecError: a layer gets an input of the wrong rank or does not fit it.
+    """
+    params, largest = 0, math.prod(spec["input"]["shape"])
+    for layer, (shape, out) in zip(spec["layers"], _layer_shapes(spec)):
+        params += LAYER_TYPES[layer["type"]].parameters(layer, shape)
+        largest = max(largest, math.prod(out))
+    return params, largest
 
 
 class SpikingNet(nn.Module):
@@ -206,15 +211,16 @@ class SpikingNet(nn.Module):
     def __init__(self, spec: dict[str, Any], timesteps: int = 1) -> None:
         super().__init__()
         self.spec = normalize_spec(spec)
-        self.timesteps = _check_int(timesteps, "timesteps", 1)
+        self.timesteps = positive_int(timesteps, "timesteps")
         inp = self.spec["input"]
         channels = inp["shape"][0]
         self.register_buffer("input_mean", torch.tensor(inp["mean"]).view(1, channels, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(inp["std"]).view(1, channels, 1, 1), persistent=False)
         modules: OrderedDict[str, nn.Module] = OrderedDict()
-        shape: tuple[int, ...] = tuple(inp["shape"])
-        for layer in self.spec["layers"]:
-            modules[layer["name"]], shape = _make_layer(layer, shape, self.spec["neuron"])
+        shapes = _layer_shapes(self.spec)
+        for layer, (shape, _) in zip(self.spec["layers"], shapes):
+            modules[layer["name"]] = LAYER_TYPES[layer["type"]].build(layer, shape, self.spec["neuron"])
+        shape = shapes[-1][1]
         if shape != (self.spec["num_classes"],):
             raise SpecError(
                 f"the last layer outputs shape {list(shape)}, expected [{self.spec['num_classes']}] "

@@ -1,9 +1,12 @@
-"""The ``.albsnn`` layout as constants and checks: everything a reader validates before allocating.
+"""The ``.albsnn`` framing as constants and checks: preamble, header JSON, tensor table, data layout.
 
-``docs/format.md`` is the specification; this module is its executable form and
-shares its vocabulary (preamble, header, data section, tensor entry). Every
-check raises :class:`ContainerError` naming the field and the problem; the
-reader in :mod:`albsnn_compress.formats.container` adds the file name.
+``docs/format.md`` is the specification; this module is the executable form of
+its framing rules and shares its vocabulary (preamble, header, data section,
+tensor entry). Everything here is checked before any tensor is allocated; the
+architecture checks (does the tensor table match the spec?) are
+:mod:`albsnn_compress.formats.container_arch`. Every check raises
+:class:`ContainerError` naming the field and the problem; the reader in
+:mod:`albsnn_compress.formats.container` adds the file name.
 
 File layout (little-endian)::
 
@@ -22,11 +25,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from albsnn_compress.errors import ContainerError, SpecError
+from albsnn_compress.errors import ContainerError
 from albsnn_compress.strict_json import StrictJSONError, strict_loads
-from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
 __all__ = [
     "MAGIC",
@@ -38,6 +38,7 @@ __all__ = [
     "HEADER_FIELDS",
     "TENSOR_FIELDS",
     "MAX_HEADER_BYTES",
+    "MAX_TIMESTEPS",
     "TensorEntry",
     "align_up",
     "expected_nbytes",
@@ -46,12 +47,7 @@ __all__ = [
     "decode_header",
     "validate_header",
     "check_layout",
-    "architecture_bounds",
-    "architecture_tensors",
-    "check_tensor_set",
     "crc32",
-    "Expected",
-    "SCALE_SUFFIX",
 ]
 
 MAGIC = b"\x89ALBSNN\n"
@@ -73,14 +69,9 @@ MAX_TIMESTEPS = 4096
 MAX_METADATA_ENTRIES = 256
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ACCURACY_ENTRIES = 64
-MAX_ACTIVATION = 1 << 22  # elements of one layer's per-sample output (16 MiB as float32)
 
 _BYTES_PER_ELEMENT = {"float32": 4, "float16": 2}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-SCALE_SUFFIX = "_scale"
-
-Expected = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
-"""What an architecture needs: tensor name -> (allowed kinds, shape), in model state order."""
 
 
 @dataclass(frozen=True)
@@ -314,138 +305,6 @@ def check_layout(entries: list[TensorEntry], data_size: int) -> None:
     trailing = data_size - entries[-1].end
     if trailing:
         raise ContainerError(f"data section: {trailing} trailing bytes after the last tensor {previous!r}")
-
-
-def _layer_int(layer: dict[str, Any], key: str, minimum: int) -> int:
-    value = layer[key]
-    if type(value) is not int or value < minimum:
-        raise ContainerError(f"field 'spec': layer {layer['name']} {key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _span(size: int, kernel: int, stride: int, padding: int) -> int:
-    return max((size + 2 * padding - kernel) // stride + 1, 0)
-
-
-def architecture_bounds(spec: dict[str, Any]) -> tuple[int, int]:
-    """``(parameter count, largest per-sample activation)`` of a normalized spec, in elements.
-
-    Pure integer arithmetic, so a hostile spec is measured before anything is
-    allocated; a test checks the numbers against real :class:`SpikingNet` models.
-
-    Raises:
-        ContainerError: a layer number is not an integer in range, or a layer gets an input of the wrong rank.
-    """
-    shape = tuple(spec["input"]["shape"])
-    params, largest = 0, math.prod(shape)
-    for layer in spec["layers"]:
-        kind = layer["type"]
-        if kind in ("conv", "avgpool", "maxpool", "gap") and len(shape) != 3:
-            raise ContainerError(f"field 'spec': layer {layer['name']} ({kind}) needs a [C, H, W] input, got {list(shape)}")
-        if kind == "conv":
-            out, kernel = _layer_int(layer, "out_channels", 1), _layer_int(layer, "kernel_size", 1)
-            stride, padding = _layer_int(layer, "stride", 1), _layer_int(layer, "padding", 0)
-            groups = _layer_int(layer, "groups", 1)
-            params += out * (shape[0] // groups) * kernel * kernel + (out if layer["bias"] else 0)
-            shape = (out, _span(shape[1], kernel, stride, padding), _span(shape[2], kernel, stride, padding))
-        elif kind in ("avgpool", "maxpool"):
-            kernel = _layer_int(layer, "kernel_size", 1)
-            stride = kernel if layer["stride"] is None else _layer_int(layer, "stride", 1)
-            shape = (shape[0], _span(shape[1], kernel, stride, 0), _span(shape[2], kernel, stride, 0))
-        elif kind == "linear":
-            if len(shape) != 1:
-                raise ContainerError(f"field 'spec': layer {layer['name']} (linear) needs a flat input, got {list(shape)}")
-            out = _layer_int(layer, "out_features", 1)
-            params += out * shape[0] + (out if layer["bias"] else 0)
-            shape = (out,)
-        elif kind == "bn":
-            params += 4 * shape[0]
-        elif kind == "gap":
-            shape = shape[:1]
-        elif kind == "flatten":
-            shape = (math.prod(shape),)
-        largest = max(largest, math.prod(shape))
-    return params, largest
-
-
-def _build_template(header: dict[str, Any], data_size: int | None) -> SpikingNet:
-    """The header's model (random weights), built only once its size is known to fit the file.
-
-    ``data_size=None`` (the writer, whose model exists) skips the fits-the-file bound.
-    """
-    try:
-        spec = normalize_spec(header["spec"])
-        params, largest = architecture_bounds(spec)
-        if largest > MAX_ACTIVATION:
-            raise ContainerError(f"field 'spec': a layer outputs {largest} elements per sample (at most {MAX_ACTIVATION})")
-        if data_size is not None and params > 8 * data_size:
-            raise ContainerError(
-                f"field 'spec': the architecture has {params} parameters, more than a {data_size}-byte data section can hold"
-            )
-        with torch.random.fork_rng(devices=[]):  # reading a file must not move the global RNG
-            return SpikingNet(spec, header["timesteps"])
-    except ContainerError:
-        raise
-    except SpecError as exc:
-        raise ContainerError(f"field 'spec': {exc}") from None
-    except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
-        raise ContainerError(f"field 'spec': cannot build the architecture ({type(exc).__name__}: {exc})") from None
-
-
-def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple[SpikingNet, Expected]:
-    """Build the header's model and list the tensors it needs: ``name -> (allowed kinds, shape)``, in state order.
-
-    Also checks ``binarized`` and ``class_names`` against the architecture.
-    """
-    model = _build_template(header, data_size)
-    layers = [name for name, module in model.named_modules() if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear))]
-    for name in header["binarized"]:
-        if name not in layers:
-            raise ContainerError(f"field 'binarized': {name!r} is not a Conv2d/Linear layer of the architecture ({', '.join(layers)})")
-    names = header["class_names"]
-    if names is not None and len(names) != model.spec["num_classes"]:
-        raise ContainerError(f"field 'class_names': {len(names)} names for {model.spec['num_classes']} classes")
-    binarized = set(header["binarized"])
-    expected: Expected = {}
-    for key, value in model.state_dict().items():
-        module, _, attr = key.rpartition(".")
-        if attr == "num_batches_tracked":
-            continue
-        shape = tuple(value.shape)
-        if attr == "weight" and module in binarized:
-            expected[key] = (("binary",), shape)
-            expected[key + SCALE_SUFFIX] = (("float32",), shape[:1])
-        else:
-            expected[key] = (("float32", "float16"), shape)
-    return model, expected
-
-
-def check_tensor_set(entries: list[TensorEntry], expected: Expected) -> None:
-    """Require exactly the architecture's tensors, each with an allowed kind and the right shape."""
-    for entry in entries:
-        where = f"tensor {entry.name!r}"
-        if entry.name not in expected:
-            raise ContainerError(f"{where}: not part of the architecture (unexpected tensor)")
-        kinds, shape = expected[entry.name]
-        if entry.kind not in kinds:
-            if "binary" in kinds:
-                reason = "its layer is listed in 'binarized'"
-            elif entry.name.endswith(SCALE_SUFFIX):
-                reason = "scales are float32"
-            else:
-                reason = "its layer is not in 'binarized'"
-            raise ContainerError(f"{where}: kind {entry.kind!r}, expected {' or '.join(kinds)} ({reason})")
-        if entry.shape != shape:
-            if entry.name.endswith(SCALE_SUFFIX) and kinds == ("float32",):
-                raise ContainerError(
-                    f"{where}: shape {list(entry.shape)}, expected {list(shape)} (one scale per output channel of "
-                    f"{entry.name[: -len(SCALE_SUFFIX)]!r})"
-                )
-            raise ContainerError(f"{where}: shape {list(entry.shape)}, the architecture needs {list(shape)}")
-    present = {entry.name for entry in entries}
-    for name in expected:
-        if name not in present:
-            raise ContainerError(f"tensor {name!r}: required by the architecture but missing")
 
 
 def crc32(data: bytes | memoryview) -> int:
