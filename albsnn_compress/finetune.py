@@ -19,8 +19,6 @@ recomputes exact averages (``momentum=None``) over training batches.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +26,7 @@ from torch import nn
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.distributed import LOCAL, DistContext
+from albsnn_compress.model_copy import copy_model
 from albsnn_compress.training import LossFn
 
 __all__ = ["distillation_loss", "recalibrate_batchnorm", "frozen_teacher"]
@@ -35,7 +34,7 @@ __all__ = ["distillation_loss", "recalibrate_batchnorm", "frozen_teacher"]
 
 def frozen_teacher(model: nn.Module) -> nn.Module:
     """A frozen, eval-mode copy of ``model`` to distil from."""
-    teacher = copy.deepcopy(model).eval()
+    teacher = copy_model(model).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher

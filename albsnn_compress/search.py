@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.estimators import ESTIMATORS, Calibration, Estimator, LossEstimator, Probe, make_estimator
 from albsnn_compress.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
+from albsnn_compress.model_copy import copy_model
 from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training import TrainConfig, Trainer, cross_entropy_loss, evaluate
@@ -128,14 +130,15 @@ class SearchSession:
         ctx: DistContext = LOCAL,
         progress: Progress | None = None,
     ) -> None:
-        self.model = copy.deepcopy(model).to(ctx.device)
+        self.model = copy_model(model).to(ctx.device)
         self.train, self.val = train, val
         self.budget = budget
         self.config = config
         self.ctx = ctx
         self.progress = progress
         self.candidates = _resolve_candidates(self.model, config)
-        self.teacher = frozen_teacher(self.model) if config.distill else None
+        self.input_model = frozen_teacher(self.model)  # the input as it came, for the test split and distillation
+        self.teacher = self.input_model if config.distill else None
         self.loss_fn = distillation_loss(self.teacher) if self.teacher is not None else cross_entropy_loss
         self.estimator: Estimator = make_estimator(config.estimator)
         self.calibration = Calibration()
@@ -244,6 +247,7 @@ class SearchSession:
     def restore(self, snapshot: tuple[list[str], dict[str, torch.Tensor]], drop: float) -> None:
         selection, state = snapshot
         unbinarize_(self.model, [n for n in binarized_layers(self.model) if n not in selection])
+        binarize_(self.model, selection)
         self.model.load_state_dict(state)
         self.current_drop = drop
 
@@ -261,8 +265,8 @@ class SearchSession:
         """
         drop = self.measure()
         self.record("final", None)
-        while drop > self.budget and binarized_layers(self.model):
-            selection = binarized_layers(self.model)
+        while drop > self.budget and self._binarized_candidates():
+            selection = self._binarized_candidates()
             worst = max(selection, key=lambda n: (self.decisions[n].measured_drop or 0.0) / max(self.saved_bits[n], 1))
             self.unbinarize([worst])
             self.finetune(self.config.trial_epochs, f"back off {worst}")
@@ -277,18 +281,25 @@ class SearchSession:
             self.restore(self.initial, 0.0)
             self.record("restore-input", None)
 
+    def _binarized_candidates(self) -> list[str]:
+        return [name for name in binarized_layers(self.model) if name in self.saved_bits]
+
     def run(self, strategy_fn: Callable[[SearchSession], None]) -> None:
         """Record the starting point, then let ``strategy_fn`` drive the session."""
         self.record("start", None)
         strategy_fn(self)
 
 
-def _on_device(model: nn.Module, ctx: DistContext) -> nn.Module:
-    """``model`` itself if already on the context's device, else a copy there (the input stays untouched)."""
-    parameter = next(model.parameters(), None)
-    if parameter is None or parameter.device == ctx.device:
-        return model
-    return copy.deepcopy(model).to(ctx.device)
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators for the run and give the caller's random state back after it."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _as_imageset(data: ImageSet | tuple[torch.Tensor, torch.Tensor]) -> ImageSet:
@@ -337,15 +348,15 @@ def compress(
     if config.estimator not in ESTIMATORS:
         raise CompressionError(f"unknown estimator {config.estimator!r}; choose one of {list(ESTIMATORS)}")
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
     train, val = _as_imageset(train_data), _as_imageset(val_data)
     test = _as_imageset(test_data) if test_data is not None else None
-    session = SearchSession(model, train, val, budget, config, ctx, progress)
-    session.run(STRATEGY_FUNCTIONS[config.strategy])
-    accuracy = {"val_before": session.val_before, "val_after": session.val_before - session.current_drop}
-    if test is not None:
-        accuracy["test_before"] = evaluate(session.teacher or _on_device(model, ctx), test, ctx)
-        accuracy["test_after"] = evaluate(session.model, test, ctx)
+    with _seeded(config.seed, ctx.device):
+        session = SearchSession(model, train, val, budget, config, ctx, progress)
+        session.run(STRATEGY_FUNCTIONS[config.strategy])
+        accuracy = {"val_before": session.val_before, "val_after": session.val_before - session.current_drop}
+        if test is not None:
+            accuracy["test_before"] = evaluate(session.input_model, test, ctx)
+            accuracy["test_after"] = evaluate(session.model, test, ctx)
     compressed = session.model.to("cpu").eval()
     timings = dict(session.timings)
     timings["total"] = time.perf_counter() - started

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from albsnn_compress import load_checkpoint
+from albsnn_compress import binarize_, binarized_layers, load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.search import SearchConfig, compress
@@ -115,3 +115,41 @@ def test_budget_holds_even_when_finetuning_itself_hurts(digits_checkpoint: Path,
     assert evaluate(result.model, digits["val"]) == result.accuracy["val_before"] == result.accuracy["val_after"]
     for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_restoring_the_input_keeps_the_layers_it_had_binarized(digits_checkpoint: Path, digits) -> None:
+    # the input arrives with conv3 binarized; lr 1.0 wrecks every slice, so the back-off returns conv3 to
+    # float, is still over budget, and the search falls back to the input model: conv3 binarized again
+    model = load_checkpoint(digits_checkpoint)
+    binarize_(model, ["layers.conv3"])
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
+    assert [step.action for step in result.trajectory][-2:] == ["backoff", "restore-input"]
+    assert result.selected == binarized_layers(model) == ["layers.conv3"]
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_binarized_layer_that_is_no_candidate_is_never_touched(digits_checkpoint: Path, digits) -> None:
+    # conv1 (the first layer: no candidate) and conv3 arrive binarized; the back-off returns conv3 only,
+    # and unbinarizing the search's copy leaves the caller's model running
+    model = load_checkpoint(digits_checkpoint)
+    binarize_(model, ["layers.conv1", "layers.conv3"])
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
+    assert [step.action for step in result.trajectory][-1] == "backoff"
+    assert result.selected == ["layers.conv1"]
+    assert binarized_layers(model) == ["layers.conv1", "layers.conv3"]
+    with torch.no_grad():
+        model(digits["val"].as_float()[:8])
+
+
+def test_the_callers_model_and_random_state_are_left_as_they_were(digits_checkpoint: Path, digits) -> None:
+    model = load_checkpoint(digits_checkpoint).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1234)
+    rng = torch.get_rng_state()
+    config = SearchConfig(distill=False, **FAST)
+    compress(model, digits["train"], digits["val"], 1.0, test_data=digits["test"], config=config)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(module.training for module in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
