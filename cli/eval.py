@@ -6,30 +6,14 @@ from pathlib import Path
 
 import click
 
-from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.cli.options import data_root_option, device_option
 from albsnn_compress.data.registry import DATASETS, dataset_info, load_split
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import DatasetError
-from albsnn_compress.formats.container import is_container, read_container
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.model_file import load_model_file
 from albsnn_compress.training import evaluate
 
-__all__ = ["command", "load_model_file"]
-
-
-def load_model_file(path: Path) -> tuple[SpikingNet, str | None]:
-    """The model in a ``.albsnn`` container or a ``model.pt`` checkpoint (told apart by the magic) and its dataset name.
-
-    Raises:
-        ContainerError, CheckpointError: the file is malformed.
-    """
-    if is_container(path):
-        container = read_container(path)
-        return container.model, container.metadata.get("dataset")
-    checkpoint = read_checkpoint(path)
-    dataset = checkpoint.metadata.get("dataset")
-    return checkpoint.build(), dataset if isinstance(dataset, str) else None
+__all__ = ["command"]
 
 
 @click.command("eval")
@@ -42,8 +26,8 @@ def load_model_file(path: Path) -> tuple[SpikingNet, str | None]:
 @device_option
 def command(model_file: Path, data_root: Path | None, split: str, batch_size: int, dataset: str | None, device: str) -> None:
     """Print the top-1 accuracy of a container or checkpoint on a dataset split."""
-    model, named = load_model_file(model_file)
-    dataset = dataset or named
+    opened = load_model_file(model_file)
+    model, dataset = opened.model, dataset or opened.dataset
     if dataset is None:
         raise click.BadParameter(f"{model_file} names no dataset (metadata key 'dataset'); pass one", param_hint="--dataset")
     expected = tuple(dataset_info(dataset).input_shape)

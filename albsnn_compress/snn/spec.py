@@ -42,7 +42,7 @@ from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
 from albsnn_compress.snn.neurons import RESET_MODES
 from albsnn_compress.snn.surrogate import make_surrogate
 
-__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
+__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "layer_shapes", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
 
 
 def _reset_mode(value: Any, where: str) -> str:
@@ -170,7 +170,7 @@ def _num_classes(value: Any) -> int:
     return value
 
 
-def _layer_shapes(spec: dict[str, Any]) -> list[tuple[Shape, Shape]]:
+def layer_shapes(spec: dict[str, Any]) -> list[tuple[Shape, Shape]]:
     """``(input shape, output shape)`` of every layer of a normalized spec, by integer arithmetic only."""
     shape: Shape = tuple(spec["input"]["shape"])
     shapes = []
@@ -194,7 +194,7 @@ def spec_bounds(spec: dict[str, Any]) -> tuple[int, int]:
         SpecError: a layer gets an input of the wrong rank or does not fit it.
     """
     params, largest = 0, math.prod(spec["input"]["shape"])
-    for layer, (shape, out) in zip(spec["layers"], _layer_shapes(spec)):
+    for layer, (shape, out) in zip(spec["layers"], layer_shapes(spec)):
         params += LAYER_TYPES[layer["type"]].parameters(layer, shape)
         largest = max(largest, math.prod(out))
     return params, largest
@@ -217,7 +217,7 @@ class SpikingNet(nn.Module):
         self.register_buffer("input_mean", torch.tensor(inp["mean"]).view(1, channels, 1, 1), persistent=False)
         self.register_buffer("input_std", torch.tensor(inp["std"]).view(1, channels, 1, 1), persistent=False)
         modules: OrderedDict[str, nn.Module] = OrderedDict()
-        shapes = _layer_shapes(self.spec)
+        shapes = layer_shapes(self.spec)
         for layer, (shape, _) in zip(self.spec["layers"], shapes):
             modules[layer["name"]] = LAYER_TYPES[layer["type"]].build(layer, shape, self.spec["neuron"])
         shape = shapes[-1][1]
