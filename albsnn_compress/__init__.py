@@ -1,27 +1,55 @@
 """albsnn-compress: binarize the layers of a spiking network that an accuracy budget affords.
 
-Public API (the command line is a thin layer over it)::
+The public API (the command line is a thin layer over it)::
 
-    from albsnn_compress import load_checkpoint, save_checkpoint, binarize_
-    model = load_checkpoint("model.pt")
+    import albsnn_compress as ac
+
+    model = ac.load_checkpoint("model.pt")
+    print(ac.summary(model))                                   # per-layer storage table
+    result = ac.compress(model, train, val, budget=0.2,        # tensors, ImageSet or DataLoader
+                         config=ac.SearchConfig(seed=0))
+    ac.write_container("model.albsnn", result.model)           # 1 bit per binary weight
+    ac.export_onnx(result.model, "model.onnx")                 # stock onnxruntime runs it
+    report = ac.build_report(result, input_checkpoint="model.pt",
+                             container="model.albsnn", onnx="model.onnx")
+
+Everything else is importable from its module (``albsnn_compress.snn.layer_types``
+for new layer types, ``albsnn_compress.estimators`` and ``albsnn_compress.strategies``
+for new estimators and strategies); docs/architecture.md maps them.
 """
 
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.formats.container import read_container, write_container
+from albsnn_compress.formats.onnx_export import export_onnx
+from albsnn_compress.model_file import load_model_file
+from albsnn_compress.report import build_report
+from albsnn_compress.result import CompressionResult
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.snn.spec import SpikingNet, build_model
+from albsnn_compress.summary import summary
 from albsnn_compress.versions import __version__
 
 __all__ = [
     "AlbsnnError",
+    "CompressionResult",
+    "SearchConfig",
     "SpikingNet",
     "__version__",
     "binarize_",
     "binarized_layers",
     "build_model",
+    "build_report",
     "candidate_layers",
+    "compress",
+    "export_onnx",
     "load_checkpoint",
+    "load_model_file",
     "read_checkpoint",
+    "read_container",
     "save_checkpoint",
+    "summary",
     "unbinarize_",
+    "write_container",
 ]
