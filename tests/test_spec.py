@@ -53,6 +53,17 @@ def test_gap_head_has_no_fully_connected_layer() -> None:
         (lambda s: s.update(num_classes=7), "expected \\[7\\]"),
         (lambda s: s["layers"].insert(0, {"type": "linear", "out_features": 4}), "needs a flat input"),
         (lambda s: s["layers"][1].update(name="conv1"), "names must be unique"),
+        (lambda s: s.update(neuron={"v_threshold": "nan"}), "spec neuron v_threshold must be a finite number, got 'nan'"),
+        (lambda s: s.update(neuron={"v_threshold": float("inf")}), "v_threshold must be a finite number"),
+        (lambda s: s.update(neuron={"tau": 0.5}), "spec neuron tau must be a finite number >= 1"),
+        (lambda s: s.update(neuron={"reset": "sideways"}), "spec neuron reset must be one of \\['hard', 'soft'\\]"),
+        (lambda s: s.update(neuron={"surrogate": {"name": "arctan", "alpha": float("nan")}}), "surrogate alpha must be a finite number > 0"),
+        (lambda s: s["input"].update(std=[float("nan")]), "std\\[0\\] must be a finite number > 0"),
+        (lambda s: s["input"].update(mean=[True]), "mean\\[0\\] must be a finite number"),
+        (lambda s: s["layers"][0].update(bias=1), "layer conv1 bias must be true or false"),
+        (lambda s: s["layers"][1].update(momentum=2.0), "layer bn1 momentum must be a number in \\(0, 1\\]"),
+        (lambda s: s["layers"][1].update(eps=-1e-5), "layer bn1 eps must be a finite number > 0"),
+        (lambda s: s["layers"][0].update(kernel_size=99), "kernel 99 with padding 1 does not fit"),
     ],
 )
 def test_bad_specs_are_named(mutate, message: str) -> None:

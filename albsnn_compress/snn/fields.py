@@ -94,35 +94,31 @@ def boolean(value: Any, where: str) -> bool:
     return value
 
 
+def _number(value: Any, where: str, accept: Callable[[float], bool], wanted: str) -> float:
+    """``value`` as a float if it is a finite number that ``accept`` takes, else a :class:`SpecError` saying ``wanted``."""
+    if not _is_number(value) or not math.isfinite(value) or not accept(float(value)):
+        raise SpecError(f"{where} must be {wanted}, got {value!r}")
+    return float(value)
+
+
 def finite_float(value: Any, where: str) -> float:
     """Any finite number, as a float."""
-    if not _is_number(value) or not math.isfinite(value):
-        raise SpecError(f"{where} must be a finite number, got {value!r}")
-    return float(value)
+    return _number(value, where, lambda _: True, "a finite number")
 
 
 def positive_float(value: Any, where: str) -> float:
     """A finite number > 0, as a float."""
-    number = finite_float(value, where)
-    if number <= 0:
-        raise SpecError(f"{where} must be a finite number > 0, got {value!r}")
-    return number
+    return _number(value, where, lambda x: x > 0, "a finite number > 0")
 
 
 def at_least_one(value: Any, where: str) -> float:
     """A finite number >= 1, as a float (a time constant: 1 means no leak)."""
-    number = finite_float(value, where)
-    if number < 1:
-        raise SpecError(f"{where} must be a finite number >= 1 (1 = no leak), got {value!r}")
-    return number
+    return _number(value, where, lambda x: x >= 1, "a finite number >= 1 (1 = no leak)")
 
 
 def fraction(value: Any, where: str) -> float:
     """A finite number in ``(0, 1]``, as a float."""
-    number = finite_float(value, where)
-    if not 0 < number <= 1:
-        raise SpecError(f"{where} must be a number in (0, 1], got {value!r}")
-    return number
+    return _number(value, where, lambda x: 0 < x <= 1, "a number in (0, 1]")
 
 
 def choice(options: tuple[str, ...]) -> Check:
