@@ -9,13 +9,9 @@ output folder, each atomically.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from rich.console import Console
-from rich.progress import Progress
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
@@ -23,7 +19,8 @@ from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CheckpointError, DatasetError
 from albsnn_compress.formats.container import sha256_file, write_container
 from albsnn_compress.formats.onnx_export import export_onnx
-from albsnn_compress.report import build_report, render_terminal, write_report
+from albsnn_compress.progress import ProgressCallback
+from albsnn_compress.report import build_report, write_report
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
 
@@ -50,18 +47,17 @@ class CompressOutcome:
     files: dict[str, Path]
     report: dict[str, Any] | None
 
-    def print_summary(self, console: Console | None = None) -> None:
-        """The short terminal report: selection, accuracy and storage before/after, files."""
-        # a log file or pipe has no width: use one wide enough for the layer table
-        console = console or Console(width=None if sys.stdout.isatty() else 160)
-        if self.report is not None:
-            render_terminal(self.report, console, brief=True)
-        for kind, path in self.files.items():
-            console.print(f"  {kind}: {path}")
 
+def compress_checkpoint(
+    request: CompressRequest, ctx: DistContext = LOCAL, on_progress: ProgressCallback | None = None
+) -> CompressOutcome:
+    """Run the whole pipeline; see the module docstring.
 
-def compress_checkpoint(request: CompressRequest, ctx: DistContext = LOCAL, progress: Progress | None = None) -> CompressOutcome:
-    """Run the whole pipeline; see the module docstring."""
+    Args:
+        request: the checkpoint, budget, search settings and output folder.
+        ctx: distributed context (single process by default).
+        on_progress: receives the search's and its finetuning's progress events.
+    """
     checkpoint = read_checkpoint(request.checkpoint)
     dataset = checkpoint.metadata.get("dataset")
     if not isinstance(dataset, str):
@@ -73,7 +69,7 @@ def compress_checkpoint(request: CompressRequest, ctx: DistContext = LOCAL, prog
     model = checkpoint.build()
     result = compress(
         model, splits["train"], splits["val"], request.budget, test_data=splits["test"],
-        config=request.config, ctx=ctx, progress=progress,
+        config=request.config, ctx=ctx, on_progress=on_progress,
     )
     files: dict[str, Path] = {}
     report = None

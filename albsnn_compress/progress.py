@@ -1,26 +1,50 @@
-"""Rich progress bars, shown only where someone is watching (the main process)."""
+"""Progress of long runs as plain events: the library reports, the caller decides what to show.
+
+Training (:class:`~albsnn_compress.training.Trainer`,
+:func:`~albsnn_compress.train_model.train_model`) and the search
+(:func:`~albsnn_compress.search.compress`) take an optional ``on_progress``
+callback and call it with a :class:`ProgressEvent` as they go; they never print.
+The command line turns the events into progress bars
+(``albsnn_compress.cli.progress``); a notebook or a log can do anything else.
+
+Phases (at most one event stream per phase is open at a time):
+
+* ``"train"``: a whole training run; steps of the schedule.
+* ``"slice"``: one :meth:`Trainer.run` call (an epoch of training, or one
+  finetuning slice of the search); its optimisation steps.
+* ``"search"``: a compression search; ``completed`` counts trajectory steps, the
+  total is unknown.
+
+Every phase ends with one event whose ``finished`` is true.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["make_progress"]
+__all__ = ["ProgressEvent", "ProgressCallback"]
 
 
-def make_progress(enabled: bool = True, console: Console | None = None) -> Progress:
-    """A progress display with phase text, a bar, counts, elapsed and time left.
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One update of a running phase.
 
-    Disabled (renders nothing) on non-main ranks and in library calls that ask for quiet.
+    Attributes:
+        phase: ``"train"``, ``"slice"`` or ``"search"`` (see the module docstring).
+        description: what runs now, for people (``"epoch 2"``, ``"try conv3"``, ``"search: revert"``).
+        completed: units done so far in this phase (steps, or trajectory steps).
+        total: units the phase will take, or ``None`` when not known in advance.
+        status: the latest figures, for people (``"loss 0.4132"``).
+        finished: this is the phase's last event.
     """
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
+
+    phase: str
+    description: str
+    completed: int
+    total: int | None
+    status: str = ""
+    finished: bool = False
+
+
+ProgressCallback = Callable[[ProgressEvent], None]

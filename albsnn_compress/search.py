@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
@@ -33,6 +32,7 @@ from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.estimators import ESTIMATORS, Calibration, Estimator, LossEstimator, Probe, make_estimator
 from albsnn_compress.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
 from albsnn_compress.model_copy import copy_model
+from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training import TrainConfig, Trainer, cross_entropy_loss, evaluate
@@ -128,14 +128,14 @@ class SearchSession:
         budget: float,
         config: SearchConfig,
         ctx: DistContext = LOCAL,
-        progress: Progress | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.model = copy_model(model).to(ctx.device)
         self.train, self.val = train, val
         self.budget = budget
         self.config = config
         self.ctx = ctx
-        self.progress = progress
+        self.on_progress = on_progress
         self.candidates = _resolve_candidates(self.model, config)
         self.input_model = frozen_teacher(self.model)  # the input as it came, for the test split and distillation
         self.teacher = self.input_model if config.distill else None
@@ -153,7 +153,6 @@ class SearchSession:
         self.current_drop = 0.0
         self.started = time.perf_counter()
         self.initial = self.snapshot()  # the input model: the fallback that always meets the budget
-        self.task = progress.add_task("search", total=None, status="") if progress is not None else None
 
     # -- bookkeeping ---------------------------------------------------------------
     def _saved_bits(self) -> dict[str, int]:
@@ -179,12 +178,10 @@ class SearchSession:
             storage_bits=self.storage_bits(), estimates=dict(estimates or {}), seconds=time.perf_counter() - self.started,
         )
         self.trajectory.append(step)
-        if self.task is not None:
+        if self.on_progress is not None:
             selection = ",".join(n.split(".")[-1] for n in step.selection) or "none"
-            self.progress.update(
-                self.task, description=f"search: {action}",
-                status=f"binarized [{selection}]  val {step.val_accuracy:.2f}% (drop {step.drop:+.2f} / budget {self.budget:.2f})",
-            )
+            status = f"binarized [{selection}]  val {step.val_accuracy:.2f}% (drop {step.drop:+.2f} / budget {self.budget:.2f})"
+            self.on_progress(ProgressEvent("search", f"search: {action}", len(self.trajectory), None, status))
         return step
 
     def final_decisions(self) -> list[LayerDecision]:
@@ -229,7 +226,7 @@ class SearchSession:
         tracker = self.estimator.tracker if isinstance(self.estimator, LossEstimator) else None
         after_backward = (lambda model: tracker.update(model, self.candidates)) if tracker else None
         trainer = Trainer(self.model, self.train, config, self.ctx, self.loss_fn, after_backward)
-        trainer.run(trainer.total_steps, self.progress, description)
+        trainer.run(trainer.total_steps, self.on_progress, description)
         self.finetune_epochs += trainer.total_steps / trainer.steps_per_epoch
         self.timings["finetune"] += time.perf_counter() - start
 
@@ -288,6 +285,8 @@ class SearchSession:
         """Record the starting point, then let ``strategy_fn`` drive the session."""
         self.record("start", None)
         strategy_fn(self)
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))
 
 
 @contextmanager
@@ -318,7 +317,7 @@ def compress(
     test_data: ImageSet | tuple[torch.Tensor, torch.Tensor] | None = None,
     config: SearchConfig | None = None,
     ctx: DistContext = LOCAL,
-    progress: Progress | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> CompressionResult:
     """Binarize the candidate layers of ``model`` that ``budget`` affords.
 
@@ -351,7 +350,7 @@ def compress(
     train, val = _as_imageset(train_data), _as_imageset(val_data)
     test = _as_imageset(test_data) if test_data is not None else None
     with _seeded(config.seed, ctx.device):
-        session = SearchSession(model, train, val, budget, config, ctx, progress)
+        session = SearchSession(model, train, val, budget, config, ctx, on_progress)
         session.run(STRATEGY_FUNCTIONS[config.strategy])
         accuracy = {"val_before": session.val_before, "val_after": session.val_before - session.current_drop}
         if test is not None:

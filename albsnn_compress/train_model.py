@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import SpecError
+from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 from albsnn_compress.training import TrainConfig, Trainer, evaluate
@@ -74,8 +74,15 @@ def resolve_architecture(arch: str, dataset: str) -> dict[str, Any]:
     return spec
 
 
-def train_model(request: TrainRequest, ctx: DistContext = LOCAL, progress: Progress | None = None) -> TrainResult:
-    """Train, evaluate on validation and test splits, and (rank 0) write the checkpoint."""
+def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: ProgressCallback | None = None) -> TrainResult:
+    """Train, evaluate on validation and test splits, and (rank 0) write the checkpoint.
+
+    Args:
+        request: dataset, architecture, hyper-parameters and where to write.
+        ctx: distributed context (single process by default).
+        on_progress: called with ``"train"`` events (schedule steps, loss and validation
+            accuracy after each epoch) and each epoch's ``"slice"`` events.
+    """
     start = time.perf_counter()
     config = request.config
     spec = resolve_architecture(request.arch, request.dataset)
@@ -84,14 +91,16 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, progress: Progr
     model = SpikingNet(spec, request.timesteps)
     trainer = Trainer(model, splits["train"], config, ctx)
     history = []
-    epoch_task = progress.add_task("epochs", total=trainer.total_steps, status="") if progress else None
+    if on_progress is not None:
+        on_progress(ProgressEvent("train", "epochs", 0, trainer.total_steps))
     epoch = 0
     while trainer.remaining:
-        loss = trainer.run(min(trainer.steps_per_epoch, trainer.remaining), progress, f"epoch {epoch + 1}")
+        loss = trainer.run(min(trainer.steps_per_epoch, trainer.remaining), on_progress, f"epoch {epoch + 1}")
         val = evaluate(model, splits["val"], ctx)
         history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": val})
-        if epoch_task is not None:
-            progress.update(epoch_task, completed=trainer.step, status=f"loss {loss:.4f}  val {val:.2f}%")
+        if on_progress is not None:
+            status = f"loss {loss:.4f}  val {val:.2f}%"
+            on_progress(ProgressEvent("train", "epochs", trainer.step, trainer.total_steps, status, not trainer.remaining))
         epoch += 1
     val_accuracy = history[-1]["val_accuracy"]
     test_accuracy = evaluate(model, splits["test"], ctx)

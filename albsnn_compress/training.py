@@ -1,4 +1,4 @@
-"""Training and evaluation loops, one process or many (DDP), with rich progress.
+"""Training and evaluation loops, one process or many (DDP), reporting progress as events.
 
 ``Trainer`` owns the optimizer (AdamW), a cosine learning-rate schedule over a
 known number of steps, and the DDP wrapper; callers run it in slices
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -27,6 +26,7 @@ from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.sync_batchnorm import synchronized_batchnorm
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
@@ -128,10 +128,18 @@ class Trainer:
         """Steps left in the schedule."""
         return self.total_steps - self.step
 
-    def run(self, steps: int, progress: Progress | None = None, description: str = "train") -> float:
-        """Take ``steps`` optimisation steps (capped at the schedule end); return the mean loss."""
+    def run(self, steps: int, on_progress: ProgressCallback | None = None, description: str = "train") -> float:
+        """Take ``steps`` optimisation steps (capped at the schedule end); return the mean loss.
+
+        Args:
+            steps: optimisation steps to take.
+            on_progress: called with a ``"slice"`` :class:`ProgressEvent` before the first
+                step and after each (the running mean loss as its status).
+            description: the events' description (``"epoch 2"``, ``"try conv3"``).
+        """
         steps = min(steps, self.remaining)
-        task = progress.add_task(description, total=steps, status="") if progress else None
+        if on_progress is not None:
+            on_progress(ProgressEvent("slice", description, 0, steps, finished=steps == 0))
         self.model.train()
         total = 0.0
         use_amp = self.config.amp and self.ctx.device.type == "cuda"
@@ -149,10 +157,8 @@ class Trainer:
                 self.scheduler.step()
                 self.step += 1
                 total += float(loss.detach())
-                if task is not None:
-                    progress.update(task, advance=1, status=f"loss {total / (i + 1):.4f}")
-        if task is not None:
-            progress.remove_task(task)
+                if on_progress is not None:
+                    on_progress(ProgressEvent("slice", description, i + 1, steps, f"loss {total / (i + 1):.4f}", i + 1 == steps))
         self.ctx.broadcast_buffers_(self.model)  # every rank now holds the model rank 0 saves
         total = float(self.ctx.all_reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.ctx.world_size
         return total / max(steps, 1)

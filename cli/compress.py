@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
+from albsnn_compress.cli.progress import progress_bars
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.estimators import ESTIMATORS
-from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.progress import make_progress
+from albsnn_compress.pipeline import CompressOutcome, CompressRequest, compress_checkpoint
+from albsnn_compress.report import render_terminal
 from albsnn_compress.search import STRATEGIES, SearchConfig, check_budget
 
 __all__ = ["command"]
@@ -66,7 +69,17 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights)
-    with make_progress(enabled=ctx.is_main and not quiet) as progress:
-        outcome = compress_checkpoint(request, ctx, progress)
+    with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
+        outcome = compress_checkpoint(request, ctx, on_progress)
     if ctx.is_main:
-        outcome.print_summary()
+        _print_summary(outcome)
+
+
+def _print_summary(outcome: CompressOutcome) -> None:
+    """The short terminal report (storage, accuracy, layers) and the files written."""
+    # a log file or pipe has no width: use one wide enough for the layer table
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if outcome.report is not None:
+        render_terminal(outcome.report, console, brief=True)
+    for label, path in outcome.files.items():
+        console.print(f"  {label}: {path}")

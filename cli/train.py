@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
+from albsnn_compress.cli.progress import progress_bars
 from albsnn_compress.data.registry import DATASETS
 from albsnn_compress.distributed import init_distributed
-from albsnn_compress.progress import make_progress
 from albsnn_compress.snn.presets import PRESETS
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
@@ -41,8 +41,8 @@ def command(
     ctx = init_distributed(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp, sync_bn=sync_bn)
     request = TrainRequest(dataset, str(data_root) if data_root else None, arch, timesteps, config, output)
-    with make_progress(enabled=ctx.is_main and not quiet) as progress:
-        result = train_model(request, ctx, progress)
+    with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
+        result = train_model(request, ctx, on_progress)
     if ctx.is_main:
         click.echo(
             f"{dataset} {arch} T={timesteps}: val {result.val_accuracy:.2f}%  test {result.test_accuracy:.2f}%  "
