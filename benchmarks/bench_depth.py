@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -210,9 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         payload = run_benchmark(args)
     except AlbsnnError as exc:  # a wrong dataset, data root or budget: one line, exit 2
         parser.exit(2, f"error: {exc}\n")
-    payload["command"] = " ".join(["python -m benchmarks.bench_depth", *(argv if argv is not None else sys.argv[1:])])
     print_tables(payload)
-    path = write_result("depth-quick" if args.quick else "depth", payload, args.results)
+    path = write_result("depth-quick" if args.quick else "depth", payload, args.results, module="benchmarks.bench_depth", argv=argv)
     Console().print(f"wrote {path}")
 
 

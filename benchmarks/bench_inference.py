@@ -284,9 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
     result = run_benchmark(config)
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
-    result["command"] = " ".join(["python -m benchmarks.bench_inference", *(argv if argv is not None else sys.argv[1:])])
     output = args.output or RESULTS / ("inference-quick.json" if args.quick else "inference.json")
-    path = write_result(output.stem, result, output.parent)
+    path = write_result(output.stem, result, output.parent, module="benchmarks.bench_inference", argv=argv)
     _print_table(result)
     print(f"wrote {path}")
 

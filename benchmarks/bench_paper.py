@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
+from benchmarks.provenance import repo_relative
 
 __all__ = ["main", "run_benchmark", "PAPER_ROWS", "DATASET_LABELS"]
 
@@ -130,7 +130,7 @@ def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path) -> d
         run = runs[-1]
         Console().print(f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, drop {run['val_drop']:.2f} pts")
     return {
-        "checkpoint": str(checkpoint),
+        "checkpoint": repo_relative(str(checkpoint)),
         "dataset": dataset,
         "dataset_label": DATASET_LABELS.get(dataset, str(dataset)),
         "arch": saved.spec["name"],
@@ -215,10 +215,9 @@ def main(argv: list[str] | None = None) -> None:
             payload = run_benchmark(args, checkpoint, args.outdir or Path(tmp))
         except AlbsnnError as exc:  # a bad checkpoint, missing data root, wrong strategy: one line, exit 2
             parser.exit(2, f"error: {exc}\n")
-    payload["command"] = " ".join(["python -m benchmarks.bench_paper", *(argv if argv is not None else sys.argv[1:])])
     print_tables(payload)
     name = "paper-quick" if args.quick else f"paper-{payload['dataset']}-{payload['arch']}-T{payload['timesteps']}"
-    Console().print(f"wrote {write_result(name, payload, args.results)}")
+    Console().print(f"wrote {write_result(name, payload, args.results, module='benchmarks.bench_paper', argv=argv)}")
 
 
 if __name__ == "__main__":

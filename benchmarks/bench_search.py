@@ -34,6 +34,7 @@ from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
+from benchmarks.provenance import repo_relative
 
 
 def summarize(result, seconds: float) -> dict[str, Any]:
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "all" in args.strategies:
         runs.append(_run_one(model, splits, "all", "weight", args.budgets[0], base, ctx))  # the same for every budget
     return {
-        "checkpoint": str(checkpoint_path),
+        "checkpoint": repo_relative(str(checkpoint_path)),
         "dataset": checkpoint.metadata["dataset"],
         "arch": checkpoint.spec["name"],
         "timesteps": checkpoint.timesteps,
@@ -189,7 +190,8 @@ def markdown_tables(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run, print the tables, write ``search-NAME.json`` (or print ``--markdown`` tables)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="model.pt to compress (default with --quick: a freshly trained digits model)")
     parser.add_argument("--data-root", default=None)
@@ -208,7 +210,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
     parser.add_argument("--markdown", type=Path, default=None, help="print an existing result JSON as Markdown tables and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.markdown:
         print(markdown_tables(json.loads(args.markdown.read_text())))
         return
@@ -221,7 +223,7 @@ def main() -> None:
         args.name = args.name or "quick"
     payload = run(args)
     print_tables(payload)
-    path = write_result(f"search-{args.name or payload['dataset']}", payload, args.results)
+    path = write_result(f"search-{args.name or payload['dataset']}", payload, args.results, module="benchmarks.bench_search", argv=argv)
     Console().print(f"wrote {path}")
 
 

@@ -31,7 +31,6 @@ import argparse
 import copy
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
+from benchmarks.provenance import repo_relative
 
 __all__ = ["main", "run_benchmark", "median_ms"]
 
@@ -124,7 +124,7 @@ def _one_t(timesteps: int, config: dict[str, Any], args: argparse.Namespace, tes
         "test_accuracy": trained.test_accuracy,
         "train_seconds": trained.seconds,
         "onnx_bytes": onnx_path.stat().st_size,
-        "checkpoint": str(output) if output else None,
+        "checkpoint": repo_relative(str(output)) if output else None,
         "latency": latency,
     }
 
@@ -225,11 +225,10 @@ def main(argv: list[str] | None = None) -> None:
         payload = run_benchmark(args)
     except AlbsnnError as exc:  # a wrong dataset, data root or architecture: one line, exit 2
         parser.exit(2, f"error: {exc}\n")
-    payload["command"] = " ".join(["python -m benchmarks.bench_timesteps", *(argv if argv is not None else sys.argv[1:])])
     print_tables(payload)
     config = payload["config"]
     name = "timesteps-quick" if args.quick else f"timesteps-{config['dataset']}-{Path(config['arch']).stem}"
-    Console().print(f"wrote {write_result(name, payload, args.results)}")
+    Console().print(f"wrote {write_result(name, payload, args.results, module='benchmarks.bench_timesteps', argv=argv)}")
 
 
 if __name__ == "__main__":

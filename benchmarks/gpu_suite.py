@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import shutil
 import subprocess
@@ -46,9 +45,9 @@ from pathlib import Path
 
 import torch
 
-from albsnn_compress.atomic import atomic_write_text
 from albsnn_compress.checkpoint import read_checkpoint
 from benchmarks.cifar_binary import convert
+from benchmarks.machine import write_result
 
 __all__ = ["main", "Plan", "affordable_epochs"]
 
@@ -86,8 +85,8 @@ def affordable_epochs(seconds: float, epoch_seconds: float, minimum: float, safe
 class Suite:
     """Runs the stages in order, each bounded by its share of what is left."""
 
-    def __init__(self, args: argparse.Namespace, plan: Plan) -> None:
-        self.args, self.plan = args, plan
+    def __init__(self, args: argparse.Namespace, plan: Plan, argv: list[str] | None = None) -> None:
+        self.args, self.plan, self.argv = args, plan, argv
         self.start = time.perf_counter()
         self.out: Path = args.out
         self.work: Path = args.work
@@ -140,7 +139,7 @@ class Suite:
         self.write_status()
 
     def write_status(self) -> None:
-        atomic_write_text(self.out / "suite.json", json.dumps({"plan": self.plan.__dict__, "stages": self.status}, indent=2) + "\n")
+        write_result("suite", {"plan": self.plan.__dict__, "stages": self.status}, self.out, module="benchmarks.gpu_suite", argv=self.argv)
 
     # -- stages -----------------------------------------------------------------------------
     def data(self) -> None:
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--share {item!r}: unknown stage; choose from {', '.join(STAGES)}")
         plan.shares[stage] = float(fraction)
     plan.shares = {stage: share for stage, share in plan.shares.items() if args.stages is None or stage in args.stages}
-    Suite(args, plan).run()
+    Suite(args, plan, argv).run()
 
 
 if __name__ == "__main__":

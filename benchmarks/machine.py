@@ -1,4 +1,9 @@
-"""What every benchmark result records about where it ran."""
+"""What every benchmark result records about where it ran, and the one function that writes results.
+
+Every result JSON goes through :func:`write_result`, which adds ``machine`` (this
+module) and ``provenance`` (:mod:`benchmarks.provenance`: commit, dirty flag,
+UTC date, argv) to the benchmark's payload.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,7 @@ import torch
 from albsnn_compress.atomic import atomic_write_text
 from albsnn_compress.distributed import DistContext, resolve_device
 from albsnn_compress.versions import package_versions
+from benchmarks.provenance import provenance
 
 __all__ = ["machine_info", "write_result", "add_device_argument", "device_context", "RESULTS"]
 
@@ -42,12 +49,23 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_result(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
-    """Write ``payload`` plus machine info as ``<folder>/<name>.json`` (atomically)."""
+def write_result(
+    name: str, payload: dict[str, Any], folder: Path | None = None, *, module: str, argv: Sequence[str] | None = None
+) -> Path:
+    """Write ``payload`` plus ``machine`` and ``provenance`` as ``<folder>/<name>.json`` (atomically).
+
+    Args:
+        name: the file name without ``.json``.
+        payload: the benchmark's own fields.
+        folder: where to write (default ``benchmarks/results``).
+        module: the benchmark's module (``benchmarks.bench_container``), for the recorded command.
+        argv: its command-line arguments (default ``sys.argv[1:]``).
+    """
     folder = folder or RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
-    atomic_write_text(path, json.dumps({"machine": machine_info(), **payload}, indent=2, sort_keys=True) + "\n")
+    result = {"machine": machine_info(), "provenance": provenance(module, argv), **payload}
+    atomic_write_text(path, json.dumps(result, indent=2, sort_keys=True) + "\n")
     return path
 
 

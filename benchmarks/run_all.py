@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.machine import RESULTS, write_result
+from benchmarks.provenance import repo_relative
 
 __all__ = ["BENCHMARKS", "Benchmark", "main", "run_one"]
 
@@ -145,7 +147,8 @@ def run_one(benchmark: Benchmark, args: argparse.Namespace, folder: Path) -> dic
     else:
         status, reason = "ok", ""
     return {"name": benchmark.name, "status": status, "reason": reason, "seconds": seconds,
-            "result": str(result) if result else None, "command": " ".join(["python -m", benchmark.module, *arguments])}
+            "result": repo_relative(str(result)) if result else None,
+            "command": shlex.join(["python", "-m", benchmark.module, *map(repo_relative, arguments)])}
 
 
 def print_summary(entries: list[dict[str, Any]], total: float, console: Console | None = None) -> None:
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     entries = [run_one(b, args, folder) for b in BENCHMARKS if args.only is None or b.name in args.only]
     total = time.perf_counter() - start
     print_summary(entries, total)
-    path = write_result("run_all-quick" if args.quick else "run_all", {"quick": args.quick, "seed": args.seed, "seconds": total, "benchmarks": entries}, folder)
+    summary = {"quick": args.quick, "seed": args.seed, "seconds": total, "benchmarks": entries}
+    path = write_result("run_all-quick" if args.quick else "run_all", summary, folder, module="benchmarks.run_all", argv=argv)
     Console().print(f"wrote {path}")
     return 1 if any(entry["status"] == "failed" for entry in entries) else 0
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,33 @@ def test_every_benchmark_writes_its_result_with_machine_info(quick_results: dict
         assert machine["cpu"], name
         assert "gpu" in machine and "torch" in json.dumps(machine["versions"]), name
     assert [entry["status"] for entry in quick_results["run_all"]["benchmarks"]] == ["ok"] * 6
+
+
+def _head_commit() -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def assert_provenance(result: dict[str, Any], module: str, argv: list[str]) -> None:
+    """``result`` records the commit, a dirty flag, a recent UTC date and the arguments of ``python -m module``."""
+    record = result["provenance"]
+    assert record["commit"] == _head_commit()
+    assert record["commit"] is None or re.fullmatch("[0-9a-f]{40}", record["commit"])
+    assert isinstance(record["dirty"], bool) or (record["commit"] is None and record["dirty"] is None)
+    written = datetime.strptime(record["date_utc"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert timedelta(0) <= datetime.now(timezone.utc) - written < timedelta(hours=2)
+    assert record["argv"] == argv
+    assert record["command"].startswith(f"python -m {module}")
+    assert str(ROOT) not in json.dumps(result)
+
+
+@pytest.mark.slow
+def test_every_quick_result_records_its_provenance(quick_results: dict[str, dict[str, Any]]) -> None:
+    for name, result in quick_results.items():
+        module = "benchmarks.run_all" if name == "run_all" else f"benchmarks.bench_{name}"
+        assert_provenance(result, module, result["provenance"]["argv"])
+        assert "--quick" in result["provenance"]["argv"], name
+    assert all(entry["command"].startswith("python -m benchmarks.") for entry in quick_results["run_all"]["benchmarks"])
 
 
 @pytest.mark.slow
@@ -118,6 +147,7 @@ def test_full_size_benchmarks_without_inputs_are_skipped_not_failed(tmp_path: Pa
     run_all = _run_all_module(monkeypatch)
     assert run_all.main(["--only", "search", "timesteps", "paper", "--results", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "run_all.json").read_text())
+    assert_provenance(summary, "benchmarks.run_all", ["--only", "search", "timesteps", "paper", "--results", str(tmp_path)])
     reasons = {entry["name"]: (entry["status"], entry["reason"]) for entry in summary["benchmarks"]}
     assert reasons == {
         "search": ("skipped", "needs --checkpoint"),
@@ -134,3 +164,17 @@ def test_a_failing_benchmark_is_reported_as_failed(tmp_path: Path, monkeypatch: 
     silent = run_all.Benchmark("silent", "benchmarks.machine", lambda args, folder: [], lambda args: "silent.json")
     entry = run_all.run_one(silent, argparse.Namespace(quick=True, seed=None), tmp_path)
     assert entry["status"] == "failed" and "wrote no" in entry["reason"]
+
+
+def test_recorded_paths_are_relative_to_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.provenance import provenance, repo_relative
+
+    assert repo_relative(str(ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt")) == "benchmarks/checkpoints/fmnist-vgg-T1.pt"
+    assert repo_relative(str(ROOT.parent / "shared" / "datasets")) == "../shared/datasets"
+    assert repo_relative(str(ROOT)) == "."
+    assert repo_relative("/tmp/elsewhere/model.pt") == "/tmp/elsewhere/model.pt"
+    assert repo_relative("--quick") == "--quick" and repo_relative("0.2") == "0.2"
+    record = provenance("benchmarks.bench_paper", ["--checkpoint", str(ROOT / "m.pt"), "--outdir", "out dir"])
+    assert record["argv"] == ["--checkpoint", "m.pt", "--outdir", "out dir"]
+    assert record["command"] == "python -m benchmarks.bench_paper --checkpoint m.pt --outdir 'out dir'"
