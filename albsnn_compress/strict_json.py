@@ -6,15 +6,31 @@ raises a bare ``ValueError`` past 4300 digits) and recurses until it hits the
 interpreter's limit. :func:`strict_loads` refuses each of these with one
 :class:`StrictJSONError` whose message says what was found; callers prefix it
 with the file and field and re-raise their own error type.
+
+Cost: time and memory are linear in the text's length. The nesting depth is
+measured on the text before anything is parsed (one vectorized pass over its
+bytes: :func:`_nesting_depth`), so no Python object is made per value beyond
+what ``json`` itself builds; the per-integer and per-string checks run only when
+a cheap scan of the text finds a literal they could refuse.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 __all__ = ["StrictJSONError", "strict_loads"]
+
+# A surrogate escape (``\ud800``-``\udfff``) or a raw surrogate: the only ways a decoded string can hold one.
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_WHITESPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
 
 
 class StrictJSONError(ValueError):
@@ -22,11 +38,13 @@ class StrictJSONError(ValueError):
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise StrictJSONError(f"duplicate key {key!r}")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise StrictJSONError(f"duplicate key {key!r}")
+            seen.add(key)
     return result
 
 
@@ -41,27 +59,118 @@ def _parse_float(text: str) -> float:
     return value
 
 
-def _check_structure(value: Any, max_depth: int) -> None:
-    """Bound the nesting depth; reject strings that are not Unicode (unpaired surrogate escapes)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            raise StrictJSONError(f"nesting deeper than {max_depth} levels")
+_CHUNK = 1 << 20  # characters scanned at a time: the depth scan's memory stays a few MiB
+
+
+class _DepthScan:
+    """The deepest value of JSON text fed in pieces, in levels (a value inside a container is one level deeper).
+
+    Works on UTF-8 bytes, not on parsed values: a quote preceded by an even run
+    of backslashes opens or closes a string, and brackets outside strings move
+    the depth. No byte of a multi-byte UTF-8 character equals a quote, a
+    backslash or a bracket, so this is exact for valid JSON (and harmless for
+    invalid JSON, which the parser then refuses). State carried between pieces:
+    inside a string or not, the depth, the backslashes at the end of the piece.
+    """
+
+    def __init__(self) -> None:
+        self.in_string = False
+        self.depth = 0
+        self.backslashes = 0  # length of the backslash run that ends the text so far
+        self.deepest = 0
+
+    def feed(self, data: bytes) -> None:
+        raw = np.frombuffer(data, dtype=np.uint8)
+        if raw.size == 0:
+            return
+        backslash = raw == ord("\\")
+        quotes = np.flatnonzero(raw == ord('"'))
+        if quotes.size:
+            quotes = quotes[~self._escaped(quotes, backslash)]
+        toggles = np.zeros(raw.size, dtype=np.int8)
+        toggles[quotes] = 1
+        parity = np.cumsum(toggles, dtype=np.int8) & 1  # int8 wraps at 256, which keeps the parity
+        in_string = parity.view(np.bool_) ^ self.in_string
+        in_string[quotes] = True  # both quote characters belong to their string
+        opens = ((raw == ord("[")) | (raw == ord("{"))) & ~in_string
+        closes = ((raw == ord("]")) | (raw == ord("}"))) & ~in_string
+        step = opens.view(np.int8) - closes.view(np.int8)
+        # The level of the container a byte sits in; an opening bracket sits in its parent.
+        level = np.cumsum(step, dtype=np.int64) + self.depth - opens
+        content = ~np.isin(raw, _WHITESPACE)
+        if content.any():
+            self.deepest = max(self.deepest, int(level[content].max()) + 1)
+        self.depth += int(step.sum(dtype=np.int64))
+        self.in_string = bool(parity[-1]) ^ self.in_string
+        plain = np.flatnonzero(~backslash)
+        self.backslashes = raw.size - 1 - int(plain[-1]) if plain.size else self.backslashes + raw.size
+
+    def _escaped(self, quotes: np.ndarray, backslash: np.ndarray) -> np.ndarray:
+        """For each quote position, whether an odd run of backslashes precedes it (continuing the last piece's run)."""
+        after = quotes > 0
+        preceded = np.zeros(quotes.size, dtype=np.bool_)
+        preceded[after] = backslash[quotes[after] - 1]
+        runs = np.zeros(quotes.size, dtype=np.int64)
+        if preceded.any():
+            starts = np.flatnonzero(backslash & ~np.concatenate(([False], backslash[:-1])))
+            hit = quotes[preceded]
+            run_start = starts[np.searchsorted(starts, hit - 1, side="right") - 1]
+            runs[preceded] = hit - run_start + np.where(run_start == 0, self.backslashes, 0)
+        runs[quotes == 0] = self.backslashes
+        return runs % 2 == 1
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Refuse text whose values nest deeper than ``max_depth`` levels, before anything is parsed."""
+    scan = _DepthScan()
+    for start in range(0, len(text), _CHUNK):
+        scan.feed(text[start : start + _CHUNK].encode("utf-8", "surrogatepass"))
+    if scan.deepest > max_depth:
+        raise StrictJSONError(f"nesting deeper than {max_depth} levels")
+
+
+def _check_strings(value: Any) -> None:
+    """Reject strings (keys or values) that are not Unicode: unpaired surrogate escapes."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
         if isinstance(item, dict):
-            stack.extend((key, depth) for key in item)
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise StrictJSONError(f"string {item[:40]!r} holds an unpaired surrogate escape") from None
+            strings = list(item)
+            children = item.values()
+        else:
+            strings = []
+            children = item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                pending.append(child)
+            elif isinstance(child, str):
+                strings.append(child)
+        for string in strings:
+            if not string.isascii():
+                try:
+                    string.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise StrictJSONError(f"string {string[:40]!r} holds an unpaired surrogate escape") from None
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: parsed JSON is a tree (no cycles to find), and a header of
+    millions of small arrays would otherwise trigger thousands of collections (3x the parse time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def strict_loads(text: str, *, max_depth: int, max_int_digits: int, trailing: str = " \t\r\n") -> Any:
     """Parse one JSON value, refusing what ``json.loads`` would let through (see module docs).
+
+    The depth counts values on the path from the top: a top-level scalar is 1
+    level, ``{"a": 1}`` is 2, ``{"a": []}`` is 2 and ``{"a": [1]}`` is 3.
 
     Args:
         text: the JSON text.
@@ -72,23 +181,30 @@ def strict_loads(text: str, *, max_depth: int, max_int_digits: int, trailing: st
     Raises:
         StrictJSONError: with a message naming what was found and where.
     """
+    _check_depth(text, max_depth)
 
     def parse_int(literal: str) -> int:
         if len(literal.lstrip("-")) > max_int_digits:
             raise StrictJSONError(f"integer with {len(literal)} digits (at most {max_int_digits} allowed)")
         return int(literal)
 
+    # Only a text with a long run of digits can hold a too-long integer: elsewhere json's own int() is safe.
+    long_digits = re.search(rf"[0-9]{{{max_int_digits + 1},}}", text) is not None
     decoder = json.JSONDecoder(
         object_pairs_hook=_pairs_without_duplicates, parse_constant=_reject_constant,
-        parse_int=parse_int, parse_float=_parse_float,
+        parse_int=parse_int if long_digits else None, parse_float=_parse_float,
     )
     try:
-        value, end = decoder.raw_decode(text)
+        with _collector_paused():
+            value, end = decoder.raw_decode(text)
     except RecursionError:
         raise StrictJSONError(f"nesting deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise StrictJSONError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     if text[end:].strip(trailing):
         raise StrictJSONError(f"junk after the JSON object at character {end} (only padding may follow)")
-    _check_structure(value, max_depth)
+    if isinstance(value, (dict, list)) and _SURROGATE.search(text):
+        _check_strings(value)
+    elif isinstance(value, str) and not value.isascii():
+        _check_strings([value])
     return value
