@@ -16,7 +16,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
 def package_versions() -> dict[str, str]:
     """Versions of python, this package and the libraries whose behaviour shapes results."""
     versions = {"python": platform.python_version(), "albsnn-compress": __version__}
-    for name in ("torch", "numpy", "onnx", "onnxruntime", "bitarray"):
+    for name in ("torch", "numpy", "onnx", "onnxruntime"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
