@@ -1,4 +1,5 @@
-"""``albsnn-compress export FILE.albsnn -o model.onnx``: write a compressed model as ONNX."""
+"""``albsnn-compress export FILE.albsnn -o model.onnx``: write a compressed model as ONNX (or, with
+``--format c -o folder/``, as a folder of C99 for microcontrollers)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import click
 
 from albsnn_compress.binarize import binarized_layers
+from albsnn_compress.formats.c_export import export_c
 from albsnn_compress.formats.container import read_container
 from albsnn_compress.formats.onnx_export import WEIGHT_MODES, export_onnx
 
@@ -15,13 +17,29 @@ __all__ = ["command"]
 
 @click.command("export")
 @click.argument("container", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="ONNX file to write.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write (a folder for --format c)."
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(("onnx", "c")), default="onnx", show_default=True,
+    help="ONNX for onnxruntime, or a folder of C99 (1-bit weights kept packed) for microcontrollers.",
+)
 @click.option(
     "--onnx-weights", type=click.Choice(WEIGHT_MODES), default="packed", show_default=True,
     help="Store binarized weights at 1 bit (unpacked in the graph, opset 18) or as float32.",
 )
-def command(container: Path, output: Path, onnx_weights: str) -> None:
-    """Export a .albsnn container to ONNX that stock onnxruntime runs."""
+def command(container: Path, output: Path, output_format: str, onnx_weights: str) -> None:
+    """Export a .albsnn container to ONNX that stock onnxruntime runs, or to C for microcontrollers."""
+    if output_format == "c":
+        model = read_container(container).model
+        export = export_c(model, output)
+        click.echo(
+            f"{output}: {len(export.files)} files, {export.weight_bytes} bytes const (flash), "
+            f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, T={model.timesteps}"
+        )
+        return
+    if output.is_dir():
+        raise click.BadParameter(f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'")
     if not output.parent.exists():
         raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
     model = read_container(container).model

@@ -1,0 +1,62 @@
+/* albsnn_kernels.h: the layer kernels every exported model shares (internal: applications include albsnn_model.h).
+ *
+ * Written by albsnn-compress. Plain C99, no allocation, no library calls.
+ *
+ * A tensor between two layers is either float32 values, [steps][c*h*w], or bit planes of
+ * unsigned counts, [steps][planes][words], one plane per bit of the count, words = ceil(c*h*w / 32);
+ * element i of a plane is bit 31 - i % 32 of word i / 32 (most significant bit first, the order of
+ * the packed weights), and the padding bits of the last word are zero. A spike map is one plane;
+ * an average pool of spikes is a count of spikes with a divisor (the window size). Its value is
+ * count / divisor. steps is 1 before the first neuron layer (the image is the same at every
+ * time step), else ALBSNN_TIMESTEPS.
+ */
+#ifndef ALBSNN_KERNELS_H
+#define ALBSNN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint32_t c, h, w;   /* channels, height and width of one step; features are c x 1 x 1 */
+    uint32_t steps;     /* 1 (shared by every time step) or ALBSNN_TIMESTEPS */
+    uint32_t planes;    /* 0: float32 values; n >= 1: n bit planes of counts */
+    uint32_t divisor;   /* value = count / divisor (bit planes) */
+} albsnn_tensor;
+
+typedef struct {
+    float tau, v_threshold, v_reset;
+    uint32_t reset;     /* ALBSNN_RESET_* of albsnn_kernels.c */
+    uint32_t trace_id;  /* the neuron layer's index, for ALBSNN_TRACE */
+} albsnn_lif;
+
+typedef struct {
+    albsnn_tensor in, out;
+    uint32_t kernel, stride, padding, groups;
+    const uint8_t *bits;     /* binarized: sign bits [out c][in c / groups][k][k], MSB first, 1 = +1; else NULL */
+    const float *weight;     /* float weights in the same order, or NULL */
+    const float *scale;      /* per output channel: y = acc * scale + bias (alpha, batch norm, bias folded) */
+    const float *bias;
+    const albsnn_lif *lif;   /* neurons fused after the affine (out is a spike map), or NULL (out is float) */
+} albsnn_conv;
+
+typedef struct {
+    albsnn_tensor in, out;
+    uint32_t kernel, stride;
+    uint32_t is_max;         /* 0: average, 1: maximum */
+} albsnn_pool;
+
+void albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y);
+void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t *scratch);
+void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch);
+void albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
+void albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
+void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y);
+void albsnn_gap(const albsnn_tensor *in, const void *x, float *y);
+void albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits);
+
+#ifdef ALBSNN_TRACE
+/* Defined by the application when built with -DALBSNN_TRACE: called for every neuron, step and element. */
+void albsnn_trace(uint32_t layer, uint32_t step, uint32_t index, float h, int spike);
+#endif
+
+#endif /* ALBSNN_KERNELS_H */

@@ -1,0 +1,72 @@
+"""C source text for the C export: float literals that round-trip, const arrays, safe comments.
+
+Every function here is pure and deterministic, so the same model always gives the
+same bytes: floats are written as the shortest decimal that parses back to the same
+float32 (``numpy.format_float_scientific(..., unique=True)``), bytes in hex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CArray", "c_float", "c_uint", "c_comment", "render_array"]
+
+_FLOATS_PER_LINE = 8
+_BYTES_PER_LINE = 16
+
+
+def c_float(value: float) -> str:
+    """A C ``float`` literal for ``value`` rounded to float32, e.g. ``1.5e+00f``; parses back bit for bit.
+
+    Raises:
+        ValueError: ``value`` is not finite (C99 has no portable literal for it).
+    """
+    single = np.float32(value)
+    if not np.isfinite(single):
+        raise ValueError(f"{value!r} is not a finite float32")
+    return np.format_float_scientific(single, unique=True, trim="-") + "f"
+
+
+def c_uint(value: int) -> str:
+    """An unsigned C literal, e.g. ``28u``."""
+    return f"{int(value)}u"
+
+
+def c_comment(text: str) -> str:
+    """``text`` made safe inside a ``/* ... */`` comment: printable ASCII only, no ``*/``."""
+    ascii_text = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return ascii_text.replace("*/", "* /")
+
+
+@dataclass(frozen=True)
+class CArray:
+    """One const array of the model: ``static const <ctype> <name>[] = {...};`` (flash on a microcontroller)."""
+
+    name: str
+    ctype: str  # "float" or "uint8_t"
+    values: bytes | np.ndarray  # packed bytes, or float32 values
+    comment: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the array occupies: 1 per ``uint8_t``, 4 per ``float``."""
+        return len(self.values) if isinstance(self.values, bytes) else 4 * int(np.asarray(self.values).size)
+
+
+def _lines(items: Sequence[str], per_line: int) -> Iterable[str]:
+    for start in range(0, len(items), per_line):
+        yield "    " + ", ".join(items[start : start + per_line]) + ","
+
+
+def render_array(array: CArray) -> str:
+    """The C definition of ``array``, one row of values per line."""
+    if isinstance(array.values, bytes):
+        items, per_line = [f"0x{byte:02x}" for byte in array.values], _BYTES_PER_LINE
+    else:
+        items, per_line = [c_float(v) for v in np.asarray(array.values, dtype=np.float32).reshape(-1)], _FLOATS_PER_LINE
+    head = f"/* {c_comment(array.comment)} */\n" if array.comment else ""
+    body = "\n".join(_lines(items, per_line))
+    return f"{head}static const {array.ctype} {array.name}[{len(items)}] = {{\n{body}\n}};\n"
