@@ -8,7 +8,12 @@ three are ours (formulas in docs/method.md), all behind one interface::
 
 Raw values are in each estimator's own unit; the search turns them into
 accuracy points with a calibration factor fitted against drops it measures
-(:class:`Calibration`), and ranks layers by estimated harm per bit saved.
+(:class:`~albsnn_compress.calibration.Calibration`), and ranks layers by
+estimated harm per bit saved.
+
+:data:`ESTIMATORS` maps a name to a factory; :func:`register_estimator` adds
+one, and :func:`resolve_estimator` turns what ``SearchConfig(estimator=...)``
+holds (a name or an estimator object) into the estimator a run uses.
 
 * ``weight`` — relative quantization error :math:`\|W - W_b\|^2 / \|W\|^2`; data-free.
 * ``output`` — binarize the layer alone, run calibration batches, and take the
@@ -22,8 +27,10 @@ accuracy points with a calibration factor fitted against drops it measures
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +47,10 @@ __all__ = [
     "OutputEstimator",
     "LossEstimator",
     "FisherTracker",
-    "Calibration",
+    "EstimatorFactory",
     "ESTIMATORS",
-    "make_estimator",
+    "register_estimator",
+    "resolve_estimator",
     "latent_weight",
 ]
 
@@ -61,12 +69,24 @@ def latent_weight(module: nn.Module) -> torch.Tensor:
     return module.weight
 
 
+@runtime_checkable
 class Estimator(Protocol):
-    """Estimates, per candidate layer, the harm of binarizing it (higher = worse)."""
+    """Estimates, per candidate layer, the harm of binarizing it (higher = worse).
+
+    ``name`` is what results and reports call it. An estimator that learns from
+    finetuning may also define ``after_backward(model, candidates)``: the search
+    calls it after every backward pass of every finetuning slice, before the
+    optimizer step (the loss estimator gathers its gradient statistics there).
+
+    Attributes:
+        name: the estimator's name (``"weight"``).
+    """
 
     name: str
 
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]: ...
+    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
+        """Raw values (the estimator's own unit) per name in ``candidates``, on the model as it is."""
+        ...
 
 
 class WeightEstimator:
@@ -234,6 +254,10 @@ class LossEstimator:
     def __init__(self, tracker: FisherTracker | None = None) -> None:
         self.tracker = tracker or FisherTracker()
 
+    def after_backward(self, model: nn.Module, candidates: list[str]) -> None:
+        """Fold the gradients of this finetuning step into the running averages."""
+        self.tracker.update(model, candidates)
+
     def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
         missing = [n for n in candidates if n not in self.tracker.fisher]
         if missing:
@@ -250,50 +274,38 @@ class LossEstimator:
         return values
 
 
-ESTIMATORS = ("weight", "output", "loss")
+EstimatorFactory = Callable[[], Estimator]
+
+ESTIMATORS: dict[str, EstimatorFactory] = {"weight": WeightEstimator, "output": OutputEstimator, "loss": LossEstimator}
 
 
-def make_estimator(name: str) -> Estimator:
-    """A fresh estimator by name (``weight``, ``output`` or ``loss``)."""
+def register_estimator(name: str, factory: EstimatorFactory) -> None:
+    """Let ``SearchConfig(estimator=name)`` build a fresh ``factory()`` for each run.
 
-    factories = {"weight": WeightEstimator, "output": OutputEstimator, "loss": LossEstimator}
-    if name not in factories:
-        raise CompressionError(f"unknown estimator {name!r}; choose one of {list(ESTIMATORS)}")
-    return factories[name]()
-
-
-@dataclass
-class Calibration:
-    """Maps raw estimator values to accuracy points: ``points = factor * raw``.
-
-    The factor is the ratio of measured drop increments to summed raw values over
-    every change the search has measured (a least-squares fit through the origin
-    with unit weights on the groups). Until a first measurement it is unknown.
+    Raises:
+        CompressionError: ``name`` is already registered.
     """
+    if name in ESTIMATORS:
+        raise CompressionError(f"estimator name {name!r} is already registered; register yours under another name")
+    ESTIMATORS[name] = factory
 
-    measured_points: float = 0.0
-    raw_total: float = 0.0
-    observations: list[tuple[float, float]] = field(default_factory=list)
 
-    @property
-    def ready(self) -> bool:
-        return self.raw_total > 0
+def resolve_estimator(estimator: str | Estimator) -> Estimator:
+    """The estimator one run uses: a fresh one for a registered name, a deep copy of an object.
 
-    @property
-    def factor(self) -> float:
-        """Points per raw unit (>= 0); 0 until calibrated."""
-        if not self.ready:
-            return 0.0
-        return max(self.measured_points, 0.0) / self.raw_total
+    An object is copied so that what it gathers during a run (Fisher statistics,
+    per-layer details) never carries into the next: the same config gives the
+    same result every time.
 
-    def observe(self, raw: float, measured_drop_increment: float) -> None:
-        """Record that changes worth ``raw`` cost ``measured_drop_increment`` points."""
-        if raw <= 0:
-            return
-        self.observations.append((raw, measured_drop_increment))
-        self.raw_total += raw
-        self.measured_points += measured_drop_increment
-
-    def points(self, raw: float) -> float | None:
-        """Estimated accuracy drop in points, or None before the first measurement."""
-        return self.factor * max(raw, 0.0) if self.ready else None
+    Raises:
+        CompressionError: an unknown name, or an object without ``name`` and ``estimate``.
+    """
+    if isinstance(estimator, str):
+        if estimator not in ESTIMATORS:
+            raise CompressionError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)} or pass an estimator object")
+        return ESTIMATORS[estimator]()
+    if not isinstance(estimator, Estimator):
+        raise CompressionError(
+            f"estimator {estimator!r} has no name and estimate(model, candidates, probe); pass one of {list(ESTIMATORS)} or such an object"
+        )
+    return copy.deepcopy(estimator)

@@ -81,12 +81,12 @@ def _budget_run(
         data_root=Path(data_root) if data_root else None,
     ), ctx)
     result = outcome.result
-    bits_before, bits_after = total_bits(layer_storage(result.model, result.selected))
+    bits_before, bits_after = total_bits(layer_storage(result.model, result.binarized))
     checkpoint_bytes = checkpoint.stat().st_size
     container_bytes = outcome.files["container"].stat().st_size
     return {
         "budget": budget,
-        "selected": result.selected,
+        "selected": result.binarized,
         "candidates": result.candidates,
         "accuracy": result.accuracy,
         "val_drop": result.val_drop,

@@ -28,8 +28,9 @@ import torch
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
-from albsnn_compress.estimators import ESTIMATORS, make_estimator
-from albsnn_compress.search import SearchConfig, SearchSession, compress
+from albsnn_compress.estimators import ESTIMATORS, resolve_estimator
+from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.session import SearchSession
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
@@ -39,12 +40,12 @@ from benchmarks.provenance import repo_relative
 
 def summarize(result, seconds: float) -> dict[str, Any]:
     """The JSON-able record of one compression run."""
-    before, after = total_bits(layer_storage(result.model, result.selected))
+    before, after = total_bits(layer_storage(result.model, result.binarized))
     return {
         "strategy": result.strategy,
         "estimator": result.estimator,
         "budget": result.budget,
-        "selected": result.selected,
+        "selected": result.binarized,
         "accuracy": result.accuracy,
         "val_drop": result.val_drop,
         "bits_before": before,
@@ -81,7 +82,7 @@ def estimator_values(model, splits, config: SearchConfig, ctx: DistContext = LOC
     out = {}
     for name in ESTIMATORS:
         start = time.perf_counter()
-        values = make_estimator(name).estimate(session.model, session.candidates, session.probe)
+        values = resolve_estimator(name).estimate(session.model, session.candidates, session.probe)
         seconds = time.perf_counter() - start
         out[name] = {"values": values, "seconds": seconds, "probe_passes": seconds / pass_seconds}
     return out
@@ -89,7 +90,7 @@ def estimator_values(model, splits, config: SearchConfig, ctx: DistContext = LOC
 
 def fidelity_spearman(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> dict[str, float]:
     """Spearman rank correlation of each estimator's values with oracle's measured drops."""
-    measured = {d["name"]: d["measured_drop"] for d in oracle["decisions"]}
+    measured = {d["name"]: d["measured_alone_points"] for d in oracle["decisions"]}
     names = sorted(measured)
     fidelity = {}
     for estimator, entry in estimates.items():
@@ -104,7 +105,7 @@ def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: 
         model, splits["train"], splits["val"], budget, test_data=splits["test"],
         config=SearchConfig(strategy=strategy, estimator=estimator, **base), ctx=ctx,
     )
-    Console().print(f"{strategy}/{estimator} budget {budget}: {result.selected} drop {result.val_drop:.2f}")
+    Console().print(f"{strategy}/{estimator} budget {budget}: {result.binarized} drop {result.val_drop:.2f}")
     return summarize(result, time.perf_counter() - start)
 
 

@@ -10,12 +10,13 @@ from rich.console import Console
 
 from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
 from albsnn_compress.cli.progress import progress_bars
+from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.estimators import ESTIMATORS
 from albsnn_compress.pipeline import CompressOutcome, CompressRequest, compress_checkpoint
-from albsnn_compress.report import render_terminal
-from albsnn_compress.search import STRATEGIES, SearchConfig, check_budget
+from albsnn_compress.search import SearchConfig, check_budget
+from albsnn_compress.strategies import STRATEGIES
 
 __all__ = ["command"]
 
@@ -28,7 +29,8 @@ def _budget(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
 
 
 def _names(value: str | None) -> list[str]:
-    return [n if n.startswith("layers.") else f"layers.{n}" for n in value.split(",") if n] if value else []
+    """Comma-separated layer names (short or full; the library resolves them)."""
+    return [name.strip() for name in value.split(",") if name.strip()] if value else []
 
 
 @click.command("compress")
@@ -40,8 +42,8 @@ def _names(value: str | None) -> list[str]:
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: <checkpoint stem>-albsnn/ next to it).")
 @data_root_option
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="adaptive", show_default=True, help="How layers are chosen.")
-@click.option("--estimator", type=click.Choice(ESTIMATORS), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=SearchConfig.strategy, show_default=True, help="How layers are chosen.")
+@click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
 @click.option("--epochs", type=click.FloatRange(min=0), default=SearchConfig.epochs, show_default=True, help="Finetuning epochs once the selection is made.")
 @click.option("--trial-epochs", type=click.FloatRange(min=0), default=SearchConfig.trial_epochs, show_default=True, help="Finetuning epochs after each tried change.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=SearchConfig.lr, show_default=True, help="Finetuning learning rate.")

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 
 from albsnn_compress.atomic import atomic_write_text
-from albsnn_compress.report import FORMATS, load_report, render, render_terminal
+from albsnn_compress.cli.terminal import render_terminal
+from albsnn_compress.report import FORMATS, load_report, render
 
 __all__ = ["command"]
 

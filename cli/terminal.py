@@ -1,8 +1,12 @@
-"""The report as rich tables, for the end of a compress run and ``albsnn-compress report``."""
+"""The report as rich tables on the terminal: the end of a compress run and ``albsnn-compress report``.
+
+The tables are the report's own (:func:`albsnn_compress.report.tables.report_tables`);
+this module only draws them. The library's plain-text form of the same tables is
+:func:`albsnn_compress.report.render_text`.
+"""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,11 +14,9 @@ from rich.console import Console
 from rich.table import Table as RichTable
 
 from albsnn_compress.report import fmt
-from albsnn_compress.report.tables import Table, report_tables
+from albsnn_compress.report.tables import BRIEF_TABLES, Table, report_tables
 
-__all__ = ["render_terminal", "render_text", "BRIEF_TABLES"]
-
-BRIEF_TABLES = ("storage", "accuracy", "layers")
+__all__ = ["render_terminal"]
 
 
 def _rich_table(table: Table) -> RichTable:
@@ -42,11 +44,3 @@ def render_terminal(report: Mapping[str, Any], console: Console, *, brief: bool 
         if brief and table.key not in BRIEF_TABLES:
             continue
         console.print(_rich_table(table))
-
-
-def render_text(report: Mapping[str, Any], *, width: int = 140, brief: bool = False) -> str:
-    """The terminal form as plain text (no colours), e.g. to save it in a file."""
-    buffer = io.StringIO()
-    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
-    render_terminal(report, console, brief=brief)
-    return buffer.getvalue()

@@ -27,35 +27,37 @@ TINY_SPEC = {
 }
 
 
-def make_result(model: torch.nn.Module, selected: list[str], candidates: list[str], **overrides: object) -> CompressionResult:
-    """A result whose decisions and trajectory are consistent with ``selected``."""
-    binarize_(model, selected)
+def make_result(model: torch.nn.Module, binarized: list[str], candidates: list[str], **overrides: object) -> CompressionResult:
+    """A result whose decisions and trajectory are consistent with ``binarized``."""
+    binarize_(model, binarized)
     full = total_bits(layer_storage(model, []))[0]
     decisions = [
         LayerDecision(
-            name, 100 + i, name in selected, 0.01 * (i + 1), 0.05 * (i + 1), 1000,
-            f"est. {0.05 * (i + 1):.2f} pts {'<=' if name in selected else '>'} remaining budget", 0.04 * (i + 1),
+            name, 100 + i, name in binarized, 0.01 * (i + 1), 0.05 * (i + 1), 1000,
+            f"est. {0.05 * (i + 1):.2f} pts {'<=' if name in binarized else '>'} remaining budget",
+            measured_increment_points=0.04 * (i + 1),
         )
         for i, name in enumerate(candidates)
     ]
-    estimates = {name: 0.05 * (i + 1) for i, name in enumerate(candidates)}
-    trajectory = [SearchStep(0, "start", None, [], 90.0, 0.0, full, estimates, 0.0)]
+    points = {name: 0.05 * (i + 1) for i, name in enumerate(candidates)}
+    raw = {name: 0.01 * (i + 1) for i, name in enumerate(candidates)}
+    trajectory = [SearchStep(0, "start", [], [], 90.0, 0.0, full, {}, {}, 0.0)]
     chosen: list[str] = []
-    for name in selected:
+    for name in binarized:
         chosen = [*chosen, name]
         bits = total_bits(layer_storage(model, chosen))[1]
-        trajectory.append(SearchStep(len(trajectory), "binarize", name, list(chosen), 89.9, 0.1, bits, estimates, 1.5))
-    rejected = [name for name in candidates if name not in selected]
+        trajectory.append(SearchStep(len(trajectory), "binarize", [name], list(chosen), 89.9, 0.1, bits, points, raw, 1.5))
+    rejected = [name for name in candidates if name not in binarized]
     if rejected:
         bits = total_bits(layer_storage(model, [*chosen, rejected[0]]))[1]
-        trajectory.append(SearchStep(len(trajectory), "binarize", rejected[0], [*chosen, rejected[0]], 88.0, 2.0, bits, estimates, 1.2))
-        trajectory.append(SearchStep(len(trajectory), "revert", rejected[0], list(chosen), 89.9, 0.1,
-                                     total_bits(layer_storage(model, chosen))[1], estimates, 1.0))
-    trajectory.append(SearchStep(len(trajectory), "final", None, list(chosen), 89.9, 0.1,
-                                 total_bits(layer_storage(model, chosen))[1], estimates, 0.2))
+        trajectory.append(SearchStep(len(trajectory), "binarize", [rejected[0]], [*chosen, rejected[0]], 88.0, 2.0, bits, points, raw, 1.2))
+        trajectory.append(SearchStep(len(trajectory), "revert", [rejected[0]], list(chosen), 89.9, 0.1,
+                                     total_bits(layer_storage(model, chosen))[1], points, raw, 1.0))
+    trajectory.append(SearchStep(len(trajectory), "final", [], list(chosen), 89.9, 0.1,
+                                 total_bits(layer_storage(model, chosen))[1], {}, {}, 0.2))
     fields = {
         "model": model,
-        "selected": list(selected),
+        "binarized": list(binarized),
         "candidates": list(candidates),
         "decisions": decisions,
         "trajectory": trajectory,
@@ -77,7 +79,7 @@ def tiny_model() -> SpikingNet:
     return SpikingNet(TINY_SPEC)
 
 
-def digits_result(selected: tuple[str, ...] = ("layers.conv2", "layers.conv3")) -> CompressionResult:
+def digits_result(binarized: tuple[str, ...] = ("layers.conv2", "layers.conv3")) -> CompressionResult:
     torch.manual_seed(0)
     model = SpikingNet(resolve_architecture("digits-small", "digits"))
-    return make_result(model, list(selected), ["layers.conv2", "layers.conv3", "layers.conv4"])
+    return make_result(model, list(binarized), ["layers.conv2", "layers.conv3", "layers.conv4"])

@@ -110,11 +110,15 @@ def _search_record(result: CompressionResult) -> dict[str, Any]:
     for key, value in sorted(result.model.state_dict().items()):
         digest.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
     return {
-        "selected": result.selected,
+        "binarized": result.binarized,
         "trajectory": [
-            [s.action, s.layer, s.selection, s.val_accuracy, s.drop, s.storage_bits, s.estimates] for s in result.trajectory
+            [s.action, s.layers, s.binarized, s.val_accuracy, s.drop_points, s.storage_bits, s.estimates_raw]
+            for s in result.trajectory
         ],
-        "decisions": [[d.name, d.binarized, d.reason, d.estimator_value, d.measured_drop] for d in result.decisions],
+        "decisions": [
+            [d.name, d.binarized, d.reason, d.estimate_raw, d.measured_alone_points, d.measured_increment_points]
+            for d in result.decisions
+        ],
         "accuracy": result.accuracy,
         "state_sha256": digest.hexdigest(),
     }
@@ -281,8 +285,8 @@ def test_two_process_compress_selects_what_one_process_selects(trained_by_two: P
     assert _tree(tmp_path / "two") == sorted(["model.pt", "model-albsnn", *(f"model-albsnn/{n}" for n in outputs)])
     reports = [json.loads((tmp_path / name / "model-albsnn" / "report.json").read_text()) for name in ("one", "two")]
     assert reports[1]["search"]["config"]["sync_bn"] is True
-    assert reports[1]["search"]["selected"] == reports[0]["search"]["selected"]
-    assert reports[0]["search"]["selected"]  # the generous budget affords at least one layer
+    assert reports[1]["search"]["binarized"] == reports[0]["search"]["binarized"]
+    assert reports[0]["search"]["binarized"]  # the generous budget affords at least one layer
 
 
 # -- GPU ---------------------------------------------------------------------------------

@@ -11,7 +11,16 @@ from torch import nn
 from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.binarize import binarize_, binarize_weight, candidate_layers, is_binarized, unbinarize_
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.estimators import Calibration, LossEstimator, OutputEstimator, Probe, WeightEstimator, make_estimator
+from albsnn_compress.estimators import (
+    ESTIMATORS,
+    Estimator,
+    LossEstimator,
+    OutputEstimator,
+    Probe,
+    WeightEstimator,
+    register_estimator,
+    resolve_estimator,
+)
 from albsnn_compress.snn.layers import TimeConv2d
 from albsnn_compress.snn.neurons import LIF
 
@@ -85,18 +94,39 @@ def test_loss_estimator_is_a_taylor_estimate() -> None:
     assert float(tracker.fisher["conv2"].sum()) > 0.0
 
 
-def test_calibration_maps_raw_values_to_points() -> None:
-    calibration = Calibration()
-    assert calibration.points(1.0) is None
-    calibration.observe(2.0, 0.5)
-    calibration.observe(2.0, 0.3)
-    assert calibration.points(1.0) == pytest.approx(0.2)
-    assert calibration.points(-3.0) == 0.0
+def test_the_loss_estimator_learns_from_finetuning_through_its_hook() -> None:
+    net, probe = _net(), _probe()
+    estimator = LossEstimator()
+    images, labels = probe.batches[0]
+    torch.nn.functional.cross_entropy(net(images), labels).backward()
+    estimator.after_backward(net, ["conv2"])
+    assert torch.equal(estimator.tracker.grad["conv2"], net.conv2.weight.grad)
+    assert not hasattr(WeightEstimator(), "after_backward") and not hasattr(OutputEstimator(), "after_backward")
 
 
-def test_unknown_estimator() -> None:
-    with pytest.raises(CompressionError, match="unknown estimator 'magic'"):
-        make_estimator("magic")
+def test_estimators_by_name_or_object() -> None:
+    assert list(ESTIMATORS) == ["weight", "output", "loss"]
+    first, second = resolve_estimator("loss"), resolve_estimator("loss")
+    assert isinstance(first, LossEstimator) and first is not second  # a fresh one per run
+    mine = OutputEstimator()
+    mine.details["x"] = {"spike_flip_fraction": 1.0}
+    copied = resolve_estimator(mine)
+    assert isinstance(copied, OutputEstimator) and copied is not mine and copied.details == mine.details
+    assert isinstance(mine, Estimator)
+    with pytest.raises(CompressionError, match=r"unknown estimator 'magic'; choose one of \['weight', 'output', 'loss'\]"):
+        resolve_estimator("magic")
+    with pytest.raises(CompressionError, match="estimator 3 has no name and estimate"):
+        resolve_estimator(3)  # type: ignore[arg-type]
+
+
+def test_a_registered_estimator_is_built_fresh_by_name() -> None:
+    register_estimator("test-weight", WeightEstimator)
+    try:
+        assert isinstance(resolve_estimator("test-weight"), WeightEstimator)
+        with pytest.raises(CompressionError, match="estimator name 'test-weight' is already registered"):
+            register_estimator("test-weight", WeightEstimator)
+    finally:
+        del ESTIMATORS["test-weight"]
 
 
 def _spike_flips_by_definition(net: nn.Module, name: str, lif: nn.Module, probe: Probe) -> float:

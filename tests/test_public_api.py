@@ -25,7 +25,7 @@ def test_compress_pack_export_and_report_from_the_top_level(digits_checkpoint: P
     train = (splits["train"].as_float(), splits["train"].labels)
     val = (splits["val"].as_float(), splits["val"].labels)
     result = ac.compress(model, train, val, budget=100.0, config=ac.SearchConfig(strategy="all", epochs=0.2))
-    assert isinstance(result, ac.CompressionResult) and result.selected
+    assert isinstance(result, ac.CompressionResult) and result.binarized
     container, onnx_path = tmp_path / "m.albsnn", tmp_path / "m.onnx"
     ac.write_container(container, result.model)
     ac.export_onnx(result.model, onnx_path)
@@ -39,4 +39,4 @@ def test_compress_pack_export_and_report_from_the_top_level(digits_checkpoint: P
     report = ac.build_report(result, input_checkpoint=digits_checkpoint, container=container, onnx=onnx_path)
     assert report["storage"]["on_disk"]["container"]["bytes"] == container.stat().st_size
     table = ac.summary(result.model)
-    assert {row.name for row in table.rows if row.precision == "1-bit"} == set(result.selected)
+    assert {row.name for row in table.rows if row.precision == "1-bit"} == set(result.binarized)

@@ -68,11 +68,11 @@ def test_tiny_model_bits_match_the_hand_count() -> None:
     assert computed["saved_percent"] == pytest.approx(100 * (2144 - 880) / 2144)
 
 
-@pytest.mark.parametrize("selected", [(), ("layers.conv3",), ("layers.conv2", "layers.conv3", "layers.conv4")])
-def test_every_bit_is_accounted_for(selected: tuple[str, ...]) -> None:
-    result = make_result(digits_result(()).model, list(selected), ["layers.conv2", "layers.conv3", "layers.conv4"])
+@pytest.mark.parametrize("binarized", [(), ("layers.conv3",), ("layers.conv2", "layers.conv3", "layers.conv4")])
+def test_every_bit_is_accounted_for(binarized: tuple[str, ...]) -> None:
+    result = make_result(digits_result(()).model, list(binarized), ["layers.conv2", "layers.conv3", "layers.conv4"])
     report = build_report(result, versions=VERSIONS)
-    before, after = total_bits(layer_storage(result.model, selected))
+    before, after = total_bits(layer_storage(result.model, binarized))
     computed = report["storage"]["computed"]
     assert (computed["bits_before"], computed["bits_after"]) == (before, after)
     assert sum(layer["bits_after"] for layer in report["layers"]) == after
@@ -80,8 +80,8 @@ def test_every_bit_is_accounted_for(selected: tuple[str, ...]) -> None:
     for layer in report["layers"]:
         assert sum(t["bits_before"] for t in layer["tensors"]) == layer["bits_before"]
         assert sum(t["bits_after"] for t in layer["tensors"]) == layer["bits_after"]
-        assert layer["binarized"] == (layer["name"] in selected)
-    assert computed["binarized_layers"] == len(selected)
+        assert layer["binarized"] == (layer["name"] in binarized)
+    assert computed["binarized_layers"] == len(binarized)
 
 
 def test_measured_sizes_are_the_files_on_disk(tmp_path: Path) -> None:
@@ -110,9 +110,28 @@ def test_accuracy_and_trajectory_come_from_the_result(digits_report: dict) -> No
     assert digits_report["model"] == {"name": "digits-small", "timesteps": 1, "input_shape": [1, 8, 8], "num_classes": 10}
 
 
+def test_estimates_are_stored_in_points_and_raw_under_their_own_names(digits_report: dict) -> None:
+    step = digits_report["trajectory"][1]
+    assert step["layers"] == ["layers.conv2"] and step["binarized"] == ["layers.conv2"]
+    assert step["estimates_points"] == pytest.approx({"layers.conv2": 0.05, "layers.conv3": 0.10, "layers.conv4": 0.15})
+    assert step["estimates_raw"] == pytest.approx({"layers.conv2": 0.01, "layers.conv3": 0.02, "layers.conv4": 0.03})
+    conv2 = next(layer for layer in digits_report["layers"] if layer["name"] == "layers.conv2")
+    assert (conv2["estimate_raw"], conv2["estimate_points"]) == pytest.approx((0.01, 0.05))
+    assert conv2["measured_increment_points"] == pytest.approx(0.04) and conv2["measured_alone_points"] is None
+    text = render_text(digits_report, width=300)
+    assert any(" binarize " in line and "conv2 0.05, conv3 0.10, conv4 0.15" in line for line in text.splitlines())
+    assert "0.04 pts group" in text
+
+
+def test_the_measured_drop_says_whether_it_was_alone(digits_report: dict) -> None:
+    layer = next(layer for layer in digits_report["layers"] if layer["name"] == "layers.conv3")
+    layer["measured_alone_points"], layer["measured_increment_points"] = 0.3, None
+    assert "| 0.30 pts alone |" in render_markdown(digits_report)
+
+
 def test_build_rejects_inconsistent_results() -> None:
     result = digits_result()
-    result.selected = ["layers.conv2", "layers.conv9"]
+    result.binarized = ["layers.conv2", "layers.conv9"]
     with pytest.raises(ReportError, match=r"conv9.*binarizable layers"):
         build_report(result, versions=VERSIONS)
     result = digits_result()
@@ -123,10 +142,10 @@ def test_build_rejects_inconsistent_results() -> None:
 
 def test_non_finite_estimator_values_become_null() -> None:
     result = digits_result()
-    result.decisions[0].estimator_value = float("inf")
+    result.decisions[0].estimate_raw = float("inf")
     report = build_report(result, versions=VERSIONS)
     assert report["layers"][2]["name"] == "layers.conv2"
-    assert report["layers"][2]["estimator_value"] is None
+    assert report["layers"][2]["estimate_raw"] is None
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -145,7 +164,7 @@ def _broken(report: dict) -> list[tuple[str, dict]]:
         ("bool as integer", ("storage", "computed", "params"), True),
         ("negative bits", ("layers", 1, "bits_before"), -1),
         ("null accuracy", ("accuracy", "val_before"), None),
-        ("selection not strings", ("trajectory", 1, "selection"), [1]),
+        ("binarized not strings", ("trajectory", 1, "binarized"), [1]),
         ("version not a string", ("versions", "torch"), 2),
         ("file bytes as float", ("storage", "on_disk", "onnx", "bytes"), 1.5),
     ]:
@@ -202,13 +221,15 @@ def _bad_reports(report: dict) -> list[tuple[str, bytes, str]]:
         ("truncated", text[: len(text) // 2].encode(), "not valid JSON"),
         ("not utf-8", b'{"schema": "\xff"}', "not UTF-8"),
         ("list", b"[1, 2]", "must be a JSON object, found list"),
-        ("duplicate key", text.replace('"schema_version": 1,', '"schema_version": 1, "schema_version": 1,', 1).encode(),
+        ("duplicate key", text.replace('"schema_version": 2,', '"schema_version": 2, "schema_version": 2,', 1).encode(),
          "duplicate key 'schema_version'"),
         ("nan", text.replace('"val_before": 90.0', '"val_before": NaN', 1).encode(), "NaN is not allowed"),
         ("huge int", text.replace('"seed": 0', '"seed": ' + "9" * 5000, 1).encode(), "integer with 5000 digits"),
         ("deep", b"[" * 100000 + b"]" * 100000, "nesting deeper than 64 levels"),
         ("other schema", json.dumps(dict(report, schema="x")).encode(), "not an albsnn-compress report"),
-        ("future version", json.dumps(future).encode(), "schema_version 99 is not supported.*upgrade"),
+        ("future version", json.dumps(future).encode(), r"schema version 99 is not supported \(this reader reads \[2\]\).*upgrade"),
+        ("version 1", json.dumps(dict(report, schema_version=1)).encode(),
+         r"report schema version 1 is not supported \(this reader reads \[2\]\); regenerate it"),
     ]
 
 
@@ -283,7 +304,7 @@ def test_brief_terminal_output_keeps_storage_accuracy_and_layers(digits_report: 
 
 def test_markdown_holds_every_table_with_escaped_cells(digits_report: dict) -> None:
     digits_report["layers"][2]["reason"] = "a | b < c"
-    digits_report["trajectory"][2]["layer"] = "layers.conv3,layers.conv2"  # a step that changed two layers
+    digits_report["trajectory"][2]["layers"] = ["layers.conv3", "layers.conv2"]  # a step that changed two layers
     markdown = render_markdown(digits_report)
     assert "| 2 | binarize | conv3, conv2 |" in markdown
     assert markdown.startswith("# Storage report: digits-small\n")
@@ -303,7 +324,7 @@ def report_json(tmp_path: Path, digits_report: dict) -> Path:
     return write_report(digits_report, tmp_path / "run", formats=("json",))["json"]
 
 
-@pytest.mark.parametrize("form, marker", [("terminal", "Search trajectory"), ("json", '"schema_version": 1'),
+@pytest.mark.parametrize("form, marker", [("terminal", "Search trajectory"), ("json", '"schema_version": 2'),
                                           ("md", "# Storage report"), ("html", "<!DOCTYPE html>")])
 def test_report_command_prints_every_form(report_json: Path, form: str, marker: str) -> None:
     result = run_cli(["report", str(report_json), "--format", form])

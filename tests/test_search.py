@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from albsnn_compress import binarize_, binarized_layers, load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
+from albsnn_compress.progress import ProgressEvent
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.training import evaluate
 
@@ -30,6 +32,7 @@ def test_measured_drop_never_exceeds_the_budget(digits_checkpoint: Path, digits,
     assert result.accuracy["val_before"] - measured_after <= budget + 1e-9
     assert result.trajectory[0].action == "start" and result.trajectory[-1].action in ("final", "backoff", "restore-input")
     assert {d.name for d in result.decisions} == set(result.candidates)
+    assert [d.name for d in result.decisions if d.binarized] == result.binarized
 
 
 def test_input_model_is_not_modified(digits_checkpoint: Path, digits) -> None:
@@ -45,7 +48,7 @@ def test_same_seed_same_selection(digits_checkpoint: Path, digits, estimator: st
     model = load_checkpoint(digits_checkpoint)
     config = SearchConfig(estimator=estimator, seed=11, **FAST)
     runs = [compress(model, digits["train"], digits["val"], 1.0, config=config) for _ in range(2)]
-    assert runs[0].selected == runs[1].selected
+    assert runs[0].binarized == runs[1].binarized
     assert runs[0].accuracy == runs[1].accuracy
     for (name, a), (_, b) in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().items()):
         assert torch.equal(a, b), name
@@ -53,14 +56,17 @@ def test_same_seed_same_selection(digits_checkpoint: Path, digits, estimator: st
 
 def test_strategy_all_binarizes_every_candidate(digits_checkpoint: Path, digits) -> None:
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.0, config=SearchConfig(strategy="all", epochs=0.2))
-    assert result.selected == result.candidates == ["layers.conv2", "layers.conv3", "layers.conv4"]
+    assert result.binarized == result.candidates == ["layers.conv2", "layers.conv3", "layers.conv4"]
 
 
 def test_oracle_measures_every_candidate(digits_checkpoint: Path, digits) -> None:
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.5, config=SearchConfig(strategy="oracle", **FAST))
-    probes = [step.layer for step in result.trajectory if step.action == "probe"]
-    assert probes == result.candidates
-    assert all(d.measured_drop is not None for d in result.decisions)
+    probes = [step for step in result.trajectory if step.action == "probe"]
+    assert [step.layers for step in probes] == [[name] for name in result.candidates]
+    assert [step.binarized for step in probes] == [[name] for name in result.candidates]  # each measured alone
+    decisions = {d.name: d for d in result.decisions}
+    assert all(decisions[step.layers[0]].measured_alone_points == step.drop_points for step in probes)
+    assert all(d.measured_increment_points is None for d in result.decisions)
     assert result.val_drop <= 0.5 + 1e-9
 
 
@@ -71,8 +77,11 @@ def test_plain_tensors_and_a_generic_module(digits) -> None:
     )
     train = (digits["train"].as_float(), digits["train"].labels)
     val = (digits["val"].as_float(), digits["val"].labels)
-    result = compress(model, train, val, 100.0, config=SearchConfig(strategy="all", epochs=0.2, estimator="output"))
-    assert result.selected == ["3"]
+    config = SearchConfig(strategy="all", epochs=0.2, estimator="output")
+    with pytest.raises(CompressionError, match=r"model is a Sequential, not a SpikingNet.*pass needs_packing=False"):
+        compress(model, train, val, 100.0, config=config)
+    result = compress(model, train, val, 100.0, config=config, needs_packing=False)
+    assert result.binarized == ["3"]
 
 
 def test_bad_inputs(digits_checkpoint: Path, digits) -> None:
@@ -83,26 +92,31 @@ def test_bad_inputs(digits_checkpoint: Path, digits) -> None:
         compress(model, digits["train"], digits["val"], "a lot")
     tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     with pytest.raises(CompressionError, match="no candidate layers"):
-        compress(tiny, digits["train"], digits["val"], 0.2)
-    with pytest.raises(CompressionError, match="--exclude 'layers.conv9'"):
-        compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(exclude=["layers.conv9"]))
+        compress(tiny, digits["train"], digits["val"], 0.2, needs_packing=False)
+    with pytest.raises(CompressionError, match="exclude: 'conv9' is not a binarizable layer; choose from conv1, conv2"):
+        compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(exclude=["conv9"]))
     with pytest.raises(CompressionError, match="unknown strategy"):
         compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(strategy="random"))
+    with pytest.raises(CompressionError, match="unknown estimator 'magic'"):
+        compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(estimator="magic"))
+    with pytest.raises(CompressionError, match="val_data: found str; pass an ImageSet"):
+        compress(model, digits["train"], "val.npz", 0.2)
 
 
 class _NegativeEstimator:
     """Every layer 'helps' (a Taylor estimate can be negative): calibration never gets a positive sample."""
 
-    name = "loss"
+    name = "negative"
 
     def estimate(self, model, candidates, probe):
         return {name: -1.0 for name in candidates}
 
 
-def test_adaptive_survives_estimates_that_never_calibrate(digits_checkpoint: Path, digits, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("albsnn_compress.search.make_estimator", lambda name: _NegativeEstimator())
-    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 50.0, config=SearchConfig(estimator="loss", **FAST))
-    assert result.selected == result.candidates  # a 50-point budget affords everything
+def test_adaptive_survives_estimates_that_never_calibrate(digits_checkpoint: Path, digits) -> None:
+    config = SearchConfig(estimator=_NegativeEstimator(), **FAST)
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 50.0, config=config)
+    assert result.binarized == result.candidates  # a 50-point budget affords everything
+    assert result.estimator == result.config["estimator"] == "negative"
     assert all("tried first (no calibration yet)" in d.reason for d in result.decisions)
 
 
@@ -110,7 +124,7 @@ def test_budget_holds_even_when_finetuning_itself_hurts(digits_checkpoint: Path,
     # a learning rate of 1.0 wrecks every finetuning slice: the only model within budget 0 is the input
     model = load_checkpoint(digits_checkpoint)
     result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
-    assert result.selected == []
+    assert result.binarized == []
     assert result.trajectory[-1].action == "restore-input"
     assert evaluate(result.model, digits["val"]) == result.accuracy["val_before"] == result.accuracy["val_after"]
     for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
@@ -124,7 +138,8 @@ def test_restoring_the_input_keeps_the_layers_it_had_binarized(digits_checkpoint
     binarize_(model, ["layers.conv3"])
     result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
     assert [step.action for step in result.trajectory][-2:] == ["backoff", "restore-input"]
-    assert result.selected == binarized_layers(model) == ["layers.conv3"]
+    assert result.binarized == binarized_layers(model) == ["layers.conv3"]
+    assert [d.name for d in result.decisions if d.binarized] == ["layers.conv3"]
     for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -136,7 +151,7 @@ def test_a_binarized_layer_that_is_no_candidate_is_never_touched(digits_checkpoi
     binarize_(model, ["layers.conv1", "layers.conv3"])
     result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
     assert [step.action for step in result.trajectory][-1] == "backoff"
-    assert result.selected == ["layers.conv1"]
+    assert result.binarized == ["layers.conv1"]
     assert binarized_layers(model) == ["layers.conv1", "layers.conv3"]
     with torch.no_grad():
         model(digits["val"].as_float()[:8])
@@ -153,3 +168,25 @@ def test_the_callers_model_and_random_state_are_left_as_they_were(digits_checkpo
     assert all(module.training for module in model.modules())
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_short_layer_names_a_data_loader_and_progress_events(digits_checkpoint: Path, digits) -> None:
+    train = DataLoader(TensorDataset(digits["train"].as_float(), digits["train"].labels), batch_size=100, shuffle=True)
+    events: list[ProgressEvent] = []
+    config = SearchConfig(layers=["conv3", "layers.conv4"], exclude=["conv4"], **FAST)
+    result = compress(load_checkpoint(digits_checkpoint), train, digits["val"], 1.0, config=config, on_progress=events.append)
+    assert result.candidates == ["layers.conv3"]
+    assert result.config["layers"] == ["conv3", "layers.conv4"] and result.config["strategy"] == "adaptive"
+    search = [event for event in events if event.phase == "search"]
+    assert [event.completed for event in search[:-1]] == list(range(1, len(result.trajectory) + 1))
+    assert search[-1].finished and sum(event.finished for event in search) == 1
+    assert {event.description for event in events if event.phase == "slice"} >= {"try conv3"}
+
+
+def test_a_data_loader_gives_the_result_its_tensors_give(digits_checkpoint: Path, digits) -> None:
+    images, labels = digits["train"].as_float(), digits["train"].labels
+    loader = DataLoader(TensorDataset(images, labels), batch_size=64)
+    runs = [compress(load_checkpoint(digits_checkpoint), data, digits["val"], 1.0, config=SearchConfig(**FAST))
+            for data in (loader, (images, labels))]
+    assert runs[0].binarized == runs[1].binarized and runs[0].accuracy == runs[1].accuracy
+

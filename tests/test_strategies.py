@@ -1,46 +1,51 @@
-"""The adaptive strategy's decisions against a scripted accuracy model.
+"""The strategies' decisions against a scripted accuracy model.
 
 Real searches (tests/test_search.py) check the budget and reproducibility on
 digits, where measured drops are a few images and the path a search takes is
-not under the test's control. Here a small session stands in for
-:class:`~albsnn_compress.search.SearchSession`: each layer costs a known number
+not under the test's control. Here a small session implements the
+:class:`~albsnn_compress.strategy_protocol.StrategySession` protocol (checked
+below, member by member) on a scripted model: each layer costs a known number
 of points once binarized, and a slice that only finetunes wins back a known
 amount, so each branch of the strategy (calibrate, skip on estimate, recover,
-bisect, extend, revert) is exercised on purpose.
+bisect, extend, revert, back off) is exercised on purpose.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from albsnn_compress.estimators import Calibration
-from albsnn_compress.strategies import adaptive
+import pytest
 
-
-@dataclass
-class _Config:
-    trial_epochs: float = 0.25
-    epochs: float = 1.0
+from albsnn_compress.calibration import Calibration
+from albsnn_compress.errors import CompressionError
+from albsnn_compress.result import LayerDecision
+from albsnn_compress.search_config import SearchConfig
+from albsnn_compress.strategies import STRATEGIES, adaptive, oracle, register_strategy, resolve_strategy
+from albsnn_compress.strategy_protocol import StrategySession
+from tests.protocol_check import assert_implements
 
 
 @dataclass
 class ScriptedSession:
-    """Drop = sum of the binarized layers' costs, less ``recovery`` per slice that only finetunes
-    and ``extend_recovery`` per extension slice (a restore forgets what the reverted slices won)."""
+    """Drop = sum of the binarized layers' costs, less ``recovery`` per slice that only finetunes,
+    ``extend_recovery`` per extension slice, plus ``final_penalty`` for the final finetune
+    (a restore forgets what the reverted slices won)."""
 
     costs: dict[str, float]
     budget: float
     recovery: float = 0.0
     extend_recovery: float = 0.0
-    config: _Config = field(default_factory=_Config)
+    final_penalty: float = 0.0
+    config: SearchConfig = field(default_factory=SearchConfig)
     calibration: Calibration = field(default_factory=Calibration)
     current_drop: float = 0.0
-    binarized: list[str] = field(default_factory=list)
+    decisions: dict[str, LayerDecision] = field(default_factory=dict)
+    selection: list[str] = field(default_factory=list)
     recovered: float = 0.0
     slices: list[str] = field(default_factory=list)
     epochs: list[float] = field(default_factory=list)
-    actions: list[tuple[str, str | None]] = field(default_factory=list)
-    verdicts: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    actions: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property
     def candidates(self) -> list[str]:
@@ -50,40 +55,59 @@ class ScriptedSession:
     def saved_bits(self) -> dict[str, int]:
         return {name: 1000 for name in self.costs}
 
+    @property
+    def verdicts(self) -> dict[str, tuple[bool, str]]:
+        return {name: (d.binarized, d.reason) for name, d in self.decisions.items()}
+
     def estimate(self, names: list[str]) -> dict[str, float]:
         return {name: 1.0 for name in names}  # every layer looks alike to the estimator
 
-    def snapshot(self) -> tuple[list[str], float]:
-        return list(self.binarized), self.recovered
-
-    def restore(self, snapshot: tuple[list[str], float], drop: float) -> None:
-        self.binarized, self.recovered = list(snapshot[0]), snapshot[1]
-        self.current_drop = drop
+    def binarized(self) -> list[str]:
+        return [name for name in self.costs if name in self.selection]
 
     def binarize(self, names: list[str]) -> None:
-        self.binarized += names
+        self.selection += [name for name in names if name not in self.selection]
+
+    def unbinarize(self, names: list[str]) -> None:
+        self.selection = [name for name in self.selection if name not in names]
 
     def finetune(self, epochs: float, description: str) -> None:
         self.slices.append(description)
         self.epochs.append(epochs)
         if description in ("finetune the rest", "final finetune"):
             self.recovered += self.recovery
+        if description == "final finetune":
+            self.recovered -= self.final_penalty
         if description.startswith("extend"):
             self.recovered += self.extend_recovery
 
     def measure(self) -> float:
-        self.current_drop = sum(self.costs[n] for n in self.binarized) - self.recovered
+        self.current_drop = sum(self.costs[n] for n in self.selection) - self.recovered
         return self.current_drop
 
-    def record(self, action: str, layer: str | None, estimates: dict[str, float] | None = None) -> None:
-        self.actions.append((action, layer))
+    def snapshot(self) -> tuple[list[str], float]:
+        return list(self.selection), self.recovered
 
-    def decide(self, name: str, binarized: bool, reason: str, raw: float | None = None, measured: float | None = None) -> None:
-        self.verdicts[name] = (binarized, reason)
+    def restore(self, snapshot: tuple[list[str], float], drop: float) -> None:
+        self.selection, self.recovered = list(snapshot[0]), snapshot[1]
+        self.current_drop = drop
 
-    def verify_and_back_off(self) -> None:
-        self.measure()
-        self.record("final", None)
+    def restore_input(self) -> None:
+        self.restore(([], 0.0), 0.0)
+
+    def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> None:
+        self.actions.append((action, list(layers)))
+
+    def decide(
+        self, name: str, binarized: bool, reason: str, *,
+        raw: float | None = None, alone: float | None = None, increment: float | None = None,
+    ) -> None:
+        points = self.calibration.points(raw) if raw is not None else None
+        self.decisions[name] = LayerDecision(name, 1, binarized, raw, points, 1000, reason, alone, increment)
+
+
+def test_the_scripted_session_implements_the_protocol() -> None:
+    assert_implements(ScriptedSession({"a": 0.1}, budget=1.0), StrategySession)
 
 
 def test_a_layer_skipped_on_its_estimate_is_tried_once_finetuning_frees_budget() -> None:
@@ -91,7 +115,7 @@ def test_a_layer_skipped_on_its_estimate_is_tried_once_finetuning_frees_budget()
     adaptive(session)
     # 'a' calibrates (0.6 pts per estimate unit); 'b' and 'c' exceed the 0.4 left, so the rest of the
     # run finetunes (drop 0.6 -> 0.1); then 'b' fits (0.7 <= 1.0) and 'c' no longer does
-    assert session.binarized == ["a", "b"]
+    assert session.binarized() == ["a", "b"]
     assert session.slices == ["try a", "finetune the rest", "try b"]
     assert session.epochs == [0.25, 0.75, 0.25]  # 'b' was measured within budget after its own slice
     assert session.current_drop <= session.budget
@@ -101,7 +125,7 @@ def test_a_layer_skipped_on_its_estimate_is_tried_once_finetuning_frees_budget()
 def test_kept_trial_slices_are_the_finetuning_run_itself() -> None:
     session = ScriptedSession({"a": 0.1, "b": 0.1}, budget=1.0)
     adaptive(session)
-    assert session.binarized == ["a", "b"]
+    assert session.binarized() == ["a", "b"]
     assert session.slices == ["try a", "try b", "final finetune"]
     assert sum(session.epochs) == session.config.epochs  # no trial was reverted: no overhead at all
 
@@ -109,7 +133,7 @@ def test_kept_trial_slices_are_the_finetuning_run_itself() -> None:
 def test_when_nothing_is_affordable_the_rest_of_the_run_only_finetunes() -> None:
     session = ScriptedSession({"a": 0.6, "b": 0.6, "c": 0.6}, budget=1.0, recovery=0.0)
     adaptive(session)
-    assert session.binarized == ["a"]
+    assert session.binarized() == ["a"]
     assert session.slices == ["try a", "finetune the rest"]
     assert sum(session.epochs) == session.config.epochs
 
@@ -120,7 +144,7 @@ def test_a_group_waits_for_two_measurements_and_a_failing_group_is_bisected() ->
     # 'a' calibrates at 0.1 per unit; one point is too little to bet a group on, so 'b' goes alone;
     # then [c, d] looks affordable (0.2) but 'd' really costs 2.0: reverted, bisected ([c] kept),
     # and [d] alone is rejected without an extension (it misses by more than the budget)
-    assert sorted(session.binarized) == ["a", "b", "c"]
+    assert sorted(session.binarized()) == ["a", "b", "c"]
     assert session.slices == ["try a", "try b", "try c, d", "try c", "try d", "final finetune"]
     assert session.verdicts["d"] == (False, "tried: measured drop 2.30 pts > budget 1.00")
     assert [action for action, _ in session.actions].count("revert") == 2
@@ -130,7 +154,7 @@ def test_a_group_waits_for_two_measurements_and_a_failing_group_is_bisected() ->
 def test_a_layer_that_misses_the_budget_by_little_gets_one_more_slice() -> None:
     session = ScriptedSession({"a": 0.3}, budget=0.2, extend_recovery=0.15)
     adaptive(session)
-    assert session.binarized == ["a"]
+    assert session.binarized() == ["a"]
     assert session.slices == ["try a", "extend a", "final finetune"]
     assert session.epochs == [0.25, 0.25, 0.5]  # both kept slices count towards the run
     assert session.current_drop <= session.budget
@@ -139,7 +163,91 @@ def test_a_layer_that_misses_the_budget_by_little_gets_one_more_slice() -> None:
 def test_a_layer_that_misses_by_more_than_the_budget_is_rejected_without_a_second_slice() -> None:
     session = ScriptedSession({"a": 0.5}, budget=0.2, extend_recovery=0.4)
     adaptive(session)
-    assert session.binarized == []
+    assert session.binarized() == []
     assert session.slices == ["try a", "final finetune"]
     assert session.epochs == [0.25, 1.0]  # the reverted slice is the only overhead
     assert session.verdicts["a"] == (False, "tried: measured drop 0.50 pts > budget 0.20")
+
+
+def test_extend_within_is_a_setting() -> None:
+    # 'a' misses 0.2 by 2.5x: rejected at the default 2.0, given its second slice at 3.0
+    session = ScriptedSession({"a": 0.5}, budget=0.2, extend_recovery=0.4, config=SearchConfig(extend_within=3.0))
+    adaptive(session)
+    assert session.binarized() == ["a"]
+    assert session.slices == ["try a", "extend a", "final finetune"]
+
+
+def test_group_after_is_a_setting() -> None:
+    # with one measurement enough, 'b' and 'c' go as a group right after 'a' calibrated
+    session = ScriptedSession({"a": 0.1, "b": 0.1, "c": 0.1}, budget=1.0, config=SearchConfig(group_after=1))
+    adaptive(session)
+    assert session.binarized() == ["a", "b", "c"]
+    assert session.slices == ["try a", "try b, c", "final finetune"]
+    assert session.actions[1] == ("binarize", ["b", "c"])
+
+
+def test_the_final_check_backs_off_the_costliest_layer_per_bit() -> None:
+    # both layers fit during the run, the final finetune costs 0.3: 'b' (its trial measured 0.3) goes back to float
+    session = ScriptedSession({"a": 0.1, "b": 0.3}, budget=0.5, final_penalty=0.3)
+    adaptive(session)
+    assert session.binarized() == ["a"]
+    assert session.slices[-2:] == ["final finetune", "back off b"]
+    assert session.actions[-2:] == [("final", []), ("backoff", ["b"])]
+    assert session.verdicts["b"] == (False, "backed off at the final check: drop with it > budget 0.50 pts")
+    assert session.decisions["b"].measured_increment_points == pytest.approx(0.3)
+    assert session.current_drop <= session.budget
+
+
+def test_over_budget_with_every_layer_in_float_returns_the_input() -> None:
+    session = ScriptedSession({"a": 0.1}, budget=0.2, final_penalty=0.5)
+    adaptive(session)
+    assert session.binarized() == [] and session.current_drop == 0.0
+    assert [action for action, _ in session.actions][-3:] == ["final", "backoff", "restore-input"]
+
+
+def test_adaptive_records_estimates_as_the_search_saw_them_when_it_chose() -> None:
+    session = ScriptedSession({"a": 0.2, "b": 0.2}, budget=1.0)
+    adaptive(session)
+    # 'a' was tried before any measurement: no estimate in points; 'b' with the factor 'a' gave (0.2 per unit)
+    assert session.decisions["a"].estimate_points is None
+    assert session.verdicts["a"][1] == "tried first (no calibration yet); measured drop 0.20 <= budget 1.00"
+    assert session.decisions["b"].estimate_points == pytest.approx(0.2)
+    assert session.decisions["b"].measured_increment_points == pytest.approx(0.2)
+    assert session.decisions["b"].measured_alone_points is None
+
+
+def test_oracle_measures_each_layer_alone_and_picks_by_measured_drop_per_bit() -> None:
+    session = ScriptedSession({"a": 0.3, "b": 0.1, "c": 0.2}, budget=0.35)
+    oracle(session)
+    assert [layers for action, layers in session.actions if action == "probe"] == [["a"], ["b"], ["c"]]
+    assert session.binarized() == ["b", "c"]
+    assert session.actions[3] == ("binarize", ["b", "c"])
+    assert {name: d.measured_alone_points for name, d in session.decisions.items()} == pytest.approx({"a": 0.3, "b": 0.1, "c": 0.2})
+    assert all(d.measured_increment_points is None for d in session.decisions.values())
+
+
+def test_strategies_by_name_or_function() -> None:
+    assert resolve_strategy("adaptive") == ("adaptive", adaptive)
+    assert resolve_strategy(STRATEGIES["all"]) == ("all", STRATEGIES["all"])
+
+    def keep_nothing(session: StrategySession) -> None:
+        session.record("final", [])
+
+    assert resolve_strategy(keep_nothing) == ("keep_nothing", keep_nothing)
+    with pytest.raises(CompressionError, match=r"unknown strategy 'random'; choose one of \['adaptive', 'oracle', 'all', 'none'"):
+        resolve_strategy("random")
+    with pytest.raises(CompressionError, match="strategy 3 is not callable"):
+        resolve_strategy(3)  # type: ignore[arg-type]
+    with pytest.raises(CompressionError, match="strategy name 'oracle' is already registered"):
+        register_strategy("oracle", keep_nothing)
+
+
+def test_a_registered_strategy_is_found_by_name() -> None:
+    def keep_nothing(session: StrategySession) -> None:
+        session.record("final", [])
+
+    register_strategy("test-keep-nothing", keep_nothing)
+    try:
+        assert resolve_strategy("test-keep-nothing") == ("test-keep-nothing", keep_nothing)
+    finally:
+        del STRATEGIES["test-keep-nothing"]

@@ -1,16 +1,17 @@
-"""The storage-savings report: one versioned JSON document, rendered as terminal tables, Markdown or HTML.
+"""The storage-savings report: one versioned JSON document, rendered as text tables, Markdown or HTML.
 
 Flow: :func:`build_report` turns a :class:`~albsnn_compress.result.CompressionResult`
 and the files a run wrote into the JSON document; every other form is rendered
 from that document (never from the result object), so ``albsnn-compress report
 report.json`` reproduces any form later. The report reads results and file
-sizes; it never drives a search or writes a model.
+sizes; it never drives a search or writes a model, and it never prints (the
+command line draws the tables with rich: ``albsnn_compress.cli.terminal``).
 
 Example:
     >>> report = build_report(result, input_checkpoint="model.pt",  # doctest: +SKIP
     ...                       container="out/model.albsnn", onnx="out/model.onnx")
     >>> write_report(report, "out", formats=("json", "html"))  # doctest: +SKIP
-    >>> render_terminal(load_report("out/report.json"), rich.console.Console())  # doctest: +SKIP
+    >>> print(render_text(load_report("out/report.json")))  # doctest: +SKIP
 """
 
 from albsnn_compress.report.build import build_report, file_entry
@@ -24,7 +25,7 @@ from albsnn_compress.report.schema import (
     parse_report,
     validate_report,
 )
-from albsnn_compress.report.terminal import render_terminal, render_text
+from albsnn_compress.report.text import render_text
 
 __all__ = [
     "FORMATS",
@@ -38,7 +39,6 @@ __all__ = [
     "render",
     "render_html",
     "render_markdown",
-    "render_terminal",
     "render_text",
     "report_paths",
     "validate_report",

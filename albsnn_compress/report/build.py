@@ -45,7 +45,7 @@ def build_report(
 
     Args:
         result: what the search returned; its ``model`` is measured with
-            :func:`~albsnn_compress.storage.layer_storage` for ``result.selected``.
+            :func:`~albsnn_compress.storage.layer_storage` for ``result.binarized``.
         input_checkpoint: the ``model.pt`` the run started from.
         container: the ``.albsnn`` file the run wrote.
         onnx: the ``.onnx`` file the run wrote.
@@ -56,11 +56,11 @@ def build_report(
         A JSON-able dict that passes :func:`~albsnn_compress.report.schema.validate_report`.
 
     Raises:
-        ReportError: if the result names a selected layer the model lacks, or holds
+        ReportError: if the result names a binarized layer the model lacks, or holds
             a non-finite accuracy, budget or time.
     """
-    rows = layer_storage(result.model, result.selected)
-    _check_selected(result.selected, rows)
+    rows = layer_storage(result.model, result.binarized)
+    _check_binarized(result.binarized, rows)
     decisions = {d.name: d for d in result.decisions}
     layers = [_layer(row, decisions.get(row.name), row.name in set(result.candidates)) for row in rows]
     bits_before = sum(layer["bits_before"] for layer in layers)
@@ -81,7 +81,7 @@ def build_report(
             "budget_points": _finite(result.budget, "budget"),
             "finetune_epochs": _finite(result.finetune_epochs, "finetune_epochs"),
             "candidates": list(result.candidates),
-            "selected": list(result.selected),
+            "binarized": list(result.binarized),
             "config": dict(result.config),
         },
         "accuracy": _accuracy(result),
@@ -123,12 +123,12 @@ def file_entry(path: PathLike | None) -> dict[str, Any]:
     return {"path": str(path), "bytes": info.st_size if stat.S_ISREG(info.st_mode) else None}
 
 
-def _check_selected(selected: list[str], rows: list[LayerStorage]) -> None:
+def _check_binarized(names: list[str], rows: list[LayerStorage]) -> None:
     binarized = {row.name for row in rows if row.binarized}
-    missing = [name for name in selected if name not in binarized]
+    missing = [name for name in names if name not in binarized]
     if missing:
         raise ReportError(
-            f"result.selected names {missing}, which the model has no binarizable layer for; "
+            f"result.binarized names {missing}, which the model has no binarizable layer for; "
             f"binarizable layers: {[row.name for row in rows if row.binarizable]}"
         )
 
@@ -207,9 +207,10 @@ def _layer(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -
         "bytes_after": _bytes(row.bits_after),
         "saved_bits": row.bits_before - row.bits_after,
         "tensors": tensors,
-        "estimator_value": _optional(decision.estimator_value) if decision else None,
-        "estimate_points": _optional(decision.estimate) if decision else None,
-        "measured_drop_points": _optional(decision.measured_drop) if decision else None,
+        "estimate_raw": _optional(decision.estimate_raw) if decision else None,
+        "estimate_points": _optional(decision.estimate_points) if decision else None,
+        "measured_alone_points": _optional(decision.measured_alone_points) if decision else None,
+        "measured_increment_points": _optional(decision.measured_increment_points) if decision else None,
         "reason": _reason(row, decision, candidate),
     }
 
@@ -220,7 +221,7 @@ def _reason(row: LayerStorage, decision: LayerDecision | None, candidate: bool) 
     if not row.binarizable:
         return f"not binarizable ({row.kind})"
     if row.binarized:
-        return "binarized (selected without a search decision)"
+        return "binarized without a search decision"
     return "candidate without a search decision" if candidate else "not a search candidate"
 
 
@@ -228,14 +229,15 @@ def _step(step: SearchStep, bits_before: int) -> dict[str, Any]:
     return {
         "index": int(step.index),
         "action": str(step.action),
-        "layer": step.layer,
-        "selection": list(step.selection),
+        "layers": list(step.layers),
+        "binarized": list(step.binarized),
         "val_accuracy": _finite(step.val_accuracy, f"trajectory[{step.index}].val_accuracy"),
-        "drop_points": _finite(step.drop, f"trajectory[{step.index}].drop"),
+        "drop_points": _finite(step.drop_points, f"trajectory[{step.index}].drop_points"),
         "storage_bits": int(step.storage_bits),
         "storage_bytes": _bytes(int(step.storage_bits)),
         "ratio": _ratio(bits_before, int(step.storage_bits)),
-        "estimates": {str(k): _optional(v) for k, v in step.estimates.items()},
+        "estimates_points": {str(k): _optional(v) for k, v in step.estimates_points.items()},
+        "estimates_raw": {str(k): _optional(v) for k, v in step.estimates_raw.items()},
         "seconds": _finite(step.seconds, f"trajectory[{step.index}].seconds"),
     }
 

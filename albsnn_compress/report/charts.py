@@ -67,7 +67,7 @@ def render_charts(report: Mapping[str, Any]) -> dict[str, str] | None:
         charts["storage"] = _svg(_storage_figure(figure_cls, report), "storage")
         if report["trajectory"]:
             charts["trajectory"] = _svg(_trajectory_figure(figure_cls, report), "trajectory")
-        if any(layer["estimator_value"] is not None for layer in report["layers"]):
+        if any(layer["estimate_raw"] is not None for layer in report["layers"]):
             charts["estimator"] = _svg(_estimator_figure(figure_cls, report), "estimator")
     return charts
 
@@ -135,16 +135,16 @@ def _trajectory_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any:
 
 
 def _estimator_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any:
-    layers = [layer for layer in report["layers"] if layer["estimator_value"] is not None]
+    layers = [layer for layer in report["layers"] if layer["estimate_raw"] is not None]
     figure = figure_cls(figsize=(_WIDTH, 1.2 + 0.32 * len(layers)))
     ax = figure.add_subplot()
     positions = list(range(len(layers)))
-    values = [layer["estimator_value"] for layer in layers]
+    values = [layer["estimate_raw"] for layer in layers]
     colours = [_BINARY if layer["binarized"] else _KEPT for layer in layers]
     ax.barh(positions, values, color=colours, height=0.6)
     for position, layer in zip(positions, layers):
         if layer["estimate_points"] is not None:
-            ax.annotate(f"est. {fmt.points(layer['estimate_points'])}", (layer["estimator_value"], position),
+            ax.annotate(f"est. {fmt.points(layer['estimate_points'])}", (layer["estimate_raw"], position),
                         textcoords="offset points", xytext=(4, -3), fontsize=8)
     ax.set_yticks(positions, [fmt.short(layer["name"]) for layer in layers])
     ax.invert_yaxis()

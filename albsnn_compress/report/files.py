@@ -13,7 +13,7 @@ from albsnn_compress.errors import ReportError
 from albsnn_compress.report.html import render_html
 from albsnn_compress.report.markdown import render_markdown
 from albsnn_compress.report.schema import validate_report
-from albsnn_compress.report.terminal import render_text
+from albsnn_compress.report.text import render_text
 
 __all__ = ["FORMATS", "FILE_SUFFIXES", "dump_json", "render", "write_report", "report_paths"]
 

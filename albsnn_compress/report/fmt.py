@@ -26,6 +26,7 @@ __all__ = [
     "shape",
     "names",
     "estimates",
+    "raw_estimates",
     "setting",
     "headline",
 ]
@@ -108,6 +109,13 @@ def estimates(values: Mapping[str, float | None]) -> str:
     if not values:
         return NOT_APPLICABLE
     return ", ".join(f"{short(k)} {NOT_APPLICABLE if v is None else f'{v:.2f}'}" for k, v in values.items())
+
+
+def raw_estimates(values: Mapping[str, float | None]) -> str:
+    """Per-layer raw estimator values, four significant digits: ``conv2 0.3712, conv3 0.4``."""
+    if not values:
+        return NOT_APPLICABLE
+    return ", ".join(f"{short(k)} {number(v)}" for k, v in values.items())
 
 
 def setting(value: Any) -> str:

@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 SCHEMA_ID = "albsnn-compress/report"
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (2,)  # 1 named raw estimates as points; see docs/report.md, Versioning
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 _MAX_DEPTH = 64  # a report nests 5 levels; anything near this is not a report
 _MAX_INT_DIGITS = 40  # bit counts fit in 20 digits
@@ -87,29 +87,31 @@ _LAYER = _object({
     "bytes_after": _NUMBER,
     "saved_bits": {"type": "integer"},
     "tensors": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
-    "estimator_value": _NUMBER_OR_NULL,
+    "estimate_raw": _NUMBER_OR_NULL,
     "estimate_points": _NUMBER_OR_NULL,
-    "measured_drop_points": _NUMBER_OR_NULL,
+    "measured_alone_points": _NUMBER_OR_NULL,
+    "measured_increment_points": _NUMBER_OR_NULL,
     "reason": {"type": "string"},
 })
 
 _STEP = _object({
     "index": {"type": "integer"},
     "action": {"type": "string"},
-    "layer": {"type": ["string", "null"]},
-    "selection": _STRINGS,
+    "layers": _STRINGS,
+    "binarized": _STRINGS,
     "val_accuracy": _NUMBER,
     "drop_points": _NUMBER,
     "storage_bits": _COUNT,
     "storage_bytes": _NUMBER,
     "ratio": _NUMBER_OR_NULL,
-    "estimates": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
+    "estimates_points": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
+    "estimates_raw": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
     "seconds": _NUMBER,
 })
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "albsnn-compress/report/v1",
+    "$id": f"albsnn-compress/report/v{SCHEMA_VERSION}",
     "title": "albsnn-compress storage report",
     "$defs": {"tensor": _TENSOR, "layer": _LAYER, "step": _STEP, "file": _FILE},
     **_object({
@@ -128,7 +130,7 @@ SCHEMA: dict[str, Any] = {
             "budget_points": _NUMBER,
             "finetune_epochs": _NUMBER,
             "candidates": _STRINGS,
-            "selected": _STRINGS,
+            "binarized": _STRINGS,
             "config": {"type": "object"},
         }),
         "accuracy": _object({
@@ -260,7 +262,7 @@ def validate_report(report: Any) -> None:
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = type(version) is int and version > SCHEMA_VERSION
         fix = "upgrade albsnn-compress to read it" if newer else "regenerate it with this albsnn-compress"
-        raise ReportError(f"report schema_version {version!r} is not supported (this version reads {list(SUPPORTED_VERSIONS)}); {fix}")
+        raise ReportError(f"report schema version {version!r} is not supported (this reader reads {list(SUPPORTED_VERSIONS)}); {fix}")
     _check(report, SCHEMA, "")
     _check_accounting(report)
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from albsnn_compress.report import fmt
 
-__all__ = ["Table", "report_tables"]
+__all__ = ["Table", "report_tables", "BRIEF_TABLES"]
+
+BRIEF_TABLES = ("storage", "accuracy", "layers")  # what a compress run shows at its end
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def _summary(report: Mapping[str, Any]) -> Table:
         ["seed", str(search["seed"])],
         ["finetune epochs", f"{search['finetune_epochs']:g}"],
         ["candidates", f"{len(search['candidates'])}: {fmt.names(search['candidates'])}"],
-        ["binarized", f"{len(search['selected'])}: {fmt.names(search['selected'])}"],
+        ["binarized", f"{len(search['binarized'])}: {fmt.names(search['binarized'])}"],
     ]
     return Table("summary", "Run", ["Item", "Value"], rows, "ll")
 
@@ -143,9 +145,16 @@ def _decision(layer: Mapping[str, Any]) -> str:
     return f"{'binarized' if layer['binarized'] else 'kept'}: {layer['reason']}"
 
 
+def _measured(layer: Mapping[str, Any]) -> str:
+    """The drops measured for a layer, each labelled: alone (oracle) or its group's increment (adaptive)."""
+    parts = [f"{fmt.points(layer[key])} {label}" for key, label in
+             (("measured_alone_points", "alone"), ("measured_increment_points", "group")) if layer[key] is not None]
+    return "\n".join(parts) or fmt.NOT_APPLICABLE
+
+
 def _layers(report: Mapping[str, Any]) -> Table:
     columns = ["Layer", "Type", "Weight shape", "Values", "Precision", "Bits before", "Bits after",
-               "Before", "After", "Stored after", "Estimator", "Estimate", "Measured drop", "Decision"]
+               "Before", "After", "Stored after", "Estimate (raw)", "Estimate", "Measured drop", "Decision"]
     rows, highlight = [], []
     for layer in report["layers"]:
         precision = f"{layer['precision_before']} -> {layer['precision_after']}" if layer["binarized"] else str(layer["precision_before"])
@@ -153,9 +162,9 @@ def _layers(report: Mapping[str, Any]) -> Table:
             fmt.short(layer["name"]), layer["type"], fmt.shape(layer["weight_shape"]), fmt.count(layer["params"]),
             precision, fmt.count(layer["bits_before"]), fmt.count(layer["bits_after"]),
             fmt.size(layer["bytes_before"]), fmt.size(layer["bytes_after"]), _tensors_text(layer),
-            fmt.number(layer["estimator_value"]),
+            fmt.number(layer["estimate_raw"]),
             fmt.NOT_APPLICABLE if layer["estimate_points"] is None else fmt.points(layer["estimate_points"]),
-            fmt.NOT_APPLICABLE if layer["measured_drop_points"] is None else fmt.points(layer["measured_drop_points"]),
+            _measured(layer),
             _decision(layer),
         ])
         highlight.append(layer["binarized"])
@@ -167,23 +176,27 @@ def _layers(report: Mapping[str, Any]) -> Table:
     ])
     highlight.append(False)
     note = ("Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
-            "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). Estimate and measured drop in points.")
+            "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). "
+            "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the layer was decided. "
+            "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was tried in.")
     return Table("layers", "Layers", columns, rows, "lllrrrrrrlrrrl", highlight, frozenset({5, 6, 9}), note)
 
 
 def _trajectory(report: Mapping[str, Any]) -> Table:
-    columns = ["#", "Action", "Layer", "Selection", "Estimates (pts)", "Val acc", "Drop", "Storage", "Ratio", "Time"]
+    columns = ["#", "Action", "Layers", "Binarized", "Estimates (pts)", "Estimates (raw)", "Val acc", "Drop", "Storage",
+               "Ratio", "Time"]
     rows, highlight = [], []
     for step in report["trajectory"]:
         rows.append([
-            str(step["index"]), step["action"], fmt.names(step["layer"].split(",")) if step["layer"] else fmt.NOT_APPLICABLE,
-            fmt.names(step["selection"]), fmt.estimates(step["estimates"]), fmt.percent(step["val_accuracy"]),
-            fmt.points(step["drop_points"]), fmt.size(step["storage_bytes"]), fmt.ratio(step["ratio"]),
-            fmt.seconds(step["seconds"]),
+            str(step["index"]), step["action"], fmt.names(step["layers"]) if step["layers"] else fmt.NOT_APPLICABLE,
+            fmt.names(step["binarized"]), fmt.estimates(step["estimates_points"]), fmt.raw_estimates(step["estimates_raw"]),
+            fmt.percent(step["val_accuracy"]), fmt.points(step["drop_points"]), fmt.size(step["storage_bytes"]),
+            fmt.ratio(step["ratio"]), fmt.seconds(step["seconds"]),
         ])
         highlight.append(step["action"] == "final")
-    return Table("trajectory", "Search trajectory", columns, rows, "rllllrrrrr", highlight,
-                 note="Each step after its change and finetuning; storage is computed (bits / 8).")
+    return Table("trajectory", "Search trajectory", columns, rows, "rlllllrrrrr", highlight, frozenset({5}),
+                 note="Each step after its change and finetuning; storage is computed (bits / 8). "
+                      "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement.")
 
 
 def _timings(report: Mapping[str, Any]) -> Table:

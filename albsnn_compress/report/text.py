@@ -1,0 +1,54 @@
+"""The report as plain text: the terminal's tables, aligned in columns, for a file or a log.
+
+No colours and no box drawing, so the text diffs well; the columns the terminal
+leaves out (``Table.wide``) are left out here too. Drawn with rich on a
+terminal, the same tables are ``albsnn_compress.cli.terminal.render_terminal``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+from albsnn_compress.report import fmt
+from albsnn_compress.report.tables import BRIEF_TABLES, Table, report_tables
+
+__all__ = ["render_text"]
+
+_GAP = "  "
+
+
+def _table_lines(table: Table, width: int) -> list[str]:
+    keep = [i for i in range(len(table.columns)) if i not in table.wide]
+    grid = [[table.columns[i].split("\n") for i in keep]] + [[row[i].split("\n") for i in keep] for row in table.rows]
+    widths = [max(len(line) for row in grid for line in row[column]) for column in range(len(keep))]
+    lines = [table.title]
+    for number, row in enumerate(grid):
+        for k in range(max(len(cell) for cell in row)):
+            parts = []
+            for column, cell in enumerate(row):
+                text = cell[k] if k < len(cell) else ""
+                parts.append(text.rjust(widths[column]) if table.align[keep[column]] == "r" else text.ljust(widths[column]))
+            lines.append(_GAP.join(parts).rstrip())
+        if number == 0:
+            lines.append(_GAP.join("-" * w for w in widths))
+    if table.note:
+        lines += textwrap.wrap(table.note, width)
+    return lines
+
+
+def render_text(report: Mapping[str, Any], *, width: int = 140, brief: bool = False) -> str:
+    """The headline and the tables as plain text.
+
+    Args:
+        report: a report document (see :mod:`albsnn_compress.report.schema`).
+        width: where the headline and the notes wrap (tables keep their full width).
+        brief: only storage, accuracy and layers (what a compress run shows at its end).
+    """
+    lines = textwrap.wrap(fmt.headline(report), width)
+    for table in report_tables(report):
+        if brief and table.key not in BRIEF_TABLES:
+            continue
+        lines += ["", *_table_lines(table, width)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""The settings of a compression run, as one small dataclass.
+
+Kept apart from :mod:`albsnn_compress.search` so that the session, which reads
+them, and ``compress``, which builds the session, both import it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from albsnn_compress.estimators import Estimator
+from albsnn_compress.strategy_protocol import Strategy
+
+__all__ = ["SearchConfig"]
+
+
+@dataclass
+class SearchConfig:
+    """Settings of a compression run.
+
+    Attributes:
+        strategy: ``adaptive`` (estimator-guided, default), ``oracle``, ``all``, ``none``,
+            another registered name, or a strategy function
+            (:data:`albsnn_compress.strategies.STRATEGIES`).
+        estimator: ``weight``, ``output``, ``loss``, another registered name, or an
+            estimator object (copied for each run; :data:`albsnn_compress.estimators.ESTIMATORS`).
+        epochs: finetuning epochs of the whole run (the selection is decided during them).
+        trial_epochs: finetuning epochs of each tried change.
+        lr: peak learning rate of each finetuning slice (AdamW, cosine).
+        batch_size: global batch size.
+        distill: distil from the input model (else plain cross-entropy).
+        seed: fixes every random choice; same seed, same selection.
+        probe_batches: calibration batches the estimators run on.
+        bn_batches: training batches for batch-norm re-estimation before each measurement.
+        layers: candidate layer names, full (``layers.conv3``) or short (``conv3``);
+            default: every binarizable layer but the first and the last.
+        exclude: layer names never to binarize, full or short.
+        binarize_first_last: let the first and last layers be candidates too.
+        amp: bfloat16 autocast while finetuning on CUDA (ignored on CPU).
+        sync_bn: under DDP, finetune with batch norm synchronised across processes.
+        extend_within: ``adaptive``: a single layer whose trial misses the budget by at
+            most this multiple of the budget gets one more trial slice before it is
+            rejected (a short slice overestimates what a layer finally costs).
+        group_after: ``adaptive``: measurements the calibration needs before several
+            layers are tried at once (a factor fitted to one point is too weak to bet
+            a group on).
+    """
+
+    strategy: str | Strategy = "adaptive"
+    estimator: str | Estimator = "weight"
+    epochs: float = 1.0
+    trial_epochs: float = 0.25
+    lr: float = 1e-3
+    batch_size: int = 128
+    distill: bool = True
+    seed: int = 0
+    probe_batches: int = 4
+    bn_batches: int = 20
+    layers: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    binarize_first_last: bool = False
+    amp: bool = False
+    sync_bn: bool = False
+    extend_within: float = 2.0
+    group_after: int = 2
+
+    def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:
+        """Every setting as JSON-able values, with the strategy and estimator given by name."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        values.update(strategy=strategy, estimator=estimator, exclude=list(self.exclude))
+        if self.layers is not None:
+            values["layers"] = list(self.layers)
+        return values
