@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,15 @@ def test_compress_budget_errors(digits_checkpoint: Path) -> None:
     for bad, message in (("-0.1", "must be a finite number >= 0"), ("lots", "is not a number")):
         result = run_cli([str(digits_checkpoint), "--budget", bad], expected_exit=2)
         assert message in result.stderr
+
+
+def test_compress_takes_short_layer_names_and_names_a_wrong_one(digits_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    fast = ["--epochs", "0.3", "--trial-epochs", "0.3", "--quiet", "-o", str(out)]
+    run_cli([str(digits_checkpoint), "--budget", "1.0", "--layers", "conv3,conv4", "--exclude", "layers.conv4", *fast])
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["candidates"] == ["layers.conv3"]
+    assert report["schema_version"] == 2
+    result = run_cli([str(digits_checkpoint), "--budget", "1.0", "--layers", "conv9", *fast], expected_exit=2)
+    assert result.stderr.startswith("error: layers: 'conv9' is not a binarizable layer; choose from conv1, conv2")
+    assert result.stderr.count("\n") == 1
