@@ -98,6 +98,17 @@ def test_golden_file_reads_to_the_same_model(name: str) -> None:
     assert torch.equal(outputs.argmax(1), expected.argmax(1))
 
 
+def test_a_file_written_before_the_neuron_variants_still_reads() -> None:
+    """The spec vocabulary grows by keys with defaults: an older file reads to the same model."""
+    legacy = read_container(GOLDEN / "legacy_conv_mixed_before_neuron_variants.albsnn")
+    assert "leak" not in legacy.header["spec"]["neuron"]
+    current = read_container(GOLDEN / "conv_mixed.albsnn")
+    assert legacy.model.spec == current.model.spec
+    inputs = make_golden.fixed_inputs()
+    with torch.no_grad():
+        assert torch.equal(legacy.model(inputs), current.model(inputs))
+
+
 def test_golden_header_content() -> None:
     container = read_container(GOLDEN / "conv_mixed.albsnn")
     header = container.header

@@ -48,6 +48,54 @@ def test_threshold_is_inclusive() -> None:
     assert _run(LIF(tau=1.0, v_threshold=1.0), [0.999]) == [0.0]
 
 
+def test_integrate_and_fire_has_no_leak() -> None:
+    # H = V + X: 0.6, 1.2 -> spike, hard reset to 0, then 0.6
+    assert _run(LIF(leak=False, tau=5.0), [0.6, 0.6, 0.6]) == [0.0, 1.0, 0.0]
+
+
+def test_decay_of_the_state_only() -> None:
+    # no decay_input, tau=2: H1 = 0 + 0.8 = 0.8; H2 = 0.8 - 0.8/2 + 0.8 = 1.2 -> spike
+    neuron = LIF(tau=2.0, decay_input=False)
+    assert _run(neuron, [0.8, 0.8]) == [0.0, 1.0]
+    assert _run(LIF(tau=2.0), [0.8, 0.8]) == [0.0, 0.0]  # decay_input: H2 = 0.4 + (0.8 - 0.4)/2 = 0.6
+
+
+def test_strict_threshold_does_not_fire_at_equality() -> None:
+    assert _run(LIF(tau=1.0, strict_threshold=True), [1.0]) == [0.0]
+    assert _run(LIF(tau=1.0, strict_threshold=True), [1.001]) == [1.0]
+    x = torch.tensor([1.0, 1.0, 0.5], requires_grad=True)
+    LIF(tau=1.0, strict_threshold=True)(x.view(3, 1)).sum().backward()
+    y = torch.tensor([1.0, 1.0, 0.5], requires_grad=True)
+    LIF(tau=1.0)(y.view(3, 1)).sum().backward()
+    assert torch.equal(x.grad, y.grad)  # the surrogate gradient is the same
+
+
+def test_deferred_soft_reset_is_snntorch_order() -> None:
+    # beta = 0.5 (tau 2, state decay): U_t = 0.5 U_{t-1} + X_t - S_{t-1}
+    # U1 = 1.5 -> S1; U2 = 0.75 + 1.5 - 1 = 1.25 -> S2; U3 = 0.625 + 0 - 1 = -0.375; U4 = -0.1875 + 1 = 0.8125
+    deferred = LIF(tau=2.0, decay_input=False, reset="soft_deferred", strict_threshold=True)
+    assert _run(deferred, [1.5, 1.5, 0.0, 1.0]) == [1.0, 1.0, 0.0, 0.0]
+    # an immediate soft reset decays the subtraction too: V1 = 0.5, U2 = 1.75, V2 = 0.75, U3 = 0.375, U4 = 1.1875
+    assert _run(LIF(tau=2.0, decay_input=False, reset="soft"), [1.5, 1.5, 0.0, 1.0]) == [1.0, 1.0, 0.0, 1.0]
+
+
+def test_no_reset_keeps_integrating() -> None:
+    assert _run(LIF(leak=False, reset="none"), [0.6, 0.6, 0.0]) == [0.0, 1.0, 1.0]
+
+
+def test_per_channel_time_constants_and_thresholds() -> None:
+    neuron = LIF(per_channel=("tau", "v_threshold"), channel_shape=(2,))
+    assert set(neuron.state_dict()) == {"tau", "v_threshold"}
+    with torch.no_grad():
+        neuron.tau.copy_(torch.tensor([1.0, 4.0]))
+        neuron.v_threshold.copy_(torch.tensor([1.0, 0.2]))
+    x = torch.tensor([[[1.0, 1.0]]])  # T=1, B=1, C=2: H = [1.0, 0.25]
+    assert neuron(x).view(-1).tolist() == [1.0, 1.0]
+    with torch.no_grad():
+        neuron.v_threshold.copy_(torch.tensor([1.0, 0.3]))
+    assert neuron(x).view(-1).tolist() == [1.0, 0.0]
+
+
 def test_detach_reset_changes_gradient_only() -> None:
     x = torch.tensor([1.5, 1.5, 1.5]).view(3, 1).requires_grad_()
     outs = []
@@ -67,6 +115,8 @@ def test_bad_neuron_settings() -> None:
         LIF(reset="sideways")
     with pytest.raises(SpecError, match="tau must be >= 1"):
         LIF(tau=0.5)
+    with pytest.raises(SpecError, match="per_channel must list settings among"):
+        LIF(per_channel=("v_reset",), channel_shape=(3,))
     with pytest.raises(SpecError, match="unknown surrogate"):
         make_surrogate("sigmoid-ish")
 

@@ -83,10 +83,17 @@ def _no_lif_spec(dataset: str) -> dict[str, Any]:
     return spec
 
 
-def _make_model(spec: dict[str, Any], timesteps: int, images: torch.Tensor, binarize: str) -> SpikingNet:
-    """A random-init network with lively spikes: random BN affine params, stats from real images."""
+def _make_model(
+    spec: dict[str, Any], timesteps: int, images: torch.Tensor, binarize: str, taus: dict[str, torch.Tensor] | None = None
+) -> SpikingNet:
+    """A random-init network with lively spikes: random BN affine params, stats from real images.
+
+    ``taus`` sets per-channel time constants (module name -> values) before the statistics are gathered.
+    """
     torch.manual_seed(0)
     model = SpikingNet(spec, timesteps)
+    for name, values in (taus or {}).items():
+        model.get_submodule(name).tau.copy_(values)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for norm in norms:
@@ -106,23 +113,42 @@ def _make_model(spec: dict[str, Any], timesteps: int, images: torch.Tensor, bina
     return model.eval()
 
 
-# (id, spec builder or preset, T, reset, which layers to binarize, images)
+def _per_channel_spec(dataset: str) -> dict[str, Any]:
+    """fmnist-vgg with per-channel time constants in every LIF layer (snnTorch's learned per-channel beta)."""
+    spec = resolve_architecture("fmnist-vgg", dataset)
+    for layer in spec["layers"]:
+        if layer["type"] == "lif":
+            layer["per_channel"] = ["tau"]
+    return spec
+
+
+# (id, spec builder or preset, T, neuron settings, which layers to binarize, images)
 CASES = [
-    ("gap-T1-hard", "fmnist-vgg", 1, "hard", "candidates", FULL_SUBSET),
-    ("gap-T1-soft", "fmnist-vgg", 1, "soft", "candidates", SMALL_SUBSET),
-    ("gap-T3-hard", "fmnist-vgg", 3, "hard", "candidates", SMALL_SUBSET),
-    ("gap-T3-soft", "fmnist-vgg", 3, "soft", "candidates", SMALL_SUBSET),
-    ("fc-T3-hard", "digits-fc", 3, "hard", "all-but-first", SMALL_SUBSET),
-    ("groups-T2", _groups_spec, 2, "hard", "all-but-first", SMALL_SUBSET),
-    ("no-lif-T2", _no_lif_spec, 2, "hard", "all-but-first", SMALL_SUBSET),
+    ("gap-T1-hard", "fmnist-vgg", 1, {"reset": "hard"}, "candidates", FULL_SUBSET),
+    ("gap-T1-soft", "fmnist-vgg", 1, {"reset": "soft"}, "candidates", SMALL_SUBSET),
+    ("gap-T3-hard", "fmnist-vgg", 3, {"reset": "hard"}, "candidates", SMALL_SUBSET),
+    ("gap-T3-soft", "fmnist-vgg", 3, {"reset": "soft"}, "candidates", SMALL_SUBSET),
+    ("fc-T3-hard", "digits-fc", 3, {"reset": "hard"}, "all-but-first", SMALL_SUBSET),
+    ("groups-T2", _groups_spec, 2, {"reset": "hard"}, "all-but-first", SMALL_SUBSET),
+    ("no-lif-T2", _no_lif_spec, 2, {"reset": "hard"}, "all-but-first", SMALL_SUBSET),
+    # neuron variants (the forms snnTorch, SpikingJelly and NIR neurons need)
+    ("if-T3-soft", "fmnist-vgg", 3, {"leak": False, "reset": "soft"}, "candidates", SMALL_SUBSET),
+    ("state-decay-T3", "fmnist-vgg", 3, {"decay_input": False, "tau": 1.5, "v_reset": 0.1}, "candidates", SMALL_SUBSET),
+    ("strict-deferred-T3", "fmnist-vgg", 3, {"strict_threshold": True, "reset": "soft_deferred"}, "candidates", SMALL_SUBSET),
+    ("no-reset-T3", "fmnist-vgg", 3, {"reset": "none", "tau": 1.5}, "candidates", SMALL_SUBSET),
+    ("per-channel-tau-T3", _per_channel_spec, 3, {"decay_input": False}, "candidates", SMALL_SUBSET),
 ]
 
 
 def _case_model(case: tuple[Any, ...], dataset: str, images: torch.Tensor) -> SpikingNet:
-    _, arch, timesteps, reset, binarize, _ = case
+    _, arch, timesteps, neuron, binarize, _ = case
     spec = arch(dataset) if callable(arch) else resolve_architecture(arch, dataset)
-    spec["neuron"] = {**spec.get("neuron", {}), "reset": reset}
-    return _make_model(spec, timesteps, images, binarize)
+    spec["neuron"] = {**spec.get("neuron", {}), **neuron}
+    torch.manual_seed(1)
+    model = SpikingNet(spec, timesteps)
+    per_channel = {name: torch.rand(m.tau.shape) * 2 + 1 for name, m in model.named_modules() if "tau" in getattr(m, "per_channel", ())}
+    model = _make_model(spec, timesteps, images, binarize, per_channel)
+    return model
 
 
 def _session(proto: onnx.ModelProto, level: str) -> ort.InferenceSession:
@@ -169,7 +195,7 @@ def _check_flips_are_ties(
     tapped = onnx.ModelProto()
     tapped.CopyFrom(proto)
     # one spike comparison H >= v_th per LIF layer and step, in that order
-    taps = [(n.input[0], n.output[0]) for n in proto.graph.node if n.op_type == "GreaterOrEqual"]
+    taps = [(n.input[0], n.output[0]) for n in proto.graph.node if n.op_type in ("GreaterOrEqual", "Greater")]
     tapped.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for pair in taps for name in pair)
     session = _session(tapped, level)
     threshold, steps = model.spec["neuron"]["v_threshold"], model.timesteps

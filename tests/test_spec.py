@@ -56,7 +56,7 @@ def test_gap_head_has_no_fully_connected_layer() -> None:
         (lambda s: s.update(neuron={"v_threshold": "nan"}), "spec neuron v_threshold must be a finite number, got 'nan'"),
         (lambda s: s.update(neuron={"v_threshold": float("inf")}), "v_threshold must be a finite number"),
         (lambda s: s.update(neuron={"tau": 0.5}), "spec neuron tau must be a finite number >= 1"),
-        (lambda s: s.update(neuron={"reset": "sideways"}), "spec neuron reset must be one of \\['hard', 'soft'\\]"),
+        (lambda s: s.update(neuron={"reset": "sideways"}), "spec neuron reset must be one of \\['hard', 'soft'"),
         (lambda s: s.update(neuron={"surrogate": {"name": "arctan", "alpha": float("nan")}}), "surrogate alpha must be a finite number > 0"),
         (lambda s: s["input"].update(std=[float("nan")]), "std\\[0\\] must be a finite number > 0"),
         (lambda s: s["input"].update(mean=[True]), "mean\\[0\\] must be a finite number"),
@@ -86,3 +86,34 @@ def test_custom_spec_with_groups_and_fc_head() -> None:
     model = SpikingNet(spec)
     assert model.layers.conv2.groups == 4
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
+
+
+def test_lif_layers_override_the_neuron_and_hold_per_channel_settings() -> None:
+    spec = _spec("digits-small")
+    lifs = [layer for layer in spec["layers"] if layer["type"] == "lif"]
+    lifs[0].update(neuron={"tau": 1.5, "leak": True}, per_channel=["v_threshold", "tau"])
+    lifs[1].update(neuron={"leak": False, "reset": "soft"})
+    model = SpikingNet(spec)
+    first, second, third = (model.get_submodule(f"layers.{layer['name']}") for layer in lifs[:3])
+    assert model.spec["layers"][2]["per_channel"] == ["tau", "v_threshold"]  # canonical order
+    assert first.tau.shape == (16, 1, 1) and float(first.tau[0]) == 1.5 and first.per_channel == ("tau", "v_threshold")
+    assert "layers.lif1.tau" in model.state_dict() and "layers.lif1.v_threshold" in model.state_dict()
+    assert (second.leak, second.reset, second.tau) == (False, "soft", 2.0)  # the rest from the spec's neuron
+    assert (third.leak, third.reset) == (True, "hard")
+    assert normalize_spec(model.spec) == model.spec
+
+
+@pytest.mark.parametrize(
+    ("update", "message"),
+    [
+        ({"neuron": {"tau": 0.2}}, "layer lif1 neuron tau must be a finite number >= 1"),
+        ({"neuron": {"sharpness": 1}}, "layer lif1 neuron keys must be among"),
+        ({"per_channel": ["v_reset"]}, "layer lif1 per_channel must be a list of distinct settings among \\['tau', 'v_threshold'\\]"),
+        ({"per_channel": ["tau", "tau"]}, "per_channel must be a list of distinct settings"),
+    ],
+)
+def test_bad_lif_overrides_are_named(update: dict, message: str) -> None:
+    spec = _spec("digits-small")
+    next(layer for layer in spec["layers"] if layer["type"] == "lif").update(update)
+    with pytest.raises(SpecError, match=message):
+        SpikingNet(spec)

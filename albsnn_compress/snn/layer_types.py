@@ -51,7 +51,7 @@ from albsnn_compress.snn.layers import (
     TimeLinear,
     TimeMaxPool2d,
 )
-from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.neurons import LIF, PER_CHANNEL, normalize_neuron
 
 __all__ = [
     "Shape",
@@ -280,15 +280,31 @@ register_layer_type(LayerType(
     description="batch norm over channels, statistics shared across time steps",
 ))
 
+def _neuron_overrides(value: Any, where: str) -> dict[str, Any]:
+    return normalize_neuron(value, where, partial=True)
+
+
+def _per_channel(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or len(set(value)) != len(value) or set(value) - set(PER_CHANNEL):
+        raise SpecError(f"{where} must be a list of distinct settings among {list(PER_CHANNEL)}, got {value!r}")
+    return [name for name in PER_CHANNEL if name in value]
+
+
+def _build_lif(layer: Layer, shape: Shape, neuron: dict[str, Any]) -> nn.Module:
+    channel_shape = (shape[0], 1, 1) if len(shape) == 3 else (shape[0],)
+    return LIF(**{**neuron, **layer["neuron"]}, per_channel=layer["per_channel"], channel_shape=channel_shape)
+
+
 register_layer_type(LayerType(
     name="lif",
     modules=(LIF,),
-    fields={},
-    build=lambda _layer, _shape, neuron: LIF(**neuron),
+    fields={"neuron": Field({}, _neuron_overrides), "per_channel": Field([], _per_channel)},
+    build=_build_lif,
     output_shape=same_shape,
+    parameters=lambda layer, shape: len(layer["per_channel"]) * shape[0],
     onnx=onnx_mapping.lif_onnx,
     temporal=True,
-    description="leaky integrate-and-fire neurons with the spec's neuron settings",
+    description="spiking neurons: the spec's neuron settings, overridden per layer, some per channel",
 ))
 
 for _name, _torch_cls, _time_cls in (("avgpool", nn.AvgPool2d, TimeAvgPool2d), ("maxpool", nn.MaxPool2d, TimeMaxPool2d)):

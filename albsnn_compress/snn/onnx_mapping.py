@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from albsnn_compress.errors import ExportError
-from albsnn_compress.snn.neurons import LIF, RESET_MODES
+from albsnn_compress.snn.neurons import LIF, RESET_MODES, neuron_constant
 
 __all__ = [
     "GraphEmitter",
@@ -169,29 +169,40 @@ def lif_onnx(graph: GraphEmitter, name: str, neuron: LIF, x: str) -> str:
     return graph.node("Cast", [graph.join_steps(spikes, f"{name}.fired")], f"{name}.y", to=_ONNX_FLOAT)
 
 
+def _charge(graph: GraphEmitter, neuron: LIF, v: str | None, x: str, hint: str) -> str:
+    """``H_t`` as nodes, in the same operation order as :meth:`LIF.charge` (so the same float32 results)."""
+    tau = neuron_constant(graph, neuron.tau)
+    if v is None:  # H_1 from V_0 = v_reset; terms with v_reset = 0 are left out (x + 0 = x)
+        h = graph.node("Div", [x, tau], f"{hint}.q") if neuron.leak and neuron.decay_input else x
+        return h if neuron.v_reset == 0.0 else graph.node("Add", [h, graph.const(neuron.v_reset)], f"{hint}.hr")
+    if not neuron.leak:
+        return graph.node("Add", [v, x], hint)
+    leak = v if neuron.v_reset == 0.0 else graph.node("Sub", [v, graph.const(neuron.v_reset)], f"{hint}.dv")
+    if neuron.decay_input:
+        drive = graph.node("Div", [graph.node("Sub", [x, leak], f"{hint}.d"), tau], f"{hint}.q")
+        return graph.node("Add", [v, drive], hint)
+    decayed = graph.node("Sub", [v, graph.node("Div", [leak, tau], f"{hint}.q")], f"{hint}.decayed")
+    return graph.node("Add", [decayed, x], hint)
+
+
 def lif_steps(graph: GraphEmitter, inputs: Sequence[str], neuron: LIF, hint: str) -> list[str]:
     """Unroll a LIF neuron over per-step inputs; returns the per-step spikes as bool tensors.
 
-    The arithmetic is that of :class:`albsnn_compress.snn.neurons.LIF`: step 1
-    uses the shortcut ``H = X / tau + v_reset``; later steps
-    ``H = V + (X - (V - v_reset)) / tau``; the spike is ``H >= v_th``; the reset is
-    the neuron's :class:`~albsnn_compress.snn.neurons.ResetMode`. Terms with
-    ``v_reset = 0`` are left out, which changes no value (``x + 0 = x - 0 = x``).
+    The arithmetic is that of :class:`albsnn_compress.snn.neurons.LIF` step by step:
+    the charge of its variant, the spike ``H >= v_th`` (``H > v_th`` when strict),
+    and the neuron's :class:`~albsnn_compress.snn.neurons.ResetMode` (a deferred
+    rule applied to the next step's charged membrane).
     """
-    tau, v_th = graph.const(neuron.tau), graph.const(neuron.v_threshold)
     reset = RESET_MODES[neuron.reset]
+    compare = "Greater" if neuron.strict_threshold else "GreaterOrEqual"
+    v_th = neuron_constant(graph, neuron.v_threshold)
     spikes: list[str] = []
     v: str | None = None
     for t, x in enumerate(inputs, start=1):
-        if v is None:
-            h = graph.node("Div", [x, tau], f"{hint}.h{t}")
-            if neuron.v_reset != 0.0:
-                h = graph.node("Add", [h, graph.const(neuron.v_reset)], f"{hint}.hr{t}")
-        else:
-            leak = v if neuron.v_reset == 0.0 else graph.node("Sub", [v, graph.const(neuron.v_reset)], f"{hint}.dv{t}")
-            drive = graph.node("Div", [graph.node("Sub", [x, leak], f"{hint}.d{t}"), tau], f"{hint}.q{t}")
-            h = graph.node("Add", [v, drive], f"{hint}.h{t}")
-        spikes.append(graph.node("GreaterOrEqual", [h, v_th], f"{hint}.s{t}"))
+        h = _charge(graph, neuron, v, x, f"{hint}.h{t}")
+        if reset.deferred and spikes:
+            h = reset.onnx(graph, neuron, h, spikes[-1], f"{hint}.r{t}")
+        spikes.append(graph.node(compare, [h, v_th], f"{hint}.s{t}"))
         if t < len(inputs):  # the membrane after the last step is never read
-            v = reset.onnx(graph, neuron, h, spikes[-1], f"{hint}.v{t}")
+            v = h if reset.deferred else reset.onnx(graph, neuron, h, spikes[-1], f"{hint}.v{t}")
     return spikes

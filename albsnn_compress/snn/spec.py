@@ -37,46 +37,12 @@ import torch
 from torch import nn
 
 from albsnn_compress.errors import SpecError
-from albsnn_compress.snn.fields import Field, at_least_one, boolean, finite_float, positive_float, positive_int
+from albsnn_compress.snn.fields import finite_float, positive_float, positive_int
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
-from albsnn_compress.snn.neurons import RESET_MODES
-from albsnn_compress.snn.surrogate import make_surrogate
+from albsnn_compress.snn.neurons import DEFAULT_NEURON, NEURON_FIELDS, normalize_neuron
 
 __all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "layer_shapes", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
 
-
-def _reset_mode(value: Any, where: str) -> str:
-    if not isinstance(value, str) or value not in RESET_MODES:
-        raise SpecError(f"{where} must be one of {list(RESET_MODES)}, got {value!r}")
-    return value
-
-
-def _surrogate(value: Any, where: str) -> Any:
-    """A surrogate name or config; its numeric parameters must be finite and positive."""
-    if isinstance(value, dict):
-        for key, number in value.items():
-            if key != "name":
-                positive_float(number, f"{where} {key}")
-    try:
-        make_surrogate(value)
-    except SpecError as exc:
-        raise SpecError(f"{where}: {exc}") from None
-    except (TypeError, AttributeError):
-        raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from None
-    return copy.deepcopy(value)
-
-
-NEURON_FIELDS: dict[str, Field] = {
-    "tau": Field(2.0, at_least_one),
-    "v_threshold": Field(1.0, finite_float),
-    "v_reset": Field(0.0, finite_float),
-    "reset": Field("hard", _reset_mode),
-    "detach_reset": Field(True, boolean),
-    "surrogate": Field({"name": "arctan", "alpha": 2.0}, _surrogate),
-}
-"""The spec's ``neuron`` keys: every LIF layer of a network shares these settings."""
-
-DEFAULT_NEURON: dict[str, Any] = {key: value.default for key, value in NEURON_FIELDS.items()}
 
 _MAX_LAYERS = 4096
 
@@ -122,15 +88,6 @@ def _normalize_input(inp: Any) -> dict[str, Any]:
     return {"shape": list(shape), "mean": stats["mean"], "std": stats["std"]}
 
 
-def _normalize_neuron(neuron_raw: Any) -> dict[str, Any]:
-    if not isinstance(neuron_raw, dict) or set(neuron_raw) - set(NEURON_FIELDS):
-        raise SpecError(f"spec 'neuron' keys must be among {sorted(NEURON_FIELDS)}, got {neuron_raw!r}")
-    return {
-        key: spec_field.check(neuron_raw.get(key, copy.deepcopy(spec_field.default)), f"spec neuron {key}")
-        for key, spec_field in NEURON_FIELDS.items()
-    }
-
-
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate a spec and return a copy with every default and layer name filled in.
 
@@ -149,7 +106,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     layers_raw = spec["layers"]
     if not isinstance(layers_raw, list) or not layers_raw or len(layers_raw) > _MAX_LAYERS:
         raise SpecError(f"spec 'layers' must be a non-empty list of at most {_MAX_LAYERS} layers")
-    neuron = _normalize_neuron(spec.get("neuron", {}))
+    neuron = normalize_neuron(spec.get("neuron", {}), "spec neuron")
     counters: dict[str, int] = {}
     layers = [_normalize_layer(raw, i, counters) for i, raw in enumerate(layers_raw)]
     names = [layer["name"] for layer in layers]
