@@ -10,6 +10,7 @@ from albsnn_compress.cli.options import data_root_option, device_option
 from albsnn_compress.data.registry import DATASETS, dataset_info, load_split
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import DatasetError
+from albsnn_compress.model_cost import fitting_batch_size
 from albsnn_compress.model_file import load_model_file
 from albsnn_compress.training import evaluate
 
@@ -20,7 +21,8 @@ __all__ = ["command"]
 @click.argument("model_file", metavar="FILE.albsnn|model.pt", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @data_root_option
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Split to score.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Images per forward pass.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per forward pass (lowered so one pass needs at most 1 GiB of activations).")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=None,
               help="Dataset to score on, instead of the one the file's metadata names.")
 @device_option
@@ -38,6 +40,6 @@ def command(model_file: Path, data_root: Path | None, split: str, batch_size: in
         )
     ctx = init_distributed(device)
     data = load_split(dataset, data_root, split)
-    accuracy = evaluate(model, data, ctx, batch_size=batch_size)
+    accuracy = evaluate(model, data, ctx, batch_size=fitting_batch_size(model.spec, model.timesteps, batch_size))
     if ctx.is_main:
         click.echo(f"{model_file}: {dataset} {split} top-1 accuracy {accuracy:.2f}% ({len(data)} images)")

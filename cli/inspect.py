@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,20 @@ __all__ = ["command"]
 def _safe(value: str) -> Text:
     """File-controlled text, shown literally: no rich markup, control characters escaped (no terminal injection)."""
     return Text("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value))
+
+
+def _escaped_json(value: Any) -> str:
+    """JSON with every character a terminal would interpret escaped (C1 controls, DEL, bidi overrides), still valid JSON."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)  # escapes C0 controls itself
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        if code > 0xFFFF:  # a JSON escape is UTF-16: a surrogate pair
+            code -= 0x10000
+            return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+        return f"\\u{code:04x}"
+
+    return re.sub(r"[^\n\x20-\x7e]", lambda m: m.group() if m.group().isprintable() else escape(m), text)
 
 
 def _summary_table(summary: dict[str, Any]) -> Table:
@@ -74,7 +89,7 @@ def command(container: Path, as_json: bool) -> None:
     """Show a container's architecture, accuracies, metadata and tensor table."""
     loaded = read_container(container)
     if as_json:
-        click.echo(json.dumps(loaded.header, indent=2, sort_keys=True, ensure_ascii=False))
+        click.echo(_escaped_json(loaded.header))
         return
     console = Console()
     console.print(_summary_table(container_summary(loaded)))

@@ -30,12 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils import parametrize
 
 from albsnn_compress.atomic import atomic_write
-from albsnn_compress.binarize import binarize_, binarized_layers, binary_scale
+from albsnn_compress.binarize import BinarizeWeight, binarized_layers, binary_scale
 from albsnn_compress.errors import ContainerError
+from albsnn_compress.file_kind import HEAD_BYTES, sniff
 from albsnn_compress.formats.bitpack import pack_signs, unpack_signs
-from albsnn_compress.formats.container_arch import SCALE_SUFFIX, Expected, architecture_tensors, check_tensor_set
+from albsnn_compress.formats.container_arch import SCALE_SUFFIX, Expected, architecture_tensors, check_tensor_set, instantiate
 from albsnn_compress.formats.container_header import (
     FORMAT_VERSION,
     MAGIC,
@@ -85,10 +87,14 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def is_container(path: str | os.PathLike[str]) -> bool:
-    """Whether the file starts with the ``.albsnn`` magic (cheap; does not validate; ``False`` if unreadable)."""
+    """Whether the file starts like an ``.albsnn`` container (cheap; does not validate; ``False`` if unreadable).
+
+    A container whose magic was damaged in transit counts too, so that its reader
+    says so instead of a checkpoint reader calling it a foreign file.
+    """
     try:
         with open(path, "rb") as stream:
-            return stream.read(len(MAGIC)) == MAGIC
+            return sniff(stream.read(HEAD_BYTES)).kind in ("container", "damaged-container")
     except OSError:
         return False
 
@@ -98,9 +104,19 @@ def _plain_number(value: Any) -> Any:
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
 
 
-def _float_bytes(tensor: torch.Tensor, kind: str) -> bytes:
-    array = tensor.detach().cpu().to(torch.float32).contiguous().numpy()
-    return array.astype(_NUMPY_DTYPES[kind], copy=False).tobytes()
+def _float_bytes(name: str, tensor: torch.Tensor, kind: str, *, nonnegative: bool = False) -> bytes:
+    """The tensor's bytes as ``kind``; refuses values the reader would refuse (NaN, inf, float16 overflow)."""
+    source = tensor.detach().cpu().to(torch.float32).contiguous().numpy()
+    array = source.astype(_NUMPY_DTYPES[kind], copy=False)
+    bad = _first_bad(array.reshape(-1), nonnegative)
+    if bad is not None:
+        if kind == "float16" and _first_bad(source.reshape(-1), nonnegative) is None:
+            raise ContainerError(
+                f"tensor {name!r}: a value overflows float16 (largest 65504); write it with float_kind='float32'"
+            )
+        wanted = "finite and >= 0" if nonnegative else "finite"
+        raise ContainerError(f"tensor {name!r}: values must be {wanted}, found {bad}; the model is broken (NaN or inf weights?)")
+    return array.tobytes()
 
 
 def _encode_tensors(model: SpikingNet, expected: Expected, float_kind: str) -> list[tuple[str, str, list[int], bytes]]:
@@ -118,10 +134,11 @@ def _encode_tensors(model: SpikingNet, expected: Expected, float_kind: str) -> l
             items.append((name, "binary", list(weight.shape), pack_signs(weight)))
         elif name.endswith(SCALE_SUFFIX) and kinds == ("float32",):
             scale = binary_scale(effective(name[: -len(SCALE_SUFFIX)]))
-            items.append((name, "float32", list(scale.shape), _float_bytes(scale, "float32")))
+            items.append((name, "float32", list(scale.shape), _float_bytes(name, scale, "float32", nonnegative=True)))
         else:
             tensor = effective(name)
-            items.append((name, float_kind, list(tensor.shape), _float_bytes(tensor, float_kind)))
+            variance = name.endswith(".running_var")
+            items.append((name, float_kind, list(tensor.shape), _float_bytes(name, tensor, float_kind, nonnegative=variance)))
     return items
 
 
@@ -214,7 +231,11 @@ def write_container(
             stream.write(part)
 
 
-def _decode_tensor(entry: TensorEntry, data: memoryview) -> np.ndarray | bytes:
+_CHUNK = 1 << 20  # elements checked or unpacked at a time: the reader's temporaries stay a few MiB
+
+
+def _check_tensor_bytes(entry: TensorEntry, data: memoryview) -> None:
+    """CRC-32 and, for a binary tensor, zero padding bits (no copy of the tensor)."""
     blob = data[entry.offset : entry.end]
     if crc32(blob) != entry.crc32:
         raise ContainerError(
@@ -224,8 +245,41 @@ def _decode_tensor(entry: TensorEntry, data: memoryview) -> np.ndarray | bytes:
         spare = (-entry.numel) % 8
         if spare and blob[-1] & ((1 << spare) - 1):
             raise ContainerError(f"tensor {entry.name!r}: the {spare} padding bits of the last byte must be zero")
-        return bytes(blob)
-    return np.frombuffer(blob, dtype=_NUMPY_DTYPES[entry.kind]).astype(np.float32).reshape(entry.shape)
+
+
+def _floats(entry: TensorEntry, data: memoryview) -> np.ndarray:
+    """A float tensor's values as a read-only flat view of the file's bytes (no copy)."""
+    return np.frombuffer(data, dtype=_NUMPY_DTYPES[entry.kind], count=entry.numel, offset=entry.offset)
+
+
+def _first_bad(values: np.ndarray, nonnegative: bool) -> float | None:
+    """The first value that is not finite (or, with ``nonnegative``, below zero), or ``None``; chunked."""
+    for start in range(0, values.size, _CHUNK):
+        part = values[start : start + _CHUNK]
+        good = np.isfinite(part)
+        if nonnegative:
+            good &= part >= 0
+        if not good.all():
+            return float(part[~good][0])
+    return None
+
+
+def _check_values(entries: list[TensorEntry], data: memoryview) -> None:
+    """Every float tensor finite; scales and batch-norm variances also ``>= 0`` (a NaN makes a model that cannot work)."""
+    for entry in entries:
+        if entry.kind == "binary":
+            continue
+        is_scale = entry.name.endswith(SCALE_SUFFIX) and entry.kind == "float32"
+        is_variance = entry.name.endswith(".running_var")
+        bad = _first_bad(_floats(entry, data), nonnegative=is_scale or is_variance)
+        if bad is None:
+            continue
+        where = f"tensor {entry.name!r}"
+        if is_scale:
+            raise ContainerError(f"{where}: scales must be finite and >= 0 (mean |W|), found {bad}")
+        if is_variance:
+            raise ContainerError(f"{where}: a batch-norm variance must be finite and >= 0, found {bad}; the file is corrupt")
+        raise ContainerError(f"{where}: values must be finite, found {bad}; the model it was written from is broken")
 
 
 def _check_padding(entries: list[TensorEntry], data: memoryview) -> None:
@@ -234,29 +288,43 @@ def _check_padding(entries: list[TensorEntry], data: memoryview) -> None:
             raise ContainerError(f"data section: padding after tensor {before.name!r} must be zero bytes")
 
 
+def _fill_binary(target: torch.Tensor, entry: TensorEntry, data: memoryview, scale: np.ndarray) -> None:
+    """Write ``alpha * sign`` into ``target`` in place, unpacking ``_CHUNK`` signs at a time."""
+    flat = target.view(-1)
+    bits = data[entry.offset : entry.end]
+    for start in range(0, entry.numel, _CHUNK):  # a multiple of 8: every chunk starts on a byte
+        count = min(_CHUNK, entry.numel - start)
+        flat[start : start + count] = unpack_signs(bits[start // 8 :], (count,))
+    if entry.numel:
+        target.view(target.shape[0], -1).mul_(torch.from_numpy(scale.copy()).view(-1, 1))
+
+
+def _mark_binarized(model: SpikingNet, names: list[str]) -> None:
+    """Re-mark the binarized layers, as :func:`binarize_` does, without its trial evaluation.
+
+    ``register_parametrization`` normally runs the parametrization once to check
+    the shape and dtype it returns: for a binarized layer, temporaries of several
+    times the weight (float64 means). The reader has checked both already.
+    """
+    modules = dict(model.named_modules())
+    for name in names:
+        parametrize.register_parametrization(modules[name], "weight", BinarizeWeight(), unsafe=True)
+
+
 def _load_model(model: SpikingNet, header: dict[str, Any], entries: list[TensorEntry], data: memoryview) -> SpikingNet:
-    """Load the decoded tensors into the architecture's model and re-mark the binarized layers."""
-    decoded = {entry.name: _decode_tensor(entry, data) for entry in entries}
-    shapes = {entry.name: entry.shape for entry in entries}
-    for name in header["binarized"]:
-        scale = decoded[f"{name}.weight{SCALE_SUFFIX}"]
-        if not np.all(scale >= 0):  # also false for NaN
-            bad = scale[~(scale >= 0)][0]
-            raise ContainerError(f"tensor '{name}.weight{SCALE_SUFFIX}': scales must be finite and >= 0 (mean |W|), found {bad}")
-    state = model.state_dict()
-    binarized = set(header["binarized"])
-    for key in state:
-        module, _, attr = key.rpartition(".")
-        if attr == "num_batches_tracked":
-            continue
-        if attr == "weight" and module in binarized:
-            alpha = torch.from_numpy(decoded[key + SCALE_SUFFIX])
-            signs = unpack_signs(decoded[key], shapes[key])
-            state[key] = alpha.view(-1, *([1] * (signs.dim() - 1))) * signs
-        else:
-            state[key] = torch.from_numpy(decoded[key])
-    model.load_state_dict(state)
-    binarize_(model, header["binarized"])
+    """Write every tensor into the model's own storage (no intermediate copies) and re-mark the binarized layers."""
+    by_name = {entry.name: entry for entry in entries}
+    with torch.no_grad():
+        for key, target in model.state_dict().items():  # tensors that share the model's storage
+            module, _, attr = key.rpartition(".")
+            if attr == "num_batches_tracked":
+                continue
+            entry = by_name[key]
+            if entry.kind == "binary":
+                _fill_binary(target, entry, data, _floats(by_name[key + SCALE_SUFFIX], data))
+            else:
+                target.numpy().reshape(-1)[...] = _floats(entry, data)  # float16 widens to float32 exactly
+    _mark_binarized(model, header["binarized"])
     return model.eval()
 
 
@@ -274,16 +342,20 @@ def _read(path: Path) -> Container:
                 f"header: crc32 mismatch (preamble {header_crc:#010x}, header {crc32(raw):#010x}); the file is corrupt"
             )
         header = decode_header(raw)
+        del raw
         entries = validate_header(header)
         data_size = file_size - PREAMBLE.size - header_len
         check_layout(entries, data_size)
-        model, expected = architecture_tensors(header, data_size)
+        template, expected = architecture_tensors(header, data_size)
         check_tensor_set(entries, expected)
         data = memoryview(stream.read(data_size))
     if len(data) != data_size:
         raise ContainerError(f"data section: file changed while reading ({len(data)} of {data_size} bytes)")
     _check_padding(entries, data)
-    model = _load_model(model, header, entries, data)
+    for entry in entries:
+        _check_tensor_bytes(entry, data)
+    _check_values(entries, data)
+    model = _load_model(instantiate(template), header, entries, data)
     return Container(path, version, header, {e.name: e for e in entries}, model, file_size)
 
 

@@ -2,9 +2,10 @@
 
 After :mod:`albsnn_compress.formats.container_header` has checked the framing,
 this module measures the spec with integer arithmetic alone
-(:func:`albsnn_compress.snn.spec.spec_bounds`), refuses one that cannot fit the
-file, and only then builds a template model to list the tensors it needs, each
-with its allowed kinds: a layer listed in ``binarized`` stores its binarizable
+(:func:`albsnn_compress.snn.spec.spec_bounds`, :mod:`albsnn_compress.model_cost`),
+refuses one that cannot fit the file or breaks a limit, and only then builds a
+shape-only template (meta device) to list the tensors it needs, each with its
+allowed kinds: a layer listed in ``binarized`` stores its binarizable
 tensors (the layer type's record says which) as 1-bit ``binary`` plus a float32
 ``<tensor>_scale`` per output channel.
 """
@@ -17,12 +18,14 @@ import torch
 
 from albsnn_compress.errors import ContainerError, SpecError
 from albsnn_compress.formats.container_header import TensorEntry
+from albsnn_compress.model_cost import MAX_ACTIVATION, cost_problem
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
-__all__ = ["MAX_ACTIVATION", "SCALE_SUFFIX", "Expected", "architecture_tensors", "check_tensor_set", "binarizable_tensors"]
+__all__ = [
+    "MAX_ACTIVATION", "SCALE_SUFFIX", "Expected", "architecture_tensors", "instantiate", "check_tensor_set", "binarizable_tensors",
+]
 
-MAX_ACTIVATION = 1 << 22  # elements of one layer's per-sample output (16 MiB as float32)
 SCALE_SUFFIX = "_scale"
 
 Expected = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
@@ -39,21 +42,22 @@ def binarizable_tensors(model: torch.nn.Module) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def _build_template(header: dict[str, Any], data_size: int | None) -> SpikingNet:
-    """The header's model (random weights), built only once its size is known to fit the file.
+def _template(header: dict[str, Any], data_size: int | None) -> SpikingNet:
+    """The header's model as shapes only (meta device: nothing allocated), once its cost is known to fit.
 
     ``data_size=None`` (the writer, whose model exists) skips the fits-the-file bound.
     """
     try:
         spec = normalize_spec(header["spec"])
-        params, largest = spec_bounds(spec)
-        if largest > MAX_ACTIVATION:
-            raise ContainerError(f"field 'spec': a layer outputs {largest} elements per sample (at most {MAX_ACTIVATION})")
+        problem = cost_problem(spec, header["timesteps"])
+        if problem is not None:
+            raise ContainerError(f"field {problem}")
+        params, _ = spec_bounds(spec)
         if data_size is not None and params > 8 * data_size:
             raise ContainerError(
                 f"field 'spec': the architecture has {params} parameters, more than a {data_size}-byte data section can hold"
             )
-        with torch.random.fork_rng(devices=[]):  # reading a file must not move the global RNG
+        with torch.device("meta"):
             return SpikingNet(spec, header["timesteps"])
     except ContainerError:
         raise
@@ -63,12 +67,26 @@ def _build_template(header: dict[str, Any], data_size: int | None) -> SpikingNet
         raise ContainerError(f"field 'spec': cannot build the architecture ({type(exc).__name__}: {exc})") from None
 
 
-def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple[SpikingNet, Expected]:
-    """Build the header's model and list the tensors it needs: ``name -> (allowed kinds, shape)``, in state order.
+def instantiate(template: SpikingNet) -> SpikingNet:
+    """A real model (CPU, randomly initialised) of ``template``'s architecture, for the reader to fill in place.
 
-    Also checks ``binarized`` and ``class_names`` against the architecture.
+    The reader calls it only once the data section has passed every check; reading
+    a file must not move the global RNG.
     """
-    model = _build_template(header, data_size)
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        return SpikingNet(template.spec, template.timesteps)
+
+
+def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple[SpikingNet, Expected]:
+    """The header's model as shapes (meta device) and the tensors it needs: ``name -> (allowed kinds, shape)``.
+
+    Refuses, before anything is allocated, a spec that breaks a limit of
+    :mod:`albsnn_compress.model_cost` (time steps, activation size, the memory of a
+    forward pass of one image) or that has more parameters than ``8 * data_size``
+    (every stored weight takes at least one bit). Also checks ``binarized`` and
+    ``class_names`` against the architecture. Tensors are listed in state order.
+    """
+    model = _template(header, data_size)
     layers = binarizable_tensors(model)
     for name in header["binarized"]:
         if name not in layers:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from albsnn_compress.errors import ContainerError
+from albsnn_compress.file_kind import CONTAINER_MAGIC, sniff
+from albsnn_compress.model_cost import MAX_TIMESTEPS
 from albsnn_compress.strict_json import StrictJSONError, strict_loads
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
     "crc32",
 ]
 
-MAGIC = b"\x89ALBSNN\n"
+MAGIC = CONTAINER_MAGIC  # 0x89 "ALBSNN" 0x0A
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 ALIGNMENT = 64
@@ -65,7 +67,6 @@ MAX_INT_DIGITS = 20
 MAX_TENSORS = 65536
 MAX_NAME_BYTES = 256
 MAX_RANK = 8
-MAX_TIMESTEPS = 4096
 MAX_METADATA_ENTRIES = 256
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ACCURACY_ENTRIES = 64
@@ -122,15 +123,26 @@ def encode_header(header: dict[str, Any]) -> bytes:
     return text + b" " * ((-(PREAMBLE.size + len(text))) % ALIGNMENT)
 
 
+def _bad_magic(head: bytes) -> ContainerError:
+    """The error for a file that does not start with the magic: what it is instead, and what was expected."""
+    found = sniff(head)
+    if found.kind == "damaged-container":
+        return ContainerError(f"magic: the file starts like {found.description}; copy it again in binary mode")
+    what = "" if found.kind == "unknown" else f"; it is {found.description}"
+    if found.kind == "zip":
+        what += " (a model.pt checkpoint? eval takes those too)"
+    return ContainerError(f"magic: not an .albsnn file (starts with {head[:8]!r}, expected {MAGIC!r}){what}")
+
+
 def parse_preamble(preamble: bytes, file_size: int) -> tuple[int, int, int]:
     """Check magic, version and header length against the file size; return ``(version, header_crc32, header_len)``."""
     if file_size < PREAMBLE.size:
         if preamble[: len(MAGIC)] != MAGIC[: len(preamble)]:
-            raise ContainerError(f"magic: not an .albsnn file (starts with {preamble[:8]!r}, expected {MAGIC!r})")
+            raise _bad_magic(preamble)
         raise ContainerError(f"preamble: file is truncated ({file_size} bytes, the preamble alone needs {PREAMBLE.size})")
     magic, version, header_crc, header_len = PREAMBLE.unpack(preamble)
     if magic != MAGIC:
-        raise ContainerError(f"magic: not an .albsnn file (starts with {magic!r}, expected {MAGIC!r})")
+        raise _bad_magic(preamble)
     if version not in SUPPORTED_VERSIONS:
         raise ContainerError(
             f"version: format version {version} is not supported (this reader supports {list(SUPPORTED_VERSIONS)}); "

@@ -394,3 +394,58 @@ def test_cli_eval_needs_a_dataset(tmp_path: Path, model: SpikingNet) -> None:
     assert "top-1 accuracy" in run_cli(["eval", str(path), "--dataset", "digits", "--device", "cpu"]).stdout
     message = run_cli(["eval", str(path), "--dataset", "fashion-mnist"], expected_exit=2).stderr
     assert "takes inputs of shape [1, 8, 8], fashion-mnist images are [1, 28, 28]" in message
+
+
+# --- values and messages (issue 19) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("poison", "kwargs", "match"),
+    [
+        ("layers.conv1.weight", {}, r"tensor 'layers\.conv1\.weight': values must be finite, found nan"),
+        ("layers.bn1.running_var", {}, r"tensor 'layers\.bn1\.running_var': values must be finite and >= 0, found -1\.0"),
+        ("layers.bn2.weight", {"float_kind": "float16"},
+         r"tensor 'layers\.bn2\.weight': a value overflows float16 \(largest 65504\); write it with float_kind='float32'"),
+    ],
+)
+def test_writer_refuses_values_the_reader_refuses(tmp_path: Path, model: SpikingNet, poison: str, kwargs: dict[str, Any],
+                                                  match: str) -> None:
+    module, _, attr = poison.rpartition(".")
+    value = {"layers.conv1.weight": float("nan"), "layers.bn1.running_var": -1.0, "layers.bn2.weight": 1e6}[poison]
+    with torch.no_grad():
+        getattr(dict(model.named_modules())[module], attr).view(-1)[0] = value
+    with pytest.raises(ContainerError, match=match):
+        write_container(tmp_path / "m.albsnn", model, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_fills_the_model_in_place_bit_exactly(tmp_path: Path, model: SpikingNet) -> None:
+    """The reader writes each tensor into the model's own storage: same values as the written model, binarized layers marked."""
+    path = tmp_path / "m.albsnn"
+    write_container(path, model, float_kind="float16")
+    loaded = read_container(path).model
+    assert binarized_layers(loaded) == ["layers.conv2", "layers.conv4"]
+    for key, value in loaded.state_dict().items():
+        assert key.endswith("num_batches_tracked") or (value.dtype == torch.float32 and value.is_contiguous()), key
+    assert torch.equal(loaded.layers.conv2.weight, model.layers.conv2.weight)  # alpha * sign, as the writer had it
+
+
+def test_a_damaged_magic_is_reported_as_a_damaged_container(tmp_path: Path) -> None:
+    from albsnn_compress.model_file import load_model_file
+
+    data = (GOLDEN / "conv_mixed.albsnn").read_bytes()
+    path = tmp_path / "sent-as-text.albsnn"
+    path.write_bytes(data[:7] + b"\r\n" + data[8:])  # what a text-mode transfer does to the final newline
+    assert is_container(path)
+    with pytest.raises(ContainerError, match=r"magic: the file starts like an \.albsnn container whose magic is damaged .*CR LF"):
+        load_model_file(path)
+
+
+def test_cli_inspect_json_escapes_what_a_terminal_would_interpret(tmp_path: Path, model: SpikingNet) -> None:
+    path = tmp_path / "m.albsnn"
+    names = ["\x9b31mred", "del\x7f", "bidi\u202eevil", "bell\x07", "é ok", "\U0001f600", "\U000e0041tag"] + [str(i) for i in range(3)]
+    write_container(path, model, class_names=names)
+    out = run_cli(["inspect", str(path), "--json"]).stdout
+    assert not [c for c in out if not c.isprintable() and c != "\n"], "no raw control character reaches the terminal"
+    assert "é ok" in out and "\U0001f600" in out  # printable text stays readable
+    assert json.loads(out) == read_container(path).header  # still the raw header, as valid JSON

@@ -143,6 +143,31 @@ def _set_float32(name: str, index: int, value: float) -> Callable[[dict[str, Any
     return edit
 
 
+def _set_float16(name: str, index: int, value: float) -> Callable[[dict[str, Any], bytes], bytes]:
+    """An edit that overwrites element ``index`` of a float16 tensor and repairs its CRC."""
+
+    def edit(header: dict[str, Any], body: bytes) -> bytes:
+        entry = _tensor(header, name)
+        at = entry["offset"] + 2 * index
+        body = body[:at] + struct.pack("<e", value) + body[at + 2 :]
+        entry["crc32"] = crc32(body[entry["offset"] : entry["offset"] + entry["nbytes"]])
+        return body
+
+    return edit
+
+
+def _huge_forward(header: dict[str, Any], body: bytes) -> None:
+    """Bigger images (the GAP head keeps every tensor shape) at the most time steps: 43 GB per image."""
+    header["spec"]["input"]["shape"] = [1, 128, 128]
+    header["timesteps"] = 4096
+
+
+def _flat_header() -> bytes:
+    """A 16 MiB header (the cap) of tiny arrays: its JSON once took 6-24 s and 0.7-1.1 GB to parse."""
+    room = (16 << 20) - PREAMBLE.size - 16
+    return _file(b'{"a":[' + b"[]," * (room // 3) + b"[]]}", b"")
+
+
 def _flip_data(header: dict[str, Any], body: bytes) -> bytes:
     return bytes([body[0] ^ 0x10]) + body[1:]
 
@@ -159,6 +184,10 @@ class Case(enum.Enum):
     TRUNCATED_IN_DATA = r"past the end of the \d+-byte data section \(truncated file\?\)"
     BAD_MAGIC = r"magic: not an \.albsnn file \(starts with b'GGUF"
     SHORT_BAD_MAGIC = r"magic: not an \.albsnn file"
+    MAGIC_CRLF = r"magic: the file starts like an \.albsnn container whose magic is damaged \(.*final newline became CR LF"
+    MAGIC_7BIT = r"magic: .* whose magic is damaged \(09 41 4c .*lost the eighth bit.*copy it again in binary mode$"
+    ZIP_NOT_CONTAINER = r"magic: not an \.albsnn file \(starts with b'PK\\x03\\x04.*; it is a zip archive \(a model\.pt checkpoint\?"
+    TEXT_NOT_CONTAINER = r"magic: not an \.albsnn file \(starts with b'# notes:.*; it is a text file$"
     FUTURE_VERSION = r"version: format version 2 is not supported \(this reader supports \[1\]\)"
     VERSION_ZERO = r"version: format version 0 is not supported"
     HUGE_HEADER_LEN = r"header_len: 1099511627776 bytes exceeds the 16777216-byte cap"
@@ -175,6 +204,7 @@ class Case(enum.Enum):
     FLOAT_OVERFLOW = r"header JSON: number 1e999 overflows to inf"
     HUGE_INTEGER = r"header JSON: integer with 5000 digits"
     DEEP_NESTING = r"header JSON: nesting deeper than 32 levels"
+    HUGE_FLAT_HEADER = r"header: missing field 'accuracy'"
     MODERATE_NESTING = r"header JSON: nesting deeper than 32 levels"
     UNPAIRED_SURROGATE = r"header JSON: string 'x\\ud800' holds an unpaired surrogate escape"
     MISSING_FIELD = r"header: missing field 'budget'"
@@ -215,12 +245,24 @@ class Case(enum.Enum):
     SCALE_SHAPE_MISMATCH = r"weight_scale': shape \[31\], expected \[32\] \(one scale per output channel of 'layers\.conv2\.weight'\)"
     NEGATIVE_SCALE = r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found -0\.25"
     NAN_SCALE = r"tensor 'layers\.conv3\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found nan"
+    INF_SCALE = r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found inf"
+    NAN_WEIGHT = r"tensor 'layers\.conv1\.weight': values must be finite, found nan; the model it was written from is broken"
+    INF_BN_MEAN = r"tensor 'layers\.bn2\.running_mean': values must be finite, found -inf"
+    NEGATIVE_VARIANCE = r"tensor 'layers\.bn1\.running_var': a batch-norm variance must be finite and >= 0, found -1\.0"
+    INF_FLOAT16 = r"tensor 'layers\.linear2\.weight': values must be finite, found inf"
     UNEXPECTED_TENSOR = r"tensor 'layers\.conv1\.weightx': not part of the architecture"
     MISSING_TENSOR = r"tensor 'layers\.bn4\.running_var': required by the architecture but missing"
     KIND_NOT_BINARY = r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
     BINARY_NOT_LISTED = r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 \(its layer is not in 'binarized'\)"
     BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a binarizable layer"
     SPEC_INVALID = r"field 'spec': layer 0: unknown layer type 'attention'"
+    SPEC_NAN_THRESHOLD = r"field 'spec': spec neuron v_threshold must be a finite number, got 'nan'"
+    SPEC_BOOL_CHANNELS = r"field 'spec': layer conv1 out_channels must be an integer >= 1, got True"
+    SPEC_STRING_STD = r"field 'spec': spec input std\[0\] must be a finite number > 0, got 'inf'"
+    SPEC_HUGE_FORWARD = (
+        r"field 'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 GiB\); "
+        r"use fewer time steps or smaller layers"
+    )
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
     SPEC_TOO_MANY_PARAMETERS = r"field 'spec': the architecture has \d+ parameters, more than a \d+-byte data section can hold"
     CLASS_NAMES_COUNT = r"field 'class_names': 3 names for 10 classes"
@@ -242,6 +284,10 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.TRUNCATED_IN_DATA: lambda: BASE[:-100],
     Case.BAD_MAGIC: lambda: b"GGUF\x03\x00\x00\x00" + BASE[8:],
     Case.SHORT_BAD_MAGIC: lambda: b"PK\x03\x04",
+    Case.MAGIC_CRLF: lambda: BASE[:7] + b"\r\n" + BASE[8:],
+    Case.MAGIC_7BIT: lambda: b"\x09" + BASE[1:],
+    Case.ZIP_NOT_CONTAINER: lambda: b"PK\x03\x04" + bytes(60),
+    Case.TEXT_NOT_CONTAINER: lambda: b"# notes: the model of 1 December\nbudget 0.5\n",
     Case.FUTURE_VERSION: lambda: BASE[:8] + struct.pack("<I", 2) + BASE[12:],
     Case.VERSION_ZERO: lambda: BASE[:8] + struct.pack("<I", 0) + BASE[12:],
     Case.HUGE_HEADER_LEN: lambda: BASE[:16] + struct.pack("<Q", 1 << 40) + BASE[24:],
@@ -258,6 +304,7 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.FLOAT_OVERFLOW: lambda: _text_replace(b'"budget":0.5', b'"budget":1e999'),
     Case.HUGE_INTEGER: lambda: _text_replace(b'"timesteps":2', b'"timesteps":' + b"9" * 5000),
     Case.DEEP_NESTING: lambda: _file(_DEEP, _split()[1]),
+    Case.HUGE_FLAT_HEADER: _flat_header,
     Case.MODERATE_NESTING: lambda: _file(_MODERATE, _split()[1]),
     Case.UNPAIRED_SURROGATE: lambda: _text_replace(b'"dataset":"digits"', b'"dataset":"x\\ud800"'),
     Case.MISSING_FIELD: lambda: _edit(_delete("budget")),
@@ -298,12 +345,21 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.SCALE_SHAPE_MISMATCH: lambda: _edit(_scale_shape),
     Case.NEGATIVE_SCALE: lambda: _edit(_set_float32("layers.conv2.weight_scale", 5, -0.25)),
     Case.NAN_SCALE: lambda: _edit(_set_float32("layers.conv3.weight_scale", 0, float("nan"))),
+    Case.INF_SCALE: lambda: _edit(_set_float32("layers.conv2.weight_scale", 3, float("inf"))),
+    Case.NAN_WEIGHT: lambda: _edit(_set_float32("layers.conv1.weight", 7, float("nan"))),
+    Case.INF_BN_MEAN: lambda: _edit(_set_float32("layers.bn2.running_mean", 0, float("-inf"))),
+    Case.NEGATIVE_VARIANCE: lambda: _edit(_set_float32("layers.bn1.running_var", 2, -1.0)),
+    Case.INF_FLOAT16: lambda: _edit(_set_float16("layers.linear2.weight", 5, float("inf")), SMALL),
     Case.UNEXPECTED_TENSOR: lambda: _edit(_set("tensors/0/name", "layers.conv1.weightx")),
     Case.MISSING_TENSOR: lambda: _edit(_drop_last_tensor),
     Case.KIND_NOT_BINARY: lambda: _edit(lambda h, b: h["binarized"].append("layers.conv4")),
     Case.BINARY_NOT_LISTED: lambda: _edit(_set("binarized", ["layers.conv3"])),
     Case.BINARIZED_NOT_A_LAYER: lambda: _edit(_set("binarized", ["layers.bn1"])),
     Case.SPEC_INVALID: lambda: _edit(_set("spec/layers/0/type", "attention")),
+    Case.SPEC_NAN_THRESHOLD: lambda: _edit(_set("spec/neuron/v_threshold", "nan")),
+    Case.SPEC_BOOL_CHANNELS: lambda: _edit(_set("spec/layers/0/out_channels", True)),
+    Case.SPEC_STRING_STD: lambda: _edit(_set("spec/input/std", ["inf"])),
+    Case.SPEC_HUGE_FORWARD: lambda: _edit(_huge_forward),
     Case.SPEC_HUGE_ACTIVATION: lambda: _edit(_set("spec/input/shape", [1, 100_000, 100_000])),
     Case.SPEC_TOO_MANY_PARAMETERS: lambda: _edit(
         lambda h, b: h["spec"]["layers"][7].update(kernel_size=61, padding=30)  # conv3: 32*32*61*61 weights
@@ -367,8 +423,8 @@ def _read_bytes(folder: Path, data: bytes) -> None:
     path.write_bytes(data)
     try:
         read_container(path)
-    except ContainerError:
-        pass
+    except ContainerError as exc:
+        assert "\n" not in str(exc), "one line"
 
 
 _FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
