@@ -11,14 +11,19 @@ Layout (what ``torch.load(path, weights_only=True)`` returns)::
       "metadata": {"dataset": ..., "class_names": [...], "accuracy": {...}, "seed": ..., "versions": {...}},
     }
 
-Loading always uses ``weights_only=True`` and never falls back; TorchScript
-archives are refused before ``torch.load`` sees them (CVE-2025-32434), and every
-value is checked against the architecture before a model is built.
+Loading always uses ``weights_only=True`` and never falls back. Before
+``torch.load`` sees a file, its first bytes must be a zip archive's, and the
+archive must be neither TorchScript (CVE-2025-32434) nor compressed, so loading
+allocates at most the file's size. The spec is then measured with integers alone
+(its limits and its parameters against the file's size) and every value is
+checked against the architecture and for finiteness before a model is built.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,9 @@ import torch
 from albsnn_compress.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
 from albsnn_compress.errors import CheckpointError, SpecError
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.file_kind import HEAD_BYTES, sniff
+from albsnn_compress.model_cost import cost_problem
+from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
 __all__ = ["Checkpoint", "save_checkpoint", "read_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -37,6 +44,8 @@ CHECKPOINT_FORMAT = "albsnn-checkpoint"
 CHECKPOINT_VERSION = 1
 _ALLOWED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64)
 _HOW_TO_SAVE = "save models with albsnn_compress.save_checkpoint or `albsnn-compress train`"
+_MIN_BYTES_PER_VALUE = 2  # the narrowest allowed dtype (float16, bfloat16), stored uncompressed
+_CHUNK = 1 << 20  # values checked at a time
 
 
 @dataclass
@@ -88,28 +97,104 @@ def save_checkpoint(path: str | Path, model: SpikingNet, metadata: dict[str, Any
         stream.write(buffer.getvalue())
 
 
-def _refuse_torchscript(path: Path) -> None:
-    if not zipfile.is_zipfile(path):
-        return
+def _sniff(path: Path) -> int:
+    """Refuse, from its first bytes, a file that is not a zip archive (what ``torch.save`` writes); return its size.
+
+    So random bytes, text, a raw pickle or a container are named for what they are,
+    and ``torch.load`` (which would print warnings, or allocate what a legacy-format
+    file declares) only ever sees a zip.
+    """
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        found = sniff(stream.read(HEAD_BYTES))
+    if found.kind == "zip":
+        return size
+    if found.kind == "container":
+        raise CheckpointError(f"{path}: is {found.description}, not a model.pt checkpoint; read it with read_container "
+                              "(eval and inspect take it)")
+    if found.kind == "damaged-container":
+        raise CheckpointError(f"{path}: starts like {found.description}; copy it again in binary mode")
+    if found.kind == "pickle":
+        raise CheckpointError(f"{path}: is {found.description}, not a checkpoint (a zip archive expected); "
+                              f"pickles are never unpickled; {_HOW_TO_SAVE}")
+    raise CheckpointError(f"{path}: is {found.description}, not a PyTorch checkpoint (a zip archive expected); {_HOW_TO_SAVE}")
+
+
+def _check_archive(path: Path, size: int) -> None:
+    """Refuse a damaged zip, a TorchScript archive (CVE-2025-32434) and compressed members (a zip bomb).
+
+    ``torch.save`` stores every member uncompressed, so the archive's content can
+    never exceed the file: ``torch.load`` then allocates at most the file's size.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return  # torch.load reports the damage below
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: is a truncated or damaged zip archive, not a readable PyTorch checkpoint ({exc}); copy the file again"
+        ) from None
+    names = [member.filename for member in members]
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         raise CheckpointError(f"{path}: is a TorchScript archive, not an albsnn checkpoint; {_HOW_TO_SAVE}")
+    for member in members:
+        if member.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(
+                f"{path}: member {member.filename!r} is compressed; torch.save writes uncompressed archives "
+                f"(a compressed one could expand far beyond the file's size); {_HOW_TO_SAVE}"
+            )
+    declared = sum(member.file_size for member in members)
+    if declared > size:
+        raise CheckpointError(f"{path}: the archive declares {declared} bytes of content in a {size}-byte file; the file is corrupt")
 
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # our error below is the one line the user needs
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure mode becomes one clear error
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"{path}: holds pickled Python objects (e.g. a whole nn.Module), which are never unpickled; {_HOW_TO_SAVE}"
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or foreign file: {text})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {text}); copy the file again") from None
+
+
+def _shown(value: Any) -> str:
+    """A payload value for a one-line message: plain values as repr (shortened), anything else by its type."""
+    plain = (bool, int, float, str, type(None))
+    if type(value) in plain or (type(value) in (list, tuple) and all(type(item) in plain for item in value)):
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return type(value).__name__
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    """A message about a pickled value on one line (a tensor's repr spans several)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _spec(path: Path, payload: dict[str, Any], size: int) -> tuple[dict[str, Any], int]:
+    """The normalized spec and time steps, measured (integers only) and refused before anything is built."""
+    timesteps = payload.get("timesteps")
+    if type(timesteps) is not int or timesteps < 1:
+        raise CheckpointError(f"{path}: 'timesteps' must be an integer >= 1, got {_shown(timesteps)}")
+    try:
+        spec = normalize_spec(payload.get("spec"))
+        problem = cost_problem(spec, timesteps)
+        params, _ = spec_bounds(spec)
+    except SpecError as exc:
+        raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
+    if params * _MIN_BYTES_PER_VALUE > size:
+        raise CheckpointError(
+            f"{path}: 'spec': the architecture has {params} parameters, more than a {size}-byte checkpoint can hold "
+            f"(every value takes at least {_MIN_BYTES_PER_VALUE} bytes); the spec does not belong to these weights"
+        )
+    return spec, timesteps
 
 
 def _check_state_dict(path: Path, state: Any, model: SpikingNet) -> dict[str, torch.Tensor]:
@@ -129,37 +214,82 @@ def _check_state_dict(path: Path, state: Any, model: SpikingNet) -> dict[str, to
             raise CheckpointError(
                 f"{path}: state_dict[{key!r}] has shape {list(value.shape)}, the architecture needs {list(expected[key].shape)}"
             )
-    return {key: value.to(expected[key].dtype) for key, value in state.items()}
+    converted = {key: value.to(expected[key].dtype) for key, value in state.items()}
+    for key, value in converted.items():
+        _check_finite(path, key, value)
+    return converted
+
+
+def _first_bad(values: torch.Tensor, nonnegative: bool) -> float | None:
+    """The first value that is not finite (or, with ``nonnegative``, below zero), or ``None``; chunked."""
+    flat = values.reshape(-1)
+    for start in range(0, flat.numel(), _CHUNK):
+        part = flat[start : start + _CHUNK]
+        good = torch.isfinite(part)
+        if nonnegative:
+            good &= part >= 0
+        if not bool(good.all()):
+            return float(part[~good][0])
+    return None
+
+
+def _check_finite(path: Path, key: str, value: torch.Tensor) -> None:
+    """A NaN or inf weight or statistic (or a negative variance) makes a model that cannot work: refuse it, named."""
+    if not value.is_floating_point():
+        return
+    variance = key.endswith(".running_var")
+    bad = _first_bad(value, nonnegative=variance)
+    if bad is None:
+        return
+    if variance:
+        raise CheckpointError(f"{path}: state_dict[{key!r}] is a batch-norm variance and must be finite and >= 0, found {bad}")
+    raise CheckpointError(
+        f"{path}: state_dict[{key!r}] must hold finite values, found {bad} (a diverged training run?); retrain the model"
+    )
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Load and validate a checkpoint file without building more than a shape template.
+    """Load and validate a checkpoint file without building the model.
+
+    Order: the file's first bytes (a zip archive), the archive (not TorchScript,
+    members uncompressed), ``torch.load(weights_only=True)``, the format tag, the
+    spec measured by integer arithmetic (its limits, :mod:`albsnn_compress.model_cost`,
+    and its parameters against the file's size), then every tensor against a
+    shape-only template (meta device) and every float value for finiteness.
 
     Raises:
-        CheckpointError: the file is missing, foreign, truncated, pickled code, or inconsistent.
+        CheckpointError: the file is missing, foreign, truncated, pickled code, too
+            costly for its size, or inconsistent; the message names the file and the field.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; pass a model.pt written by `albsnn-compress train`")
-    _refuse_torchscript(path)
-    payload = _torch_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{path}: format tag is {found!r}, expected {CHECKPOINT_FORMAT!r}; {_HOW_TO_SAVE}")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r} is not supported (expected {CHECKPOINT_VERSION})")
-    timesteps = payload.get("timesteps")
-    if type(timesteps) is not int or timesteps < 1:
-        raise CheckpointError(f"{path}: 'timesteps' must be an integer >= 1, got {timesteps!r}")
     try:
-        template = SpikingNet(payload.get("spec"), timesteps)
+        size = _sniff(path)
+        _check_archive(path, size)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    payload = _torch_load(path)
+    tag = payload.get("format") if isinstance(payload, dict) else None
+    if not (isinstance(tag, str) and tag == CHECKPOINT_FORMAT):
+        found = _shown(tag) if isinstance(payload, dict) else repr(type(payload).__name__)
+        raise CheckpointError(f"{path}: format tag is {found}, expected {CHECKPOINT_FORMAT!r}; {_HOW_TO_SAVE}")
+    version = payload.get("version")
+    if type(version) is not int or version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {_shown(version)} is not supported (expected {CHECKPOINT_VERSION})")
+    spec, timesteps = _spec(path, payload, size)
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            template = SpikingNet(spec, timesteps)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: bad architecture spec: {exc}") from None
+        raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
     state = _check_state_dict(path, payload.get("state_dict"), template)
     binarized = payload.get("binarized", [])
     candidates = set(candidate_layers(template, include_first_last=True))
     if not isinstance(binarized, list) or not all(isinstance(n, str) and n in candidates for n in binarized):
-        raise CheckpointError(f"{path}: 'binarized' must list binarizable layer names {sorted(candidates)}, got {binarized!r}")
+        raise CheckpointError(
+            f"{path}: 'binarized' must list binarizable layer names {sorted(candidates)}, got {_shown(binarized)}"
+        )
     metadata = payload.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: 'metadata' must be a dict, got {type(metadata).__name__}")

@@ -132,16 +132,20 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
     path = tmp_path / "ok.pt"
     save_checkpoint(path, _model(), {})
     data = path.read_bytes()
-    for cut in (0, 10, len(data) // 2, len(data) - 5):
+    broken = tmp_path / "cut0.pt"
+    broken.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"cut0\.pt: is an empty file \(0 bytes\), not a PyTorch checkpoint"):
+        read_checkpoint(broken)
+    for cut in (10, len(data) // 2, len(data) - 5):
         broken = tmp_path / f"cut{cut}.pt"
         broken.write_bytes(data[:cut])
-        with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        with pytest.raises(CheckpointError, match="is a truncated or damaged zip archive, not a readable PyTorch checkpoint"):
             read_checkpoint(broken)
     with pytest.raises(CheckpointError, match="no such file"):
         read_checkpoint(tmp_path / "absent.pt")
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"notes\.pt: is a text file, not a PyTorch checkpoint \(a zip archive expected\)"):
         read_checkpoint(text)
     assert zipfile.is_zipfile(path)
 
