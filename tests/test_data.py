@@ -56,8 +56,38 @@ def test_idx_reader_checks_magic_and_size(tmp_path: Path) -> None:
         read_idx(tiny)
     bad_gzip = tmp_path / "bad.gz"
     bad_gzip.write_bytes(b"not gzip at all")
-    with pytest.raises(DatasetError, match="cannot read"):
+    with pytest.raises(DatasetError, match=r"bad\.gz: is not a readable gzip file \(Not a gzipped file"):
         read_idx(bad_gzip)
+
+
+def _damaged_gzip(data: bytes) -> bytes:
+    """A gzip file whose deflate stream is damaged (a stored block's length check broken): zlib.error on reading."""
+    packed = bytearray(gzip.compress(data, compresslevel=0))  # level 0: stored blocks, LEN then ~LEN after the header
+    packed[10 + 1 + 2] ^= 0xFF  # first byte of NLEN: no longer the complement of LEN
+    return bytes(packed)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_damaged_gzip, r"x-idx3-ubyte\.gz: is not a readable gzip file \(Error -3 while decompressing data: invalid stored block"),
+        (lambda data: gzip.compress(data)[:-12], r"x-idx3-ubyte\.gz: the gzip data ends early \(a truncated download\?\)"),
+        (lambda data: gzip.compress(data)[:-8] + b"\0\0\0\0" + gzip.compress(data)[-4:], r"is not a readable gzip file \(CRC check failed"),
+    ],
+    ids=["damaged-deflate", "truncated", "bad-crc"],
+)
+def test_damaged_gzip_is_one_dataset_error(tmp_path: Path, damage, message: str) -> None:
+    """zlib.error escaped as a traceback; now every gzip failure names the file and says to download it again."""
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(damage(_idx_images(4, 8, 8, bytes(range(256)))))
+    with pytest.raises(DatasetError, match=message) as info:
+        read_idx(path)
+    assert "download the FashionMNIST files again" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unreadable_idx_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"cannot read \(Is a directory\); check that it is a readable file"):
+        read_idx(tmp_path)
 
 
 def test_missing_dataset_says_what_is_expected(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +30,19 @@ FASHION_MNIST_FILES = {
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed for ``.gz``; every failure is one :class:`DatasetError` naming the file and the fix."""
+    fix = "download the FashionMNIST files again (or copy them in binary mode)"
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as stream:
                 return stream.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc}); re-copy the file") from None
+    except EOFError:
+        raise DatasetError(f"{path}: the gzip data ends early (a truncated download?); {fix}") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:  # BadGzipFile: bad magic or CRC; zlib.error: a damaged deflate stream
+        raise DatasetError(f"{path}: is not a readable gzip file ({exc}); {fix}") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc}); check that it is a readable file, or {fix}") from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:
