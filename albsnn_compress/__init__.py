@@ -21,19 +21,25 @@ for new estimators and strategies); docs/architecture.md maps them.
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.estimators import register_estimator
 from albsnn_compress.formats.container import read_container, write_container
 from albsnn_compress.formats.onnx_export import export_onnx
 from albsnn_compress.model_file import load_model_file
+from albsnn_compress.progress import ProgressEvent
 from albsnn_compress.report import build_report
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.snn.layer_types import LayerType, register_layer_type
 from albsnn_compress.snn.spec import SpikingNet, build_model
+from albsnn_compress.strategies import register_strategy
 from albsnn_compress.summary import summary
 from albsnn_compress.versions import __version__
 
 __all__ = [
     "AlbsnnError",
     "CompressionResult",
+    "LayerType",
+    "ProgressEvent",
     "SearchConfig",
     "SpikingNet",
     "__version__",
@@ -48,6 +54,9 @@ __all__ = [
     "load_model_file",
     "read_checkpoint",
     "read_container",
+    "register_estimator",
+    "register_layer_type",
+    "register_strategy",
     "save_checkpoint",
     "summary",
     "unbinarize_",

@@ -190,12 +190,28 @@ def _batch_norm(planner: _Planner, index: int, name: str, bn: nn.Module) -> None
     planner.add(AffineOp(planner.ident(index, name), name, flow, out, factor, shift))
 
 
+_C_NEURON = {"leak": True, "decay_input": True, "strict_threshold": False, "per_channel": ()}
+"""The neuron settings the C kernels compute: a LIF with input decay, H >= v_th, scalar tau and threshold."""
+
+
+def _refuse_unsupported_variant(name: str, neuron: LIF) -> None:
+    """Refuse a neuron variant the C kernels do not compute yet, naming the setting (never a silent mismatch)."""
+    for setting, supported in _C_NEURON.items():
+        value = getattr(neuron, setting)
+        if value != supported:
+            raise ExportError(
+                f"layer {name}: neuron setting {setting}={value!r} has no C form yet (the C export computes "
+                f"{setting}={supported!r}); export this model to ONNX instead"
+            )
+
+
 def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None:
     """Fused into the conv or linear layer before it when there is one; its output is a spike map."""
     if not isinstance(neuron, LIF):
         raise ExportError(f"layer {name}: expected a LIF neuron, got {type(neuron).__name__}")
     if neuron.reset not in RESET_C:
         raise ExportError(f"layer {name}: reset rule {neuron.reset!r} has no C form; the C export supports {list(RESET_C)}")
+    _refuse_unsupported_variant(name, neuron)
     params = LifParams(
         neuron.tau, neuron.v_threshold, neuron.v_reset, list(RESET_C).index(neuron.reset), neuron.reset, planner.neurons
     )

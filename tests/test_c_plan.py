@@ -1,0 +1,32 @@
+"""The C plan refuses the neuron variants its kernels do not compute, naming the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from albsnn_compress.errors import ExportError
+from albsnn_compress.formats.c_export import export_c
+from albsnn_compress.snn.presets import make_preset
+from albsnn_compress.snn.spec import SpikingNet
+
+
+@pytest.mark.parametrize(
+    ("neuron", "per_channel", "message"),
+    [
+        ({"leak": False}, [], "neuron setting leak=False has no C form"),
+        ({"decay_input": False}, [], "neuron setting decay_input=False has no C form"),
+        ({"strict_threshold": True}, [], "neuron setting strict_threshold=True has no C form"),
+        ({}, ["tau"], r"neuron setting per_channel=\('tau',\) has no C form"),
+        ({"reset": "soft_deferred"}, [], "reset rule 'soft_deferred' has no C form"),
+    ],
+)
+def test_unsupported_neuron_variants_are_refused(tmp_path: Path, neuron: dict[str, Any], per_channel: list[str], message: str) -> None:
+    spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
+    spec["neuron"].update(neuron)
+    next(layer for layer in spec["layers"] if layer["type"] == "lif")["per_channel"] = per_channel
+    with pytest.raises(ExportError, match=f"layer lif1: {message}"):
+        export_c(SpikingNet(spec).eval(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
