@@ -20,6 +20,7 @@ from albsnn_compress.formats.c_text import CArray, c_float, c_uint
 __all__ = [
     "FLOAT_BYTES",
     "WORD_BYTES",
+    "FIELD_BYTES",
     "CTensor",
     "LifParams",
     "Operation",
@@ -34,6 +35,7 @@ __all__ = [
 
 FLOAT_BYTES = 4
 WORD_BYTES = 4  # bit planes are stored in uint32 words, most significant bit first
+FIELD_BYTES = 8  # receptive fields and weight rows are uint64 words in the popcount kernel
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,18 @@ class LifParams:
     reset_name: str
     trace_id: int
 
+    @property
+    def tau_is_pow2(self) -> bool:
+        """Whether ``x / tau == x * (1 / tau)`` for every float32 ``x``: ``tau`` (float32) is a power of two."""
+        mantissa, exponent = math.frexp(float(np.float32(self.tau)))
+        return mantissa == 0.5 and -100 < exponent < 100
+
     def literal(self) -> str:
-        values = (c_float(self.tau), c_float(self.v_threshold), c_float(self.v_reset), c_uint(self.reset), c_uint(self.trace_id))
+        inverse = 1.0 / float(np.float32(self.tau)) if self.tau_is_pow2 else 0.0
+        values = (
+            c_float(self.tau), c_float(self.v_threshold), c_float(self.v_reset), c_float(inverse),
+            c_uint(self.tau_is_pow2), c_uint(self.reset), c_uint(self.trace_id),
+        )
         return "{" + ", ".join(values) + "}"
 
 
@@ -177,12 +189,36 @@ class ConvOp(Operation):
         return self.bits is not None and self.inp.is_bits
 
     @property
+    def views(self) -> tuple[CTensor, CTensor]:
+        """Input and output as the kernel sees them: the float kernel runs a 1x1 conv over one long row."""
+        inp, out = self.inp, self.out
+        if self.uses_popcount or (self.kernel, self.stride, self.padding) != (1, 1, 0):
+            return inp, out
+        flat_in = CTensor(inp.channels, 1, inp.height * inp.width, inp.steps, inp.planes, inp.divisor)
+        return flat_in, CTensor(out.channels, 1, out.height * out.width, out.steps, out.planes, out.divisor)
+
+    @property
     def scratch_bytes(self) -> int:
-        if self.uses_popcount:
-            words, patches = math.ceil(self.fan_in / 32), self.inp.steps * self.inp.planes
-            return WORD_BYTES * (words + patches * (1 + words))
-        row = self.inp.width + 2 * self.padding
-        return FLOAT_BYTES * (row + (1 + (self.lif is not None)) * self.out.channels * self.out.width)
+        if self.uses_popcount:  # a weight row, every receptive field of one output row, their popcounts, the sums
+            words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
+            return FIELD_BYTES * words * (1 + fields) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
+        inp, out = self.views
+        return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + (self.lif is not None)) * out.channels * out.width)
+
+    def fire_ranges(self) -> np.ndarray | None:
+        """``[lo, hi]`` per output channel: with one time step the neuron fires iff ``lo <= acc <= hi``.
+
+        The kernel's float path, ``h = (float)acc * scale + bias``, then ``h / tau + v_reset``,
+        then ``h >= v_threshold``, is a composition of monotone float32 operations, so the
+        integers ``acc`` where it fires form one interval; a binary search over
+        ``|acc| <= fan_in (2^planes - 1)`` with numpy float32 (the same IEEE operations)
+        finds it. ``None`` when it does not apply (several steps, no neuron, float kernel).
+        """
+        if not self.uses_popcount or self.lif is None or self.out.steps != 1:
+            return None
+        bound = self.fan_in * (2**self.inp.planes - 1)
+        scales, biases = self.scale.astype(np.float32), self.bias.astype(np.float32)
+        return np.array([_fire_range(s, b, self.lif, bound) for s, b in zip(scales, biases)], dtype=np.int32)
 
     def arrays(self) -> list[CArray]:
         shape = f"{self.out.channels}x{self.inp.channels // self.groups}x{self.kernel}x{self.kernel}"
@@ -190,11 +226,15 @@ class ConvOp(Operation):
             weights = CArray(f"{self.ident}_bits", "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1")
         else:
             weights = CArray(f"{self.ident}_w", "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights")
-        return [
+        arrays = [
             weights,
             CArray(f"{self.ident}_scale", "float", self.scale.astype(np.float32), "y = acc * scale + bias per output channel"),
             CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
         ]
+        fires = self.fire_ranges()
+        if fires is not None:
+            arrays.append(CArray(f"{self.ident}_fires", "int32_t", fires, "the neuron fires iff lo <= acc <= hi"))
+        return arrays
 
     def declarations(self) -> str:
         text = ""
@@ -204,16 +244,42 @@ class ConvOp(Operation):
             lif = f"&{self.ident}_lif"
         geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
         bits, weight = (f"{self.ident}_bits", "NULL") if self.bits is not None else ("NULL", f"{self.ident}_w")
+        fires = "NULL" if self.fire_ranges() is None else f"{self.ident}_fires"
+        inp, out = self.views
         return text + (
             f"static const albsnn_conv {self.ident} = {{\n"
-            f"    {self.inp.literal()}, {self.out.literal()}, {geometry},\n"
-            f"    {bits}, {weight}, {self.ident}_scale, {self.ident}_bias, {lif}\n}};\n"
+            f"    {inp.literal()}, {out.literal()}, {geometry},\n"
+            f"    {bits}, {weight}, {self.ident}_scale, {self.ident}_bias, {lif}, {fires}\n}};\n"
         )
 
     def call(self, x: str, y: str, scratch: str) -> str:
         if self.uses_popcount:
             return f"albsnn_conv_bits(&{self.ident}, {x}, {y}, {scratch});"
         return f"albsnn_conv_rows(&{self.ident}, {x}, {y}, (float *)({scratch}));"
+
+
+def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams) -> np.ndarray:
+    """The kernel's one-step spike decision for integer sums ``acc``, in float32 as the C computes it."""
+    tau = np.float32(lif.tau)
+    pre = acc.astype(np.float32) * scale + bias
+    charged = pre * np.float32(1.0 / float(tau)) if lif.tau_is_pow2 else pre / tau
+    return (charged + np.float32(lif.v_reset)) >= np.float32(lif.v_threshold)
+
+
+def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, bound: int) -> tuple[int, int]:
+    """``(lo, hi)`` with ``lo <= acc <= hi`` exactly where the monotone decision fires, ``|acc| <= bound``."""
+    ends = _fires(np.array([-bound, bound]), scale, bias, lif)
+    if ends[0] == ends[1]:  # monotone and equal at both ends: always or never
+        return (-(2**31), 2**31 - 1) if ends[0] else (1, 0)
+    rising = bool(ends[1])
+    low, high = -bound, bound  # the decision changes between low and high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if bool(_fires(np.array([middle]), scale, bias, lif)[0]) == rising:
+            high = middle
+        else:
+            low = middle
+    return (high, 2**31 - 1) if rising else (-(2**31), low)
 
 
 @dataclass

@@ -46,13 +46,13 @@ class CArray:
     """One const array of the model: ``static const <ctype> <name>[] = {...};`` (flash on a microcontroller)."""
 
     name: str
-    ctype: str  # "float" or "uint8_t"
-    values: bytes | np.ndarray  # packed bytes, or float32 values
+    ctype: str  # "float", "int32_t" or "uint8_t"
+    values: bytes | np.ndarray  # packed bytes, or float32 / int32 values
     comment: str = ""
 
     @property
     def nbytes(self) -> int:
-        """Bytes the array occupies: 1 per ``uint8_t``, 4 per ``float``."""
+        """Bytes the array occupies: 1 per ``uint8_t``, 4 per ``float`` or ``int32_t``."""
         return len(self.values) if isinstance(self.values, bytes) else 4 * int(np.asarray(self.values).size)
 
 
@@ -65,6 +65,9 @@ def render_array(array: CArray) -> str:
     """The C definition of ``array``, one row of values per line."""
     if isinstance(array.values, bytes):
         items, per_line = [f"0x{byte:02x}" for byte in array.values], _BYTES_PER_LINE
+    elif array.ctype == "int32_t":  # INT32_MIN has no literal of its own: write it as an expression
+        items = [str(v) if v > -(2**31) else "INT32_MIN" for v in np.asarray(array.values, np.int64).reshape(-1)]
+        per_line = _FLOATS_PER_LINE
     else:
         items, per_line = [c_float(v) for v in np.asarray(array.values, dtype=np.float32).reshape(-1)], _FLOATS_PER_LINE
     head = f"/* {c_comment(array.comment)} */\n" if array.comment else ""

@@ -12,11 +12,14 @@
  *     sum_j w_j s_j = alpha * (2 * popcount(b & s) - popcount(s))
  *
  * summed as integers over the receptive field (count maps of several bit planes p add
- * 2^p times their own sum); one multiply by the folded scale follows per output.
+ * 2^p times their own sum); one multiply by the folded scale follows per output. With one time
+ * step, scale, bias and the neuron fold further into an integer range of acc in which it fires
+ * (the float expression is monotone in acc, so the range gives exactly its spikes).
  */
 #include "albsnn_kernels.h"
 
 #define ALBSNN_WORDS(n) (((n) + 31u) / 32u)
+#define ALBSNN_WORDS64(n) (((n) + 63u) / 64u)
 
 #ifdef ALBSNN_TRACE
 #define ALBSNN_TRACE_LIF(n, t, i, h, s) albsnn_trace((n)->trace_id, (t), (i), (h), (s))
@@ -37,11 +40,14 @@ static float lif_reset(const albsnn_lif *n, float h, int spike)
     return h;
 }
 
+/* x / tau; a power-of-two tau multiplies by its exact reciprocal instead (the same float, faster). */
+static float over_tau(const albsnn_lif *n, float x) { return n->tau_is_pow2 ? x * n->inv_tau : x / n->tau; }
+
 /* One neuron, one step: charge (from *v, or from v_reset at step 0), fire, reset *v; returns the spike. */
 static int lif_step(const albsnn_lif *n, uint32_t step, uint32_t index, float *v, float x)
 {
     /* step 0: V = v_reset, so H = X / tau + v_reset (PyTorch's shortcut, the same value) */
-    const float h = step == 0u ? x / n->tau + n->v_reset : *v + (x - (*v - n->v_reset)) / n->tau;
+    const float h = step == 0u ? over_tau(n, x) + n->v_reset : *v + over_tau(n, x - (*v - n->v_reset));
     const int spike = h >= n->v_threshold;
     ALBSNN_TRACE_LIF(n, step, index, h, spike);
     *v = lif_reset(n, h, spike);
@@ -72,6 +78,41 @@ static void clear_words(uint32_t *y, size_t count)
 static uint32_t bit_at(const uint32_t *plane, uint32_t i) { return (plane[i >> 5] >> (31u - (i & 31u))) & 1u; }
 
 static void set_bit(uint32_t *plane, uint32_t i) { plane[i >> 5] |= 0x80000000u >> (i & 31u); }
+
+/* OR n (1..32) right-aligned bits, first bit first, into a plane from element `start` on. */
+static void or_bits(uint32_t *plane, uint32_t start, uint32_t bits, uint32_t n)
+{
+    const uint32_t word = start >> 5, skip = start & 31u;
+    const uint64_t v = ((uint64_t)bits << (64u - n)) >> skip;
+    plane[word] |= (uint32_t)(v >> 32);
+    if (skip + n > 32u) {
+        plane[word + 1u] |= (uint32_t)v;
+    }
+}
+
+/* Collects consecutive output bits and ORs them into a plane 32 at a time. */
+typedef struct {
+    uint32_t *plane;
+    uint32_t start, run, count;
+} bit_run;
+
+static void run_push(bit_run *r, uint32_t bit)
+{
+    r->run = (r->run << 1) | bit;
+    if (++r->count == 32u) {
+        or_bits(r->plane, r->start, r->run, 32u);
+        r->start += 32u;
+        r->run = 0u;
+        r->count = 0u;
+    }
+}
+
+static void run_flush(bit_run *r)
+{
+    if (r->count > 0u) {
+        or_bits(r->plane, r->start, r->run, r->count);
+    }
+}
 
 static const uint32_t *plane_of(const albsnn_tensor *t, const uint32_t *x, uint32_t step, uint32_t plane)
 {
@@ -109,20 +150,6 @@ static float value_at(const albsnn_tensor *t, const void *x, uint32_t step, uint
     return t->divisor == 1u ? (float)count : (float)count / (float)t->divisor;
 }
 
-static uint32_t popcount32(uint32_t x)
-{
-#if defined(__GNUC__) && defined(__POPCNT__)
-    return (uint32_t)__builtin_popcount(x);
-#else
-    x = x - ((x >> 1) & 0x55555555u);
-    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
-    x = (x + (x >> 4)) & 0x0F0F0F0Fu;
-    x += x >> 8;
-    x += x >> 16;
-    return x & 0x3Fu;
-#endif
-}
-
 /* -- input -------------------------------------------------------------------------------------- */
 
 void albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y)
@@ -147,6 +174,11 @@ static void load_row(const albsnn_tensor *t, const void *x, uint32_t step, uint3
         for (j = 0; j < t->w; ++j) {
             row[j] = src[j];
         }
+    } else if (t->planes == 1u && t->divisor == 1u) {
+        const uint32_t *plane = plane_of(t, (const uint32_t *)x, step, 0u);
+        for (j = 0; j < t->w; ++j) {
+            row[j] = (float)bit_at(plane, start + j);
+        }
     } else {
         for (j = 0; j < t->w; ++j) {
             row[j] = value_at(t, x, step, start + j);
@@ -165,6 +197,20 @@ static void row_axpy(float *restrict acc, const float *restrict row, float w, ui
         for (i = 0; i < n; ++i) {
             acc[i] += w * row[i * stride];
         }
+    }
+}
+
+/* The three taps of a 3-wide kernel row at stride 1, added in kx order (one load and store of acc). */
+static void row_taps3(float *restrict acc, const float *restrict row, const float *restrict w, uint32_t n)
+{
+    const float w0 = w[0], w1 = w[1], w2 = w[2];
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        float a = acc[i];
+        a += w0 * row[i];
+        a += w1 * row[i + 1u];
+        a += w2 * row[i + 2u];
+        acc[i] = a;
     }
 }
 
@@ -209,6 +255,10 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
                 load_row(in, x, step, g * cin + cl, (uint32_t)iy, row + pad);
                 for (col = 0; col < cout; ++col) {
                     const uint32_t co = g * cout + col, w0 = ((co * cin + cl) * k + ky) * k;
+                    if (p->bits == NULL && k == 3u && s == 1u) {
+                        row_taps3(acc + co * wo, row, p->weight + w0, wo);
+                        continue;
+                    }
                     for (kx = 0; kx < k; ++kx) {
                         if (p->bits != NULL) {
                             row_add(acc + co * wo, row + kx, sign_bit(p->bits, w0 + kx), wo, s);
@@ -258,21 +308,47 @@ void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scrat
 
 /* -- binarized layers over bit planes: AND + popcount ------------------------------------------ */
 
+static uint64_t popcount64(uint64_t x)
+{
+#if defined(__GNUC__) && defined(__POPCNT__)
+    return (uint64_t)__builtin_popcountll(x);
+#else
+    x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+    x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    x += x >> 8;
+    x += x >> 16;
+    x += x >> 32;
+    return x & 0x7Fu;
+#endif
+}
+
 /* n (1..32) packed weight bits from bit `start` on, left-aligned in a word, the rest zero. */
-static uint32_t weight_bits(const uint8_t *bits, uint32_t start, uint32_t n)
+static uint32_t weight_bits32(const uint8_t *bits, uint32_t start, uint32_t n)
 {
     const uint8_t *p = bits + (start >> 3);
     const uint32_t skip = start & 7u, bytes = (skip + n + 7u) >> 3;
     uint64_t v = 0u;
     uint32_t i;
-    if (skip == 0u && n == 32u) {
-        return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-    }
     for (i = 0; i < bytes; ++i) {
         v = (v << 8) | p[i];
     }
     v <<= 64u - 8u * bytes + skip;
-    return (uint32_t)(v >> 32) & ~(0xFFFFFFFFu >> n);
+    return n == 32u ? (uint32_t)(v >> 32) : (uint32_t)(v >> 32) & ~(0xFFFFFFFFu >> n);
+}
+
+/* n (1..64) packed weight bits from bit `start` on, left-aligned, the rest zero. */
+static uint64_t weight_bits64(const uint8_t *bits, uint32_t start, uint32_t n)
+{
+    if ((start & 7u) == 0u && n == 64u) {
+        const uint8_t *p = bits + (start >> 3);
+        return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) | ((uint64_t)p[3] << 32)
+             | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) | ((uint64_t)p[6] << 8) | (uint64_t)p[7];
+    }
+    if (n <= 32u) {
+        return (uint64_t)weight_bits32(bits, start, n) << 32;
+    }
+    return ((uint64_t)weight_bits32(bits, start, 32u) << 32) | weight_bits32(bits, start + 32u, n - 32u);
 }
 
 /* n (1..32) bits of a plane from element `start` on, right-aligned. */
@@ -286,20 +362,42 @@ static uint32_t plane_bits(const uint32_t *plane, uint32_t start, uint32_t n)
     return (uint32_t)((v << skip) >> (64u - n));
 }
 
+/* n (1..64) bits of a plane from element `start` on, left-aligned, the rest zero. */
+static uint64_t plane_bits64(const uint32_t *plane, uint32_t start, uint32_t n)
+{
+    if (n <= 32u) {
+        return (uint64_t)plane_bits(plane, start, n) << (64u - n);
+    }
+    return ((uint64_t)plane_bits(plane, start, 32u) << 32) | ((uint64_t)plane_bits(plane, start + 32u, n - 32u) << (64u - n));
+}
+
+/* Receptive fields are stored word-major: word i of output ox's field is field[i * outputs + ox],
+ * so that one weight word meets the same word of every output's field in a contiguous run. */
 typedef struct {
-    uint32_t *dst;
-    uint64_t pending;  /* the last `count` bits written, not yet a full word */
+    uint64_t *dst;
+    uint32_t step;     /* words between consecutive words of one field */
+    uint64_t pending;  /* the last `count` (< 64) bits written, not yet a full word */
     uint32_t count;
 } bit_writer;
 
+static void put_word(bit_writer *w, uint64_t word)
+{
+    *w->dst = word;
+    w->dst += w->step;
+}
+
+/* Append n (0..32) right-aligned bits. */
 static void put_bits(bit_writer *w, uint32_t bits, uint32_t n)
 {
-    w->pending = (w->pending << n) | bits;
-    w->count += n;
-    if (w->count >= 32u) {
-        w->count -= 32u;
-        *w->dst++ = (uint32_t)(w->pending >> w->count);
-        w->pending &= ((uint64_t)1u << w->count) - 1u;
+    const uint32_t room = 64u - w->count;
+    if (n < room) {
+        w->pending = (w->pending << n) | bits;
+        w->count += n;
+    } else {
+        const uint32_t rest = n - room;  /* bits left over for the next word, < 32 */
+        put_word(w, (w->pending << room) | (bits >> rest));
+        w->pending = bits & ((1u << rest) - 1u);
+        w->count = rest;
     }
 }
 
@@ -321,8 +419,9 @@ static void put_plane_bits(bit_writer *w, const uint32_t *plane, uint32_t start,
     }
 }
 
-/* The receptive field of output (oy, ox) in group g, bits in (c, ky, kx) order: the weights' order. */
-static void gather_patch(const albsnn_conv *p, const uint32_t *plane, uint32_t g, uint32_t oy, uint32_t ox, uint32_t *patch, uint32_t words)
+/* The receptive field of output (oy, ox) in group g, bits in (c, ky, kx) order (the weights' order),
+ * element by element: the path for input rows wider than a word. */
+static void gather_patch(const albsnn_conv *p, const uint32_t *plane, uint32_t g, uint32_t oy, uint32_t ox, uint64_t *field, uint32_t words)
 {
     const albsnn_tensor *in = &p->in;
     const uint32_t k = p->kernel, cin = in->c / p->groups;
@@ -331,9 +430,11 @@ static void gather_patch(const albsnn_conv *p, const uint32_t *plane, uint32_t g
     /* kx in [lo, hi) falls inside the row */
     const int32_t lo = ix0 < 0 ? -ix0 : 0;
     const int32_t hi = ix0 + (int32_t)k > (int32_t)in->w ? (int32_t)in->w - ix0 : (int32_t)k;
+    uint64_t *const end = field + (size_t)words * p->out.w;
     bit_writer w;
     uint32_t c, ky;
-    w.dst = patch;
+    w.dst = field;
+    w.step = p->out.w;
     w.pending = 0u;
     w.count = 0u;
     for (c = g * cin; c < (g + 1u) * cin; ++c) {
@@ -349,60 +450,165 @@ static void gather_patch(const albsnn_conv *p, const uint32_t *plane, uint32_t g
         }
     }
     if (w.count > 0u) {
-        *w.dst++ = (uint32_t)(w.pending << (32u - w.count));
+        put_word(&w, w.pending << (64u - w.count));
     }
-    while (w.dst < patch + words) {
-        *w.dst++ = 0u;
+    while (w.dst < end) {
+        put_word(&w, 0u);
     }
 }
 
-/* Binarized weights over bit planes. scratch: words + steps planes (1 + words) uint32, words = ceil(fan-in / 32). */
+/* A linear layer's receptive field is its whole input plane: copy it into 64-bit words. */
+static void copy_plane(const uint32_t *plane, uint32_t plane_words32, uint64_t *field, uint32_t words)
+{
+    uint32_t i;
+    for (i = 0; i < words; ++i) {
+        const uint32_t lo = 2u * i + 1u < plane_words32 ? plane[2u * i + 1u] : 0u;
+        field[i] = ((uint64_t)plane[2u * i] << 32) | lo;
+    }
+}
+
+/* The receptive fields of every output of row oy (group g, one plane), word-major.
+ * A padded input row of at most 64 bits is read once per (c, ky) and each output takes its k taps
+ * with a shift and a mask; wider rows go element by element through gather_patch. */
+static void gather_row(const albsnn_conv *p, const uint32_t *plane, uint32_t g, uint32_t oy, uint64_t *fields, uint32_t words)
+{
+    const albsnn_tensor *in = &p->in;
+    const uint32_t k = p->kernel, s = p->stride, pad = p->padding, wo = p->out.w, cin = in->c / p->groups;
+    const uint64_t top = ~(uint64_t)0 << (64u - k);  /* the first k bits of a word */
+    uint32_t ox, c, ky, i;
+    if (in->w + 2u * pad > 64u) {
+        for (ox = 0; ox < wo; ++ox) {
+            gather_patch(p, plane, g, oy, ox, fields + ox, words);
+        }
+        return;
+    }
+    for (i = 0; i < words * wo; ++i) {
+        fields[i] = 0u;
+    }
+    for (c = 0; c < cin; ++c) {
+        for (ky = 0; ky < k; ++ky) {
+            const int32_t iy = (int32_t)(oy * s + ky) - (int32_t)pad;
+            const uint32_t at = (c * k + ky) * k, bit = at & 63u;
+            uint64_t *word = fields + (size_t)(at >> 6) * wo;
+            uint64_t row;
+            if (iy < 0 || iy >= (int32_t)in->h) {
+                continue;  /* zero padding: the fields are zero there already */
+            }
+            /* the padded row, left-aligned: column j of the padded row is bit 63 - j */
+            row = plane_bits64(plane, ((g * cin + c) * in->h + (uint32_t)iy) * in->w, in->w) >> pad;
+            /* output ox's taps are the k bits from bit ox * s on; they go to bits [bit, bit + k) of its field */
+            if (bit + k <= 64u) {
+                const uint64_t mask = top >> bit;
+                for (ox = 0; ox < wo; ++ox) {
+                    word[ox] |= ((row << (ox * s)) >> bit) & mask;
+                }
+            } else {  /* the taps straddle two words */
+                const uint64_t mask0 = ~(uint64_t)0 >> bit, mask1 = top << (64u - bit);
+                for (ox = 0; ox < wo; ++ox) {
+                    const uint64_t r = row << (ox * s);
+                    word[ox] |= (r >> bit) & mask0;
+                    word[wo + ox] |= (r << (64u - bit)) & mask1;
+                }
+            }
+        }
+    }
+}
+
+/* agree[ox] = popcount(w & field ox) over `words` words for the n word-major fields. */
+static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t words, uint32_t n, uint32_t *agree)
+{
+    uint32_t i, ox;
+    for (ox = 0; ox < n; ++ox) {
+        agree[ox] = 0u;
+    }
+    for (i = 0; i < words; ++i) {
+        const uint64_t wi = w[i];
+        const uint64_t *word = fields + (size_t)i * n;
+        for (ox = 0; ox < n; ++ox) {
+            agree[ox] += (uint32_t)popcount64(wi & word[ox]);
+        }
+    }
+}
+
+/* Binarized weights over bit planes, one output row at a time (the row's receptive fields first).
+ * scratch: (1 + out.w * fields) * words uint64, then out.w * (fields + 1 + in.steps) uint32, with
+ * words = ceil(fan-in / 64) and fields = in.steps * in.planes receptive fields per output. */
 void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t *scratch)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t k = p->kernel, cout = out->c / p->groups, fan_in = in->c / p->groups * k * k;
-    const uint32_t words = ALBSNN_WORDS(fan_in), hwo = out->h * out->w, patches = in->steps * in->planes;
-    /* a linear layer's input is its receptive field already */
+    const uint32_t words = ALBSNN_WORDS64(fan_in), wo = out->w, hwo = out->h * wo, patches = in->steps * in->planes;
     const int direct = in->h == 1u && in->w == 1u && k == 1u && p->padding == 0u && p->groups == 1u;
-    uint32_t *wrow = scratch, *ones = wrow + words, *patch = ones + patches;
-    uint32_t oy, ox, g, j, col, t, b, i;
+    uint64_t *wrow = (uint64_t *)(void *)scratch, *patch = wrow + words;
+    uint32_t *ones = (uint32_t *)(void *)(patch + (size_t)wo * patches * words), *agree = ones + wo * patches;
+    int32_t *acc = (int32_t *)(void *)(agree + wo);
+    uint32_t oy, ox, g, j, col, t, b, i, ts;
     if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
     for (oy = 0; oy < out->h; ++oy) {
-        for (ox = 0; ox < out->w; ++ox) {
-            for (g = 0; g < p->groups; ++g) {
-                for (j = 0; j < patches; ++j) {
-                    const uint32_t *plane = x + (size_t)j * plane_words(in);
-                    const uint32_t *field = direct ? plane : patch + (size_t)j * words;
-                    if (!direct) {
-                        gather_patch(p, plane, g, oy, ox, patch + (size_t)j * words, words);
-                    }
-                    ones[j] = 0u;
-                    for (i = 0; i < words; ++i) {
-                        ones[j] += popcount32(field[i]);
+        for (g = 0; g < p->groups; ++g) {
+            /* patch: [step][plane][word][ox]; ones: [step][plane][ox] */
+            for (j = 0; j < patches; ++j) {
+                const uint32_t *plane = x + (size_t)j * plane_words(in);
+                uint64_t *fields = patch + (size_t)j * words * wo;
+                if (direct) {
+                    copy_plane(plane, plane_words(in), fields, words);
+                } else {
+                    gather_row(p, plane, g, oy, fields, words);
+                }
+                for (ox = 0; ox < wo; ++ox) {
+                    ones[j * wo + ox] = 0u;
+                }
+                for (i = 0; i < words; ++i) {
+                    for (ox = 0; ox < wo; ++ox) {
+                        ones[j * wo + ox] += (uint32_t)popcount64(fields[(size_t)i * wo + ox]);
                     }
                 }
-                for (col = 0; col < cout; ++col) {
-                    const uint32_t co = g * cout + col, index = co * hwo + oy * out->w + ox;
-                    float v = 0.0f, pre = 0.0f;
-                    for (i = 0; i < words; ++i) {
-                        const uint32_t n = fan_in - 32u * i < 32u ? fan_in - 32u * i : 32u;
-                        wrow[i] = weight_bits(p->bits, co * fan_in + 32u * i, n);
+            }
+            for (col = 0; col < cout; ++col) {
+                const uint32_t co = g * cout + col;
+                for (i = 0; i < words; ++i) {
+                    const uint32_t n = fan_in - 64u * i < 64u ? fan_in - 64u * i : 64u;
+                    wrow[i] = weight_bits64(p->bits, co * fan_in + 64u * i, n);
+                }
+                /* acc = sum over planes b of 2^b (2 popcount(w & x_b) - popcount(x_b)), per step and output */
+                for (ts = 0; ts < in->steps; ++ts) {
+                    for (ox = 0; ox < wo; ++ox) {
+                        acc[ts * wo + ox] = 0;
                     }
+                    for (b = 0; b < in->planes; ++b) {
+                        const uint32_t slot = ts * in->planes + b;
+                        popcount_dots(wrow, patch + (size_t)slot * words * wo, words, wo, agree);
+                        for (ox = 0; ox < wo; ++ox) {
+                            acc[ts * wo + ox] += ((int32_t)(2u * agree[ox]) - (int32_t)ones[slot * wo + ox]) * (int32_t)(1u << b);
+                        }
+                    }
+                }
+                if (p->fires != NULL) {  /* one step: the neuron fires iff acc lies in [lo, hi] */
+                    const int32_t lo = p->fires[2u * co], hi = p->fires[2u * co + 1u];
+                    bit_run spikes;
+                    spikes.plane = (uint32_t *)y;
+                    spikes.start = co * hwo + oy * wo;
+                    spikes.run = 0u;
+                    spikes.count = 0u;
+                    for (ox = 0; ox < wo; ++ox) {
+                        const int spike = acc[ox] >= lo && acc[ox] <= hi;
+#ifdef ALBSNN_TRACE
+                        const float h = over_tau(p->lif, (float)acc[ox] * p->scale[co] + p->bias[co]) + p->lif->v_reset;
+                        ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox, h, spike);
+#endif
+                        run_push(&spikes, (uint32_t)spike);
+                    }
+                    run_flush(&spikes);
+                    continue;
+                }
+                for (ox = 0; ox < wo; ++ox) {
+                    const uint32_t index = co * hwo + oy * wo + ox;
+                    float v = 0.0f, pre = 0.0f;
                     for (t = 0; t < out->steps; ++t) {
                         if (t == 0u || in->steps > 1u) {
-                            int32_t acc = 0;
-                            for (b = 0; b < in->planes; ++b) {
-                                const uint32_t slot = step_of(in, t) * in->planes + b;
-                                const uint32_t *field = direct ? x + (size_t)slot * plane_words(in) : patch + (size_t)slot * words;
-                                uint32_t agree = 0u;
-                                for (i = 0; i < words; ++i) {
-                                    agree += popcount32(wrow[i] & field[i]);
-                                }
-                                acc += ((int32_t)(2u * agree) - (int32_t)ones[slot]) * (int32_t)(1u << b);
-                            }
-                            pre = (float)acc * p->scale[co] + p->bias[co];
+                            pre = (float)acc[step_of(in, t) * wo + ox] * p->scale[co] + p->bias[co];
                         }
                         if (p->lif == NULL) {
                             ((float *)y)[(size_t)t * numel(out) + index] = pre;
@@ -447,6 +653,44 @@ void albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *
     }
 }
 
+/* Pooling over a spike map whose rows fit a word: each window's spikes counted with popcounts. */
+static void pool_spikes(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t k = p->kernel, s = p->stride;
+    uint32_t counts[64];
+    uint32_t t, c, oy, ox, ky, b;
+    for (t = 0; t < out->steps; ++t) {
+        const uint32_t *plane = plane_of(in, x, t, 0u);
+        for (c = 0; c < out->c; ++c) {
+            for (oy = 0; oy < out->h; ++oy) {
+                for (ox = 0; ox < out->w; ++ox) {
+                    counts[ox] = 0u;
+                }
+                for (ky = 0; ky < k; ++ky) {
+                    const uint64_t row = plane_bits64(plane, (c * in->h + oy * s + ky) * in->w, in->w);
+                    for (ox = 0; ox < out->w; ++ox) {
+                        counts[ox] += (uint32_t)popcount64((row << (ox * s)) >> (64u - k));
+                    }
+                }
+                for (b = 0; b < out->planes; ++b) {
+                    bit_run bits;
+                    bits.plane = y + ((size_t)t * out->planes + b) * plane_words(out);
+                    bits.start = (c * out->h + oy) * out->w;
+                    bits.run = 0u;
+                    bits.count = 0u;
+                    for (ox = 0; ox < out->w; ++ox) {
+                        /* the max of spikes is whether any spiked */
+                        const uint32_t count = p->is_max ? (counts[ox] > 0u) : counts[ox];
+                        run_push(&bits, (count >> b) & 1u);
+                    }
+                    run_flush(&bits);
+                }
+            }
+        }
+    }
+}
+
 /* Average or max pooling without padding; over bit planes the average keeps the window's count. */
 void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
 {
@@ -455,6 +699,10 @@ void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
     uint32_t t, c, oy, ox, ky, kx;
     if (out->planes > 0u) {
         clear_words((uint32_t *)y, tensor_words(out));
+    }
+    if (in->planes == 1u && in->w <= 64u && out->w <= 64u) {
+        pool_spikes(p, (const uint32_t *)x, (uint32_t *)y);
+        return;
     }
     for (t = 0; t < out->steps; ++t) {
         for (c = 0; c < out->c; ++c) {

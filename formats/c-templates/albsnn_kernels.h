@@ -25,8 +25,10 @@ typedef struct {
 
 typedef struct {
     float tau, v_threshold, v_reset;
-    uint32_t reset;     /* ALBSNN_RESET_* of albsnn_kernels.c */
-    uint32_t trace_id;  /* the neuron layer's index, for ALBSNN_TRACE */
+    float inv_tau;         /* 1 / tau, used only when tau is a power of two (then x * inv_tau == x / tau) */
+    uint32_t tau_is_pow2;
+    uint32_t reset;        /* the reset rule's case in albsnn_kernels.c */
+    uint32_t trace_id;     /* the neuron layer's index, for ALBSNN_TRACE */
 } albsnn_lif;
 
 typedef struct {
@@ -37,6 +39,8 @@ typedef struct {
     const float *scale;      /* per output channel: y = acc * scale + bias (alpha, batch norm, bias folded) */
     const float *bias;
     const albsnn_lif *lif;   /* neurons fused after the affine (out is a spike map), or NULL (out is float) */
+    const int32_t *fires;    /* one time step over bit planes: neuron co fires iff fires[2co] <= acc <= fires[2co+1]
+                                (the affine and the neuron folded into an integer range at export), or NULL */
 } albsnn_conv;
 
 typedef struct {
