@@ -9,12 +9,12 @@ measured, and refused, before anything is allocated.
 The memory of one forward pass (no gradients, CPU) of a batch of ``B`` images:
 the network normalizes the ``[B, C, H, W]`` input, repeats it over ``T`` steps and
 runs the layers on ``[T, B, ...]``. While a layer runs, its input, its output and
-up to three output-sized temporaries are alive (a LIF layer's list of ``T`` spike
-maps, its per-step membrane values and the stacked output; oneDNN's reordered
-convolution output), and the previous layer's tensors are freed. So, in float32
-elements::
+up to five output-sized temporaries are alive (a LIF layer at ``T = 1`` holds the
+scaled input, the membrane, the membrane minus the threshold, the spikes and
+their stacked copy; oneDNN reorders a convolution's output), and the previous
+layer's tensors are freed. So, in float32 elements::
 
-    inference_elements = B * (input + T * max over layers (in_l + 4 * out_l))
+    inference_elements = B * (input + T * max over layers (in_l + 6 * out_l))
 
 and :func:`inference_bytes` is four times that. It counts activations only, not
 the weights (:func:`parameter_bytes`) nor the dataset. ``tests/test_model_cost.py``
@@ -33,8 +33,8 @@ Limits (``docs/format.md`` lists them with the container's own):
 Example:
     >>> from albsnn_compress.snn.presets import make_preset
     >>> spec = make_preset("fmnist-vgg", [1, 28, 28], 10, [0.286], [0.353])
-    >>> inference_bytes(spec, timesteps=1, batch=1)  # 4 * (784 + 1 * (25088 + 4 * 25088)): conv2's bn and lif
-    504896
+    >>> inference_bytes(spec, timesteps=1, batch=1)  # 4 * (784 + 1 * (25088 + 6 * 25088)): conv2's bn and lif
+    705600
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def inference_bytes(spec: dict[str, Any], timesteps: int, batch: int) -> int:
         timesteps: the simulation steps ``T``.
         batch: images per forward pass.
     """
-    widest = max(size_in + 4 * size_out for size_in, size_out in activation_sizes(spec))
+    widest = max(size_in + 6 * size_out for size_in, size_out in activation_sizes(spec))
     return FLOAT_BYTES * batch * (math.prod(spec["input"]["shape"]) + timesteps * widest)
 
 
