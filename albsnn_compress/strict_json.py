@@ -7,11 +7,13 @@ interpreter's limit. :func:`strict_loads` refuses each of these with one
 :class:`StrictJSONError` whose message says what was found; callers prefix it
 with the file and field and re-raise their own error type.
 
-Cost: time and memory are linear in the text's length. The nesting depth is
-measured on the text before anything is parsed (one vectorized pass over its
-bytes: :func:`_nesting_depth`), so no Python object is made per value beyond
-what ``json`` itself builds; the per-integer and per-string checks run only when
-a cheap scan of the text finds a literal they could refuse.
+Cost: time and memory are linear in the text's length. The nesting depth and
+the number of objects and arrays are measured on the text before anything is
+parsed (one vectorized pass over its bytes, :class:`_DepthScan`), so no Python
+object is made per value beyond what ``json`` itself builds, and a caller can
+refuse a text that would build millions of containers (``max_containers``); the
+per-integer and per-string checks run only when a cheap scan of the text finds a
+literal they could refuse.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class _DepthScan:
         self.depth = 0
         self.backslashes = 0  # length of the backslash run that ends the text so far
         self.deepest = 0
+        self.containers = 0  # objects and arrays so far
 
     def feed(self, data: bytes) -> None:
         raw = np.frombuffer(data, dtype=np.uint8)
@@ -101,6 +104,7 @@ class _DepthScan:
         if content.any():
             self.deepest = max(self.deepest, int(level[content].max()) + 1)
         self.depth += int(step.sum(dtype=np.int64))
+        self.containers += int(np.count_nonzero(opens))
         self.in_string = bool(parity[-1]) ^ self.in_string
         plain = np.flatnonzero(~backslash)
         self.backslashes = raw.size - 1 - int(plain[-1]) if plain.size else self.backslashes + raw.size
@@ -120,13 +124,15 @@ class _DepthScan:
         return runs % 2 == 1
 
 
-def _check_depth(text: str, max_depth: int) -> None:
-    """Refuse text whose values nest deeper than ``max_depth`` levels, before anything is parsed."""
+def _check_shape(text: str, max_depth: int, max_containers: int | None) -> None:
+    """Refuse text nested deeper than ``max_depth`` levels or with too many objects and arrays, before parsing."""
     scan = _DepthScan()
     for start in range(0, len(text), _CHUNK):
         scan.feed(text[start : start + _CHUNK].encode("utf-8", "surrogatepass"))
     if scan.deepest > max_depth:
         raise StrictJSONError(f"nesting deeper than {max_depth} levels")
+    if max_containers is not None and scan.containers > max_containers:
+        raise StrictJSONError(f"{scan.containers} objects and arrays, at most {max_containers} allowed")
 
 
 def _check_strings(value: Any) -> None:
@@ -166,7 +172,9 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def strict_loads(text: str, *, max_depth: int, max_int_digits: int, trailing: str = " \t\r\n") -> Any:
+def strict_loads(
+    text: str, *, max_depth: int, max_int_digits: int, trailing: str = " \t\r\n", max_containers: int | None = None
+) -> Any:
     """Parse one JSON value, refusing what ``json.loads`` would let through (see module docs).
 
     The depth counts values on the path from the top: a top-level scalar is 1
@@ -177,11 +185,13 @@ def strict_loads(text: str, *, max_depth: int, max_int_digits: int, trailing: st
         max_depth: deepest allowed nesting of objects and arrays.
         max_int_digits: longest allowed integer literal.
         trailing: characters that may follow the value (padding).
+        max_containers: most objects and arrays in all (``None``: no bound). Python builds
+            about 100 bytes per container, so this bounds the memory parsing can take.
 
     Raises:
         StrictJSONError: with a message naming what was found and where.
     """
-    _check_depth(text, max_depth)
+    _check_shape(text, max_depth, max_containers)
 
     def parse_int(literal: str) -> int:
         if len(literal.lstrip("-")) > max_int_digits:

@@ -231,7 +231,7 @@ def write_container(
             stream.write(part)
 
 
-_CHUNK = 1 << 20  # elements checked or unpacked at a time: the reader's temporaries stay a few MiB
+_CHUNK = 1 << 18  # elements checked or unpacked at a time: the reader's temporaries stay about 1 MiB
 
 
 def _check_tensor_bytes(entry: TensorEntry, data: memoryview) -> None:

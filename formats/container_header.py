@@ -63,6 +63,7 @@ TENSOR_FIELDS = ("crc32", "kind", "name", "nbytes", "offset", "shape")
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 32
+MAX_JSON_CONTAINERS = 1 << 18  # objects and arrays; 65536 tensors and 4096 layers need about 145000
 MAX_INT_DIGITS = 20
 MAX_TENSORS = 65536
 MAX_NAME_BYTES = 256
@@ -165,14 +166,16 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     """Parse header bytes: strict UTF-8, one JSON object, then only space padding.
 
     Rejects duplicate keys, NaN/Infinity, integers over 20 digits, nesting over 32
-    levels and unpaired surrogate escapes.
+    levels, more than 2^18 objects and arrays, and unpaired surrogate escapes.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContainerError(f"header: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
     try:
-        value = strict_loads(text, max_depth=MAX_JSON_DEPTH, max_int_digits=MAX_INT_DIGITS, trailing=" ")
+        value = strict_loads(
+            text, max_depth=MAX_JSON_DEPTH, max_int_digits=MAX_INT_DIGITS, trailing=" ", max_containers=MAX_JSON_CONTAINERS
+        )
     except StrictJSONError as exc:
         raise ContainerError(f"header JSON: {exc}") from None
     if not isinstance(value, dict):

@@ -168,6 +168,17 @@ def _flat_header() -> bytes:
     return _file(b'{"a":[' + b"[]," * (room // 3) + b"[]]}", b"")
 
 
+def _nested_header() -> bytes:
+    """16 MiB of arrays 29 deep, repeated (within the depth cap): 8 million lists, 9 s and 800 MB to build."""
+    unit = b"[" * 29 + b"0" + b"]" * 29 + b","
+    return _file(b'{"a":[' + unit * 279_550 + b"0]}", b"")
+
+
+def _header_at_the_container_cap() -> bytes:
+    """Exactly 2^18 objects and arrays (the top object, one list and 262142 empty ones) is still parsed."""
+    return _file(b'{"a":[' + b"[]," * 262_141 + b"[]]}", b"")
+
+
 def _flip_data(header: dict[str, Any], body: bytes) -> bytes:
     return bytes([body[0] ^ 0x10]) + body[1:]
 
@@ -204,7 +215,9 @@ class Case(enum.Enum):
     FLOAT_OVERFLOW = r"header JSON: number 1e999 overflows to inf"
     HUGE_INTEGER = r"header JSON: integer with 5000 digits"
     DEEP_NESTING = r"header JSON: nesting deeper than 32 levels"
-    HUGE_FLAT_HEADER = r"header: missing field 'accuracy'"
+    HUGE_FLAT_HEADER = r"header JSON: 5592395 objects and arrays, at most 262144 allowed"
+    NESTED_REPEATED = r"header JSON: 8106952 objects and arrays, at most 262144 allowed"
+    CONTAINERS_AT_THE_CAP = r"header: missing field 'accuracy'"
     MODERATE_NESTING = r"header JSON: nesting deeper than 32 levels"
     UNPAIRED_SURROGATE = r"header JSON: string 'x\\ud800' holds an unpaired surrogate escape"
     MISSING_FIELD = r"header: missing field 'budget'"
@@ -305,6 +318,8 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.HUGE_INTEGER: lambda: _text_replace(b'"timesteps":2', b'"timesteps":' + b"9" * 5000),
     Case.DEEP_NESTING: lambda: _file(_DEEP, _split()[1]),
     Case.HUGE_FLAT_HEADER: _flat_header,
+    Case.NESTED_REPEATED: _nested_header,
+    Case.CONTAINERS_AT_THE_CAP: _header_at_the_container_cap,
     Case.MODERATE_NESTING: lambda: _file(_MODERATE, _split()[1]),
     Case.UNPAIRED_SURROGATE: lambda: _text_replace(b'"dataset":"digits"', b'"dataset":"x\\ud800"'),
     Case.MISSING_FIELD: lambda: _edit(_delete("budget")),

@@ -95,3 +95,10 @@ def test_long_digit_runs_in_strings_are_not_integers() -> None:
     assert strict_loads('{"a": "12345678", "b": 12}', **LIMITS) == {"a": "12345678", "b": 12}
     with pytest.raises(StrictJSONError, match="integer with 7 digits"):
         strict_loads('{"a": "12345678", "b": 1234567}', **LIMITS)
+
+
+def test_objects_and_arrays_can_be_bounded_before_parsing() -> None:
+    text = '{"a": [[], {}, [[]]], "b": "[[[{{{"}'
+    assert strict_loads(text, max_containers=6, **LIMITS)["b"] == "[[[{{{"  # brackets in strings do not count
+    with pytest.raises(StrictJSONError, match="6 objects and arrays, at most 5 allowed"):
+        strict_loads(text, max_containers=5, **LIMITS)
