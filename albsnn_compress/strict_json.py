@@ -61,7 +61,7 @@ def _parse_float(text: str) -> float:
     return value
 
 
-_CHUNK = 1 << 20  # characters scanned at a time: the depth scan's memory stays a few MiB
+_CHUNK = 1 << 18  # characters scanned at a time: the scan's temporaries stay a few MiB
 
 
 class _DepthScan:
