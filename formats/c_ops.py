@@ -201,7 +201,7 @@ class ConvOp(Operation):
     def scratch_bytes(self) -> int:
         if self.uses_popcount:  # a weight row, every receptive field of one output row, their popcounts, the sums
             words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
-            return FIELD_BYTES * words * (1 + fields) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
+            return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
         inp, out = self.views
         return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + (self.lif is not None)) * out.channels * out.width)
 

@@ -253,6 +253,19 @@ def test_compiled_c_matches_pytorch_on_the_digits_test_split(
     _agreement(model, tmp_path / "model_c", digits["test"], tmp_path)
 
 
+def test_integer_firing_ranges_give_the_float_decision(digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """With one time step the popcount layers fire on an integer range; the trace's float membrane must agree everywhere."""
+    model = _trained(digits_checkpoint, 1, "hard", "candidates")
+    export = export_c(model, tmp_path / "model_c")
+    assert "_fires[" in export.files["albsnn_model.c"]
+    traced = _compile(tmp_path / "model_c", STRICT, tmp_path / "traced", ("-DALBSNN_TRACE",))
+    _run(traced, digits["test"][:40], tmp_path, str(tmp_path / "trace.bin"))
+    records = np.fromfile(tmp_path / "trace.bin", dtype=np.uint32).reshape(-1, 5)
+    threshold = np.float32(model.spec["neuron"]["v_threshold"])
+    assert len(records) > 40 * 1000
+    np.testing.assert_array_equal(records[:, 4] > 0, records[:, 3].view(np.float32) >= threshold)
+
+
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=[CASES[1][0], CASES[4][0]])
 def test_sanitized_build_runs_clean(case: tuple[Any, ...], digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
     model = case[1](digits_checkpoint, digits)

@@ -18,6 +18,14 @@
  */
 #include "albsnn_kernels.h"
 
+/* The small helpers of the inner loops are inlined even at -Os (a call per popcount or bit would
+ * cost more than the work on a Cortex-M4). */
+#if defined(__GNUC__)
+#define ALBSNN_INLINE static inline __attribute__((always_inline))
+#else
+#define ALBSNN_INLINE static inline
+#endif
+
 #define ALBSNN_WORDS(n) (((n) + 31u) / 32u)
 #define ALBSNN_WORDS64(n) (((n) + 63u) / 64u)
 
@@ -30,7 +38,7 @@
 /* -- neurons ---------------------------------------------------------------------------------- */
 
 /* The membrane after a spike decision, one case per reset rule of the spiking core. */
-static float lif_reset(const albsnn_lif *n, float h, int spike)
+ALBSNN_INLINE float lif_reset(const albsnn_lif *n, float h, int spike)
 {
     switch (n->reset) {
 /*@RESET_CASES@*/
@@ -41,10 +49,10 @@ static float lif_reset(const albsnn_lif *n, float h, int spike)
 }
 
 /* x / tau; a power-of-two tau multiplies by its exact reciprocal instead (the same float, faster). */
-static float over_tau(const albsnn_lif *n, float x) { return n->tau_is_pow2 ? x * n->inv_tau : x / n->tau; }
+ALBSNN_INLINE float over_tau(const albsnn_lif *n, float x) { return n->tau_is_pow2 ? x * n->inv_tau : x / n->tau; }
 
 /* One neuron, one step: charge (from *v, or from v_reset at step 0), fire, reset *v; returns the spike. */
-static int lif_step(const albsnn_lif *n, uint32_t step, uint32_t index, float *v, float x)
+ALBSNN_INLINE int lif_step(const albsnn_lif *n, uint32_t step, uint32_t index, float *v, float x)
 {
     /* step 0: V = v_reset, so H = X / tau + v_reset (PyTorch's shortcut, the same value) */
     const float h = step == 0u ? over_tau(n, x) + n->v_reset : *v + over_tau(n, x - (*v - n->v_reset));
@@ -56,11 +64,11 @@ static int lif_step(const albsnn_lif *n, uint32_t step, uint32_t index, float *v
 
 /* -- tensors ---------------------------------------------------------------------------------- */
 
-static uint32_t numel(const albsnn_tensor *t) { return t->c * t->h * t->w; }
+ALBSNN_INLINE uint32_t numel(const albsnn_tensor *t) { return t->c * t->h * t->w; }
 
-static uint32_t plane_words(const albsnn_tensor *t) { return ALBSNN_WORDS(numel(t)); }
+ALBSNN_INLINE uint32_t plane_words(const albsnn_tensor *t) { return ALBSNN_WORDS(numel(t)); }
 
-static uint32_t step_of(const albsnn_tensor *t, uint32_t step) { return t->steps == 1u ? 0u : step; }
+ALBSNN_INLINE uint32_t step_of(const albsnn_tensor *t, uint32_t step) { return t->steps == 1u ? 0u : step; }
 
 static size_t tensor_words(const albsnn_tensor *t)
 {
@@ -75,12 +83,12 @@ static void clear_words(uint32_t *y, size_t count)
     }
 }
 
-static uint32_t bit_at(const uint32_t *plane, uint32_t i) { return (plane[i >> 5] >> (31u - (i & 31u))) & 1u; }
+ALBSNN_INLINE uint32_t bit_at(const uint32_t *plane, uint32_t i) { return (plane[i >> 5] >> (31u - (i & 31u))) & 1u; }
 
-static void set_bit(uint32_t *plane, uint32_t i) { plane[i >> 5] |= 0x80000000u >> (i & 31u); }
+ALBSNN_INLINE void set_bit(uint32_t *plane, uint32_t i) { plane[i >> 5] |= 0x80000000u >> (i & 31u); }
 
 /* OR n (1..32) right-aligned bits, first bit first, into a plane from element `start` on. */
-static void or_bits(uint32_t *plane, uint32_t start, uint32_t bits, uint32_t n)
+ALBSNN_INLINE void or_bits(uint32_t *plane, uint32_t start, uint32_t bits, uint32_t n)
 {
     const uint32_t word = start >> 5, skip = start & 31u;
     const uint64_t v = ((uint64_t)bits << (64u - n)) >> skip;
@@ -96,7 +104,7 @@ typedef struct {
     uint32_t start, run, count;
 } bit_run;
 
-static void run_push(bit_run *r, uint32_t bit)
+ALBSNN_INLINE void run_push(bit_run *r, uint32_t bit)
 {
     r->run = (r->run << 1) | bit;
     if (++r->count == 32u) {
@@ -114,7 +122,7 @@ static void run_flush(bit_run *r)
     }
 }
 
-static const uint32_t *plane_of(const albsnn_tensor *t, const uint32_t *x, uint32_t step, uint32_t plane)
+ALBSNN_INLINE const uint32_t *plane_of(const albsnn_tensor *t, const uint32_t *x, uint32_t step, uint32_t plane)
 {
     return x + ((size_t)step_of(t, step) * t->planes + plane) * plane_words(t);
 }
@@ -308,20 +316,51 @@ void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scrat
 
 /* -- binarized layers over bit planes: AND + popcount ------------------------------------------ */
 
-static uint64_t popcount64(uint64_t x)
-{
+/* Popcounts of many words are summed in two stages: partial(x) per word, added up for at most
+ * PARTIALS words, then total() of the sum. With a popcount instruction partial is the popcount and
+ * total the identity; without one (Cortex-M4, x86 without -mpopcnt) partial leaves each byte's
+ * count (0..8) in that byte, so 31 words add up without carries and the horizontal sum of the
+ * bytes is done once per 31 words instead of once per word. */
 #if defined(__GNUC__) && defined(__POPCNT__)
-    return (uint64_t)__builtin_popcountll(x);
-#else
+#define PARTIALS 0xFFFFFFFFu
+ALBSNN_INLINE uint64_t partial(uint64_t x) { return (uint64_t)__builtin_popcountll(x); }
+ALBSNN_INLINE uint32_t total(uint64_t sum) { return (uint32_t)sum; }
+#elif UINTPTR_MAX > 0xFFFFFFFFu
+#define PARTIALS 31u
+ALBSNN_INLINE uint64_t partial(uint64_t x)
+{
     x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
     x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
-    x = (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
-    x += x >> 8;
-    x += x >> 16;
-    x += x >> 32;
-    return x & 0x7Fu;
-#endif
+    return (x + (x >> 4)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
 }
+ALBSNN_INLINE uint32_t total(uint64_t sum)
+{
+    sum = (sum & UINT64_C(0x00FF00FF00FF00FF)) + ((sum >> 8) & UINT64_C(0x00FF00FF00FF00FF));
+    sum += sum >> 16;
+    sum += sum >> 32;
+    return (uint32_t)sum & 0xFFFFu;
+}
+#else /* a 32-bit core: the same on the two halves, so that no carry runs between them */
+#define PARTIALS 31u
+ALBSNN_INLINE uint32_t byte_counts32(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    x = (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    return (x + (x >> 4)) & 0x0F0F0F0Fu;
+}
+ALBSNN_INLINE uint32_t byte_sum32(uint32_t x)
+{
+    x = (x & 0x00FF00FFu) + ((x >> 8) & 0x00FF00FFu);
+    return (x + (x >> 16)) & 0xFFFFu;
+}
+ALBSNN_INLINE uint64_t partial(uint64_t x)
+{
+    return ((uint64_t)byte_counts32((uint32_t)(x >> 32)) << 32) | byte_counts32((uint32_t)x);
+}
+ALBSNN_INLINE uint32_t total(uint64_t sum) { return byte_sum32((uint32_t)(sum >> 32)) + byte_sum32((uint32_t)sum); }
+#endif
+
+ALBSNN_INLINE uint32_t popcount64(uint64_t x) { return total(partial(x)); }
 
 /* n (1..32) packed weight bits from bit `start` on, left-aligned in a word, the rest zero. */
 static uint32_t weight_bits32(const uint8_t *bits, uint32_t start, uint32_t n)
@@ -352,7 +391,7 @@ static uint64_t weight_bits64(const uint8_t *bits, uint32_t start, uint32_t n)
 }
 
 /* n (1..32) bits of a plane from element `start` on, right-aligned. */
-static uint32_t plane_bits(const uint32_t *plane, uint32_t start, uint32_t n)
+ALBSNN_INLINE uint32_t plane_bits(const uint32_t *plane, uint32_t start, uint32_t n)
 {
     const uint32_t word = start >> 5, skip = start & 31u;
     uint64_t v = (uint64_t)plane[word] << 32;
@@ -363,7 +402,7 @@ static uint32_t plane_bits(const uint32_t *plane, uint32_t start, uint32_t n)
 }
 
 /* n (1..64) bits of a plane from element `start` on, left-aligned, the rest zero. */
-static uint64_t plane_bits64(const uint32_t *plane, uint32_t start, uint32_t n)
+ALBSNN_INLINE uint64_t plane_bits64(const uint32_t *plane, uint32_t start, uint32_t n)
 {
     if (n <= 32u) {
         return (uint64_t)plane_bits(plane, start, n) << (64u - n);
@@ -514,24 +553,34 @@ static void gather_row(const albsnn_conv *p, const uint32_t *plane, uint32_t g, 
     }
 }
 
-/* agree[ox] = popcount(w & field ox) over `words` words for the n word-major fields. */
-static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t words, uint32_t n, uint32_t *agree)
+/* agree[ox] = popcount(w & field ox) over `words` words for the n word-major fields;
+ * sums: n uint64 of scratch. */
+static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t words, uint32_t n, uint32_t *agree, uint64_t *sums)
 {
-    uint32_t i, ox;
+    uint32_t i, ox, first;
     for (ox = 0; ox < n; ++ox) {
         agree[ox] = 0u;
     }
-    for (i = 0; i < words; ++i) {
-        const uint64_t wi = w[i];
-        const uint64_t *word = fields + (size_t)i * n;
+    for (first = 0; first < words; first += PARTIALS) {
+        const uint32_t last = words - first < PARTIALS ? words : first + PARTIALS;
         for (ox = 0; ox < n; ++ox) {
-            agree[ox] += (uint32_t)popcount64(wi & word[ox]);
+            sums[ox] = 0u;
+        }
+        for (i = first; i < last; ++i) {
+            const uint64_t wi = w[i];
+            const uint64_t *word = fields + (size_t)i * n;
+            for (ox = 0; ox < n; ++ox) {
+                sums[ox] += partial(wi & word[ox]);
+            }
+        }
+        for (ox = 0; ox < n; ++ox) {
+            agree[ox] += total(sums[ox]);
         }
     }
 }
 
 /* Binarized weights over bit planes, one output row at a time (the row's receptive fields first).
- * scratch: (1 + out.w * fields) * words uint64, then out.w * (fields + 1 + in.steps) uint32, with
+ * scratch: (1 + out.w * fields) * words + out.w uint64, then out.w * (fields + 1 + in.steps) uint32, with
  * words = ceil(fan-in / 64) and fields = in.steps * in.planes receptive fields per output. */
 void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t *scratch)
 {
@@ -539,7 +588,7 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
     const uint32_t k = p->kernel, cout = out->c / p->groups, fan_in = in->c / p->groups * k * k;
     const uint32_t words = ALBSNN_WORDS64(fan_in), wo = out->w, hwo = out->h * wo, patches = in->steps * in->planes;
     const int direct = in->h == 1u && in->w == 1u && k == 1u && p->padding == 0u && p->groups == 1u;
-    uint64_t *wrow = (uint64_t *)(void *)scratch, *patch = wrow + words;
+    uint64_t *wrow = (uint64_t *)(void *)scratch, *sums = wrow + words, *patch = sums + wo;
     uint32_t *ones = (uint32_t *)(void *)(patch + (size_t)wo * patches * words), *agree = ones + wo * patches;
     int32_t *acc = (int32_t *)(void *)(agree + wo);
     uint32_t oy, ox, g, j, col, t, b, i, ts;
@@ -562,7 +611,7 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
                 }
                 for (i = 0; i < words; ++i) {
                     for (ox = 0; ox < wo; ++ox) {
-                        ones[j * wo + ox] += (uint32_t)popcount64(fields[(size_t)i * wo + ox]);
+                        ones[j * wo + ox] += popcount64(fields[(size_t)i * wo + ox]);
                     }
                 }
             }
@@ -579,7 +628,7 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
                     }
                     for (b = 0; b < in->planes; ++b) {
                         const uint32_t slot = ts * in->planes + b;
-                        popcount_dots(wrow, patch + (size_t)slot * words * wo, words, wo, agree);
+                        popcount_dots(wrow, patch + (size_t)slot * words * wo, words, wo, agree, sums);
                         for (ox = 0; ox < wo; ++ox) {
                             acc[ts * wo + ox] += ((int32_t)(2u * agree[ox]) - (int32_t)ones[slot * wo + ox]) * (int32_t)(1u << b);
                         }
@@ -670,7 +719,7 @@ static void pool_spikes(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
                 for (ky = 0; ky < k; ++ky) {
                     const uint64_t row = plane_bits64(plane, (c * in->h + oy * s + ky) * in->w, in->w);
                     for (ox = 0; ox < out->w; ++ox) {
-                        counts[ox] += (uint32_t)popcount64((row << (ox * s)) >> (64u - k));
+                        counts[ox] += popcount64((row << (ox * s)) >> (64u - k));
                     }
                 }
                 for (b = 0; b < out->planes; ++b) {
