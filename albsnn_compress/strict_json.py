@@ -32,6 +32,9 @@ __all__ = ["StrictJSONError", "strict_loads"]
 
 # A surrogate escape (``\ud800``-``\udfff``) or a raw surrogate: the only ways a decoded string can hold one.
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+# A number with an exponent below 100 and fewer than 200 digits in a row is below 1e299, far from overflowing
+# a float (1.8e308); only a text with a larger exponent or a longer run of digits needs the overflow check.
+_HUGE_NUMBER = re.compile(r"[eE][+-]?0*[1-9][0-9]{2}|[0-9]{200}")
 _WHITESPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
 
 
@@ -198,11 +201,13 @@ def strict_loads(
             raise StrictJSONError(f"integer with {len(literal)} digits (at most {max_int_digits} allowed)")
         return int(literal)
 
-    # Only a text with a long run of digits can hold a too-long integer: elsewhere json's own int() is safe.
+    # Only a text with a long run of digits can hold a too-long integer, and only one with a large exponent
+    # or 309 digits a float that overflows: elsewhere json's own int() and float() are safe (and 3x faster).
     long_digits = re.search(rf"[0-9]{{{max_int_digits + 1},}}", text) is not None
     decoder = json.JSONDecoder(
         object_pairs_hook=_pairs_without_duplicates, parse_constant=_reject_constant,
-        parse_int=parse_int if long_digits else None, parse_float=_parse_float,
+        parse_int=parse_int if long_digits else None,
+        parse_float=_parse_float if _HUGE_NUMBER.search(text) else None,
     )
     try:
         with _collector_paused():

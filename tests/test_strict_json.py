@@ -102,3 +102,11 @@ def test_objects_and_arrays_can_be_bounded_before_parsing() -> None:
     assert strict_loads(text, max_containers=6, **LIMITS)["b"] == "[[[{{{"  # brackets in strings do not count
     with pytest.raises(StrictJSONError, match="6 objects and arrays, at most 5 allowed"):
         strict_loads(text, max_containers=5, **LIMITS)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-2.5E+400", "1" + "0" * 210 + "e99", "1" + "0" * 310 + ".5", "1e0400"])
+def test_every_float_that_overflows_is_refused(literal: str) -> None:
+    """The float check is skipped when no literal can overflow; each of these can, and is refused."""
+    with pytest.raises(StrictJSONError, match="overflows to"):
+        strict_loads('{"a": [0.5, ' + literal + "]}", max_depth=4, max_int_digits=400)
+    assert strict_loads('{"a": [0.5, 1e99, 1e-999, "1e999"]}', **LIMITS) == {"a": [0.5, 1e99, 0.0, "1e999"]}
