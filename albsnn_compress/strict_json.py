@@ -32,9 +32,9 @@ __all__ = ["StrictJSONError", "strict_loads"]
 
 # A surrogate escape (``\ud800``-``\udfff``) or a raw surrogate: the only ways a decoded string can hold one.
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-# A number with an exponent below 100 and fewer than 200 digits in a row is below 1e299, far from overflowing
-# a float (1.8e308); only a text with a larger exponent or a longer run of digits needs the overflow check.
-_HUGE_NUMBER = re.compile(r"[eE][+-]?0*[1-9][0-9]{2}|[0-9]{200}")
+# A number whose exponent has at most two digits and which has fewer than 200 digits in a row is below 1e299,
+# far from overflowing a float (1.8e308): only a text with a longer exponent or digit run needs the overflow check.
+_FLOAT_SAFE_DIGITS = 200
 _WHITESPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
 
 
@@ -76,6 +76,11 @@ class _DepthScan:
     backslash or a bracket, so this is exact for valid JSON (and harmless for
     invalid JSON, which the parser then refuses). State carried between pieces:
     inside a string or not, the depth, the backslashes at the end of the piece.
+
+    On the way it finds the longest run of digits and whether an ``e``/``E``
+    (optionally signed) is followed by three digits or more, anywhere (strings
+    included: a false alarm only costs the slow check), so the parser's Python
+    hooks for numbers run only on a text whose numbers could need them.
     """
 
     def __init__(self) -> None:
@@ -84,6 +89,10 @@ class _DepthScan:
         self.backslashes = 0  # length of the backslash run that ends the text so far
         self.deepest = 0
         self.containers = 0  # objects and arrays so far
+        self.longest_digits = 0  # longest run of ASCII digits
+        self.long_exponent = False  # an e/E, a sign or not, then 3+ digits
+        self._digits = 0  # length of the digit run that ends the text so far
+        self._tail = b""  # the last 4 bytes, for an exponent that straddles two pieces
 
     def feed(self, data: bytes) -> None:
         raw = np.frombuffer(data, dtype=np.uint8)
@@ -111,6 +120,28 @@ class _DepthScan:
         self.in_string = bool(parity[-1]) ^ self.in_string
         plain = np.flatnonzero(~backslash)
         self.backslashes = raw.size - 1 - int(plain[-1]) if plain.size else self.backslashes + raw.size
+        self._numbers(raw, data)
+
+    def _numbers(self, raw: np.ndarray, data: bytes) -> None:
+        digit = (raw >= ord("0")) & (raw <= ord("9"))
+        breaks = np.flatnonzero(~digit)
+        if breaks.size == 0:
+            self._digits += raw.size
+            self.longest_digits = max(self.longest_digits, self._digits)
+        else:
+            inner = int((np.diff(breaks) - 1).max()) if breaks.size > 1 else 0
+            self.longest_digits = max(self.longest_digits, self._digits + int(breaks[0]), inner)
+            self._digits = raw.size - 1 - int(breaks[-1])
+            self.longest_digits = max(self.longest_digits, self._digits)
+        if not self.long_exponent:
+            window = np.frombuffer(self._tail + data + b"    ", dtype=np.uint8)  # 4 spaces: nothing is read past the end
+            is_digit = (window >= ord("0")) & (window <= ord("9"))
+            marks = np.flatnonzero((window[:-4] | 0x20) == ord("e"))  # e or E
+            if marks.size:
+                signed = (window[marks + 1] == ord("+")) | (window[marks + 1] == ord("-"))
+                first = marks + 1 + signed
+                self.long_exponent = bool((is_digit[first] & is_digit[first + 1] & is_digit[first + 2]).any())
+            self._tail = (self._tail + data)[-4:]
 
     def _escaped(self, quotes: np.ndarray, backslash: np.ndarray) -> np.ndarray:
         """For each quote position, whether an odd run of backslashes precedes it (continuing the last piece's run)."""
@@ -127,7 +158,7 @@ class _DepthScan:
         return runs % 2 == 1
 
 
-def _check_shape(text: str, max_depth: int, max_containers: int | None) -> None:
+def _check_shape(text: str, max_depth: int, max_containers: int | None) -> _DepthScan:
     """Refuse text nested deeper than ``max_depth`` levels or with too many objects and arrays, before parsing."""
     scan = _DepthScan()
     for start in range(0, len(text), _CHUNK):
@@ -136,6 +167,7 @@ def _check_shape(text: str, max_depth: int, max_containers: int | None) -> None:
         raise StrictJSONError(f"nesting deeper than {max_depth} levels")
     if max_containers is not None and scan.containers > max_containers:
         raise StrictJSONError(f"{scan.containers} objects and arrays, at most {max_containers} allowed")
+    return scan
 
 
 def _check_strings(value: Any) -> None:
@@ -194,20 +226,20 @@ def strict_loads(
     Raises:
         StrictJSONError: with a message naming what was found and where.
     """
-    _check_shape(text, max_depth, max_containers)
+    scan = _check_shape(text, max_depth, max_containers)
 
     def parse_int(literal: str) -> int:
         if len(literal.lstrip("-")) > max_int_digits:
             raise StrictJSONError(f"integer with {len(literal)} digits (at most {max_int_digits} allowed)")
         return int(literal)
 
-    # Only a text with a long run of digits can hold a too-long integer, and only one with a large exponent
-    # or 309 digits a float that overflows: elsewhere json's own int() and float() are safe (and 3x faster).
-    long_digits = re.search(rf"[0-9]{{{max_int_digits + 1},}}", text) is not None
+    # Only a text with a long run of digits can hold a too-long integer, and only one with a long exponent
+    # or digit run a float that overflows: elsewhere json's own int() and float() are safe (and 3x faster).
+    float_risk = scan.long_exponent or scan.longest_digits >= _FLOAT_SAFE_DIGITS
     decoder = json.JSONDecoder(
         object_pairs_hook=_pairs_without_duplicates, parse_constant=_reject_constant,
-        parse_int=parse_int if long_digits else None,
-        parse_float=_parse_float if _HUGE_NUMBER.search(text) else None,
+        parse_int=parse_int if scan.longest_digits > max_int_digits else None,
+        parse_float=_parse_float if float_risk else None,
     )
     try:
         with _collector_paused():
@@ -218,7 +250,7 @@ def strict_loads(
         raise StrictJSONError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
     if text[end:].strip(trailing):
         raise StrictJSONError(f"junk after the JSON object at character {end} (only padding may follow)")
-    if isinstance(value, (dict, list)) and _SURROGATE.search(text):
+    if isinstance(value, (dict, list)) and ("\\u" in text or not text.isascii()) and _SURROGATE.search(text):
         _check_strings(value)
     elif isinstance(value, str) and not value.isascii():
         _check_strings([value])

@@ -104,9 +104,13 @@ def test_objects_and_arrays_can_be_bounded_before_parsing() -> None:
         strict_loads(text, max_containers=5, **LIMITS)
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 18])
 @pytest.mark.parametrize("literal", ["1e999", "-2.5E+400", "1" + "0" * 210 + "e99", "1" + "0" * 310 + ".5", "1e0400"])
-def test_every_float_that_overflows_is_refused(literal: str) -> None:
-    """The float check is skipped when no literal can overflow; each of these can, and is refused."""
-    with pytest.raises(StrictJSONError, match="overflows to"):
-        strict_loads('{"a": [0.5, ' + literal + "]}", max_depth=4, max_int_digits=400)
-    assert strict_loads('{"a": [0.5, 1e99, 1e-999, "1e999"]}', **LIMITS) == {"a": [0.5, 1e99, 0.0, "1e999"]}
+def test_every_float_that_overflows_is_refused(literal: str, chunk: int) -> None:
+    """The float check is skipped when no literal can overflow; each of these can, and is refused (in any pieces)."""
+    with mock.patch.object(strict_json, "_CHUNK", chunk):
+        with pytest.raises(StrictJSONError, match="overflows to"):
+            strict_loads('{"a": [0.5, ' + literal + "]}", max_depth=4, max_int_digits=400)
+        assert strict_loads('{"a": [0.5, 1e99, 1e-999, "1e999"]}', **LIMITS) == {"a": [0.5, 1e99, 0.0, "1e999"]}
+        with pytest.raises(StrictJSONError, match="integer with 7 digits"):
+            strict_loads('{"a": [12, 1234567]}', **LIMITS)
