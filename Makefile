@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[all]'
+	# SpikingJelly without its dependencies (they would replace the CPU torch); its real runtime imports:
+	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0 && $(PY) -m pip install --quiet loguru tqdm
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,17 +13,25 @@ The public API (the command line is a thin layer over it)::
     report = ac.build_report(result, input_checkpoint="model.pt",
                              container="model.albsnn", onnx="model.onnx")
 
+    model = ac.from_snntorch(net, input_shape=(1, 28, 28), timesteps=4)     # networks trained elsewhere
+    model = ac.from_spikingjelly(sj_net, input_shape=(1, 28, 28), timesteps=4)
+
 Everything else is importable from its module (``albsnn_compress.snn.layer_types``
 for new layer types, ``albsnn_compress.estimators`` and ``albsnn_compress.strategies``
 for new estimators and strategies); docs/architecture.md maps them.
 """
+
+import importlib.util as _importlib_util
+from typing import Any as _Any
 
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.estimators import register_estimator
 from albsnn_compress.formats.container import read_container, write_container
+from albsnn_compress.formats.nir_optional import export_nir, read_nir
 from albsnn_compress.formats.onnx_export import export_onnx
+from albsnn_compress.interop import from_snntorch, from_spikingjelly
 from albsnn_compress.model_file import load_model_file
 from albsnn_compress.progress import ProgressEvent
 from albsnn_compress.report import build_report
@@ -49,7 +57,10 @@ __all__ = [
     "build_report",
     "candidate_layers",
     "compress",
+    "export_nir",
     "export_onnx",
+    "from_snntorch",
+    "from_spikingjelly",
     "load_checkpoint",
     "load_model_file",
     "read_checkpoint",
@@ -62,3 +73,20 @@ __all__ = [
     "unbinarize_",
     "write_container",
 ]
+
+_NIR_READER = "albsnn_compress.formats.nir_read"
+if _importlib_util.find_spec(_NIR_READER) is not None:
+    __all__.append("read_nir")
+
+
+def __getattr__(name: str) -> _Any:
+    """``read_nir`` is loaded on first use (NIR reading needs the ``nir`` package)."""
+    if name == "read_nir":
+        try:
+            from albsnn_compress.formats.nir_read import read_nir
+        except ModuleNotFoundError as exc:
+            if exc.name == _NIR_READER:
+                raise AttributeError("read_nir is not available in this build (no albsnn_compress.formats.nir_read)") from None
+            raise
+        return read_nir
+    raise AttributeError(f"module 'albsnn_compress' has no attribute {name!r}")

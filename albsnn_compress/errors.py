@@ -19,6 +19,7 @@ __all__ = [
     "CompressionError",
     "ExportError",
     "ReportError",
+    "InteropError",
 ]
 
 
@@ -56,3 +57,7 @@ class ExportError(AlbsnnError, ValueError):
 
 class ReportError(AlbsnnError, ValueError):
     """A storage report file is malformed or has an unknown schema version."""
+
+
+class InteropError(AlbsnnError, ValueError):
+    """A network from another framework (snnTorch, SpikingJelly, NIR) has no exact albsnn form, or its files are unusable."""

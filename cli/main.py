@@ -56,10 +56,10 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from albsnn_compress.cli import compress, export, inspect, report, train
+    from albsnn_compress.cli import compress, export, import_cmd, inspect, report, train
     from albsnn_compress.cli import eval as eval_
 
-    for module in (compress, export, report, train, inspect, eval_):
+    for module in (compress, export, report, train, inspect, eval_, import_cmd):
         cli.add_command(module.command)
 
 

@@ -1,0 +1,202 @@
+"""``albsnn-compress import``: factories and weights files in, checkpoints out; bad input is one line, exit 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from albsnn_compress.checkpoint import load_checkpoint
+from albsnn_compress.data import load_split
+from tests.clihelp import run_cli
+
+HAS_NIR_READER = importlib.util.find_spec("albsnn_compress.formats.nir_read") is not None
+
+SNNTORCH_FACTORY = '''
+import torch
+from torch import nn
+import snntorch as snn
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), snn.Leaky(beta=0.8, init_hidden=True), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128, 10),
+    )
+
+def broken():
+    raise RuntimeError("no GPU here")
+
+def not_a_module():
+    return 42
+'''
+
+SPIKINGJELLY_FACTORY = '''
+import torch
+from torch import nn
+from spikingjelly.activation_based import functional, layer, neuron
+
+def build():
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(tau=2.0), layer.MaxPool2d(2),
+                        layer.Flatten(), layer.Linear(128, 10))
+    functional.set_step_mode(net, "m")
+    return net
+'''
+
+
+def _factory(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "my_models.py"
+    path.write_text(text)
+    return path
+
+
+def _error(result) -> str:  # type: ignore[no-untyped-def]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _trained_snntorch(tmp_path: Path) -> tuple[Path, Path]:
+    pytest.importorskip("snntorch", reason="snntorch is not installed")
+    factory = _factory(tmp_path, SNNTORCH_FACTORY)
+    spec = importlib.util.spec_from_file_location("factory_for_test", factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    net = module.build()
+    with torch.no_grad():
+        net[1].bias.fill_(1.0)
+        net[1].running_mean.uniform_(-0.1, 0.1)
+    weights = tmp_path / "w.pt"
+    torch.save(net.state_dict(), weights)
+    return factory, weights
+
+
+def test_import_snntorch_factory_and_weights_then_compress(tmp_path: Path) -> None:
+    factory, weights = _trained_snntorch(tmp_path)
+    from snntorch import utils
+    out = tmp_path / "model.pt"
+    result = run_cli(["import", "--from", "snntorch", "--factory", f"{factory}:build", "--weights", str(weights),
+                      "--dataset", "digits", "--timesteps", "2", "-o", str(out)])
+    assert f"-> {out}" in result.stdout
+    model = load_checkpoint(out)
+    assert model.metadata["dataset"] == "digits" and model.metadata["imported"]["framework"] == "snntorch"
+    assert model.metadata["imported"]["factory"] == f"{factory}:build" and model.metadata["imported"]["weights"] == "w.pt"
+    # the checkpoint computes what the factory's network with the weights computes
+    spec = importlib.util.spec_from_file_location("factory_again", factory)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    net = module.build()
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.eval()
+    images = load_split("digits", None, "test").as_float()[:64]
+    with torch.no_grad():
+        utils.reset(net)
+        expected = torch.stack([net(images) for _ in range(2)]).mean(0)
+        assert torch.allclose(model(images), expected, atol=1e-5, rtol=0)
+    run_cli([str(out), "--budget", "100", "--strategy", "all", "--epochs", "0.05", "--trial-epochs", "0", "--binarize-first-last", "--quiet",
+             "-o", str(tmp_path / "compressed")])
+    assert (tmp_path / "compressed" / "model.albsnn").is_file()
+
+
+def test_import_spikingjelly_factory(tmp_path: Path) -> None:
+    pytest.importorskip("spikingjelly", reason="spikingjelly is not installed")
+    factory = _factory(tmp_path, SPIKINGJELLY_FACTORY)
+    out = tmp_path / "sj.pt"
+    run_cli(["import", "--from", "spikingjelly", "--factory", f"{factory}:build", "--input-shape", "1,8,8",
+             "--dataset", "digits", "-T", "3", "--mean", "0.3", "--std", "0.4", "-o", str(out)])
+    model = load_checkpoint(out)
+    assert model.timesteps == 3 and model.spec["input"]["mean"] == [0.3] and model.metadata["imported"]["step_mode"] == "m"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["import", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"], "give a NIR file, or --from snntorch"),
+        (["import", "--from", "snntorch", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"], "takes --factory FILE.py:FUNCTION"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+         "expected FILE.py:FUNCTION"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/nothere.py:build", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+         "is not a file"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:missing", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+         r"defines no function missing\(\)"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:broken", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+         "running it failed: RuntimeError: no GPU here"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:not_a_module", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+         r"not_a_module\(\) returned int, expected an nn.Module"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "fashion-mnist", "-T", "2", "-o", "{tmp}/m.pt"],
+         "takes 128 input features, the layers before give 1568"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--input-shape", "1,8,8", "--dataset", "fashion-mnist",
+          "-T", "2", "-o", "{tmp}/m.pt"], "pass the matching --dataset or --input-shape"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--input-shape", "1,x,8", "--dataset", "digits",
+          "-T", "2", "-o", "{tmp}/m.pt"], "expected comma-separated numbers"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "0", "-o", "{tmp}/m.pt"],
+         "--timesteps"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "2", "-o", "{tmp}/no/m.pt"],
+         "does not exist; create it first"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    pytest.importorskip("snntorch", reason="snntorch is not installed")
+    _factory(tmp_path, SNNTORCH_FACTORY)
+    result = run_cli([arg.replace("{tmp}", str(tmp_path)) for arg in args], expected_exit=2)
+    assert re.search(message, _error(result)), result.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_weights_that_do_not_fit_or_carry_code_are_refused(tmp_path: Path) -> None:
+    factory, _ = _trained_snntorch(tmp_path)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"0.weight": torch.zeros(3)}, wrong)
+    base = ["import", "--from", "snntorch", "--factory", f"{factory}:build", "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")]
+    assert "does not fit the factory's network" in _error(run_cli([*base, "--weights", str(wrong)], expected_exit=2))
+    canary = tmp_path / "canary"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (open, (str(canary), "w"))
+
+    hostile = tmp_path / "hostile.pt"
+    with hostile.open("wb") as stream:
+        pickle.dump({"state_dict": Payload()}, stream)
+    assert "not a weights-only torch file" in _error(run_cli([*base, "--weights", str(hostile)], expected_exit=2))
+    assert not canary.exists()
+
+
+def test_unsupported_module_is_refused_with_its_path(tmp_path: Path) -> None:
+    pytest.importorskip("snntorch", reason="snntorch is not installed")
+    factory = _factory(tmp_path, SNNTORCH_FACTORY.replace("snn.Leaky(beta=0.8, init_hidden=True)", "snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)"))
+    result = run_cli(["import", "--from", "snntorch", "--factory", f"{factory}:build", "--dataset", "digits", "-T", "2",
+                      "-o", str(tmp_path / "m.pt")], expected_exit=2)
+    assert "module 2 (Synaptic): a second-order neuron" in _error(result)
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.skipif(HAS_NIR_READER, reason="this build has a NIR reader")
+def test_nir_import_says_it_is_not_available(tmp_path: Path) -> None:
+    source = tmp_path / "net.nir"
+    source.write_bytes(b"\x89HDF\r\n\x1a\n")
+    result = run_cli(["import", str(source), "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")], expected_exit=2)
+    assert _error(result) == "error: NIR import is not available in this build"
+
+
+def test_nir_import_writes_a_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("albsnn_compress.formats.nir_read", reason="this build has no NIR reader")
+    pytest.importorskip("spikingjelly", reason="spikingjelly writes the test graph")
+    nir = pytest.importorskip("nir")
+    from spikingjelly.activation_based import functional, layer, neuron
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(layer.Conv2d(1, 4, 3, padding=1), neuron.LIFNode(tau=2.0), layer.AvgPool2d(2), layer.Flatten(),
+                              layer.Linear(64, 10), neuron.LIFNode(tau=2.0))
+    functional.set_step_mode(net, "m")
+    source = tmp_path / "net.nir"
+    nir.write(source, export_to_nir(net, torch.rand(1, 1, 1, 8, 8)))
+    out = tmp_path / "m.pt"
+    run_cli(["import", str(source), "--dataset", "digits", "-T", "2", "-o", str(out)])
+    assert load_checkpoint(out).metadata["imported"]["file"] == "net.nir"
