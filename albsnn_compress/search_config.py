@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from albsnn_compress.estimators import Estimator
+from albsnn_compress.seeds import check_seed
 from albsnn_compress.strategy_protocol import Strategy
 
 __all__ = ["SearchConfig"]
@@ -31,7 +32,9 @@ class SearchConfig:
         lr: peak learning rate of each finetuning slice (AdamW, cosine).
         batch_size: global batch size.
         distill: distil from the input model (else plain cross-entropy).
-        seed: fixes every random choice; same seed, same selection.
+        seed: fixes every random choice; same seed, same selection. An integer from 0 to
+            :data:`~albsnn_compress.seeds.MAX_SEED` (2^32 - 1), checked whenever it is set
+            (:class:`~albsnn_compress.seeds.SeedError` otherwise).
         probe_batches: calibration batches the estimators run on.
         bn_batches: training batches for batch-norm re-estimation before each measurement.
         layers: candidate layer names, full (``layers.conv3``) or short (``conv3``);
@@ -65,6 +68,12 @@ class SearchConfig:
     sync_bn: bool = False
     extend_within: float = 2.0
     group_after: int = 2
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every assignment, the dataclass __init__'s included, so a changed config is checked too
+        if name == "seed":
+            value = check_seed(value, "SearchConfig.seed")
+        super().__setattr__(name, value)
 
     def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:
         """Every setting as JSON-able values, with the strategy and estimator given by name."""

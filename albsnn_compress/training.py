@@ -27,6 +27,7 @@ from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
+from albsnn_compress.seeds import MAX_DERIVED_SEED, check_seed
 from albsnn_compress.sync_batchnorm import synchronized_batchnorm
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
@@ -43,7 +44,10 @@ class TrainConfig:
         batch_size: global batch size (split across processes under DDP).
         lr: peak learning rate of the cosine schedule (AdamW).
         weight_decay: decoupled weight decay (AdamW).
-        seed: fixes initialisation, shuffling and augmentation.
+        seed: fixes initialisation, shuffling and augmentation; an integer from 0 to
+            :data:`~albsnn_compress.seeds.MAX_SEED` (2^32 - 1) as a user sets it, checked
+            whenever it is set (up to :data:`~albsnn_compress.seeds.MAX_DERIVED_SEED`, so
+            the seeds a search derives per finetuning slice fit too).
         augment: random crop + flip (the dataset's default when ``None``).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         sync_bn: under DDP, batch-norm statistics over the global batch
@@ -58,6 +62,12 @@ class TrainConfig:
     augment: bool | None = None
     amp: bool = False
     sync_bn: bool = False
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # every assignment, the dataclass __init__'s included (torch.manual_seed overflows past 2^64)
+        if name == "seed":
+            value = check_seed(value, "TrainConfig.seed", MAX_DERIVED_SEED)
+        super().__setattr__(name, value)
 
 
 def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from albsnn_compress.seeds import MAX_SEED
+
 __all__ = ["device_option", "seed_option", "data_root_option", "quiet_option", "amp_option", "sync_bn_option"]
 
 device_option = click.option(
@@ -18,7 +20,10 @@ amp_option = click.option("--amp", is_flag=True, help="Mixed precision (bfloat16
 sync_bn_option = click.option(
     "--sync-bn", is_flag=True, help="Under torchrun, batch-norm statistics over the global batch, not each process's share."
 )
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed that fixes the result.")
+seed_option = click.option(
+    "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+    help=f"Seed that fixes the result (0 to {MAX_SEED}).",
+)
 data_root_option = click.option(
     "--data-root",
     type=click.Path(file_okay=False, path_type=Path),
