@@ -13,17 +13,18 @@ random state are left as they were.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
+from albsnn_compress.budget import BudgetWarning, check_budget, implausible_budget
 from albsnn_compress.data_input import SplitData, as_imageset
 from albsnn_compress.distributed import LOCAL, DistContext
-from albsnn_compress.errors import BudgetError, CompressionError
+from albsnn_compress.errors import CompressionError
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search_config import SearchConfig
@@ -33,21 +34,6 @@ from albsnn_compress.strategies import resolve_strategy
 from albsnn_compress.training import evaluate
 
 __all__ = ["SearchConfig", "compress", "check_budget"]
-
-
-def check_budget(budget: Any) -> float:
-    """A budget in percentage points: a finite number >= 0.
-
-    Raises:
-        BudgetError: naming the bad value and the expected form.
-    """
-    try:
-        value = float(budget)
-    except (TypeError, ValueError):
-        raise BudgetError(f"budget {budget!r} is not a number; pass percentage points, e.g. --budget 0.2") from None
-    if not value >= 0 or value == float("inf"):
-        raise BudgetError(f"budget {budget!r} must be a finite number >= 0 (percentage points of top-1 accuracy)")
-    return value
 
 
 def _check_packable(model: nn.Module) -> None:
@@ -104,9 +90,13 @@ def compress(
         The compressed model with its binarized layers, decisions, trajectory and accuracies.
 
     Raises:
-        BudgetError: ``budget`` is negative or not a number.
+        BudgetError: ``budget`` is negative, above 100 or not a number (:func:`~albsnn_compress.budget.check_budget`).
         CompressionError: the model cannot be packed, there is no candidate layer, a
             layer name, strategy or estimator is unknown, or the data is malformed.
+
+    Warns:
+        BudgetWarning: ``budget`` is above 0 but below one validation image (``100 / len(val_data)``
+            points), so it allows no loss at all, like 0.
 
     Example:
         >>> result = compress(model, train, val, 0.5, config=SearchConfig(layers=["conv3"]))  # doctest: +SKIP
@@ -121,6 +111,8 @@ def compress(
     started = time.perf_counter()
     with _seeded(config.seed, ctx.device):
         train, val = as_imageset(train_data, "train_data"), as_imageset(val_data, "val_data")
+        if (why := implausible_budget(budget, len(val))) is not None:
+            warnings.warn(why, BudgetWarning, stacklevel=2)
         test = as_imageset(test_data, "test_data") if test_data is not None else None
         session = SearchSession(model, train, val, budget, config, ctx, on_progress)
         session.run(strategy)

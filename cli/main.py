@@ -4,15 +4,18 @@
 --budget 0.2``: a first argument that is not a command name runs ``compress``.
 Every user error (an :class:`AlbsnnError` or a click usage error) is printed as
 one line on stderr with exit status 2, never a traceback; this is the one place
-that mapping happens.
+that mapping happens. A :class:`~albsnn_compress.budget.BudgetWarning` (a budget
+that is allowed but probably a mistake) is one ``warning:`` line on stderr too.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
+from albsnn_compress.budget import BudgetWarning
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.versions import __version__
 
@@ -32,7 +35,9 @@ class _DefaultCommandGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
         try:
-            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            with warnings.catch_warnings():  # restores showwarning afterwards (tests run the CLI in-process)
+                warnings.showwarning = _one_line_warning(warnings.showwarning)
+                code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(130)
@@ -43,6 +48,18 @@ class _DefaultCommandGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line_warning(fallback):  # type: ignore[no-untyped-def]
+    """``warnings.showwarning`` printing our warnings as ``warning: MESSAGE`` (no file, line or source)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, BudgetWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
 
 
 @click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
