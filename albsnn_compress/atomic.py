@@ -4,18 +4,28 @@ The recipe is the one pip and python-atomicwrites use: a temporary file in the
 target's own folder (same file system, so the rename is atomic), write, flush,
 ``os.fsync``, ``os.replace``, then fsync the folder so the rename itself is
 durable. On any failure the temporary file is removed and the old target stays.
+
+The temporary file of ``NAME`` is ``.NAME.XXXXXXXX.tmp`` (eight random characters
+from ``tempfile``). Only a killed process (SIGKILL, power loss) leaves one behind;
+:func:`remove_stale_temporaries` removes those of given names, and a command calls
+it on its output folder before writing there again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "temporary_pattern", "remove_stale_temporaries"]
+
+_TEMP_SUFFIX = ".tmp"
+_RANDOM_PART = "[a-z0-9_]{8}"  # tempfile's name sequence: 8 characters of this set
 
 
 def _current_umask() -> int:
@@ -48,7 +58,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TEMP_SUFFIX)
     os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         with os.fdopen(fd, "wb") as stream:
@@ -73,3 +83,35 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
+
+def temporary_pattern(name: str) -> re.Pattern[str]:
+    """The file names :func:`atomic_write` gives its temporary files for a target called ``name``."""
+    return re.compile(re.escape(f".{name}.") + _RANDOM_PART + re.escape(_TEMP_SUFFIX))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], names: list[str] | tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files a killed :func:`atomic_write` left in ``folder`` for targets ``names``.
+
+    Only regular files whose whole name matches :func:`temporary_pattern` of one of
+    ``names`` are removed (nothing else, no symlink, no folder). Call it only where
+    no other process is writing those names at the same time.
+
+    Returns:
+        The paths removed.
+    """
+    patterns = [temporary_pattern(name) for name in names]
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if not any(pattern.fullmatch(entry.name) for pattern in patterns):
+            continue
+        try:
+            if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:
+            continue
+    return removed

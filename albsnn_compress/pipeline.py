@@ -1,10 +1,13 @@
 """The whole ``compress`` run on a checkpoint: load -> search -> pack -> report.
 
 This is the one place where the stages meet (the command line calls it, tests
-call it too): read and validate the checkpoint, load the dataset splits named in
-its metadata, run :func:`~albsnn_compress.search.compress`, then (main process
-only) write the ``.albsnn`` container, the ONNX file and the report into the
-output folder, each atomically.
+call it too): check that the output folder can be written (before any work),
+read and validate the checkpoint, load the dataset splits named in its metadata,
+run :func:`~albsnn_compress.search.compress`, then (main process only) write the
+``.albsnn`` container, the ONNX file and the report as one set
+(:class:`~albsnn_compress.output_set.OutputSet`: staged, renamed into place
+together, ``manifest.json`` last), so an interrupted run leaves the previous
+complete set, never a mix.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CheckpointError, DatasetError
 from albsnn_compress.formats.container import sha256_file, write_container
 from albsnn_compress.formats.onnx_export import export_onnx
+from albsnn_compress.output_paths import writing
+from albsnn_compress.output_set import MANIFEST_NAME, OutputSet
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.result import CompressionResult
@@ -58,6 +63,9 @@ def compress_checkpoint(
         ctx: distributed context (single process by default).
         on_progress: receives the search's and its finetuning's progress events.
     """
+    outputs = _output_set(request) if ctx.is_main and request.outdir is not None else None
+    if outputs is not None:
+        outputs.prepare()  # a folder that cannot be written is refused now, not after the search
     checkpoint = read_checkpoint(request.checkpoint)
     dataset = checkpoint.metadata.get("dataset")
     if not isinstance(dataset, str):
@@ -73,30 +81,46 @@ def compress_checkpoint(
     )
     files: dict[str, Path] = {}
     report = None
-    if ctx.is_main and request.outdir is not None:
-        files, report = _write_outputs(request, checkpoint.metadata, result)
+    if outputs is not None:
+        files, report = _write_outputs(request, outputs, checkpoint.metadata, result)
     ctx.barrier()
     return CompressOutcome(result, files, report)
 
 
-def _write_outputs(
-    request: CompressRequest, metadata: dict[str, Any], result: CompressionResult
-) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Write the container, the ONNX file and the JSON + HTML report into the output folder."""
-    outdir = request.outdir
-    outdir.mkdir(parents=True, exist_ok=True)
+REPORT_FORMATS = ("json", "html")
+
+
+def _output_set(request: CompressRequest) -> OutputSet:
+    """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html``."""
     stem = request.checkpoint.stem
-    container = outdir / f"{stem}.albsnn"
-    onnx_path = outdir / f"{stem}.onnx"
-    write_container(
-        container, result.model, class_names=metadata.get("class_names"), accuracy=result.accuracy,
-        budget=result.budget, source_sha256=sha256_file(request.checkpoint),
-        metadata={
-            "dataset": str(metadata.get("dataset")), "strategy": result.strategy,
-            "estimator": result.estimator, "seed": str(result.seed),
-        },
-    )
-    export_onnx(result.model, onnx_path, weights=request.onnx_weights)
-    report = build_report(result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path)
-    written = write_report(report, outdir, formats=("json", "html"))
-    return {"container": container, "onnx": onnx_path, **{f"report ({k})": v for k, v in written.items()}}, report
+    names = (f"{stem}.albsnn", f"{stem}.onnx", *(f"report.{form}" for form in REPORT_FORMATS))  # write_report's names in a folder
+    return OutputSet(Path(request.outdir), names)
+
+
+def _write_outputs(
+    request: CompressRequest, outputs: OutputSet, metadata: dict[str, Any], result: CompressionResult
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Write the container, the ONNX file and the JSON + HTML report as one set into the output folder."""
+    container_name, onnx_name, *_ = outputs.names
+    final = outputs.paths
+    source_sha256 = sha256_file(request.checkpoint)  # a read: outside the block whose OSErrors are write errors
+    with outputs.staging() as stage, writing(outputs.folder):
+        container, onnx_path = stage / container_name, stage / onnx_name
+        write_container(
+            container, result.model, class_names=metadata.get("class_names"), accuracy=result.accuracy,
+            budget=result.budget, source_sha256=source_sha256,
+            metadata={
+                "dataset": str(metadata.get("dataset")), "strategy": result.strategy,
+                "estimator": result.estimator, "seed": str(result.seed),
+            },
+        )
+        export_onnx(result.model, onnx_path, weights=request.onnx_weights)
+        report = build_report(result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path)
+        # the sizes were measured on the staged files; the paths are where they end up
+        report["storage"]["on_disk"]["container"]["path"] = str(final[container_name])
+        report["storage"]["on_disk"]["onnx"]["path"] = str(final[onnx_name])
+        written = write_report(report, stage, formats=REPORT_FORMATS)
+    files = {"container": final[container_name], "onnx": final[onnx_name]}
+    files.update({f"report ({form})": final[path.name] for form, path in written.items()})
+    files["manifest"] = outputs.folder / MANIFEST_NAME
+    return files, report

@@ -19,6 +19,7 @@ from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import SpecError
+from albsnn_compress.output_paths import check_output_file, writing
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
@@ -82,8 +83,14 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: Pr
         ctx: distributed context (single process by default).
         on_progress: called with ``"train"`` events (schedule steps, loss and validation
             accuracy after each epoch) and each epoch's ``"slice"`` events.
+
+    Raises:
+        OutputError: ``request.output`` cannot be written (checked before any work).
+        SpecError, DatasetError: the architecture or the dataset is unusable.
     """
     start = time.perf_counter()
+    if request.output is not None and ctx.is_main:
+        check_output_file(request.output)  # an unwritable -o is refused now, not after the training
     config = request.config
     spec = resolve_architecture(request.arch, request.dataset)
     splits = request.splits or load_splits(request.dataset, request.data_root)
@@ -119,6 +126,7 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: Pr
     }
     model.to("cpu")
     if request.output is not None and ctx.is_main:
-        save_checkpoint(request.output, model, metadata)
+        with writing(request.output):
+            save_checkpoint(request.output, model, metadata)
     ctx.barrier()
     return TrainResult(model.eval(), val_accuracy, test_accuracy, history, seconds, metadata)

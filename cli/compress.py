@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
 from albsnn_compress.cli.progress import progress_bars
+from albsnn_compress.budget import BudgetWarning
 from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
@@ -37,10 +39,12 @@ def _names(value: str | None) -> list[str]:
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--budget", required=True, callback=_budget, metavar="POINTS",
-    help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points).",
+    help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points; "
+         "a plain decimal from 0 to 100).",
 )
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: <checkpoint stem>-albsnn/ next to it).")
+              help="Output folder (default: <checkpoint stem>-albsnn/ next to it); checked writable before the search, "
+                   "its files replaced as one set with manifest.json last.")
 @data_root_option
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=SearchConfig.strategy, show_default=True, help="How layers are chosen.")
 @click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
@@ -64,6 +68,8 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
             quiet: bool) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report."""
     ctx = init_distributed(device)
+    if not ctx.is_main:
+        warnings.simplefilter("ignore", BudgetWarning)  # the main process says it once
     config = SearchConfig(
         strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
         batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,

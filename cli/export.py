@@ -11,6 +11,7 @@ from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.formats.c_export import export_c
 from albsnn_compress.formats.container import read_container
 from albsnn_compress.formats.onnx_export import WEIGHT_MODES, export_onnx
+from albsnn_compress.output_paths import check_output_file, check_output_folder, writing
 
 __all__ = ["command"]
 
@@ -31,8 +32,11 @@ __all__ = ["command"]
 def command(container: Path, output: Path, output_format: str, onnx_weights: str) -> None:
     """Export a .albsnn container to ONNX that stock onnxruntime runs, or to C for microcontrollers."""
     if output_format == "c":
+        if output.is_dir() or not output.exists():  # an existing file: export_c names it (nothing is written)
+            check_output_folder(output, parents=False)  # before reading and translating the model
         model = read_container(container).model
-        export = export_c(model, output)
+        with writing(output):
+            export = export_c(model, output)
         click.echo(
             f"{output}: {len(export.files)} files, {export.weight_bytes} bytes const (flash), "
             f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, T={model.timesteps}"
@@ -40,10 +44,10 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
         return
     if output.is_dir():
         raise click.BadParameter(f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'")
-    if not output.parent.exists():
-        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
+    check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the export
     model = read_container(container).model
-    export_onnx(model, output, weights=onnx_weights)
+    with writing(output):
+        export_onnx(model, output, weights=onnx_weights)
     binary = len(binarized_layers(model))
     click.echo(
         f"{output}: {output.stat().st_size} bytes, {binary} binarized layer(s) stored {onnx_weights}, "

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from albsnn_compress.formats.container import container_summary, read_container
 from albsnn_compress.formats.container_header import TensorEntry
+from albsnn_compress.output_set import OutputSetCheck, verify_output_set
 
 __all__ = ["command"]
 
@@ -82,15 +83,29 @@ def _tensor_table(entries: list[TensorEntry]) -> Table:
     return table
 
 
+def _run_set_text(check: OutputSetCheck) -> str:
+    """Whether the file is one of a complete compress run's outputs (its folder's manifest.json)."""
+    if check.complete:
+        return f"complete: {check.manifest} matches all {check.files} files"
+    if check.manifest is None:
+        return "no manifest.json beside it: not known to be part of one complete compress run"
+    return check.problem or f"not one of the files {check.manifest} lists"
+
+
 @click.command("inspect")
 @click.argument("container", metavar="FILE.albsnn", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw header as JSON instead of tables.")
 def command(container: Path, as_json: bool) -> None:
     """Show a container's architecture, accuracies, metadata and tensor table."""
     loaded = read_container(container)
+    run_set = verify_output_set(container)
+    if run_set.manifest is not None and run_set.problem is not None:  # a manifest its files do not match
+        click.echo(f"warning: {run_set.problem}", err=True)
     if as_json:
         click.echo(_escaped_json(loaded.header))
         return
     console = Console()
-    console.print(_summary_table(container_summary(loaded)))
+    table = _summary_table(container_summary(loaded))
+    table.add_row(_safe("run set"), _safe(_run_set_text(run_set)))
+    console.print(table)
     console.print(_tensor_table(list(loaded.tensors.values())))

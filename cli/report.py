@@ -8,6 +8,8 @@ import click
 from rich.console import Console
 
 from albsnn_compress.atomic import atomic_write_text
+from albsnn_compress.output_paths import check_output_file, writing
+from albsnn_compress.output_set import verify_output_set
 from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.report import FORMATS, load_report, render
 
@@ -22,14 +24,19 @@ __all__ = ["command"]
               help="File to write instead of printing.")
 def command(report_file: Path, form: str, output: Path | None) -> None:
     """Show a storage report (a compress run's report.json) as tables, JSON, Markdown or HTML."""
+    if output is not None:
+        check_output_file(output)  # before reading and rendering
     report = load_report(report_file)
+    run_set = verify_output_set(report_file)
+    if not run_set.complete and run_set.problem is not None:  # no manifest, or one its files do not match
+        click.echo(f"warning: {run_set.problem}", err=True)
     if output is None:
         if form == "terminal":
             render_terminal(report, Console())
         else:
             click.echo(render(report, form), nl=False)
         return
-    if not output.parent.is_dir():
-        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
-    atomic_write_text(output, render(report, form))
+    text = render(report, form)
+    with writing(output):
+        atomic_write_text(output, text)
     click.echo(f"{form} report -> {output}")

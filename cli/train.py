@@ -30,14 +30,13 @@ __all__ = ["command"]
 @amp_option
 @sync_bn_option
 @quiet_option
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (model.pt).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Checkpoint to write (model.pt); checked writable before training starts.")
 def command(
     dataset: str, data_root: Path | None, arch: str, timesteps: int, epochs: float, batch_size: int,
     lr: float, seed: int, device: str, amp: bool, sync_bn: bool, quiet: bool, output: Path,
 ) -> None:
-    """Train a spiking network and write a checkpoint."""
-    if not output.parent.exists():
-        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
+    """Train a spiking network and write a checkpoint (same seed, same machine: the same bytes)."""
     ctx = init_distributed(device)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, amp=amp, sync_bn=sync_bn)
     request = TrainRequest(dataset, str(data_root) if data_root else None, arch, timesteps, config, output)

@@ -1,14 +1,18 @@
-"""The whole compress run on a checkpoint: files written, reproducible to the byte."""
+"""The whole compress run on a checkpoint: files written as one set, reproducible to the byte."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from albsnn_compress.data import load_split
+from albsnn_compress import pipeline
 from albsnn_compress.formats.container import read_container
+from albsnn_compress.output_paths import OutputError
+from albsnn_compress.output_set import MANIFEST_NAME, verify_output_set
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search import SearchConfig
 from albsnn_compress.training import evaluate
@@ -44,4 +48,51 @@ def test_cli_default_command_writes_every_output(digits_checkpoint: Path, tmp_pa
     out = tmp_path / "cli-out"
     run_cli([str(digits_checkpoint), "--budget", "0.5", "--epochs", "0.3", "--trial-epochs", "0.3", "--quiet", "-o", str(out)])
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["model.albsnn", "model.onnx", "report.html", "report.json"]
+    assert names == ["manifest.json", "model.albsnn", "model.onnx", "report.html", "report.json"]
+    assert all(verify_output_set(out / name).complete for name in names if name != "manifest.json")
+
+
+QUICK = SearchConfig(strategy="none", epochs=0, trial_epochs=0)  # no search: only the writing is under test
+
+
+def test_an_interrupted_run_leaves_the_previous_complete_set(digits_checkpoint: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    first = compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_export = pipeline.export_onnx
+
+    def export_then_fail(model, path, **kwargs):  # the ONNX file half written, then the export dies
+        real_export(model, path, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise RuntimeError("export interrupted")
+
+    monkeypatch.setattr(pipeline, "export_onnx", export_then_fail)
+    with pytest.raises(RuntimeError, match="export interrupted"):
+        compress_checkpoint(CompressRequest(digits_checkpoint, 2.0, QUICK, out))  # a new budget: a new container
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new .albsnn beside the old .onnx, no temporaries
+    assert verify_output_set(first.files["onnx"]).complete
+
+
+def test_what_a_killed_run_left_is_cleaned_up_on_the_next(digits_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    leftovers = [".albsnn-staging-k2j4h5g6/model.onnx", ".model.albsnn.a1b2c3d4.tmp", f".{MANIFEST_NAME}.zz_zz_zz.tmp"]
+    for name in leftovers:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(b"left by SIGKILL")
+    (out / "notes.txt").write_text("mine")
+    compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, out))
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.albsnn", "model.onnx", "notes.txt",
+                                                     "report.html", "report.json"]
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_work(digits_checkpoint: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the checkpoint was read before the output folder was checked")
+
+    monkeypatch.setattr(pipeline, "read_checkpoint", no_work)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(OutputError, match=r"cannot write into .*a_file/out: .*a_file is a file, not a folder"):
+        compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, tmp_path / "a_file" / "out"))
