@@ -2,6 +2,17 @@
 
 Data flow: dataset registry -> architecture preset or JSON spec -> ``Trainer``
 (epoch by epoch, validation accuracy after each) -> test accuracy -> checkpoint.
+
+Reproducible to the byte: the same request (seed included) on the same machine,
+software, device and torch thread count writes a byte-identical ``model.pt`` on CPU
+(another thread count sums in another order, so the weights differ in the last
+bits), and compressing it again gives a byte-identical container (its
+``source_sha256`` is the checkpoint's).
+The checkpoint therefore holds nothing that varies between runs: the wall time is
+in :attr:`TrainResult.seconds` and the command's summary line, not in the file
+(torch 2.13's ``serialization_id`` is derived from the archive's content, so it
+repeats with it: tests/test_training.py checks the bytes). CUDA kernels may not be deterministic, so on a GPU
+only the settings, not the bytes, are promised.
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ class TrainResult:
     val_accuracy: float
     test_accuracy: float
     history: list[dict[str, float]]
-    seconds: float
+    seconds: float  # wall time of the whole call; not written to the checkpoint (it would change its bytes)
     metadata: dict[str, Any]
 
 
@@ -120,7 +131,6 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: Pr
         "accuracy": {"val": val_accuracy, "test": test_accuracy},
         "train_config": asdict(config),
         "history": history,
-        "train_seconds": seconds,
         "world_size": ctx.world_size,
         "versions": package_versions(),
     }
