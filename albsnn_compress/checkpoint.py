@@ -45,7 +45,7 @@ CHECKPOINT_VERSION = 1
 _ALLOWED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64)
 _HOW_TO_SAVE = "save models with albsnn_compress.save_checkpoint or `albsnn-compress train`"
 _MIN_BYTES_PER_VALUE = 2  # the narrowest allowed dtype (float16, bfloat16), stored uncompressed
-_CHUNK = 1 << 20  # values checked at a time
+_CHUNK = 1 << 18  # values checked at a time (1 MiB of float32)
 
 
 @dataclass

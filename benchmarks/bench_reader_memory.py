@@ -195,12 +195,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="models of 1 and 4 MiB, 4 MiB headers (seconds)")
     parser.add_argument("--output", type=Path, default=None,
                         help="result JSON (default benchmarks/results/reader-memory[-quick].json)")
+    parser.add_argument("--label", default=None,
+                        help="what code was measured, recorded in the result (e.g. an older tree exported with git archive)")
     args = parser.parse_args(argv)
     if sys.platform != "linux":
         raise SystemExit("bench_reader_memory reads /proc/self/status: Linux only")
     from benchmarks.machine import RESULTS, write_result
 
     result = run_benchmark(args.quick)
+    result["label"] = args.label
     _print(result)
     output = args.output or RESULTS / ("reader-memory-quick.json" if args.quick else "reader-memory.json")
     path = write_result(output.stem, result, output.parent, module="benchmarks.bench_reader_memory",
