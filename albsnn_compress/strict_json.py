@@ -161,12 +161,13 @@ class _DepthScan:
 def _check_shape(text: str, max_depth: int, max_containers: int | None) -> _DepthScan:
     """Refuse text nested deeper than ``max_depth`` levels or with too many objects and arrays, before parsing."""
     scan = _DepthScan()
-    for start in range(0, len(text), _CHUNK):
+    for start in range(0, len(text), _CHUNK):  # a text over a limit is refused at the first piece that shows it
         scan.feed(text[start : start + _CHUNK].encode("utf-8", "surrogatepass"))
-    if scan.deepest > max_depth:
-        raise StrictJSONError(f"nesting deeper than {max_depth} levels")
-    if max_containers is not None and scan.containers > max_containers:
-        raise StrictJSONError(f"{scan.containers} objects and arrays, at most {max_containers} allowed")
+        if scan.deepest > max_depth:
+            raise StrictJSONError(f"nesting deeper than {max_depth} levels")
+        if max_containers is not None and scan.containers > max_containers:
+            more = " or more" if start + _CHUNK < len(text) else ""
+            raise StrictJSONError(f"{scan.containers}{more} objects and arrays, at most {max_containers} allowed")
     return scan
 
 
