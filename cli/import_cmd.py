@@ -19,6 +19,7 @@ import click
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.registry import DATASETS, dataset_info
 from albsnn_compress.errors import InteropError
+from albsnn_compress.output_paths import check_output_file, writing
 
 __all__ = ["command", "read_nir_file"]
 
@@ -73,8 +74,7 @@ def command(source: Path | None, framework: str | None, factory: str | None, wei
         raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights")
     if framework != "nir" and (source is not None or not factory):
         raise click.UsageError(f"--from {framework} takes --factory FILE.py:FUNCTION (and --weights), not a SOURCE file")
-    if not output.parent.exists():
-        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
+    check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
     means, stds = _numbers(mean, "--mean", float), _numbers(std, "--std", float)
     shape = tuple(_numbers(input_shape, "--input-shape", int) or dataset_info(dataset).input_shape)
     if framework == "nir":
@@ -93,7 +93,8 @@ def command(source: Path | None, framework: str | None, factory: str | None, wei
     from albsnn_compress.interop.sources import import_metadata
 
     metadata = import_metadata(model, dataset, origin)
-    save_checkpoint(output, model, metadata)
+    with writing(output):
+        save_checkpoint(output, model, metadata)
     layers = model.spec["layers"]
     neurons = sum(layer["type"] == "lif" for layer in layers)
     click.echo(f"{framework}: {len(layers)} layers ({neurons} spiking), input {list(model.spec['input']['shape'])}, "

@@ -84,6 +84,10 @@ CASES = {
     "report -o is a folder": Case(lambda p: ["report", str(p.report), "-o", p / "a_folder"], r"File '.*a_folder' is a directory"),
     "report -o on a read-only disk": Case(lambda p: ["report", str(p.report), "--format", "md", "-o", p / "r.md"], r"cannot write .*r.md: the file system is read-only", True),
     "report -o in a folder of someone else": Case(lambda p: ["report", str(p.report), "-o", p / "locked/r.md"], r"permission denied", marks=[NOT_AS_ROOT]),
+    "import -o under a file": Case(lambda p: ["import", "--from", "snntorch", "--factory", p / "absent.py:build", "--dataset", "digits", "-T", "2",
+                                              "-o", p / "a_file/m.pt"], r"cannot write .*a_file/m.pt: .*a_file is a file, not a folder"),
+    "import -o on a read-only disk": Case(lambda p: ["import", "--from", "snntorch", "--factory", p / "absent.py:build", "--dataset",
+                                                     "digits", "-T", "2", "-o", p / "m.pt"], r"cannot write .*m.pt: the file system is read-only", True),
     # class 5: budgets that are impossible or not plain decimals
     "budget 150": Case(_compress("--budget", "150"), r"budget '150' is more than 100 percentage points, all of top-1 accuracy"),
     "budget 100.5": Case(_compress("--budget", "100.5"), r"is more than 100 percentage points"),
