@@ -10,6 +10,8 @@ The public API (the command line is a thin layer over it)::
                          config=ac.SearchConfig(seed=0))
     ac.write_container("model.albsnn", result.model)           # 1 bit per binary weight
     ac.export_onnx(result.model, "model.onnx")                 # stock onnxruntime runs it
+    ac.export_nir(result.model, "model.nir")                   # snnTorch, SpikingJelly, neuromorphic flows
+    model = ac.read_nir("net.nir", timesteps=4)                # a NIR chain as a SpikingNet
     report = ac.build_report(result, input_checkpoint="model.pt",
                              container="model.albsnn", onnx="model.onnx")
 

@@ -10,6 +10,7 @@ import click
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.formats.c_export import export_c
 from albsnn_compress.formats.container import read_container
+from albsnn_compress.formats.nir_optional import export_nir
 from albsnn_compress.formats.onnx_export import WEIGHT_MODES, export_onnx
 from albsnn_compress.output_paths import check_output_file, check_output_folder, writing
 
@@ -22,15 +23,19 @@ __all__ = ["command"]
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write (a folder for --format c)."
 )
 @click.option(
-    "--format", "output_format", type=click.Choice(("onnx", "c")), default="onnx", show_default=True,
-    help="ONNX for onnxruntime, or a folder of C99 (1-bit weights kept packed) for microcontrollers.",
+    "--format", "output_format", type=click.Choice(("onnx", "c", "nir")), default="onnx", show_default=True,
+    help="ONNX for onnxruntime, a folder of C99 (1-bit weights kept packed) for microcontrollers, "
+    "or NIR (HDF5, float arrays) for snnTorch, SpikingJelly and neuromorphic toolchains.",
 )
 @click.option(
     "--onnx-weights", type=click.Choice(WEIGHT_MODES), default="packed", show_default=True,
     help="Store binarized weights at 1 bit (unpacked in the graph, opset 18) or as float32.",
 )
 def command(container: Path, output: Path, output_format: str, onnx_weights: str) -> None:
-    """Export a .albsnn container to ONNX that stock onnxruntime runs, or to C for microcontrollers."""
+    """Export a .albsnn container to ONNX that stock onnxruntime runs, to C for microcontrollers, or to NIR."""
+    if output_format == "nir":
+        _export_nir(container, output)
+        return
     if output_format == "c":
         if output.is_dir() or not output.exists():  # an existing file: export_c names it (nothing is written)
             check_output_folder(output, parents=False)  # before reading and translating the model
@@ -52,4 +57,18 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
     click.echo(
         f"{output}: {output.stat().st_size} bytes, {binary} binarized layer(s) stored {onnx_weights}, "
         f"T={model.timesteps}"
+    )
+
+
+def _export_nir(container: Path, output: Path) -> None:
+    """``--format nir``: the graph of the container's model, batch norms folded, binary structure recorded."""
+    if output.is_dir():
+        raise click.BadParameter(f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'")
+    if not output.parent.exists():
+        raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
+    model = read_container(container).model
+    info = export_nir(model, output)
+    click.echo(
+        f"{output}: {info.file_bytes} bytes, {len(info.nodes)} NIR nodes, T={info.timesteps}, dt={info.dt:g} s; "
+        f"binary up to a per-channel scale: {', '.join(info.binary_layers) or 'none'} (NIR stores them as float32)"
     )

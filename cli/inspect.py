@@ -14,6 +14,7 @@ from rich.text import Text
 
 from albsnn_compress.formats.container import container_summary, read_container
 from albsnn_compress.formats.container_header import TensorEntry
+from albsnn_compress.formats.nir_optional import is_nir_file, nir_summary
 from albsnn_compress.output_set import OutputSetCheck, verify_output_set
 
 __all__ = ["command"]
@@ -93,10 +94,13 @@ def _run_set_text(check: OutputSetCheck) -> str:
 
 
 @click.command("inspect")
-@click.argument("container", metavar="FILE.albsnn", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("container", metavar="FILE.albsnn|FILE.nir", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw header as JSON instead of tables.")
 def command(container: Path, as_json: bool) -> None:
-    """Show a container's architecture, accuracies, metadata and tensor table."""
+    """Show a container's architecture, accuracies, metadata and tensor table (a NIR file: its nodes)."""
+    if is_nir_file(container):  # HDF5: a NIR graph
+        _inspect_nir(container, as_json)
+        return
     loaded = read_container(container)
     run_set = verify_output_set(container)
     if run_set.manifest is not None and run_set.problem is not None:  # a manifest its files do not match
@@ -109,3 +113,33 @@ def command(container: Path, as_json: bool) -> None:
     table.add_row(_safe("run set"), _safe(_run_set_text(run_set)))
     console.print(table)
     console.print(_tensor_table(list(loaded.tensors.values())))
+
+
+def _inspect_nir(path: Path, as_json: bool) -> None:
+    """A NIR file: NIR's own type check, the graph metadata, and every node's shapes and parameters."""
+    summary = nir_summary(path)
+    if as_json:
+        click.echo(_escaped_json(summary))
+        return
+    meta = summary["metadata"]
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column(overflow="fold")
+    head.add_row("file", _safe(f"{summary['file']} ({summary['file_bytes']} bytes, NIR {summary['nir_version'] or 'version not recorded'})"))
+    head.add_row("NIR type check", _safe(summary["type_check"]))
+    if "albsnn_model" in meta:
+        head.add_row("written by", _safe(f"albsnn-compress {meta.get('albsnn_version', '?')}: {meta['albsnn_model']}, "
+                                         f"T={meta.get('albsnn_timesteps', '?')}, dt={meta.get('albsnn_dt', '?')} s"))
+        head.add_row("binary layers", _safe(f"{meta.get('albsnn_binary_layers') or 'none'} (weights = scale[c] x signs, stored as float32)"))
+    Console().print(head)
+    nodes = Table(title="nodes (shapes per sample, no batch axis)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    for column in ("name", "type", "input", "output", "parameters"):
+        nodes.add_column(column, overflow="fold")
+    shape = lambda dims: "x".join(map(str, dims)) if dims is not None else "?"  # noqa: E731
+    for node in summary["nodes"]:
+        params = ", ".join(f"{key} {value}" for key, value in node["params"].items())
+        if node["metadata"].get("albsnn_binary") == "1":
+            params += ", binary: +-scale per output channel"
+        nodes.add_row(_safe(node["name"]), node["type"], shape(node["input"]), shape(node["output"]), _safe(params))
+    Console(width=200).print(nodes)
+    click.echo("edges: " + ", ".join(f"{a} -> {b}" for a, b in summary["edges"]))
