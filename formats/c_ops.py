@@ -203,7 +203,8 @@ class ConvOp(Operation):
             words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
             return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
         inp, out = self.views
-        return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + (self.lif is not None)) * out.channels * out.width)
+        membranes = self.lif is not None and out.steps > 1
+        return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width)
 
     def fire_ranges(self) -> np.ndarray | None:
         """``[lo, hi]`` per output channel: with one time step the neuron fires iff ``lo <= acc <= hi``.

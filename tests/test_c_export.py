@@ -22,6 +22,7 @@ from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs
 from albsnn_compress.formats.c_export import build_c_sources, export_c
 from albsnn_compress.formats.c_plan import C_EMITTERS, plan_model
+from albsnn_compress.formats.c_trace import TRACE_HOOK_C, TRACE_RECORD, first_flip
 from albsnn_compress.formats.container import read_container, write_container
 from albsnn_compress.snn.layer_types import LAYER_TYPES, LayerType, registered, same_shape
 from albsnn_compress.snn.neurons import LIF, RESET_MODES, ResetMode
@@ -36,26 +37,14 @@ STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 TIE_MARGIN = 1e-4  # a flipped spike must sit this close to the threshold to count as a tie
 
-# Reads float32 images from argv[1], writes float32 logits to argv[2]; with -DALBSNN_TRACE also every
-# neuron's (layer, step, index, h, spike) to argv[3].
+# Reads float32 images from argv[1], writes float32 logits to argv[2]; built with -DALBSNN_TRACE (and
+# TRACE_HOOK_C) it also writes every neuron's trace record to argv[3].
 HARNESS = r"""
 #include <stdio.h>
-#include <string.h>
 #include "albsnn_model.h"
 
 #ifdef ALBSNN_TRACE
-#include "albsnn_kernels.h" /* the trace hook's prototype */
-static FILE *trace_file;
-void albsnn_trace(uint32_t layer, uint32_t step, uint32_t index, float h, int spike)
-{
-    uint32_t record[5];
-    record[0] = layer;
-    record[1] = step;
-    record[2] = index;
-    memcpy(&record[3], &h, sizeof h);
-    record[4] = (uint32_t)spike;
-    fwrite(record, sizeof record, 1, trace_file);
-}
+extern FILE *albsnn_trace_file;
 #endif
 
 int main(int argc, char **argv)
@@ -68,7 +57,7 @@ int main(int argc, char **argv)
         return 2;
     }
 #ifdef ALBSNN_TRACE
-    if (argc < 4 || (trace_file = fopen(argv[3], "wb")) == NULL) {
+    if (argc < 4 || (albsnn_trace_file = fopen(argv[3], "wb")) == NULL) {
         return 2;
     }
 #endif
@@ -150,10 +139,13 @@ def _lively(spec: dict[str, Any], timesteps: int, images: torch.Tensor, reset: s
 
 
 def _compile(folder: Path, flags: list[str], output: Path, extra: tuple[str, ...] = ()) -> Path:
-    harness = folder.parent / "harness.c"
-    harness.write_text(HARNESS)
-    sources = sorted(str(p) for p in folder.glob("*.c"))
-    done = subprocess.run([CC, *flags, *extra, "-I", str(folder), str(harness), *sources, "-o", str(output)], capture_output=True, text=True)
+    """The harness and the folder's C files; with ``-DALBSNN_TRACE`` in ``extra`` also the trace hook."""
+    (folder.parent / "harness.c").write_text(HARNESS)
+    (folder.parent / "trace_hook.c").write_text(TRACE_HOOK_C)
+    sources = [folder.parent / "harness.c", *sorted(folder.glob("*.c"))]
+    if "-DALBSNN_TRACE" in extra:
+        sources.append(folder.parent / "trace_hook.c")
+    done = subprocess.run([CC, *flags, *extra, "-I", str(folder), *map(str, sources), "-o", str(output)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return output
 
@@ -165,53 +157,17 @@ def _run(binary: Path, images: torch.Tensor, work: Path, *trace: str) -> tuple[n
     return np.fromfile(work / "logits.f32", dtype=np.float32).reshape(len(images), -1), done.stderr
 
 
-def _torch_spikes(model: SpikingNet, image: torch.Tensor) -> list[np.ndarray]:
-    """Every LIF layer's spikes ``[T, elements]`` for one image, in layer order."""
-    spikes: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out)) for m in model.modules() if isinstance(m, LIF)]
-    try:
-        with torch.inference_mode():
-            model(image.unsqueeze(0))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [s[:, 0].reshape(s.shape[0], -1).numpy() > 0 for s in spikes]
-
-
-def _c_trace(binary: Path, image: torch.Tensor, work: Path, layers: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(membrane, spike)`` arrays shaped like ``layers`` from the C trace of one image."""
-    _run(binary, image.unsqueeze(0), work, str(work / "trace.bin"))
-    records = np.fromfile(work / "trace.bin", dtype=np.uint32).reshape(-1, 5)
-    out = []
-    for layer, ref in enumerate(layers):
-        rows = records[records[:, 0] == layer]
-        h, spike = np.full(ref.shape, np.nan, np.float32), np.zeros(ref.shape, bool)
-        h[rows[:, 1], rows[:, 2]] = rows[:, 3].view(np.float32)
-        spike[rows[:, 1], rows[:, 2]] = rows[:, 4] > 0
-        assert not np.isnan(h).any(), f"neuron layer {layer}: the trace misses elements"
-        out.append((h, spike))
-    return out
-
-
 def _check_flips_are_ties(model: SpikingNet, trace_binary: Path, images: torch.Tensor, rows: np.ndarray, work: Path) -> None:
     """Each image in ``rows`` must first differ from PyTorch in a spike whose C membrane sits on the threshold.
 
-    Layer L, step t depends only on earlier layers and earlier steps, so at the first
-    differing (layer, step) both saw the same spikes and their membranes differ by float
-    rounding only: a spike can flip there only if the membrane is within rounding of the threshold.
+    See :mod:`albsnn_compress.formats.c_trace`: at the first differing (layer, step) both
+    saw the same spikes, so a flip there is a tie or a bug.
     """
-    thresholds = [m.v_threshold for m in model.modules() if isinstance(m, LIF)]
     for row in rows:
-        reference = _torch_spikes(model, images[row])
-        for layer, (h, spike) in enumerate(_c_trace(trace_binary, images[row], work, reference)):
-            steps = np.flatnonzero((spike != reference[layer]).any(axis=1))
-            if len(steps):
-                differ = spike[steps[0]] != reference[layer][steps[0]]
-                margin = float(np.abs(h[steps[0]][differ] - thresholds[layer]).max())
-                assert margin <= TIE_MARGIN, f"image {row}: spike flip {margin:.3g} away from the threshold (layer {layer}, step {steps[0]})"
-                break
-        else:
-            raise AssertionError(f"image {row}: logits differ although every spike agrees")
+        _run(trace_binary, images[row : row + 1], work, str(work / "trace.bin"))
+        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes())
+        assert flip is not None, f"image {row}: logits differ although every spike agrees"
+        assert flip.margin <= TIE_MARGIN, f"image {row}: spike flip {flip.margin:.3g} away from the threshold (layer {flip.layer}, step {flip.step})"
 
 
 def _agreement(model: SpikingNet, folder: Path, images: torch.Tensor, work: Path) -> None:
@@ -260,10 +216,9 @@ def test_integer_firing_ranges_give_the_float_decision(digits_checkpoint: Path, 
     assert "_fires[" in export.files["albsnn_model.c"]
     traced = _compile(tmp_path / "model_c", STRICT, tmp_path / "traced", ("-DALBSNN_TRACE",))
     _run(traced, digits["test"][:40], tmp_path, str(tmp_path / "trace.bin"))
-    records = np.fromfile(tmp_path / "trace.bin", dtype=np.uint32).reshape(-1, 5)
-    threshold = np.float32(model.spec["neuron"]["v_threshold"])
+    records = np.fromfile(tmp_path / "trace.bin", dtype=TRACE_RECORD)
     assert len(records) > 40 * 1000
-    np.testing.assert_array_equal(records[:, 4] > 0, records[:, 3].view(np.float32) >= threshold)
+    np.testing.assert_array_equal(records["spike"] > 0, records["h"] >= np.float32(model.spec["neuron"]["v_threshold"]))
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=[CASES[1][0], CASES[4][0]])

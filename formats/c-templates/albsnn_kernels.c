@@ -280,12 +280,13 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
     }
 }
 
-/* Any weights, any input; scratch: in.w + 2 padding + 2 out.c out.w floats. */
+/* Any weights, any input; scratch: in.w + 2 padding + out.c out.w floats, twice that with neurons over several steps. */
 void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, cw = out->c * wo;
-    float *row = scratch, *acc = row + in->w + 2u * p->padding, *mem = acc + cw;
+    float *row = scratch, *acc = row + in->w + 2u * p->padding, *mem = acc + cw;  /* membranes: several steps only */
+    float once = 0.0f;
     uint32_t oy, t, co, ox;
     if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
@@ -305,7 +306,7 @@ void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scrat
                     const uint32_t i = co * hwo + oy * wo + ox;
                     if (p->lif == NULL) {
                         ((float *)y)[(size_t)t * numel(out) + i] = acc[co * wo + ox];
-                    } else if (lif_step(p->lif, t, i, &mem[co * wo + ox], acc[co * wo + ox])) {
+                    } else if (lif_step(p->lif, t, i, out->steps > 1u ? &mem[co * wo + ox] : &once, acc[co * wo + ox])) {
                         set_bit((uint32_t *)y + (size_t)t * plane_words(out), i);
                     }
                 }
