@@ -273,7 +273,7 @@ def _trace(model: SpikingNet, ours: Run, theirs: Run, row: int, tie_tol: float) 
 
 def compare(
     model: SpikingNet, other: Runner, images: torch.Tensor, *, chunk: int = 256, tol: float = 1e-4, tie_tol: float = 1e-4,
-    reference: torch.Tensor | None = None,
+    reference: torch.Tensor | None = None, logits: torch.Tensor | None = None,
 ) -> Agreement:
     """Compare ``other`` with ``model`` on ``images`` ``[N, C, H, W]`` in ``[0, 1]`` (see the module docs).
 
@@ -285,11 +285,14 @@ def compare(
         tol: logits closer than this agree.
         tie_tol: a spike flip counts as a tie when our membrane is this close to the threshold.
         reference: our logits for ``images`` if already computed.
+        logits: ``other``'s logits for ``images`` if already computed (only the images that
+            differ are run again, recording spikes).
     """
     mine = model_runner(model)
     if reference is None:
         reference = torch.cat([mine(batch, False).logits for batch in images.split(chunk)])
-    logits = torch.cat([other(batch, False).logits for batch in images.split(chunk)])
+    if logits is None:
+        logits = torch.cat([other(batch, False).logits for batch in images.split(chunk)])
     diff = (logits - reference).abs().amax(dim=1)
     off = torch.nonzero(diff > tol).flatten().tolist()
     ties, unexplained = [], []
