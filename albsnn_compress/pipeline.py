@@ -4,7 +4,7 @@ This is the one place where the stages meet (the command line calls it, tests
 call it too): check that the output folder can be written (before any work),
 read and validate the checkpoint, load the dataset splits named in its metadata,
 run :func:`~albsnn_compress.search.compress`, then (main process only) write the
-``.albsnn`` container, the ONNX file and the report as one set
+``.albsnn`` container, the ONNX file (and, on request, a NIR file) and the report as one set
 (:class:`~albsnn_compress.output_set.OutputSet`: staged, renamed into place
 together, ``manifest.json`` last), so an interrupted run leaves the previous
 complete set, never a mix.
@@ -19,8 +19,9 @@ from typing import Any
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
-from albsnn_compress.errors import CheckpointError, DatasetError
+from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError
 from albsnn_compress.formats.container import sha256_file, write_container
+from albsnn_compress.formats.nir_optional import check_nir_exportable, export_nir
 from albsnn_compress.formats.onnx_export import export_onnx
 from albsnn_compress.output_paths import writing
 from albsnn_compress.output_set import MANIFEST_NAME, OutputSet
@@ -29,7 +30,10 @@ from albsnn_compress.report import build_report, write_report
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
 
-__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint"]
+__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "OUTPUT_FORMATS"]
+
+OUTPUT_FORMATS = ("albsnn", "onnx", "nir")
+"""What a run can write besides its report: the container and ONNX (always), NIR (on request)."""
 
 
 @dataclass
@@ -42,6 +46,14 @@ class CompressRequest:
     outdir: Path | None = None
     data_root: Path | None = None
     onnx_weights: str = "packed"
+    formats: tuple[str, ...] = ("albsnn", "onnx")
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
+        if unknown:
+            raise CompressionError(f"unknown output formats {unknown}; choose among {list(OUTPUT_FORMATS)}")
+        wanted = {"albsnn", "onnx", *self.formats}  # the container and ONNX are always written
+        self.formats = tuple(f for f in OUTPUT_FORMATS if f in wanted)
 
 
 @dataclass
@@ -75,6 +87,8 @@ def compress_checkpoint(
     except DatasetError as exc:
         raise DatasetError(f"{exc} (the checkpoint was trained on {dataset})") from None
     model = checkpoint.build()
+    if "nir" in request.formats:
+        check_nir_exportable(model)  # a layer NIR cannot hold is refused now, not after the search
     result = compress(
         model, splits["train"], splits["val"], request.budget, test_data=splits["test"],
         config=request.config, ctx=ctx, on_progress=on_progress,
@@ -91,9 +105,10 @@ REPORT_FORMATS = ("json", "html")
 
 
 def _output_set(request: CompressRequest) -> OutputSet:
-    """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html``."""
+    """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then ``<stem>.nir`` if asked)."""
     stem = request.checkpoint.stem
     names = (f"{stem}.albsnn", f"{stem}.onnx", *(f"report.{form}" for form in REPORT_FORMATS))  # write_report's names in a folder
+    names += (f"{stem}.nir",) if "nir" in request.formats else ()
     return OutputSet(Path(request.outdir), names)
 
 
@@ -115,12 +130,21 @@ def _write_outputs(
             },
         )
         export_onnx(result.model, onnx_path, weights=request.onnx_weights)
-        report = build_report(result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path)
+        nir_name = outputs.names[-1] if "nir" in request.formats else None
+        nir_info = export_nir(result.model, stage / nir_name) if nir_name else None
+        report = build_report(
+            result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path,
+            nir=stage / nir_name if nir_name else None, nir_binary_layers=nir_info.binary_layers if nir_info else (),
+        )
         # the sizes were measured on the staged files; the paths are where they end up
         report["storage"]["on_disk"]["container"]["path"] = str(final[container_name])
         report["storage"]["on_disk"]["onnx"]["path"] = str(final[onnx_name])
+        if nir_name:
+            report["storage"]["on_disk"]["nir"]["path"] = str(final[nir_name])
         written = write_report(report, stage, formats=REPORT_FORMATS)
     files = {"container": final[container_name], "onnx": final[onnx_name]}
+    if nir_name:
+        files["nir"] = final[nir_name]
     files.update({f"report ({form})": final[path.name] for form, path in written.items()})
     files["manifest"] = outputs.folder / MANIFEST_NAME
     return files, report

@@ -16,7 +16,7 @@ from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.estimators import ESTIMATORS
-from albsnn_compress.pipeline import CompressOutcome, CompressRequest, compress_checkpoint
+from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
 from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.strategies import STRATEGIES
 
@@ -28,6 +28,15 @@ def _budget(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
         return check_budget(value)
     except BudgetError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _formats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
+    """Comma-separated output formats; the container and ONNX are always written."""
+    formats = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [f for f in formats if f not in OUTPUT_FORMATS]
+    if unknown:
+        raise click.BadParameter(f"unknown format {unknown[0]!r}; choose among {', '.join(OUTPUT_FORMATS)}")
+    return formats
 
 
 def _names(value: str | None) -> list[str]:
@@ -57,6 +66,8 @@ def _names(value: str | None) -> list[str]:
 @click.option("--exclude", default=None, help="Comma-separated layers never to binarize.")
 @click.option("--binarize-first-last", is_flag=True, help="Let the first and last layers be binarized too.")
 @click.option("--onnx-weights", type=click.Choice(["packed", "float"]), default="packed", show_default=True, help="ONNX weight storage.")
+@click.option("--formats", "output_formats", default="albsnn,onnx", show_default=True, callback=_formats, metavar="LIST",
+              help="Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure in metadata).")
 @seed_option
 @device_option
 @amp_option
@@ -64,8 +75,8 @@ def _names(value: str | None) -> list[str]:
 @quiet_option
 def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, strategy: str, estimator: str,
             epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
-            exclude: str | None, binarize_first_last: bool, onnx_weights: str, seed: int, device: str, amp: bool, sync_bn: bool,
-            quiet: bool) -> None:
+            exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...], seed: int,
+            device: str, amp: bool, sync_bn: bool, quiet: bool) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report."""
     ctx = init_distributed(device)
     if not ctx.is_main:
@@ -76,7 +87,7 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
         exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
-    request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights)
+    request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights, output_formats)
     with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
         outcome = compress_checkpoint(request, ctx, on_progress)
     if ctx.is_main:

@@ -14,7 +14,7 @@ from typing import Any
 
 from albsnn_compress.errors import AlbsnnError
 
-__all__ = ["NirError", "HDF5_MAGIC", "is_nir_file", "export_nir", "read_nir", "nir_summary", "INSTALL_HINT"]
+__all__ = ["NirError", "HDF5_MAGIC", "is_nir_file", "export_nir", "check_nir_exportable", "read_nir", "nir_summary", "INSTALL_HINT"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 INSTALL_HINT = "pip install nir (it brings h5py)"
@@ -52,6 +52,11 @@ def export_nir(model: Any, path: str | os.PathLike[str], *, dt: float = 1e-4) ->
         ExportError: naming a layer NIR cannot hold. NirError: ``nir`` is not installed.
     """
     return _module("nir_write").export_nir(model, path, dt=dt)
+
+
+def check_nir_exportable(model: Any) -> None:
+    """Refuse a model NIR cannot hold, before any work; see :func:`albsnn_compress.formats.nir_write.check_exportable`."""
+    _module("nir_write").check_exportable(model)
 
 
 def read_nir(

@@ -48,7 +48,7 @@ from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
 from albsnn_compress.versions import __version__
 
-__all__ = ["NirExport", "NIR_FORMAT", "export_nir", "build_nir_graph", "fold_batch_norm", "RESERVED_NAMES"]
+__all__ = ["NirExport", "NIR_FORMAT", "export_nir", "build_nir_graph", "fold_batch_norm", "check_exportable", "RESERVED_NAMES"]
 
 NIR_FORMAT = "albsnn-compress NIR 1"
 """Graph metadata ``albsnn_format``: what the reader checks to trust our per-node metadata."""
@@ -118,8 +118,12 @@ def _fold(name: str, module: nn.Module, bn: nn.modules.batchnorm._BatchNorm | No
     return folded + 0.0, folded_bias  # + 0.0 turns -0.0 into +0.0
 
 
-def _check_exportable(model: SpikingNet) -> None:
-    """Refuse, before any work, a layer NIR cannot hold (naming it)."""
+def check_exportable(model: SpikingNet) -> None:
+    """Refuse, before any work, a layer NIR cannot hold (naming it); binarizing layers changes nothing here.
+
+    Raises:
+        ExportError: see the module docs.
+    """
     layers = model.spec["layers"]
     for index, (layer, module) in enumerate(zip(layers, model.layers)):
         record = layer_type_of(module)
@@ -153,7 +157,7 @@ def fold_batch_norm(model: SpikingNet) -> tuple[SpikingNet, dict[str, str]]:
     Raises:
         ExportError: a layer NIR cannot hold, named (see the module docs).
     """
-    _check_exportable(model)
+    check_exportable(model)
     spec = copy.deepcopy(model.spec)
     modules = dict(zip((layer["name"] for layer in spec["layers"]), model.layers))
     kept, folded, tensors = [], {}, {}

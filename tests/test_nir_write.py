@@ -369,3 +369,49 @@ def test_ties_are_found_and_a_wrong_threshold_is_not_one(digits: torch.Tensor, t
     nir.write(tmp_path / "wrong.nir", graph)
     agreement = compare(model, snntorch_runner(tmp_path / "wrong.nir", 1), digits[:40])
     assert agreement.unexplained
+
+
+# -- the report and the compress run ---------------------------------------------------------------------
+
+
+def test_report_lists_the_nir_file_and_says_what_it_stores(tmp_path: Path) -> None:
+    from albsnn_compress.report import build_report
+    from albsnn_compress.report.schema import validate_report
+    from tests.report_samples import digits_result
+
+    result = digits_result()
+    info = export_nir(result.model, tmp_path / "m.nir")
+    report = build_report(result, nir=info.path, nir_binary_layers=info.binary_layers)
+    validate_report(report)
+    storage = report["storage"]
+    assert storage["on_disk"]["nir"] == {"path": str(info.path), "bytes": info.file_bytes}
+    assert storage["nir"]["binary_scaled_layers"] == ["conv2", "conv3"] and storage["nir"]["weight_precision"] == 32
+    assert "no 1-bit packing on disk" in storage["nir"]["note"] and "+scale[c] or -scale[c]" in storage["nir"]["note"]
+    plain = build_report(result)
+    assert "nir" not in plain["storage"] and "nir" not in plain["storage"]["on_disk"] and "nir" not in plain["storage"]["on_disk_ratio"]
+
+
+def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
+    import json
+
+    from albsnn_compress.checkpoint import save_checkpoint
+    from albsnn_compress.errors import CompressionError
+    from albsnn_compress.pipeline import CompressRequest
+
+    assert CompressRequest(tmp_path / "m.pt", 1.0, formats=("nir",)).formats == ("albsnn", "onnx", "nir")
+    with pytest.raises(CompressionError, match=r"unknown output formats \['tflite'\]"):
+        CompressRequest(tmp_path / "m.pt", 1.0, formats=("tflite",))
+    run_cli([str(tmp_path / "m.pt"), "--budget", "1", "--formats", "albsnn,onnx,tflite"], expected_exit=2)
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", SpikingNet(resolve_architecture("digits-small", "digits"), 1), {"dataset": "digits"})
+    run_cli([str(tmp_path / "m.pt"), "--budget", "100", "--strategy", "all", "--epochs", "0", "--trial-epochs", "0",
+             "--formats", "albsnn,onnx,nir", "-o", str(tmp_path / "out"), "--quiet"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["storage"]["on_disk"]["nir"]["bytes"] == (tmp_path / "out" / "m.nir").stat().st_size
+    assert report["storage"]["nir"]["binary_scaled_layers"] == ["conv2", "conv3", "conv4"]
+    assert "m.nir" in json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]
+
+    save_checkpoint(tmp_path / "soft.pt", SpikingNet(variant("digits-small", reset="soft"), 1), {"dataset": "digits"})
+    result = run_cli([str(tmp_path / "soft.pt"), "--budget", "1", "--formats", "nir", "-o", str(tmp_path / "soft")], expected_exit=2)
+    assert "layer lif1: reset 'soft' has no NIR neuron" in result.stderr  # refused before the search

@@ -7,7 +7,9 @@ Three sources, kept apart in the document:
   compressed model, ``numel * bits`` per stored tensor (scales, biases and
   batch-norm tensors included), bytes = bits / 8 with no container overhead;
 * the *measured* bytes on disk of the input checkpoint, the ``.albsnn``
-  container and the ONNX file (``os.stat``; ``null`` where a file is absent).
+  container and the ONNX file (``os.stat``; ``null`` where a file is absent),
+  and of the NIR file when the run wrote one (``storage.on_disk.nir``, with
+  ``storage.nir`` saying which layers it holds as binary up to a scale).
 
 Units: accuracies in percent, drops and budgets in percentage points, storage
 in bits (integers) and bytes (bits / 8, so a 36-bit tensor is 4.5 bytes), times
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from albsnn_compress.errors import ReportError
@@ -28,7 +30,15 @@ from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
 from albsnn_compress.versions import package_versions
 
-__all__ = ["build_report", "file_entry"]
+__all__ = ["build_report", "file_entry", "NIR_NOTE"]
+
+NIR_NOTE = (
+    "NIR stores float32 arrays (HDF5): there is no 1-bit packing on disk, so the .nir file holds every weight at "
+    "32 bits, like the float model. The binary structure survives as values: every weight of each listed layer is exactly "
+    "+scale[c] or -scale[c] for its output channel c (node metadata albsnn_binary and albsnn_scale), so a "
+    "neuromorphic toolchain that quantizes weights can store those layers as 1-bit synapses with one scale per "
+    "output channel (or that scale folded into the neurons' input gain) without losing anything."
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -40,6 +50,8 @@ def build_report(
     container: PathLike | None = None,
     onnx: PathLike | None = None,
     versions: Mapping[str, str] | None = None,
+    nir: PathLike | None = None,
+    nir_binary_layers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The report document (schema :data:`~albsnn_compress.report.schema.SCHEMA`) of one run.
 
@@ -51,6 +63,9 @@ def build_report(
         onnx: the ``.onnx`` file the run wrote.
         versions: package versions to record; default
             :func:`~albsnn_compress.versions.package_versions`.
+        nir: the ``.nir`` file the run wrote, if any (adds ``storage.on_disk.nir`` and ``storage.nir``).
+        nir_binary_layers: the layers that file holds as binary up to a per-channel scale
+            (``NirExport.binary_layers``).
 
     Returns:
         A JSON-able dict that passes :func:`~albsnn_compress.report.schema.validate_report`.
@@ -69,6 +84,7 @@ def build_report(
         "input_checkpoint": file_entry(input_checkpoint),
         "container": file_entry(container),
         "onnx": file_entry(onnx),
+        **({"nir": file_entry(nir)} if nir is not None else {}),
     }
     report = {
         "schema": SCHEMA_ID,
@@ -99,9 +115,10 @@ def build_report(
             },
             "on_disk": files,
             "on_disk_ratio": {
-                "container": _ratio(files["input_checkpoint"]["bytes"], files["container"]["bytes"]),
-                "onnx": _ratio(files["input_checkpoint"]["bytes"], files["onnx"]["bytes"]),
+                key: _ratio(files["input_checkpoint"]["bytes"], files[key]["bytes"]) for key in files if key != "input_checkpoint"
             },
+            **({"nir": {"binary_scaled_layers": [str(n) for n in nir_binary_layers], "weight_precision": FLOAT_BITS,
+                        "note": NIR_NOTE}} if nir is not None else {}),
         },
         "layers": layers,
         "trajectory": [_step(step, bits_before) for step in result.trajectory],

@@ -109,6 +109,12 @@ _STEP = _object({
     "seconds": _NUMBER,
 })
 
+_NIR = _object({  # present when the run wrote a NIR file (optional: schema version 2 still)
+    "binary_scaled_layers": _STRINGS,
+    "weight_precision": {"type": "integer", "minimum": 1},
+    "note": {"type": "string"},
+})
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": f"albsnn-compress/report/v{SCHEMA_VERSION}",
@@ -159,9 +165,11 @@ SCHEMA: dict[str, Any] = {
                 "input_checkpoint": {"$ref": "#/$defs/file"},
                 "container": {"$ref": "#/$defs/file"},
                 "onnx": {"$ref": "#/$defs/file"},
-            }),
-            "on_disk_ratio": _object({"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL}),
-        }),
+                "nir": {"$ref": "#/$defs/file"},
+            }, optional=("nir",)),
+            "on_disk_ratio": _object({"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL, "nir": _NUMBER_OR_NULL}, optional=("nir",)),
+            "nir": _NIR,
+        }, optional=("nir",)),
         "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
         "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
         "timings": {"type": "object", "additionalProperties": _NUMBER},
