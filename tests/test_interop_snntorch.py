@@ -270,3 +270,17 @@ def test_refusal_comes_before_any_model_is_built(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(chain, "normalize_spec", no_build)
     with pytest.raises(InteropError, match="Synaptic"):
         from_snntorch(_mlp(_leaky(), nn.Linear(32, 32), snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)), SHAPE, 4)
+
+
+@pytest.mark.parametrize(("shift", "ties"), [(2e-5, True), (0.05, False)])
+def test_the_tie_check_tells_ties_from_wrong_thresholds(images: torch.Tensor, shift: float, ties: bool) -> None:
+    """The equivalence check has teeth: thresholds moved by rounding-sized amounts flip only ties; 0.05 is caught."""
+    net = _source(CASES[0][1], images)
+    model = from_snntorch(net, SHAPE, 4)
+    for lif in (m for m in model.layers if type(m).__name__ == "LIF"):
+        lif.v_threshold += shift
+    if ties:
+        assert assert_equivalent(model, _run_snntorch(net, 4), images)["ties"] > 0
+    else:
+        with pytest.raises(AssertionError, match="away from the threshold"):
+            assert_equivalent(model, _run_snntorch(net, 4), images)
