@@ -449,3 +449,25 @@ def test_cli_inspect_json_escapes_what_a_terminal_would_interpret(tmp_path: Path
     assert not [c for c in out if not c.isprintable() and c != "\n"], "no raw control character reaches the terminal"
     assert "é ok" in out and "\U0001f600" in out  # printable text stays readable
     assert json.loads(out) == read_container(path).header  # still the raw header, as valid JSON
+
+
+def test_cli_eval_lowers_the_batch_to_fit_the_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid container whose layers are huge (padding 250: 4 million activations per image) evaluates in batches
+    that need at most 1 GiB, not 256 images at once (which took 29 GB)."""
+    from albsnn_compress.model_cost import MAX_INFERENCE_BYTES, inference_bytes
+
+    spec = {"name": "padded", "input": {"shape": [1, 8, 8], "mean": [0.3], "std": [0.37]}, "num_classes": 10,
+            "layers": [{"type": "conv", "out_channels": 16, "kernel_size": 1, "padding": 250}, {"type": "bn"},
+                       {"type": "lif"}, {"type": "gap"}, {"type": "linear", "out_features": 10}]}
+    path = tmp_path / "padded.albsnn"
+    write_container(path, SpikingNet(spec).eval(), metadata={"dataset": "digits"})
+    seen = []
+
+    def fake_evaluate(model: SpikingNet, data: Any, ctx: Any, batch_size: int) -> float:
+        seen.append(batch_size)
+        return 0.0
+
+    monkeypatch.setattr("albsnn_compress.cli.eval.evaluate", fake_evaluate)
+    run_cli(["eval", str(path), "--device", "cpu"])
+    normalized = read_container(path).model.spec
+    assert seen == [MAX_INFERENCE_BYTES // inference_bytes(normalized, 1, 1)] and 1 <= seen[0] < 256
