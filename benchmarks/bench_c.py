@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python -m benchmarks.bench_c                   # fmnist-vgg, every candidate binarized (a few minutes)
-    python -m benchmarks.bench_c --container benchmarks/results/fmnist-b1.albsnn --label budget-1.0
+    python -m benchmarks.bench_c --container benchmarks/checkpoints/fmnist-vgg-T1-albsnn/fmnist-vgg-T1.albsnn --label budget-1.0
     python -m benchmarks.bench_c --quick           # digits-small trained for one epoch, seconds
 
 The default model is the committed checkpoint ``benchmarks/checkpoints/fmnist-vgg-T1.pt``

@@ -148,6 +148,8 @@ def _weighted(planner: _Planner, index: int, name: str, module: nn.Conv2d | nn.L
         bits, float_weight, scale = pack_signs(weight), None, alpha / divisor
     else:
         bits, float_weight, scale = None, weight.numpy(), np.ones(out_channels)
+    if bits is not None and flow.is_bits and (weight[0].numel() * 2**flow.planes) >= _MAX_BYTES:
+        raise ExportError(f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums")
     out = CTensor(out_channels, height, width, steps=flow.steps)
     planner.add(ConvOp(planner.ident(index, name), name, flow, out, kernel, stride, padding, groups, bits, float_weight, scale, bias))
 
