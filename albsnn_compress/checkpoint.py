@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ _ALLOWED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, 
 _HOW_TO_SAVE = "save models with albsnn_compress.save_checkpoint or `albsnn-compress train`"
 _MIN_BYTES_PER_VALUE = 2  # the narrowest allowed dtype (float16, bfloat16), stored uncompressed
 _CHUNK = 1 << 18  # values checked at a time (1 MiB of float32)
+# What zipfile may raise on a damaged archive (NotImplementedError: a "zip version" byte from the future).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error,
+               OverflowError, KeyError, IndexError)
+# What a spec check may raise on a value no JSON file could hold but a pickle can (a tensor, a set, ...).
+_SPEC_ESCAPES = (ValueError, TypeError, AttributeError, RuntimeError, OverflowError, KeyError, IndexError)
 
 
 @dataclass
@@ -129,7 +135,7 @@ def _check_archive(path: Path, size: int) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+    except _ZIP_ERRORS as exc:
         raise CheckpointError(
             f"{path}: is a truncated or damaged zip archive, not a readable PyTorch checkpoint ({exc}); copy the file again"
         ) from None
@@ -187,6 +193,8 @@ def _spec(path: Path, payload: dict[str, Any], size: int) -> tuple[dict[str, Any
         params, _ = spec_bounds(spec)
     except SpecError as exc:
         raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
+    except _SPEC_ESCAPES as exc:  # a check that lets a pickled value through unnamed (e.g. a tensor as a surrogate)
+        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {_one_line(str(exc))})") from None
     if problem is not None:
         raise CheckpointError(f"{path}: {problem}")
     if params * _MIN_BYTES_PER_VALUE > size:
@@ -283,6 +291,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             template = SpikingNet(spec, timesteps)
     except SpecError as exc:
         raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
+    except _SPEC_ESCAPES as exc:
+        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {_one_line(str(exc))})") from None
     state = _check_state_dict(path, payload.get("state_dict"), template)
     binarized = payload.get("binarized", [])
     candidates = set(candidate_layers(template, include_first_last=True))

@@ -76,7 +76,11 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         *parents, last = [int(k) if k.isdigit() else k for k in path.split("/")]
         target: Any = payload
         for key in parents:
+            if not isinstance(target, (dict, list)):  # an earlier edit put a scalar or a tensor here
+                raise TypeError(f"cannot index {type(target).__name__}")
             target = target[key]
+        if not isinstance(target, (dict, list)):
+            raise TypeError(f"cannot index {type(target).__name__}")
         target[last] = value
 
     return edit
@@ -150,6 +154,7 @@ class Case(enum.Enum):
     SPEC_NAN_FLOAT = r"bad architecture spec: spec input std\[0\] must be a finite number > 0, got nan"
     SPEC_INF_FLOAT = r"bad architecture spec: spec neuron v_reset must be a finite number, got inf"
     SPEC_BOOL_INT = r"bad architecture spec: layer conv1 out_channels must be an integer >= 1, got True"
+    SPEC_TENSOR_SURROGATE = r"bad architecture spec \(ValueError: dictionary update sequence"
     SPEC_HUGE_LAYERS = r"'spec': the architecture has \d+ parameters, more than a \d+-byte checkpoint can hold"
     SPEC_HUGE_ACTIVATION = r"'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
     SPEC_HUGE_FORWARD = r"'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 GiB\)"
@@ -193,6 +198,8 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.SPEC_NAN_FLOAT: lambda: _edited(_set("spec/input/std/0", float("nan"))),
     Case.SPEC_INF_FLOAT: lambda: _edited(_set("spec/neuron/v_reset", float("inf"))),
     Case.SPEC_BOOL_INT: lambda: _edited(_set("spec/layers/0/out_channels", True)),
+    # found by test_random_payload_edits: a tensor where the surrogate name goes raised a bare ValueError
+    Case.SPEC_TENSOR_SURROGATE: lambda: _edited(_set("spec/neuron/surrogate", torch.zeros(1, 1, 3, 3))),
     # The 2.6 KB file that made eval allocate 2.1 GB: a spec claiming huge layers, refused before anything is built.
     Case.SPEC_HUGE_LAYERS: lambda: _bytes_of({
         "format": "albsnn-checkpoint", "version": 1, "timesteps": 1, "binarized": [], "state_dict": {}, "metadata": {},
