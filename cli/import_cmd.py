@@ -35,7 +35,7 @@ def _numbers(text: str | None, what: str, cast: type) -> list[Any] | None:
         raise click.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=what) from None
 
 
-def read_nir_file(path: Path, timesteps: int, mean: list[float] | None, std: list[float] | None) -> Any:
+def read_nir_file(path: Path, timesteps: int | None, mean: list[float] | None, std: list[float] | None) -> Any:
     """``formats.nir_read.read_nir`` if this build has it, else a one-line refusal."""
     try:
         from albsnn_compress.formats.nir_read import read_nir
@@ -60,12 +60,13 @@ def read_nir_file(path: Path, timesteps: int, mean: list[float] | None, std: lis
               help="State dict loaded into the factory's network (read with torch.load(weights_only=True)).")
 @click.option("--input-shape", metavar="C,H,W", default=None, help="Input image shape (default: the dataset's).")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), required=True, help="Dataset the model will be compressed on.")
-@click.option("--timesteps", "-T", type=click.IntRange(min=1), required=True, help="Time steps per image of the imported model.")
+@click.option("--timesteps", "-T", type=click.IntRange(min=1), default=None,
+              help="Time steps per image of the imported model (required, except for a NIR file that records it).")
 @click.option("--mean", default=None, metavar="M[,M...]", help="Per-channel mean the model subtracts from [0, 1] pixels (default 0).")
 @click.option("--std", default=None, metavar="S[,S...]", help="Per-channel std the model divides by (default 1).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint to write (model.pt).")
 def command(source: Path | None, framework: str | None, factory: str | None, weights: Path | None, input_shape: str | None,
-            dataset: str, timesteps: int, mean: str | None, std: str | None, output: Path) -> None:
+            dataset: str, timesteps: int | None, mean: str | None, std: str | None, output: Path) -> None:
     """Import a NIR file or an snnTorch/SpikingJelly network as a checkpoint to compress."""
     framework = framework or ("nir" if source is not None else None)
     if framework is None:
@@ -74,6 +75,8 @@ def command(source: Path | None, framework: str | None, factory: str | None, wei
         raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights")
     if framework != "nir" and (source is not None or not factory):
         raise click.UsageError(f"--from {framework} takes --factory FILE.py:FUNCTION (and --weights), not a SOURCE file")
+    if framework != "nir" and timesteps is None:
+        raise click.UsageError(f"--from {framework} needs --timesteps T (the network has no fixed number of steps)")
     check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
     means, stds = _numbers(mean, "--mean", float), _numbers(std, "--std", float)
     shape = tuple(_numbers(input_shape, "--input-shape", int) or dataset_info(dataset).input_shape)
@@ -88,7 +91,8 @@ def command(source: Path | None, framework: str | None, factory: str | None, wei
         if weights is not None:
             load_weights(net, weights)
         convert = from_snntorch if framework == "snntorch" else from_spikingjelly
-        model = convert(net, shape, timesteps, mean=means, std=stds, num_classes=dataset_info(dataset).num_classes)
+        model = convert(net, shape, timesteps, mean=means,  # type: ignore[arg-type]
+                        std=stds, num_classes=dataset_info(dataset).num_classes)
         origin = {"factory": factory, "weights": weights.name if weights else None}
     from albsnn_compress.interop.sources import import_metadata
 

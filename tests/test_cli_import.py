@@ -136,6 +136,8 @@ def test_import_spikingjelly_factory(tmp_path: Path) -> None:
           "-T", "2", "-o", "{tmp}/m.pt"], "expected comma-separated numbers"),
         (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "0", "-o", "{tmp}/m.pt"],
          "--timesteps"),
+        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-o", "{tmp}/m.pt"],
+         "needs --timesteps T"),
         (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "2", "-o", "{tmp}/no/m.pt"],
          "does not exist; create it first"),
     ],
