@@ -13,8 +13,9 @@ The graph is a chain, one node per layer, named after the layer::
 * ``lif`` -> ``LIF`` or ``IF`` with the ``dt`` convention of :mod:`.nir_mapping`.
 * ``avgpool`` -> ``AvgPool2d`` (2-element kernel, stride and padding: what snnTorch's importer
   needs); ``gap`` -> ``AvgPool2d`` over the whole map + ``Flatten``; ``flatten`` -> ``Flatten``.
-* Anything else (``maxpool``, a batch norm after something that is not a conv/linear, a
-  registered layer type NIR has no node for) is refused before any work, naming the layer.
+* Anything else (``maxpool``, a grouped conv, a batch norm after something that is not a
+  conv/linear, a registered layer type NIR has no node for) is refused before any work, naming
+  the layer.
 
 The output node carries the last layer's value at every step; the network's logits are its mean
 over the ``T`` steps (graph metadata ``albsnn_readout``). Every node's metadata names its layer
@@ -140,6 +141,11 @@ def check_exportable(model: SpikingNet) -> None:
             raise ExportError(f"layer {name} ({kind}): no NIR node for this layer; {hint}")
         if kind == "conv" and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
             raise ExportError(f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} has no NIR form; use integer zero padding")
+        if kind == "conv" and module.groups != 1:
+            raise ExportError(
+                f"layer {name}: groups={module.groups}: NIR's Conv2d takes weight.shape[1] as its input channels (nir 1.0.8), "
+                "so a grouped conv fails NIR's own type check, and SpikingJelly's importer refuses groups; use groups=1 to export NIR"
+            )
         if kind == "lif":
             check_neuron(name, module)
 

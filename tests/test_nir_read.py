@@ -229,6 +229,7 @@ def snn_net(splits: dict[str, Any]) -> nn.Module:
     return net.eval()
 
 
+@pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning")
 @pytest.mark.parametrize("timesteps", [1, 4])
 def test_snntorch_export_reads_as_the_same_network(snn_net: nn.Module, timesteps: int, digits: torch.Tensor, tmp_path: Path) -> None:
     from snntorch.export_nir import export_to_nir
@@ -240,6 +241,7 @@ def test_snntorch_export_reads_as_the_same_network(snn_net: nn.Module, timesteps
     _assert_agrees(model, snntorch_model_runner(snn_net, timesteps), digits)
 
 
+@pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning")
 def test_snntorch_walls_on_todays_releases(sj_net: nn.Module, tmp_path: Path) -> None:
     """What docs/nir.md says fails with snntorch 1.0.0 + nir 1.0.8: a scalar beta, and a scalar kernel_size."""
     import snntorch as snn
@@ -311,6 +313,24 @@ def test_neuron_nodes_map_by_the_dt_convention(node: nir.NIRNode, expected: dict
     assert {key: settings[key] for key in expected} == pytest.approx(expected)
     assert settings["strict_threshold"] is True and settings["reset"] == "hard"  # NIR's v > v_th, reset to v_reset
     assert read_nir(tmp_path / "g.nir", timesteps=2, strict_threshold=False).spec["layers"][1]["neuron"]["strict_threshold"] is False
+
+
+def test_a_grouped_conv_reads_as_one(digits: torch.Tensor, tmp_path: Path) -> None:
+    """NIR's type check miscounts a grouped conv's input channels (nir 1.0.8), so such files come without it; read_nir
+    takes the groups as given and computes torch's grouped convolution."""
+    conv = _conv(2, 4, 0, groups=2)
+    conv.weight = conv.weight[:, :1]  # [4, 2/2, 3, 3]
+    norm = nir.Conv2d(input_shape=(8, 8), weight=np.ones((2, 1, 1, 1), np.float32), bias=np.zeros(2, np.float32),
+                      stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    graph = _chain(norm, conv, *_head(4, 8))
+    model = read_nir(_write(graph, tmp_path / "g.nir"), timesteps=1)
+    assert model.spec["layers"][1]["groups"] == 2
+    x = digits[:16]
+    expected = nn.functional.conv2d(nn.functional.conv2d(x, torch.from_numpy(norm.weight)), torch.from_numpy(conv.weight),
+                                    torch.from_numpy(conv.bias), padding=1, groups=2)
+    expected = expected.flatten(1) @ torch.from_numpy(graph.nodes["n3"].weight).T
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_per_channel_parameters_become_buffers(tmp_path: Path) -> None:

@@ -228,8 +228,11 @@ def _spec_with(layers: list[dict[str, Any]]) -> dict[str, Any]:
          r"layer bn1 \(bn\): NIR has no batch norm"),
         ([{"type": "conv", "out_channels": 10, "kernel_size": 1, "name": "input"}, {"type": "gap"}],
          r"layer input: the name is reserved for a NIR graph node"),
+        ([{"type": "conv", "out_channels": 4, "padding": 1}, {"type": "lif"},
+          {"type": "conv", "out_channels": 10, "kernel_size": 1, "groups": 2}, {"type": "gap"}],
+         r"layer conv2: groups=2: NIR's Conv2d takes weight.shape\[1\] as its input channels .* use groups=1"),
     ],
-    ids=["maxpool", "bn-after-pool", "bn-first", "reserved-name"],
+    ids=["maxpool", "bn-after-pool", "bn-first", "reserved-name", "grouped-conv"],
 )
 def test_layers_nir_cannot_hold_are_refused_naming_them(layers: list[dict[str, Any]], message: str, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=message):
@@ -315,36 +318,66 @@ def test_snntorch_and_spikingjelly_run_our_file_like_pytorch(trained: SpikingNet
         model.timesteps = 1
 
 
+def _per_channel_tau(model: SpikingNet) -> SpikingNet:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for neuron in model.modules():
+            if isinstance(neuron, LIF) and "tau" in neuron.per_channel:
+                neuron.tau.copy_(torch.rand(neuron.tau.shape) * 3 + 1.2)
+    return model
+
+
+def _lively_variant(preset: str, neuron: dict[str, Any], per_channel: bool, images: torch.Tensor) -> SpikingNet:
+    spec = variant(preset, **neuron)
+    for layer in spec["layers"]:
+        if per_channel and layer["type"] == "lif":
+            layer["per_channel"] = ["tau"]
+    model = lively(spec, images, timesteps=4)
+    return _per_channel_tau(model) if per_channel else model
+
+
 @pytest.mark.parametrize(
-    "preset, neuron, snntorch_images",
+    "preset, neuron, per_channel, spikingjelly, snntorch_images",
     [
-        ("digits-fc", {}, 120),
-        ("digits-small", {"decay_input": False, "tau": 1.5}, 120),
-        ("digits-small", {"decay_input": False, "tau": 1.5, "v_reset": 0.1, "v_threshold": 0.8}, 0),  # snnTorch: v_leak must be 0
-        ("digits-small", {"leak": False}, 0),  # snnTorch reads nir.IF only with r = 1 (see docs/nir.md)
-        ("digits-small", {"strict_threshold": True, "tau": 3.0}, 120),
+        ("digits-fc", {}, False, True, 80),
+        ("digits-small", {"decay_input": False, "tau": 1.5}, False, True, 80),
+        ("digits-small", {"decay_input": False, "tau": 1.5, "v_reset": 0.1, "v_threshold": 0.8}, False, True, 0),  # snnTorch: v_leak must be 0
+        ("digits-small", {"leak": False}, False, True, 0),  # snnTorch reads nir.IF only with r = 1 (see docs/nir.md)
+        ("digits-small", {"strict_threshold": True, "tau": 3.0}, False, True, 80),
+        ("digits-small", {"decay_input": False}, True, False, 80),  # SpikingJelly: tau must be uniform
     ],
-    ids=["fc-head", "state-decay", "v-reset", "if", "strict"],
+    ids=["fc-head", "state-decay", "v-reset", "if", "strict", "per-channel-tau"],
 )
-def test_variants_agree_in_spikingjelly_and_snntorch(preset: str, neuron: dict[str, Any], snntorch_images: int, digits: torch.Tensor, tmp_path: Path) -> None:
-    pytest.importorskip("spikingjelly")
-    model = lively(variant(preset, **neuron), digits, timesteps=4)
+def test_variants_agree_in_spikingjelly_and_snntorch(
+    preset: str, neuron: dict[str, Any], per_channel: bool, spikingjelly: bool, snntorch_images: int, digits: torch.Tensor, tmp_path: Path
+) -> None:
+    model = _lively_variant(preset, neuron, per_channel, digits)
     export_nir(model, tmp_path / "m.nir")
-    _assert_agrees(model, spikingjelly_runner(tmp_path / "m.nir", 4), digits)
+    if spikingjelly:
+        pytest.importorskip("spikingjelly")
+        _assert_agrees(model, spikingjelly_runner(tmp_path / "m.nir", 4), digits)
     if snntorch_images:
         pytest.importorskip("snntorch")
         _assert_agrees(model, snntorch_runner(tmp_path / "m.nir", 4), digits[:snntorch_images])
 
 
-def test_snntorch_cannot_read_if_neurons_or_a_reset_potential(digits: torch.Tensor, tmp_path: Path) -> None:
-    """What snnTorch 1.0.0's importer refuses (docs/nir.md): nir.IF with SpikingJelly's r = 1/dt, and v_leak != 0."""
+def test_what_the_importers_cannot_read(digits: torch.Tensor, tmp_path: Path) -> None:
+    """docs/nir.md's list: snnTorch 1.0.0 refuses nir.IF with SpikingJelly's r = 1/dt and v_leak != 0, and runs a
+    per-channel tau with r = 1 (decay_input) wrongly (one input gain for all neurons); SpikingJelly 2.0.0 refuses
+    any per-channel parameter."""
     pytest.importorskip("snntorch")
+    pytest.importorskip("spikingjelly")
     export_nir(SpikingNet(variant("digits-small", leak=False), 1), tmp_path / "if.nir")
     with pytest.raises(AssertionError, match="r != 1 not supported"):
         snntorch_runner(tmp_path / "if.nir", 1)
     export_nir(SpikingNet(variant("digits-small", v_reset=0.1), 1), tmp_path / "reset.nir")
     with pytest.raises(AssertionError, match="v_leak not supported"):
         snntorch_runner(tmp_path / "reset.nir", 1)
+    model = _lively_variant("digits-small", {}, True, digits)
+    export_nir(model, tmp_path / "tau.nir")
+    assert compare(model, snntorch_runner(tmp_path / "tau.nir", 4), digits[:20]).unexplained
+    with pytest.raises(ValueError, match="nir.LIF.tau must be uniform across all neurons"):
+        spikingjelly_runner(tmp_path / "tau.nir", 4)
 
 
 def test_ties_are_found_and_a_wrong_threshold_is_not_one(digits: torch.Tensor, tmp_path: Path) -> None:
