@@ -102,18 +102,22 @@ def _budget_run(
     }
 
 
-def _training(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Training time, epochs and accuracy as the checkpoint recorded them (``None`` where absent)."""
+def _training(metadata: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """Training epochs and accuracy as the checkpoint recorded them, and the training time if this run trained it.
+
+    Checkpoints hold no wall time (the same seed gives the same bytes), so ``seconds`` is
+    ``None`` for a checkpoint trained elsewhere.
+    """
     return {
-        "seconds": metadata.get("train_seconds"),
+        "seconds": seconds,
         "epochs": (metadata.get("train_config") or {}).get("epochs"),
         "world_size": metadata.get("world_size"),
         "accuracy": metadata.get("accuracy"),
     }
 
 
-def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path) -> dict[str, Any]:
-    """Every budget on ``checkpoint``; returns the JSON-able result."""
+def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path, train_seconds: float | None = None) -> dict[str, Any]:
+    """Every budget on ``checkpoint`` (trained in ``train_seconds`` by this run, if it trained it); returns the JSON-able result."""
     saved = read_checkpoint(checkpoint)
     dataset = saved.metadata.get("dataset")
     settings = dict(_QUICK if args.quick else _FULL)
@@ -135,7 +139,7 @@ def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path) -> d
         "dataset_label": DATASET_LABELS.get(dataset, str(dataset)),
         "arch": saved.spec["name"],
         "timesteps": saved.timesteps,
-        "training": _training(saved.metadata),
+        "training": _training(saved.metadata, train_seconds),
         "full_precision": {key: runs[0]["accuracy"][key] for key in ("val_before", "test_before")},
         "search": {"strategy": args.strategy, "estimator": args.estimator, "seed": args.seed, **settings},
         "device": str(ctx.device),
@@ -207,12 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint
+        checkpoint, train_seconds = args.checkpoint, None
         if checkpoint is None:
             checkpoint = Path(tmp) / "digits.pt"
-            train_model(TrainRequest(config=TrainConfig(epochs=_QUICK["train_epochs"], seed=args.seed), output=checkpoint))
+            trained = train_model(TrainRequest(config=TrainConfig(epochs=_QUICK["train_epochs"], seed=args.seed), output=checkpoint))
+            train_seconds = trained.seconds
         try:
-            payload = run_benchmark(args, checkpoint, args.outdir or Path(tmp))
+            payload = run_benchmark(args, checkpoint, args.outdir or Path(tmp), train_seconds)
         except AlbsnnError as exc:  # a bad checkpoint, missing data root, wrong strategy: one line, exit 2
             parser.exit(2, f"error: {exc}\n")
     print_tables(payload)
