@@ -136,7 +136,7 @@ def _surrogate(value: Any, where: str) -> Any:
         make_surrogate(value)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, ValueError):
         raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from None
     return copy.deepcopy(value)
 
