@@ -193,6 +193,14 @@ class _Builder:
     def meta(self, node: nir.NIRNode) -> Mapping[str, Any]:
         return node.metadata if self.ours and isinstance(node.metadata, Mapping) else {}
 
+    def flag(self, node: nir.NIRNode, key: str) -> Any:
+        """One scalar of our writer's node metadata (an int or a string), ``None`` if absent or of another kind."""
+        value = self.meta(node).get(key)
+        if isinstance(value, str):
+            return value
+        array = np.asarray(value) if value is not None else None
+        return array.item() if array is not None and array.size == 1 and array.dtype.kind in "iu" else None
+
     def add(self, name: str, node: nir.NIRNode, layer: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> None:
         label = self.meta(node).get("albsnn_layer")
         if isinstance(label, str) and label.isidentifier():
@@ -243,10 +251,10 @@ def _weights(builder: _Builder, name: str, node: nir.NIRNode, layer: dict[str, A
         weight = weight * np.float32(builder.scale)
         builder.scale = 1.0
     meta = builder.meta(node)
-    if bias is not None and not bias.any() and meta.get("albsnn_bias") != 1:
+    if bias is not None and not bias.any() and builder.flag(node, "albsnn_bias") != 1:
         bias = None  # a zero bias adds nothing (NIR's Conv2d always has one): dropped, unless our writer says the layer had one
     layer["bias"] = bias is not None
-    if meta.get("albsnn_binary") == 1:
+    if builder.flag(node, "albsnn_binary") == 1:
         _check_binary(builder, name, node, weight, meta.get("albsnn_scale"))
         builder.binary.append(len(builder.layers))
     builder.add(name, node, layer, {"weight": weight, **({"bias": bias} if bias is not None else {})})
@@ -260,9 +268,8 @@ def _check_binary(builder: _Builder, name: str, node: nir.NIRNode, weight: np.nd
 
 
 def _conv(builder: _Builder, name: str, node: nir.Conv2d) -> None:
-    meta = builder.meta(node)
-    if meta.get("albsnn_role") == "input_normalization" and not builder.layers:
-        return
+    if builder.flag(node, "albsnn_role") == "input_normalization" and not builder.layers:
+        return  # read by _normalization
     if len(builder.shape) != 3:
         raise builder.fail(name, node, f"needs a [C, H, W] input, gets {list(builder.shape)}")
     weight = _array(node.weight, "weight", builder, name, node, 4)
@@ -308,7 +315,7 @@ def _pool(builder: _Builder, name: str, node: nir.AvgPool2d | nir.SumPool2d) -> 
     stride = _ints(node.stride, "stride", builder, name, node)
     if _ints(node.padding, "padding", builder, name, node) != (0, 0):
         raise builder.fail(name, node, "padded pooling is not supported")
-    if builder.meta(node).get("albsnn_role") == "gap" and kernel == tuple(builder.shape[1:]) == stride:
+    if builder.flag(node, "albsnn_role") == "gap" and kernel == tuple(builder.shape[1:]) == stride:
         builder.add(name, node, {"type": "gap"})
         builder.shape = builder.shape[:1] + (1, 1)
         builder.gap = True
@@ -317,7 +324,7 @@ def _pool(builder: _Builder, name: str, node: nir.AvgPool2d | nir.SumPool2d) -> 
     step = _square(stride, "stride", builder, name, node)
     if size < 1 or step < 1 or size > min(builder.shape[1:]):
         raise builder.fail(name, node, f"kernel {size} with stride {step} does not fit the {list(builder.shape)} input")
-    default_stride = builder.meta(node).get("albsnn_stride") == 0 and step == size
+    default_stride = builder.flag(node, "albsnn_stride") == 0 and step == size
     builder.add(name, node, {"type": "avgpool", "kernel_size": size, "stride": None if default_stride else step})
     builder.shape = (builder.shape[0], *((s - size) // step + 1 for s in builder.shape[1:]))
     if isinstance(node, nir.SumPool2d):
@@ -330,7 +337,7 @@ def _flatten(builder: _Builder, name: str, node: nir.Flatten) -> None:
     start, end = int(np.asarray(node.start_dim).reshape(-1)[0]), int(np.asarray(node.end_dim).reshape(-1)[0])
     if start not in (0, -rank) or end not in (-1, rank - 1):
         raise builder.fail(name, node, f"start_dim={start}, end_dim={end} keeps some axes of the {list(builder.shape)} input; only a full flatten (start_dim=0) is supported")
-    if builder.gap and builder.meta(node).get("albsnn_role") == "gap":
+    if builder.gap and builder.flag(node, "albsnn_role") == "gap":
         builder.shape, builder.gap = builder.shape[:1], False  # the gap layer already dropped H and W
         return
     builder.add(name, node, {"type": "flatten"})
@@ -421,7 +428,7 @@ def _input(builder: _Builder, name: str, node: nir.Input, chain: list[tuple[str,
         raise builder.fail(name, node, f"input shape {shape.tolist()} is not [C, H, W]; the network takes images")
     builder.shape = tuple(int(s) for s in shape)
     stats = {"shape": list(builder.shape), "mean": [0.0] * builder.shape[0], "std": [1.0] * builder.shape[0]}
-    if len(chain) > 1 and isinstance(chain[1][1], nir.Conv2d) and builder.meta(chain[1][1]).get("albsnn_role") == "input_normalization":
+    if len(chain) > 1 and isinstance(chain[1][1], nir.Conv2d) and builder.flag(chain[1][1], "albsnn_role") == "input_normalization":
         stats.update(_normalization(builder, *chain[1]))
     return stats
 
@@ -435,14 +442,31 @@ def _normalization(builder: _Builder, name: str, node: nir.Conv2d) -> dict[str, 
     if mean.shape == std.shape == (channels,) and np.isfinite(mean).all() and (std > 0).all():
         expected[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
         weight, bias = np.asarray(node.weight), np.asarray(node.bias)
-        if weight.shape == expected.shape and np.array_equal(weight, expected) and np.array_equal(bias, (-mean / std).astype(np.float32)):
+        plain = all(_ints(getattr(node, key), key, builder, name, node) == value
+                    for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))))
+        plain = plain and np.asarray(node.groups).size == 1 and int(np.asarray(node.groups).reshape(-1)[0]) == 1
+        if plain and weight.shape == expected.shape and np.array_equal(weight, expected) and np.array_equal(bias, (-mean / std).astype(np.float32)):
             return {"mean": mean.tolist(), "std": std.tolist()}
     raise builder.fail(name, node, "the input normalization's weights disagree with its metadata albsnn_mean/albsnn_std")
 
 
+def _guarded(builder: _Builder, named: tuple[str, nir.NIRNode], read: Any) -> Any:
+    """Run one node's reader; a value of the wrong kind anywhere in the node is one NirError naming it."""
+    try:
+        return read()
+    except NirError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        raise builder.fail(*named, f"a parameter of the wrong kind ({type(exc).__name__}: {_line(exc)})") from None
+
+
 def _metadata_number(graph: nir.NIRGraph, key: str) -> Any:
+    """A number our writer recorded in the graph metadata (``None`` if absent, the raw value if not one number)."""
     value = graph.metadata.get(key) if isinstance(graph.metadata, Mapping) else None
-    return None if value is None else np.asarray(value).reshape(-1)[0].item()
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array.reshape(-1)[0].item() if array.size == 1 and array.dtype.kind in "iuf" else value
 
 
 def read_nir(
@@ -488,16 +512,17 @@ def read_nir(
     if type(timesteps) is not int or not 1 <= timesteps <= MAX_TIMESTEPS:
         raise NirError(f"{path}: timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps!r}")
     if dt is None:
-        dt = float(_metadata_number(graph, "albsnn_dt") or DT) if ours else DT
+        dt = _metadata_number(graph, "albsnn_dt") if ours else None
+        dt = DT if dt is None else dt
     if type(dt) not in (int, float) or not (math.isfinite(dt) and dt > 0):
         raise NirError(f"{path}: dt must be a positive number of seconds, got {dt!r}")
     chain = _chain(graph, path)
     builder = _Builder(path, ours, float(dt), strict_threshold)
     if ours:
         builder.neuron = _json_neuron(builder, "(graph)", graph, graph.metadata.get("albsnn_neuron", "{}"), partial=False)
-    stats = _input(builder, *chain[0], chain)
+    stats = _guarded(builder, chain[0], lambda: _input(builder, *chain[0], chain))
     if mean is not None or std is not None:
-        if len(chain) > 1 and builder.meta(chain[1][1]).get("albsnn_role") == "input_normalization":
+        if len(chain) > 1 and builder.flag(chain[1][1], "albsnn_role") == "input_normalization":
             raise NirError(f"{path}: the graph normalizes its input itself (node {chain[1][0]!r}); leave mean and std unset")
         for label, values in (("mean", mean), ("std", std)):
             if values is not None:
@@ -505,7 +530,7 @@ def read_nir(
                     raise NirError(f"{path}: {label} must list {builder.shape[0]} numbers (one per input channel), got {values!r}")
                 stats[label] = list(values)  # normalize_spec checks each is a finite number (std > 0)
     for node_name, node in chain[1:-1]:
-        _READERS[type(node)](builder, node_name, node)
+        _guarded(builder, (node_name, node), lambda: _READERS[type(node)](builder, node_name, node))
     out_name, out_node = chain[-1]
     if builder.scale != 1.0:
         _fold_scale_backward(builder, out_name, out_node)
@@ -543,6 +568,14 @@ def _load(model: SpikingNet, builder: _Builder) -> None:
 
 
 def _short(value: Any) -> str:
+    """A parameter in a few characters: small arrays in full, a constant array as ``value x shape``, else its range."""
+    try:
+        return _describe(value)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return f"({type(value).__name__})"
+
+
+def _describe(value: Any) -> str:
     array = np.asarray(value)
     if array.dtype.kind in "SUO":
         return str(value if not isinstance(value, bytes) else value.decode("utf-8", "replace"))
@@ -582,17 +615,24 @@ def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         type_check = f"fails: {_line(exc)}"
     with h5py.File(path, "r") as handle:
         version = handle["version"][()] if "version" in handle else b""
-    dt = float(_metadata_number(graph, "albsnn_dt") or DT)
+    recorded = _metadata_number(graph, "albsnn_dt")
+    dt = float(recorded) if type(recorded) in (int, float) and math.isfinite(recorded) and recorded > 0 else DT
     nodes = []
     for node_name, node in graph.nodes.items():
         shapes = {}
         for key, types in (("input", node.input_type), ("output", node.output_type)):
             value = next(iter(types.values()), None) if isinstance(types, Mapping) and types else None
-            shapes[key] = None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+            try:
+                shapes[key] = None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+            except (ValueError, TypeError, OverflowError):
+                shapes[key] = None
         params = {key: _short(getattr(node, key)) for key in _FIELDS if getattr(node, key, None) is not None}
         for key in ("tau", "tau_mem", "tau_syn"):  # in time steps of dt, what our LIF's tau means
             if getattr(node, key, None) is not None:
-                params[f"{key}/dt"] = _short(np.asarray(getattr(node, key), dtype=np.float64) / dt)
+                try:
+                    params[f"{key}/dt"] = _short(np.asarray(getattr(node, key), dtype=np.float64) / dt)
+                except (ValueError, TypeError):
+                    params[f"{key}/dt"] = "(not a number)"
         metadata = {str(k): _short(v) for k, v in (node.metadata or {}).items()} if isinstance(node.metadata, Mapping) else {}
         nodes.append({"name": str(node_name), "type": type(node).__name__, **shapes, "params": params, "metadata": metadata})
     return {

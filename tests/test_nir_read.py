@@ -495,3 +495,46 @@ def test_cli_inspect_shows_nodes_shapes_and_neuron_parameters(tmp_path: Path) ->
     (tmp_path / "bad.nir").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
     result = run_cli(["inspect", str(tmp_path / "bad.nir")], expected_exit=2)
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+MUTATIONS = {
+    "string": lambda shape: "x",
+    "empty": lambda shape: np.zeros((0,), np.float32),
+    "nan": lambda shape: np.full(shape, np.nan, np.float32) if shape else np.float32(np.nan),
+    "rank-5": lambda shape: np.ones((1, 1, 1, 1, 2), np.float32),
+    "huge": lambda shape: np.full(shape, 1e300) if shape else 1e300,
+    "negative": lambda shape: np.full(shape, -3, np.int64) if shape else np.int64(-3),
+}
+
+
+def test_any_damaged_field_is_one_nir_error(tmp_path: Path) -> None:
+    """Every dataset of one of our files replaced by a value of the wrong kind: read_nir and inspect give a NirError
+    line (or, where the value is harmless, a model), never another exception (docs: RELIABILITY's reader rules)."""
+    from albsnn_compress.formats.nir_read import nir_summary
+
+    torch.manual_seed(0)
+    export_nir(SpikingNet(resolve_architecture("digits-fc", "digits"), 1).eval(), tmp_path / "m.nir")
+    with h5py.File(tmp_path / "m.nir", "r") as handle:
+        keys = []
+        handle.visititems(lambda name, item: keys.append((name, item.shape)) if isinstance(item, h5py.Dataset) else None)
+    keys = [(name, shape) for name, shape in keys if "/nodes/" in name and not name.endswith("/type")]
+    outcomes = {"refused": 0, "read": 0}
+    for index, (name, shape) in enumerate(keys):
+        mutation = sorted(MUTATIONS)[index % len(MUTATIONS)]
+        path = tmp_path / f"bad{index}.nir"
+        path.write_bytes((tmp_path / "m.nir").read_bytes())
+        with h5py.File(path, "r+") as handle:
+            del handle[name]
+            value = MUTATIONS[mutation](shape)
+            handle.create_dataset(name, data=value, dtype=h5py.string_dtype() if isinstance(value, str) else None)
+        try:
+            read_nir(path)
+            outcomes["read"] += 1
+        except NirError as exc:
+            assert "\n" not in str(exc), (name, mutation, exc)
+            outcomes["refused"] += 1
+        try:
+            nir_summary(path)
+        except NirError:
+            pass
+    assert outcomes["refused"] > len(keys) // 2, outcomes
