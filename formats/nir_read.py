@@ -592,6 +592,24 @@ def _describe(value: Any) -> str:
     return f"{list(array.shape)}"
 
 
+def _in_flow_order(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
+    """The nodes from the inputs along the edges (breadth first), then any the edges never reach."""
+    order, seen = [], set()
+    queue = [name for name, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    following: dict[Any, list[Any]] = {}
+    for edge in graph.edges:
+        if len(edge) == 2:
+            following.setdefault(edge[0], []).append(edge[1])
+    while queue:
+        name = queue.pop(0)
+        if name in seen or name not in graph.nodes:
+            continue
+        seen.add(name)
+        order.append((name, graph.nodes[name]))
+        queue += following.get(name, [])
+    return order + [(name, node) for name, node in graph.nodes.items() if name not in seen]
+
+
 _FIELDS = ("weight", "bias", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim",
            "tau", "tau_mem", "tau_syn", "r", "w_in", "v_leak", "v_threshold", "v_reset", "scale")
 
@@ -618,7 +636,7 @@ def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     recorded = _metadata_number(graph, "albsnn_dt")
     dt = float(recorded) if type(recorded) in (int, float) and math.isfinite(recorded) and recorded > 0 else DT
     nodes = []
-    for node_name, node in graph.nodes.items():
+    for node_name, node in _in_flow_order(graph):
         shapes = {}
         for key, types in (("input", node.input_type), ("output", node.output_type)):
             value = next(iter(types.values()), None) if isinstance(types, Mapping) and types else None
