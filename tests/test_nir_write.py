@@ -448,3 +448,21 @@ def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "soft.pt", SpikingNet(variant("digits-small", reset="soft"), 1), {"dataset": "digits"})
     result = run_cli([str(tmp_path / "soft.pt"), "--budget", "1", "--formats", "nir", "-o", str(tmp_path / "soft")], expected_exit=2)
     assert "layer lif1: reset 'soft' has no NIR neuron" in result.stderr  # refused before the search
+
+
+def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package, the CLI and the pipeline import without nir; asking for NIR without it names the package."""
+    import subprocess
+    import sys
+
+    from albsnn_compress.formats import nir_optional
+
+    code = "import sys, albsnn_compress, albsnn_compress.cli.main, albsnn_compress.pipeline; print(sorted({'nir', 'h5py'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+    def missing(name: str) -> None:
+        raise ModuleNotFoundError("No module named 'nir'", name="nir")
+
+    monkeypatch.setattr(nir_optional.importlib, "import_module", missing)
+    with pytest.raises(nir_optional.NirError, match=r"NIR files need the 'nir' package: pip install nir"):
+        nir_optional.export_nir(SpikingNet(variant("digits-small"), 1), tmp_path / "m.nir")
