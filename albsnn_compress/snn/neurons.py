@@ -128,6 +128,8 @@ def _reset_mode(value: Any, where: str) -> str:
 
 def _surrogate(value: Any, where: str) -> Any:
     """A surrogate name or config; its numeric parameters must be finite and positive."""
+    if not isinstance(value, (str, dict)):
+        raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got a {type(value).__name__}")
     if isinstance(value, dict):
         for key, number in value.items():
             if key != "name":
@@ -136,7 +138,7 @@ def _surrogate(value: Any, where: str) -> Any:
         make_surrogate(value)
     except SpecError as exc:
         raise SpecError(f"{where}: {exc}") from None
-    except (TypeError, AttributeError, ValueError):
+    except (TypeError, ValueError):
         raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from None
     return copy.deepcopy(value)
 
