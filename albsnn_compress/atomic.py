@@ -22,19 +22,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "temporary_pattern", "remove_stale_temporaries"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "temporary_pattern",
+    "remove_stale_temporaries",
+    "fsync_directory",
+    "current_umask",
+]
 
 _TEMP_SUFFIX = ".tmp"
 _RANDOM_PART = "[a-z0-9_]{8}"  # tempfile's name sequence: 8 characters of this set
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-def _fsync_directory(folder: Path) -> None:
+def fsync_directory(folder: Path) -> None:
     """Make a completed rename durable; silently skipped where unsupported."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -59,7 +68,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TEMP_SUFFIX)
-    os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
         with os.fdopen(fd, "wb") as stream:
             yield stream
@@ -70,7 +79,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(folder)
+    fsync_directory(folder)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from albsnn_compress.atomic import atomic_write_text, remove_stale_temporaries
+from albsnn_compress.atomic import atomic_write_text, fsync_directory, remove_stale_temporaries
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.output_paths import PROBE_PREFIX, OutputError, check_output_folder, writing
 from albsnn_compress.strict_json import StrictJSONError, strict_loads
@@ -78,15 +78,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _remove_leftovers(folder: Path, names: list[str]) -> None:
@@ -180,11 +171,11 @@ class OutputSet:
         manifest_path = self.folder / MANIFEST_NAME
         with writing(manifest_path):
             manifest_path.unlink(missing_ok=True)  # from here on the folder is not a complete set ...
-            _fsync_folder(self.folder)
+            fsync_directory(self.folder)
             for name in self.names:
                 os.replace(stage / name, self.folder / name)
             atomic_write_text(manifest_path, text)  # ... until this rename
-        _fsync_folder(self.folder)
+        fsync_directory(self.folder)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:

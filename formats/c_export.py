@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from albsnn_compress.atomic import atomic_write_text
+from albsnn_compress.atomic import atomic_write_text, current_umask, fsync_directory
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.c_plan import WEIGHT_MODES, plan_model
 from albsnn_compress.formats.c_source import HEADER, render_files
@@ -69,33 +69,18 @@ def build_c_sources(model: SpikingNet, *, weights: str = "packed") -> CExport:
     return CExport(render_files(model, plan, weights), plan.weight_bytes, plan.arena_bytes)
 
 
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_new_folder(folder: Path, files: dict[str, str]) -> None:
     """Write the files into a temporary sibling, then rename it into place: all files or none."""
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        staging.chmod(0o777 & ~mask)  # mkdtemp makes 0700; give the usual folder mode
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual folder mode
         for name, text in files.items():
             atomic_write_text(staging / name, text)
         os.rename(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_folder(folder.parent)
+    fsync_directory(folder.parent)
 
 
 def export_c(model: SpikingNet, folder: str | os.PathLike[str], *, weights: str = "packed") -> CExport:
