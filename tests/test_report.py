@@ -350,3 +350,16 @@ def test_report_command_rejects_bad_input_in_one_line(tmp_path: Path, report_jso
     assert "does not exist" in result.stderr and result.stderr.count("\n") == 1
     result = run_cli(["report", str(report_json), "--format", "pdf"], expected_exit=2)
     assert "'pdf' is not one of" in result.stderr
+
+
+def test_a_nir_file_is_listed_beside_the_container_and_onnx(tmp_path: Path) -> None:
+    nir = tmp_path / "model.nir"
+    nir.write_bytes(b"\x89HDF" + bytes(1000))
+    report = tiny_report(nir=nir, nir_binary_layers=["layers.conv2"])
+    assert report["storage"]["on_disk"]["nir"]["bytes"] == 1004
+    assert report["storage"]["nir"]["binary_scaled_layers"] == ["layers.conv2"]
+    for text in (render_text(report), render_markdown(report)):
+        assert "NIR (float32, batch norm folded)" in text and "1,004 B" in text
+        assert "on disk: checkpoint -> .nir (float32)" in text
+        assert "no 1-bit packing on disk" in text
+    assert "nir" not in tiny_report()["storage"]["on_disk"]  # no NIR file, no row

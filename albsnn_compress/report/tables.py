@@ -88,7 +88,10 @@ def _storage(report: Mapping[str, Any]) -> Table:
         ["computed, bits", fmt.count(computed["bits_before"]), fmt.count(computed["bits_after"]),
          fmt.NOT_APPLICABLE, fmt.NOT_APPLICABLE],
     ]
-    for key, label in (("container", "on disk: checkpoint -> .albsnn"), ("onnx", "on disk: checkpoint -> .onnx")):
+    outputs = [("container", "on disk: checkpoint -> .albsnn"), ("onnx", "on disk: checkpoint -> .onnx")]
+    if "nir" in disk:
+        outputs.append(("nir", "on disk: checkpoint -> .nir (float32)"))
+    for key, label in outputs:
         after = disk[key]["bytes"]
         saved = 100.0 * (checkpoint - after) / checkpoint if checkpoint and after is not None else None
         rows.append([label, fmt.size(checkpoint), fmt.size(after), fmt.ratio(disk_ratio[key]), fmt.percent(saved)])
@@ -97,6 +100,7 @@ def _storage(report: Mapping[str, Any]) -> Table:
         f"no file overhead; {fmt.count(computed['params'])} stored values, "
         f"{fmt.count(computed['binarized_weight_params'])} of them 1-bit in {computed['binarized_layers']} layers. "
         "On disk: the files' sizes (os.stat); n/a where a file was not written."
+        + (f" {report['storage']['nir']['note']}" if "nir" in report["storage"] else "")
     )
     return Table("storage", "Storage: computed vs on disk", ["Measure", "Before", "After", "Ratio", "Saved"], rows,
                  "lrrrr", [True, False, False, False], note=note)
@@ -110,14 +114,15 @@ def _files(report: Mapping[str, Any]) -> Table:
         ("input_checkpoint", "input checkpoint", computed["bytes_before"]),
         ("container", ".albsnn container", computed["bytes_after"]),
         ("onnx", "ONNX", computed["bytes_after"]),
+        *([("nir", "NIR (float32, batch norm folded)", None)] if "nir" in disk else []),
     ):
         on_disk = disk[key]["bytes"]
         rows.append([
             label,
             disk[key]["path"] or fmt.MISSING,
             fmt.exact_bytes(on_disk),
-            fmt.exact_bytes(reference),
-            fmt.MISSING if on_disk is None else fmt.exact_bytes(on_disk - reference),
+            fmt.MISSING if reference is None else fmt.exact_bytes(reference),
+            fmt.MISSING if on_disk is None or reference is None else fmt.exact_bytes(on_disk - reference),
         ])
     return Table("files", "Files", ["File", "Path", "On disk", "Computed", "On disk − computed"], rows, "llrrr",
                  note="On disk − computed: headers, metadata, names and padding the file adds to the tensors.")
