@@ -56,6 +56,7 @@ VARIANTS = ("c-packed", "c-packed-native", "c-float", "c-float-native", "ort-pac
 _C_FLAGS = {"c-packed": ["-O3"], "c-packed-native": ["-O3", "-march=native"], "c-float": ["-O3"], "c-float-native": ["-O3", "-march=native"]}
 _TIMED_IMAGES = 64
 _TOLERANCE = 1e-4
+_BATCH = 500  # PyTorch reference batch size
 _TIE_MARGIN = 1e-4  # a flipped spike this close to the threshold is a tie (formats/c_trace.py)
 
 # ``harness time IMAGES SECONDS`` prints JSON latencies; ``harness logits IMAGES OUT [TRACE]`` writes float32
@@ -197,7 +198,8 @@ def _ties(model: Any, folder: Path, images: Any, rows: np.ndarray, work: Path) -
     for row in rows:
         images[row : row + 1].numpy().tofile(work / "one.f32")
         subprocess.run([str(binary), "logits", str(work / "one.f32"), str(work / "one.out"), str(work / "trace.bin")], check=True)
-        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes())
+        start = row - row % _BATCH  # the reference's batch: PyTorch may sum a conv in another order in another batch
+        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes(), batch=images[start : start + _BATCH], row=int(row - start))
         flips.append({"image": int(row), **({"layer": None} if flip is None else vars(flip))})
     return flips
 
@@ -283,7 +285,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         sizes = {weights: _object_sizes(work / f"c-{weights}", ["-O3"]) for weights in exports}
 
         with torch.inference_mode():
-            reference = torch.cat([model(batch) for batch in images.split(500)]).numpy()
+            reference = torch.cat([model(batch) for batch in images.split(_BATCH)]).numpy()
         agreement = {}
         for weights in exports:
             subprocess.run([str(binaries[f"c-{weights}"]), "logits", str(work / "all.f32"), str(work / f"{weights}.f32")], check=True)

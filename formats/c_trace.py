@@ -86,22 +86,35 @@ def read_trace(data: bytes, shapes: list[tuple[int, int]]) -> list[tuple[np.ndar
     return layers
 
 
-def pytorch_spikes(model: SpikingNet, image: torch.Tensor) -> list[np.ndarray]:
-    """Every LIF layer's spikes ``[T, elements]`` (bool) for one image ``[C, H, W]``, in layer order."""
+def pytorch_spikes(model: SpikingNet, images: torch.Tensor, row: int = 0) -> list[np.ndarray]:
+    """Every LIF layer's spikes ``[T, elements]`` (bool) for image ``row`` of the batch ``images``, in layer order.
+
+    PyTorch's convolutions may sum in another order for another batch, so a membrane on the
+    threshold can fire in one batch and not in another: take the spikes from the batch the
+    reference logits came from.
+    """
     spikes: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out)) for m in model.modules() if isinstance(m, LIF)]
+    handles = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out[:, row].clone())) for m in model.modules() if isinstance(m, LIF)]
     try:
         with torch.inference_mode():
-            model(image.unsqueeze(0))
+            model(images)
     finally:
         for handle in handles:
             handle.remove()
-    return [s[:, 0].reshape(s.shape[0], -1).numpy() > 0 for s in spikes]
+    return [s.reshape(s.shape[0], -1).numpy() > 0 for s in spikes]
 
 
-def first_flip(model: SpikingNet, image: torch.Tensor, trace: bytes) -> Flip | None:
-    """The first (layer, step) where the C trace of ``image`` differs from PyTorch's spikes, or ``None``."""
-    reference = pytorch_spikes(model, image)
+def first_flip(model: SpikingNet, image: torch.Tensor, trace: bytes, *, batch: torch.Tensor | None = None, row: int = 0) -> Flip | None:
+    """The first (layer, step) where the C trace of ``image`` differs from PyTorch's spikes, or ``None``.
+
+    Args:
+        model: the network the C was exported from.
+        image: the traced image, ``[C, H, W]``.
+        trace: the trace file's bytes (:data:`TRACE_HOOK_C`).
+        batch: the batch PyTorch's reference logits came from, holding ``image`` at ``row``
+            (default: the image alone).
+    """
+    reference = pytorch_spikes(model, image.unsqueeze(0) if batch is None else batch, 0 if batch is None else row)
     thresholds = [m.v_threshold for m in model.modules() if isinstance(m, LIF)]
     for layer, (h, spike) in enumerate(read_trace(trace, [r.shape for r in reference])):
         steps = np.flatnonzero((spike != reference[layer]).any(axis=1))

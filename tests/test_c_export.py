@@ -165,7 +165,7 @@ def _check_flips_are_ties(model: SpikingNet, trace_binary: Path, images: torch.T
     """
     for row in rows:
         _run(trace_binary, images[row : row + 1], work, str(work / "trace.bin"))
-        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes())
+        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes(), batch=images, row=int(row))  # the reference's batch
         assert flip is not None, f"image {row}: logits differ although every spike agrees"
         assert flip.margin <= TIE_MARGIN, f"image {row}: spike flip {flip.margin:.3g} away from the threshold (layer {flip.layer}, step {flip.step})"
 
