@@ -39,12 +39,21 @@ def _git(*args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+SIBLINGS = ("shared", "runs")
+"""Folders beside the repository that commands name (the data, long runs' outputs): kept as ``../NAME/...``."""
+
+
 def repo_relative(text: str) -> str:
-    """``text`` relative to the repository root if it is an absolute path in or next to it, else unchanged."""
+    """``text`` relative to the repository root if it is an absolute path in it or in a sibling folder, else unchanged.
+
+    Only the repository and :data:`SIBLINGS` count, wherever the clone lives: a path
+    elsewhere (a temporary folder beside a clone in ``/tmp``) stays absolute.
+    """
     if not os.path.isabs(text):
         return text
     path = Path(os.path.normpath(text))
-    if path != ROOT.parent and ROOT.parent not in path.parents:
+    places = [ROOT, *(ROOT.parent / name for name in SIBLINGS)]
+    if not any(path == place or place in path.parents for place in places):
         return text
     return os.path.relpath(path, ROOT)
 
