@@ -12,10 +12,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from albsnn_compress.errors import ExportError
+from albsnn_compress.formats.c_plan import plan_model
 from albsnn_compress.formats.container import container_summary, read_container
 from albsnn_compress.formats.container_header import TensorEntry
 from albsnn_compress.formats.nir_optional import is_nir_file, nir_summary
 from albsnn_compress.output_set import OutputSetCheck, verify_output_set
+from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["command"]
 
@@ -111,8 +114,18 @@ def command(container: Path, as_json: bool) -> None:
     console = Console()
     table = _summary_table(container_summary(loaded))
     table.add_row(_safe("run set"), _safe(_run_set_text(run_set)))
+    table.add_row(_safe("C export"), _safe(_c_footprint(loaded.model)))
     console.print(table)
     console.print(_tensor_table(list(loaded.tensors.values())))
+
+
+def _c_footprint(model: SpikingNet) -> str:
+    """Flash and RAM bytes of the model's C export (``export --format c``), or why it has none."""
+    try:
+        plan = plan_model(model, weights="packed")
+    except ExportError as exc:
+        return f"not expressible: {exc}"
+    return f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)"
 
 
 def _inspect_nir(path: Path, as_json: bool) -> None:

@@ -1,4 +1,4 @@
-"""The C plan refuses the neuron variants its kernels do not compute, naming the setting."""
+"""The C plan: the neuron variants its kernels do not compute are refused, named; inspect prints its flash and RAM."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from typing import Any
 
 import pytest
 
+from albsnn_compress.binarize import binarize_
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.c_export import export_c
+from albsnn_compress.formats.c_plan import plan_model
+from albsnn_compress.formats.container import write_container
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet
+from tests.clihelp import run_cli
 
 
 @pytest.mark.parametrize(
@@ -30,3 +34,16 @@ def test_unsupported_neuron_variants_are_refused(tmp_path: Path, neuron: dict[st
     with pytest.raises(ExportError, match=f"layer lif1: {message}"):
         export_c(SpikingNet(spec).eval(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path) -> None:
+    model = binarize_(SpikingNet(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])).eval(), ["layers.conv2"])
+    write_container(tmp_path / "m.albsnn", model)
+    plan = plan_model(model, weights="packed")
+    result = run_cli(["inspect", str(tmp_path / "m.albsnn")])
+    text = " ".join(result.output.split())
+    assert f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)" in text
+    spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
+    spec["neuron"]["leak"] = False
+    write_container(tmp_path / "if.albsnn", SpikingNet(spec).eval())
+    assert "not expressible: layer lif1: neuron setting leak=False" in " ".join(run_cli(["inspect", str(tmp_path / "if.albsnn")]).output.split())
