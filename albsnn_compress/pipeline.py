@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.data.registry import load_splits
+from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError
 from albsnn_compress.formats.container import sha256_file, write_container
-from albsnn_compress.formats.nir_optional import check_nir_exportable, export_nir
+from albsnn_compress.formats.nir_optional import check_nir_exportable, export_nir, is_nir_file, read_nir
 from albsnn_compress.formats.onnx_export import export_onnx
 from albsnn_compress.output_paths import writing
 from albsnn_compress.output_set import MANIFEST_NAME, OutputSet
@@ -29,6 +29,7 @@ from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "OUTPUT_FORMATS"]
 
@@ -47,6 +48,8 @@ class CompressRequest:
     data_root: Path | None = None
     onnx_weights: str = "packed"
     formats: tuple[str, ...] = ("albsnn", "onnx")
+    dataset: str | None = None
+    timesteps: int | None = None
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in OUTPUT_FORMATS]
@@ -78,15 +81,12 @@ def compress_checkpoint(
     outputs = _output_set(request) if ctx.is_main and request.outdir is not None else None
     if outputs is not None:
         outputs.prepare()  # a folder that cannot be written is refused now, not after the search
-    checkpoint = read_checkpoint(request.checkpoint)
-    dataset = checkpoint.metadata.get("dataset")
-    if not isinstance(dataset, str):
-        raise CheckpointError(f"{request.checkpoint}: metadata names no dataset; retrain with `albsnn-compress train`")
+    model, metadata = _input_model(request)
+    dataset = metadata["dataset"]
     try:
         splits = load_splits(dataset, request.data_root)
     except DatasetError as exc:
-        raise DatasetError(f"{exc} (the checkpoint was trained on {dataset})") from None
-    model = checkpoint.build()
+        raise DatasetError(f"{exc} (the model was trained on {dataset})") from None
     if "nir" in request.formats:
         check_nir_exportable(model)  # a layer NIR cannot hold is refused now, not after the search
     result = compress(
@@ -96,12 +96,37 @@ def compress_checkpoint(
     files: dict[str, Path] = {}
     report = None
     if outputs is not None:
-        files, report = _write_outputs(request, outputs, checkpoint.metadata, result)
+        files, report = _write_outputs(request, outputs, metadata, result)
     ctx.barrier()
     return CompressOutcome(result, files, report)
 
 
 REPORT_FORMATS = ("json", "html")
+
+
+def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
+    """The model to compress and its metadata (``dataset`` and ``class_names`` at least).
+
+    A checkpoint names its dataset; a NIR file (told by its content) is imported with
+    :func:`read_nir`, and ``request.dataset`` says what it was trained on.
+    """
+    path = request.checkpoint
+    if is_nir_file(path):
+        if request.dataset is None:
+            raise CompressionError(f"{path}: a NIR file names no dataset; pass --dataset (the one it was trained on)")
+        info = dataset_info(request.dataset)
+        model = read_nir(path, request.timesteps)
+        if tuple(model.spec["input"]["shape"]) != tuple(info.input_shape):
+            raise DatasetError(
+                f"{path}: the network takes inputs of shape {model.spec['input']['shape']}, {request.dataset} images are "
+                f"{list(info.input_shape)}; pass the dataset it was trained on with --dataset"
+            )
+        return model, {"dataset": request.dataset, "class_names": list(info.class_names)}
+    checkpoint = read_checkpoint(path)
+    dataset = request.dataset or checkpoint.metadata.get("dataset")
+    if not isinstance(dataset, str):
+        raise CheckpointError(f"{path}: metadata names no dataset; pass --dataset or retrain with `albsnn-compress train`")
+    return checkpoint.build(), {**checkpoint.metadata, "dataset": dataset}
 
 
 def _output_set(request: CompressRequest) -> OutputSet:

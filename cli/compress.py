@@ -13,6 +13,7 @@ from albsnn_compress.cli.options import amp_option, data_root_option, device_opt
 from albsnn_compress.cli.progress import progress_bars
 from albsnn_compress.budget import BudgetWarning
 from albsnn_compress.cli.terminal import render_terminal
+from albsnn_compress.data.registry import DATASETS
 from albsnn_compress.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.estimators import ESTIMATORS
@@ -45,7 +46,7 @@ def _names(value: str | None) -> list[str]:
 
 
 @click.command("compress")
-@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", metavar="MODEL.pt|NET.nir", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--budget", required=True, callback=_budget, metavar="POINTS",
     help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points; "
@@ -55,6 +56,10 @@ def _names(value: str | None) -> list[str]:
               help="Output folder (default: <checkpoint stem>-albsnn/ next to it); checked writable before the search, "
                    "its files replaced as one set with manifest.json last.")
 @data_root_option
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=None,
+              help="Dataset the model was trained on (needed for a NIR file; a checkpoint names its own).")
+@click.option("--timesteps", type=click.IntRange(min=1), default=None,
+              help="Time steps for a NIR file (default: the one the file records).")
 @click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=SearchConfig.strategy, show_default=True, help="How layers are chosen.")
 @click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
 @click.option("--epochs", type=click.FloatRange(min=0), default=SearchConfig.epochs, show_default=True, help="Finetuning epochs once the selection is made.")
@@ -73,11 +78,12 @@ def _names(value: str | None) -> list[str]:
 @amp_option
 @sync_bn_option
 @quiet_option
-def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, strategy: str, estimator: str,
+def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, dataset: str | None,
+            timesteps: int | None, strategy: str, estimator: str,
             epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
             exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...], seed: int,
             device: str, amp: bool, sync_bn: bool, quiet: bool) -> None:
-    """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report."""
+    """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR file)."""
     ctx = init_distributed(device)
     if not ctx.is_main:
         warnings.simplefilter("ignore", BudgetWarning)  # the main process says it once
@@ -87,7 +93,9 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
         exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
-    request = CompressRequest(checkpoint, budget, config, outdir, data_root, onnx_weights, output_formats)
+    request = CompressRequest(
+        checkpoint, budget, config, outdir, data_root, onnx_weights, output_formats, dataset=dataset, timesteps=timesteps
+    )
     with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
         outcome = compress_checkpoint(request, ctx, on_progress)
     if ctx.is_main:

@@ -96,3 +96,22 @@ def test_an_unwritable_output_folder_is_refused_before_any_work(digits_checkpoin
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(OutputError, match=r"cannot write into .*a_file/out: .*a_file is a file, not a folder"):
         compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, tmp_path / "a_file" / "out"))
+
+
+def test_a_nir_file_is_compressed_directly(digits_checkpoint: Path, tmp_path: Path) -> None:
+    """``albsnn-compress net.nir --budget B --dataset D``: the file is imported by content, then compressed as usual."""
+    pytest.importorskip("nir")
+    from albsnn_compress import export_nir, load_checkpoint, read_nir
+
+    net = tmp_path / "net.nir"
+    export_nir(load_checkpoint(digits_checkpoint), net)
+    out = tmp_path / "out"
+    run_cli([str(net), "--budget", "100", "--dataset", "digits", "--strategy", "none", "--quiet", "-o", str(out)])
+    container = read_container(out / "net.albsnn")
+    assert container.metadata["dataset"] == "digits" and container.header["class_names"] is not None
+    images = load_split("digits", None, "test").as_float()[:64]
+    with torch.no_grad():
+        assert torch.equal(container.model(images), read_nir(net).eval()(images))
+    missing = run_cli([str(net), "--budget", "0.5", "--quiet", "-o", str(tmp_path / "o2")], expected_exit=2)
+    assert missing.stderr.strip().endswith("a NIR file names no dataset; pass --dataset (the one it was trained on)")
+    assert len(missing.stderr.strip().splitlines()) == 1
