@@ -19,7 +19,8 @@ from typing import Any
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.distributed import LOCAL, DistContext
-from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError
+from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
+from albsnn_compress.formats.c_plan import plan_model
 from albsnn_compress.formats.container import sha256_file, write_container
 from albsnn_compress.formats.nir_optional import check_nir_exportable, export_nir, is_nir_file, read_nir
 from albsnn_compress.formats.onnx_export import export_onnx
@@ -31,7 +32,7 @@ from albsnn_compress.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "OUTPUT_FORMATS"]
+__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "c_footprint", "OUTPUT_FORMATS"]
 
 OUTPUT_FORMATS = ("albsnn", "onnx", "nir")
 """What a run can write besides its report: the container and ONNX (always), NIR (on request)."""
@@ -104,6 +105,15 @@ def compress_checkpoint(
 REPORT_FORMATS = ("json", "html")
 
 
+def c_footprint(model: SpikingNet) -> dict[str, Any]:
+    """The model's C export memory: flash (const weights) and RAM (the one arena) bytes, or why it has no C form."""
+    try:
+        plan = plan_model(model, weights="packed")
+    except ExportError as exc:
+        return {"flash_bytes": None, "ram_bytes": None, "refused": str(exc)}
+    return {"flash_bytes": plan.weight_bytes, "ram_bytes": plan.arena_bytes, "refused": None}
+
+
 def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
     """The model to compress and its metadata (``dataset`` and ``class_names`` at least).
 
@@ -160,6 +170,7 @@ def _write_outputs(
         report = build_report(
             result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path,
             nir=stage / nir_name if nir_name else None, nir_binary_layers=nir_info.binary_layers if nir_info else (),
+            c_export=c_footprint(result.model),
         )
         # the sizes were measured on the staged files; the paths are where they end up
         report["storage"]["on_disk"]["container"]["path"] = str(final[container_name])

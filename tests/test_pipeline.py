@@ -115,3 +115,16 @@ def test_a_nir_file_is_compressed_directly(digits_checkpoint: Path, tmp_path: Pa
     missing = run_cli([str(net), "--budget", "0.5", "--quiet", "-o", str(tmp_path / "o2")], expected_exit=2)
     assert missing.stderr.strip().endswith("a NIR file names no dataset; pass --dataset (the one it was trained on)")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_report_carries_the_c_exports_flash_and_ram(digits_checkpoint: Path, tmp_path: Path) -> None:
+    from albsnn_compress.formats.c_plan import plan_model
+    from albsnn_compress.report import render_text
+
+    request = CompressRequest(digits_checkpoint, 100.0, SearchConfig(strategy="all", epochs=0.1), tmp_path / "out")
+    outcome = compress_checkpoint(request)
+    plan = plan_model(outcome.result.model, weights="packed")
+    assert outcome.report["storage"]["c_export"] == {"flash_bytes": plan.weight_bytes, "ram_bytes": plan.arena_bytes, "refused": None}
+    assert f"{plan.weight_bytes:,} B / {plan.arena_bytes:,} B" in render_text(outcome.report)
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["storage"]["c_export"]["flash_bytes"] == plan.weight_bytes

@@ -52,6 +52,7 @@ def build_report(
     versions: Mapping[str, str] | None = None,
     nir: PathLike | None = None,
     nir_binary_layers: Sequence[str] = (),
+    c_export: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report document (schema :data:`~albsnn_compress.report.schema.SCHEMA`) of one run.
 
@@ -66,6 +67,8 @@ def build_report(
         nir: the ``.nir`` file the run wrote, if any (adds ``storage.on_disk.nir`` and ``storage.nir``).
         nir_binary_layers: the layers that file holds as binary up to a per-channel scale
             (``NirExport.binary_layers``).
+        c_export: the model's C export memory, ``{"flash_bytes", "ram_bytes", "refused"}``
+            (adds ``storage.c_export``; the pipeline computes it with ``plan_model``).
 
     Returns:
         A JSON-able dict that passes :func:`~albsnn_compress.report.schema.validate_report`.
@@ -119,6 +122,7 @@ def build_report(
             },
             **({"nir": {"binary_scaled_layers": [str(n) for n in nir_binary_layers], "weight_precision": FLOAT_BITS,
                         "note": NIR_NOTE}} if nir is not None else {}),
+            **({"c_export": dict(c_export)} if c_export is not None else {}),
         },
         "layers": layers,
         "trajectory": [_step(step, bits_before) for step in result.trajectory],

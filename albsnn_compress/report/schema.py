@@ -115,6 +115,12 @@ _NIR = _object({  # present when the run wrote a NIR file (optional: schema vers
     "note": {"type": "string"},
 })
 
+_C_EXPORT = _object({  # the C export's memory (``export --format c``); optional: schema version 2 still
+    "flash_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "ram_bytes": {"type": ["integer", "null"], "minimum": 0},
+    "refused": {"type": ["string", "null"]},
+})
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": f"albsnn-compress/report/v{SCHEMA_VERSION}",
@@ -169,7 +175,8 @@ SCHEMA: dict[str, Any] = {
             }, optional=("nir",)),
             "on_disk_ratio": _object({"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL, "nir": _NUMBER_OR_NULL}, optional=("nir",)),
             "nir": _NIR,
-        }, optional=("nir",)),
+            "c_export": _C_EXPORT,
+        }, optional=("nir", "c_export")),
         "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
         "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
         "timings": {"type": "object", "additionalProperties": _NUMBER},

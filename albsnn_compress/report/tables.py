@@ -95,6 +95,10 @@ def _storage(report: Mapping[str, Any]) -> Table:
         after = disk[key]["bytes"]
         saved = 100.0 * (checkpoint - after) / checkpoint if checkpoint and after is not None else None
         rows.append([label, fmt.size(checkpoint), fmt.size(after), fmt.ratio(disk_ratio[key]), fmt.percent(saved)])
+    c_export = report["storage"].get("c_export")
+    if c_export is not None and c_export["refused"] is None:
+        rows.append(["C export: flash (weights) / RAM (arena)", fmt.NOT_APPLICABLE, f"{fmt.exact_bytes(c_export['flash_bytes'])} / "
+                     f"{fmt.exact_bytes(c_export['ram_bytes'])}", fmt.NOT_APPLICABLE, fmt.NOT_APPLICABLE])
     note = (
         f"Computed: numel × bits of every stored tensor (1-bit signs, float32 scales, biases, batch-norm tensors), "
         f"no file overhead; {fmt.count(computed['params'])} stored values, "
