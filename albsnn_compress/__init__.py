@@ -23,9 +23,6 @@ for new layer types, ``albsnn_compress.estimators`` and ``albsnn_compress.strate
 for new estimators and strategies); docs/architecture.md maps them.
 """
 
-import importlib.util as _importlib_util
-from typing import Any as _Any
-
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.errors import AlbsnnError
@@ -67,6 +64,7 @@ __all__ = [
     "load_model_file",
     "read_checkpoint",
     "read_container",
+    "read_nir",
     "register_estimator",
     "register_layer_type",
     "register_strategy",
@@ -75,20 +73,3 @@ __all__ = [
     "unbinarize_",
     "write_container",
 ]
-
-_NIR_READER = "albsnn_compress.formats.nir_read"
-if _importlib_util.find_spec(_NIR_READER) is not None:
-    __all__.append("read_nir")
-
-
-def __getattr__(name: str) -> _Any:
-    """``read_nir`` is loaded on first use (NIR reading needs the ``nir`` package)."""
-    if name == "read_nir":
-        try:
-            from albsnn_compress.formats.nir_read import read_nir
-        except ModuleNotFoundError as exc:
-            if exc.name == _NIR_READER:
-                raise AttributeError("read_nir is not available in this build (no albsnn_compress.formats.nir_read)") from None
-            raise
-        return read_nir
-    raise AttributeError(f"module 'albsnn_compress' has no attribute {name!r}")
