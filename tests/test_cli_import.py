@@ -155,6 +155,9 @@ def test_weights_that_do_not_fit_or_carry_code_are_refused(tmp_path: Path) -> No
     wrong = tmp_path / "wrong.pt"
     torch.save({"0.weight": torch.zeros(3)}, wrong)
     base = ["import", "--from", "snntorch", "--factory", f"{factory}:build", "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")]
+    wrapped = tmp_path / "wrapped.pt"  # a training checkpoint holding the state dict under "state_dict"
+    torch.save({"state_dict": torch.load(tmp_path / "w.pt", weights_only=True), "epoch": 3}, wrapped)
+    run_cli([*base, "--weights", str(wrapped)])
     assert "does not fit the factory's network" in _error(run_cli([*base, "--weights", str(wrong)], expected_exit=2))
     canary = tmp_path / "canary"
 
