@@ -200,7 +200,7 @@ class ChainBuilder:
             out = record.output_shape(full, self.shape)
         except SpecError as exc:
             self.refuse(link, f"as our {record.name} on input {list(self.shape)}: {exc}")
-        self.layers.append({key: value for key, value in full.items()})
+        self.layers.append(full)
         for key, tensor in (tensors or {}).items():
             if tensor is not None:
                 self.tensors[f"layers.{name}.{key}"] = tensor
