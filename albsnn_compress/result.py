@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from albsnn_compress.paired_drop import PairedDrop
+
 __all__ = ["ACTIONS", "LayerDecision", "SearchStep", "CompressionResult"]
 
 ACTIONS = {
@@ -110,6 +112,9 @@ class CompressionResult:
         strategy, estimator, seed: how it was obtained (names).
         config: every setting, JSON-able (strategy and estimator as names).
         finetune_slices: finetuning slices run (one per tried change, plus the final one).
+        paired: the final model against the input, image by image, per split (``val``, and
+            ``test`` when given): images lost and gained, from which the drop's confidence
+            interval follows (:class:`~albsnn_compress.paired_drop.PairedDrop`).
     """
 
     model: nn.Module
@@ -126,6 +131,7 @@ class CompressionResult:
     seed: int
     config: dict[str, Any] = field(default_factory=dict)
     finetune_slices: int = 0
+    paired: dict[str, PairedDrop] = field(default_factory=dict)
 
     @property
     def val_drop(self) -> float:

@@ -22,16 +22,18 @@ from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.budget import BudgetWarning, check_budget, implausible_budget
+from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data_input import SplitData, as_imageset
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.outcomes import accuracy_percent, correct_answers
+from albsnn_compress.paired_drop import PairedDrop, paired_drop, unresolvable_budget
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.result import CompressionResult
 from albsnn_compress.search_config import SearchConfig
 from albsnn_compress.session import SearchSession
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.strategies import resolve_strategy
-from albsnn_compress.training import evaluate
 
 __all__ = ["SearchConfig", "compress", "check_budget"]
 
@@ -96,7 +98,10 @@ def compress(
 
     Warns:
         BudgetWarning: ``budget`` is above 0 but below one validation image (``100 / len(val_data)``
-            points), so it allows no loss at all, like 0.
+            points), so it allows no loss at all, like 0; or it is below the margin the split's
+            confidence bound has when a few percent of answers change
+            (:func:`~albsnn_compress.paired_drop.unresolvable_budget`), so the validation split
+            cannot confirm it.
 
     Example:
         >>> result = compress(model, train, val, 0.5, config=SearchConfig(layers=["conv3"]))  # doctest: +SKIP
@@ -115,11 +120,10 @@ def compress(
             warnings.warn(why, BudgetWarning, stacklevel=2)
         test = as_imageset(test_data, "test_data") if test_data is not None else None
         session = SearchSession(model, train, val, budget, config, ctx, on_progress)
+        if why is None and (why := unresolvable_budget(budget, len(val), config.confidence)) is not None:
+            warnings.warn(why, BudgetWarning, stacklevel=2)  # once the settings are known good, before the search
         session.run(strategy)
-        accuracy = {"val_before": session.val_before, "val_after": session.val_before - session.current_drop}
-        if test is not None:
-            accuracy["test_before"] = evaluate(session.input_model, test, ctx)
-            accuracy["test_after"] = evaluate(session.model, test, ctx)
+        accuracy, paired = _final_accuracy(session, test, ctx)
     compressed = session.model.to("cpu").eval()
     timings = dict(session.timings)
     timings["total"] = time.perf_counter() - started
@@ -128,5 +132,17 @@ def compress(
         decisions=session.final_decisions(), trajectory=session.trajectory, budget=budget, accuracy=accuracy,
         timings=timings, finetune_epochs=session.finetune_epochs, strategy=strategy_name,
         estimator=session.estimator.name, seed=config.seed, config=config.as_json(strategy_name, session.estimator.name),
-        finetune_slices=session.slices,
+        finetune_slices=session.slices, paired=paired,
     )
+
+
+def _final_accuracy(session: SearchSession, test: ImageSet | None, ctx: DistContext) -> tuple[dict[str, float], dict[str, PairedDrop]]:
+    """Accuracies before and after, and the paired drop image by image, on validation (and test if given)."""
+    val_after = correct_answers(session.model, session.val, ctx)
+    accuracy = {"val_before": session.val_before, "val_after": accuracy_percent(val_after)}
+    paired = {"val": paired_drop(session.val_correct_before, val_after)}
+    if test is not None:
+        test_before, test_after = correct_answers(session.input_model, test, ctx), correct_answers(session.model, test, ctx)
+        accuracy.update(test_before=accuracy_percent(test_before), test_after=accuracy_percent(test_after))
+        paired["test"] = paired_drop(test_before, test_after)
+    return accuracy, paired

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from albsnn_compress.estimators import Estimator
+from albsnn_compress.paired_drop import check_confidence
 from albsnn_compress.seeds import check_seed
 from albsnn_compress.strategy_protocol import Strategy
 
@@ -49,6 +50,12 @@ class SearchConfig:
         group_after: ``adaptive``: measurements the calibration needs before several
             layers are tried at once (a factor fitted to one point is too weak to bet
             a group on).
+        confidence: ``None`` (default): accept a change when its measured validation
+            drop is within the budget. A probability between 0.5 and 1 (e.g. 0.9):
+            accept it only when the drop's one-sided upper confidence bound at that
+            level is (exact paired interval, :mod:`albsnn_compress.paired_drop`), so the
+            budget holds beyond the validation images with that confidence. Checked
+            whenever it is set (``ValueError`` otherwise).
     """
 
     strategy: str | Strategy = "adaptive"
@@ -68,11 +75,14 @@ class SearchConfig:
     sync_bn: bool = False
     extend_within: float = 2.0
     group_after: int = 2
+    confidence: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # every assignment, the dataclass __init__'s included, so a changed config is checked too
         if name == "seed":
             value = check_seed(value, "SearchConfig.seed")
+        elif name == "confidence":
+            value = check_confidence(value, "SearchConfig.confidence")
         super().__setattr__(name, value)
 
     def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:

@@ -26,16 +26,18 @@ from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.estimators import Estimator, Probe, resolve_estimator
 from albsnn_compress.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
 from albsnn_compress.model_copy import copy_model
+from albsnn_compress.outcomes import accuracy_percent, correct_answers
+from albsnn_compress.paired_drop import PairedDrop, paired_drop
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.result import LayerDecision, SearchStep
 from albsnn_compress.search_config import SearchConfig
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.strategy_protocol import Strategy
-from albsnn_compress.training import TrainConfig, Trainer, cross_entropy_loss, evaluate
+from albsnn_compress.training import TrainConfig, Trainer, cross_entropy_loss
 
 __all__ = ["SearchSession", "Snapshot"]
 
-Snapshot = tuple[list[str], dict[str, torch.Tensor]]  # binarized layers, state dict
+Snapshot = tuple[list[str], dict[str, torch.Tensor], PairedDrop]  # binarized layers, state dict, its measurement
 
 
 class SearchSession:
@@ -46,7 +48,8 @@ class SearchSession:
         train: finetuning, batch-norm re-estimation and probe batches come from it.
         val: the split the budget is checked on.
         budget: allowed validation drop, percentage points.
-        config: the run's settings (candidates, estimator, finetuning, seed).
+        config: the run's settings (candidates, estimator, finetuning, seed, the
+            confidence level decisions judge the drop at).
         ctx: distributed context (single process by default).
         on_progress: receives a ``"search"`` event per trajectory step, and the
             finetuning slices' ``"slice"`` events.
@@ -84,8 +87,10 @@ class SearchSession:
         self.timings: dict[str, float] = {"estimate": 0.0, "finetune": 0.0, "measure": 0.0}
         self.saved_bits = self._saved_bits()
         self.probe = self._make_probe()
-        self.val_before = evaluate(self.model, val, ctx)
+        self.val_correct_before = correct_answers(self.model, val, ctx)
+        self.val_before = accuracy_percent(self.val_correct_before)
         self.current_drop = 0.0
+        self.measurement = PairedDrop(len(val), 0, 0)  # the input against itself
         self.started = time.perf_counter()
         self._input = self.snapshot()  # the fallback that always meets the budget
 
@@ -180,12 +185,21 @@ class SearchSession:
         self.timings["finetune"] += time.perf_counter() - start
 
     def measure(self) -> float:
-        """Re-estimate batch norm, then the validation drop (points) against the input model."""
+        """Re-estimate batch norm, then the validation drop (points) against the input model, image by image."""
         start = time.perf_counter()
         recalibrate_batchnorm(self.model, self.train, self.ctx, self.config.bn_batches, seed=self.config.seed)
-        self.current_drop = self.val_before - evaluate(self.model, self.val, self.ctx)
+        self.measurement = paired_drop(self.val_correct_before, correct_answers(self.model, self.val, self.ctx))
+        self.current_drop = self.measurement.points
         self.timings["measure"] += time.perf_counter() - start
         return self.current_drop
+
+    def judged_drop(self) -> float:
+        """The last measurement's drop, or its upper bound at ``config.confidence`` when that is set, points."""
+        return self.measurement.judged(self.config.confidence)
+
+    def fits_budget(self) -> bool:
+        """Whether :meth:`judged_drop` is within the budget."""
+        return self.judged_drop() <= self.budget
 
     def binarized(self) -> list[str]:
         """The candidates binarized now, in model order."""
@@ -200,12 +214,12 @@ class SearchSession:
         unbinarize_(self.model, names)
 
     def snapshot(self) -> Snapshot:
-        """The binarized layers and a copy of every weight and buffer."""
-        return binarized_layers(self.model), copy.deepcopy(self.model.state_dict())
+        """The binarized layers, a copy of every weight and buffer, and the last measurement."""
+        return binarized_layers(self.model), copy.deepcopy(self.model.state_dict()), self.measurement
 
     def restore(self, snapshot: Snapshot, drop: float) -> None:
-        """Exactly the model of ``snapshot``: the same layers binarized, the same weights."""
-        binarized, state = snapshot
+        """Exactly the model of ``snapshot``: the same layers binarized, the same weights, its measurement."""
+        binarized, state, self.measurement = snapshot
         unbinarize_(self.model, [name for name in binarized_layers(self.model) if name not in binarized])
         binarize_(self.model, binarized)
         self.model.load_state_dict(state)

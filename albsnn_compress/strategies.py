@@ -81,6 +81,11 @@ def _choose_group(session: StrategySession, raw: dict[str, float], cap: int) -> 
     return group
 
 
+def _drop_text(drop: float, judged: float) -> str:
+    """``measured drop 0.18``, with the bound the decision used when it is not the drop itself."""
+    return f"measured drop {drop:.2f}" + (f" (upper bound {judged:.2f})" if judged != drop else "")
+
+
 def _worth_extending(session: StrategySession, group: list[str], drop: float) -> bool:
     """Whether a failed single-layer trial is close enough to the budget to earn one more slice.
 
@@ -102,7 +107,7 @@ def _trial(session: StrategySession, group: list[str]) -> tuple[float, float, fl
     session.binarize(group)
     session.finetune(epochs, f"try {', '.join(_short(n) for n in group)}")
     first = drop = session.measure()
-    if drop > session.budget and _worth_extending(session, group, drop):
+    if not session.fits_budget() and _worth_extending(session, group, drop):
         session.finetune(epochs, f"extend {_short(group[0])}")
         drop = session.measure()
         epochs *= 2
@@ -110,10 +115,11 @@ def _trial(session: StrategySession, group: list[str]) -> tuple[float, float, fl
 
 
 def _keep(session: StrategySession, group: list[str], raw: dict[str, float], drop: float, increment: float) -> None:
+    judged = session.judged_drop()
     for name in group:
         estimate = session.calibration.points(raw[name])
         basis = f"est. {estimate:.2f} pts fits" if estimate is not None else "tried first (no calibration yet)"
-        reason = f"{basis}; measured drop {drop:.2f} <= budget {session.budget:.2f}"
+        reason = f"{basis}; {_drop_text(drop, judged)} <= budget {session.budget:.2f}"
         session.decide(name, True, reason, raw=raw[name], increment=increment)
     session.record("binarize", group, raw)
 
@@ -153,7 +159,8 @@ def adaptive(session: StrategySession) -> None:
         snapshot = session.snapshot()
         first, drop, epochs = _trial(session, group)
         increment = drop - before
-        if drop <= session.budget:
+        judged = session.judged_drop()
+        if session.fits_budget():
             _keep(session, group, raw, drop, increment)
             remaining = [name for name in remaining if name not in group]
             run_left -= epochs
@@ -161,7 +168,7 @@ def adaptive(session: StrategySession) -> None:
             session.restore(snapshot, before)
             session.record("revert", group, raw)
             if len(group) == 1:
-                reason = f"tried: measured drop {drop:.2f} pts > budget {session.budget:.2f}"
+                reason = f"tried: {_drop_text(drop, judged)} pts > budget {session.budget:.2f}"
                 session.decide(group[0], False, reason, raw=raw[group[0]], increment=increment)
                 remaining.remove(group[0])
             else:
@@ -217,13 +224,13 @@ def verify_and_back_off(session: StrategySession) -> None:
     still over budget with every candidate in float (finetuning itself cost
     accuracy), the input model is returned unchanged: its drop is 0 by definition.
     """
-    drop = session.measure()
+    session.measure()
     session.record("final", [])
-    while drop > session.budget and session.binarized():
+    while not session.fits_budget() and session.binarized():
         worst = max(session.binarized(), key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1))
         session.unbinarize([worst])
         session.finetune(session.config.trial_epochs, f"back off {worst}")
-        drop = session.measure()
+        session.measure()
         previous = session.decisions.get(worst)
         session.decide(
             worst, False, f"backed off at the final check: drop with it > budget {session.budget:.2f} pts",
@@ -232,7 +239,7 @@ def verify_and_back_off(session: StrategySession) -> None:
             increment=previous.measured_increment_points if previous else None,
         )
         session.record("backoff", [worst])
-    if drop > session.budget:
+    if not session.fits_budget():
         session.restore_input()
         for name in session.binarized():
             session.decide(name, True, "binarized in the input model, which is returned: over budget with every candidate in float")

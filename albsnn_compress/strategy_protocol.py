@@ -90,6 +90,19 @@ class StrategySession(Protocol):
         """Measure the validation drop against the input model (points); it becomes ``current_drop``."""
         ...
 
+    def judged_drop(self) -> float:
+        """The drop of the last measurement as decisions judge it, points.
+
+        The measured drop itself, or, when the run asks for a confidence level, the
+        drop's upper confidence bound.
+        """
+        ...
+
+    def fits_budget(self) -> bool:
+        """Whether :meth:`judged_drop` is within the budget. Strategies accept or reject
+        changes with this, never by comparing ``current_drop`` themselves."""
+        ...
+
     def snapshot(self) -> Any:
         """The model as it is now (binarized layers and weights), for :meth:`restore`."""
         ...

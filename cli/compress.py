@@ -73,6 +73,9 @@ def _names(value: str | None) -> list[str]:
 @click.option("--onnx-weights", type=click.Choice(["packed", "float"]), default="packed", show_default=True, help="ONNX weight storage.")
 @click.option("--formats", "output_formats", default="albsnn,onnx", show_default=True, callback=_formats, metavar="LIST",
               help="Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure in metadata).")
+@click.option("--confidence", type=click.FloatRange(min=0.5, max=1.0, min_open=True, max_open=True), default=None,
+              help="Accept a change only when the validation drop's one-sided upper bound at this confidence "
+                   "(e.g. 0.9) is within the budget, so it holds beyond the validation images; default: the measured drop.")
 @seed_option
 @device_option
 @amp_option
@@ -81,7 +84,8 @@ def _names(value: str | None) -> list[str]:
 def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, dataset: str | None,
             timesteps: int | None, strategy: str, estimator: str,
             epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
-            exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...], seed: int,
+            exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...],
+            confidence: float | None, seed: int,
             device: str, amp: bool, sync_bn: bool, quiet: bool) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR file)."""
     ctx = init_distributed(device)
@@ -91,6 +95,7 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
         strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
         batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,
         exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
+        confidence=confidence,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(

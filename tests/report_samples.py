@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from albsnn_compress import SpikingNet, binarize_
+from albsnn_compress.paired_drop import PairedDrop
 from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.train_model import resolve_architecture
@@ -68,7 +69,9 @@ def make_result(model: torch.nn.Module, binarized: list[str], candidates: list[s
         "strategy": "adaptive",
         "estimator": "weight",
         "seed": 0,
-        "config": {"dataset": "digits", "lr": 0.001},
+        "config": {"dataset": "digits", "lr": 0.001, "confidence": 0.9},
+        # 90.0 -> 89.9 on 1000 validation images, 89.5 -> 89.25 on 2000 test images
+        "paired": {"val": PairedDrop(1000, lost=6, gained=5), "test": PairedDrop(2000, lost=10, gained=5)},
     }
     fields.update(overrides)
     return CompressionResult(**fields)

@@ -75,6 +75,8 @@ def test_compress_warns_once_the_split_is_known(digits_checkpoint: Path) -> None
     config = SearchConfig(strategy="none", epochs=0, trial_epochs=0)
     with pytest.warns(BudgetWarning, match=rf"budget 0.002 points is below what the validation split resolves \(one image of {len(digits['val'])} is"):
         compress(model, digits["train"], digits["val"], 0.002, config=config)
+    with pytest.warns(BudgetWarning, match=rf"budget 1 points is below what {len(digits['val'])} validation images can confirm"):
+        compress(model, digits["train"], digits["val"], 1.0, config=config)
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetWarning)
-        compress(model, digits["train"], digits["val"], 1.0, config=config)
+        compress(model, digits["train"], digits["val"], 5.0, config=config)  # above the 90 % bound's margin (1.99 points)

@@ -14,11 +14,13 @@ from report_samples import digits_result, make_result, tiny_model
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.errors import ReportError
+from albsnn_compress.paired_drop import PairedDrop
 from albsnn_compress.report import (
     SCHEMA,
     build_report,
     dump_json,
     load_report,
+    render_html,
     render_markdown,
     render_text,
     report_paths,
@@ -108,6 +110,28 @@ def test_accuracy_and_trajectory_come_from_the_result(digits_report: dict) -> No
     assert [step["action"] for step in digits_report["trajectory"]] == ["start", "binarize", "binarize", "binarize", "revert", "final"]
     assert digits_report["trajectory"][-1]["storage_bits"] == digits_report["storage"]["computed"]["bits_after"]
     assert digits_report["model"] == {"name": "digits-small", "timesteps": 1, "input_shape": [1, 8, 8], "num_classes": 10}
+
+
+def test_the_drop_comes_with_its_paired_counts_and_exact_interval(digits_report: dict) -> None:
+    paired = digits_report["accuracy"]["paired"]
+    expected = PairedDrop(1000, lost=6, gained=5)
+    assert (paired["val"]["images"], paired["val"]["lost"], paired["val"]["gained"]) == (1000, 6, 5)
+    assert paired["val"]["drop_points"] == pytest.approx(digits_report["accuracy"]["val_drop_points"])
+    assert paired["val"]["interval_points"] == pytest.approx(list(expected.interval(0.95)))
+    low, high = paired["val"]["interval_points"]
+    assert low < paired["val"]["drop_points"] < high
+    assert paired["val"]["upper_bound_points"] == pytest.approx(expected.upper_bound(0.9))
+    assert paired["val"]["resolution_points"] == pytest.approx(0.1)
+    assert paired["test"]["drop_points"] == pytest.approx(digits_report["accuracy"]["test_drop_points"])
+
+
+def test_the_terminal_and_html_show_the_interval(digits_report: dict) -> None:
+    text = render_text(digits_report, brief=True, width=200)
+    low, high = digits_report["accuracy"]["paired"]["val"]["interval_points"]
+    row = next(line for line in text.splitlines() if "validation" in line and "89.90%" in line)
+    assert f"[{low:+.2f}, {high:+.2f}] pts" in row and "6 / 5 of 1000" in row
+    assert "95 % interval" in text and "90 % upper bound" in text
+    assert f"95 % interval [{low:+.2f}, {high:+.2f}] pts" in render_html(digits_report)
 
 
 def test_estimates_are_stored_in_points_and_raw_under_their_own_names(digits_report: dict) -> None:

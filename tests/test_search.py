@@ -190,3 +190,19 @@ def test_a_data_loader_gives_the_result_its_tensors_give(digits_checkpoint: Path
             for data in (loader, (images, labels))]
     assert runs[0].binarized == runs[1].binarized and runs[0].accuracy == runs[1].accuracy
 
+
+
+def test_with_a_confidence_the_final_upper_bound_is_within_the_budget(digits_checkpoint: Path, digits) -> None:
+    config = SearchConfig(**FAST, confidence=0.8)
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 3.0, test_data=digits["test"], config=config)
+    val = result.paired["val"]
+    assert val.upper_bound(0.8) <= 3.0
+    assert val.images == len(digits["val"]) and val.points == pytest.approx(result.val_drop)
+    test = result.paired["test"]
+    assert test.points == pytest.approx(result.accuracy["test_before"] - result.accuracy["test_after"])
+    assert result.config["confidence"] == 0.8
+
+
+def test_a_confidence_is_a_probability_above_one_half() -> None:
+    with pytest.raises(BudgetError, match="SearchConfig.confidence must be a probability between 0.5 and 1"):
+        SearchConfig(confidence=90)

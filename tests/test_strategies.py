@@ -30,13 +30,15 @@ from tests.protocol_check import assert_implements
 class ScriptedSession:
     """Drop = sum of the binarized layers' costs, less ``recovery`` per slice that only finetunes,
     ``extend_recovery`` per extension slice, plus ``final_penalty`` for the final finetune
-    (a restore forgets what the reverted slices won)."""
+    (a restore forgets what the reverted slices won). ``margin`` stands for a confidence bound:
+    decisions judge the drop plus it."""
 
     costs: dict[str, float]
     budget: float
     recovery: float = 0.0
     extend_recovery: float = 0.0
     final_penalty: float = 0.0
+    margin: float = 0.0
     config: SearchConfig = field(default_factory=SearchConfig)
     calibration: Calibration = field(default_factory=Calibration)
     current_drop: float = 0.0
@@ -84,6 +86,12 @@ class ScriptedSession:
     def measure(self) -> float:
         self.current_drop = sum(self.costs[n] for n in self.selection) - self.recovered
         return self.current_drop
+
+    def judged_drop(self) -> float:
+        return self.current_drop + self.margin
+
+    def fits_budget(self) -> bool:
+        return self.judged_drop() <= self.budget
 
     def snapshot(self) -> tuple[list[str], float]:
         return list(self.selection), self.recovered
@@ -167,6 +175,24 @@ def test_a_layer_that_misses_by_more_than_the_budget_is_rejected_without_a_secon
     assert session.slices == ["try a", "final finetune"]
     assert session.epochs == [0.25, 1.0]  # the reverted slice is the only overhead
     assert session.verdicts["a"] == (False, "tried: measured drop 0.50 pts > budget 0.20")
+
+
+def test_decisions_judge_the_bound_not_the_drop() -> None:
+    # 'a' costs 0.1 of a 0.2 budget: kept on the drop, rejected once the bound adds 0.15
+    point = ScriptedSession({"a": 0.1}, budget=0.2)
+    adaptive(point)
+    bounded = ScriptedSession({"a": 0.1}, budget=0.2, margin=0.15)
+    adaptive(bounded)
+    assert point.binarized() == ["a"] and bounded.binarized() == []
+    assert bounded.verdicts["a"] == (False, "tried: measured drop 0.10 (upper bound 0.25) pts > budget 0.20")
+
+
+def test_the_final_check_backs_off_until_the_bound_fits() -> None:
+    # both kept on the drop during the run; the final finetune costs 0.1, which the bound cannot absorb
+    session = ScriptedSession({"a": 0.05, "b": 0.05}, budget=0.3, margin=0.1, final_penalty=0.1)
+    adaptive(session)
+    assert session.judged_drop() <= session.budget
+    assert [action for action, _ in session.actions].count("backoff") >= 1
 
 
 def test_extend_within_is_a_setting() -> None:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from albsnn_compress.errors import ReportError
+from albsnn_compress.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
 from albsnn_compress.report.schema import SCHEMA_ID, SCHEMA_VERSION, validate_report
 from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
@@ -185,6 +186,25 @@ def _accuracy(result: CompressionResult) -> dict[str, Any]:
         "test_drop_points": test_before - test_after if test_before is not None and test_after is not None else None,
         "val_floor": val_before - budget,
         "within_budget": val_before - val_after <= budget,
+        **({"paired": {split: _paired(drop, result.config.get("confidence")) for split, drop in result.paired.items()}}
+           if result.paired else {}),
+    }
+
+
+def _paired(drop: PairedDrop, confidence: float | None) -> dict[str, Any]:
+    """A split's paired drop: lost and gained images, the drop's 95 % interval, and the bound decisions used."""
+    low, high = drop.interval(REPORTED_CONFIDENCE)
+    return {
+        "images": drop.images,
+        "lost": drop.lost,
+        "gained": drop.gained,
+        "resolution_points": drop.resolution_points,
+        "drop_points": drop.points,
+        "interval_confidence": REPORTED_CONFIDENCE,
+        "interval_points": [low, high],
+        "decision_confidence": confidence,
+        "upper_bound_points": drop.upper_bound(confidence) if confidence is not None else None,
+        "method": INTERVAL_METHOD,
     }
 
 

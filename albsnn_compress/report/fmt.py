@@ -7,6 +7,8 @@ not apply is ``-``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -72,6 +74,11 @@ def percent(value: float | None) -> str:
 def points(value: float | None) -> str:
     """Percentage points: ``0.15 pts`` (a negative drop is an improvement)."""
     return MISSING if value is None else f"{value:.2f} pts"
+
+
+def interval(bounds: Sequence[float] | None) -> str:
+    """A confidence interval of a drop in points: ``[-0.32, +0.28] pts``."""
+    return MISSING if bounds is None else f"[{bounds[0]:+.2f}, {bounds[1]:+.2f}] pts"
 
 
 def ratio(value: float | None) -> str:

@@ -87,10 +87,18 @@ def _cards(report: Mapping[str, Any]) -> str:
         _card("Compression", fmt.ratio(computed["ratio"]), f"{fmt.percent(computed['saved_percent'])} saved"),
         _card(".albsnn on disk", fmt.size(container), f"ratio {fmt.ratio(report['storage']['on_disk_ratio']['container'])} vs model.pt"),
         _card("Val accuracy", fmt.percent(acc["val_after"]), f"from {fmt.percent(acc['val_before'])}"),
-        _card("Drop / budget", fmt.points(acc["val_drop_points"]), f"budget {fmt.points(report['search']['budget_points'])}",
-              bad=not acc["within_budget"]),
+        _card("Drop / budget", fmt.points(acc["val_drop_points"]), _drop_sub(report), bad=not acc["within_budget"]),
     ]
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _drop_sub(report: Mapping[str, Any]) -> str:
+    """The budget, and the drop's interval when the report has the paired counts."""
+    budget = f"budget {fmt.points(report['search']['budget_points'])}"
+    paired = report["accuracy"].get("paired", {}).get("val")
+    if paired is None:
+        return budget
+    return f"{budget}; {100 * paired['interval_confidence']:g} % interval {fmt.interval(paired['interval_points'])}"
 
 
 def _figures(names: tuple[str, ...], charts: Mapping[str, str] | None) -> str:

@@ -62,6 +62,20 @@ def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[
 
 _FILE = _object({"path": {"type": ["string", "null"]}, "bytes": {"type": ["integer", "null"], "minimum": 0}})
 
+_PAIRED = _object({
+    "images": _COUNT,
+    "lost": _COUNT,
+    "gained": _COUNT,
+    "resolution_points": _NUMBER,
+    "drop_points": _NUMBER,
+    "interval_confidence": _NUMBER,
+    "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+    "decision_confidence": _NUMBER_OR_NULL,
+    "upper_bound_points": _NUMBER_OR_NULL,
+    "method": {"type": "string"},
+})
+"""One split's paired drop (:mod:`albsnn_compress.paired_drop`): counts, the drop and its exact interval."""
+
 _TENSOR = _object({
     "name": {"type": "string"},
     "elements": _COUNT,
@@ -154,7 +168,8 @@ SCHEMA: dict[str, Any] = {
             "test_drop_points": _NUMBER_OR_NULL,
             "val_floor": _NUMBER,
             "within_budget": {"type": "boolean"},
-        }),
+            "paired": _object({"val": _PAIRED, "test": _PAIRED}, optional=("test",)),
+        }, optional=("paired",)),
         "storage": _object({
             "computed": _object({
                 "params": _COUNT,

@@ -134,16 +134,37 @@ def _files(report: Mapping[str, Any]) -> Table:
 
 def _accuracy(report: Mapping[str, Any]) -> Table:
     acc = report["accuracy"]
+    paired = acc.get("paired", {})
     rows = [
-        ["validation", fmt.percent(acc["val_before"]), fmt.percent(acc["val_after"]), fmt.points(acc["val_drop_points"])],
-        ["test", fmt.percent(acc["test_before"]), fmt.percent(acc["test_after"]), fmt.points(acc["test_drop_points"])],
+        [label, fmt.percent(acc[f"{split}_before"]), fmt.percent(acc[f"{split}_after"]), fmt.points(acc[f"{split}_drop_points"]),
+         *_paired_cells(paired.get(split))]
+        for label, split in (("validation", "val"), ("test", "test"))
     ]
     verdict = "within budget" if acc["within_budget"] else "OVER budget"
     note = (
         f"Budget {fmt.points(report['search']['budget_points'])} of validation top-1 accuracy: floor "
         f"{fmt.percent(acc['val_floor'])}; measured drop {fmt.points(acc['val_drop_points'])}, {verdict}."
     )
-    return Table("accuracy", "Accuracy (top-1)", ["Split", "Before", "After", "Drop"], rows, "lrrr", note=note)
+    if "val" in paired:
+        note += " " + _paired_note(paired["val"])
+    level = f"{100 * paired['val']['interval_confidence']:g} % interval" if "val" in paired else "interval"
+    return Table("accuracy", "Accuracy (top-1)", ["Split", "Before", "After", "Drop", level, "Lost / gained"], rows, "lrrrrr",
+                 note=note)
+
+
+def _paired_cells(paired: Mapping[str, Any] | None) -> list[str]:
+    if paired is None:
+        return [fmt.MISSING, fmt.MISSING]
+    return [fmt.interval(paired["interval_points"]), f"{paired['lost']} / {paired['gained']} of {paired['images']}"]
+
+
+def _paired_note(paired: Mapping[str, Any]) -> str:
+    """What one validation image is worth, and the bound decisions used when they used one."""
+    note = f"One validation image is {paired['resolution_points']:.3f} pts; intervals are {paired['method']}."
+    if paired["decision_confidence"] is not None:
+        note += (f" Decisions judged the drop's {100 * paired['decision_confidence']:g} % upper bound, now "
+                 f"{fmt.points(paired['upper_bound_points'])}.")
+    return note
 
 
 def _tensors_text(layer: Mapping[str, Any]) -> str:
