@@ -180,3 +180,29 @@ def test_recorded_paths_are_relative_to_the_repository(monkeypatch: pytest.Monke
     record = provenance("benchmarks.bench_paper", ["--checkpoint", str(ROOT / "m.pt"), "--outdir", "out dir"])
     assert record["argv"] == ["--checkpoint", "m.pt", "--outdir", "out dir"]
     assert record["command"] == "python -m benchmarks.bench_paper --checkpoint m.pt --outdir 'out dir'"
+
+
+@pytest.mark.slow
+def test_fidelity_ranks_every_estimator_against_two_oracle_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks import bench_fidelity
+
+    argv = ["--quick", "--results", str(tmp_path)]
+    bench_fidelity.main(argv)
+    result = json.loads((tmp_path / "fidelity-quick.json").read_text())
+    assert_provenance(result, "benchmarks.bench_fidelity", argv)
+    (entry,) = result["archs"]
+    assert entry["candidates"] == 5 and entry["first_last"] is True  # digits-small: 4 convs and the classifier
+    assert [oracle["seed"] for oracle in entry["oracles"]] == [0, 1]
+    for oracle in entry["oracles"]:
+        assert len(oracle["measured_alone_points"]) == 5
+        assert oracle["slices"] == 5  # one slice per layer alone, no final finetune, no back-off
+    for table in ("fidelity_spearman", "fidelity_spearman_vs_mean_oracle"):
+        assert set(entry[table]) == set(ESTIMATORS)
+        assert all(rho is None or -1.0 <= rho <= 1.0 for rho in entry[table].values())
+    for cost in entry["estimates"].values():
+        assert cost["seconds"] >= 0 and cost["probe_passes"] >= 0 and len(cost["values"]) == 5
+    assert entry["estimates"]["probe"]["probe_passes"] > entry["estimates"]["weight"]["probe_passes"]
+    noise = entry["oracle_noise"]
+    assert noise["seeds"] == [0, 1] and noise["sd_one_measurement_points"] >= 0
+    assert set(entry["probe_measures_spearman"]) == {"probe:kl_nats", "probe:prediction_flip_fraction"}

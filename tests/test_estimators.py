@@ -17,11 +17,15 @@ from albsnn_compress.estimators import (
     LossEstimator,
     OutputEstimator,
     Probe,
+    ProbeEstimator,
     WeightEstimator,
     register_estimator,
     resolve_estimator,
 )
-from albsnn_compress.snn.layers import TimeConv2d
+from albsnn_compress.data.registry import load_splits
+from albsnn_compress.search import SearchConfig
+from albsnn_compress.session import SearchSession
+from albsnn_compress.snn.layers import TimeBatchNorm2d, TimeConv2d
 from albsnn_compress.snn.neurons import LIF
 
 
@@ -105,7 +109,7 @@ def test_the_loss_estimator_learns_from_finetuning_through_its_hook() -> None:
 
 
 def test_estimators_by_name_or_object() -> None:
-    assert list(ESTIMATORS) == ["weight", "output", "loss"]
+    assert list(ESTIMATORS) == ["weight", "output", "loss", "probe"]
     first, second = resolve_estimator("loss"), resolve_estimator("loss")
     assert isinstance(first, LossEstimator) and first is not second  # a fresh one per run
     mine = OutputEstimator()
@@ -113,7 +117,7 @@ def test_estimators_by_name_or_object() -> None:
     copied = resolve_estimator(mine)
     assert isinstance(copied, OutputEstimator) and copied is not mine and copied.details == mine.details
     assert isinstance(mine, Estimator)
-    with pytest.raises(CompressionError, match=r"unknown estimator 'magic'; choose one of \['weight', 'output', 'loss'\]"):
+    with pytest.raises(CompressionError, match=r"unknown estimator 'magic'; choose one of \['weight', 'output', 'loss', 'probe'\]"):
         resolve_estimator("magic")
     with pytest.raises(CompressionError, match="estimator 3 has no name and estimate"):
         resolve_estimator(3)  # type: ignore[arg-type]
@@ -170,3 +174,78 @@ def test_output_estimator_compares_an_already_binarized_layer_with_its_float_sel
     binarize_(net, ["conv2"])
     assert OutputEstimator().estimate(net, ["conv2"], probe)["conv2"] == expected
     assert is_binarized(net.conv2)  # left as found
+
+
+class _NormNet(nn.Module):
+    """conv -> batch norm -> LIF -> conv -> batch norm -> spatial mean: logits that batch norm shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = TimeConv2d(2, 4, 1, bias=False)
+        self.bn1 = TimeBatchNorm2d(4)
+        self.lif1 = LIF(tau=1.0, v_threshold=0.5)
+        self.conv2 = TimeConv2d(4, 3, 3, padding=1, bias=False)
+        self.bn2 = TimeBatchNorm2d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.lif1(self.bn1(self.conv1(x.unsqueeze(0))))))
+        return out.mean(dim=(0, 3, 4))
+
+
+def _norm_net() -> _NormNet:
+    """conv1 already ±0.7 (binarizing it changes nothing); conv2 heavy-tailed (Cauchy: a few weights dominate)."""
+    torch.manual_seed(0)
+    net = _NormNet()
+    with torch.no_grad():
+        net.conv1.weight.copy_(0.7 * torch.sign(torch.randn_like(net.conv1.weight)))
+        net.conv2.weight.copy_(torch.distributions.Cauchy(0.0, 0.3).sample(net.conv2.weight.shape))
+        for _ in range(3):  # running statistics that differ from their defaults
+            net(torch.rand(16, 2, 6, 6) * 4)
+    return net
+
+
+def test_probe_estimator_ranks_a_heavy_tailed_layer_above_one_already_binary() -> None:
+    estimator = ProbeEstimator()
+    values = estimator.estimate(_norm_net(), ["conv1", "conv2"], _probe())
+    assert values["conv1"] == 0.0  # +-c weights binarize to themselves, bit for bit: the outputs cannot move
+    assert values["conv2"] > 1e-3
+    assert estimator.details["conv1"] == {"kl_nats": 0.0, "prediction_flip_fraction": 0.0}
+    assert estimator.details["conv2"]["kl_nats"] > 1e-3 and estimator.details["conv2"]["prediction_flip_fraction"] > 0.0
+
+
+def test_probe_estimator_leaves_the_model_exactly_as_found() -> None:
+    net, probe = _norm_net(), _probe()
+    binarize_(net, ["conv2"])
+    net.train()
+    net.lif1.eval()  # a mixed mode, restored module by module
+    state = {key: value.clone() for key, value in net.state_dict().items()}
+    modes = [module.training for module in net.modules()]
+    latent = net.conv2.parametrizations["weight"].original
+    ProbeEstimator().estimate(net, ["conv1", "conv2"], probe)
+    after = net.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[key], value) for key, value in state.items())  # weights and every batch-norm buffer
+    assert [module.training for module in net.modules()] == modes
+    assert is_binarized(net.conv2) and not is_binarized(net.conv1)
+    assert net.conv2.parametrizations["weight"].original is latent  # the same Parameter: optimizers keep tracking it
+
+
+def test_probe_estimator_compares_an_already_binarized_layer_with_its_float_self() -> None:
+    net, probe = _norm_net(), _probe()
+    expected = ProbeEstimator().estimate(net, ["conv2"], probe)["conv2"]
+    binarize_(net, ["conv2"])
+    assert ProbeEstimator().estimate(net, ["conv2"], probe)["conv2"] == expected
+
+
+def test_probe_estimator_is_deterministic_for_a_seed(digits_checkpoint: Path) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    splits = load_splits("digits", None)
+
+    def probe_values(seed: int) -> dict[str, float]:
+        session = SearchSession(model, splits["train"], splits["val"], 0.0, SearchConfig(seed=seed, binarize_first_last=True))
+        return ProbeEstimator().estimate(session.model, session.candidates, session.probe)
+
+    first = probe_values(3)
+    assert first == probe_values(3)
+    assert first != probe_values(4)  # other probe batches
+    assert max(first.values()) > 0.01  # binarizing some layer of a trained model costs loss
