@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run_all --quick
+	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_training --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

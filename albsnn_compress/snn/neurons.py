@@ -47,7 +47,7 @@ from torch import nn
 
 from albsnn_compress.errors import SpecError
 from albsnn_compress.snn.fields import Field, at_least_one, boolean, finite_float, positive_float
-from albsnn_compress.snn.surrogate import Surrogate, make_surrogate
+from albsnn_compress.snn.surrogate import Surrogate, first_spiking_input, make_surrogate
 
 if TYPE_CHECKING:
     from albsnn_compress.snn.onnx_mapping import GraphEmitter
@@ -75,10 +75,14 @@ class ResetMode:
 
 
 def _hard_reset(neuron: LIF, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    if not spike.requires_grad:  # one pass, Where(S, v_reset, H) as in the ONNX export: equal for finite H
+        return h.masked_fill(spike.bool(), neuron.v_reset)
     return h * (1.0 - spike) + neuron.v_reset * spike
 
 
 def _soft_reset(neuron: LIF, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+    if isinstance(neuron.v_threshold, float):  # one pass; v_th * S is exact, so the same value
+        return torch.sub(h, spike, alpha=neuron.v_threshold)
     return h - neuron.v_threshold * spike
 
 
@@ -174,6 +178,85 @@ def normalize_neuron(raw: Any, where: str, *, partial: bool = False) -> dict[str
     }
 
 
+class _MultiStepLIF(torch.autograd.Function):
+    """``T > 1`` steps of a LIF with scalar settings and a detached reset, as one autograd node.
+
+    Forward runs the same floating-point operations as :meth:`LIF.charge`,
+    :meth:`LIF.fire` and the reset rule, in place into two ``[T, ...]`` tensors
+    (the charged membranes ``H_t``, kept for backward, and the spikes returned),
+    so no per-step tensor, graph node or final ``torch.stack`` is made. Backward is
+    backpropagation through time written out, with the reset's spike detached:
+
+    .. math::
+
+        g_{H_t} = g_{S_t} \\sigma'(H_t - V_{th}) + g_{V_t} \\frac{\\partial V_t}{\\partial H_t},\\quad
+        g_{X_t} = g_{H_t} \\frac{\\partial H_t}{\\partial X_t},\\quad
+        g_{V_{t-1}} = g_{H_t} \\frac{\\partial H_t}{\\partial V_{t-1}}
+
+    with :math:`\\partial V_t / \\partial H_t = 1 - S_t` (hard) or 1 (the others),
+    :math:`\\partial H_t / \\partial X_t = 1/\\tau` (decay_input) or 1, and
+    :math:`\\partial H_t / \\partial V_{t-1} = 1 - 1/\\tau` (leak) or 1.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, neuron: LIF, start: float, center: float) -> torch.Tensor:
+        tau, v_th, v_reset = neuron.tau, neuron.v_threshold, neuron.v_reset
+        rule = neuron.reset
+        spikes = torch.empty_like(x)
+        charged = torch.empty_like(x)
+        state = torch.empty_like(x[0])  # V_t after the reset, read by the next charge only
+        v: torch.Tensor | None = None
+        for t in range(x.shape[0]):
+            h, x_t = charged[t], x[t]
+            if v is None:  # the operations of LIF.charge(None, x)
+                if neuron.leak and neuron.decay_input:
+                    torch.div(x_t, tau, out=h)
+                else:
+                    h.copy_(x_t)
+                if v_reset != 0.0:
+                    h.add_(v_reset)
+            elif not neuron.leak:
+                torch.add(v, x_t, out=h)
+            else:  # v - v_reset is v exactly when v_reset is 0
+                rest = v if v_reset == 0.0 else torch.sub(v, v_reset, out=h)
+                if neuron.decay_input:  # v + (x - (v - v_reset)) / tau
+                    torch.sub(x_t, rest, out=h).div_(tau).add_(v)
+                else:  # v - (v - v_reset) / tau + x
+                    torch.div(rest, tau, out=h)
+                    torch.sub(v, h, out=h).add_(x_t)
+            if rule == "soft_deferred" and t:
+                h.sub_(spikes[t - 1], alpha=v_th)  # h - v_th * S: the product is exact
+            spike = torch.ge(h, start, out=spikes[t])
+            if rule == "hard":  # h - h S + v_reset S: exactly h (1 - S) + v_reset S, as S is 0 or 1
+                v = torch.addcmul(h, h, spike, value=-1.0, out=state)
+                if v_reset != 0.0:
+                    v.add_(spike, alpha=v_reset)
+            elif rule == "soft":
+                v = torch.sub(h, spike, alpha=v_th, out=state)
+            else:
+                v = h
+        ctx.save_for_backward(charged, spikes)
+        ctx.neuron, ctx.center = neuron, center
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # with g_X = g_H dH/dX: g_X[t] = dH/dX g_S[t] sigma'_t + (dH/dV) (dV_t/dH_t) g_X[t+1], in place in g_X
+        charged, spikes = ctx.saved_tensors
+        neuron: LIF = ctx.neuron
+        divisor = neuron.tau if neuron.leak and neuron.decay_input else None
+        state_scale = 1.0 - 1.0 / neuron.tau if neuron.leak else 1.0
+        grad_x = torch.empty_like(charged)
+        for t in range(charged.shape[0] - 1, -1, -1):
+            margin = torch.sub(charged[t], ctx.center, out=grad_x[t])
+            grad = neuron.surrogate.grad_input(grad_out[t], margin, divisor, scratch=True)
+            if t + 1 < charged.shape[0]:
+                grad.add_(grad_x[t + 1], alpha=state_scale)
+                if neuron.reset == "hard":  # dV_t/dH_t = 1 - S_t
+                    grad.addcmul_(grad_x[t + 1], spikes[t], value=-state_scale)
+        return grad_x, None, None, None
+
+
 class LIF(nn.Module):
     """A layer of LIF neurons; input and output are time-major ``[T, B, ...]``.
 
@@ -244,7 +327,8 @@ class LIF(nn.Module):
     def charge(self, v: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """Integration of input ``x`` into membrane ``v`` (``None``: the first step, from ``V_0 = v_reset``)."""
         if v is None:  # H_1 from V_0 = v_reset: the same float result as the general form, fewer ops
-            return x / self.tau + self.v_reset if self.leak and self.decay_input else x + self.v_reset
+            h = x / self.tau if self.leak and self.decay_input else x
+            return h + self.v_reset if self.v_reset != 0.0 else h  # + 0 would only turn -0 into +0
         if not self.leak:
             return v + x
         if self.decay_input:
@@ -253,11 +337,8 @@ class LIF(nn.Module):
 
     def fire(self, h: torch.Tensor) -> torch.Tensor:
         """Spikes (0/1) where the charged membrane reaches (or, strict, exceeds) the threshold."""
-        margin = h - self.v_threshold
-        spike = self.surrogate(margin)
-        if self.strict_threshold:  # H == v_th does not fire; the surrogate gradient is unchanged
-            spike = spike - (margin == 0).to(spike.dtype)
-        return spike
+        # strict: H == v_th does not fire; the surrogate gradient is unchanged
+        return self.surrogate.fire(h, self.v_threshold, strict=self.strict_threshold)
 
     def reset_membrane(self, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
         """The reset rule applied to ``h`` with ``spike`` (detached if ``detach_reset``)."""
@@ -265,15 +346,37 @@ class LIF(nn.Module):
             spike = spike.detach()
         return RESET_MODES[self.reset].update(self, h, spike)
 
+    def _multistep_boundaries(self, x: torch.Tensor) -> tuple[float, float] | None:
+        """``x*`` of this threshold (strict or not) and of the inclusive one, where :class:`_MultiStepLIF` applies.
+
+        It applies to scalar ``tau`` and ``v_threshold``, a detached reset, and the
+        rules it knows, in eager mode; anything else (a dtype without the search, and
+        ``torch.compile``) takes the step-by-step loop of :meth:`charge`,
+        :meth:`fire` and :meth:`reset_membrane`.
+        """
+        if self.per_channel or not self.detach_reset or self.reset not in ("hard", "soft", "soft_deferred", "none"):
+            return None
+        if torch.compiler.is_compiling():  # the loop of plain operations, which inductor fuses
+            return None
+        start = first_spiking_input(x.dtype, x.device, None, 0.0, self.v_threshold, self.strict_threshold)
+        center = first_spiking_input(x.dtype, x.device, None, 0.0, self.v_threshold, False)
+        return None if start is None or center is None else (start, center)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"LIF expects time-major [T, B, ...] input, got shape {tuple(x.shape)}")
-        deferred = RESET_MODES[self.reset].deferred
         steps = x.shape[0]
+        if steps == 1:  # charge from rest and fire in one autograd node; no reset is ever read
+            divisor = self.tau if self.leak and self.decay_input else None
+            return self.surrogate.fire(x, self.v_threshold, strict=self.strict_threshold, divisor=divisor, offset=self.v_reset)
+        fused = self._multistep_boundaries(x)
+        if fused is not None:
+            return _MultiStepLIF.apply(x, self, *fused)
+        deferred = RESET_MODES[self.reset].deferred
         spikes: list[torch.Tensor] = []
         v: torch.Tensor | None = None
-        for t in range(steps):
-            h = self.charge(v, x[t])
+        for t, x_t in enumerate(x.unbind(0)):  # unbind: one gradient stack in backward, not T zero-filled copies
+            h = self.charge(v, x_t)
             if deferred and spikes:
                 h = self.reset_membrane(h, spikes[-1])
             spike = self.fire(h)
