@@ -1,0 +1,211 @@
+"""Does the budget hold on data the search never saw? Seeds x budgets x confidence, judged on the test split.
+
+Each cell of the grid is one ``compress`` run of the same checkpoint with one
+seed, budget, confidence level (``none``: decide on the measured drop) and
+finetuning length. A run's decisions see only the validation split; the test
+split is the unseen data. Per cell the result records the layers binarized,
+storage saved, and on both splits the paired drop (images lost and gained, the
+exact 95 % interval). Per group of seeds it summarises how often the test-split
+drop exceeded the budget, and the median and range of storage saved, test drop
+and cost, and plots test drop against storage saved.
+
+Cells run in ``--jobs`` worker processes (each with ``--threads`` torch threads)
+and each cell's record is written to ``--cells`` as soon as it finishes, so an
+interrupted grid keeps what it measured and a rerun skips the cells already there.
+
+    python -m benchmarks.bench_trust --checkpoint benchmarks/checkpoints/fmnist-vgg-T1.pt \\
+        --data-root ../shared/datasets --seeds 0 1 2 3 4 --budgets 0.2 1.0 --confidences none 0.9 \\
+        --jobs 2 --cells ../runs/trust --name trust-fmnist
+    python -m benchmarks.bench_trust --quick     # digits, toy size, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from albsnn_compress.atomic import atomic_write_text
+from albsnn_compress.checkpoint import read_checkpoint
+from albsnn_compress.data.registry import load_splits
+from albsnn_compress.paired_drop import PairedDrop
+from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.train_model import TrainRequest, train_model
+from albsnn_compress.training import TrainConfig
+from benchmarks.machine import RESULTS, write_result
+from benchmarks.provenance import repo_relative
+
+__all__ = ["Cell", "run_cell", "summarize", "main"]
+
+DECISION_CONFIDENCE_SHOWN = 0.9  # the one-sided level every record also reports, whatever the run decided on
+
+Cell = tuple[int, float, float | None, float]  # seed, budget (points), confidence (None: point drop), epochs
+
+
+def _paired_record(drop: PairedDrop) -> dict[str, Any]:
+    low, high = drop.interval(0.95)
+    return {
+        "images": drop.images, "lost": drop.lost, "gained": drop.gained, "drop_points": drop.points,
+        "interval95_points": [low, high], "upper90_points": drop.upper_bound(DECISION_CONFIDENCE_SHOWN),
+    }
+
+
+def _cell_name(cell: Cell) -> str:
+    seed, budget, confidence, epochs = cell
+    return f"seed{seed}-budget{budget:g}-conf{'none' if confidence is None else f'{confidence:g}'}-epochs{epochs:g}.json"
+
+
+def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, quick: bool) -> dict[str, Any]:
+    """One compress run of the grid; the record of what it chose and what that cost on validation and test."""
+    torch.set_num_threads(threads)
+    seed, budget, confidence, epochs = cell
+    loaded = read_checkpoint(Path(checkpoint))
+    splits = load_splits(loaded.metadata["dataset"], Path(data_root) if data_root else None)
+    config = SearchConfig(seed=seed, confidence=confidence, epochs=epochs, trial_epochs=0.1 if quick else 0.25)
+    model = loaded.build()
+    started = time.perf_counter()
+    result = compress(model, splits["train"], splits["val"], budget, test_data=splits["test"], config=config)
+    seconds = time.perf_counter() - started
+    before, after = total_bits(layer_storage(result.model, result.binarized))
+    test = result.paired["test"]
+    return {
+        "seed": seed, "budget": budget, "confidence": confidence, "epochs": epochs,
+        "binarized": result.binarized, "storage_saved_percent": 100.0 * (1 - after / before),
+        "accuracy": result.accuracy, "val": _paired_record(result.paired["val"]), "test": _paired_record(test),
+        "test_exceeds_budget": test.points > budget,
+        "finetune_epochs": result.finetune_epochs, "slices": result.finetune_slices, "seconds": seconds,
+        "estimator": result.estimator, "strategy": result.strategy,
+    }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (budget, confidence, epochs): how often the test drop exceeded the budget, and medians and ranges."""
+    groups: dict[tuple[float, float | None, float], list[dict[str, Any]]] = {}
+    for record in cells:
+        groups.setdefault((record["budget"], record["confidence"], record["epochs"]), []).append(record)
+    rows = []
+    for (budget, confidence, epochs), records in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0, kv[0][2])):
+        rows.append({
+            "budget": budget, "confidence": confidence, "epochs": epochs, "runs": len(records),
+            "seeds": sorted(r["seed"] for r in records),
+            "test_exceeds": sum(r["test_exceeds_budget"] for r in records),
+            "val_exceeds": sum(r["val"]["drop_points"] > budget for r in records),
+            "storage_saved_percent": _spread([r["storage_saved_percent"] for r in records]),
+            "val_drop_points": _spread([r["val"]["drop_points"] for r in records]),
+            "test_drop_points": _spread([r["test"]["drop_points"] for r in records]),
+            "seconds": _spread([r["seconds"] for r in records]),
+            "selections": sorted({",".join(n.split(".")[-1] for n in r["binarized"]) or "none" for r in records}),
+        })
+    return rows
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    """Test drop against storage saved, one point per run; the budgets as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    colors = {budget: color for budget, color in zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red"))}
+    for (budget, confidence), marker in _series(cells):
+        points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
+        label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
+        axes.scatter([c["storage_saved_percent"] for c in points], [c["test"]["drop_points"] for c in points],
+                     color=colors[budget], marker=marker, s=50, alpha=0.8, label=label)
+    for budget, color in colors.items():
+        axes.axhline(budget, color=color, linestyle="--", linewidth=1)
+    axes.set_xlabel("storage saved, % of the float model's bits")
+    axes.set_ylabel("test-split drop, points")
+    axes.set_title("Budget vs unseen data: each point one seed (dashed: the budget)", loc="left", fontsize=10)
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _series(cells: list[dict[str, Any]]) -> list[tuple[tuple[float, float | None], str]]:
+    keys = sorted({(c["budget"], c["confidence"]) for c in cells}, key=lambda k: (k[0], k[1] or 0.0))
+    return [(key, "o" if key[1] is None else "^") for key in keys]
+
+
+def _confidence(text: str) -> float | None:
+    return None if text == "none" else float(text)
+
+
+def _grid(args: argparse.Namespace) -> list[Cell]:
+    return [(seed, budget, confidence, epochs) for seed in args.seeds for budget in args.budgets
+            for confidence in args.confidences for epochs in args.epochs]
+
+
+def _run_grid(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]:
+    """Run the cells not yet in ``cells_dir`` (seed-major, so an early stop keeps whole seeds), then read them all."""
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    todo = [cell for cell in _grid(args) if not (cells_dir / _cell_name(cell)).exists()]
+    # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell, cell, str(args.checkpoint), args.data_root, args.threads, args.quick): cell
+                   for cell in todo}
+        for future, cell in futures.items():
+            record = future.result()
+            atomic_write_text(cells_dir / _cell_name(cell), json.dumps(record, indent=1))
+            print(f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  saved {record['storage_saved_percent']:.1f} %  "
+                  f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  {record['seconds']:.0f} s", flush=True)
+    return [json.loads((cells_dir / _cell_name(cell)).read_text()) for cell in _grid(args)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the grid's missing cells, then write ``NAME.json`` (summary and every cell) and ``NAME.png``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="model.pt (default with --quick: a freshly trained digits model)")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 1.0])
+    parser.add_argument("--confidences", type=_confidence, nargs="+", default=[None, 0.9], help="'none' or a level, e.g. 0.9")
+    parser.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="finetuning epochs of each run")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()), help="torch threads per worker")
+    parser.add_argument("--cells", type=Path, default=None, help="folder for one record per cell (default: beside the result)")
+    parser.add_argument("--name", default=None, help="result name (default trust, quick-trust with --quick)")
+    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG result")
+    parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
+    args = parser.parse_args(argv)
+    if args.quick:
+        tmp = Path(tempfile.mkdtemp())
+        if args.checkpoint is None:
+            args.checkpoint = tmp / "digits.pt"
+            train_model(TrainRequest(config=TrainConfig(epochs=5), output=args.checkpoint))
+        args.seeds, args.budgets = args.seeds[:2], args.budgets[:1]
+        args.results = args.results or RESULTS / "quick"
+        args.cells = args.cells or tmp / "cells"
+    if args.checkpoint is None:
+        parser.error("--checkpoint is required without --quick")
+    name = args.name or ("quick-trust" if args.quick else "trust")
+    folder = args.results or RESULTS
+    cells = _run_grid(args, args.cells or folder / f"{name}-cells")
+    payload = {"checkpoint": repo_relative(str(args.checkpoint)), "dataset": read_checkpoint(args.checkpoint).metadata["dataset"],
+               "summary": summarize(cells), "cells": cells}
+    path = write_result(name, payload, folder, module="benchmarks.bench_trust", argv=argv)
+    plot(cells, folder / f"{name}.png")
+    for row in payload["summary"]:
+        print(json.dumps(row))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
