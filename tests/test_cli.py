@@ -54,6 +54,20 @@ def test_compress_budget_errors(digits_checkpoint: Path) -> None:
         assert message in result.stderr
 
 
+def test_compress_confidence_is_checked_and_reaches_the_report(digits_checkpoint: Path, tmp_path: Path) -> None:
+    for bad in ("1.5", "0.5", "high"):
+        result = run_cli([str(digits_checkpoint), "--budget", "1.0", "--confidence", bad], expected_exit=2)
+        assert "--confidence" in result.stderr and "Traceback" not in result.output
+    out = tmp_path / "out"
+    run_cli([str(digits_checkpoint), "--budget", "5", "--confidence", "0.8", "--epochs", "0.3", "--trial-epochs", "0.3",
+             "--quiet", "-o", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    paired = report["accuracy"]["paired"]["val"]
+    assert report["search"]["config"]["confidence"] == 0.8 and paired["decision_confidence"] == 0.8
+    assert paired["upper_bound_points"] <= 5.0
+    assert paired["lost"] - paired["gained"] == round(report["accuracy"]["val_drop_points"] * paired["images"] / 100)
+
+
 def test_compress_takes_short_layer_names_and_names_a_wrong_one(digits_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     fast = ["--epochs", "0.3", "--trial-epochs", "0.3", "--quiet", "-o", str(out)]
