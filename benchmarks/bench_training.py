@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_training --compile  # fmnist-vgg and cifar-vgg, T = 1, 2, 4, and an epoch (about 3 minutes)
+    python -m benchmarks.bench_training --compile  # fmnist-vgg and cifar-vgg, T = 1, 2, 4, and an epoch (2-3 minutes)
     python -m benchmarks.bench_training --quick    # digits-small, T = 1 and 2 (seconds)
 
 Step time: one ``forward + cross-entropy + backward + AdamW step`` on a fixed

@@ -9,6 +9,11 @@ of a smooth stand-in :math:`\sigma(x)`; each class names that stand-in in
   :math:`\sigma'(x) = \frac{\alpha/2}{1 + (\frac{\pi}{2}\alpha x)^2}` (SpikingJelly's ATan).
 * ``rectangular``: :math:`\sigma(x) = \mathrm{clip}(x/w + \frac12, 0, 1)`,
   :math:`\sigma'(x) = \frac1w 1[|x| < w/2]` (the boxcar of Wu et al., 2018).
+
+:meth:`Surrogate.fire` is what the LIF calls: threshold (and, at T=1, the charge
+from rest) and spike in one autograd node with the hand-written backward
+:meth:`Surrogate.grad_input`, so a training step makes as few passes over the
+activations as it can (``benchmarks/bench_training.py`` measures it).
 """
 
 from __future__ import annotations
@@ -90,7 +95,8 @@ class _Spike(torch.autograd.Function):
         ctx.surrogate = surrogate
         scalar = not isinstance(divisor, torch.Tensor) and not isinstance(threshold, torch.Tensor)
         start = center = None
-        if scalar and not torch.compiler.is_compiling():  # compiled: the plain margin, which inductor fuses  # the slope is centred on the inclusive boundary, strict or not: the same gradient
+        if scalar and not torch.compiler.is_compiling():  # compiled: the plain margin, which inductor fuses
+            # the slope is centred on the inclusive boundary, strict or not: the same gradient
             key = (x.dtype, x.device, divisor, float(offset), float(threshold))
             start, center = first_spiking_input(*key, strict), first_spiking_input(*key, False)
         ctx.center = center if start is not None else None
