@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_training --compile  # fmnist-vgg and cifar-vgg, T = 1, 2, 4, and an epoch (2-3 minutes)
+    python -m benchmarks.bench_training --compile  # fmnist-vgg and cifar-vgg, T = 1, 2, 4, and an epoch (about 3 minutes)
     python -m benchmarks.bench_training --quick    # digits-small, T = 1 and 2 (seconds)
 
 Step time: one ``forward + cross-entropy + backward + AdamW step`` on a fixed
@@ -15,8 +15,8 @@ on the values) in the same run:
 * ``reference LIF``: the spiking net with the LIF as it was before the fast path
   (``benchmarks/reference_lif.py``, the one the tests compare with);
 * ``fast LIF``: the spiking net as the package builds it;
-* ``fast LIF, channels-last`` and ``cnn, channels-last`` (T=1 only): both in
-  ``torch.channels_last`` (weights and input);
+* ``fast LIF, channels-last`` and ``cnn, channels-last``: both in
+  ``torch.channels_last`` (weights and input), what ``train --channels-last`` does;
 * ``fast LIF, compiled`` and ``cnn, compiled`` (``--compile``, T=1, fmnist-vgg
   only): ``torch.compile`` of the model (what ``train --compile`` does); the
   compile time is reported apart.
@@ -142,9 +142,8 @@ def _variants(spec: dict[str, Any], steps: int, device: torch.device, compile_mo
     variants: dict[str, nn.Module] = {
         "cnn": cnn_twin(net), "reference LIF": use_reference_lif_(copy.deepcopy(net)), "fast LIF": net,
     }
-    if steps == 1:
-        variants["cnn, channels-last"] = cnn_twin(net).to(memory_format=torch.channels_last)
-        variants["fast LIF, channels-last"] = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    variants["cnn, channels-last"] = cnn_twin(net).to(memory_format=torch.channels_last)
+    variants["fast LIF, channels-last"] = copy.deepcopy(net).to(memory_format=torch.channels_last)
     if compile_models and steps == 1:
         variants["cnn, compiled"] = torch.compile(cnn_twin(net))
         variants["fast LIF, compiled"] = torch.compile(copy.deepcopy(net))

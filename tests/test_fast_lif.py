@@ -9,6 +9,7 @@ strict threshold, per-channel setting, surrogate and T.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from pathlib import Path
 
@@ -129,3 +130,33 @@ def test_compiled_lif_fires_like_the_eager_one(steps: int) -> None:
     compiled, compiled_grads = _forward_and_grads(torch.compile(neuron), neuron, x)
     assert torch.equal(compiled, eager)
     torch.testing.assert_close(compiled_grads[0], eager_grads[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_lif_on_channels_last_activations_equals_contiguous(steps: int) -> None:
+    """``train --channels-last`` hands the LIF [T, B, C, H, W] views of channels-last maps: same spikes, same gradients."""
+    neuron = LIF(tau=2.0, reset="hard")
+    x = torch.randn(steps * 8, CHANNELS, 4, 4, generator=torch.Generator().manual_seed(4)) * 1.5 + 0.8
+    channels_last = x.contiguous(memory_format=torch.channels_last).unflatten(0, (steps, 8))
+    assert not channels_last.is_contiguous()
+    dense, dense_grads = _forward_and_grads(neuron, neuron, x.unflatten(0, (steps, 8)))
+    strided, strided_grads = _forward_and_grads(neuron, neuron, channels_last)
+    assert torch.equal(strided, dense)
+    torch.testing.assert_close(strided_grads[0], dense_grads[0], rtol=1e-6, atol=1e-7)
+
+
+def test_trainer_steps_in_channels_last_and_leaves_the_model_contiguous() -> None:
+    from albsnn_compress.data import load_split
+    from albsnn_compress.training import Trainer, TrainConfig
+
+    torch.manual_seed(0)
+    model = build_model(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25]), timesteps=2)
+    before = model.layers[0].weight.detach().clone()
+    seen: list[bool] = []
+    model.layers[0].register_forward_pre_hook(
+        lambda _module, args: seen.append(args[0].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)))
+    trainer = Trainer(model, load_split("digits", None, "train"), TrainConfig(epochs=1, batch_size=32, channels_last=True))
+    loss = trainer.run(2)
+    assert seen == [True, True]  # the convolutions saw channels-last images
+    assert all(p.is_contiguous() for p in model.parameters())  # what is saved or exported keeps the standard layout
+    assert not torch.equal(model.layers[0].weight, before) and math.isfinite(loss)
