@@ -45,7 +45,7 @@ from albsnn_compress.training import TrainConfig
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
 
-__all__ = ["Cell", "run_cell", "summarize", "main"]
+__all__ = ["Cell", "run_cell", "summarize", "plot", "plot_epochs", "plot_result", "main"]
 
 DECISION_CONFIDENCE_SHOWN = 0.9  # the one-sided level every record also reports, whatever the run decided on
 
@@ -139,6 +139,40 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
+    """Storage saved against finetuning epochs, one line per budget (median over seeds, range as bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for budget in sorted({c["budget"] for c in cells}):
+        rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
+        epochs = [r["epochs"] for r in rows]
+        saved = [r["storage_saved_percent"] for r in rows]
+        medians = [s["median"] for s in saved]
+        errors = [[m - s["min"] for m, s in zip(medians, saved)], [s["max"] - m for m, s in zip(medians, saved)]]
+        axes.errorbar(epochs, medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
+    axes.set_xlabel("finetuning epochs of the run (--epochs)")
+    axes.set_ylabel("storage saved, %")
+    axes.set_ylim(0, 100)
+    axes.set_title("Storage saved vs finetuning length (decisions on the measured drop)", loc="left", fontsize=10)
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_result(result: Path) -> None:
+    """Draw a written result's figures again beside it (``NAME.png``, and ``NAME-epochs.png`` for an epochs sweep)."""
+    cells = json.loads(result.read_text())["cells"]
+    plot(cells, result.with_suffix(".png"))
+    if len({c["epochs"] for c in cells}) > 1:
+        plot_epochs(cells, result.with_name(f"{result.stem}-epochs.png"))
+
+
 def _series(cells: list[dict[str, Any]]) -> list[tuple[tuple[float, float | None], str]]:
     keys = sorted({(c["budget"], c["confidence"]) for c in cells}, key=lambda k: (k[0], k[1] or 0.0))
     return [(key, "o" if key[1] is None else "^") for key in keys]
@@ -184,7 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="result name (default trust, quick-trust with --quick)")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG result")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
+    parser.add_argument("--plot", type=Path, default=None, metavar="RESULT.json", help="only draw a written result's figures again")
     args = parser.parse_args(argv)
+    if args.plot is not None:
+        plot_result(args.plot)
+        return
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
         if args.checkpoint is None:
@@ -201,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"checkpoint": repo_relative(str(args.checkpoint)), "dataset": read_checkpoint(args.checkpoint).metadata["dataset"],
                "summary": summarize(cells), "cells": cells}
     path = write_result(name, payload, folder, module="benchmarks.bench_trust", argv=argv)
-    plot(cells, folder / f"{name}.png")
+    plot_result(path)
     for row in payload["summary"]:
         print(json.dumps(row))
     print(f"wrote {path}")
