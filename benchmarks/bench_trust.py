@@ -27,7 +27,8 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -113,56 +114,51 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(cells: list[dict[str, Any]], path: Path) -> None:
-    """Test drop against storage saved, one point per run; the budgets as dashed lines."""
+@contextmanager
+def _figure(path: Path, size: tuple[float, float], xlabel: str, ylabel: str, title: str) -> Iterator[Any]:
+    """Axes to draw on; labelled, gridded and saved to ``path`` (Agg, no screen) when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    colors = {budget: color for budget, color in zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red"))}
-    for (budget, confidence), marker in _series(cells):
-        points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
-        label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
-        axes.scatter([c["storage_saved_percent"] for c in points], [c["test"]["drop_points"] for c in points],
-                     color=colors[budget], marker=marker, s=50, alpha=0.8, label=label)
-    for budget, color in colors.items():
-        axes.axhline(budget, color=color, linestyle="--", linewidth=1)
-    axes.set_xlabel("storage saved, % of the float model's bits")
-    axes.set_ylabel("test-split drop, points")
-    axes.set_title("Budget vs unseen data: each point one seed (dashed: the budget)", loc="left", fontsize=10)
+    figure, axes = plt.subplots(figsize=size, dpi=120)
+    yield axes
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, loc="left", fontsize=10)
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def plot(cells: list[dict[str, Any]], path: Path) -> None:
+    """Test drop against storage saved, one point per run; the budgets as dashed lines."""
+    colors = dict(zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    with _figure(path, (7.5, 4.5), "storage saved, % of the float model's bits", "test-split drop, points",
+                 "Budget vs unseen data: each point one seed (dashed: the budget)") as axes:
+        for (budget, confidence), marker in _series(cells):
+            points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
+            label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
+            axes.scatter([c["storage_saved_percent"] for c in points], [c["test"]["drop_points"] for c in points],
+                         color=colors[budget], marker=marker, s=50, alpha=0.8, label=label)
+        for budget, color in colors.items():
+            axes.axhline(budget, color=color, linestyle="--", linewidth=1)
 
 
 def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
     """Storage saved against finetuning epochs, one line per budget (median over seeds, range as bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.5, 4), dpi=120)
-    for budget in sorted({c["budget"] for c in cells}):
-        rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
-        epochs = [r["epochs"] for r in rows]
-        saved = [r["storage_saved_percent"] for r in rows]
-        medians = [s["median"] for s in saved]
-        errors = [[m - s["min"] for m, s in zip(medians, saved)], [s["max"] - m for m, s in zip(medians, saved)]]
-        axes.errorbar(epochs, medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
-    axes.set_xlabel("finetuning epochs of the run (--epochs)")
-    axes.set_ylabel("storage saved, %")
-    axes.set_ylim(0, 100)
-    axes.set_title("Storage saved vs finetuning length (decisions on the measured drop)", loc="left", fontsize=10)
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    with _figure(path, (6.5, 4), "finetuning epochs of the run (--epochs)", "storage saved, %",
+                 "Storage saved vs finetuning length (decisions on the measured drop)") as axes:
+        for budget in sorted({c["budget"] for c in cells}):
+            rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
+            medians = [r["storage_saved_percent"]["median"] for r in rows]
+            errors = [[m - r["storage_saved_percent"]["min"] for m, r in zip(medians, rows)],
+                      [r["storage_saved_percent"]["max"] - m for m, r in zip(medians, rows)]]
+            axes.errorbar([r["epochs"] for r in rows], medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
+        axes.set_ylim(0, 100)
 
 
 def plot_result(result: Path) -> None:
