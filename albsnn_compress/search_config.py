@@ -26,8 +26,9 @@ class SearchConfig:
         strategy: ``adaptive`` (estimator-guided, default), ``oracle``, ``all``, ``none``,
             another registered name, or a strategy function
             (:data:`albsnn_compress.strategies.STRATEGIES`).
-        estimator: ``weight``, ``output``, ``loss``, another registered name, or an
-            estimator object (copied for each run; :data:`albsnn_compress.estimators.ESTIMATORS`).
+        estimator: ``probe`` (default: the best measured fidelity per cost, docs/method.md
+            "Estimator fidelity"), ``weight``, ``output``, ``loss``, another registered name,
+            or an estimator object (copied for each run; :data:`albsnn_compress.estimators.ESTIMATORS`).
         epochs: finetuning epochs of the whole run (the selection is decided during them).
         trial_epochs: finetuning epochs of each tried change.
         lr: peak learning rate of each finetuning slice (AdamW, cosine).
@@ -59,7 +60,7 @@ class SearchConfig:
     """
 
     strategy: str | Strategy = "adaptive"
-    estimator: str | Estimator = "weight"
+    estimator: str | Estimator = "probe"
     epochs: float = 1.0
     trial_epochs: float = 0.25
     lr: float = 1e-3
