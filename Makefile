@@ -28,6 +28,8 @@ test: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run_all --quick
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_training --quick
+	$(PY) -m benchmarks.bench_trust --quick
+	$(PY) -m benchmarks.bench_fidelity --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
