@@ -80,6 +80,8 @@ class SearchStep:
             before the first measurement), percentage points.
         estimates_raw: the estimator's raw values behind them, its own unit.
         seconds: wall time since the search started.
+        paired: the measurement behind ``drop_points``, image by image against the input
+            model (images lost and gained; ``None`` where a session does not count them).
     """
 
     index: int
@@ -92,6 +94,7 @@ class SearchStep:
     estimates_points: dict[str, float | None] = field(default_factory=dict)
     estimates_raw: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    paired: PairedDrop | None = None
 
 
 @dataclass

@@ -124,7 +124,7 @@ class SearchSession:
             binarized=binarized_layers(self.model), val_accuracy=self.val_before - self.current_drop,
             drop_points=self.current_drop, storage_bits=self.storage_bits(),
             estimates_points={name: self.calibration.points(value) for name, value in raw.items()},
-            estimates_raw=raw, seconds=time.perf_counter() - self.started,
+            estimates_raw=raw, seconds=time.perf_counter() - self.started, paired=self.measurement,
         )
         self.trajectory.append(step)
         if self.on_progress is not None:

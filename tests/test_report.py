@@ -134,6 +134,19 @@ def test_the_terminal_and_html_show_the_interval(digits_report: dict) -> None:
     assert f"95 % interval [{low:+.2f}, {high:+.2f}] pts" in render_html(digits_report)
 
 
+def test_a_step_counted_image_by_image_shows_its_interval() -> None:
+    result = digits_result()
+    result.trajectory[-1].paired = PairedDrop(1000, lost=6, gained=5)
+    report = build_report(result, versions=VERSIONS)
+    last = report["trajectory"][-1]
+    assert (last["lost"], last["gained"]) == (6, 5)
+    assert last["interval_points"] == pytest.approx(list(PairedDrop(1000, 6, 5).interval(0.95)))
+    assert "lost" not in report["trajectory"][0]  # a step without counts stays as it was
+    validate_report(report)
+    low, high = last["interval_points"]
+    assert f"[{low:+.2f}, {high:+.2f}] pts" in render_text(report, width=250)
+
+
 def test_estimates_are_stored_in_points_and_raw_under_their_own_names(digits_report: dict) -> None:
     step = digits_report["trajectory"][1]
     assert step["layers"] == ["layers.conv2"] and step["binarized"] == ["layers.conv2"]

@@ -201,6 +201,8 @@ def test_with_a_confidence_the_final_upper_bound_is_within_the_budget(digits_che
     test = result.paired["test"]
     assert test.points == pytest.approx(result.accuracy["test_before"] - result.accuracy["test_after"])
     assert result.config["confidence"] == 0.8
+    for step in result.trajectory:  # every step's drop is counted image by image
+        assert step.paired is not None and step.paired.points == pytest.approx(step.drop_points)
 
 
 def test_a_confidence_is_a_probability_above_one_half() -> None:

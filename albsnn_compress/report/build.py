@@ -280,7 +280,13 @@ def _step(step: SearchStep, bits_before: int) -> dict[str, Any]:
         "estimates_points": {str(k): _optional(v) for k, v in step.estimates_points.items()},
         "estimates_raw": {str(k): _optional(v) for k, v in step.estimates_raw.items()},
         "seconds": _finite(step.seconds, f"trajectory[{step.index}].seconds"),
+        **(_step_paired(step.paired) if step.paired is not None else {}),
     }
+
+
+def _step_paired(drop: PairedDrop) -> dict[str, Any]:
+    """A step's images lost and gained against the input model, and its drop's 95 % interval."""
+    return {"lost": drop.lost, "gained": drop.gained, "interval_points": list(drop.interval(REPORTED_CONFIDENCE))}
 
 
 def _bytes(bits: int) -> int | float:

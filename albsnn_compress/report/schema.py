@@ -121,7 +121,10 @@ _STEP = _object({
     "estimates_points": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
     "estimates_raw": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
     "seconds": _NUMBER,
-})
+    "lost": _COUNT,
+    "gained": _COUNT,
+    "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+}, optional=("lost", "gained", "interval_points"))
 
 _NIR = _object({  # present when the run wrote a NIR file (optional: schema version 2 still)
     "binary_scaled_layers": _STRINGS,

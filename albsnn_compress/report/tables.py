@@ -213,20 +213,22 @@ def _layers(report: Mapping[str, Any]) -> Table:
 
 
 def _trajectory(report: Mapping[str, Any]) -> Table:
-    columns = ["#", "Action", "Layers", "Binarized", "Estimates (pts)", "Estimates (raw)", "Val acc", "Drop", "Storage",
-               "Ratio", "Time"]
+    columns = ["#", "Action", "Layers", "Binarized", "Estimates (pts)", "Estimates (raw)", "Val acc", "Drop", "95 % interval",
+               "Storage", "Ratio", "Time"]
     rows, highlight = [], []
     for step in report["trajectory"]:
         rows.append([
             str(step["index"]), step["action"], fmt.names(step["layers"]) if step["layers"] else fmt.NOT_APPLICABLE,
             fmt.names(step["binarized"]), fmt.estimates(step["estimates_points"]), fmt.raw_estimates(step["estimates_raw"]),
-            fmt.percent(step["val_accuracy"]), fmt.points(step["drop_points"]), fmt.size(step["storage_bytes"]),
+            fmt.percent(step["val_accuracy"]), fmt.points(step["drop_points"]), fmt.interval(step.get("interval_points")),
+            fmt.size(step["storage_bytes"]),
             fmt.ratio(step["ratio"]), fmt.seconds(step["seconds"]),
         ])
         highlight.append(step["action"] == "final")
-    return Table("trajectory", "Search trajectory", columns, rows, "rlllllrrrrr", highlight, frozenset({5}),
+    return Table("trajectory", "Search trajectory", columns, rows, "rlllllrrrrrr", highlight, frozenset({5}),
                  note="Each step after its change and finetuning; storage is computed (bits / 8). "
-                      "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement.")
+                      "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement. "
+                      "95 % interval: of the drop, exact and paired on the validation images.")
 
 
 def _timings(report: Mapping[str, Any]) -> Table:
