@@ -46,7 +46,7 @@ from albsnn_compress.training import TrainConfig
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
 
-__all__ = ["Cell", "run_cell", "summarize", "plot", "plot_epochs", "plot_result", "main"]
+__all__ = ["Cell", "run_cell", "summarize", "plot", "plot_epochs", "plot_result", "markdown_table", "main"]
 
 DECISION_CONFIDENCE_SHOWN = 0.9  # the one-sided level every record also reports, whatever the run decided on
 
@@ -174,6 +174,25 @@ def _series(cells: list[dict[str, Any]]) -> list[tuple[tuple[float, float | None
     return [(key, "o" if key[1] is None else "^") for key in keys]
 
 
+def markdown_table(summary: list[dict[str, Any]]) -> str:
+    """The summary as the Markdown table docs/method.md shows (median [min, max] over seeds)."""
+
+    def spread(values: dict[str, float], digits: int, unit: str = "") -> str:
+        return f"{values['median']:.{digits}f}{unit} [{values['min']:.{digits}f}, {values['max']:.{digits}f}]"
+
+    lines = ["| budget | decisions judge | epochs | runs | test drop > budget | val drop > budget | storage saved, % | "
+             "val drop, pts | test drop, pts | seconds | binarized |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in summary:
+        judged = "measured drop" if row["confidence"] is None else f"{row['confidence']:g} upper bound"
+        lines.append(
+            f"| {row['budget']:g} | {judged} | {row['epochs']:g} | {row['runs']} | {row['test_exceeds']} of {row['runs']} | "
+            f"{row['val_exceeds']} of {row['runs']} | {spread(row['storage_saved_percent'], 1)} | {spread(row['val_drop_points'], 2)} | "
+            f"{spread(row['test_drop_points'], 2)} | {row['seconds']['median']:.0f} | {'; '.join(row['selections'])} |"
+        )
+    return "\n".join(lines)
+
+
 def _confidence(text: str) -> float | None:
     return None if text == "none" else float(text)
 
@@ -214,10 +233,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="result name (default trust, quick-trust with --quick)")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG result")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
-    parser.add_argument("--plot", type=Path, default=None, metavar="RESULT.json", help="only draw a written result's figures again")
+    parser.add_argument("--plot", type=Path, default=None, metavar="RESULT.json",
+                        help="only draw a written result's figures again and print its Markdown table")
     args = parser.parse_args(argv)
     if args.plot is not None:
         plot_result(args.plot)
+        print(markdown_table(json.loads(args.plot.read_text())["summary"]))
         return
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
