@@ -26,6 +26,7 @@ from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.distributed import LOCAL, DistContext
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.seeds import MAX_DERIVED_SEED, check_seed
 from albsnn_compress.sync_batchnorm import synchronized_batchnorm
@@ -196,17 +197,6 @@ class Trainer:
         return total / max(steps, 1)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 256) -> float:
-    """Top-1 accuracy in percent over the whole split (counts all-reduced across ranks)."""
-    model.eval()
-    device = ctx.device
-    model.to(device)
-    loader = BatchLoader(data, batch_size, rank=ctx.rank, world_size=ctx.world_size)
-    counts = torch.zeros(2, dtype=torch.int64)
-    for images, labels in loader:
-        predictions = model(images.to(device)).argmax(dim=1).cpu()
-        counts[0] += int((predictions == labels).sum())
-        counts[1] += labels.numel()
-    counts = ctx.all_reduce_sum(counts)
-    return 100.0 * float(counts[0]) / max(int(counts[1]), 1)
+    """Top-1 accuracy in percent over the whole split (every rank answers its shard; see :mod:`albsnn_compress.outcomes`)."""
+    return accuracy_percent(correct_answers(model, data, ctx, batch_size))
