@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import tempfile
 import time
 from pathlib import Path
@@ -55,8 +56,8 @@ def summarize(result, seconds: float) -> dict[str, Any]:
         "slices": result.finetune_slices,
         "seconds": seconds,
         "timings": result.timings,
-        "decisions": [vars(d) for d in result.decisions],
-        "trajectory": [vars(s) for s in result.trajectory],
+        "decisions": [asdict(d) for d in result.decisions],
+        "trajectory": [asdict(s) for s in result.trajectory],  # a step's paired counts become a plain dict
     }
 
 
