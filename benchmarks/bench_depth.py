@@ -52,7 +52,7 @@ from albsnn_compress.training import TrainConfig
 from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize
 from benchmarks.machine import write_result
 
-__all__ = ["main", "run_benchmark", "DEPTHS"]
+__all__ = ["main", "run_benchmark", "DEPTHS", "finite_or_none", "training_subset"]
 
 DEPTHS = (4, 8, 16)
 STRATEGIES = ("adaptive", "oracle", "all")
@@ -61,7 +61,7 @@ _QUICK = {"train_epochs": 3.0, "epochs": 0.1, "trial_epochs": 0.1, "bn_batches":
 _QUICK_DEPTHS = (4, 8)
 
 
-def _finite(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     """``None`` for NaN (Spearman of a constant column), so the JSON stays standard."""
     return None if math.isnan(value) else value
 
@@ -87,7 +87,7 @@ def _ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     return ratios
 
 
-def _subset(data: ImageSet, size: int | None, seed: int) -> ImageSet:
+def training_subset(data: ImageSet, size: int | None, seed: int) -> ImageSet:
     """The first ``size`` images of a fixed random order (all of them when ``size`` is None)."""
     if size is None or size >= len(data):
         return data
@@ -99,7 +99,7 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
     """Train ``depth-<depth>``, measure every estimator, run the strategies; one entry of the result."""
     arch = f"depth-{depth}"
     splits = load_splits(args.dataset, args.data_root)
-    splits["train"] = _subset(splits["train"], args.train_subset, args.seed)
+    splits["train"] = training_subset(splits["train"], args.train_subset, args.seed)
     Console().print(f"[bold]{arch}[/]: training {settings['train_epochs']:g} epochs on {len(splits['train'])} {args.dataset} images")
     trained = train_model(TrainRequest(
         dataset=args.dataset, arch=arch, config=TrainConfig(epochs=settings["train_epochs"], seed=args.seed), splits=splits,
@@ -117,7 +117,7 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
             Console().print(f"  {strategy}/{estimator}: {len(run['selected'])} binarized, drop {run['val_drop']:.2f}, {run['seconds']:.1f} s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fidelity = {name: _finite(rho) for name, rho in fidelity_spearman(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()}
+        fidelity = {name: finite_or_none(rho) for name, rho in fidelity_spearman(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()}
     return {
         "depth": depth,
         "arch": arch,

@@ -56,7 +56,7 @@ from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.session import SearchSession
 from albsnn_compress.train_model import TrainRequest, train_model
 from albsnn_compress.training import TrainConfig
-from benchmarks.bench_depth import _finite, _subset
+from benchmarks.bench_depth import finite_or_none, training_subset
 from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize
 from benchmarks.machine import RESULTS, write_result
 
@@ -103,7 +103,7 @@ _BN_BATCHES = {"full": 20, "quick": 4}
 def _model_and_splits(arch: Arch, data_root: str | None, seed: int) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The starting model, its splits (training subset applied), and how it was obtained."""
     splits = load_splits(arch.dataset, data_root)
-    splits["train"] = _subset(splits["train"], arch.train_subset, seed)
+    splits["train"] = training_subset(splits["train"], arch.train_subset, seed)
     if arch.checkpoint is not None:
         return read_checkpoint(_ROOT / arch.checkpoint).build(), splits, {"checkpoint": arch.checkpoint}
     trained = train_model(TrainRequest(
@@ -151,7 +151,7 @@ def _oracle_noise(oracles: list[dict[str, Any]]) -> dict[str, Any] | None:
     differences = [first[n] - second[n] for n in names]
     return {
         "seeds": [oracle["seed"] for oracle in oracles[:2]],
-        "spearman_between_seeds": _finite(float(spearmanr([first[n] for n in names], [second[n] for n in names]).statistic)),
+        "spearman_between_seeds": finite_or_none(float(spearmanr([first[n] for n in names], [second[n] for n in names]).statistic)),
         "sd_one_measurement_points": statistics.stdev(differences) / 2**0.5,
     }
 
@@ -166,7 +166,7 @@ def _mean_oracle(oracles: list[dict[str, Any]]) -> dict[str, Any]:
 def _spearman(estimates: dict[str, dict[str, Any]], oracle: dict[str, Any]) -> dict[str, float | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on a constant column; the NaN is reported as null
-        return {name: _finite(rho) for name, rho in fidelity_spearman(estimates, oracle).items()}
+        return {name: finite_or_none(rho) for name, rho in fidelity_spearman(estimates, oracle).items()}
 
 
 def _one_arch(arch: Arch, args: argparse.Namespace) -> dict[str, Any]:
