@@ -175,7 +175,7 @@ class SearchSession:
         self.slices += 1
         config = TrainConfig(
             epochs=epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=self.config.seed + self.slices,
-            amp=self.config.amp, sync_bn=self.config.sync_bn,
+            amp=self.config.amp, sync_bn=self.config.sync_bn, channels_last=self.config.channels_last,
         )
         hook = getattr(self.estimator, "after_backward", None)
         after_backward = (lambda model: hook(model, self.candidates)) if hook is not None else None

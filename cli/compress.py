@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from albsnn_compress.cli.options import amp_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option
+from albsnn_compress.cli.options import (
+    amp_option, channels_last_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option,
+)
 from albsnn_compress.cli.progress import progress_bars
 from albsnn_compress.budget import BudgetWarning
 from albsnn_compress.cli.terminal import render_terminal
@@ -80,13 +82,14 @@ def _names(value: str | None) -> list[str]:
 @device_option
 @amp_option
 @sync_bn_option
+@channels_last_option
 @quiet_option
 def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, dataset: str | None,
             timesteps: int | None, strategy: str, estimator: str,
             epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
             exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...],
             confidence: float | None, seed: int,
-            device: str, amp: bool, sync_bn: bool, quiet: bool) -> None:
+            device: str, amp: bool, sync_bn: bool, channels_last: bool, quiet: bool) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR file)."""
     ctx = init_distributed(device)
     if not ctx.is_main:
@@ -95,7 +98,7 @@ def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Pat
         strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
         batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,
         exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
-        confidence=confidence,
+        channels_last=channels_last, confidence=confidence,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(

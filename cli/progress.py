@@ -1,11 +1,15 @@
-"""Progress bars for the commands: :class:`~albsnn_compress.progress.ProgressEvent` s drawn with rich.
+"""Progress for the commands: :class:`~albsnn_compress.progress.ProgressEvent` s drawn with rich.
 
 The library only emits events; this is the one place that draws them, and only
-on the process someone watches (the main rank, without ``--quiet``).
+on the process someone watches (the main rank, without ``--quiet``). On a
+terminal they are live bars; written to a file or a pipe (a background run's
+log) they are one plain line per finished epoch, slice and search step, since
+bars would only appear when the run ends.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 
-__all__ = ["make_progress", "ProgressBars", "progress_bars"]
+__all__ = ["make_progress", "ProgressBars", "ProgressLines", "progress_bars"]
 
 TRANSIENT_PHASES = ("slice",)  # bars removed when their phase finishes; the others stay on screen
 
@@ -53,11 +57,37 @@ class ProgressBars:
                 self.progress.remove_task(task)
 
 
+class ProgressLines:
+    """A ``ProgressCallback`` for logs: a line per epoch of training (with its validation accuracy),
+    per search step and per finished finetuning slice, with the seconds elapsed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.start_seconds = time.perf_counter()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.phase == "slice" and not event.finished:
+            return  # a slice's steps: too many lines for a log
+        if event.phase == "train" and event.completed == 0:
+            return  # the run's first event says nothing yet
+        count = f"{event.completed}/{event.total}" if event.total is not None else str(event.completed)
+        elapsed_seconds = time.perf_counter() - self.start_seconds
+        line = f"[{elapsed_seconds:7.0f} s] {event.description} {count} {event.status}".rstrip()
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
-def progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
-    """Bars on the terminal while the block runs, as a callback for the library; ``None`` when disabled."""
+def progress_bars(enabled: bool, console: Console | None = None) -> Iterator[ProgressCallback | None]:
+    """Progress while the block runs, as a callback for the library; ``None`` when disabled.
+
+    Bars when ``console`` (default: standard output) is a terminal, else :class:`ProgressLines`.
+    """
     if not enabled:
         yield None
         return
-    with make_progress() as progress:
+    console = console or Console()
+    if not console.is_terminal:
+        yield ProgressLines(console)
+        return
+    with make_progress(console=console) as progress:
         yield ProgressBars(progress)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import albsnn_compress.session as session_module
 from albsnn_compress import binarize_, binarized_layers, load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
@@ -208,3 +209,21 @@ def test_with_a_confidence_the_final_upper_bound_is_within_the_budget(digits_che
 def test_a_confidence_is_a_probability_above_one_half() -> None:
     with pytest.raises(BudgetError, match="SearchConfig.confidence must be a probability between 0.5 and 1"):
         SearchConfig(confidence=90)
+
+
+def test_channels_last_reaches_every_finetuning_slice(digits_checkpoint: Path, digits, monkeypatch) -> None:
+    layouts: list[bool] = []
+
+    class RecordingTrainer(session_module.Trainer):
+        def __init__(self, model, train_set, config, *args, **kwargs) -> None:
+            layouts.append(config.channels_last)
+            super().__init__(model, train_set, config, *args, **kwargs)
+
+    monkeypatch.setattr(session_module, "Trainer", RecordingTrainer)
+    config = SearchConfig(strategy="all", channels_last=True, **FAST)
+    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 100.0, config=config)
+    assert layouts and all(layouts)
+    assert result.config["channels_last"] is True and result.binarized == result.candidates
+    for module in result.model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            assert module.weight.is_contiguous()  # the Trainer put the standard layout back after each slice
