@@ -7,14 +7,16 @@ and the layer types' output shapes), so a 2 KB file that claims a huge model is
 measured, and refused, before anything is allocated.
 
 The memory of one forward pass (no gradients, CPU) of a batch of ``B`` images:
-the network normalizes the ``[B, C, H, W]`` input, repeats it over ``T`` steps and
-runs the layers on ``[T, B, ...]``. While a layer runs, its input, its output and
-up to five output-sized temporaries are alive (a LIF layer at ``T = 1`` holds the
-scaled input, the membrane, the membrane minus the threshold, the spikes and
-their stacked copy; oneDNN reorders a convolution's output), and the previous
-layer's tensors are freed. So, in float32 elements::
+the network normalizes the ``[B, C, H, W]`` input, runs the layers ahead of the
+first neuron once (:func:`~albsnn_compress.snn.spec.shared_layer_count`), repeats
+their output over ``T`` steps as a view and runs the rest on ``[T, B, ...]``.
+While a layer runs, its input, its output and up to five output-sized temporaries
+are alive (a LIF layer at ``T = 1`` holds the scaled input, the membrane, the
+membrane minus the threshold, the spikes and their stacked copy; oneDNN reorders
+a convolution's output), and the previous layer's tensors are freed. So, in
+float32 elements, with ``T_l`` = 1 for the layers run once and ``T`` for the rest::
 
-    inference_elements = B * (input + T * max over layers (in_l + 6 * out_l))
+    inference_elements = B * (input + max over layers T_l * (in_l + 6 * out_l))
 
 and :func:`inference_bytes` is four times that. It counts activations only, not
 the weights (:func:`parameter_bytes`) nor the dataset. ``tests/test_model_cost.py``
@@ -42,7 +44,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from albsnn_compress.snn.spec import layer_shapes, spec_bounds
+from albsnn_compress.snn.spec import layer_shapes, shared_layer_count, spec_bounds
 
 __all__ = [
     "MAX_TIMESTEPS",
@@ -75,8 +77,12 @@ def inference_bytes(spec: dict[str, Any], timesteps: int, batch: int) -> int:
         timesteps: the simulation steps ``T``.
         batch: images per forward pass.
     """
-    widest = max(size_in + 6 * size_out for size_in, size_out in activation_sizes(spec))
-    return FLOAT_BYTES * batch * (math.prod(spec["input"]["shape"]) + timesteps * widest)
+    shared = shared_layer_count(spec)
+    widest = max(
+        (1 if index < shared else timesteps) * (size_in + 6 * size_out)
+        for index, (size_in, size_out) in enumerate(activation_sizes(spec))
+    )
+    return FLOAT_BYTES * batch * (math.prod(spec["input"]["shape"]) + widest)
 
 
 def parameter_bytes(spec: dict[str, Any]) -> int:

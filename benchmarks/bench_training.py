@@ -12,9 +12,12 @@ on the values) in the same run:
 
 * ``cnn``: the same convolutions, batch norms, pooling and GAP head with ReLU for
   every LIF, on ``[B, C, H, W]`` (no time axis): the speed the spiking net aims for;
-* ``reference LIF``: the spiking net with the LIF as it was before the fast path
-  (``benchmarks/reference_lif.py``, the one the tests compare with);
+* ``reference LIF``: the spiking net as it was before issue 17: the LIF of before
+  the fast path (``benchmarks/reference_lif.py``, the one the tests compare with),
+  every layer run on all T copies of the image;
 * ``fast LIF``: the spiking net as the package builds it;
+* ``fast LIF, every step`` (T > 1): the same, but with the layers ahead of the first
+  neuron run on all T copies again instead of once (what sharing them saves);
 * ``fast LIF, channels-last`` and ``cnn, channels-last``: both in
   ``torch.channels_last`` (weights and input), what ``train --channels-last`` does;
 * ``fast LIF, compiled`` and ``cnn, compiled`` (``--compile``, T=1, fmnist-vgg
@@ -136,12 +139,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _every_step(net: SpikingNet) -> SpikingNet:
+    """``net`` running every layer on all T copies of the image, as before the layers ahead of the first neuron ran once."""
+    net.shared_layers = 0
+    return net
+
+
 def _variants(spec: dict[str, Any], steps: int, device: torch.device, compile_models: bool) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     net = SpikingNet(spec, steps)
     variants: dict[str, nn.Module] = {
-        "cnn": cnn_twin(net), "reference LIF": use_reference_lif_(copy.deepcopy(net)), "fast LIF": net,
+        "cnn": cnn_twin(net), "reference LIF": _every_step(use_reference_lif_(copy.deepcopy(net))), "fast LIF": net,
     }
+    if steps > 1:
+        variants["fast LIF, every step"] = _every_step(copy.deepcopy(net))
     variants["cnn, channels-last"] = cnn_twin(net).to(memory_format=torch.channels_last)
     variants["fast LIF, channels-last"] = copy.deepcopy(net).to(memory_format=torch.channels_last)
     if compile_models and steps == 1:

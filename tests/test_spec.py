@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -31,6 +32,48 @@ def test_forward_shapes(timesteps: int) -> None:
     model = SpikingNet(_spec("digits-small"), timesteps)
     assert model(torch.rand(5, 1, 8, 8)).shape == (5, 10)
     assert model.forward_steps(torch.rand(5, 1, 8, 8)).shape == (timesteps, 5, 10)
+
+
+
+def _every_step_forward(model: SpikingNet, images: torch.Tensor) -> torch.Tensor:
+    """The forward pass as it was: every layer on all T copies of the image."""
+    normalized = (images - model.input_mean) / model.input_std
+    return model.layers(normalized.unsqueeze(0).expand(model.timesteps, *normalized.shape)).mean(dim=0)
+
+
+@pytest.mark.parametrize("name", ["digits-small", "fmnist-vgg"])
+def test_layers_before_the_first_neuron_run_once_and_give_what_every_step_gives(name: str) -> None:
+    torch.manual_seed(0)
+    shared = SpikingNet(_spec(name), timesteps=3).train()
+    every_step = copy.deepcopy(shared)
+    assert [layer["type"] for layer in shared.spec["layers"][:shared.shared_layers]] == ["conv", "bn"]
+    first_conv_steps: list[int] = []
+    shared.layers[0].register_forward_pre_hook(lambda _module, args: first_conv_steps.append(args[0].shape[0]))
+    images = torch.rand(16, *shared.spec["input"]["shape"], generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(16) % 10
+    outputs = []
+    for model, forward in ((shared, SpikingNet.forward), (every_step, _every_step_forward)):
+        logits = forward(model, images)
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        outputs.append(logits.detach())
+    assert first_conv_steps == [1]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    twins = dict(every_step.named_parameters())
+    for key, param in shared.named_parameters():
+        torch.testing.assert_close(param.grad, twins[key].grad, rtol=1e-4, atol=1e-6, msg=key)
+    norm, twin_norm = shared.layers[1], every_step.layers[1]
+    torch.testing.assert_close(norm.running_mean, twin_norm.running_mean)
+    # unbiased variance over B*H*W values instead of T*B*H*W identical copies: 1e-4 relative at most here
+    torch.testing.assert_close(norm.running_var, twin_norm.running_var, rtol=1e-3, atol=0.0)
+
+
+def test_a_net_without_neurons_still_returns_every_step() -> None:
+    spec = {"input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0.25]}, "num_classes": 10,
+            "layers": [{"type": "conv", "out_channels": 10}, {"type": "gap"}]}
+    model = SpikingNet(spec, timesteps=2)
+    assert model.shared_layers == 2
+    steps = model.forward_steps(torch.rand(3, 1, 8, 8))
+    assert steps.shape == (2, 3, 10) and torch.equal(steps[0], steps[1])
 
 
 def test_gap_head_has_no_fully_connected_layer() -> None:

@@ -41,7 +41,7 @@ from albsnn_compress.snn.fields import finite_float, positive_float, positive_in
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
 from albsnn_compress.snn.neurons import DEFAULT_NEURON, NEURON_FIELDS, normalize_neuron
 
-__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "layer_shapes", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
+__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "layer_shapes", "shared_layer_count", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
 
 
 _MAX_LAYERS = 4096
@@ -157,12 +157,29 @@ def spec_bounds(spec: dict[str, Any]) -> tuple[int, int]:
     return params, largest
 
 
+def shared_layer_count(spec: dict[str, Any]) -> int:
+    """How many leading layers of a normalized spec run once for all time steps: those before the first temporal one.
+
+    With direct encoding every step feeds the same image, so a layer without state
+    over time (conv, batch norm, pooling, ...) ahead of the first neuron gives the
+    same output at every step.
+    """
+    layers = spec["layers"]
+    return next((index for index, layer in enumerate(layers) if LAYER_TYPES[layer["type"]].temporal), len(layers))
+
+
 class SpikingNet(nn.Module):
     """A spiking network built from a spec; maps images in ``[0, 1]`` to logits.
 
     The forward pass normalizes the input, feeds the same analog image at every one
     of ``timesteps`` steps (direct encoding), runs the layers on ``[T, B, ...]`` and
     returns the time-mean of the last layer: ``[B, num_classes]`` logits.
+
+    The layers before the first temporal one (the first neuron) see that same image
+    at every step, so they run once, on ``[1, B, ...]``, and their output is repeated
+    over the steps as a view: at T > 1 the first convolution and batch norm cost
+    what they cost at T = 1 (batch norm's statistics over identical copies are those
+    of one copy). The ONNX export builds its graph the same way.
     """
 
     def __init__(self, spec: dict[str, Any], timesteps: int = 1) -> None:
@@ -184,12 +201,16 @@ class SpikingNet(nn.Module):
                 "(num_classes); end with a conv to num_classes channels and gap, or a linear layer"
             )
         self.layers = nn.Sequential(modules)
+        self.shared_layers = shared_layer_count(self.spec)
 
     def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
         """Per-step outputs ``[T, B, num_classes]`` for images ``x`` of ``[B, C, H, W]``."""
-        x = (x - self.input_mean) / self.input_std
-        steps = x.unsqueeze(0).expand(self.timesteps, *x.shape)
-        return self.layers(steps)
+        steps = ((x - self.input_mean) / self.input_std).unsqueeze(0)
+        for index, module in enumerate(self.layers):
+            if index == self.shared_layers:
+                steps = steps.expand(self.timesteps, *steps.shape[1:])
+            steps = module(steps)
+        return steps.expand(self.timesteps, *steps.shape[1:])  # a view; no copy when already T steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_steps(x).mean(dim=0)
