@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from albsnn_compress.atomic import atomic_write
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
 from albsnn_compress.errors import CheckpointError, SpecError
-from albsnn_compress.file_kind import HEAD_BYTES, sniff
-from albsnn_compress.model_cost import cost_problem
+from albsnn_compress.files.file_kind import HEAD_BYTES, sniff
+from albsnn_compress.files.model_cost import cost_problem
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
 __all__ = ["Checkpoint", "save_checkpoint", "read_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
@@ -261,7 +261,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
     Order: the file's first bytes (a zip archive), the archive (not TorchScript,
     members uncompressed), ``torch.load(weights_only=True)``, the format tag, the
-    spec measured by integer arithmetic (its limits, :mod:`albsnn_compress.model_cost`,
+    spec measured by integer arithmetic (its limits, :mod:`albsnn_compress.files.model_cost`,
     and its parameters against the file's size), then every tensor against a
     shape-only template (meta device) and every float value for finiteness.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.formats.container import is_container, read_container
+from albsnn_compress.formats.container.file import is_container, read_container
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["ModelFile", "load_model_file"]

@@ -3,9 +3,9 @@
 This is the one place where the stages meet (the command line calls it, tests
 call it too): check that the output folder can be written (before any work),
 read and validate the checkpoint, load the dataset splits named in its metadata,
-run :func:`~albsnn_compress.search.compress`, then (main process only) write the
+run :func:`~albsnn_compress.search.run.compress`, then (main process only) write the
 ``.albsnn`` container, the ONNX file (and, on request, a NIR file) and the report as one set
-(:class:`~albsnn_compress.output_set.OutputSet`: staged, renamed into place
+(:class:`~albsnn_compress.files.output_set.OutputSet`: staged, renamed into place
 together, ``manifest.json`` last), so an interrupted run leaves the previous
 complete set, never a mix.
 """
@@ -18,18 +18,18 @@ from typing import Any
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import dataset_info, load_splits
-from albsnn_compress.distributed import LOCAL, DistContext
+from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
-from albsnn_compress.formats.c_plan import plan_model
-from albsnn_compress.formats.container import sha256_file, write_container
-from albsnn_compress.formats.nir_optional import check_nir_exportable, export_nir, is_nir_file, read_nir
-from albsnn_compress.formats.onnx_export import export_onnx
-from albsnn_compress.output_paths import writing
-from albsnn_compress.output_set import MANIFEST_NAME, OutputSet
+from albsnn_compress.formats.c.plan import plan_model
+from albsnn_compress.formats.container.file import sha256_file, write_container
+from albsnn_compress.formats.nir.optional import check_nir_exportable, export_nir, is_nir_file, read_nir
+from albsnn_compress.formats.onnx.export import export_onnx
+from albsnn_compress.files.output_paths import writing
+from albsnn_compress.files.output_set import MANIFEST_NAME, OutputSet
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
-from albsnn_compress.result import CompressionResult
-from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.result import CompressionResult
+from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "c_footprint", "OUTPUT_FORMATS"]

@@ -1,8 +1,8 @@
 """Progress of long runs as plain events: the library reports, the caller decides what to show.
 
-Training (:class:`~albsnn_compress.training.Trainer`,
-:func:`~albsnn_compress.train_model.train_model`) and the search
-(:func:`~albsnn_compress.search.compress`) take an optional ``on_progress``
+Training (:class:`~albsnn_compress.training.trainer.Trainer`,
+:func:`~albsnn_compress.training.train_model.train_model`) and the search
+(:func:`~albsnn_compress.search.run.compress`) take an optional ``on_progress``
 callback and call it with a :class:`ProgressEvent` as they go; they never print.
 The command line turns the events into progress bars
 (``albsnn_compress.cli.progress``); a notebook or a log can do anything else.

@@ -26,7 +26,7 @@ const arrays, bss is the arena); onnxruntime's peak resident memory after sessio
 creation and the runs, minus the process's size before (the bench_inference method).
 Agreement: the C logits of every test image against PyTorch's; every image whose logits
 differ by more than 1e-4 (relative to the largest logit) is run again through a traced build
-and its first differing spike located (``formats/c_trace.py``): a tie when that neuron's
+and its first differing spike located (``albsnn_compress/formats/c/trace.py``): a tie when that neuron's
 membrane is within 1e-4 of the threshold. Ratios are given on the wall clock and on the
 process CPU clock (on a shared machine the CPU clock is the steadier one).
 """
@@ -57,7 +57,7 @@ _C_FLAGS = {"c-packed": ["-O3"], "c-packed-native": ["-O3", "-march=native"], "c
 _TIMED_IMAGES = 64
 _TOLERANCE = 1e-4
 _BATCH = 500  # PyTorch reference batch size
-_TIE_MARGIN = 1e-4  # a flipped spike this close to the threshold is a tie (formats/c_trace.py)
+_TIE_MARGIN = 1e-4  # a flipped spike this close to the threshold is a tie (albsnn_compress/formats/c/trace.py)
 
 # ``harness time IMAGES SECONDS`` prints JSON latencies; ``harness logits IMAGES OUT [TRACE]`` writes float32
 # logits (and, built with -DALBSNN_TRACE and TRACE_HOOK_C, every neuron's trace record).
@@ -177,7 +177,7 @@ def _ort_worker(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compile(folder: Path, flags: list[str], output: Path) -> Path:
-    from albsnn_compress.formats.c_trace import TRACE_HOOK_C  # imports torch: not at module level (the ORT worker)
+    from albsnn_compress.formats.c.trace import TRACE_HOOK_C  # imports torch: not at module level (the ORT worker)
 
     harness = folder.parent / "bench_harness.c"
     harness.write_text(_HARNESS)
@@ -191,7 +191,7 @@ def _compile(folder: Path, flags: list[str], output: Path) -> Path:
 
 def _ties(model: Any, folder: Path, images: Any, rows: np.ndarray, work: Path) -> list[dict[str, Any]]:
     """For each image whose logits are off: where its spikes first differ from PyTorch, and how far from the threshold."""
-    from albsnn_compress.formats.c_trace import first_flip
+    from albsnn_compress.formats.c.trace import first_flip
 
     binary = _compile(folder, ["-O2", "-DALBSNN_TRACE"], work / "traced.bin")
     flips = []
@@ -244,11 +244,11 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
     """The model, its dataset name and a description of where it came from."""
     from albsnn_compress.binarize import binarize_, candidate_layers
     from albsnn_compress.checkpoint import load_checkpoint
-    from albsnn_compress.formats.container import read_container
+    from albsnn_compress.formats.container.file import read_container
 
     if args.quick:
-        from albsnn_compress.train_model import TrainRequest, train_model
-        from albsnn_compress.training import TrainConfig
+        from albsnn_compress.training.train_model import TrainRequest, train_model
+        from albsnn_compress.training.trainer import TrainConfig
 
         model = train_model(TrainRequest(config=TrainConfig(epochs=1, seed=0))).model
         binarize_(model, candidate_layers(model))
@@ -267,8 +267,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     from albsnn_compress.binarize import binarized_layers
     from albsnn_compress.data import load_split
-    from albsnn_compress.formats.c_export import export_c
-    from albsnn_compress.formats.onnx_export import export_onnx
+    from albsnn_compress.formats.c.export import export_c
+    from albsnn_compress.formats.onnx.export import export_onnx
 
     torch.set_num_threads(1)
     model, dataset, source = _load_model(args)

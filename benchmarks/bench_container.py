@@ -16,7 +16,7 @@ the values). Measured:
   and ``read_container`` (validates and builds the model) vs ``read_checkpoint``
   (validates) and ``load_checkpoint`` (validates and builds), as the median of
   several runs, reported as container/checkpoint ratios;
-* bit packing: ``pack_signs`` and ``unpack_signs`` of ``formats/bitpack.py``
+* bit packing: ``pack_signs`` and ``unpack_signs`` of ``albsnn_compress/formats/bitpack.py``
   against the bare numpy calls that give the same bytes and the same ``+1/-1``
   float32 tensor (``np.packbits(w >= 0).tobytes()``; ``np.unpackbits``, then
   ``* 2 - 1`` in float32 and ``torch.from_numpy``), on the same float32 arrays:
@@ -50,9 +50,9 @@ from rich.table import Table
 from albsnn_compress.binarize import binarize_, candidate_layers
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.formats.bitpack import pack_signs, unpack_signs
-from albsnn_compress.formats.container import read_container, write_container
+from albsnn_compress.formats.container.file import read_container, write_container
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import resolve_architecture
+from albsnn_compress.training.train_model import resolve_architecture
 
 __all__ = ["main", "run_benchmark"]
 
@@ -158,7 +158,7 @@ def _throughput_row(operation: str, count: int, samples: dict[str, list[float]])
 
 
 def _bitpack(sizes: list[int], min_seconds: float) -> list[dict[str, Any]]:
-    """Pack and unpack throughput of ``formats/bitpack.py`` and of bare numpy, and their ratio, per size."""
+    """Pack and unpack throughput of ``albsnn_compress/formats/bitpack.py`` and of bare numpy, and their ratio, per size."""
     rows = []
     for count in sizes:
         weights = np.random.default_rng(count).standard_normal(count, dtype=np.float32)

@@ -51,11 +51,11 @@ from scipy.stats import spearmanr
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
-from albsnn_compress.estimators import ProbeEstimator
-from albsnn_compress.search import SearchConfig, compress
-from albsnn_compress.session import SearchSession
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig
+from albsnn_compress.search.estimators import ProbeEstimator
+from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search.session import SearchSession
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.bench_depth import finite_or_none, training_subset
 from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize
 from benchmarks.machine import RESULTS, write_result

@@ -166,9 +166,9 @@ def _write_models(config: dict[str, Any], folder: Path, timesteps: int) -> dict[
 
     from albsnn_compress.binarize import binarize_, candidate_layers
     from albsnn_compress.checkpoint import save_checkpoint
-    from albsnn_compress.formats.onnx_export import export_onnx
+    from albsnn_compress.formats.onnx.export import export_onnx
     from albsnn_compress.snn.spec import SpikingNet
-    from albsnn_compress.train_model import resolve_architecture
+    from albsnn_compress.training.train_model import resolve_architecture
 
     torch.manual_seed(0)
     model = SpikingNet(resolve_architecture(config["arch"], config["dataset"]), timesteps)

@@ -1,9 +1,9 @@
 """NIR agreement: a compressed model exported to NIR and run in snnTorch and SpikingJelly, against our PyTorch model.
 
 For each ``T`` (the same weights rebuilt at ``T`` steps) the model is written with
-:func:`~albsnn_compress.formats.nir_write.export_nir`, read back by snnTorch's
+:func:`~albsnn_compress.formats.nir.write.export_nir`, read back by snnTorch's
 ``import_from_nir`` and SpikingJelly's ``nir_exchange.import_from_nir``, and run on the test
-split; :func:`~albsnn_compress.formats.nir_check.compare` counts identical predictions, the
+split; :func:`~albsnn_compress.formats.nir.check.compare` counts identical predictions, the
 largest logit difference, and traces every image whose logits differ by more than 1e-4 to
 its first spike flip (a tie when our membrane is within 1e-4 of the threshold there). The
 result also records each runtime's test accuracy, the file sizes, which layers the NIR file
@@ -34,12 +34,12 @@ import torch
 
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
 from albsnn_compress.data import load_split
-from albsnn_compress.formats.nir_check import compare, model_runner, snntorch_runner, spikingjelly_runner
-from albsnn_compress.formats.nir_read import read_nir
-from albsnn_compress.formats.nir_write import export_nir, fold_batch_norm
+from albsnn_compress.formats.nir.check import compare, model_runner, snntorch_runner, spikingjelly_runner
+from albsnn_compress.formats.nir.read import read_nir
+from albsnn_compress.formats.nir.write import export_nir, fold_batch_norm
 from albsnn_compress.model_file import load_model_file
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import resolve_architecture
+from albsnn_compress.training.train_model import resolve_architecture
 from benchmarks.machine import write_result
 
 RUNNERS = {"spikingjelly": spikingjelly_runner, "snntorch": snntorch_runner}

@@ -42,7 +42,7 @@ from rich.table import Table
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import save_checkpoint
-from albsnn_compress.formats.container import write_container
+from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["main", "run_benchmark"]
@@ -82,7 +82,7 @@ _READ = textwrap.dedent("""
 _PARSE = textwrap.dedent("""
     import json, sys, time
     from albsnn_compress.errors import ContainerError
-    from albsnn_compress.formats.container_header import decode_header
+    from albsnn_compress.formats.container.header import decode_header
 """) + _STATUS + textwrap.dedent("""
     raw = open(sys.argv[1], "rb").read()
     before = status("VmRSS")

@@ -28,13 +28,13 @@ import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
-from albsnn_compress.distributed import LOCAL, DistContext
-from albsnn_compress.estimators import ESTIMATORS, resolve_estimator
-from albsnn_compress.search import SearchConfig, compress
-from albsnn_compress.session import SearchSession
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.search.estimators import ESTIMATORS, resolve_estimator
+from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search.session import SearchSession
 from albsnn_compress.storage import layer_storage, total_bits
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
 from benchmarks.provenance import repo_relative
 

@@ -45,10 +45,10 @@ from rich.table import Table
 from albsnn_compress.binarize import binarize_, candidate_layers
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.formats.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from albsnn_compress.formats.onnx.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
 from benchmarks.provenance import repo_relative
 

@@ -30,7 +30,7 @@ them alike; ratios are against ``cnn`` (and ``fast LIF`` against ``reference
 LIF``) at the same preset and batch. The goal (issue 17): spiking / CNN <= 1.1
 at T=1 and <= 1.1 T at T > 1.
 
-Epoch: one epoch of :class:`~albsnn_compress.training.Trainer` (what
+Epoch: one epoch of :class:`~albsnn_compress.training.trainer.Trainer` (what
 ``albsnn-compress train`` runs: shuffling, augmentation, progress, loss
 read-back) on a subset of the training split, against the bare step loop over
 the same images already batched in memory; the difference is the data
@@ -60,8 +60,8 @@ from albsnn_compress.data.registry import load_split
 from albsnn_compress.snn.layers import TimeGlobalAvgPool
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import resolve_architecture
-from albsnn_compress.training import Trainer, TrainConfig
+from albsnn_compress.training.train_model import resolve_architecture
+from albsnn_compress.training.trainer import Trainer, TrainConfig
 from benchmarks.reference_lif import use_reference_lif_
 
 __all__ = ["main", "run_benchmark", "cnn_twin"]
@@ -242,7 +242,7 @@ def measure_epoch(config: dict[str, Any], data_root: Path | None, device: torch.
 
 
 def _context(device: torch.device):
-    from albsnn_compress.distributed import DistContext
+    from albsnn_compress.training.distributed import DistContext
 
     return DistContext(device=device)
 

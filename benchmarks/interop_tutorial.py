@@ -173,7 +173,7 @@ def measure(data_root: Path, out: Path, budgets: list[str]) -> dict[str, Any]:
     """Equivalence on 256 test images, whole-test-split accuracies, and the compression reports, per framework."""
     import albsnn_compress as ac
     from albsnn_compress.data import load_split
-    from albsnn_compress.training import evaluate
+    from albsnn_compress.training.trainer import evaluate
 
     test = load_split("fashion-mnist", data_root, "test")
     images = test.as_float()

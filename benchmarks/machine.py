@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from albsnn_compress.atomic import atomic_write_text
-from albsnn_compress.distributed import DistContext, resolve_device
+from albsnn_compress.files.atomic import atomic_write_text
+from albsnn_compress.training.distributed import DistContext, resolve_device
 from albsnn_compress.versions import package_versions
 from benchmarks.provenance import provenance
 

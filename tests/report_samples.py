@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 
 from albsnn_compress import SpikingNet, binarize_
-from albsnn_compress.paired_drop import PairedDrop
-from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
+from albsnn_compress.search.paired_drop import PairedDrop
+from albsnn_compress.search.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, total_bits
-from albsnn_compress.train_model import resolve_architecture
+from albsnn_compress.training.train_model import resolve_architecture
 
 TINY_SPEC = {
     "name": "tiny",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from albsnn_compress.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries, temporary_pattern
+from albsnn_compress.files.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries, temporary_pattern
 
 
 def test_new_content_and_normal_mode(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from albsnn_compress.estimators import ESTIMATORS
+from albsnn_compress.search.estimators import ESTIMATORS
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT_S = 1200

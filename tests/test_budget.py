@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from albsnn_compress import load_checkpoint
-from albsnn_compress.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
+from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError
-from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.run import SearchConfig, compress
 
 
 @pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("0.2", 0.2), ("1", 1.0), (".5", 0.5), ("10.", 10.0), ("100", 100.0)])

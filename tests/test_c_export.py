@@ -20,14 +20,14 @@ from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data import load_split
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs
-from albsnn_compress.formats.c_export import build_c_sources, export_c
-from albsnn_compress.formats.c_plan import C_EMITTERS, plan_model
-from albsnn_compress.formats.c_trace import TRACE_HOOK_C, TRACE_RECORD, first_flip
-from albsnn_compress.formats.container import read_container, write_container
+from albsnn_compress.formats.c.export import build_c_sources, export_c
+from albsnn_compress.formats.c.plan import C_EMITTERS, plan_model
+from albsnn_compress.formats.c.trace import TRACE_HOOK_C, TRACE_RECORD, first_flip
+from albsnn_compress.formats.container.file import read_container, write_container
 from albsnn_compress.snn.layer_types import LAYER_TYPES, LayerType, registered, same_shape
 from albsnn_compress.snn.neurons import LIF, RESET_MODES, ResetMode
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import resolve_architecture
+from albsnn_compress.training.train_model import resolve_architecture
 from tests.clihelp import run_cli
 
 CC = shutil.which("cc")
@@ -160,7 +160,7 @@ def _run(binary: Path, images: torch.Tensor, work: Path, *trace: str) -> tuple[n
 def _check_flips_are_ties(model: SpikingNet, trace_binary: Path, images: torch.Tensor, rows: np.ndarray, work: Path) -> None:
     """Each image in ``rows`` must first differ from PyTorch in a spike whose C membrane sits on the threshold.
 
-    See :mod:`albsnn_compress.formats.c_trace`: at the first differing (layer, step) both
+    See :mod:`albsnn_compress.formats.c.trace`: at the first differing (layer, step) both
     saw the same spikes, so a flip there is a tie or a bug.
     """
     for row in rows:

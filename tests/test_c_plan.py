@@ -9,9 +9,9 @@ import pytest
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.errors import ExportError
-from albsnn_compress.formats.c_export import export_c
-from albsnn_compress.formats.c_plan import plan_model
-from albsnn_compress.formats.container import write_container
+from albsnn_compress.formats.c.export import export_c
+from albsnn_compress.formats.c.plan import plan_model
+from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet
 from tests.clihelp import run_cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from albsnn_compress.calibration import Calibration
+from albsnn_compress.search.calibration import Calibration
 
 
 def test_calibration_maps_raw_values_to_points() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.candidates import resolve_candidates, resolve_layer_names
+from albsnn_compress.search.candidates import resolve_candidates, resolve_layer_names
 from albsnn_compress.errors import CompressionError
 
 

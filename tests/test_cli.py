@@ -10,7 +10,7 @@ import torch
 
 from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_splits
-from albsnn_compress.training import evaluate
+from albsnn_compress.training.trainer import evaluate
 from albsnn_compress.versions import __version__
 from tests.clihelp import run_cli
 

@@ -129,7 +129,7 @@ def test_hostile_command_line_is_one_line_exit_2_before_any_work(place: Place, m
     args = [arg.format(a_file=place / "a_file", tmp=place.tmp, web_app=place / "web_app", clash=place / "clash",
                        locked=place / "locked") for arg in case.args(place)]
     monkeypatch.setattr("albsnn_compress.pipeline.read_checkpoint", _no_work("reading the checkpoint"))
-    monkeypatch.setattr("albsnn_compress.train_model.load_splits", _no_work("loading the dataset"))
+    monkeypatch.setattr("albsnn_compress.training.train_model.load_splits", _no_work("loading the dataset"))
     monkeypatch.setattr("albsnn_compress.cli.export.read_container", _no_work("reading the container"))
     monkeypatch.setattr("albsnn_compress.cli.report.load_report", _no_work("reading the report"))
     if case.read_only_disk:

@@ -14,7 +14,7 @@ from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data import load_split
 from tests.clihelp import run_cli
 
-HAS_NIR_READER = importlib.util.find_spec("albsnn_compress.formats.nir_read") is not None
+HAS_NIR_READER = importlib.util.find_spec("albsnn_compress.formats.nir.read") is not None
 
 SNNTORCH_FACTORY = '''
 import torch
@@ -190,7 +190,7 @@ def test_nir_import_says_it_is_not_available(tmp_path: Path) -> None:
 
 
 def test_nir_import_writes_a_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("albsnn_compress.formats.nir_read", reason="this build has no NIR reader")
+    pytest.importorskip("albsnn_compress.formats.nir.read", reason="this build has no NIR reader")
     pytest.importorskip("spikingjelly", reason="spikingjelly writes the test graph")
     nir = pytest.importorskip("nir")
     from spikingjelly.activation_based import functional, layer, neuron

@@ -16,13 +16,13 @@ import jsonschema
 import pytest
 import torch
 
-from albsnn_compress.atomic import atomic_write
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers
 from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data.registry import load_split
 from albsnn_compress.errors import ContainerError
 from albsnn_compress.formats import container as container_module
-from albsnn_compress.formats.container import (
+from albsnn_compress.formats.container.file import (
     container_bytes,
     container_summary,
     is_container,
@@ -30,10 +30,10 @@ from albsnn_compress.formats.container import (
     sha256_file,
     write_container,
 )
-from albsnn_compress.formats.container_header import ALIGNMENT, MAGIC, PREAMBLE
+from albsnn_compress.formats.container.header import ALIGNMENT, MAGIC, PREAMBLE
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet, spec_bounds
-from albsnn_compress.training import evaluate
+from albsnn_compress.training.trainer import evaluate
 from tests.clihelp import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -454,7 +454,7 @@ def test_cli_inspect_json_escapes_what_a_terminal_would_interpret(tmp_path: Path
 def test_cli_eval_lowers_the_batch_to_fit_the_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A valid container whose layers are huge (padding 250: 4 million activations per image) evaluates in batches
     that need at most 1 GiB, not 256 images at once (which took 29 GB)."""
-    from albsnn_compress.model_cost import MAX_INFERENCE_BYTES, inference_bytes
+    from albsnn_compress.files.model_cost import MAX_INFERENCE_BYTES, inference_bytes
 
     spec = {"name": "padded", "input": {"shape": [1, 8, 8], "mean": [0.3], "std": [0.37]}, "num_classes": 10,
             "layers": [{"type": "conv", "out_channels": 16, "kernel_size": 1, "padding": 250}, {"type": "bn"},

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from albsnn_compress.errors import ContainerError
-from albsnn_compress.formats.container import read_container
-from albsnn_compress.formats.container_header import ALIGNMENT, MAGIC, PREAMBLE, crc32, encode_header
+from albsnn_compress.formats.container.file import read_container
+from albsnn_compress.formats.container.header import ALIGNMENT, MAGIC, PREAMBLE, crc32, encode_header
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BASE = (GOLDEN / "conv_mixed.albsnn").read_bytes()  # binary conv2/conv3, float32 elsewhere, all header fields set

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.data_input import as_imageset
+from albsnn_compress.search.data_input import as_imageset
 from albsnn_compress.errors import CompressionError
 
 

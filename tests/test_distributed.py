@@ -25,22 +25,22 @@ from torch import nn
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.distributed import LOCAL, DistContext, init_distributed, resolve_device
+from albsnn_compress.training.distributed import LOCAL, DistContext, init_distributed, resolve_device
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.result import CompressionResult
-from albsnn_compress.search import SearchConfig
+from albsnn_compress.search.result import CompressionResult
+from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.snn.layers import TimeBatchNorm1d, TimeBatchNorm2d
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.sync_batchnorm import (
+from albsnn_compress.training.sync_batchnorm import (
     TimeSyncBatchNorm,
     convert_sync_batchnorm_,
     revert_sync_batchnorm_,
     synchronized_batchnorm,
 )
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig
 from tests.clihelp import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,8 +314,8 @@ def test_cuda_amp_compress_runs_the_whole_pipeline(digits_checkpoint: Path, tmp_
 @pytest.mark.gpu
 @needs_cuda
 def test_packed_outputs_do_not_depend_on_the_device() -> None:
-    from albsnn_compress.formats.container import container_bytes
-    from albsnn_compress.formats.onnx_export import build_onnx_model
+    from albsnn_compress.formats.container.file import container_bytes
+    from albsnn_compress.formats.onnx.export import build_onnx_model
 
     model = _digits_net()
     binarize_(model, ["layers.conv2", "layers.conv3"])

@@ -11,7 +11,7 @@ from torch import nn
 from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.binarize import binarize_, binarize_weight, candidate_layers, is_binarized, unbinarize_
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.estimators import (
+from albsnn_compress.search.estimators import (
     ESTIMATORS,
     Estimator,
     LossEstimator,
@@ -23,8 +23,8 @@ from albsnn_compress.estimators import (
     resolve_estimator,
 )
 from albsnn_compress.data.registry import load_splits
-from albsnn_compress.search import SearchConfig
-from albsnn_compress.session import SearchSession
+from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search.session import SearchSession
 from albsnn_compress.snn.layers import TimeBatchNorm2d, TimeConv2d
 from albsnn_compress.snn.neurons import LIF
 

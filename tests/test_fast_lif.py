@@ -147,7 +147,7 @@ def test_lif_on_channels_last_activations_equals_contiguous(steps: int) -> None:
 
 def test_trainer_steps_in_channels_last_and_leaves_the_model_contiguous() -> None:
     from albsnn_compress.data import load_split
-    from albsnn_compress.training import Trainer, TrainConfig
+    from albsnn_compress.training.trainer import Trainer, TrainConfig
 
     torch.manual_seed(0)
     model = build_model(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25]), timesteps=2)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from albsnn_compress.errors import SpecError
-from albsnn_compress.formats.container import read_container, write_container
-from albsnn_compress.formats.onnx_export import build_onnx_model
+from albsnn_compress.formats.container.file import read_container, write_container
+from albsnn_compress.formats.onnx.export import build_onnx_model
 from albsnn_compress.snn.fields import Field, finite_float
 from albsnn_compress.snn.layer_types import (
     LAYER_TYPES,

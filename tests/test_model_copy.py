@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_
-from albsnn_compress.model_copy import copy_model
+from albsnn_compress.search.model_copy import copy_model
 
 
 def _model() -> nn.Sequential:

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from albsnn_compress.model_cost import (
+from albsnn_compress.files.model_cost import (
     MAX_INFERENCE_BYTES,
     activation_sizes,
     cost_problem,

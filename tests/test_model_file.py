@@ -10,7 +10,7 @@ import torch
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.errors import CheckpointError, ContainerError
-from albsnn_compress.formats.container import write_container
+from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.model_file import load_model_file
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet

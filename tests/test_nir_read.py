@@ -19,19 +19,19 @@ h5py = pytest.importorskip("h5py")
 from albsnn_compress import export_nir, read_nir  # noqa: E402
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers  # noqa: E402
 from albsnn_compress.data import load_split, load_splits  # noqa: E402
-from albsnn_compress.formats.nir_check import (  # noqa: E402
+from albsnn_compress.formats.nir.check import (  # noqa: E402
     compare,
     snntorch_model_runner,
     snntorch_runner,
     spikingjelly_model_runner,
     spikingjelly_runner,
 )
-from albsnn_compress.formats.nir_mapping import DT  # noqa: E402
-from albsnn_compress.formats.nir_optional import NirError  # noqa: E402
-from albsnn_compress.formats.nir_write import fold_batch_norm  # noqa: E402
-from albsnn_compress.search import SearchConfig, compress  # noqa: E402
+from albsnn_compress.formats.nir.mapping import DT  # noqa: E402
+from albsnn_compress.formats.nir.optional import NirError  # noqa: E402
+from albsnn_compress.formats.nir.write import fold_batch_norm  # noqa: E402
+from albsnn_compress.search.run import SearchConfig, compress  # noqa: E402
 from albsnn_compress.snn.spec import SpikingNet  # noqa: E402
-from albsnn_compress.train_model import resolve_architecture  # noqa: E402
+from albsnn_compress.training.train_model import resolve_architecture  # noqa: E402
 from tests.clihelp import run_cli  # noqa: E402
 
 
@@ -510,7 +510,7 @@ MUTATIONS = {
 def test_any_damaged_field_is_one_nir_error(tmp_path: Path) -> None:
     """Every dataset of one of our files replaced by a value of the wrong kind: read_nir and inspect give a NirError
     line (or, where the value is harmless, a model), never another exception (docs: RELIABILITY's reader rules)."""
-    from albsnn_compress.formats.nir_read import nir_summary
+    from albsnn_compress.formats.nir.read import nir_summary
 
     torch.manual_seed(0)
     export_nir(SpikingNet(resolve_architecture("digits-fc", "digits"), 1).eval(), tmp_path / "m.nir")

@@ -19,15 +19,15 @@ from albsnn_compress.binarize import binarize_, binarized_layers, binary_scale, 
 from albsnn_compress.data import load_split  # noqa: E402
 from albsnn_compress.errors import ExportError  # noqa: E402
 from albsnn_compress.formats import nir_write  # noqa: E402
-from albsnn_compress.formats.container import write_container  # noqa: E402
-from albsnn_compress.formats.nir_check import compare, snntorch_runner, spikingjelly_runner  # noqa: E402
-from albsnn_compress.formats.nir_mapping import DT  # noqa: E402
-from albsnn_compress.formats.nir_write import build_nir_graph, fold_batch_norm  # noqa: E402
+from albsnn_compress.formats.container.file import write_container  # noqa: E402
+from albsnn_compress.formats.nir.check import compare, snntorch_runner, spikingjelly_runner  # noqa: E402
+from albsnn_compress.formats.nir.mapping import DT  # noqa: E402
+from albsnn_compress.formats.nir.write import build_nir_graph, fold_batch_norm  # noqa: E402
 from albsnn_compress.snn.layer_types import LayerType, registered, same_shape  # noqa: E402
 from albsnn_compress.snn.neurons import LIF  # noqa: E402
 from albsnn_compress.snn.onnx_mapping import flatten_onnx  # noqa: E402
 from albsnn_compress.snn.spec import SpikingNet  # noqa: E402
-from albsnn_compress.train_model import resolve_architecture  # noqa: E402
+from albsnn_compress.training.train_model import resolve_architecture  # noqa: E402
 from tests.clihelp import run_cli  # noqa: E402
 
 

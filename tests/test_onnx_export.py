@@ -17,11 +17,11 @@ from albsnn_compress.binarize import binarize_, binarized_layers, binary_scale, 
 from albsnn_compress.data import load_split
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs, packed_size
-from albsnn_compress.formats.container import write_container
-from albsnn_compress.formats.onnx_export import build_onnx_model, export_onnx
+from albsnn_compress.formats.container.file import write_container
+from albsnn_compress.formats.onnx.export import build_onnx_model, export_onnx
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
-from albsnn_compress.train_model import resolve_architecture
+from albsnn_compress.training.train_model import resolve_architecture
 from tests.clihelp import run_cli
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"

@@ -10,9 +10,9 @@ import torch
 from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.data.loader import BatchLoader
-from albsnn_compress.distributed import DistContext
-from albsnn_compress.outcomes import accuracy_percent, correct_answers
-from albsnn_compress.training import evaluate
+from albsnn_compress.training.distributed import DistContext
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
+from albsnn_compress.training.trainer import evaluate
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from albsnn_compress import output_paths
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.output_paths import OutputError, check_output_file, check_output_folder, output_error, writing
+from albsnn_compress.files.output_paths import OutputError, check_output_file, check_output_folder, output_error, writing
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 

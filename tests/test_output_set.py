@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from albsnn_compress.output_paths import OutputError
-from albsnn_compress.output_set import (
+from albsnn_compress.files.output_paths import OutputError
+from albsnn_compress.files.output_set import (
     MANIFEST_NAME, MANIFEST_SCHEMA, OutputSet, OutputSetError, read_manifest, verify_output_set,
 )
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from albsnn_compress.paired_drop import (
+from albsnn_compress.search.paired_drop import (
     PairedDrop,
     binomial_lower_bound,
     binomial_upper_bound,

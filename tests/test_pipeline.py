@@ -10,12 +10,12 @@ import torch
 
 from albsnn_compress.data import load_split
 from albsnn_compress import pipeline
-from albsnn_compress.formats.container import read_container
-from albsnn_compress.output_paths import OutputError
-from albsnn_compress.output_set import MANIFEST_NAME, verify_output_set
+from albsnn_compress.formats.container.file import read_container
+from albsnn_compress.files.output_paths import OutputError
+from albsnn_compress.files.output_set import MANIFEST_NAME, verify_output_set
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search import SearchConfig
-from albsnn_compress.training import evaluate
+from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.training.trainer import evaluate
 from tests.clihelp import run_cli
 
 FAST = SearchConfig(epochs=0.3, trial_epochs=0.3, seed=4)
@@ -118,7 +118,7 @@ def test_a_nir_file_is_compressed_directly(digits_checkpoint: Path, tmp_path: Pa
 
 
 def test_the_report_carries_the_c_exports_flash_and_ram(digits_checkpoint: Path, tmp_path: Path) -> None:
-    from albsnn_compress.formats.c_plan import plan_model
+    from albsnn_compress.formats.c.plan import plan_model
     from albsnn_compress.report import render_text
 
     request = CompressRequest(digits_checkpoint, 100.0, SearchConfig(strategy="all", epochs=0.1), tmp_path / "out")

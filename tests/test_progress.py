@@ -8,8 +8,8 @@ from rich.console import Console
 
 from albsnn_compress.cli.progress import ProgressBars, ProgressLines, make_progress, progress_bars
 from albsnn_compress.progress import ProgressEvent
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig
 
 
 def test_training_reports_every_phase_and_finishes_each() -> None:

@@ -24,7 +24,7 @@ import torch
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import save_checkpoint
-from albsnn_compress.formats.container import write_container
+from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.snn.spec import SpikingNet
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status are Linux")

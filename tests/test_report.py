@@ -14,7 +14,7 @@ from report_samples import digits_result, make_result, tiny_model
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.errors import ReportError
-from albsnn_compress.paired_drop import PairedDrop
+from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.report import (
     SCHEMA,
     build_report,

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import albsnn_compress.session as session_module
+import albsnn_compress.search.session as session_module
 from albsnn_compress import binarize_, binarized_layers, load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.progress import ProgressEvent
-from albsnn_compress.search import SearchConfig, compress
-from albsnn_compress.training import evaluate
+from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.training.trainer import evaluate
 
 FAST = {"epochs": 0.5, "trial_epochs": 0.5}
 

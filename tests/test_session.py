@@ -11,10 +11,10 @@ import torch
 from albsnn_compress import load_checkpoint
 from albsnn_compress.binarize import binarize_, binarized_layers
 from albsnn_compress.data import load_splits
-from albsnn_compress.estimators import WeightEstimator
-from albsnn_compress.search_config import SearchConfig
-from albsnn_compress.session import SearchSession
-from albsnn_compress.strategy_protocol import StrategySession
+from albsnn_compress.search.estimators import WeightEstimator
+from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.session import SearchSession
+from albsnn_compress.search.protocol import StrategySession
 from tests.protocol_check import assert_implements
 
 

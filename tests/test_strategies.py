@@ -3,7 +3,7 @@
 Real searches (tests/test_search.py) check the budget and reproducibility on
 digits, where measured drops are a few images and the path a search takes is
 not under the test's control. Here a small session implements the
-:class:`~albsnn_compress.strategy_protocol.StrategySession` protocol (checked
+:class:`~albsnn_compress.search.protocol.StrategySession` protocol (checked
 below, member by member) on a scripted model: each layer costs a known number
 of points once binarized, and a slice that only finetunes wins back a known
 amount, so each branch of the strategy (calibrate, skip on estimate, recover,
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from albsnn_compress.calibration import Calibration
+from albsnn_compress.search.calibration import Calibration
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.result import LayerDecision
-from albsnn_compress.search_config import SearchConfig
-from albsnn_compress.strategies import STRATEGIES, adaptive, oracle, register_strategy, resolve_strategy
-from albsnn_compress.strategy_protocol import StrategySession
+from albsnn_compress.search.result import LayerDecision
+from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.strategies import STRATEGIES, adaptive, oracle, register_strategy, resolve_strategy
+from albsnn_compress.search.protocol import StrategySession
 from tests.protocol_check import assert_implements
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from albsnn_compress import strict_json
-from albsnn_compress.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
 
 LIMITS = {"max_depth": 4, "max_int_digits": 6}
 

@@ -9,11 +9,11 @@ import torch
 
 from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_split
-from albsnn_compress.formats.container import read_container
+from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search import SearchConfig
-from albsnn_compress.train_model import TrainRequest, train_model
-from albsnn_compress.training import TrainConfig, evaluate
+from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.training.train_model import TrainRequest, train_model
+from albsnn_compress.training.trainer import TrainConfig, evaluate
 
 
 def test_short_training_clearly_beats_chance(digits_checkpoint: Path) -> None:

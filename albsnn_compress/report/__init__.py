@@ -1,6 +1,6 @@
 """The storage-savings report: one versioned JSON document, rendered as text tables, Markdown or HTML.
 
-Flow: :func:`build_report` turns a :class:`~albsnn_compress.result.CompressionResult`
+Flow: :func:`build_report` turns a :class:`~albsnn_compress.search.result.CompressionResult`
 and the files a run wrote into the JSON document; every other form is rendered
 from that document (never from the result object), so ``albsnn-compress report
 report.json`` reproduces any form later. The report reads results and file

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from albsnn_compress.errors import ReportError
-from albsnn_compress.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
+from albsnn_compress.search.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
 from albsnn_compress.report.schema import SCHEMA_ID, SCHEMA_VERSION, validate_report
-from albsnn_compress.result import CompressionResult, LayerDecision, SearchStep
+from albsnn_compress.search.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
 from albsnn_compress.versions import package_versions
 

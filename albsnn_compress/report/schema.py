@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from albsnn_compress.errors import ReportError
-from albsnn_compress.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
 
 __all__ = [
     "SCHEMA",
@@ -74,7 +74,7 @@ _PAIRED = _object({
     "upper_bound_points": _NUMBER_OR_NULL,
     "method": {"type": "string"},
 })
-"""One split's paired drop (:mod:`albsnn_compress.paired_drop`): counts, the drop and its exact interval."""
+"""One split's paired drop (:mod:`albsnn_compress.search.paired_drop`): counts, the drop and its exact interval."""
 
 _TENSOR = _object({
     "name": {"type": "string"},
@@ -304,7 +304,7 @@ def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
     """Parse and validate report JSON text.
 
     Rejects what Python's ``json`` would silently accept (see
-    :mod:`albsnn_compress.strict_json`): duplicate keys, ``NaN``/``Infinity``,
+    :mod:`albsnn_compress.files.strict_json`): duplicate keys, ``NaN``/``Infinity``,
     integers with thousands of digits, absurd nesting.
 
     Raises:

@@ -1,6 +1,6 @@
 """Each layer type's ONNX nodes, written against a small graph interface.
 
-The ONNX exporter (:mod:`albsnn_compress.formats.onnx_export`) walks a
+The ONNX exporter (:mod:`albsnn_compress.formats.onnx.export`) walks a
 :class:`~albsnn_compress.snn.spec.SpikingNet` and, for every layer, calls the
 ``onnx`` function of its layer type (:mod:`albsnn_compress.snn.layer_types`)
 with itself as the :class:`GraphEmitter`. The functions here only describe

@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
     from albsnn_compress.checkpoint import load_checkpoint
     from albsnn_compress.data import load_split
-    from albsnn_compress.formats.c_export import export_c
-    from albsnn_compress.formats.container import read_container
+    from albsnn_compress.formats.c.export import export_c
+    from albsnn_compress.formats.container.file import read_container
 
     if args.container is not None:
         model, source = read_container(args.container).model, f"container {args.container.name}"

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from albsnn_compress.atomic import atomic_write_bytes, atomic_write_text
+from albsnn_compress.files.atomic import atomic_write_bytes, atomic_write_text
 from albsnn_compress.binarize import binarize_
-from albsnn_compress.formats.container import container_bytes
+from albsnn_compress.formats.container.file import container_bytes
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["CASES", "GOLDEN_DIR", "build", "golden_bytes", "fixed_inputs", "main"]

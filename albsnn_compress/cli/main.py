@@ -1,0 +1,92 @@
+"""Entry point: the command group, the default ``compress`` command, and error handling.
+
+``albsnn-compress model.pt --budget 0.2`` is ``albsnn-compress compress model.pt
+--budget 0.2``: a first argument that is not a command name runs ``compress``.
+Every user error (an :class:`AlbsnnError` or a click usage error) is printed as
+one line on stderr with exit status 2, never a traceback; this is the one place
+that mapping happens. A :class:`~albsnn_compress.search.budget.BudgetWarning` (a budget
+that is allowed but probably a mistake) is one ``warning:`` line on stderr too.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import click
+
+from albsnn_compress.search.budget import BudgetWarning
+from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.versions import __version__
+
+__all__ = ["cli", "main"]
+
+DEFAULT_COMMAND = "compress"
+
+
+class _DefaultCommandGroup(click.Group):
+    """A group that treats an unknown first word as an argument of ``compress``,
+    and turns every user error into one line on stderr with exit status 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-") and DEFAULT_COMMAND in self.commands:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+        try:
+            with warnings.catch_warnings():  # restores showwarning afterwards (tests run the CLI in-process)
+                warnings.showwarning = _one_line_warning(warnings.showwarning)
+                code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except AlbsnnError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line_warning(fallback):  # type: ignore[no-untyped-def]
+    """``warnings.showwarning`` printing our warnings as ``warning: MESSAGE`` (no file, line or source)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, BudgetWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
+@click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="albsnn-compress")
+def cli() -> None:
+    """Binarize the layers of a trained spiking network that an accuracy budget affords.
+
+    \b
+    albsnn-compress model.pt --budget 0.2      (same as: albsnn-compress compress ...)
+    """
+
+
+def _register_commands() -> None:
+    from albsnn_compress.cli import compress, export, import_cmd, inspect, report, train
+    from albsnn_compress.cli import eval as eval_
+
+    for module in (compress, export, report, train, inspect, eval_, import_cmd):
+        cli.add_command(module.command)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI (the console script's entry point)."""
+    cli.main(args=argv, prog_name="albsnn-compress")
+
+
+if __name__ == "__main__":
+    main()

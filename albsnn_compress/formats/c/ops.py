@@ -1,0 +1,362 @@
+"""The operations of the C export: what each kernel call computes, its RAM and its C text.
+
+An exported model is a straight line of kernel calls of ``albsnn_kernels.c``
+(:mod:`albsnn_compress.formats.c.plan` builds the line from the layers). Each
+operation here knows the tensors it reads and writes (:class:`CTensor`), the
+scratch RAM its kernel needs, the const arrays it stores (flash) and the C that
+declares its parameters and calls its kernel. The byte counts are those the
+kernels index, so the arena the planner sizes from them is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from albsnn_compress.formats.c.text import CArray, c_float, c_uint
+
+__all__ = [
+    "FLOAT_BYTES",
+    "WORD_BYTES",
+    "FIELD_BYTES",
+    "CTensor",
+    "LifParams",
+    "Operation",
+    "NormalizeOp",
+    "ConvOp",
+    "AffineOp",
+    "LifOp",
+    "PoolOp",
+    "GapOp",
+    "StepMeanOp",
+]
+
+FLOAT_BYTES = 4
+WORD_BYTES = 4  # bit planes are stored in uint32 words, most significant bit first
+FIELD_BYTES = 8  # receptive fields and weight rows are uint64 words in the popcount kernel
+
+
+@dataclass(frozen=True)
+class CTensor:
+    """A tensor between two kernels (``albsnn_tensor`` in C).
+
+    Attributes:
+        channels, height, width: one time step's shape; features are ``channels x 1 x 1``.
+        steps: 1 while every time step sees the same values (before the first neuron), else T.
+        planes: 0 for float32 values; ``n >= 1`` for ``n`` bit planes of unsigned counts
+            (spikes are one plane; an average pool of spikes counts them).
+        divisor: the value of a count is ``count / divisor`` (the pooling window's size).
+    """
+
+    channels: int
+    height: int
+    width: int
+    steps: int
+    planes: int = 0
+    divisor: int = 1
+
+    @property
+    def numel(self) -> int:
+        """Elements of one step."""
+        return self.channels * self.height * self.width
+
+    @property
+    def is_bits(self) -> bool:
+        return self.planes > 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernels read or write: floats, or ``ceil(numel / 32)`` words per plane and step."""
+        if not self.is_bits:
+            return FLOAT_BYTES * self.steps * self.numel
+        return WORD_BYTES * self.steps * self.planes * math.ceil(self.numel / 32)
+
+    def literal(self) -> str:
+        """The ``albsnn_tensor`` initializer."""
+        fields = (self.channels, self.height, self.width, self.steps, self.planes, self.divisor)
+        return "{" + ", ".join(c_uint(v) for v in fields) + "}"
+
+    def describe(self) -> str:
+        """``16x28x28 spikes x T4`` and the like, for comments."""
+        kind = "float" if not self.is_bits else "spikes" if self.planes == 1 and self.divisor == 1 else f"counts/{self.divisor}"
+        return f"{self.channels}x{self.height}x{self.width} {kind}" + (f" x {self.steps} steps" if self.steps > 1 else "")
+
+
+@dataclass(frozen=True)
+class LifParams:
+    """One neuron layer's constants (``albsnn_lif``); ``reset`` is the index of its C reset case."""
+
+    tau: float
+    v_threshold: float
+    v_reset: float
+    reset: int
+    reset_name: str
+    trace_id: int
+
+    @property
+    def tau_is_pow2(self) -> bool:
+        """Whether ``x / tau == x * (1 / tau)`` for every float32 ``x``: ``tau`` (float32) is a power of two."""
+        mantissa, exponent = math.frexp(float(np.float32(self.tau)))
+        return mantissa == 0.5 and -100 < exponent < 100
+
+    def literal(self) -> str:
+        inverse = 1.0 / float(np.float32(self.tau)) if self.tau_is_pow2 else 0.0
+        values = (
+            c_float(self.tau), c_float(self.v_threshold), c_float(self.v_reset), c_float(inverse),
+            c_uint(self.tau_is_pow2), c_uint(self.reset), c_uint(self.trace_id),
+        )
+        return "{" + ", ".join(values) + "}"
+
+
+@dataclass
+class Operation:
+    """One kernel call: reads ``inp``, writes ``out`` (in place when ``in_place``), uses ``scratch_bytes``."""
+
+    ident: str  # C identifier prefix, unique in the model
+    label: str  # the layer(s) it computes, for comments
+    inp: CTensor
+    out: CTensor
+
+    @property
+    def in_place(self) -> bool:
+        return False
+
+    @property
+    def scratch_bytes(self) -> int:
+        return 0
+
+    def arrays(self) -> list[CArray]:
+        """The const data this operation stores (flash)."""
+        return []
+
+    def declarations(self) -> str:
+        """C definitions of its parameters (after its arrays)."""
+        return ""
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        """The kernel call; ``x``, ``y`` and ``scratch`` are ``uint32_t *`` expressions."""
+        raise NotImplementedError
+
+
+@dataclass
+class NormalizeOp(Operation):
+    """``(pixels - mean) / std`` per channel, into the arena (the input stays the caller's)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def arrays(self) -> list[CArray]:
+        return [
+            CArray(f"{self.ident}_mean", "float", self.mean, "input mean per channel"),
+            CArray(f"{self.ident}_std", "float", self.std, "input standard deviation per channel"),
+        ]
+
+    def declarations(self) -> str:
+        return f"static const albsnn_tensor {self.ident}_out = {self.out.literal()};\n"
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_normalize(pixels, {self.ident}_mean, {self.ident}_std, &{self.ident}_out, (float *)({y}));"
+
+
+@dataclass
+class ConvOp(Operation):
+    """A conv or linear layer with its folded affine and, if fused, the neurons after it.
+
+    ``scale`` and ``bias`` (float64, per output channel) hold ``alpha``, the input's
+    divisor, the layer's bias and any batch norm folded in; they are rounded to float32
+    once, when written. ``bits`` (packed signs) selects the binarized kernels.
+    """
+
+    kernel: int
+    stride: int
+    padding: int
+    groups: int
+    bits: bytes | None
+    weight: np.ndarray | None
+    scale: np.ndarray
+    bias: np.ndarray
+    lif: LifParams | None = None
+
+    @property
+    def fan_in(self) -> int:
+        return self.inp.channels // self.groups * self.kernel**2
+
+    @property
+    def uses_popcount(self) -> bool:
+        """Binarized weights over bit planes: the AND + popcount kernel."""
+        return self.bits is not None and self.inp.is_bits
+
+    @property
+    def views(self) -> tuple[CTensor, CTensor]:
+        """Input and output as the kernel sees them: the float kernel runs a 1x1 conv over one long row."""
+        inp, out = self.inp, self.out
+        if self.uses_popcount or (self.kernel, self.stride, self.padding) != (1, 1, 0):
+            return inp, out
+        flat_in = CTensor(inp.channels, 1, inp.height * inp.width, inp.steps, inp.planes, inp.divisor)
+        return flat_in, CTensor(out.channels, 1, out.height * out.width, out.steps, out.planes, out.divisor)
+
+    @property
+    def scratch_bytes(self) -> int:
+        if self.uses_popcount:  # a weight row, every receptive field of one output row, their popcounts, the sums
+            words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
+            return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
+        inp, out = self.views
+        membranes = self.lif is not None and out.steps > 1
+        return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width)
+
+    def fire_ranges(self) -> np.ndarray | None:
+        """``[lo, hi]`` per output channel: with one time step the neuron fires iff ``lo <= acc <= hi``.
+
+        The kernel's float path, ``h = (float)acc * scale + bias``, then ``h / tau + v_reset``,
+        then ``h >= v_threshold``, is a composition of monotone float32 operations, so the
+        integers ``acc`` where it fires form one interval; a binary search over
+        ``|acc| <= fan_in (2^planes - 1)`` with numpy float32 (the same IEEE operations)
+        finds it. ``None`` when it does not apply (several steps, no neuron, float kernel).
+        """
+        if not self.uses_popcount or self.lif is None or self.out.steps != 1:
+            return None
+        bound = self.fan_in * (2**self.inp.planes - 1)
+        scales, biases = self.scale.astype(np.float32), self.bias.astype(np.float32)
+        return np.array([_fire_range(s, b, self.lif, bound) for s, b in zip(scales, biases)], dtype=np.int32)
+
+    def arrays(self) -> list[CArray]:
+        shape = f"{self.out.channels}x{self.inp.channels // self.groups}x{self.kernel}x{self.kernel}"
+        if self.bits is not None:
+            weights = CArray(f"{self.ident}_bits", "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1")
+        else:
+            weights = CArray(f"{self.ident}_w", "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights")
+        arrays = [
+            weights,
+            CArray(f"{self.ident}_scale", "float", self.scale.astype(np.float32), "y = acc * scale + bias per output channel"),
+            CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
+        ]
+        fires = self.fire_ranges()
+        if fires is not None:
+            arrays.append(CArray(f"{self.ident}_fires", "int32_t", fires, "the neuron fires iff lo <= acc <= hi"))
+        return arrays
+
+    def declarations(self) -> str:
+        text = ""
+        lif = "NULL"
+        if self.lif is not None:
+            text += f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
+            lif = f"&{self.ident}_lif"
+        geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
+        bits, weight = (f"{self.ident}_bits", "NULL") if self.bits is not None else ("NULL", f"{self.ident}_w")
+        fires = "NULL" if self.fire_ranges() is None else f"{self.ident}_fires"
+        inp, out = self.views
+        return text + (
+            f"static const albsnn_conv {self.ident} = {{\n"
+            f"    {inp.literal()}, {out.literal()}, {geometry},\n"
+            f"    {bits}, {weight}, {self.ident}_scale, {self.ident}_bias, {lif}, {fires}\n}};\n"
+        )
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        if self.uses_popcount:
+            return f"albsnn_conv_bits(&{self.ident}, {x}, {y}, {scratch});"
+        return f"albsnn_conv_rows(&{self.ident}, {x}, {y}, (float *)({scratch}));"
+
+
+def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams) -> np.ndarray:
+    """The kernel's one-step spike decision for integer sums ``acc``, in float32 as the C computes it."""
+    tau = np.float32(lif.tau)
+    pre = acc.astype(np.float32) * scale + bias
+    charged = pre * np.float32(1.0 / float(tau)) if lif.tau_is_pow2 else pre / tau
+    return (charged + np.float32(lif.v_reset)) >= np.float32(lif.v_threshold)
+
+
+def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, bound: int) -> tuple[int, int]:
+    """``(lo, hi)`` with ``lo <= acc <= hi`` exactly where the monotone decision fires, ``|acc| <= bound``."""
+    ends = _fires(np.array([-bound, bound]), scale, bias, lif)
+    if ends[0] == ends[1]:  # monotone and equal at both ends: always or never
+        return (-(2**31), 2**31 - 1) if ends[0] else (1, 0)
+    rising = bool(ends[1])
+    low, high = -bound, bound  # the decision changes between low and high
+    while high - low > 1:
+        middle = (low + high) // 2
+        if bool(_fires(np.array([middle]), scale, bias, lif)[0]) == rising:
+            high = middle
+        else:
+            low = middle
+    return (high, 2**31 - 1) if rising else (-(2**31), low)
+
+
+@dataclass
+class AffineOp(Operation):
+    """A batch norm with no conv or linear layer right before it: ``x * scale + bias`` per channel."""
+
+    scale: np.ndarray
+    bias: np.ndarray
+
+    @property
+    def in_place(self) -> bool:
+        return not self.inp.is_bits
+
+    def arrays(self) -> list[CArray]:
+        return [
+            CArray(f"{self.ident}_scale", "float", self.scale.astype(np.float32), f"{self.label}: y = x * scale + bias"),
+            CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
+        ]
+
+    def declarations(self) -> str:
+        return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_affine(&{self.ident}_in, {x}, {self.ident}_scale, {self.ident}_bias, (float *)({y}));"
+
+
+@dataclass
+class LifOp(Operation):
+    """A neuron layer that no conv or linear layer feeds directly."""
+
+    lif: LifParams
+
+    def declarations(self) -> str:
+        return (
+            f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
+            f"static const albsnn_tensor {self.ident}_out = {self.out.literal()};\n"
+            f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
+        )
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_lif_layer(&{self.ident}_in, {x}, &{self.ident}_lif, &{self.ident}_out, {y});"
+
+
+@dataclass
+class PoolOp(Operation):
+    """Average or max pooling without padding."""
+
+    kernel: int
+    stride: int
+    is_max: bool
+
+    def declarations(self) -> str:
+        values = ", ".join(c_uint(v) for v in (self.kernel, self.stride, int(self.is_max)))
+        return f"static const albsnn_pool {self.ident} = {{{self.inp.literal()}, {self.out.literal()}, {values}}};\n"
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_pool2d(&{self.ident}, {x}, {y});"
+
+
+@dataclass
+class GapOp(Operation):
+    """Global average pooling to one float per channel."""
+
+    def declarations(self) -> str:
+        return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_gap(&{self.ident}_in, {x}, (float *)({y}));"
+
+
+@dataclass
+class StepMeanOp(Operation):
+    """The logits: the mean over the time steps of the last layer, into the caller's buffer."""
+
+    def declarations(self) -> str:
+        return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
+
+    def call(self, x: str, y: str, scratch: str) -> str:
+        return f"albsnn_step_mean(&{self.ident}_in, {x}, logits);"

@@ -1,0 +1,341 @@
+"""From a :class:`SpikingNet` to the straight line of C kernel calls, and the arena that holds them.
+
+Each layer's record (:func:`~albsnn_compress.snn.layer_types.layer_type_of`) picks
+its emitter in :data:`C_EMITTERS` by name; a layer whose type has no emitter is
+refused, named. Emitters append operations (:mod:`albsnn_compress.formats.c.ops`)
+and fuse where the arithmetic allows it:
+
+* a batch norm right after a conv or linear layer folds into that layer's per-channel
+  ``scale`` and ``bias`` (float64, rounded to float32 once); elsewhere it is its own
+  ``x * scale + bias``;
+* neurons right after a conv or linear layer (and its batch norm) run inside that
+  layer's kernel, so its float output never exists as a map: the layer writes spikes;
+* spikes are bits; an average pool of spikes is a count of spikes in bit planes with a
+  divisor, which a binarized layer after it folds into its scale.
+
+The arena: operation ``i`` reads buffer ``i`` and writes buffer ``i + 1``; buffers
+alternate between the arena's low end and its high end, with the operation's scratch
+right after the low one. So ``ALBSNN_ARENA_BYTES`` is the largest
+``input + scratch + output`` over the operations (each rounded up to 16 bytes): the
+largest set of buffers that are live at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from albsnn_compress.binarize import binary_scale, is_binarized
+from albsnn_compress.errors import ExportError
+from albsnn_compress.formats.bitpack import pack_signs
+from albsnn_compress.formats.c.ops import (
+    AffineOp,
+    ConvOp,
+    CTensor,
+    GapOp,
+    LifOp,
+    LifParams,
+    NormalizeOp,
+    Operation,
+    PoolOp,
+    StepMeanOp,
+)
+from albsnn_compress.snn.layer_types import layer_type_of
+from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.spec import SpikingNet
+
+__all__ = ["WEIGHT_MODES", "RESET_C", "C_EMITTERS", "ALIGN_BYTES", "Placement", "Plan", "plan_model"]
+
+WEIGHT_MODES = ("packed", "float")
+ALIGN_BYTES = 16
+_MAX_BYTES = 1 << 31  # the kernels index with uint32_t
+
+RESET_C: dict[str, str] = {
+    "hard": "spike ? n->v_reset : h",
+    "soft": "spike ? h - n->v_threshold : h",
+}
+"""Each reset rule of :data:`~albsnn_compress.snn.neurons.RESET_MODES` as the C expression of the
+membrane after the spike decision (``h`` charged membrane, ``spike`` 0/1, ``n`` the
+``albsnn_lif``); ``albsnn_kernels.c`` gets one ``case`` per entry. Hard: ``H (1 - S) + v_reset S``;
+soft: ``H - v_th S``, as :mod:`~albsnn_compress.snn.neurons` computes them."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Byte offsets in the arena of one operation's input, output and scratch (``None``: the caller's buffer)."""
+
+    x: int | None
+    y: int | None
+    scratch: int
+
+
+@dataclass
+class Plan:
+    """Everything the C writer needs: the operations in order, where their buffers lie, and the byte totals."""
+
+    ops: list[Operation]
+    placements: list[Placement]
+    arena_bytes: int
+    weight_bytes: int
+
+
+class _Planner:
+    """Walks the layers; the emitters append operations and fuse into the last one."""
+
+    def __init__(self, model: SpikingNet, packed: bool) -> None:
+        self.model, self.packed, self.steps = model, packed, model.timesteps
+        self.ops: list[Operation] = []
+        self.neurons = 0
+        channels, height, width = model.spec["input"]["shape"]
+        self.flow = CTensor(channels, height, width, steps=1)
+
+    def add(self, op: Operation) -> None:
+        _check_size(op.label, op.out)
+        self.ops.append(op)
+        self.flow = op.out
+
+    def ident(self, index: int, name: str) -> str:
+        """A C identifier for layer ``index``: ``l3_conv2``."""
+        return f"l{index}_{name if name.isascii() else 'layer'}"
+
+    def open_conv(self) -> ConvOp | None:
+        """The last operation if it is a conv or linear layer whose float output is what flows now."""
+        last = self.ops[-1] if self.ops else None
+        if isinstance(last, ConvOp) and last.lif is None and last.out == self.flow:
+            return last
+        return None
+
+
+Emitter = Callable[[_Planner, int, str, nn.Module], None]
+
+
+def _check_size(name: str, tensor: CTensor) -> None:
+    if tensor.nbytes >= _MAX_BYTES or tensor.numel * tensor.steps >= _MAX_BYTES:
+        raise ExportError(f"layer {name}: a {tensor.describe()} activation exceeds the C kernels' 2 GiB index range")
+
+
+def _single(name: str, what: str, value: int | tuple[int, ...]) -> int:
+    """A torch size argument that must be one number (square kernels, equal strides)."""
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if len(set(values)) != 1:
+        raise ExportError(f"layer {name}: {what} {value!r} is not square; the C export supports square {what}s only")
+    return int(values[0])
+
+
+def _finite(name: str, what: str, array: np.ndarray) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ExportError(f"layer {name}: {what} holds NaN or infinity; retrain or fix the weights before exporting")
+    return array
+
+
+def _weighted(planner: _Planner, index: int, name: str, module: nn.Conv2d | nn.Linear, geometry: tuple[int, int, int, int]) -> None:
+    """A conv or linear layer (a linear layer is a 1x1 conv over a 1x1 map) with its weights."""
+    kernel, stride, padding, groups = geometry
+    flow = planner.flow
+    height, width = ((flow.height + 2 * padding - kernel) // stride + 1, (flow.width + 2 * padding - kernel) // stride + 1)
+    weight = module.weight.detach().cpu().to(torch.float32)  # a binarized layer gives alpha * sign
+    _finite(name, "weight", weight.numpy())
+    out_channels = weight.shape[0]
+    bias = np.zeros(out_channels) if module.bias is None else _finite(name, "bias", module.bias.detach().cpu().double().numpy())
+    if planner.packed and is_binarized(module):
+        alpha = binary_scale(weight).double().numpy()
+        # over bit planes the kernel sums counts: fold the input's divisor into the scale
+        divisor = flow.divisor if flow.is_bits else 1
+        bits, float_weight, scale = pack_signs(weight), None, alpha / divisor
+    else:
+        bits, float_weight, scale = None, weight.numpy(), np.ones(out_channels)
+    if bits is not None and flow.is_bits and (weight[0].numel() * 2**flow.planes) >= _MAX_BYTES:
+        raise ExportError(f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums")
+    out = CTensor(out_channels, height, width, steps=flow.steps)
+    planner.add(ConvOp(planner.ident(index, name), name, flow, out, kernel, stride, padding, groups, bits, float_weight, scale, bias))
+
+
+def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
+    if not isinstance(conv, nn.Conv2d):
+        raise ExportError(f"layer {name}: expected a Conv2d, got {type(conv).__name__}")
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros" or _single(name, "dilation", conv.dilation) != 1:
+        raise ExportError(
+            f"layer {name}: padding {conv.padding!r} (mode {conv.padding_mode!r}, dilation {conv.dilation!r}) has no C kernel; "
+            "use integer zero padding without dilation (the spec's 'padding')"
+        )
+    geometry = (
+        _single(name, "kernel", conv.kernel_size), _single(name, "stride", conv.stride),
+        _single(name, "padding", conv.padding), conv.groups,
+    )
+    _weighted(planner, index, name, conv, geometry)
+
+
+def _linear(planner: _Planner, index: int, name: str, linear: nn.Module) -> None:
+    if not isinstance(linear, nn.Linear) or planner.flow.height * planner.flow.width != 1:
+        raise ExportError(f"layer {name}: a linear layer needs flat features; add a flatten or gap before it")
+    _weighted(planner, index, name, linear, (1, 1, 0, 1))
+
+
+def _batch_norm(planner: _Planner, index: int, name: str, bn: nn.Module) -> None:
+    """Fold into the conv or linear layer before it, else a per-channel affine of its own."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
+        raise ExportError(f"layer {name}: batch norm without running statistics or affine parameters has no C form; build it from the spec")
+    gamma, beta, mean, var = (_finite(name, "batch norm", t.detach().cpu().double().numpy()) for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+    factor = gamma / np.sqrt(var + float(bn.eps))
+    shift = beta - mean * factor
+    conv = planner.open_conv()
+    if conv is not None:
+        conv.scale, conv.bias = conv.scale * factor, conv.bias * factor + shift
+        conv.label += f" + {name}"
+        return
+    flow = planner.flow
+    out = CTensor(flow.channels, flow.height, flow.width, flow.steps)
+    planner.add(AffineOp(planner.ident(index, name), name, flow, out, factor, shift))
+
+
+_C_NEURON = {"leak": True, "decay_input": True, "strict_threshold": False, "per_channel": ()}
+"""The neuron settings the C kernels compute: a LIF with input decay, H >= v_th, scalar tau and threshold."""
+
+
+def _refuse_unsupported_variant(name: str, neuron: LIF) -> None:
+    """Refuse a neuron variant the C kernels do not compute yet, naming the setting (never a silent mismatch)."""
+    for setting, supported in _C_NEURON.items():
+        value = getattr(neuron, setting)
+        if value != supported:
+            raise ExportError(
+                f"layer {name}: neuron setting {setting}={value!r} has no C form yet (the C export computes "
+                f"{setting}={supported!r}); export this model to ONNX instead"
+            )
+
+
+def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None:
+    """Fused into the conv or linear layer before it when there is one; its output is a spike map."""
+    if not isinstance(neuron, LIF):
+        raise ExportError(f"layer {name}: expected a LIF neuron, got {type(neuron).__name__}")
+    if neuron.reset not in RESET_C:
+        raise ExportError(f"layer {name}: reset rule {neuron.reset!r} has no C form; the C export supports {list(RESET_C)}")
+    _refuse_unsupported_variant(name, neuron)
+    params = LifParams(
+        neuron.tau, neuron.v_threshold, neuron.v_reset, list(RESET_C).index(neuron.reset), neuron.reset, planner.neurons
+    )
+    planner.neurons += 1
+    flow = planner.flow
+    out = CTensor(flow.channels, flow.height, flow.width, steps=planner.steps, planes=1)
+    conv = planner.open_conv()
+    if conv is not None:
+        _check_size(name, out)
+        conv.lif, conv.out = params, out
+        conv.label += f" + {name}"
+        planner.flow = out
+        return
+    planner.add(LifOp(planner.ident(index, name), name, flow, out, params))
+
+
+def _pool(planner: _Planner, index: int, name: str, pool: nn.Module) -> None:
+    """Average or max pooling; an average over bit planes keeps the count and multiplies the divisor."""
+    is_max = isinstance(pool, nn.MaxPool2d)
+    if not isinstance(pool, (nn.AvgPool2d, nn.MaxPool2d)):
+        raise ExportError(f"layer {name}: expected a pooling layer, got {type(pool).__name__}")
+    odd = (
+        _single(name, "padding", pool.padding) != 0 or pool.ceil_mode
+        or (is_max and (_single(name, "dilation", pool.dilation) != 1 or pool.return_indices))
+        or (not is_max and pool.divisor_override is not None)
+    )
+    if odd:
+        raise ExportError(f"layer {name}: pooling with padding, ceil_mode, dilation or a divisor override has no C kernel; use the spec's pools")
+    kernel, stride = _single(name, "kernel", pool.kernel_size), _single(name, "stride", pool.stride)
+    flow = planner.flow
+    planes, divisor = flow.planes, flow.divisor
+    if flow.is_bits and not is_max:
+        planes, divisor = ((2**flow.planes - 1) * kernel * kernel).bit_length(), flow.divisor * kernel * kernel
+    if planes > 31 or divisor >= _MAX_BYTES:
+        raise ExportError(f"layer {name}: {planes} count planes over spikes is more than the C kernels hold; pool fewer times")
+    height, width = (flow.height - kernel) // stride + 1, (flow.width - kernel) // stride + 1
+    out = CTensor(flow.channels, height, width, flow.steps, planes, divisor)
+    planner.add(PoolOp(planner.ident(index, name), name, flow, out, kernel, stride, is_max))
+
+
+def _gap(planner: _Planner, index: int, name: str, _module: nn.Module) -> None:
+    flow = planner.flow
+    planner.add(GapOp(planner.ident(index, name), name, flow, CTensor(flow.channels, 1, 1, flow.steps)))
+
+
+def _flatten(planner: _Planner, _index: int, _name: str, _module: nn.Module) -> None:
+    """No operation: a map's channel-major order is already the flattened order, floats or bits."""
+    flow = planner.flow
+    planner.flow = CTensor(flow.numel, 1, 1, flow.steps, flow.planes, flow.divisor)
+
+
+C_EMITTERS: dict[str, Emitter] = {
+    "conv": _conv,
+    "linear": _linear,
+    "bn": _batch_norm,
+    "lif": _neuron,
+    "avgpool": _pool,
+    "maxpool": _pool,
+    "gap": _gap,
+    "flatten": _flatten,
+}
+"""The C emitter of each layer type, by the name of its record in the layer-type registry."""
+
+
+def _align(size: int) -> int:
+    return -(-size // ALIGN_BYTES) * ALIGN_BYTES
+
+
+def _place(ops: list[Operation]) -> tuple[list[Placement], int]:
+    """Ping-pong the buffers between the two ends of the arena; scratch follows the low one."""
+    sizes = [op.out.nbytes for op in ops]
+    sizes[-1] = 0  # the logits are the caller's
+    arena = 0
+    for i, op in enumerate(ops):
+        live = _align(sizes[i - 1]) if i else 0
+        arena = max(arena, live + _align(op.scratch_bytes) + (0 if op.in_place else _align(sizes[i])))
+    placements, low = [], False  # low: the current buffer lies at offset 0
+    x: int | None = None
+    for i, op in enumerate(ops):
+        out_low = low if op.in_place else not low
+        y = None if i == len(ops) - 1 else 0 if out_low else arena - _align(sizes[i])
+        below = [size for size, at_low in ((sizes[i - 1] if i else 0, low), (sizes[i], out_low)) if at_low]
+        placements.append(Placement(x, y, _align(max(below, default=0))))
+        x, low = y, out_low
+    return placements, arena
+
+
+def plan_model(model: SpikingNet, *, weights: str = "packed") -> Plan:
+    """The operations, arena placements and byte totals of ``model``'s C form (eval mode arithmetic).
+
+    Args:
+        model: the network; binarized layers are found with :func:`is_binarized`.
+        weights: ``"packed"`` (binarized layers keep 1 bit per weight and run AND + popcount)
+            or ``"float"`` (every weight float32, the same kernels otherwise).
+
+    Raises:
+        ExportError: an unknown weights mode, or a layer the C kernels cannot compute (named).
+    """
+    if not isinstance(model, SpikingNet):
+        raise ExportError(f"expected a SpikingNet (from a checkpoint or container), got {type(model).__name__}")
+    if weights not in WEIGHT_MODES:
+        raise ExportError(f"unknown weights mode {weights!r}; choose one of {list(WEIGHT_MODES)}")
+    planner = _Planner(model, packed=weights == "packed")
+    inp = model.spec["input"]
+    mean, std = (np.asarray(inp[key], dtype=np.float32) for key in ("mean", "std"))
+    planner.add(NormalizeOp("input", "input", planner.flow, planner.flow, mean, std))
+    with torch.no_grad():
+        for index, (name, module) in enumerate(model.layers.named_children()):
+            record = layer_type_of(module)
+            emitter = C_EMITTERS.get(record.name) if record is not None else None
+            if emitter is None:
+                kind = f" (layer type {record.name})" if record is not None else ""
+                raise ExportError(
+                    f"layer {name}: the C export cannot express {type(module).__name__}{kind}; "
+                    f"supported layer types: {', '.join(C_EMITTERS)}"
+                )
+            emitter(planner, index, name, module)
+    flow = planner.flow
+    if flow.numel != model.spec["num_classes"]:
+        raise ExportError(f"the last layer gives {flow.numel} values, expected {model.spec['num_classes']} logits")
+    planner.ops.append(StepMeanOp("logits", "time-mean", flow, CTensor(flow.numel, 1, 1, 1)))
+    placements, arena = _place(planner.ops)
+    weight_bytes = sum(array.nbytes for op in planner.ops for array in op.arrays())
+    return Plan(planner.ops, placements, arena, weight_bytes)
+

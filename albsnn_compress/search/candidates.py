@@ -1,0 +1,67 @@
+"""Which layers a search may binarize: names resolved, first and last left out, exclusions applied.
+
+Layer names are accepted in full (``layers.conv3``) or by their last part
+(``conv3``, as the command line and the report write them) when that part names
+exactly one binarizable layer.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from albsnn_compress.binarize import candidate_layers
+from albsnn_compress.errors import CompressionError
+
+__all__ = ["resolve_candidates", "resolve_layer_names"]
+
+
+def _short(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def resolve_layer_names(names: list[str], available: list[str], what: str) -> list[str]:
+    """Full names, in the order given, for ``names`` that are full or short names of ``available`` layers.
+
+    Args:
+        names: what the caller wrote (``["conv3", "layers.conv4"]``).
+        available: the binarizable layers of the model, full names.
+        what: the setting they came from, for messages (``"layers"``, ``"exclude"``).
+
+    Raises:
+        CompressionError: a name matches no layer, or a short name matches several.
+    """
+    resolved = []
+    for name in names:
+        if name in available:
+            resolved.append(name)
+            continue
+        matches = [full for full in available if _short(full) == name]
+        if len(matches) != 1:
+            problem = f"names several layers {matches}; write the full name" if matches else "is not a binarizable layer"
+            shorts = [_short(full) for full in available]
+            choices = shorts if len(set(shorts)) == len(shorts) else available
+            raise CompressionError(f"{what}: {name!r} {problem}; choose from {', '.join(choices)}")
+        resolved.append(matches[0])
+    return resolved
+
+
+def resolve_candidates(model: nn.Module, layers: list[str] | None, exclude: list[str], binarize_first_last: bool) -> list[str]:
+    """The candidate layers of ``model`` in model order (see :class:`~albsnn_compress.search.config.SearchConfig`).
+
+    Raises:
+        CompressionError: a name in ``layers`` or ``exclude`` is wrong, or no candidate is left.
+    """
+    available = candidate_layers(model, include_first_last=True)
+    if layers:
+        chosen = set(resolve_layer_names(layers, available, "layers"))
+        candidates = [name for name in available if name in chosen]
+    else:
+        candidates = candidate_layers(model, include_first_last=binarize_first_last)
+    excluded = set(resolve_layer_names(exclude, available, "exclude"))
+    candidates = [name for name in candidates if name not in excluded]
+    if not candidates:
+        raise CompressionError(
+            "no candidate layers to binarize: the model needs binarizable layers besides the first and the "
+            "last (or pass binarize_first_last / layers; on the command line --binarize-first-last / --layers)"
+        )
+    return candidates

@@ -1,0 +1,99 @@
+"""The settings of a compression run, as one small dataclass.
+
+Kept apart from :mod:`albsnn_compress.search.run` so that the session, which reads
+them, and ``compress``, which builds the session, both import it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from albsnn_compress.search.estimators import Estimator
+from albsnn_compress.search.paired_drop import check_confidence
+from albsnn_compress.seeds import check_seed
+from albsnn_compress.search.protocol import Strategy
+
+__all__ = ["SearchConfig"]
+
+
+@dataclass
+class SearchConfig:
+    """Settings of a compression run.
+
+    Attributes:
+        strategy: ``adaptive`` (estimator-guided, default), ``oracle``, ``all``, ``none``,
+            another registered name, or a strategy function
+            (:data:`albsnn_compress.search.strategies.STRATEGIES`).
+        estimator: ``probe`` (default: the best measured fidelity per cost, docs/method.md
+            "Estimator fidelity"), ``weight``, ``output``, ``loss``, another registered name,
+            or an estimator object (copied for each run; :data:`albsnn_compress.search.estimators.ESTIMATORS`).
+        epochs: finetuning epochs of the whole run (the selection is decided during them).
+        trial_epochs: finetuning epochs of each tried change.
+        lr: peak learning rate of each finetuning slice (AdamW, cosine).
+        batch_size: global batch size.
+        distill: distil from the input model (else plain cross-entropy).
+        seed: fixes every random choice; same seed, same selection. An integer from 0 to
+            :data:`~albsnn_compress.seeds.MAX_SEED` (2^32 - 1), checked whenever it is set
+            (:class:`~albsnn_compress.seeds.SeedError` otherwise).
+        probe_batches: calibration batches the estimators run on.
+        bn_batches: training batches for batch-norm re-estimation before each measurement.
+        layers: candidate layer names, full (``layers.conv3``) or short (``conv3``);
+            default: every binarizable layer but the first and the last.
+        exclude: layer names never to binarize, full or short.
+        binarize_first_last: let the first and last layers be candidates too.
+        amp: bfloat16 autocast while finetuning on CUDA (ignored on CPU).
+        sync_bn: under DDP, finetune with batch norm synchronised across processes.
+        channels_last: finetune with 4-D weights and images in ``torch.channels_last``
+            (opt-in, as ``train --channels-last``): about a fifth faster on CPU, not
+            bit-identical to the default layout, so the same seed may select differently.
+        extend_within: ``adaptive``: a single layer whose trial misses the budget by at
+            most this multiple of the budget gets one more trial slice before it is
+            rejected (a short slice overestimates what a layer finally costs).
+        group_after: ``adaptive``: measurements the calibration needs before several
+            layers are tried at once (a factor fitted to one point is too weak to bet
+            a group on).
+        confidence: ``None`` (default): accept a change when its measured validation
+            drop is within the budget. A probability between 0.5 and 1 (e.g. 0.9):
+            accept it only when the drop's one-sided upper confidence bound at that
+            level is (exact paired interval, :mod:`albsnn_compress.search.paired_drop`), so the
+            budget holds beyond the validation images with that confidence. Checked
+            whenever it is set (``ValueError`` otherwise).
+    """
+
+    strategy: str | Strategy = "adaptive"
+    estimator: str | Estimator = "probe"
+    epochs: float = 1.0
+    trial_epochs: float = 0.25
+    lr: float = 1e-3
+    batch_size: int = 128
+    distill: bool = True
+    seed: int = 0
+    probe_batches: int = 4
+    bn_batches: int = 20
+    layers: list[str] | None = None
+    exclude: list[str] = field(default_factory=list)
+    binarize_first_last: bool = False
+    amp: bool = False
+    sync_bn: bool = False
+    channels_last: bool = False
+    extend_within: float = 2.0
+    group_after: int = 2
+    confidence: float | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every assignment, the dataclass __init__'s included, so a changed config is checked too
+        if name == "seed":
+            value = check_seed(value, "SearchConfig.seed")
+        elif name == "confidence":
+            value = check_confidence(value, "SearchConfig.confidence")
+        super().__setattr__(name, value)
+
+    def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:
+        """Every setting as JSON-able values, with the strategy and estimator given by name."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        values.update(strategy=strategy, estimator=estimator, exclude=list(self.exclude))
+        if self.layers is not None:
+            values["layers"] = list(self.layers)
+        return values

@@ -1,0 +1,147 @@
+"""The interface a search strategy drives: what a strategy may read and do, and nothing more.
+
+A strategy is a function ``strategy(session) -> None`` (see
+:mod:`albsnn_compress.search.strategies`). It decides which candidate layers to
+binarize by composing the session's operations (estimate, binarize, finetune,
+measure, snapshot and restore) and writes down its verdicts (``decide``) and its
+path (``record``). :class:`~albsnn_compress.search.session.SearchSession` implements
+this protocol on a real model; the tests drive the strategies with a scripted
+one. Strategies import this module only, never the session, so the imports
+run one way: protocol <- strategies <- search -> session -> protocol.
+
+Units: drops, budgets and estimates in points are percentage points of
+validation top-1 accuracy; raw values are the estimator's own unit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from albsnn_compress.search.calibration import Calibration
+from albsnn_compress.search.result import LayerDecision
+
+__all__ = ["StrategySettings", "StrategySession", "Strategy"]
+
+
+@runtime_checkable
+class StrategySettings(Protocol):
+    """The settings strategies read (:class:`~albsnn_compress.search.config.SearchConfig` has them all).
+
+    Attributes:
+        epochs: finetuning epochs of the whole run.
+        trial_epochs: finetuning epochs of each trial slice.
+        extend_within: a single layer whose trial misses the budget by at most this
+            multiple of the budget gets one more slice before it is rejected.
+        group_after: measurements the calibration needs before several layers are
+            tried at once.
+    """
+
+    epochs: float
+    trial_epochs: float
+    extend_within: float
+    group_after: int
+
+
+@runtime_checkable
+class StrategySession(Protocol):
+    """What a strategy drives.
+
+    Attributes:
+        candidates: the layers it may binarize, in model order.
+        saved_bits: per candidate, the bits binarizing it saves.
+        budget: the allowed validation drop, points.
+        config: the settings strategies read.
+        calibration: maps raw estimator values to points; the strategy feeds it
+            the drops it measures.
+        current_drop: the drop at the last measurement (or restore), points.
+        decisions: the latest verdict per candidate decided so far.
+    """
+
+    candidates: list[str]
+    saved_bits: Mapping[str, int]
+    budget: float
+    config: StrategySettings
+    calibration: Calibration
+    current_drop: float
+    decisions: Mapping[str, LayerDecision]
+
+    def estimate(self, names: list[str]) -> dict[str, float]:
+        """Raw estimator values for ``names`` on the model as it is now."""
+        ...
+
+    def binarized(self) -> list[str]:
+        """The candidates binarized now, in model order."""
+        ...
+
+    def binarize(self, names: list[str]) -> None:
+        """Binarize ``names`` (already binarized ones stay as they are)."""
+        ...
+
+    def unbinarize(self, names: list[str]) -> None:
+        """Return ``names`` to float (their latent weights as they are now)."""
+        ...
+
+    def finetune(self, epochs: float, description: str) -> None:
+        """Finetune the model as it is for ``epochs`` (one cosine slice; nothing when ``epochs <= 0``)."""
+        ...
+
+    def measure(self) -> float:
+        """Measure the validation drop against the input model (points); it becomes ``current_drop``."""
+        ...
+
+    def judged_drop(self) -> float:
+        """The drop of the last measurement as decisions judge it, points.
+
+        The measured drop itself, or, when the run asks for a confidence level, the
+        drop's upper confidence bound.
+        """
+        ...
+
+    def fits_budget(self) -> bool:
+        """Whether :meth:`judged_drop` is within the budget. Strategies accept or reject
+        changes with this, never by comparing ``current_drop`` themselves."""
+        ...
+
+    def snapshot(self) -> Any:
+        """The model as it is now (binarized layers and weights), for :meth:`restore`."""
+        ...
+
+    def restore(self, snapshot: Any, drop: float) -> None:
+        """Go back to ``snapshot`` exactly, whose measured drop was ``drop`` (points)."""
+        ...
+
+    def restore_input(self) -> None:
+        """Go back to the input model (its drop is 0 by definition)."""
+        ...
+
+    def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> None:
+        """Append a trajectory step: ``action`` on ``layers``, with the raw estimates it weighed."""
+        ...
+
+    def decide(
+        self,
+        name: str,
+        binarized: bool,
+        reason: str,
+        *,
+        raw: float | None = None,
+        alone: float | None = None,
+        increment: float | None = None,
+    ) -> None:
+        """Write the (latest) verdict on candidate ``name``.
+
+        Args:
+            name: the candidate.
+            binarized: whether it is binarized after this verdict.
+            reason: why, for people.
+            raw: its raw estimate, if it was estimated (converted to points with the
+                calibration as it stands now).
+            alone: the drop measured with it binarized alone, points.
+            increment: the drop increment measured for the group it was tried in, points.
+        """
+        ...
+
+
+Strategy = Callable[[StrategySession], None]
+"""A strategy: drives a session until its selection is made and verified."""

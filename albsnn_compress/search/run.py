@@ -1,0 +1,148 @@
+"""The compression search: measure, finetune, binarize, verify, under an accuracy budget.
+
+``compress(model, train, val, budget=0.2)`` copies the model, lets a strategy
+(:mod:`albsnn_compress.search.strategies`) choose which candidate layers to binarize
+on a :class:`~albsnn_compress.search.session.SearchSession`, finetuning with the input
+model as teacher, and returns a :class:`~albsnn_compress.search.result.CompressionResult`.
+Whatever the strategy, the final model's *measured* validation drop is checked
+against the budget (the ``all`` and ``none`` baselines excepted: they report
+what they get). The caller's model, its train/eval mode and torch's global
+random state are left as they were.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from albsnn_compress.binarize import binarized_layers
+from albsnn_compress.search.budget import BudgetWarning, check_budget, implausible_budget
+from albsnn_compress.data.imageset import ImageSet
+from albsnn_compress.search.data_input import SplitData, as_imageset
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.errors import CompressionError
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
+from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
+from albsnn_compress.progress import ProgressCallback
+from albsnn_compress.search.result import CompressionResult
+from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.session import SearchSession
+from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.search.strategies import resolve_strategy
+
+__all__ = ["SearchConfig", "compress", "check_budget"]
+
+
+def _check_packable(model: nn.Module) -> None:
+    if not isinstance(model, SpikingNet):
+        raise CompressionError(
+            f"model is a {type(model).__name__}, not a SpikingNet, so its result cannot be packed (.albsnn) or exported "
+            "(ONNX); build it from a spec with albsnn_compress.build_model, or pass needs_packing=False to compress it in memory only"
+        )
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators for the run and give the caller's random state back after it."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def compress(
+    model: nn.Module,
+    train_data: SplitData,
+    val_data: SplitData,
+    budget: float = 0.2,
+    *,
+    test_data: SplitData | None = None,
+    config: SearchConfig | None = None,
+    ctx: DistContext = LOCAL,
+    on_progress: ProgressCallback | None = None,
+    needs_packing: bool = True,
+) -> CompressionResult:
+    """Binarize the candidate layers of ``model`` that ``budget`` affords.
+
+    Args:
+        model: a :class:`~albsnn_compress.snn.spec.SpikingNet` (or, with
+            ``needs_packing=False``, any ``nn.Module`` mapping images to logits);
+            it is copied, never modified.
+        train_data, val_data: an :class:`ImageSet`, ``(images, labels)`` tensors or a
+            torch ``DataLoader`` (read once into memory; see :mod:`albsnn_compress.search.data_input`).
+            Finetuning uses ``train_data``; the budget is checked on ``val_data``.
+        budget: allowed drop in percentage points of validation top-1 accuracy
+            (0.2 = 0.2 points), against the input model on the same split.
+        test_data: optional; reported only, never used for decisions.
+        config: strategy, estimator, finetuning settings, seed.
+        ctx: distributed context (single process by default).
+        on_progress: receives the search's progress events (nothing is printed).
+        needs_packing: refuse, before any work, a model whose result could not be
+            written as a ``.albsnn`` container or ONNX file (anything but a SpikingNet).
+
+    Returns:
+        The compressed model with its binarized layers, decisions, trajectory and accuracies.
+
+    Raises:
+        BudgetError: ``budget`` is negative, above 100 or not a number (:func:`~albsnn_compress.search.budget.check_budget`).
+        CompressionError: the model cannot be packed, there is no candidate layer, a
+            layer name, strategy or estimator is unknown, or the data is malformed.
+
+    Warns:
+        BudgetWarning: ``budget`` is above 0 but below one validation image (``100 / len(val_data)``
+            points), so it allows no loss at all, like 0; or it is below the margin the split's
+            confidence bound has when a few percent of answers change
+            (:func:`~albsnn_compress.search.paired_drop.unresolvable_budget`), so the validation split
+            cannot confirm it.
+
+    Example:
+        >>> result = compress(model, train, val, 0.5, config=SearchConfig(layers=["conv3"]))  # doctest: +SKIP
+        >>> result.binarized  # doctest: +SKIP
+        ['layers.conv3']
+    """
+    budget = check_budget(budget)
+    if needs_packing:
+        _check_packable(model)
+    config = config or SearchConfig()
+    strategy_name, strategy = resolve_strategy(config.strategy)
+    started = time.perf_counter()
+    with _seeded(config.seed, ctx.device):
+        train, val = as_imageset(train_data, "train_data"), as_imageset(val_data, "val_data")
+        if (why := implausible_budget(budget, len(val))) is not None:
+            warnings.warn(why, BudgetWarning, stacklevel=2)
+        test = as_imageset(test_data, "test_data") if test_data is not None else None
+        session = SearchSession(model, train, val, budget, config, ctx, on_progress)
+        if why is None and (why := unresolvable_budget(budget, len(val), config.confidence)) is not None:
+            warnings.warn(why, BudgetWarning, stacklevel=2)  # once the settings are known good, before the search
+        session.run(strategy)
+        accuracy, paired = _final_accuracy(session, test, ctx)
+    compressed = session.model.to("cpu").eval()
+    timings = dict(session.timings)
+    timings["total"] = time.perf_counter() - started
+    return CompressionResult(
+        model=compressed, binarized=binarized_layers(compressed), candidates=session.candidates,
+        decisions=session.final_decisions(), trajectory=session.trajectory, budget=budget, accuracy=accuracy,
+        timings=timings, finetune_epochs=session.finetune_epochs, strategy=strategy_name,
+        estimator=session.estimator.name, seed=config.seed, config=config.as_json(strategy_name, session.estimator.name),
+        finetune_slices=session.slices, paired=paired,
+    )
+
+
+def _final_accuracy(session: SearchSession, test: ImageSet | None, ctx: DistContext) -> tuple[dict[str, float], dict[str, PairedDrop]]:
+    """Accuracies before and after, and the paired drop image by image, on validation (and test if given)."""
+    val_after = correct_answers(session.model, session.val, ctx)
+    accuracy = {"val_before": session.val_before, "val_after": accuracy_percent(val_after)}
+    paired = {"val": paired_drop(session.val_correct_before, val_after)}
+    if test is not None:
+        test_before, test_after = correct_answers(session.input_model, test, ctx), correct_answers(session.model, test, ctx)
+        accuracy.update(test_before=accuracy_percent(test_before), test_after=accuracy_percent(test_after))
+        paired["test"] = paired_drop(test_before, test_after)
+    return accuracy, paired

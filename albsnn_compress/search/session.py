@@ -1,0 +1,237 @@
+"""The search session: the machinery every strategy drives (it implements :class:`StrategySession`).
+
+It holds the working model (a copy of the input), the frozen input model (the
+teacher, and the reference for the test split), the data, measurement
+(batch-norm re-estimation, then validation accuracy), finetuning slices,
+snapshots for reverting, the verdicts per candidate and the trajectory. The
+strategy (:mod:`albsnn_compress.search.strategies`) decides; the session carries out
+and writes down.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_
+from albsnn_compress.search.calibration import Calibration
+from albsnn_compress.search.candidates import resolve_candidates
+from albsnn_compress.data.imageset import ImageSet
+from albsnn_compress.data.loader import BatchLoader
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.search.estimators import Estimator, Probe, resolve_estimator
+from albsnn_compress.search.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
+from albsnn_compress.search.model_copy import copy_model
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
+from albsnn_compress.search.paired_drop import PairedDrop, paired_drop
+from albsnn_compress.progress import ProgressCallback, ProgressEvent
+from albsnn_compress.search.result import LayerDecision, SearchStep
+from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.search.protocol import Strategy
+from albsnn_compress.training.trainer import TrainConfig, Trainer, cross_entropy_loss
+
+__all__ = ["SearchSession", "Snapshot"]
+
+Snapshot = tuple[list[str], dict[str, torch.Tensor], PairedDrop]  # binarized layers, state dict, its measurement
+
+
+class SearchSession:
+    """A search on a copy of ``model`` (see the module docstring).
+
+    Args:
+        model: the input model; it is copied, never modified.
+        train: finetuning, batch-norm re-estimation and probe batches come from it.
+        val: the split the budget is checked on.
+        budget: allowed validation drop, percentage points.
+        config: the run's settings (candidates, estimator, finetuning, seed, the
+            confidence level decisions judge the drop at).
+        ctx: distributed context (single process by default).
+        on_progress: receives a ``"search"`` event per trajectory step, and the
+            finetuning slices' ``"slice"`` events.
+
+    Raises:
+        CompressionError: an unknown estimator, a wrong layer name, or no candidate.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: ImageSet,
+        val: ImageSet,
+        budget: float,
+        config: SearchConfig,
+        ctx: DistContext = LOCAL,
+        on_progress: ProgressCallback | None = None,
+    ) -> None:
+        self.estimator: Estimator = resolve_estimator(config.estimator)
+        self.candidates = resolve_candidates(model, config.layers, config.exclude, config.binarize_first_last)
+        self.model = copy_model(model).to(ctx.device)
+        self.train, self.val = train, val
+        self.budget = budget
+        self.config = config
+        self.ctx = ctx
+        self.on_progress = on_progress
+        self.input_model = frozen_teacher(self.model)  # the input as it came: teacher and test reference
+        self.teacher = self.input_model if config.distill else None
+        self.loss_fn = distillation_loss(self.teacher) if self.teacher is not None else cross_entropy_loss
+        self.calibration = Calibration()
+        self.trajectory: list[SearchStep] = []
+        self.decisions: dict[str, LayerDecision] = {}
+        self.finetune_epochs = 0.0
+        self.slices = 0
+        self.timings: dict[str, float] = {"estimate": 0.0, "finetune": 0.0, "measure": 0.0}
+        self.saved_bits = self._saved_bits()
+        self.probe = self._make_probe()
+        self.val_correct_before = correct_answers(self.model, val, ctx)
+        self.val_before = accuracy_percent(self.val_correct_before)
+        self.current_drop = 0.0
+        self.measurement = PairedDrop(len(val), 0, 0)  # the input against itself
+        self.started = time.perf_counter()
+        self._input = self.snapshot()  # the fallback that always meets the budget
+
+    # -- bookkeeping ---------------------------------------------------------------
+    def _saved_bits(self) -> dict[str, int]:
+        rows = {row.name: row for row in layer_storage(self.model, self.candidates)}
+        return {name: rows[name].saved_bits for name in self.candidates}
+
+    def _make_probe(self) -> Probe:
+        loader = BatchLoader(self.train, 128, shuffle=True, seed=self.config.seed + 7919, drop_last=True)
+        batches = []
+        for index, (images, labels) in enumerate(loader):
+            if index >= self.config.probe_batches:
+                break
+            batches.append((images.to(self.ctx.device), labels.to(self.ctx.device)))
+        return Probe(batches)
+
+    def _params(self, name: str) -> int:
+        module = dict(self.model.named_modules())[name]
+        return int(module.weight.numel())
+
+    def storage_bits(self) -> int:
+        """Computed storage of the model as it is now."""
+        return total_bits(layer_storage(self.model, binarized_layers(self.model)))[1]
+
+    def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> SearchStep:
+        """Append a trajectory step; ``raw`` estimates are also stored in points (calibration as it stands)."""
+        raw = dict(raw or {})
+        step = SearchStep(
+            index=len(self.trajectory), action=action, layers=list(layers),
+            binarized=binarized_layers(self.model), val_accuracy=self.val_before - self.current_drop,
+            drop_points=self.current_drop, storage_bits=self.storage_bits(),
+            estimates_points={name: self.calibration.points(value) for name, value in raw.items()},
+            estimates_raw=raw, seconds=time.perf_counter() - self.started, paired=self.measurement,
+        )
+        self.trajectory.append(step)
+        if self.on_progress is not None:
+            names = ",".join(n.split(".")[-1] for n in step.binarized) or "none"
+            status = f"binarized [{names}]  val {step.val_accuracy:.2f}% (drop {step.drop_points:+.2f} / budget {self.budget:.2f})"
+            self.on_progress(ProgressEvent("search", f"search: {action}", len(self.trajectory), None, status))
+        return step
+
+    def decide(
+        self,
+        name: str,
+        binarized: bool,
+        reason: str,
+        *,
+        raw: float | None = None,
+        alone: float | None = None,
+        increment: float | None = None,
+    ) -> None:
+        """Write the (latest) verdict on candidate ``name`` (see :class:`StrategySession`)."""
+        self.decisions[name] = LayerDecision(
+            name=name, params=self._params(name), binarized=binarized, estimate_raw=raw,
+            estimate_points=self.calibration.points(raw) if raw is not None else None,
+            saved_bits=self.saved_bits[name], reason=reason, measured_alone_points=alone, measured_increment_points=increment,
+        )
+
+    def final_decisions(self) -> list[LayerDecision]:
+        """One decision per candidate, in model order (untouched ones say so)."""
+        binarized = set(binarized_layers(self.model))
+        return [
+            self.decisions.get(name)
+            or LayerDecision(name, self._params(name), name in binarized, None, None, self.saved_bits[name], "not considered")
+            for name in self.candidates
+        ]
+
+    # -- the operations strategies compose -------------------------------------------
+    def estimate(self, names: list[str]) -> dict[str, float]:
+        """Raw estimator values for ``names`` on the current model (identical on every rank)."""
+        start = time.perf_counter()
+        values = self.estimator.estimate(self.model, names, self.probe)
+        self.timings["estimate"] += time.perf_counter() - start
+        return self.ctx.broadcast(values)
+
+    def finetune(self, epochs: float, description: str) -> None:
+        """Finetune the current model for ``epochs`` (one cosine slice), calling the estimator's hook."""
+        if epochs <= 0:
+            return
+        start = time.perf_counter()
+        self.slices += 1
+        config = TrainConfig(
+            epochs=epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=self.config.seed + self.slices,
+            amp=self.config.amp, sync_bn=self.config.sync_bn, channels_last=self.config.channels_last,
+        )
+        hook = getattr(self.estimator, "after_backward", None)
+        after_backward = (lambda model: hook(model, self.candidates)) if hook is not None else None
+        trainer = Trainer(self.model, self.train, config, self.ctx, self.loss_fn, after_backward)
+        trainer.run(trainer.total_steps, self.on_progress, description)
+        self.finetune_epochs += trainer.total_steps / trainer.steps_per_epoch
+        self.timings["finetune"] += time.perf_counter() - start
+
+    def measure(self) -> float:
+        """Re-estimate batch norm, then the validation drop (points) against the input model, image by image."""
+        start = time.perf_counter()
+        recalibrate_batchnorm(self.model, self.train, self.ctx, self.config.bn_batches, seed=self.config.seed)
+        self.measurement = paired_drop(self.val_correct_before, correct_answers(self.model, self.val, self.ctx))
+        self.current_drop = self.measurement.points
+        self.timings["measure"] += time.perf_counter() - start
+        return self.current_drop
+
+    def judged_drop(self) -> float:
+        """The last measurement's drop, or its upper bound at ``config.confidence`` when that is set, points."""
+        return self.measurement.judged(self.config.confidence)
+
+    def fits_budget(self) -> bool:
+        """Whether :meth:`judged_drop` is within the budget."""
+        return self.judged_drop() <= self.budget
+
+    def binarized(self) -> list[str]:
+        """The candidates binarized now, in model order."""
+        return [name for name in binarized_layers(self.model) if name in self.saved_bits]
+
+    def binarize(self, names: list[str]) -> None:
+        """Binarize ``names`` in the working model."""
+        binarize_(self.model, names)
+
+    def unbinarize(self, names: list[str]) -> None:
+        """Return ``names`` of the working model to float."""
+        unbinarize_(self.model, names)
+
+    def snapshot(self) -> Snapshot:
+        """The binarized layers, a copy of every weight and buffer, and the last measurement."""
+        return binarized_layers(self.model), copy.deepcopy(self.model.state_dict()), self.measurement
+
+    def restore(self, snapshot: Snapshot, drop: float) -> None:
+        """Exactly the model of ``snapshot``: the same layers binarized, the same weights, its measurement."""
+        binarized, state, self.measurement = snapshot
+        unbinarize_(self.model, [name for name in binarized_layers(self.model) if name not in binarized])
+        binarize_(self.model, binarized)
+        self.model.load_state_dict(state)
+        self.current_drop = drop
+
+    def restore_input(self) -> None:
+        """Back to the input model, whose drop is 0 by definition."""
+        self.restore(self._input, 0.0)
+
+    def run(self, strategy: Strategy) -> None:
+        """Record the starting point, then let ``strategy`` drive the session."""
+        self.record("start", [])
+        strategy(self)
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))

@@ -1,0 +1,301 @@
+"""Search strategies: which candidate layers to binarize, decided by measurement.
+
+A strategy is a function ``strategy(session) -> None`` that drives a
+:class:`~albsnn_compress.search.protocol.StrategySession`. :data:`STRATEGIES`
+maps a name to one; :func:`register_strategy` adds one, and
+``SearchConfig(strategy=...)`` also takes a function directly.
+
+``adaptive`` (default) is the ALBSNN idea made cheap: the selection is decided
+*during* one finetuning run of ``epochs``. Candidates are re-estimated on the
+adapted network and ranked by estimated harm per bit saved; the largest *group*
+whose summed calibrated estimate fits the remaining budget is binarized, one
+slice of ``trial_epochs`` finetunes it, and a measurement keeps or reverts it. A
+kept trial slice is part of the finetuning run; only reverted slices are
+overhead. When nothing fits, the rest of the run finetunes as one slice (the
+network recovers), and trials go on while some estimate fits the budget it
+freed. A failed group is bisected (its better-ranked half is tried next) and the
+next group size halves; a single layer that missed the budget by at most
+``extend_within`` times the budget gets one more slice before it is rejected.
+Groups wait until the calibration rests on ``group_after`` measurements. The
+cost grows with how often the estimates are wrong, not with the layer count.
+
+``oracle`` measures each layer alone (one finetuning slice each: the expensive
+truth the estimators try to predict), then picks greedily by measured drop per
+bit and finetunes ``epochs``. ``all`` binarizes every candidate; ``none``
+binarizes nothing. Both are baselines and ignore the budget.
+
+``adaptive`` and ``oracle`` end with :func:`verify_and_back_off`, the step that
+makes the budget hold whatever the estimates said.
+"""
+
+from __future__ import annotations
+
+from albsnn_compress.errors import CompressionError
+from albsnn_compress.search.result import LayerDecision
+from albsnn_compress.search.protocol import Strategy, StrategySession
+
+__all__ = [
+    "adaptive",
+    "oracle",
+    "binarize_all",
+    "binarize_none",
+    "verify_and_back_off",
+    "STRATEGIES",
+    "register_strategy",
+    "resolve_strategy",
+]
+
+_EPS = 1e-9
+
+
+def _short(name: str) -> str:
+    return name.split(".")[-1]
+
+
+def _harm_per_bit(session: StrategySession, raw: dict[str, float]) -> list[str]:
+    return sorted(raw, key=lambda name: (raw[name] / max(session.saved_bits[name], 1), name))
+
+
+def _choose_group(session: StrategySession, raw: dict[str, float], cap: int) -> list[str]:
+    """The best-ranked layers whose summed estimate fits the remaining budget (at most ``cap``).
+
+    Until the calibration rests on ``config.group_after`` measurements, one layer
+    at a time: a factor fitted to a single point is too weak to bet a group on.
+    """
+    order = _harm_per_bit(session, raw)
+    if not session.calibration.ready:
+        return order[:1]  # the first measurement calibrates the estimator
+    if len(session.calibration.observations) < session.config.group_after:
+        cap = 1
+    left = session.budget - session.current_drop
+    group, spent = [], 0.0
+    for name in order:
+        points = session.calibration.points(raw[name]) or 0.0
+        if points > left - spent:
+            session.decide(name, False, f"est. {points:.2f} pts > remaining budget {max(left - spent, 0):.2f}", raw=raw[name])
+            continue
+        group.append(name)
+        spent += points
+        if len(group) >= cap:
+            break
+    return group
+
+
+def _drop_text(drop: float, judged: float) -> str:
+    """``measured drop 0.18``, with the bound the decision used when it is not the drop itself."""
+    return f"measured drop {drop:.2f}" + (f" (upper bound {judged:.2f})" if judged != drop else "")
+
+
+def _worth_extending(session: StrategySession, group: list[str], drop: float) -> bool:
+    """Whether a failed single-layer trial is close enough to the budget to earn one more slice.
+
+    A short trial slice overestimates what a layer finally costs (finetuning keeps
+    recovering), so a layer that misses by little gets a second slice before it is
+    rejected for good; one that misses by more than ``config.extend_within`` times
+    the budget is rejected at once, and groups are bisected instead.
+    """
+    return len(group) == 1 and session.budget > 0 and drop <= session.config.extend_within * session.budget
+
+
+def _trial(session: StrategySession, group: list[str]) -> tuple[float, float, float]:
+    """Binarize ``group``, finetune one slice (two for a near miss), measure.
+
+    Returns the drop measured after the first slice (what the calibration learns
+    from), the final measured drop, and the finetuning epochs the trial took.
+    """
+    epochs = session.config.trial_epochs
+    session.binarize(group)
+    session.finetune(epochs, f"try {', '.join(_short(n) for n in group)}")
+    first = drop = session.measure()
+    if not session.fits_budget() and _worth_extending(session, group, drop):
+        session.finetune(epochs, f"extend {_short(group[0])}")
+        drop = session.measure()
+        epochs *= 2
+    return first, drop, epochs
+
+
+def _keep(session: StrategySession, group: list[str], raw: dict[str, float], drop: float, increment: float) -> None:
+    judged = session.judged_drop()
+    for name in group:
+        estimate = session.calibration.points(raw[name])
+        basis = f"est. {estimate:.2f} pts fits" if estimate is not None else "tried first (no calibration yet)"
+        reason = f"{basis}; {_drop_text(drop, judged)} <= budget {session.budget:.2f}"
+        session.decide(name, True, reason, raw=raw[name], increment=increment)
+    session.record("binarize", group, raw)
+
+
+def _finetune_only(session: StrategySession, epochs: float, description: str) -> None:
+    """A slice of the run with no change tried: the network recovers; measure where it stands."""
+    session.finetune(epochs, description)
+    session.measure()
+    session.record("finetuned", [])
+
+
+def adaptive(session: StrategySession) -> None:
+    """Estimator-guided progressive binarization during one finetuning run (see module docs).
+
+    The run lasts ``epochs``: kept trial slices, then the rest as one slice once
+    nothing fits (a single cosine schedule recovers better than restarting the
+    learning rate every slice). After it, trials go on only while some
+    candidate's estimate fits; the final check follows. Verdicts and steps carry
+    the estimates in points as the search saw them when it chose; each trial's
+    first-slice increment then joins the calibration.
+    """
+    remaining = list(session.candidates)
+    run_left = session.config.epochs
+    cap = len(remaining)
+    bisect: list[str] = []  # the kept half of a group that failed: tried next, as is
+    while remaining:
+        raw = session.estimate(remaining)
+        group = bisect or _choose_group(session, raw, cap)
+        bisect = []
+        if not group:
+            if run_left <= _EPS:
+                break
+            _finetune_only(session, run_left, "finetune the rest")
+            run_left = 0.0
+            continue
+        before = session.current_drop
+        snapshot = session.snapshot()
+        first, drop, epochs = _trial(session, group)
+        increment = drop - before
+        judged = session.judged_drop()
+        if session.fits_budget():
+            _keep(session, group, raw, drop, increment)
+            remaining = [name for name in remaining if name not in group]
+            run_left -= epochs
+        else:
+            session.restore(snapshot, before)
+            session.record("revert", group, raw)
+            if len(group) == 1:
+                reason = f"tried: {_drop_text(drop, judged)} pts > budget {session.budget:.2f}"
+                session.decide(group[0], False, reason, raw=raw[group[0]], increment=increment)
+                remaining.remove(group[0])
+            else:
+                bisect = group[: len(group) // 2]
+            cap = max(1, len(group) // 2)
+        session.calibration.observe(sum(max(raw[n], 0.0) for n in group), first - before)
+    if run_left > _EPS:
+        session.finetune(run_left, "final finetune")
+    verify_and_back_off(session)
+
+
+def oracle(session: StrategySession) -> None:
+    """Measure every candidate alone after one finetuning slice, then pick greedily."""
+    measured: dict[str, float] = {}
+    for name in session.candidates:
+        snapshot = session.snapshot()
+        session.binarize([name])
+        session.finetune(session.config.trial_epochs, f"oracle {_short(name)}")
+        measured[name] = session.measure()
+        session.record("probe", [name])
+        session.restore(snapshot, 0.0)
+    order = sorted(measured, key=lambda n: (max(measured[n], 0.0) / max(session.saved_bits[n], 1), n))
+    spent = 0.0
+    chosen = []
+    for name in order:
+        cost = max(measured[name], 0.0)
+        if spent + cost <= session.budget:
+            spent += cost
+            session.decide(name, True, f"measured alone {measured[name]:.2f} pts; total {spent:.2f} <= budget", alone=measured[name])
+            session.binarize([name])
+            chosen.append(name)
+        else:
+            reason = f"measured alone {measured[name]:.2f} pts > remaining budget {session.budget - spent:.2f}"
+            session.decide(name, False, reason, alone=measured[name])
+    session.record("binarize", chosen)
+    session.finetune(session.config.epochs, "final finetune")
+    verify_and_back_off(session)
+
+
+def _measured(decision: LayerDecision | None) -> float:
+    """What the search measured for a layer: alone (oracle), else its group's increment (adaptive)."""
+    if decision is None:
+        return 0.0
+    if decision.measured_alone_points is not None:
+        return decision.measured_alone_points
+    return decision.measured_increment_points or 0.0
+
+
+def verify_and_back_off(session: StrategySession) -> None:
+    """Measure the final model; while over budget, return the costliest-per-bit layer to float.
+
+    Each back-off finetunes one trial slice and measures again. If the model is
+    still over budget with every candidate in float (finetuning itself cost
+    accuracy), the input model is returned unchanged: its drop is 0 by definition.
+    """
+    session.measure()
+    session.record("final", [])
+    while not session.fits_budget() and session.binarized():
+        worst = max(session.binarized(), key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1))
+        session.unbinarize([worst])
+        session.finetune(session.config.trial_epochs, f"back off {worst}")
+        session.measure()
+        previous = session.decisions.get(worst)
+        session.decide(
+            worst, False, f"backed off at the final check: drop with it > budget {session.budget:.2f} pts",
+            raw=previous.estimate_raw if previous else None,
+            alone=previous.measured_alone_points if previous else None,
+            increment=previous.measured_increment_points if previous else None,
+        )
+        session.record("backoff", [worst])
+    if not session.fits_budget():
+        session.restore_input()
+        for name in session.binarized():
+            session.decide(name, True, "binarized in the input model, which is returned: over budget with every candidate in float")
+        session.record("restore-input", [])
+
+
+def binarize_all(session: StrategySession) -> None:
+    """Baseline: binarize every candidate, finetune, report (the budget is not enforced)."""
+    session.binarize(session.candidates)
+    for name in session.candidates:
+        session.decide(name, True, "strategy 'all' binarizes every candidate")
+    session.finetune(session.config.epochs, "final finetune")
+    session.measure()
+    session.record("final", [])
+
+
+def binarize_none(session: StrategySession) -> None:
+    """Baseline: keep every layer in float (measures the pipeline's own effect)."""
+    for name in session.candidates:
+        session.decide(name, False, "strategy 'none' keeps every layer in float")
+    session.measure()
+    session.record("final", [])
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "adaptive": adaptive,
+    "oracle": oracle,
+    "all": binarize_all,
+    "none": binarize_none,
+}
+
+
+def register_strategy(name: str, strategy: Strategy) -> None:
+    """Let ``SearchConfig(strategy=name)`` run ``strategy``.
+
+    Raises:
+        CompressionError: ``name`` is already registered.
+    """
+    if name in STRATEGIES:
+        raise CompressionError(f"strategy name {name!r} is already registered; register yours under another name")
+    STRATEGIES[name] = strategy
+
+
+def resolve_strategy(strategy: str | Strategy) -> tuple[str, Strategy]:
+    """The name and function of a registered name or a strategy function.
+
+    A function's name is its registered name if it has one, else its ``__name__``.
+
+    Raises:
+        CompressionError: an unknown name, or something that is neither a name nor callable.
+    """
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            raise CompressionError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)} or pass a function strategy(session)")
+        return strategy, STRATEGIES[strategy]
+    if not callable(strategy):
+        raise CompressionError(f"strategy {strategy!r} is not callable; pass one of {list(STRATEGIES)} or a function strategy(session)")
+    name = next((key for key, value in STRATEGIES.items() if value is strategy), None)
+    return name or getattr(strategy, "__name__", type(strategy).__name__), strategy

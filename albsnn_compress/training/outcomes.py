@@ -1,0 +1,44 @@
+"""Per-image outcomes: which images of a split a model answers correctly.
+
+Accuracy is their mean; the paired drop between two models
+(:mod:`albsnn_compress.search.paired_drop`) needs the vectors themselves, image by
+image in the split's order, which is why they are kept whole rather than
+counted.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from albsnn_compress.data.imageset import ImageSet
+from albsnn_compress.data.loader import BatchLoader
+from albsnn_compress.training.distributed import LOCAL, DistContext
+
+__all__ = ["correct_answers", "accuracy_percent"]
+
+
+def correct_answers(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 256) -> torch.Tensor:
+    """A boolean vector over ``data``'s images, in order: whether ``model``'s top-1 answer is the label.
+
+    Under DDP each rank answers its shard (every ``world_size``-th image, from its
+    rank) and the vectors are summed across ranks, so every rank returns the whole
+    split's vector.
+    """
+    model.eval()
+    model.to(ctx.device)
+    loader = BatchLoader(data, batch_size, rank=ctx.rank, world_size=ctx.world_size)
+    correct = torch.zeros(len(data), dtype=torch.int64)
+    position = ctx.rank
+    with torch.no_grad():
+        for images, labels in loader:
+            hits = model(images.to(ctx.device)).argmax(dim=1).cpu() == labels
+            count = labels.numel()
+            correct[position : position + count * ctx.world_size : ctx.world_size] = hits.long()
+            position += count * ctx.world_size
+    return ctx.all_reduce_sum(correct).bool()
+
+
+def accuracy_percent(correct: torch.Tensor) -> float:
+    """Top-1 accuracy in percent from a per-image correctness vector."""
+    return 100.0 * float(correct.sum()) / max(int(correct.numel()), 1)
