@@ -26,7 +26,6 @@ for new estimators and strategies); docs/architecture.md maps them.
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers, unbinarize_
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.search.estimators import register_estimator
 from albsnn_compress.formats.container.file import read_container, write_container
 from albsnn_compress.formats.nir.optional import export_nir, read_nir
 from albsnn_compress.formats.onnx.export import export_onnx
@@ -34,11 +33,12 @@ from albsnn_compress.interop import from_snntorch, from_spikingjelly
 from albsnn_compress.model_file import load_model_file
 from albsnn_compress.progress import ProgressEvent
 from albsnn_compress.report import build_report
-from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.estimators import register_estimator
+from albsnn_compress.search.result import CompressionResult
+from albsnn_compress.search.strategies import register_strategy
 from albsnn_compress.snn.layer_types import LayerType, register_layer_type
 from albsnn_compress.snn.spec import SpikingNet, build_model
-from albsnn_compress.search.strategies import register_strategy
 from albsnn_compress.summary import summary
 from albsnn_compress.versions import __version__
 

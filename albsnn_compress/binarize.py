@@ -113,7 +113,9 @@ def _resolve(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[tuple
     for name in names:
         module = modules.get(name)
         if module is None:
-            raise CompressionError(f"no layer named {name!r}; binarizable layers: {[n for n, m in modules.items() if is_binarizable(m)]}")
+            raise CompressionError(
+                f"no layer named {name!r}; binarizable layers: {[n for n, m in modules.items() if is_binarizable(m)]}"
+            )
         if not is_binarizable(module):
             raise CompressionError(
                 f"layer {name!r} is a {type(module).__name__}, which has no binarizable weight; choose a conv or linear layer"

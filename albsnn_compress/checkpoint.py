@@ -32,14 +32,21 @@ from typing import Any
 
 import torch
 
-from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
 from albsnn_compress.errors import CheckpointError, SpecError
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.files.file_kind import HEAD_BYTES, sniff
 from albsnn_compress.files.model_cost import cost_problem
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
-__all__ = ["Checkpoint", "save_checkpoint", "read_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+]
 
 CHECKPOINT_FORMAT = "albsnn-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -48,8 +55,18 @@ _HOW_TO_SAVE = "save models with albsnn_compress.save_checkpoint or `albsnn-comp
 _MIN_BYTES_PER_VALUE = 2  # the narrowest allowed dtype (float16, bfloat16), stored uncompressed
 _CHUNK = 1 << 18  # values checked at a time (1 MiB of float32)
 # What zipfile may raise on a damaged archive (NotImplementedError: a "zip version" byte from the future).
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError, struct.error,
-               OverflowError, KeyError, IndexError)
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    struct.error,
+    OverflowError,
+    KeyError,
+    IndexError,
+)
 # What a spec check may raise on a value no JSON file could hold but a pickle can (a tensor, a set, ...).
 _SPEC_ESCAPES = (ValueError, TypeError, AttributeError, RuntimeError, OverflowError, KeyError, IndexError)
 
@@ -116,14 +133,20 @@ def _sniff(path: Path) -> int:
     if found.kind == "zip":
         return size
     if found.kind == "container":
-        raise CheckpointError(f"{path}: is {found.description}, not a model.pt checkpoint; read it with read_container "
-                              "(eval and inspect take it)")
+        raise CheckpointError(
+            f"{path}: is {found.description}, not a model.pt checkpoint; read it with read_container "
+            "(eval and inspect take it)"
+        )
     if found.kind == "damaged-container":
         raise CheckpointError(f"{path}: starts like {found.description}; copy it again in binary mode")
     if found.kind == "pickle":
-        raise CheckpointError(f"{path}: is {found.description}, not a checkpoint (a zip archive expected); "
-                              f"pickles are never unpickled; {_HOW_TO_SAVE}")
-    raise CheckpointError(f"{path}: is {found.description}, not a PyTorch checkpoint (a zip archive expected); {_HOW_TO_SAVE}")
+        raise CheckpointError(
+            f"{path}: is {found.description}, not a checkpoint (a zip archive expected); "
+            f"pickles are never unpickled; {_HOW_TO_SAVE}"
+        )
+    raise CheckpointError(
+        f"{path}: is {found.description}, not a PyTorch checkpoint (a zip archive expected); {_HOW_TO_SAVE}"
+    )
 
 
 def _check_archive(path: Path, size: int) -> None:
@@ -150,7 +173,9 @@ def _check_archive(path: Path, size: int) -> None:
             )
     declared = sum(member.file_size for member in members)
     if declared > size:
-        raise CheckpointError(f"{path}: the archive declares {declared} bytes of content in a {size}-byte file; the file is corrupt")
+        raise CheckpointError(
+            f"{path}: the archive declares {declared} bytes of content in a {size}-byte file; the file is corrupt"
+        )
 
 
 def _torch_load(path: Path) -> Any:
@@ -164,7 +189,9 @@ def _torch_load(path: Path) -> Any:
             raise CheckpointError(
                 f"{path}: holds pickled Python objects (e.g. a whole nn.Module), which are never unpickled; {_HOW_TO_SAVE}"
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {text}); copy the file again") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {text}); copy the file again"
+        ) from None
 
 
 def _shown(value: Any) -> str:
@@ -212,12 +239,16 @@ def _check_state_dict(path: Path, state: Any, model: SpikingNet) -> dict[str, to
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
-        raise CheckpointError(f"{path}: state_dict does not match the architecture (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise CheckpointError(
+            f"{path}: state_dict does not match the architecture (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     for key, value in state.items():
         if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_meta:
             raise CheckpointError(f"{path}: state_dict[{key!r}] must be a dense tensor, got {type(value).__name__}")
         if value.dtype not in _ALLOWED_DTYPES:
-            raise CheckpointError(f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected one of {_ALLOWED_DTYPES}")
+            raise CheckpointError(
+                f"{path}: state_dict[{key!r}] has dtype {value.dtype}, expected one of {_ALLOWED_DTYPES}"
+            )
         if value.shape != expected[key].shape:
             raise CheckpointError(
                 f"{path}: state_dict[{key!r}] has shape {list(value.shape)}, the architecture needs {list(expected[key].shape)}"
@@ -250,7 +281,9 @@ def _check_finite(path: Path, key: str, value: torch.Tensor) -> None:
     if bad is None:
         return
     if variance:
-        raise CheckpointError(f"{path}: state_dict[{key!r}] is a batch-norm variance and must be finite and >= 0, found {bad}")
+        raise CheckpointError(
+            f"{path}: state_dict[{key!r}] is a batch-norm variance and must be finite and >= 0, found {bad}"
+        )
     raise CheckpointError(
         f"{path}: state_dict[{key!r}] must hold finite values, found {bad} (a diverged training run?); retrain the model"
     )
@@ -284,7 +317,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: format tag is {found}, expected {CHECKPOINT_FORMAT!r}; {_HOW_TO_SAVE}")
     version = payload.get("version")
     if type(version) is not int or version != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {_shown(version)} is not supported (expected {CHECKPOINT_VERSION})")
+        raise CheckpointError(
+            f"{path}: checkpoint version {_shown(version)} is not supported (expected {CHECKPOINT_VERSION})"
+        )
     spec, timesteps = _spec(path, payload, size)
     try:
         with torch.device("meta"):  # shapes only: nothing is allocated

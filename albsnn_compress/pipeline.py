@@ -18,19 +18,19 @@ from typing import Any
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import dataset_info, load_splits
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
+from albsnn_compress.files.output_paths import writing
+from albsnn_compress.files.output_set import MANIFEST_NAME, OutputSet
 from albsnn_compress.formats.c.plan import plan_model
 from albsnn_compress.formats.container.file import sha256_file, write_container
 from albsnn_compress.formats.nir.optional import check_nir_exportable, export_nir, is_nir_file, read_nir
 from albsnn_compress.formats.onnx.export import export_onnx
-from albsnn_compress.files.output_paths import writing
-from albsnn_compress.files.output_set import MANIFEST_NAME, OutputSet
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.training.distributed import LOCAL, DistContext
 
 __all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "c_footprint", "OUTPUT_FORMATS"]
 
@@ -91,8 +91,14 @@ def compress_checkpoint(
     if "nir" in request.formats:
         check_nir_exportable(model)  # a layer NIR cannot hold is refused now, not after the search
     result = compress(
-        model, splits["train"], splits["val"], request.budget, test_data=splits["test"],
-        config=request.config, ctx=ctx, on_progress=on_progress,
+        model,
+        splits["train"],
+        splits["val"],
+        request.budget,
+        test_data=splits["test"],
+        config=request.config,
+        ctx=ctx,
+        on_progress=on_progress,
     )
     files: dict[str, Path] = {}
     report = None
@@ -135,14 +141,20 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
     checkpoint = read_checkpoint(path)
     dataset = request.dataset or checkpoint.metadata.get("dataset")
     if not isinstance(dataset, str):
-        raise CheckpointError(f"{path}: metadata names no dataset; pass --dataset or retrain with `albsnn-compress train`")
+        raise CheckpointError(
+            f"{path}: metadata names no dataset; pass --dataset or retrain with `albsnn-compress train`"
+        )
     return checkpoint.build(), {**checkpoint.metadata, "dataset": dataset}
 
 
 def _output_set(request: CompressRequest) -> OutputSet:
     """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then ``<stem>.nir`` if asked)."""
     stem = request.checkpoint.stem
-    names = (f"{stem}.albsnn", f"{stem}.onnx", *(f"report.{form}" for form in REPORT_FORMATS))  # write_report's names in a folder
+    names = (
+        f"{stem}.albsnn",
+        f"{stem}.onnx",
+        *(f"report.{form}" for form in REPORT_FORMATS),
+    )  # write_report's names in a folder
     names += (f"{stem}.nir",) if "nir" in request.formats else ()
     return OutputSet(Path(request.outdir), names)
 
@@ -157,19 +169,29 @@ def _write_outputs(
     with outputs.staging() as stage, writing(outputs.folder):
         container, onnx_path = stage / container_name, stage / onnx_name
         write_container(
-            container, result.model, class_names=metadata.get("class_names"), accuracy=result.accuracy,
-            budget=result.budget, source_sha256=source_sha256,
+            container,
+            result.model,
+            class_names=metadata.get("class_names"),
+            accuracy=result.accuracy,
+            budget=result.budget,
+            source_sha256=source_sha256,
             metadata={
-                "dataset": str(metadata.get("dataset")), "strategy": result.strategy,
-                "estimator": result.estimator, "seed": str(result.seed),
+                "dataset": str(metadata.get("dataset")),
+                "strategy": result.strategy,
+                "estimator": result.estimator,
+                "seed": str(result.seed),
             },
         )
         export_onnx(result.model, onnx_path, weights=request.onnx_weights)
         nir_name = outputs.names[-1] if "nir" in request.formats else None
         nir_info = export_nir(result.model, stage / nir_name) if nir_name else None
         report = build_report(
-            result, input_checkpoint=request.checkpoint, container=container, onnx=onnx_path,
-            nir=stage / nir_name if nir_name else None, nir_binary_layers=nir_info.binary_layers if nir_info else (),
+            result,
+            input_checkpoint=request.checkpoint,
+            container=container,
+            onnx=onnx_path,
+            nir=stage / nir_name if nir_name else None,
+            nir_binary_layers=nir_info.binary_layers if nir_info else (),
             c_export=c_footprint(result.model),
         )
         # the sizes were measured on the staged files; the paths are where they end up

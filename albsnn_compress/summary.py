@@ -21,7 +21,7 @@ from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
-from albsnn_compress.storage import FLOAT_BITS, LayerStorage, layer_storage
+from albsnn_compress.storage import LayerStorage, layer_storage
 
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
@@ -80,17 +80,25 @@ class ModelSummary:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (rows as dicts, totals included)."""
         return {
-            "name": self.name, "timesteps": self.timesteps,
+            "name": self.name,
+            "timesteps": self.timesteps,
             "rows": [{**asdict(row), "bytes": row.bytes} for row in self.rows],
-            "total_bits": self.total_bits, "float_bits": self.float_bits, "saved_fraction": self.saved_fraction,
+            "total_bits": self.total_bits,
+            "float_bits": self.float_bits,
+            "saved_fraction": self.saved_fraction,
         }
 
     def __str__(self) -> str:
         header = ("layer", "type", "output", "weight", "precision", "elements", "bytes")
         body = [
             (
-                row.name, row.type, _dims(row.output_shape), _dims(row.weight_shape), row.precision,
-                f"{row.elements:,}", f"{row.bytes:,.1f}" if row.bits % 8 else f"{row.bits // 8:,}",
+                row.name,
+                row.type,
+                _dims(row.output_shape),
+                _dims(row.weight_shape),
+                row.precision,
+                f"{row.elements:,}",
+                f"{row.bytes:,.1f}" if row.bits % 8 else f"{row.bits // 8:,}",
             )
             for row in self.rows
         ]
@@ -98,7 +106,9 @@ class ModelSummary:
         right = {5, 6}
 
         def render(line: tuple[str, ...]) -> str:
-            return "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+            return "  ".join(
+                cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))
+            )
 
         rule = "-" * len(render(header))
         steps = f", T={self.timesteps}" if self.timesteps is not None else ""
@@ -119,7 +129,9 @@ def _row(name: str, module: nn.Module, storage: LayerStorage | None, output_shap
     if storage is None:
         return LayerSummary(name, type(module).__name__, output_shape, [], "-", 0, 0)
     precision = "1-bit" if storage.binarized else "float32" if storage.weight_shape else "-"
-    return LayerSummary(name, storage.kind, output_shape, storage.weight_shape, precision, storage.params, storage.bits_after)
+    return LayerSummary(
+        name, storage.kind, output_shape, storage.weight_shape, precision, storage.params, storage.bits_after
+    )
 
 
 def summary(model: nn.Module) -> ModelSummary:

@@ -53,7 +53,12 @@ __all__ = ["main", "run_benchmark", "VARIANTS"]
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt"
 VARIANTS = ("c-packed", "c-packed-native", "c-float", "c-float-native", "ort-packed")
-_C_FLAGS = {"c-packed": ["-O3"], "c-packed-native": ["-O3", "-march=native"], "c-float": ["-O3"], "c-float-native": ["-O3", "-march=native"]}
+_C_FLAGS = {
+    "c-packed": ["-O3"],
+    "c-packed-native": ["-O3", "-march=native"],
+    "c-float": ["-O3"],
+    "c-float-native": ["-O3", "-march=native"],
+}
 _TIMED_IMAGES = 64
 _TOLERANCE = 1e-4
 _BATCH = 500  # PyTorch reference batch size
@@ -197,9 +202,17 @@ def _ties(model: Any, folder: Path, images: Any, rows: np.ndarray, work: Path) -
     flips = []
     for row in rows:
         images[row : row + 1].numpy().tofile(work / "one.f32")
-        subprocess.run([str(binary), "logits", str(work / "one.f32"), str(work / "one.out"), str(work / "trace.bin")], check=True)
+        subprocess.run(
+            [str(binary), "logits", str(work / "one.f32"), str(work / "one.out"), str(work / "trace.bin")], check=True
+        )
         start = row - row % _BATCH  # the reference's batch: PyTorch may sum a conv in another order in another batch
-        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes(), batch=images[start : start + _BATCH], row=int(row - start))
+        flip = first_flip(
+            model,
+            images[row],
+            (work / "trace.bin").read_bytes(),
+            batch=images[start : start + _BATCH],
+            row=int(row - start),
+        )
         flips.append({"image": int(row), **({"layer": None} if flip is None else vars(flip))})
     return flips
 
@@ -218,10 +231,26 @@ def _object_sizes(folder: Path, flags: list[str]) -> dict[str, int]:
 
 def _measure(variant: str, binaries: dict[str, Path], work: Path, seconds: float) -> dict[str, Any]:
     if variant.startswith("c-"):
-        done = subprocess.run([str(binaries[variant]), "time", str(work / "timed.f32"), str(seconds)], check=True, capture_output=True, text=True)
+        done = subprocess.run(
+            [str(binaries[variant]), "time", str(work / "timed.f32"), str(seconds)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return json.loads(done.stdout)
-    job = {"onnx": str(work / "packed.onnx"), "images": str(work / "timed.f32"), "shape": json.loads((work / "shape.json").read_text()), "seconds": seconds}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_c", "--worker", json.dumps(job)], cwd=ROOT, check=True, capture_output=True, text=True)
+    job = {
+        "onnx": str(work / "packed.onnx"),
+        "images": str(work / "timed.f32"),
+        "shape": json.loads((work / "shape.json").read_text()),
+        "seconds": seconds,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_c", "--worker", json.dumps(job)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -258,7 +287,11 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, str, str]:
         return container.model, container.metadata.get("dataset", "fashion-mnist"), f"container {args.container.name}"
     model = load_checkpoint(args.checkpoint)
     binarize_(model, candidate_layers(model))
-    return model, "fashion-mnist", f"checkpoint {args.checkpoint.name}, every candidate binarized by binarize_ (no finetuning)"
+    return (
+        model,
+        "fashion-mnist",
+        f"checkpoint {args.checkpoint.name}, every candidate binarized by binarize_ (no finetuning)",
+    )
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,14 +314,19 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         (work / "shape.json").write_text(json.dumps(list(images.shape[2:])))
         exports = {weights: export_c(model, work / f"c-{weights}", weights=weights) for weights in ("packed", "float")}
         export_onnx(model, work / "packed.onnx")
-        binaries = {v: _compile(work / f"c-{v.split('-')[1]}", flags, work / f"{v}.bin") for v, flags in _C_FLAGS.items()}
+        binaries = {
+            v: _compile(work / f"c-{v.split('-')[1]}", flags, work / f"{v}.bin") for v, flags in _C_FLAGS.items()
+        }
         sizes = {weights: _object_sizes(work / f"c-{weights}", ["-O3"]) for weights in exports}
 
         with torch.inference_mode():
             reference = torch.cat([model(batch) for batch in images.split(_BATCH)]).numpy()
         agreement = {}
         for weights in exports:
-            subprocess.run([str(binaries[f"c-{weights}"]), "logits", str(work / "all.f32"), str(work / f"{weights}.f32")], check=True)
+            subprocess.run(
+                [str(binaries[f"c-{weights}"]), "logits", str(work / "all.f32"), str(work / f"{weights}.f32")],
+                check=True,
+            )
             logits = np.fromfile(work / f"{weights}.f32", dtype=np.float32).reshape(len(labels), -1)
             row = _agreement(logits, reference, labels)
             flips = _ties(model, work / f"c-{weights}", images, row.pop("off_rows"), work)
@@ -314,55 +352,94 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ms = {v: latency[v]["median_ms"] for v in VARIANTS}
     cpu = {v: latency[v]["cpu_median_ms"] for v in VARIANTS}
     return {
-        "model": {"source": source, "dataset": dataset, "arch": model.spec["name"], "timesteps": model.timesteps,
-                  "binarized": binarized_layers(model)},
+        "model": {
+            "source": source,
+            "dataset": dataset,
+            "arch": model.spec["name"],
+            "timesteps": model.timesteps,
+            "binarized": binarized_layers(model),
+        },
         "latency": latency,
-        "ratios": {clock: {
-            "c_packed_over_ort": t["c-packed"] / t["ort-packed"],
-            "c_packed_native_over_ort": t["c-packed-native"] / t["ort-packed"],
-            "c_packed_over_c_float": t["c-packed"] / t["c-float"],
-            "c_packed_native_over_c_float_native": t["c-packed-native"] / t["c-float-native"],
-        } for clock, t in (("wall", ms), ("cpu", cpu))},
+        "ratios": {
+            clock: {
+                "c_packed_over_ort": t["c-packed"] / t["ort-packed"],
+                "c_packed_native_over_ort": t["c-packed-native"] / t["ort-packed"],
+                "c_packed_over_c_float": t["c-packed"] / t["c-float"],
+                "c_packed_native_over_c_float_native": t["c-packed-native"] / t["c-float-native"],
+            }
+            for clock, t in (("wall", ms), ("cpu", cpu))
+        },
         "memory": {
-            "c_packed": {"weight_bytes": exports["packed"].weight_bytes, "arena_bytes": exports["packed"].arena_bytes, "size_O3": sizes["packed"]},
-            "c_float": {"weight_bytes": exports["float"].weight_bytes, "arena_bytes": exports["float"].arena_bytes, "size_O3": sizes["float"]},
+            "c_packed": {
+                "weight_bytes": exports["packed"].weight_bytes,
+                "arena_bytes": exports["packed"].arena_bytes,
+                "size_O3": sizes["packed"],
+            },
+            "c_float": {
+                "weight_bytes": exports["float"].weight_bytes,
+                "arena_bytes": exports["float"].arena_bytes,
+                "size_O3": sizes["float"],
+            },
             "ort_packed_resident_bytes": ort_bytes,
         },
         "agreement": agreement,
-        "settings": {"rounds": args.rounds, "seconds_per_measurement": args.seconds, "timed_images": _TIMED_IMAGES,
-                     "load_average_before": list(load_before), "load_average_after": list(load_after),
-                     "compiler": subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]},
+        "settings": {
+            "rounds": args.rounds,
+            "seconds_per_measurement": args.seconds,
+            "timed_images": _TIMED_IMAGES,
+            "load_average_before": list(load_before),
+            "load_average_after": list(load_after),
+            "compiler": subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+        },
     }
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(f"{result['model']['source']}: T={result['model']['timesteps']}, binarized {', '.join(result['model']['binarized'])}")
+    print(
+        f"{result['model']['source']}: T={result['model']['timesteps']}, binarized {', '.join(result['model']['binarized'])}"
+    )
     print(f"{'variant':18s} {'median ms':>10s} {'p10':>8s} {'p90':>8s} {'cpu ms':>8s}")
     for variant, row in result["latency"].items():
-        print(f"{variant:18s} {row['median_ms']:10.3f} {row['p10_ms']:8.3f} {row['p90_ms']:8.3f} {row['cpu_median_ms']:8.3f}")
+        print(
+            f"{variant:18s} {row['median_ms']:10.3f} {row['p10_ms']:8.3f} {row['p90_ms']:8.3f} {row['cpu_median_ms']:8.3f}"
+        )
     for clock, ratios in result["ratios"].items():
         print(f"ratios ({clock} clock):", ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     memory = result["memory"]
     for key in ("c_packed", "c_float"):
-        print(f"{key}: {memory[key]['weight_bytes']} B const, {memory[key]['arena_bytes']} B arena, size -O3 {memory[key]['size_O3']}")
+        print(
+            f"{key}: {memory[key]['weight_bytes']} B const, {memory[key]['arena_bytes']} B arena, size -O3 {memory[key]['size_O3']}"
+        )
     print(f"ort-packed: {memory['ort_packed_resident_bytes']} B resident growth")
     for key, row in result["agreement"].items():
-        print(f"{key}: {row['identical_predictions']:.4%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
-              f"{row['images_logits_off']} images off by > {row['tolerance']:.0e} (all ties: {row['off_images_all_ties']}), "
-              f"accuracy C {row['accuracy_c']:.4f} / PyTorch {row['accuracy_pytorch']:.4f}")
+        print(
+            f"{key}: {row['identical_predictions']:.4%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
+            f"{row['images_logits_off']} images off by > {row['tolerance']:.0e} (all ties: {row['off_images_all_ties']}), "
+            f"accuracy C {row['accuracy_c']:.4f} / PyTorch {row['accuracy_pytorch']:.4f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, print and write ``benchmarks/results/c-<model>.json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits-small trained for one epoch, short timings (seconds)")
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="checkpoint whose candidates are all binarized")
+    parser.add_argument(
+        "--quick", action="store_true", help="digits-small trained for one epoch, short timings (seconds)"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=CHECKPOINT, help="checkpoint whose candidates are all binarized"
+    )
     parser.add_argument("--container", type=Path, default=None, help="a compressed .albsnn to measure instead")
-    parser.add_argument("--label", default=None, help="result name suffix (default: fmnist-vgg-all, or the container's stem)")
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "datasets", help="folder with FashionMNIST/")
+    parser.add_argument(
+        "--label", default=None, help="result name suffix (default: fmnist-vgg-all, or the container's stem)"
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=ROOT.parent / "shared" / "datasets", help="folder with FashionMNIST/"
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved measurement rounds (default 5, quick 1)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 3, quick 0.3)")
-    parser.add_argument("--output", type=Path, default=None, help="result JSON (default benchmarks/results/c-<label>.json)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/c-<label>.json)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:

@@ -107,7 +107,11 @@ def _io_times(folder: Path, binary: SpikingNet, runs: int) -> list[dict[str, Any
     return [
         {"operation": "write (write_container vs save_checkpoint)", "container_s": write_s, "checkpoint_s": save_s},
         {"operation": "read (read_container vs read_checkpoint)", "container_s": read_s, "checkpoint_s": read_ckpt_s},
-        {"operation": "read + build (read_container vs load_checkpoint)", "container_s": read_s, "checkpoint_s": load_ckpt_s},
+        {
+            "operation": "read + build (read_container vs load_checkpoint)",
+            "container_s": read_s,
+            "checkpoint_s": load_ckpt_s,
+        },
     ]
 
 
@@ -152,7 +156,9 @@ def _interleaved_samples(fns: dict[str, Callable[[], Any]], runs: int, min_secon
 
 def _throughput_row(operation: str, count: int, samples: dict[str, list[float]]) -> dict[str, float]:
     """GB/s of float32 weights (median sample) of bitpack and numpy, and the median of their paired speed ratios."""
-    row = {f"{operation}_{name}_gbps": 4 * count / statistics.median(samples[name]) / 1e9 for name in ("bitpack", "numpy")}
+    row = {
+        f"{operation}_{name}_gbps": 4 * count / statistics.median(samples[name]) / 1e9 for name in ("bitpack", "numpy")
+    }
     row[f"{operation}_ratio_to_numpy"] = statistics.median(n / b for n, b in zip(samples["numpy"], samples["bitpack"]))
     return row
 
@@ -163,16 +169,20 @@ def _bitpack(sizes: list[int], min_seconds: float) -> list[dict[str, Any]]:
     for count in sizes:
         weights = np.random.default_rng(count).standard_normal(count, dtype=np.float32)
         packed = pack_signs(weights)
-        if packed != _numpy_pack(weights) or not torch.equal(unpack_signs(packed, [count]), _numpy_unpack(packed, count)):
+        if packed != _numpy_pack(weights) or not torch.equal(
+            unpack_signs(packed, [count]), _numpy_unpack(packed, count)
+        ):
             raise RuntimeError(f"bitpack and numpy disagree at {count} weights")
         runs = 5 if count >= 1 << 24 else 9
         pack = {"bitpack": lambda: pack_signs(weights), "numpy": lambda: _numpy_pack(weights)}
         unpack = {"bitpack": lambda: unpack_signs(packed, [count]), "numpy": lambda: _numpy_unpack(packed, count)}
-        rows.append({
-            "weights": count,
-            **_throughput_row("pack", count, _interleaved_samples(pack, runs, min_seconds)),
-            **_throughput_row("unpack", count, _interleaved_samples(unpack, runs, min_seconds)),
-        })
+        rows.append(
+            {
+                "weights": count,
+                **_throughput_row("pack", count, _interleaved_samples(pack, runs, min_seconds)),
+                **_throughput_row("unpack", count, _interleaved_samples(unpack, runs, min_seconds)),
+            }
+        )
     return rows
 
 
@@ -185,8 +195,12 @@ def run_benchmark(config: dict[str, Any]) -> dict[str, Any]:
     for row in io:
         row["ratio"] = row["container_s"] / row["checkpoint_s"]
     return {
-        "model": {"arch": "fmnist-vgg", "dataset": "fashion-mnist", "binarized": candidate_layers(model),
-                  "parameters": sum(p.numel() for p in model.parameters())},
+        "model": {
+            "arch": "fmnist-vgg",
+            "dataset": "fashion-mnist",
+            "binarized": candidate_layers(model),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
         "config": config,
         "sizes": sizes,
         "io": io,
@@ -210,15 +224,33 @@ def print_tables(result: dict[str, Any], console: Console | None = None) -> None
     for column in ("operation", "container ms", "checkpoint ms", "ratio"):
         io.add_column(column, justify="left" if column == "operation" else "right")
     for row in result["io"]:
-        io.add_row(row["operation"], f"{1e3 * row['container_s']:.2f}", f"{1e3 * row['checkpoint_s']:.2f}", f"{row['ratio']:.2f}x")
-    pack = Table(title="bit packing: GB/s of float32 weights, and bitpack vs numpy (higher is better)", title_justify="left")
-    for column in ("weights", "pack bitpack", "pack numpy", "pack vs numpy", "unpack bitpack", "unpack numpy", "unpack vs numpy"):
+        io.add_row(
+            row["operation"],
+            f"{1e3 * row['container_s']:.2f}",
+            f"{1e3 * row['checkpoint_s']:.2f}",
+            f"{row['ratio']:.2f}x",
+        )
+    pack = Table(
+        title="bit packing: GB/s of float32 weights, and bitpack vs numpy (higher is better)", title_justify="left"
+    )
+    for column in (
+        "weights",
+        "pack bitpack",
+        "pack numpy",
+        "pack vs numpy",
+        "unpack bitpack",
+        "unpack numpy",
+        "unpack vs numpy",
+    ):
         pack.add_column(column, justify="right")
     for row in result["bitpack"]:
         cells = [_weights_label(row["weights"])]
         for operation in ("pack", "unpack"):
-            cells += [f"{row[f'{operation}_bitpack_gbps']:.2f}", f"{row[f'{operation}_numpy_gbps']:.2f}",
-                      f"{row[f'{operation}_ratio_to_numpy']:.2f}x"]
+            cells += [
+                f"{row[f'{operation}_bitpack_gbps']:.2f}",
+                f"{row[f'{operation}_numpy_gbps']:.2f}",
+                f"{row[f'{operation}_ratio_to_numpy']:.2f}x",
+            ]
         pack.add_row(*cells)
     for table in (sizes, io, pack):
         console.print(table)
@@ -228,8 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, write ``benchmarks/results/container[-quick].json`` and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="bit packing up to 1M weights and fewer repeats (seconds)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)")
-    parser.add_argument("--output", type=Path, default=None, help="result JSON (default benchmarks/results/container[-quick].json)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/container[-quick].json)"
+    )
     args = parser.parse_args(argv)
     from benchmarks.machine import RESULTS, write_result
 

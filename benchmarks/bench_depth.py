@@ -100,10 +100,17 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
     arch = f"depth-{depth}"
     splits = load_splits(args.dataset, args.data_root)
     splits["train"] = training_subset(splits["train"], args.train_subset, args.seed)
-    Console().print(f"[bold]{arch}[/]: training {settings['train_epochs']:g} epochs on {len(splits['train'])} {args.dataset} images")
-    trained = train_model(TrainRequest(
-        dataset=args.dataset, arch=arch, config=TrainConfig(epochs=settings["train_epochs"], seed=args.seed), splits=splits,
-    ))
+    Console().print(
+        f"[bold]{arch}[/]: training {settings['train_epochs']:g} epochs on {len(splits['train'])} {args.dataset} images"
+    )
+    trained = train_model(
+        TrainRequest(
+            dataset=args.dataset,
+            arch=arch,
+            config=TrainConfig(epochs=settings["train_epochs"], seed=args.seed),
+            splits=splits,
+        )
+    )
     model = trained.model
     base = {key: settings[key] for key in ("epochs", "trial_epochs", "bn_batches")} | {"seed": args.seed}
     with warnings.catch_warnings():
@@ -111,18 +118,29 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
         estimates = estimator_values(model, splits, SearchConfig(**base))
     runs = []
     for strategy in STRATEGIES:
-        for estimator in (args.estimators if strategy == "adaptive" else args.estimators[:1]):
+        for estimator in args.estimators if strategy == "adaptive" else args.estimators[:1]:
             runs.append(_search(model, splits, args.budget, strategy, estimator, base))
             run = runs[-1]
-            Console().print(f"  {strategy}/{estimator}: {len(run['selected'])} binarized, drop {run['val_drop']:.2f}, {run['seconds']:.1f} s")
+            Console().print(
+                f"  {strategy}/{estimator}: {len(run['selected'])} binarized, drop {run['val_drop']:.2f}, {run['seconds']:.1f} s"
+            )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fidelity = {name: finite_or_none(rho) for name, rho in fidelity_spearman(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()}
+        fidelity = {
+            name: finite_or_none(rho)
+            for name, rho in fidelity_spearman(estimates, next(r for r in runs if r["strategy"] == "oracle")).items()
+        }
     return {
         "depth": depth,
         "arch": arch,
-        "train": {"epochs": settings["train_epochs"], "seconds": trained.seconds, "val_accuracy": trained.val_accuracy,
-                  "test_accuracy": trained.test_accuracy, "images": len(splits["train"]), "val_images": len(splits["val"])},
+        "train": {
+            "epochs": settings["train_epochs"],
+            "seconds": trained.seconds,
+            "val_accuracy": trained.val_accuracy,
+            "test_accuracy": trained.test_accuracy,
+            "images": len(splits["train"]),
+            "val_images": len(splits["val"]),
+        },
         "estimates": estimates,
         "fidelity_spearman": fidelity,
         "runs": runs,
@@ -156,46 +174,101 @@ def _ratio(value: float | None) -> str:
 def print_tables(payload: dict[str, Any], console: Console | None = None) -> None:
     """Per-strategy runs, then per-depth cost ratios and estimator fidelity."""
     console = console or Console()
-    runs = Table(title=f"search cost vs depth on {payload['dataset']}, budget {payload['budget']:g} pts (val = validation split)", title_justify="left")
-    for column in ("depth", "strategy", "binarized", "saved %", "val drop", "test after", "ft epochs", "slices", "seconds"):
+    runs = Table(
+        title=f"search cost vs depth on {payload['dataset']}, budget {payload['budget']:g} pts (val = validation split)",
+        title_justify="left",
+    )
+    for column in (
+        "depth",
+        "strategy",
+        "binarized",
+        "saved %",
+        "val drop",
+        "test after",
+        "ft epochs",
+        "slices",
+        "seconds",
+    ):
         runs.add_column(column, justify="left" if column == "strategy" else "right")
     for entry in payload["depths"]:
         for run in entry["runs"]:
             label = f"{run['strategy']}/{run['estimator']}" if run["strategy"] == "adaptive" else run["strategy"]
             runs.add_row(
-                str(entry["depth"]), label, f"{len(run['selected'])}/{run['candidates']}", f"{run['storage_saved_percent']:.1f}",
-                f"{run['val_drop']:.2f}", f"{run['accuracy'].get('test_after', float('nan')):.2f}",
-                f"{run['finetune_epochs']:.2f}", str(run["slices"]), f"{run['seconds']:.1f}",
+                str(entry["depth"]),
+                label,
+                f"{len(run['selected'])}/{run['candidates']}",
+                f"{run['storage_saved_percent']:.1f}",
+                f"{run['val_drop']:.2f}",
+                f"{run['accuracy'].get('test_after', float('nan')):.2f}",
+                f"{run['finetune_epochs']:.2f}",
+                str(run["slices"]),
+                f"{run['seconds']:.1f}",
             )
     console.print(runs)
     estimators = sorted(payload["depths"][0]["fidelity_spearman"])
     summary = Table(title="per depth: oracle/adaptive cost and Spearman(estimate, oracle drop)", title_justify="left")
-    for column in ("depth", "val acc (trained)", "adaptive", "time ratio", "ft-epoch ratio", "slice ratio", *estimators):
+    for column in (
+        "depth",
+        "val acc (trained)",
+        "adaptive",
+        "time ratio",
+        "ft-epoch ratio",
+        "slice ratio",
+        *estimators,
+    ):
         summary.add_column(column, justify="right")
     for entry in payload["depths"]:
         for estimator, ratio in entry["oracle_over_adaptive"].items():
             summary.add_row(
-                str(entry["depth"]), f"{entry['train']['val_accuracy']:.2f}", estimator, _ratio(ratio["seconds"]),
-                _ratio(ratio["finetune_epochs"]), _ratio(ratio["slices"]),
-                *("-" if entry["fidelity_spearman"][e] is None else f"{entry['fidelity_spearman'][e]:+.2f}" for e in estimators),
+                str(entry["depth"]),
+                f"{entry['train']['val_accuracy']:.2f}",
+                estimator,
+                _ratio(ratio["seconds"]),
+                _ratio(ratio["finetune_epochs"]),
+                _ratio(ratio["slices"]),
+                *(
+                    "-" if entry["fidelity_spearman"][e] is None else f"{entry['fidelity_spearman'][e]:+.2f}"
+                    for e in estimators
+                ),
             )
     console.print(summary)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy size: depths 4 and 8, 3 training epochs, 0.1-epoch slices, 1 thread")
-    parser.add_argument("--depths", type=int, nargs="+", choices=DEPTHS, default=None, help="candidate-layer counts (default 4 8 16; 4 8 with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="toy size: depths 4 and 8, 3 training epochs, 0.1-epoch slices, 1 thread"
+    )
+    parser.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        choices=DEPTHS,
+        default=None,
+        help="candidate-layer counts (default 4 8 16; 4 8 with --quick)",
+    )
     parser.add_argument("--dataset", default="digits", help="dataset to train and search on")
     parser.add_argument("--data-root", default=None, help="folder holding the dataset (not needed for digits)")
-    parser.add_argument("--train-epochs", type=float, default=None, help="training epochs per depth (default 40; 3 with --quick)")
-    parser.add_argument("--train-subset", type=int, default=None,
-                        help="train and finetune on this many training images (fixed seed); validation stays whole")
+    parser.add_argument(
+        "--train-epochs", type=float, default=None, help="training epochs per depth (default 40; 3 with --quick)"
+    )
+    parser.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="train and finetune on this many training images (fixed seed); validation stays whole",
+    )
     parser.add_argument("--budget", type=float, default=1.0, help="allowed validation drop, percentage points")
-    parser.add_argument("--estimators", nargs="+", default=["weight"], help="estimators for adaptive (the first is used for the others)")
+    parser.add_argument(
+        "--estimators", nargs="+", default=["weight"], help="estimators for adaptive (the first is used for the others)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training and search seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's; 1 with --quick)")
-    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)"
+    )
     return parser
 
 
@@ -210,7 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     except AlbsnnError as exc:  # a wrong dataset, data root or budget: one line, exit 2
         parser.exit(2, f"error: {exc}\n")
     print_tables(payload)
-    path = write_result("depth-quick" if args.quick else "depth", payload, args.results, module="benchmarks.bench_depth", argv=argv)
+    path = write_result(
+        "depth-quick" if args.quick else "depth", payload, args.results, module="benchmarks.bench_depth", argv=argv
+    )
     Console().print(f"wrote {path}")
 
 

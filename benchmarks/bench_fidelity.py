@@ -92,25 +92,45 @@ class Arch:
 
 
 ARCHS = (
-    Arch("fmnist-vgg", "fmnist-vgg", "fashion-mnist", checkpoint="benchmarks/checkpoints/fmnist-vgg-T1.pt", first_last=True),
+    Arch(
+        "fmnist-vgg",
+        "fmnist-vgg",
+        "fashion-mnist",
+        checkpoint="benchmarks/checkpoints/fmnist-vgg-T1.pt",
+        first_last=True,
+    ),
     Arch("depth-8", "depth-8", "fashion-mnist", train_subset=10000),
     Arch("depth-4+first/last", "depth-4", "fashion-mnist", first_last=True, train_subset=10000),
 )
-QUICK_ARCHS = (Arch("digits-small+first/last", "digits-small", "digits", first_last=True, train_epochs=15.0, trial_epochs=0.1),)
+QUICK_ARCHS = (
+    Arch("digits-small+first/last", "digits-small", "digits", first_last=True, train_epochs=15.0, trial_epochs=0.1),
+)
 _BN_BATCHES = {"full": 20, "quick": 4}
 
 
-def _model_and_splits(arch: Arch, data_root: str | None, seed: int) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+def _model_and_splits(
+    arch: Arch, data_root: str | None, seed: int
+) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
     """The starting model, its splits (training subset applied), and how it was obtained."""
     splits = load_splits(arch.dataset, data_root)
     splits["train"] = training_subset(splits["train"], arch.train_subset, seed)
     if arch.checkpoint is not None:
         return read_checkpoint(_ROOT / arch.checkpoint).build(), splits, {"checkpoint": arch.checkpoint}
-    trained = train_model(TrainRequest(
-        dataset=arch.dataset, arch=arch.arch, config=TrainConfig(epochs=arch.train_epochs, seed=seed), splits=splits,
-    ))
-    train = {"epochs": arch.train_epochs, "images": len(splits["train"]), "seconds": trained.seconds,
-             "val_accuracy": trained.val_accuracy, "test_accuracy": trained.test_accuracy}
+    trained = train_model(
+        TrainRequest(
+            dataset=arch.dataset,
+            arch=arch.arch,
+            config=TrainConfig(epochs=arch.train_epochs, seed=seed),
+            splits=splits,
+        )
+    )
+    train = {
+        "epochs": arch.train_epochs,
+        "images": len(splits["train"]),
+        "seconds": trained.seconds,
+        "val_accuracy": trained.val_accuracy,
+        "test_accuracy": trained.test_accuracy,
+    }
     return trained.model, splits, {"train": train}
 
 
@@ -151,7 +171,9 @@ def _oracle_noise(oracles: list[dict[str, Any]]) -> dict[str, Any] | None:
     differences = [first[n] - second[n] for n in names]
     return {
         "seeds": [oracle["seed"] for oracle in oracles[:2]],
-        "spearman_between_seeds": finite_or_none(float(spearmanr([first[n] for n in names], [second[n] for n in names]).statistic)),
+        "spearman_between_seeds": finite_or_none(
+            float(spearmanr([first[n] for n in names], [second[n] for n in names]).statistic)
+        ),
         "sd_one_measurement_points": statistics.stdev(differences) / 2**0.5,
     }
 
@@ -173,8 +195,12 @@ def _one_arch(arch: Arch, args: argparse.Namespace) -> dict[str, Any]:
     """Estimates, oracle runs and fidelity on one architecture: one entry of the result."""
     Console().print(f"[bold]{arch.label}[/]")
     model, splits, origin = _model_and_splits(arch, args.data_root, args.seed)
-    base = {"trial_epochs": arch.trial_epochs, "bn_batches": _BN_BATCHES["quick" if args.quick else "full"],
-            "binarize_first_last": arch.first_last, "seed": args.seed}
+    base = {
+        "trial_epochs": arch.trial_epochs,
+        "bn_batches": _BN_BATCHES["quick" if args.quick else "full"],
+        "binarize_first_last": arch.first_last,
+        "seed": args.seed,
+    }
     estimates = estimator_values(model, splits, SearchConfig(**base))
     diagnostics = _probe_details(model, splits, SearchConfig(**base))
     oracles = []
@@ -183,12 +209,23 @@ def _one_arch(arch: Arch, args: argparse.Namespace) -> dict[str, Any]:
         drops = ", ".join(f"{n.split('.')[-1]} {v:.2f}" for n, v in oracles[-1]["measured_alone_points"].items())
         Console().print(f"  oracle seed {seed}: {drops} ({oracles[-1]['seconds']:.0f} s)")
     return {
-        "label": arch.label, "arch": arch.arch, "dataset": arch.dataset, "first_last": arch.first_last,
-        "train_subset": arch.train_subset, "val_images": len(splits["val"]), **origin,
-        "settings": base, "candidates": len(oracles[0]["measured_alone_points"]),
+        "label": arch.label,
+        "arch": arch.arch,
+        "dataset": arch.dataset,
+        "first_last": arch.first_last,
+        "train_subset": arch.train_subset,
+        "val_images": len(splits["val"]),
+        **origin,
+        "settings": base,
+        "candidates": len(oracles[0]["measured_alone_points"]),
         "estimates": estimates,
-        "oracles": [{key: oracle[key] for key in ("seed", "measured_alone_points", "seconds", "finetune_epochs", "slices", "timings")}
-                    for oracle in oracles],
+        "oracles": [
+            {
+                key: oracle[key]
+                for key in ("seed", "measured_alone_points", "seconds", "finetune_epochs", "slices", "timings")
+            }
+            for oracle in oracles
+        ],
         "fidelity_spearman": _spearman(estimates, oracles[0]),
         "fidelity_spearman_vs_mean_oracle": _spearman(estimates, _mean_oracle(oracles)),
         "oracle_noise": _oracle_noise(oracles),
@@ -220,24 +257,39 @@ def _rho(value: float | None) -> str:
 def markdown_table(payload: dict[str, Any]) -> str:
     """Estimator x architecture: rho against oracle seed 0 (and the seed mean), cost; then the oracle's own noise."""
     archs = payload["archs"]
-    header = "| estimator | " + " | ".join(f"{a['label']} ({a['candidates']}): rho (vs mean), s, passes" for a in archs) + " |"
+    header = (
+        "| estimator | "
+        + " | ".join(f"{a['label']} ({a['candidates']}): rho (vs mean), s, passes" for a in archs)
+        + " |"
+    )
     lines = [header, "| --- |" + " ---: |" * len(archs)]
     for name in archs[0]["estimates"]:
         cells = []
         for a in archs:
             cost = a["estimates"][name]
-            cells.append(f"{_rho(a['fidelity_spearman'][name])} ({_rho(a['fidelity_spearman_vs_mean_oracle'][name])}), "
-                         f"{cost['seconds']:.2f}, {cost['probe_passes']:.1f}")
+            cells.append(
+                f"{_rho(a['fidelity_spearman'][name])} ({_rho(a['fidelity_spearman_vs_mean_oracle'][name])}), "
+                f"{cost['seconds']:.2f}, {cost['probe_passes']:.1f}"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name in archs[0]["probe_measures"]:
-        cells = [f"{_rho(a['probe_measures_spearman'][name])} ({_rho(a['probe_measures_spearman_vs_mean_oracle'][name])}), as probe"
-                 for a in archs]
+        cells = [
+            f"{_rho(a['probe_measures_spearman'][name])} ({_rho(a['probe_measures_spearman_vs_mean_oracle'][name])}), as probe"
+            for a in archs
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     noise = [a["oracle_noise"] for a in archs]
-    lines.append("| oracle seed vs seed | " + " | ".join(
-        "-" if n is None else f"{_rho(n['spearman_between_seeds'])}, sd {n['sd_one_measurement_points']:.2f} pts" for n in noise
-    ) + " |")
-    lines.append("| oracle cost (s per seed) | " + " | ".join(f"{a['oracles'][0]['seconds']:.0f}" for a in archs) + " |")
+    lines.append(
+        "| oracle seed vs seed | "
+        + " | ".join(
+            "-" if n is None else f"{_rho(n['spearman_between_seeds'])}, sd {n['sd_one_measurement_points']:.2f} pts"
+            for n in noise
+        )
+        + " |"
+    )
+    lines.append(
+        "| oracle cost (s per seed) | " + " | ".join(f"{a['oracles'][0]['seconds']:.0f}" for a in archs) + " |"
+    )
     return "\n".join(lines)
 
 
@@ -253,21 +305,35 @@ def print_tables(payload: dict[str, Any], console: Console | None = None) -> Non
         for oracle in entry["oracles"]:
             table.add_column(f"oracle s{oracle['seed']}", justify="right")
         for layer in names:
-            table.add_row(layer.split(".")[-1], *(f"{e['values'][layer]:.4g}" for e in entry["estimates"].values()),
-                          *(f"{o['measured_alone_points'][layer]:.2f}" for o in entry["oracles"]))
+            table.add_row(
+                layer.split(".")[-1],
+                *(f"{e['values'][layer]:.4g}" for e in entry["estimates"].values()),
+                *(f"{o['measured_alone_points'][layer]:.2f}" for o in entry["oracles"]),
+            )
         console.print(table)
     console.print(markdown_table(payload))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy size: digits-small with first/last, 15 training epochs, 1 thread")
+    parser.add_argument(
+        "--quick", action="store_true", help="toy size: digits-small with first/last, 15 training epochs, 1 thread"
+    )
     parser.add_argument("--data-root", default=None, help="folder holding FashionMNIST (not needed for --quick)")
     parser.add_argument("--archs", nargs="+", default=None, help="only these labels of ARCHS (default: all)")
-    parser.add_argument("--oracle-seeds", type=int, nargs="+", default=[0, 1], help="one oracle run per seed (two give its noise)")
+    parser.add_argument(
+        "--oracle-seeds", type=int, nargs="+", default=[0, 1], help="one oracle run per seed (two give its noise)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training, subset and probe seed")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's; 1 with --quick)")
-    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results, or its quick/ with --quick)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="folder for the JSON result (default benchmarks/results, or its quick/ with --quick)",
+    )
     return parser
 
 
@@ -279,7 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     payload = run_benchmark(args)
     print_tables(payload)
     folder = args.results or (RESULTS / "quick" if args.quick else None)  # quick runs never overwrite the real result
-    path = write_result("fidelity-quick" if args.quick else "fidelity", payload, folder, module="benchmarks.bench_fidelity", argv=argv)
+    path = write_result(
+        "fidelity-quick" if args.quick else "fidelity", payload, folder, module="benchmarks.bench_fidelity", argv=argv
+    )
     Console().print(f"wrote {path}")
 
 

@@ -47,7 +47,14 @@ import numpy as np
 __all__ = ["main", "run_benchmark", "VARIANTS"]
 
 VARIANTS = ("pytorch", "ort-float", "ort-packed", "ort-packed-nofold", "ort-packed-noopt")
-_FULL = {"arch": "fmnist-vgg", "dataset": "fashion-mnist", "batches": [1, 64], "timesteps": [1, 4], "seconds": 2.0, "repeats": 3}
+_FULL = {
+    "arch": "fmnist-vgg",
+    "dataset": "fashion-mnist",
+    "batches": [1, 64],
+    "timesteps": [1, 4],
+    "seconds": 2.0,
+    "repeats": 3,
+}
 _QUICK = {"arch": "digits-small", "dataset": "digits", "batches": [1], "timesteps": [1], "seconds": 0.2, "repeats": 1}
 
 
@@ -184,9 +191,18 @@ def _write_models(config: dict[str, Any], folder: Path, timesteps: int) -> dict[
     return files
 
 
-def _measure(variant: str, file: Path, batch: int, timesteps: int, shape: list[int], config: dict[str, Any]) -> dict[str, Any]:
-    job = {"variant": variant, "file": str(file), "batch": batch, "timesteps": timesteps, "shape": shape,
-           "threads": config["threads"], "seconds": config["seconds"]}
+def _measure(
+    variant: str, file: Path, batch: int, timesteps: int, shape: list[int], config: dict[str, Any]
+) -> dict[str, Any]:
+    job = {
+        "variant": variant,
+        "file": str(file),
+        "batch": batch,
+        "timesteps": timesteps,
+        "shape": shape,
+        "threads": config["threads"],
+        "seconds": config["seconds"],
+    }
     return _spawn(job)
 
 
@@ -218,8 +234,13 @@ def run_benchmark(config: dict[str, Any]) -> dict[str, Any]:
                 reference = statistics.median(r["median_ms"] for r in rounds["pytorch"])
                 for variant in VARIANTS:
                     file = files.get(variant, files["ort-packed"])
-                    row = {"variant": variant, "batch": batch, "timesteps": timesteps,
-                           "file_bytes": file.stat().st_size, **_summarize(rounds[variant])}
+                    row = {
+                        "variant": variant,
+                        "batch": batch,
+                        "timesteps": timesteps,
+                        "file_bytes": file.stat().st_size,
+                        **_summarize(rounds[variant]),
+                    }
                     row["ratio_vs_pytorch"] = row["median_ms"] / reference
                     rows.append(row)
     return {"config": {**config, "variants": list(VARIANTS)}, "rows": rows}
@@ -239,9 +260,15 @@ def _print_table(result: dict[str, Any]) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right", no_wrap=True)
     for row in result["rows"]:
         table.add_row(
-            row["variant"], str(row["batch"]), str(row["timesteps"]), f"{row['median_ms']:.2f}",
-            f"{row['best_median_ms']:.2f}", f"{row['ratio_vs_pytorch']:.2f}x", f"{row['load_ms']:.1f}",
-            f"{row['file_bytes'] / 1024:.1f}", f"{row['peak_rss_mib']:.1f}",
+            row["variant"],
+            str(row["batch"]),
+            str(row["timesteps"]),
+            f"{row['median_ms']:.2f}",
+            f"{row['best_median_ms']:.2f}",
+            f"{row['ratio_vs_pytorch']:.2f}x",
+            f"{row['load_ms']:.1f}",
+            f"{row['file_bytes'] / 1024:.1f}",
+            f"{row['peak_rss_mib']:.1f}",
         )
     console = Console()
     if not console.is_terminal:  # piped into a log: don't squeeze the columns to 80 characters
@@ -268,7 +295,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timesteps", type=_int_list, help="comma-separated time steps (default 1,4)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
     parser.add_argument("--repeats", type=int, help="interleaved rounds per variant, a fresh process each (default 3)")
-    parser.add_argument("--output", type=Path, default=None, help="result JSON (default benchmarks/results/inference[-quick].json)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/inference[-quick].json)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

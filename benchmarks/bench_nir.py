@@ -71,7 +71,9 @@ def _exact_round_trip(model: SpikingNet, path: Path, images: torch.Tensor) -> bo
         return torch.equal(back(images), folded(images))
 
 
-def run(model: SpikingNet, images: torch.Tensor, labels: torch.Tensor, timesteps: list[int], frameworks: list[str]) -> dict[str, Any]:
+def run(
+    model: SpikingNet, images: torch.Tensor, labels: torch.Tensor, timesteps: list[int], frameworks: list[str]
+) -> dict[str, Any]:
     """Export at each T, run every framework, compare; returns the result's payload."""
     torch.set_num_threads(1)
     rows, files = [], {}
@@ -91,16 +93,32 @@ def run(model: SpikingNet, images: torch.Tensor, labels: torch.Tensor, timesteps
                 theirs = torch.cat([runner(batch, False).logits for batch in images.split(256)])
                 seconds = time.perf_counter() - started
                 agreement = compare(model, runner, images, reference=reference, logits=theirs)
-                rows.append({
-                    "timesteps": steps, "framework": name, **agreement.to_dict(),
-                    "accuracy_ours": _accuracy(reference, labels), "accuracy_theirs": _accuracy(theirs, labels),
-                    "ok": agreement.ok(), "seconds": seconds, "seconds_ours": ours_seconds, "read_nir_exact": exact,
-                })
-                print(f"T={steps} {name}: {agreement.identical_predictions}/{agreement.images} identical predictions, "
-                      f"max |logit diff| {agreement.max_logit_diff:.3g} ({agreement.max_logit_diff_untied:.3g} untied), "
-                      f"{len(agreement.ties)} ties, {len(agreement.unexplained)} unexplained, {seconds:.0f} s", flush=True)
+                rows.append(
+                    {
+                        "timesteps": steps,
+                        "framework": name,
+                        **agreement.to_dict(),
+                        "accuracy_ours": _accuracy(reference, labels),
+                        "accuracy_theirs": _accuracy(theirs, labels),
+                        "ok": agreement.ok(),
+                        "seconds": seconds,
+                        "seconds_ours": ours_seconds,
+                        "read_nir_exact": exact,
+                    }
+                )
+                print(
+                    f"T={steps} {name}: {agreement.identical_predictions}/{agreement.images} identical predictions, "
+                    f"max |logit diff| {agreement.max_logit_diff:.3g} ({agreement.max_logit_diff_untied:.3g} untied), "
+                    f"{len(agreement.ties)} ties, {len(agreement.unexplained)} unexplained, {seconds:.0f} s",
+                    flush=True,
+                )
     model.timesteps = trained_steps
-    return {"runs": rows, "nir_files": files, "binary_layers": list(info.binary_layers), "folded_batch_norms": info.folded_batch_norms}
+    return {
+        "runs": rows,
+        "nir_files": files,
+        "binary_layers": list(info.binary_layers),
+        "folded_batch_norms": info.folded_batch_norms,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,10 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     count = len(test) if args.limit is None else min(args.limit, len(test))
     images, labels = test.as_float()[:count], test.labels[:count].long()
     payload = run(model, images, labels, [int(t) for t in args.timesteps.split(",")], args.frameworks.split(","))
-    payload.update({
-        "model": source, "dataset": args.dataset, "images": count, "binarized": binarized_layers(model),
-        "model_file_bytes": args.model.stat().st_size if args.model else None, "versions": _versions(),
-    })
+    payload.update(
+        {
+            "model": source,
+            "dataset": args.dataset,
+            "images": count,
+            "binarized": binarized_layers(model),
+            "model_file_bytes": args.model.stat().st_size if args.model else None,
+            "versions": _versions(),
+        }
+    )
     name = args.name or f"nir-{args.dataset}-{Path(source).stem}"
     print(write_result(name, payload, module="benchmarks.bench_nir", argv=argv))
 

@@ -43,11 +43,11 @@ from rich.console import Console
 from rich.table import Table
 
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.training.distributed import DistContext
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.training.distributed import DistContext
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
@@ -76,10 +76,16 @@ def _budget_run(
     checkpoint: Path, budget: float, config: SearchConfig, outdir: Path, data_root: str | None, ctx: DistContext
 ) -> dict[str, Any]:
     """One pipeline run at ``budget``: accuracy, storage in bits and on disk, search cost."""
-    outcome = compress_checkpoint(CompressRequest(
-        checkpoint=checkpoint, budget=budget, config=config, outdir=outdir / f"budget-{budget:g}",
-        data_root=Path(data_root) if data_root else None,
-    ), ctx)
+    outcome = compress_checkpoint(
+        CompressRequest(
+            checkpoint=checkpoint,
+            budget=budget,
+            config=config,
+            outdir=outdir / f"budget-{budget:g}",
+            data_root=Path(data_root) if data_root else None,
+        ),
+        ctx,
+    )
     result = outcome.result
     bits_before, bits_after = total_bits(layer_storage(result.model, result.binarized))
     checkpoint_bytes = checkpoint.stat().st_size
@@ -116,7 +122,9 @@ def _training(metadata: dict[str, Any], seconds: float | None) -> dict[str, Any]
     }
 
 
-def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path, train_seconds: float | None = None) -> dict[str, Any]:
+def run_benchmark(
+    args: argparse.Namespace, checkpoint: Path, outdir: Path, train_seconds: float | None = None
+) -> dict[str, Any]:
     """Every budget on ``checkpoint`` (trained in ``train_seconds`` by this run, if it trained it); returns the JSON-able result."""
     saved = read_checkpoint(checkpoint)
     dataset = saved.metadata.get("dataset")
@@ -124,15 +132,22 @@ def run_benchmark(args: argparse.Namespace, checkpoint: Path, outdir: Path, trai
     for key in ("epochs", "trial_epochs"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    config = SearchConfig(strategy=args.strategy, estimator=args.estimator, epochs=settings["epochs"],
-                          trial_epochs=settings["trial_epochs"], seed=args.seed)
+    config = SearchConfig(
+        strategy=args.strategy,
+        estimator=args.estimator,
+        epochs=settings["epochs"],
+        trial_epochs=settings["trial_epochs"],
+        seed=args.seed,
+    )
     ctx = device_context(args.device)
     load_before = os.getloadavg()
     runs = []
     for budget in args.budgets:
         runs.append(_budget_run(checkpoint, budget, config, outdir, args.data_root, ctx))
         run = runs[-1]
-        Console().print(f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, drop {run['val_drop']:.2f} pts")
+        Console().print(
+            f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, drop {run['val_drop']:.2f} pts"
+        )
     return {
         "checkpoint": repo_relative(str(checkpoint)),
         "dataset": dataset,
@@ -154,51 +169,114 @@ def print_tables(payload: dict[str, Any], console: Console | None = None) -> Non
     """Our rows (full precision, then each budget), then the paper's rows for the same dataset."""
     console = console or Console()
     training = payload["training"]
-    trained = (f"trained {training['epochs']:g} epochs in {training['seconds']:.0f} s" if training["seconds"] is not None
-               else "training time not recorded in the checkpoint")
+    trained = (
+        f"trained {training['epochs']:g} epochs in {training['seconds']:.0f} s"
+        if training["seconds"] is not None
+        else "training time not recorded in the checkpoint"
+    )
     table = Table(
         title=f"{payload['dataset_label']}, {payload['arch']}, T={payload['timesteps']} (accuracy in percent)",
         caption=f"{trained}; search: {payload['search']['strategy']}/{payload['search']['estimator']}, "
-                f"{payload['search']['epochs']:g}+{payload['search']['trial_epochs']:g} epochs; saved = 1 - after/before; "
-                f"paper: test accuracy, {PAPER_CLAIM}",
+        f"{payload['search']['epochs']:g}+{payload['search']['trial_epochs']:g} epochs; saved = 1 - after/before; "
+        f"paper: test accuracy, {PAPER_CLAIM}",
         title_justify="left",
     )
-    for column in ("row", "budget", "binarized", "val acc", "test acc", "saved % (bits)", "saved % (disk)", "container B", "onnx B", "search s"):
+    for column in (
+        "row",
+        "budget",
+        "binarized",
+        "val acc",
+        "test acc",
+        "saved % (bits)",
+        "saved % (disk)",
+        "container B",
+        "onnx B",
+        "search s",
+    ):
         table.add_column(column, justify="left" if column == "row" else "right")
     full = payload["full_precision"]
-    table.add_row("ours, full precision", "-", "0", f"{full['val_before']:.2f}", f"{full['test_before']:.2f}", "0.0", "-", "-", "-", "-")
+    table.add_row(
+        "ours, full precision",
+        "-",
+        "0",
+        f"{full['val_before']:.2f}",
+        f"{full['test_before']:.2f}",
+        "0.0",
+        "-",
+        "-",
+        "-",
+        "-",
+    )
     for run in payload["runs"]:
         acc = run["accuracy"]
         table.add_row(
-            "ours, compressed", f"{run['budget']:g}", f"{len(run['selected'])}/{len(run['candidates'])}",
-            f"{acc['val_after']:.2f}", f"{acc['test_after']:.2f}", f"{run['storage_saved_percent_bits']:.1f}",
-            f"{run['storage_saved_percent_disk']:.1f}", f"{run['container_bytes']:,}", f"{run['onnx_bytes']:,}",
+            "ours, compressed",
+            f"{run['budget']:g}",
+            f"{len(run['selected'])}/{len(run['candidates'])}",
+            f"{acc['val_after']:.2f}",
+            f"{acc['test_after']:.2f}",
+            f"{run['storage_saved_percent_bits']:.1f}",
+            f"{run['storage_saved_percent_disk']:.1f}",
+            f"{run['container_bytes']:,}",
+            f"{run['onnx_bytes']:,}",
             f"{run['search_seconds']:.0f}",
         )
     paper = payload["paper"]["rows"]
     for version, accuracy in (paper or {}).items():
         label = _PAPER_LABELS[payload["dataset"]]
-        table.add_row(f"paper ({version}), {label}, T=1", "-", "-", "-", f"{accuracy:.2f}", ">20 (claim)", "-", "-", "-", "-")
+        table.add_row(
+            f"paper ({version}), {label}, T=1", "-", "-", "-", f"{accuracy:.2f}", ">20 (claim)", "-", "-", "-", "-"
+        )
     console.print(table)
     if not paper:
-        console.print(f"the paper has no row for {payload['dataset_label']}; its rows: "
-                      + "; ".join(f"{_PAPER_LABELS[d]} {r['arXiv']:.2f} / {r['journal']:.2f}" for d, r in PAPER_ROWS.items()))
+        console.print(
+            f"the paper has no row for {payload['dataset_label']}; its rows: "
+            + "; ".join(f"{_PAPER_LABELS[d]} {r['arXiv']:.2f} / {r['journal']:.2f}" for d, r in PAPER_ROWS.items())
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy size: train a digits-small model (8 epochs), 0.2-epoch finetuning, 1 thread")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="toy size: train a digits-small model (8 epochs), 0.2-epoch finetuning, 1 thread",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="trained model.pt (required unless --quick)")
-    parser.add_argument("--data-root", default=None, help="folder holding the checkpoint's dataset (not needed for digits)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.0, 0.2, 1.0], help="budgets, percentage points of validation accuracy")
+    parser.add_argument(
+        "--data-root", default=None, help="folder holding the checkpoint's dataset (not needed for digits)"
+    )
+    parser.add_argument(
+        "--budgets",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.2, 1.0],
+        help="budgets, percentage points of validation accuracy",
+    )
     parser.add_argument("--strategy", default=SearchConfig.strategy, help="search strategy (default: the package's)")
-    parser.add_argument("--estimator", default=SearchConfig.estimator, help="estimator for adaptive (default: the package's)")
-    parser.add_argument("--epochs", type=float, default=None, help="final finetuning epochs (default 1; 0.2 with --quick)")
-    parser.add_argument("--trial-epochs", type=float, default=None, help="finetuning epochs per tried change (default 0.25; 0.2 with --quick)")
+    parser.add_argument(
+        "--estimator", default=SearchConfig.estimator, help="estimator for adaptive (default: the package's)"
+    )
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="final finetuning epochs (default 1; 0.2 with --quick)"
+    )
+    parser.add_argument(
+        "--trial-epochs",
+        type=float,
+        default=None,
+        help="finetuning epochs per tried change (default 0.25; 0.2 with --quick)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="search seed (and training seed with --quick)")
     add_device_argument(parser)
-    parser.add_argument("--outdir", type=Path, default=None, help="keep the containers, ONNX files and reports here (default: a temporary folder)")
-    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)")
+    parser.add_argument(
+        "--outdir",
+        type=Path,
+        default=None,
+        help="keep the containers, ONNX files and reports here (default: a temporary folder)",
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)"
+    )
     return parser
 
 
@@ -214,7 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint, train_seconds = args.checkpoint, None
         if checkpoint is None:
             checkpoint = Path(tmp) / "digits.pt"
-            trained = train_model(TrainRequest(config=TrainConfig(epochs=_QUICK["train_epochs"], seed=args.seed), output=checkpoint))
+            trained = train_model(
+                TrainRequest(config=TrainConfig(epochs=_QUICK["train_epochs"], seed=args.seed), output=checkpoint)
+            )
             train_seconds = trained.seconds
         try:
             payload = run_benchmark(args, checkpoint, args.outdir or Path(tmp), train_seconds)

@@ -62,12 +62,15 @@ def restart_peak():
         refs.write("5")
 """
 
-_READ = textwrap.dedent("""
+_READ = (
+    textwrap.dedent("""
     import json, os, sys, time
     import torch
     torch.set_num_threads(1)
     from albsnn_compress.model_file import load_model_file
-""") + _STATUS + textwrap.dedent("""
+""")
+    + _STATUS
+    + textwrap.dedent("""
     load_model_file(sys.argv[2])
     before = status("VmRSS")
     restart_peak()
@@ -78,12 +81,16 @@ _READ = textwrap.dedent("""
     print(json.dumps({"added": status("VmHWM") - before, "file": os.path.getsize(sys.argv[1]), "model": model_bytes,
                       "seconds": seconds}))
 """)
+)
 
-_PARSE = textwrap.dedent("""
+_PARSE = (
+    textwrap.dedent("""
     import json, sys, time
     from albsnn_compress.errors import ContainerError
     from albsnn_compress.formats.container.header import decode_header
-""") + _STATUS + textwrap.dedent("""
+""")
+    + _STATUS
+    + textwrap.dedent("""
     raw = open(sys.argv[1], "rb").read()
     before = status("VmRSS")
     restart_peak()
@@ -96,6 +103,7 @@ _PARSE = textwrap.dedent("""
     seconds = time.perf_counter() - start
     print(json.dumps({"added": status("VmHWM") - before, "seconds": seconds, "outcome": outcome}))
 """)
+)
 
 
 def _width(model_mib: int) -> int:
@@ -106,14 +114,28 @@ def _width(model_mib: int) -> int:
 
 def _write_models(folder: Path, model_mib: int) -> dict[str, Path]:
     width = _width(model_mib)
-    spec = {"name": f"fc-{width}", "input": {"shape": [1, 28, 28]}, "num_classes": 10,
-            "layers": [{"type": "flatten"}, {"type": "linear", "out_features": width, "bias": False}, {"type": "bn"},
-                       {"type": "lif"}, {"type": "linear", "out_features": width, "bias": False}, {"type": "bn"},
-                       {"type": "lif"}, {"type": "linear", "out_features": 10}]}
+    spec = {
+        "name": f"fc-{width}",
+        "input": {"shape": [1, 28, 28]},
+        "num_classes": 10,
+        "layers": [
+            {"type": "flatten"},
+            {"type": "linear", "out_features": width, "bias": False},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": width, "bias": False},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": 10},
+        ],
+    }
     torch.manual_seed(0)
     model = SpikingNet(spec).eval()
-    paths = {"checkpoint": folder / f"fc{model_mib}.pt", "container, float32": folder / f"fc{model_mib}-float.albsnn",
-             "container, binarized": folder / f"fc{model_mib}-binary.albsnn"}
+    paths = {
+        "checkpoint": folder / f"fc{model_mib}.pt",
+        "container, float32": folder / f"fc{model_mib}-float.albsnn",
+        "container, binarized": folder / f"fc{model_mib}-binary.albsnn",
+    }
     save_checkpoint(paths["checkpoint"], model, {})
     write_container(paths["container, float32"], model)
     binarize_(model, ["layers.linear1", "layers.linear2"])
@@ -122,7 +144,9 @@ def _write_models(folder: Path, model_mib: int) -> dict[str, Path]:
 
 
 def _child(script: str, *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=600, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -135,7 +159,7 @@ def _headers(folder: Path, mib: int) -> dict[str, Path]:
 
     shapes = {
         "tiny arrays [[],[],...]": body("[],", "[]"),
-        "tiny objects [{\"a\":0},...]": body('{"a":0},', "0"),
+        'tiny objects [{"a":0},...]': body('{"a":0},', "0"),
         "arrays 29 deep, repeated": body("[" * 29 + "0" + "]" * 29 + ",", "0"),
         "flat integers [0,0,...]": body("0,", "0"),
         "large integers [1234567890,...]": body("1234567890,", "0"),
@@ -159,14 +183,18 @@ def run_benchmark(quick: bool) -> dict[str, Any]:
         for model_mib in settings["model_mib"]:
             for kind, path in _write_models(folder, model_mib).items():
                 measured = _child(_READ, str(path), str(_GOLDEN))
-                measured.update(kind=kind, model_mib=model_mib,
-                                ratio=round(measured["added"] / (measured["file"] + measured["model"]), 3))
+                measured.update(
+                    kind=kind,
+                    model_mib=model_mib,
+                    ratio=round(measured["added"] / (measured["file"] + measured["model"]), 3),
+                )
                 reads.append(measured)
                 path.unlink()
         for name, path in _headers(folder, settings["header_mib"]).items():
             measured = _child(_PARSE, str(path))
-            measured.update(shape=name, header_bytes=path.stat().st_size,
-                            ratio=round(measured["added"] / path.stat().st_size, 2))
+            measured.update(
+                shape=name, header_bytes=path.stat().st_size, ratio=round(measured["added"] / path.stat().st_size, 2)
+            )
             parses.append(measured)
     return {"reads": reads, "parses": parses, "settings": settings, "quick": quick, "torch_threads": 1}
 
@@ -177,15 +205,28 @@ def _print(result: dict[str, Any]) -> None:
     for column in ("model", "file", "file MB", "model MB", "peak added MB", "ratio to file + model", "seconds"):
         table.add_column(column, justify="left" if column == "file" else "right")
     for row in result["reads"]:
-        table.add_row(f"{row['model_mib']} MiB", row["kind"], f"{row['file'] / 1e6:.2f}", f"{row['model'] / 1e6:.2f}",
-                      f"{row['added'] / 1e6:.1f}", f"{row['ratio']:.2f}", f"{row['seconds']:.2f}")
+        table.add_row(
+            f"{row['model_mib']} MiB",
+            row["kind"],
+            f"{row['file'] / 1e6:.2f}",
+            f"{row['model'] / 1e6:.2f}",
+            f"{row['added'] / 1e6:.1f}",
+            f"{row['ratio']:.2f}",
+            f"{row['seconds']:.2f}",
+        )
     console.print(table)
     table = Table(title="decode_header of a worst-case header")
     for column in ("shape", "MiB", "seconds", "peak added MB", "x header", "outcome"):
         table.add_column(column, justify="left" if column in ("shape", "outcome") else "right")
     for row in result["parses"]:
-        table.add_row(row["shape"], f"{row['header_bytes'] / (1 << 20):.1f}", f"{row['seconds']:.2f}",
-                      f"{row['added'] / 1e6:.0f}", f"{row['ratio']:.1f}", row["outcome"][:60])
+        table.add_row(
+            row["shape"],
+            f"{row['header_bytes'] / (1 << 20):.1f}",
+            f"{row['seconds']:.2f}",
+            f"{row['added'] / 1e6:.0f}",
+            f"{row['ratio']:.1f}",
+            row["outcome"][:60],
+        )
     console.print(table)
 
 
@@ -193,10 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, print the tables and write the result JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="models of 1 and 4 MiB, 4 MiB headers (seconds)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="result JSON (default benchmarks/results/reader-memory[-quick].json)")
-    parser.add_argument("--label", default=None,
-                        help="what code was measured, recorded in the result (e.g. an older tree exported with git archive)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/reader-memory[-quick].json)"
+    )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="what code was measured, recorded in the result (e.g. an older tree exported with git archive)",
+    )
     args = parser.parse_args(argv)
     if sys.platform != "linux":
         raise SystemExit("bench_reader_memory reads /proc/self/status: Linux only")
@@ -206,8 +251,13 @@ def main(argv: list[str] | None = None) -> None:
     result["label"] = args.label
     _print(result)
     output = args.output or RESULTS / ("reader-memory-quick.json" if args.quick else "reader-memory.json")
-    path = write_result(output.stem, result, output.parent, module="benchmarks.bench_reader_memory",
-                        argv=sys.argv[1:] if argv is None else argv)
+    path = write_result(
+        output.stem,
+        result,
+        output.parent,
+        module="benchmarks.bench_reader_memory",
+        argv=sys.argv[1:] if argv is None else argv,
+    )
     print(f"wrote {path}")
 
 

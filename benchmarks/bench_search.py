@@ -15,24 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
-import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.search.estimators import ESTIMATORS, resolve_estimator
 from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import add_device_argument, device_context, write_result
@@ -100,11 +100,18 @@ def fidelity_spearman(estimates: dict[str, dict[str, Any]], oracle: dict[str, An
     return fidelity
 
 
-def _run_one(model, splits, strategy: str, estimator: str, budget: float, base: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+def _run_one(
+    model, splits, strategy: str, estimator: str, budget: float, base: dict[str, Any], ctx: DistContext
+) -> dict[str, Any]:
     start = time.perf_counter()
     result = compress(
-        model, splits["train"], splits["val"], budget, test_data=splits["test"],
-        config=SearchConfig(strategy=strategy, estimator=estimator, **base), ctx=ctx,
+        model,
+        splits["train"],
+        splits["val"],
+        budget,
+        test_data=splits["test"],
+        config=SearchConfig(strategy=strategy, estimator=estimator, **base),
+        ctx=ctx,
     )
     Console().print(f"{strategy}/{estimator} budget {budget}: {result.binarized} drop {result.val_drop:.2f}")
     return summarize(result, time.perf_counter() - start)
@@ -147,21 +154,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_tables(payload: dict[str, Any]) -> None:
-    table = Table(title=f"search on {payload['dataset']} {payload['arch']} T={payload['timesteps']} (val = validation split)")
-    for column in ("strategy", "estimator", "budget", "binarized", "val before", "val after", "drop", "test after", "saved %", "ft epochs", "seconds"):
+    table = Table(
+        title=f"search on {payload['dataset']} {payload['arch']} T={payload['timesteps']} (val = validation split)"
+    )
+    for column in (
+        "strategy",
+        "estimator",
+        "budget",
+        "binarized",
+        "val before",
+        "val after",
+        "drop",
+        "test after",
+        "saved %",
+        "ft epochs",
+        "seconds",
+    ):
         table.add_column(column)
     for r in payload["runs"]:
         acc = r["accuracy"]
         table.add_row(
-            r["strategy"], r["estimator"] if r["strategy"] == "adaptive" else "-", f"{r['budget']:.1f}",
-            ",".join(n.split(".")[-1] for n in r["selected"]) or "-", f"{acc['val_before']:.2f}",
-            f"{acc['val_after']:.2f}", f"{r['val_drop']:.2f}", f"{acc.get('test_after', float('nan')):.2f}",
-            f"{r['storage_saved_percent']:.1f}", f"{r['finetune_epochs']:.2f}", f"{r['seconds']:.0f}",
+            r["strategy"],
+            r["estimator"] if r["strategy"] == "adaptive" else "-",
+            f"{r['budget']:.1f}",
+            ",".join(n.split(".")[-1] for n in r["selected"]) or "-",
+            f"{acc['val_before']:.2f}",
+            f"{acc['val_after']:.2f}",
+            f"{r['val_drop']:.2f}",
+            f"{acc.get('test_after', float('nan')):.2f}",
+            f"{r['storage_saved_percent']:.1f}",
+            f"{r['finetune_epochs']:.2f}",
+            f"{r['seconds']:.0f}",
         )
     console = Console()
     console.print(table)
     if payload["fidelity_spearman"]:
-        console.print("Spearman(estimate, oracle drop): " + ", ".join(f"{k} {v:+.2f}" for k, v in payload["fidelity_spearman"].items()))
+        console.print(
+            "Spearman(estimate, oracle drop): "
+            + ", ".join(f"{k} {v:+.2f}" for k, v in payload["fidelity_spearman"].items())
+        )
 
 
 def markdown_tables(payload: dict[str, Any]) -> str:
@@ -182,7 +213,8 @@ def markdown_tables(payload: dict[str, Any]) -> str:
         )
     if payload["fidelity_spearman"]:
         lines += [
-            "", "| estimator | Spearman with oracle's measured drops | estimate cost (s) | cost in probe passes |",
+            "",
+            "| estimator | Spearman with oracle's measured drops | estimate cost (s) | cost in probe passes |",
             "| --- | ---: | ---: | ---: |",
         ]
         for name, rho in payload["fidelity_spearman"].items():
@@ -195,12 +227,16 @@ def markdown_tables(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, print the tables, write ``search-NAME.json`` (or print ``--markdown`` tables)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="model.pt to compress (default with --quick: a freshly trained digits model)")
+    parser.add_argument(
+        "--checkpoint", help="model.pt to compress (default with --quick: a freshly trained digits model)"
+    )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 1.0])
     parser.add_argument("--strategies", nargs="+", default=["adaptive", "oracle", "all"])
     parser.add_argument(
-        "--estimators", nargs="+", default=["weight"],
+        "--estimators",
+        nargs="+",
+        default=["weight"],
         help="estimators for adaptive; 'best' = the one whose ranking best matches oracle's measured drops",
     )
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -211,7 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="result name (benchmarks/results/search-NAME.json)")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
-    parser.add_argument("--markdown", type=Path, default=None, help="print an existing result JSON as Markdown tables and exit")
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="print an existing result JSON as Markdown tables and exit"
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown_tables(json.loads(args.markdown.read_text())))
@@ -225,7 +263,9 @@ def main(argv: list[str] | None = None) -> None:
         args.name = args.name or "quick"
     payload = run(args)
     print_tables(payload)
-    path = write_result(f"search-{args.name or payload['dataset']}", payload, args.results, module="benchmarks.bench_search", argv=argv)
+    path = write_result(
+        f"search-{args.name or payload['dataset']}", payload, args.results, module="benchmarks.bench_search", argv=argv
+    )
     Console().print(f"wrote {path}")
 
 

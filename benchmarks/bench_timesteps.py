@@ -101,23 +101,36 @@ def _packed_onnx(model: SpikingNet, folder: Path) -> Path:
     return path
 
 
-def _one_t(timesteps: int, config: dict[str, Any], args: argparse.Namespace, test_images: torch.Tensor, folder: Path) -> dict[str, Any]:
+def _one_t(
+    timesteps: int, config: dict[str, Any], args: argparse.Namespace, test_images: torch.Tensor, folder: Path
+) -> dict[str, Any]:
     """Train at ``timesteps`` steps, then time eager and ONNX inference at every batch size."""
-    Console().print(f"[bold]T={timesteps}[/]: training {config['arch']} on {config['dataset']} for {config['epochs']:g} epochs")
+    Console().print(
+        f"[bold]T={timesteps}[/]: training {config['arch']} on {config['dataset']} for {config['epochs']:g} epochs"
+    )
     output = args.save / f"{config['arch']}-T{timesteps}.pt" if args.save else None
-    trained = train_model(TrainRequest(
-        dataset=config["dataset"], data_root=args.data_root, arch=config["arch"], timesteps=timesteps,
-        config=TrainConfig(epochs=config["epochs"], seed=args.seed), output=output,
-    ), device_context(args.device))
+    trained = train_model(
+        TrainRequest(
+            dataset=config["dataset"],
+            data_root=args.data_root,
+            arch=config["arch"],
+            timesteps=timesteps,
+            config=TrainConfig(epochs=config["epochs"], seed=args.seed),
+            output=output,
+        ),
+        device_context(args.device),
+    )
     onnx_path = _packed_onnx(trained.model, folder)
     latency = []
     for batch in args.batches:
         images = test_images[:batch].contiguous()
-        latency.append({
-            "batch": batch,
-            "eager": _eager_latency(trained.model, images, args.threads, config["seconds"]),
-            "onnx_packed": _onnx_latency(onnx_path, images, args.threads, config["seconds"]),
-        })
+        latency.append(
+            {
+                "batch": batch,
+                "eager": _eager_latency(trained.model, images, args.threads, config["seconds"]),
+                "onnx_packed": _onnx_latency(onnx_path, images, args.threads, config["seconds"]),
+            }
+        )
     return {
         "timesteps": timesteps,
         "val_accuracy": trained.val_accuracy,
@@ -155,7 +168,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         rows = [_one_t(t, config, args, test_images, Path(tmp)) for t in sorted(args.timesteps)]
     _add_ratios(rows)
     return {
-        "config": config | {"seed": args.seed, "threads": args.threads, "batches": args.batches, "train_device": args.device},
+        "config": config
+        | {"seed": args.seed, "threads": args.threads, "batches": args.batches, "train_device": args.device},
         "quick": args.quick,
         "rows": rows,
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
@@ -167,21 +181,37 @@ def print_tables(payload: dict[str, Any], console: Console | None = None) -> Non
     console = console or Console()
     config = payload["config"]
     first_t = payload["rows"][0]["timesteps"]
-    accuracy = Table(title="accuracy vs T, percent", title_justify="left",
-                     caption=f"{config['arch']} on {config['dataset']}, {config['epochs']:g} epochs, seed {config['seed']}")
+    accuracy = Table(
+        title="accuracy vs T, percent",
+        title_justify="left",
+        caption=f"{config['arch']} on {config['dataset']}, {config['epochs']:g} epochs, seed {config['seed']}",
+    )
     for column in ("T", "val acc", "test acc", "train s"):
         accuracy.add_column(column, justify="right")
     for row in payload["rows"]:
-        accuracy.add_row(str(row["timesteps"]), f"{row['val_accuracy']:.2f}", f"{row['test_accuracy']:.2f}", f"{row['train_seconds']:.0f}")
-    latency = Table(title=f"latency vs T, median, {config['threads']} thread(s); ratios to T={first_t} at the same batch", title_justify="left")
+        accuracy.add_row(
+            str(row["timesteps"]),
+            f"{row['val_accuracy']:.2f}",
+            f"{row['test_accuracy']:.2f}",
+            f"{row['train_seconds']:.0f}",
+        )
+    latency = Table(
+        title=f"latency vs T, median, {config['threads']} thread(s); ratios to T={first_t} at the same batch",
+        title_justify="left",
+    )
     for column in ("T", "batch", "eager ms", f"eager xT{first_t}", "onnx packed ms", f"onnx xT{first_t}", "onnx/eager"):
         latency.add_column(column, justify="right")
     for row in payload["rows"]:
         for entry in row["latency"]:
             eager, onnx = entry["eager"], entry["onnx_packed"]
             latency.add_row(
-                str(row["timesteps"]), str(entry["batch"]), f"{eager['median_ms']:.2f}", f"{eager['ratio_to_first_t']:.2f}x",
-                f"{onnx['median_ms']:.2f}", f"{onnx['ratio_to_first_t']:.2f}x", f"{entry['onnx_over_eager']:.2f}x",
+                str(row["timesteps"]),
+                str(entry["batch"]),
+                f"{eager['median_ms']:.2f}",
+                f"{eager['ratio_to_first_t']:.2f}x",
+                f"{onnx['median_ms']:.2f}",
+                f"{onnx['ratio_to_first_t']:.2f}x",
+                f"{entry['onnx_over_eager']:.2f}x",
             )
     console.print(accuracy)
     console.print(latency)
@@ -199,19 +229,29 @@ def _positive(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy size: digits-small on digits, 2 epochs, 0.1 s per latency")
-    parser.add_argument("--arch", default=None, help="preset or JSON spec (default fmnist-vgg; digits-small with --quick)")
+    parser.add_argument(
+        "--quick", action="store_true", help="toy size: digits-small on digits, 2 epochs, 0.1 s per latency"
+    )
+    parser.add_argument(
+        "--arch", default=None, help="preset or JSON spec (default fmnist-vgg; digits-small with --quick)"
+    )
     parser.add_argument("--dataset", default=None, help="dataset (default fashion-mnist; digits with --quick)")
     parser.add_argument("--data-root", default=None, help="folder holding the dataset (not needed for digits)")
     parser.add_argument("--epochs", type=float, default=None, help="training epochs per T (default 8; 2 with --quick)")
-    parser.add_argument("--timesteps", type=_positive, nargs="+", default=[1, 2, 4], help="time steps to train and time")
+    parser.add_argument(
+        "--timesteps", type=_positive, nargs="+", default=[1, 2, 4], help="time steps to train and time"
+    )
     parser.add_argument("--batches", type=_positive, nargs="+", default=[1, 64], help="batch sizes to time")
-    parser.add_argument("--seconds", type=float, default=None, help="timing seconds per latency (default 3; 0.1 with --quick)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="timing seconds per latency (default 3; 0.1 with --quick)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both runtimes while timing")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the same for every T)")
     add_device_argument(parser)
     parser.add_argument("--save", type=Path, default=None, help="also keep each trained model as DIR/<arch>-T<T>.pt")
-    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="folder for the JSON result (default benchmarks/results)"
+    )
     return parser
 
 
@@ -228,7 +268,9 @@ def main(argv: list[str] | None = None) -> None:
     print_tables(payload)
     config = payload["config"]
     name = "timesteps-quick" if args.quick else f"timesteps-{config['dataset']}-{Path(config['arch']).stem}"
-    Console().print(f"wrote {write_result(name, payload, args.results, module='benchmarks.bench_timesteps', argv=argv)}")
+    Console().print(
+        f"wrote {write_result(name, payload, args.results, module='benchmarks.bench_timesteps', argv=argv)}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from albsnn_compress.snn.layers import TimeGlobalAvgPool
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.train_model import resolve_architecture
-from albsnn_compress.training.trainer import Trainer, TrainConfig
+from albsnn_compress.training.trainer import TrainConfig, Trainer
 from benchmarks.reference_lif import use_reference_lif_
 
 __all__ = ["main", "run_benchmark", "cnn_twin"]
@@ -73,12 +73,18 @@ _FULL: dict[str, Any] = {
         "fmnist-vgg": {"dataset": "fashion-mnist", "batch": 128, "compile": True},
         "cifar-vgg": {"dataset": "cifar10", "batch": 8, "warmup": 1, "steps_per_round": 2, "compile": False},
     },
-    "timesteps": [1, 2, 4], "warmup": 2, "rounds": 3, "steps_per_round": 3,
+    "timesteps": [1, 2, 4],
+    "warmup": 2,
+    "rounds": 3,
+    "steps_per_round": 3,
     "epoch": {"dataset": "fashion-mnist", "arch": "fmnist-vgg", "images": 1024, "batch": 128, "rounds": 2},
 }
 _QUICK: dict[str, Any] = {
     "presets": {"digits-small": {"dataset": "digits", "batch": 32, "compile": True}},
-    "timesteps": [1, 2], "warmup": 1, "rounds": 2, "steps_per_round": 2,
+    "timesteps": [1, 2],
+    "warmup": 1,
+    "rounds": 2,
+    "steps_per_round": 2,
     "epoch": {"dataset": "digits", "arch": "digits-small", "images": 256, "batch": 32, "rounds": 1},
 }
 
@@ -149,7 +155,9 @@ def _variants(spec: dict[str, Any], steps: int, device: torch.device, compile_mo
     torch.manual_seed(0)
     net = SpikingNet(spec, steps)
     variants: dict[str, nn.Module] = {
-        "cnn": cnn_twin(net), "reference LIF": _every_step(use_reference_lif_(copy.deepcopy(net))), "fast LIF": net,
+        "cnn": cnn_twin(net),
+        "reference LIF": _every_step(use_reference_lif_(copy.deepcopy(net))),
+        "fast LIF": net,
     }
     if steps > 1:
         variants["fast LIF, every step"] = _every_step(copy.deepcopy(net))
@@ -161,8 +169,9 @@ def _variants(spec: dict[str, Any], steps: int, device: torch.device, compile_mo
     return {name: model.to(device) for name, model in variants.items()}
 
 
-def measure_steps(spec: dict[str, Any], steps: int, batch: int, config: dict[str, Any], device: torch.device,
-                  compile_models: bool) -> dict[str, Any]:
+def measure_steps(
+    spec: dict[str, Any], steps: int, batch: int, config: dict[str, Any], device: torch.device, compile_models: bool
+) -> dict[str, Any]:
     """Median step time in ms of every variant at ``steps`` time steps, and the ratios."""
     shape = spec["input"]["shape"]
     generator = torch.Generator().manual_seed(1)
@@ -187,8 +196,13 @@ def measure_steps(spec: dict[str, Any], steps: int, batch: int, config: dict[str
                 _sync(device)
                 samples[name].append((time.perf_counter() - start) * 1e3)
     median_ms = {name: statistics.median(values) for name, values in samples.items()}
-    result: dict[str, Any] = {"timesteps": steps, "batch": batch, "step_ms": median_ms, "samples_ms": samples,
-                              "ratio_to_cnn": {}}
+    result: dict[str, Any] = {
+        "timesteps": steps,
+        "batch": batch,
+        "step_ms": median_ms,
+        "samples_ms": samples,
+        "ratio_to_cnn": {},
+    }
     for name, value in median_ms.items():
         base = "cnn, channels-last" if "channels-last" in name else "cnn, compiled" if "compiled" in name else "cnn"
         if not name.startswith("cnn"):
@@ -236,9 +250,16 @@ def measure_epoch(config: dict[str, Any], data_root: Path | None, device: torch.
         bare_epoch()
         bare_seconds.append(time.perf_counter() - start)
     trainer_s, bare_s = statistics.median(trainer_seconds), statistics.median(bare_seconds)
-    return {**config, "steps": steps, "augment": trainer.loader.augment, "trainer_epoch_seconds": trainer_s,
-            "bare_epoch_seconds": bare_s, "pipeline_fraction": (trainer_s - bare_s) / trainer_s,
-            "trainer_samples_seconds": trainer_seconds, "bare_samples_seconds": bare_seconds}
+    return {
+        **config,
+        "steps": steps,
+        "augment": trainer.loader.augment,
+        "trainer_epoch_seconds": trainer_s,
+        "bare_epoch_seconds": bare_s,
+        "pipeline_fraction": (trainer_s - bare_s) / trainer_s,
+        "trainer_samples_seconds": trainer_seconds,
+        "bare_samples_seconds": bare_seconds,
+    }
 
 
 def _context(device: torch.device):
@@ -247,8 +268,9 @@ def _context(device: torch.device):
     return DistContext(device=device)
 
 
-def run_benchmark(config: dict[str, Any], device: torch.device, data_root: Path | None,
-                  compile_models: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    config: dict[str, Any], device: torch.device, data_root: Path | None, compile_models: bool = False
+) -> dict[str, Any]:
     """Every preset's step times at every T, then the epoch; the result's payload."""
     steps_results = []
     for arch, preset in config["presets"].items():
@@ -258,14 +280,21 @@ def run_benchmark(config: dict[str, Any], device: torch.device, data_root: Path 
             row = measure_steps(spec, steps, preset["batch"], counts, device, compile_models and preset["compile"])
             steps_results.append({"arch": arch, "dataset": preset["dataset"], **row})
             Console().print(f"{arch} T={steps}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in row["step_ms"].items()))
-    return {"device": str(device), "threads": torch.get_num_threads(), "config": {k: v for k, v in config.items() if k != "epoch"},
-            "steps": steps_results, "epoch": measure_epoch(config["epoch"], data_root, device)}
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "config": {k: v for k, v in config.items() if k != "epoch"},
+        "steps": steps_results,
+        "epoch": measure_epoch(config["epoch"], data_root, device),
+    }
 
 
 def print_tables(result: dict[str, Any]) -> None:
     """The step table (ms and ratios per preset and T) and the epoch line."""
-    table = Table(title=f"training step, {result['device']}, {result['threads']} thread(s): median ms (ratio to the CNN)",
-                  title_justify="left")
+    table = Table(
+        title=f"training step, {result['device']}, {result['threads']} thread(s): median ms (ratio to the CNN)",
+        title_justify="left",
+    )
     names = list(dict.fromkeys(name for row in result["steps"] for name in row["step_ms"]))
     for column in ("preset", "T", "batch", *names, "fast / reference"):
         table.add_column(column, justify="left" if column == "preset" else "right")
@@ -275,7 +304,9 @@ def print_tables(result: dict[str, Any]) -> None:
             value = row["step_ms"].get(name)
             ratio = row["ratio_to_cnn"].get(name)
             cells.append("-" if value is None else f"{value:.1f}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
-        table.add_row(row["arch"], str(row["timesteps"]), str(row["batch"]), *cells, f"{row['fast_over_reference']:.2f}")
+        table.add_row(
+            row["arch"], str(row["timesteps"]), str(row["batch"]), *cells, f"{row['fast_over_reference']:.2f}"
+        )
     console = Console()
     console.print(table)
     epoch = result["epoch"]
@@ -290,12 +321,20 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, write ``benchmarks/results/training[-quick].json`` and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits-small, T = 1 and 2, few steps (seconds)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: stable on a shared CPU)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu|cuda|cuda:N (default cpu)")
-    parser.add_argument("--data-root", type=Path, default=None,
-                        help="dataset folder for the epoch (default: ../shared/datasets when present)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="dataset folder for the epoch (default: ../shared/datasets when present)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of both models at T=1")
-    parser.add_argument("--output", type=Path, default=None, help="result JSON (default benchmarks/results/training[-quick].json)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/training[-quick].json)"
+    )
     args = parser.parse_args(argv)
     from benchmarks.machine import RESULTS, write_result
 

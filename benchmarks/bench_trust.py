@@ -28,16 +28,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
+from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.storage import layer_storage, total_bits
@@ -56,14 +56,20 @@ Cell = tuple[int, float, float | None, float]  # seed, budget (points), confiden
 def _paired_record(drop: PairedDrop) -> dict[str, Any]:
     low, high = drop.interval(0.95)
     return {
-        "images": drop.images, "lost": drop.lost, "gained": drop.gained, "drop_points": drop.points,
-        "interval95_points": [low, high], "upper90_points": drop.upper_bound(DECISION_CONFIDENCE_SHOWN),
+        "images": drop.images,
+        "lost": drop.lost,
+        "gained": drop.gained,
+        "drop_points": drop.points,
+        "interval95_points": [low, high],
+        "upper90_points": drop.upper_bound(DECISION_CONFIDENCE_SHOWN),
     }
 
 
 def _cell_name(cell: Cell) -> str:
     seed, budget, confidence, epochs = cell
-    return f"seed{seed}-budget{budget:g}-conf{'none' if confidence is None else f'{confidence:g}'}-epochs{epochs:g}.json"
+    return (
+        f"seed{seed}-budget{budget:g}-conf{'none' if confidence is None else f'{confidence:g}'}-epochs{epochs:g}.json"
+    )
 
 
 def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, quick: bool) -> dict[str, Any]:
@@ -80,12 +86,21 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
     before, after = total_bits(layer_storage(result.model, result.binarized))
     test = result.paired["test"]
     return {
-        "seed": seed, "budget": budget, "confidence": confidence, "epochs": epochs,
-        "binarized": result.binarized, "storage_saved_percent": 100.0 * (1 - after / before),
-        "accuracy": result.accuracy, "val": _paired_record(result.paired["val"]), "test": _paired_record(test),
+        "seed": seed,
+        "budget": budget,
+        "confidence": confidence,
+        "epochs": epochs,
+        "binarized": result.binarized,
+        "storage_saved_percent": 100.0 * (1 - after / before),
+        "accuracy": result.accuracy,
+        "val": _paired_record(result.paired["val"]),
+        "test": _paired_record(test),
         "test_exceeds_budget": test.points > budget,
-        "finetune_epochs": result.finetune_epochs, "slices": result.finetune_slices, "seconds": seconds,
-        "estimator": result.estimator, "strategy": result.strategy,
+        "finetune_epochs": result.finetune_epochs,
+        "slices": result.finetune_slices,
+        "seconds": seconds,
+        "estimator": result.estimator,
+        "strategy": result.strategy,
     }
 
 
@@ -99,18 +114,25 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for record in cells:
         groups.setdefault((record["budget"], record["confidence"], record["epochs"]), []).append(record)
     rows = []
-    for (budget, confidence, epochs), records in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0, kv[0][2])):
-        rows.append({
-            "budget": budget, "confidence": confidence, "epochs": epochs, "runs": len(records),
-            "seeds": sorted(r["seed"] for r in records),
-            "test_exceeds": sum(r["test_exceeds_budget"] for r in records),
-            "val_exceeds": sum(r["val"]["drop_points"] > budget for r in records),
-            "storage_saved_percent": _spread([r["storage_saved_percent"] for r in records]),
-            "val_drop_points": _spread([r["val"]["drop_points"] for r in records]),
-            "test_drop_points": _spread([r["test"]["drop_points"] for r in records]),
-            "seconds": _spread([r["seconds"] for r in records]),
-            "selections": sorted({",".join(n.split(".")[-1] for n in r["binarized"]) or "none" for r in records}),
-        })
+    for (budget, confidence, epochs), records in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0, kv[0][2])
+    ):
+        rows.append(
+            {
+                "budget": budget,
+                "confidence": confidence,
+                "epochs": epochs,
+                "runs": len(records),
+                "seeds": sorted(r["seed"] for r in records),
+                "test_exceeds": sum(r["test_exceeds_budget"] for r in records),
+                "val_exceeds": sum(r["val"]["drop_points"] > budget for r in records),
+                "storage_saved_percent": _spread([r["storage_saved_percent"] for r in records]),
+                "val_drop_points": _spread([r["val"]["drop_points"] for r in records]),
+                "test_drop_points": _spread([r["test"]["drop_points"] for r in records]),
+                "seconds": _spread([r["seconds"] for r in records]),
+                "selections": sorted({",".join(n.split(".")[-1] for n in r["binarized"]) or "none" for r in records}),
+            }
+        )
     return rows
 
 
@@ -137,27 +159,53 @@ def _figure(path: Path, size: tuple[float, float], xlabel: str, ylabel: str, tit
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
     """Test drop against storage saved, one point per run; the budgets as dashed lines."""
     colors = dict(zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
-    with _figure(path, (7.5, 4.5), "storage saved, % of the float model's bits", "test-split drop, points",
-                 "Budget vs unseen data: each point one seed (dashed: the budget)") as axes:
+    with _figure(
+        path,
+        (7.5, 4.5),
+        "storage saved, % of the float model's bits",
+        "test-split drop, points",
+        "Budget vs unseen data: each point one seed (dashed: the budget)",
+    ) as axes:
         for (budget, confidence), marker in _series(cells):
             points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
             label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
-            axes.scatter([c["storage_saved_percent"] for c in points], [c["test"]["drop_points"] for c in points],
-                         color=colors[budget], marker=marker, s=50, alpha=0.8, label=label)
+            axes.scatter(
+                [c["storage_saved_percent"] for c in points],
+                [c["test"]["drop_points"] for c in points],
+                color=colors[budget],
+                marker=marker,
+                s=50,
+                alpha=0.8,
+                label=label,
+            )
         for budget, color in colors.items():
             axes.axhline(budget, color=color, linestyle="--", linewidth=1)
 
 
 def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
     """Storage saved against finetuning epochs, one line per budget (median over seeds, range as bars)."""
-    with _figure(path, (6.5, 4), "finetuning epochs of the run (--epochs)", "storage saved, %",
-                 "Storage saved vs finetuning length (decisions on the measured drop)") as axes:
+    with _figure(
+        path,
+        (6.5, 4),
+        "finetuning epochs of the run (--epochs)",
+        "storage saved, %",
+        "Storage saved vs finetuning length (decisions on the measured drop)",
+    ) as axes:
         for budget in sorted({c["budget"] for c in cells}):
             rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
             medians = [r["storage_saved_percent"]["median"] for r in rows]
-            errors = [[m - r["storage_saved_percent"]["min"] for m, r in zip(medians, rows)],
-                      [r["storage_saved_percent"]["max"] - m for m, r in zip(medians, rows)]]
-            axes.errorbar([r["epochs"] for r in rows], medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
+            errors = [
+                [m - r["storage_saved_percent"]["min"] for m, r in zip(medians, rows)],
+                [r["storage_saved_percent"]["max"] - m for m, r in zip(medians, rows)],
+            ]
+            axes.errorbar(
+                [r["epochs"] for r in rows],
+                medians,
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                label=f"budget {budget:g} points",
+            )
         axes.set_ylim(0, 100)
 
 
@@ -180,9 +228,11 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     def spread(values: dict[str, float], digits: int, unit: str = "") -> str:
         return f"{values['median']:.{digits}f}{unit} [{values['min']:.{digits}f}, {values['max']:.{digits}f}]"
 
-    lines = ["| budget | decisions judge | epochs | runs | test drop > budget | val drop > budget | storage saved, % | "
-             "val drop, pts | test drop, pts | seconds | binarized |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| budget | decisions judge | epochs | runs | test drop > budget | val drop > budget | storage saved, % | "
+        "val drop, pts | test drop, pts | seconds | binarized |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for row in summary:
         judged = "measured drop" if row["confidence"] is None else f"{row['confidence']:g} upper bound"
         lines.append(
@@ -198,8 +248,13 @@ def _confidence(text: str) -> float | None:
 
 
 def _grid(args: argparse.Namespace) -> list[Cell]:
-    return [(seed, budget, confidence, epochs) for seed in args.seeds for budget in args.budgets
-            for confidence in args.confidences for epochs in args.epochs]
+    return [
+        (seed, budget, confidence, epochs)
+        for seed in args.seeds
+        for budget in args.budgets
+        for confidence in args.confidences
+        for epochs in args.epochs
+    ]
 
 
 def _run_grid(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]:
@@ -208,33 +263,49 @@ def _run_grid(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]
     todo = [cell for cell in _grid(args) if not (cells_dir / _cell_name(cell)).exists()]
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell, cell, str(args.checkpoint), args.data_root, args.threads, args.quick): cell
-                   for cell in todo}
+        futures = {
+            pool.submit(run_cell, cell, str(args.checkpoint), args.data_root, args.threads, args.quick): cell
+            for cell in todo
+        }
         for future, cell in futures.items():
             record = future.result()
             atomic_write_text(cells_dir / _cell_name(cell), json.dumps(record, indent=1))
-            print(f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  saved {record['storage_saved_percent']:.1f} %  "
-                  f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  {record['seconds']:.0f} s", flush=True)
+            print(
+                f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  saved {record['storage_saved_percent']:.1f} %  "
+                f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  {record['seconds']:.0f} s",
+                flush=True,
+            )
     return [json.loads((cells_dir / _cell_name(cell)).read_text()) for cell in _grid(args)]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the grid's missing cells, then write ``NAME.json`` (summary and every cell) and ``NAME.png``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="model.pt (default with --quick: a freshly trained digits model)")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="model.pt (default with --quick: a freshly trained digits model)"
+    )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.2, 1.0])
-    parser.add_argument("--confidences", type=_confidence, nargs="+", default=[None, 0.9], help="'none' or a level, e.g. 0.9")
+    parser.add_argument(
+        "--confidences", type=_confidence, nargs="+", default=[None, 0.9], help="'none' or a level, e.g. 0.9"
+    )
     parser.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="finetuning epochs of each run")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()), help="torch threads per worker")
-    parser.add_argument("--cells", type=Path, default=None, help="folder for one record per cell (default: beside the result)")
+    parser.add_argument(
+        "--cells", type=Path, default=None, help="folder for one record per cell (default: beside the result)"
+    )
     parser.add_argument("--name", default=None, help="result name (default trust, quick-trust with --quick)")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG result")
     parser.add_argument("--quick", action="store_true", help="toy size on the bundled digits")
-    parser.add_argument("--plot", type=Path, default=None, metavar="RESULT.json",
-                        help="only draw a written result's figures again and print its Markdown table")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="RESULT.json",
+        help="only draw a written result's figures again and print its Markdown table",
+    )
     args = parser.parse_args(argv)
     if args.plot is not None:
         plot_result(args.plot)
@@ -253,8 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or ("quick-trust" if args.quick else "trust")
     folder = args.results or RESULTS
     cells = _run_grid(args, args.cells or folder / f"{name}-cells")
-    payload = {"checkpoint": repo_relative(str(args.checkpoint)), "dataset": read_checkpoint(args.checkpoint).metadata["dataset"],
-               "summary": summarize(cells), "cells": cells}
+    payload = {
+        "checkpoint": repo_relative(str(args.checkpoint)),
+        "dataset": read_checkpoint(args.checkpoint).metadata["dataset"],
+        "summary": summarize(cells),
+        "cells": cells,
+    }
     path = write_result(name, payload, folder, module="benchmarks.bench_trust", argv=argv)
     plot_result(path)
     for row in payload["summary"]:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from albsnn_compress.files.atomic import atomic_write_bytes
 from albsnn_compress.data.cifar import CIFAR_BINARY_LAYOUT
 from albsnn_compress.data.imagefolder import load_image_folder
 from albsnn_compress.data.registry import dataset_info
+from albsnn_compress.files.atomic import atomic_write_bytes
 
 __all__ = ["convert", "main"]
 

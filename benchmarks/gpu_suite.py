@@ -62,14 +62,28 @@ class Plan:
     device: str = "cuda"
     min_epochs: float = 1.0
     finetune: tuple[str, ...] = ()
-    shares: dict[str, float] = field(default_factory=lambda: {
-        "data": 0.04, "gpu-tests": 0.12, "cifar10-train": 0.27, "cifar10-paper": 0.25, "timesteps": 0.18, "cifar10-search": 0.14,
-    })
+    shares: dict[str, float] = field(
+        default_factory=lambda: {
+            "data": 0.04,
+            "gpu-tests": 0.12,
+            "cifar10-train": 0.27,
+            "cifar10-paper": 0.25,
+            "timesteps": 0.18,
+            "cifar10-search": 0.14,
+        }
+    )
 
 
 STAGES = tuple(Plan().shares)
-QUICK = Plan(image_dataset="digits", image_arch="digits-small", timesteps_dataset="digits", timesteps_arch="digits-small",
-             device="cpu", min_epochs=0.5, finetune=("--epochs", "0.2", "--trial-epochs", "0.2"))
+QUICK = Plan(
+    image_dataset="digits",
+    image_arch="digits-small",
+    timesteps_dataset="digits",
+    timesteps_arch="digits-small",
+    device="cpu",
+    min_epochs=0.5,
+    finetune=("--epochs", "0.2", "--trial-epochs", "0.2"),
+)
 
 
 def log(start: float, message: str) -> None:
@@ -115,7 +129,9 @@ class Suite:
         limit = min(limit, self.share(stage)) if limit is not None else self.share(stage)
         log(self.start, f"{stage}: {' '.join(argv)}  (limit {limit:.0f} s)")
         with open(log_file or "/dev/null", "w") as sink:
-            process = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=limit, check=False)
+            process = subprocess.run(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=limit, check=False
+            )
             sink.write(process.stdout)
         print(process.stdout[-6000:], flush=True)
         if process.returncode != 0:
@@ -138,7 +154,13 @@ class Suite:
         self.write_status()
 
     def write_status(self) -> None:
-        write_result("suite", {"plan": self.plan.__dict__, "stages": self.status}, self.out, module="benchmarks.gpu_suite", argv=self.argv)
+        write_result(
+            "suite",
+            {"plan": self.plan.__dict__, "stages": self.status},
+            self.out,
+            module="benchmarks.gpu_suite",
+            argv=self.argv,
+        )
 
     # -- stages -----------------------------------------------------------------------------
     def data(self) -> None:
@@ -153,16 +175,47 @@ class Suite:
     def gpu_tests(self) -> None:
         marker = "gpu" if self.plan.device != "cpu" else "not gpu and not slow"
         target = "tests/test_distributed.py" if self.plan.device != "cpu" else "tests/test_binarize.py"
-        self.command("gpu-tests", [sys.executable, "-m", "pytest", "-m", marker, "-q", "-ra", "-p", "no:cacheprovider", target],
-                     self.out / "gpu-tests.log")
+        self.command(
+            "gpu-tests",
+            [sys.executable, "-m", "pytest", "-m", marker, "-q", "-ra", "-p", "no:cacheprovider", target],
+            self.out / "gpu-tests.log",
+        )
 
-    def train(self, stage: str, dataset: str, arch: str, epochs: float, output: Path, limit: float | None = None) -> None:
+    def train(
+        self, stage: str, dataset: str, arch: str, epochs: float, output: Path, limit: float | None = None
+    ) -> None:
         """``albsnn-compress train`` at T=1 on the plan's device; raise unless it wrote ``output``."""
-        root = [] if dataset == "digits" else ["--data-root", self.image_root if dataset == self.plan.image_dataset else str(self.args.data)]
-        self.command(stage, [
-            sys.executable, "-m", "albsnn_compress.cli.main", "train", "--dataset", dataset, *root, "--arch", arch, "--timesteps", "1",
-            "--epochs", f"{epochs:g}", "--seed", "0", "--device", self.plan.device, "--quiet", "-o", str(output),
-        ], limit=limit)
+        root = (
+            []
+            if dataset == "digits"
+            else ["--data-root", self.image_root if dataset == self.plan.image_dataset else str(self.args.data)]
+        )
+        self.command(
+            stage,
+            [
+                sys.executable,
+                "-m",
+                "albsnn_compress.cli.main",
+                "train",
+                "--dataset",
+                dataset,
+                *root,
+                "--arch",
+                arch,
+                "--timesteps",
+                "1",
+                "--epochs",
+                f"{epochs:g}",
+                "--seed",
+                "0",
+                "--device",
+                self.plan.device,
+                "--quiet",
+                "-o",
+                str(output),
+            ],
+            limit=limit,
+        )
         if not output.is_file():
             raise RuntimeError(f"training wrote no {output}")
 
@@ -186,8 +239,14 @@ class Suite:
             epochs = affordable_epochs(budget, one_epoch, plan.min_epochs)
             log(self.start, f"one epoch took {one_epoch:.1f} s -> {epochs:g} epochs")
         try:
-            self.train("cifar10-train", plan.image_dataset, plan.image_arch, epochs, self.checkpoint,
-                       limit=self.share("cifar10-train") - (time.perf_counter() - started))
+            self.train(
+                "cifar10-train",
+                plan.image_dataset,
+                plan.image_arch,
+                epochs,
+                self.checkpoint,
+                limit=self.share("cifar10-train") - (time.perf_counter() - started),
+            )
         except (subprocess.TimeoutExpired, RuntimeError):
             if probe.is_file():
                 shutil.copyfile(probe, self.checkpoint)  # later stages still get a trained model, named by its metadata
@@ -197,33 +256,88 @@ class Suite:
         return ["--data-root", self.image_root] if self.image_root else []
 
     def image_paper(self) -> None:
-        self.command("cifar10-paper", [
-            sys.executable, "-m", "benchmarks.bench_paper", "--checkpoint", str(self.checkpoint), *self._data_root(),
-            "--budgets", "0", "0.2", "1.0", "--device", self.plan.device, "--outdir", str(self.work / "paper"),
-            "--results", str(self.out), *self.plan.finetune,
-        ])
+        self.command(
+            "cifar10-paper",
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_paper",
+                "--checkpoint",
+                str(self.checkpoint),
+                *self._data_root(),
+                "--budgets",
+                "0",
+                "0.2",
+                "1.0",
+                "--device",
+                self.plan.device,
+                "--outdir",
+                str(self.work / "paper"),
+                "--results",
+                str(self.out),
+                *self.plan.finetune,
+            ],
+        )
 
     def timesteps(self) -> None:
         plan, budget = self.plan, self.share("timesteps")
         data_root = None if plan.timesteps_dataset == "digits" else str(self.args.data)
         started = time.perf_counter()
-        one_epoch = self.epoch_seconds("timesteps", plan.timesteps_dataset, plan.timesteps_arch, self.work / "probe-timesteps.pt")
+        one_epoch = self.epoch_seconds(
+            "timesteps", plan.timesteps_dataset, plan.timesteps_arch, self.work / "probe-timesteps.pt"
+        )
         # training cost grows about linearly with T: 1 + 2 + 4 = 7 T=1 epochs per epoch of each; 40 s for the timing
         epochs = affordable_epochs((budget - (time.perf_counter() - started) - 40.0) / 7.0, one_epoch, plan.min_epochs)
         log(self.start, f"one T=1 epoch took {one_epoch:.1f} s -> {epochs:g} epochs per T")
         root = ["--data-root", data_root] if data_root else []
-        self.command("timesteps", [
-            sys.executable, "-m", "benchmarks.bench_timesteps", "--arch", plan.timesteps_arch, "--dataset", plan.timesteps_dataset,
-            *root, "--epochs", f"{epochs:g}", "--seconds", "1", "--device", plan.device, "--save", str(self.work / "timesteps"),
-            "--results", str(self.out),
-        ])
+        self.command(
+            "timesteps",
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_timesteps",
+                "--arch",
+                plan.timesteps_arch,
+                "--dataset",
+                plan.timesteps_dataset,
+                *root,
+                "--epochs",
+                f"{epochs:g}",
+                "--seconds",
+                "1",
+                "--device",
+                plan.device,
+                "--save",
+                str(self.work / "timesteps"),
+                "--results",
+                str(self.out),
+            ],
+        )
 
     def image_search(self) -> None:
-        self.command("cifar10-search", [
-            sys.executable, "-m", "benchmarks.bench_search", "--checkpoint", str(self.checkpoint), *self._data_root(),
-            "--budgets", "0.2", "1.0", "--estimators", "best", "--device", self.plan.device, "--name", self.plan.image_dataset,
-            "--results", str(self.out), *self.plan.finetune,
-        ])
+        self.command(
+            "cifar10-search",
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_search",
+                "--checkpoint",
+                str(self.checkpoint),
+                *self._data_root(),
+                "--budgets",
+                "0.2",
+                "1.0",
+                "--estimators",
+                "best",
+                "--device",
+                self.plan.device,
+                "--name",
+                self.plan.image_dataset,
+                "--results",
+                str(self.out),
+                *self.plan.finetune,
+            ],
+        )
 
     def artifacts(self, largest: int = 2 << 20) -> None:
         """Reports, containers and checkpoints of at most ``largest`` bytes each, in one tar (what comes back is capped)."""
@@ -234,9 +348,18 @@ class Suite:
                         archive.add(path, arcname=str(path.relative_to(self.work)))
 
     def run(self) -> None:
-        log(self.start, f"device {self.plan.device}: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'}")
-        for stage, body in (("data", self.data), ("gpu-tests", self.gpu_tests), ("cifar10-train", self.image_train),
-                            ("cifar10-paper", self.image_paper), ("timesteps", self.timesteps), ("cifar10-search", self.image_search)):
+        log(
+            self.start,
+            f"device {self.plan.device}: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'}",
+        )
+        for stage, body in (
+            ("data", self.data),
+            ("gpu-tests", self.gpu_tests),
+            ("cifar10-train", self.image_train),
+            ("cifar10-paper", self.image_paper),
+            ("timesteps", self.timesteps),
+            ("cifar10-search", self.image_search),
+        ):
             if stage in self.plan.shares:
                 self.run_stage(stage, body)
         self.artifacts()
@@ -246,14 +369,22 @@ class Suite:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets"), help="datasets folder (layout of ../shared/datasets)")
+    parser.add_argument(
+        "--data", type=Path, default=Path("../shared/datasets"), help="datasets folder (layout of ../shared/datasets)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="results folder (JSON, logs, artifacts.tar)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/albsnn-gpu-suite"), help="scratch folder")
     parser.add_argument("--deadline", type=float, default=540.0, help="seconds for the whole suite")
     parser.add_argument("--quick", action="store_true", help="digits on the CPU at toy size (checks the orchestration)")
-    parser.add_argument("--stages", nargs="+", choices=list(STAGES), default=None, help="run only these stages (default: all)")
-    parser.add_argument("--share", nargs="+", default=[], metavar="STAGE=FRACTION", help="override a stage's share of the deadline")
-    parser.add_argument("--image-epochs", type=float, default=None, help="train the CIFAR model this many epochs (no probe)")
+    parser.add_argument(
+        "--stages", nargs="+", choices=list(STAGES), default=None, help="run only these stages (default: all)"
+    )
+    parser.add_argument(
+        "--share", nargs="+", default=[], metavar="STAGE=FRACTION", help="override a stage's share of the deadline"
+    )
+    parser.add_argument(
+        "--image-epochs", type=float, default=None, help="train the CIFAR model this many epochs (no probe)"
+    )
     args = parser.parse_args(argv)
     for folder in (args.out, args.work):
         folder.mkdir(parents=True, exist_ok=True)

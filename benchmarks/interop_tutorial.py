@@ -44,13 +44,20 @@ def build_snntorch() -> nn.Sequential:
     import snntorch as snn
 
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
-        snn.Leaky(beta=torch.full((16, 1, 1), 0.9), learn_beta=True, init_hidden=True), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
-        snn.Leaky(beta=0.9, learn_beta=True, init_hidden=True), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
-        snn.Leaky(beta=0.9, learn_beta=True, init_hidden=True), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 3 * 3, 10),
+        nn.Conv2d(1, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        snn.Leaky(beta=torch.full((16, 1, 1), 0.9), learn_beta=True, init_hidden=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        snn.Leaky(beta=0.9, learn_beta=True, init_hidden=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        snn.Leaky(beta=0.9, learn_beta=True, init_hidden=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 3 * 3, 10),
     )
 
 
@@ -59,13 +66,20 @@ def build_spikingjelly(spiking_output: bool = True) -> nn.Sequential:
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
     net = nn.Sequential(
-        layer.Conv2d(1, 16, 3, padding=1, bias=False), layer.BatchNorm2d(16),
-        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True), layer.MaxPool2d(2),
-        layer.Conv2d(16, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32),
-        neuron.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True), layer.MaxPool2d(2),
-        layer.Conv2d(32, 64, 3, padding=1, bias=False), layer.BatchNorm2d(64),
-        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True), layer.MaxPool2d(2),
-        layer.Flatten(), layer.Linear(64 * 3 * 3, 10),
+        layer.Conv2d(1, 16, 3, padding=1, bias=False),
+        layer.BatchNorm2d(16),
+        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True),
+        layer.MaxPool2d(2),
+        layer.Conv2d(16, 32, 3, padding=1, bias=False),
+        layer.BatchNorm2d(32),
+        neuron.ParametricLIFNode(init_tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True),
+        layer.MaxPool2d(2),
+        layer.Conv2d(32, 64, 3, padding=1, bias=False),
+        layer.BatchNorm2d(64),
+        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True),
+        layer.MaxPool2d(2),
+        layer.Flatten(),
+        layer.Linear(64 * 3 * 3, 10),
         *([neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True)] if spiking_output else []),
     )
     functional.set_step_mode(net, "m")
@@ -79,7 +93,11 @@ def build_spikingjelly_linear() -> nn.Sequential:
 
 def build(framework: str) -> nn.Sequential:
     """The network of ``framework`` (one of :data:`FRAMEWORKS`)."""
-    return {"snntorch": build_snntorch, "spikingjelly": build_spikingjelly, "spikingjelly-linear": build_spikingjelly_linear}[framework]()
+    return {
+        "snntorch": build_snntorch,
+        "spikingjelly": build_spikingjelly,
+        "spikingjelly-linear": build_spikingjelly_linear,
+    }[framework]()
 
 
 def source_logits(framework: str, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -105,7 +123,14 @@ def _accuracy(framework: str, net: nn.Module, images: torch.Tensor, labels: torc
 
 
 def train(
-    framework: str, data_root: Path, out: Path, epochs: int, batch_size: int, lr: float, seed: int, train_images: int | None
+    framework: str,
+    data_root: Path,
+    out: Path,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    train_images: int | None,
 ) -> dict[str, Any]:
     """Train with the framework's usual loop (reset, T steps of the same image, loss, step); save the state dict.
 
@@ -138,15 +163,30 @@ def train(
             schedule.step()
             total += float(loss.detach()) * len(y)
         val = _accuracy(framework, net, splits["val"].as_float(), splits["val"].labels)
-        history.append({"epoch": epoch + 1, "loss": total / len(labels), "val_accuracy": val, "seconds": time.perf_counter() - start})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": total / len(labels),
+                "val_accuracy": val,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         print(json.dumps(history[-1]), flush=True)
     folder = out / framework
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), folder / "weights.pt")
     test = _accuracy(framework, net, splits["test"].as_float(), splits["test"].labels)
     record = {
-        "framework": framework, "epochs": epochs, "train_images": len(labels), "batch_size": batch_size, "lr": lr, "seed": seed, "timesteps": T,
-        "val_accuracy": history[-1]["val_accuracy"], "test_accuracy": test, "history": history,
+        "framework": framework,
+        "epochs": epochs,
+        "train_images": len(labels),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "timesteps": T,
+        "val_accuracy": history[-1]["val_accuracy"],
+        "test_accuracy": test,
+        "history": history,
         "train_seconds": time.perf_counter() - start,
     }
     (folder / "source.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -162,10 +202,15 @@ def _compressed(folder: Path) -> dict[str, Any] | None:
     report = json.loads(path.read_text())
     computed, disk = report["storage"]["computed"], report["storage"]["on_disk"]
     return {
-        "accuracy": report["accuracy"], "binarized": report["search"]["binarized"],
-        "bytes_before": computed["bytes_before"], "bytes_after": computed["bytes_after"], "ratio": computed["ratio"],
-        "checkpoint_bytes": disk["input_checkpoint"]["bytes"], "container_bytes": disk["container"]["bytes"],
-        "onnx_bytes": disk["onnx"]["bytes"], "seconds": report["timings"]["total"],
+        "accuracy": report["accuracy"],
+        "binarized": report["search"]["binarized"],
+        "bytes_before": computed["bytes_before"],
+        "bytes_after": computed["bytes_after"],
+        "ratio": computed["ratio"],
+        "checkpoint_bytes": disk["input_checkpoint"]["bytes"],
+        "container_bytes": disk["container"]["bytes"],
+        "onnx_bytes": disk["onnx"]["bytes"],
+        "seconds": report["timings"]["total"],
     }
 
 
@@ -214,8 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     training.add_argument("--batch-size", type=int, default=128)
     training.add_argument("--lr", type=float, default=2e-3)
     training.add_argument("--seed", type=int, default=0)
-    training.add_argument("--train-images", type=int, default=None, help="images per epoch (a fixed subset; default all)")
-    measuring = sub.add_parser("measure", help="check the imports, gather accuracies and storage, write the result JSON")
+    training.add_argument(
+        "--train-images", type=int, default=None, help="images per epoch (a fixed subset; default all)"
+    )
+    measuring = sub.add_parser(
+        "measure", help="check the imports, gather accuracies and storage, write the result JSON"
+    )
     measuring.add_argument("--budgets", nargs="+", default=["0.2", "1.0"])
     for stage in (training, measuring):
         stage.add_argument("--data-root", type=Path, required=True)
@@ -223,15 +272,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.stage == "train":
-        train(args.framework, args.data_root, args.out, args.epochs, args.batch_size, args.lr, args.seed, args.train_images)
+        train(
+            args.framework,
+            args.data_root,
+            args.out,
+            args.epochs,
+            args.batch_size,
+            args.lr,
+            args.seed,
+            args.train_images,
+        )
         return
     from albsnn_compress.interop.chain import package_version
     from benchmarks.machine import write_result
 
     results = measure(args.data_root, args.out, args.budgets)
     versions = {name: package_version(name) for name in ("torch", "snntorch", "spikingjelly", "nir", "nirtorch")}
-    path = write_result("interop-tutorial", {"timesteps": T, "frameworks": results, "framework_versions": versions},
-                        module="benchmarks.interop_tutorial", argv=argv)
+    path = write_result(
+        "interop-tutorial",
+        {"timesteps": T, "frameworks": results, "framework_versions": versions},
+        module="benchmarks.interop_tutorial",
+        argv=argv,
+    )
     print(json.dumps(results, indent=2))
     print(f"wrote {path}")
 

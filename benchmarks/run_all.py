@@ -73,7 +73,11 @@ def _output_args(stem: str) -> Callable[[argparse.Namespace, Path], list[str]]:
     """Arguments of the scripts that take ``--output FILE`` (container, inference)."""
 
     def arguments(args: argparse.Namespace, folder: Path) -> list[str]:
-        return ["--quick", "--output", str(folder / f"{stem}-quick.json")] if args.quick else ["--output", str(folder / f"{stem}.json")]
+        return (
+            ["--quick", "--output", str(folder / f"{stem}-quick.json")]
+            if args.quick
+            else ["--output", str(folder / f"{stem}.json")]
+        )
 
     return arguments
 
@@ -109,10 +113,20 @@ def _quick_or(full: str | None, quick: str) -> Callable[[argparse.Namespace], st
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("search", "benchmarks.bench_search", _search_args, _quick_or(None, "search-quick.json")),
-    Benchmark("container", "benchmarks.bench_container", _output_args("container"),
-              _quick_or("container.json", "container-quick.json"), seeded=False),
-    Benchmark("inference", "benchmarks.bench_inference", _output_args("inference"),
-              _quick_or("inference.json", "inference-quick.json"), seeded=False),
+    Benchmark(
+        "container",
+        "benchmarks.bench_container",
+        _output_args("container"),
+        _quick_or("container.json", "container-quick.json"),
+        seeded=False,
+    ),
+    Benchmark(
+        "inference",
+        "benchmarks.bench_inference",
+        _output_args("inference"),
+        _quick_or("inference.json", "inference-quick.json"),
+        seeded=False,
+    ),
     Benchmark("depth", "benchmarks.bench_depth", _depth_args, _quick_or("depth.json", "depth-quick.json")),
     Benchmark("timesteps", "benchmarks.bench_timesteps", _timesteps_args, _quick_or(None, "timesteps-quick.json")),
     Benchmark("paper", "benchmarks.bench_paper", _paper_args, _quick_or(None, "paper-quick.json")),
@@ -146,9 +160,14 @@ def run_one(benchmark: Benchmark, args: argparse.Namespace, folder: Path) -> dic
         status, reason = "failed", f"exited 0 but wrote no {result}"
     else:
         status, reason = "ok", ""
-    return {"name": benchmark.name, "status": status, "reason": reason, "seconds": seconds,
-            "result": repo_relative(str(result)) if result else None,
-            "command": shlex.join(["python", "-m", benchmark.module, *map(repo_relative, arguments)])}
+    return {
+        "name": benchmark.name,
+        "status": status,
+        "reason": reason,
+        "seconds": seconds,
+        "result": repo_relative(str(result)) if result else None,
+        "command": shlex.join(["python", "-m", benchmark.module, *map(repo_relative, arguments)]),
+    }
 
 
 def print_summary(entries: list[dict[str, Any]], total: float, console: Console | None = None) -> None:
@@ -158,19 +177,38 @@ def print_summary(entries: list[dict[str, Any]], total: float, console: Console 
         table.add_column(column, justify="right" if column == "seconds" else "left")
     for entry in entries:
         style = {"ok": "green", "failed": "bold red", "skipped": "yellow"}[entry["status"]]
-        table.add_row(entry["name"], f"[{style}]{entry['status']}[/]", f"{entry['seconds']:.1f}", entry["reason"] or entry["result"] or "-")
+        table.add_row(
+            entry["name"],
+            f"[{style}]{entry['status']}[/]",
+            f"{entry['seconds']:.1f}",
+            entry["reason"] or entry["result"] or "-",
+        )
     (console or Console()).print(table)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy-size variants (what make bench-quick and the tests run)")
-    parser.add_argument("--results", type=Path, default=None,
-                        help="folder for every JSON result (default benchmarks/results/quick with --quick, else benchmarks/results)")
-    parser.add_argument("--only", nargs="+", choices=[b.name for b in BENCHMARKS], default=None, help="run only these benchmarks")
-    parser.add_argument("--checkpoint", type=Path, default=None, help="trained model.pt for search and paper (full size only)")
-    parser.add_argument("--data-root", type=Path, default=None, help="dataset folder for search, timesteps and paper (full size only)")
-    parser.add_argument("--seed", type=int, default=None, help="passed to every benchmark that takes one (their default: 0)")
+    parser.add_argument(
+        "--quick", action="store_true", help="toy-size variants (what make bench-quick and the tests run)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="folder for every JSON result (default benchmarks/results/quick with --quick, else benchmarks/results)",
+    )
+    parser.add_argument(
+        "--only", nargs="+", choices=[b.name for b in BENCHMARKS], default=None, help="run only these benchmarks"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, default=None, help="trained model.pt for search and paper (full size only)"
+    )
+    parser.add_argument(
+        "--data-root", type=Path, default=None, help="dataset folder for search, timesteps and paper (full size only)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="passed to every benchmark that takes one (their default: 0)"
+    )
     return parser
 
 
@@ -185,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - start
     print_summary(entries, total)
     summary = {"quick": args.quick, "seed": args.seed, "seconds": total, "benchmarks": entries}
-    path = write_result("run_all-quick" if args.quick else "run_all", summary, folder, module="benchmarks.run_all", argv=argv)
+    path = write_result(
+        "run_all-quick" if args.quick else "run_all", summary, folder, module="benchmarks.run_all", argv=argv
+    )
     Console().print(f"wrote {path}")
     return 1 if any(entry["status"] == "failed" for entry in entries) else 0
 

@@ -30,8 +30,11 @@ from benchmarks.provenance import repo_relative
 
 __all__ = ["main", "curves", "plot"]
 
-PAPER_TEST_PERCENT = {"fashion-mnist": {"arXiv": 92.92, "journal": 93.39}, "cifar10": {"arXiv": 91.63, "journal": 92.12},
-                      "cifar100": {"arXiv": 63.54, "journal": 69.55}}
+PAPER_TEST_PERCENT = {
+    "fashion-mnist": {"arXiv": 92.92, "journal": 93.39},
+    "cifar10": {"arXiv": 91.63, "journal": 92.12},
+    "cifar100": {"arXiv": 63.54, "journal": 69.55},
+}
 """The ALBSNN paper's test accuracy at T = 1, per dataset and version."""
 
 
@@ -44,11 +47,17 @@ def curves(checkpoints: list[Path], labels: list[str]) -> list[dict[str, Any]]:
     records = []
     for path, label in zip(checkpoints, labels, strict=True):
         metadata = read_checkpoint(path).metadata
-        records.append({
-            "label": label, "checkpoint": repo_relative(str(path)), "sha256": _sha256(path),
-            "dataset": metadata.get("dataset"), "train_config": metadata.get("train_config", {}),
-            "accuracy": metadata.get("accuracy", {}), "history": metadata.get("history", []),
-        })
+        records.append(
+            {
+                "label": label,
+                "checkpoint": repo_relative(str(path)),
+                "sha256": _sha256(path),
+                "dataset": metadata.get("dataset"),
+                "train_config": metadata.get("train_config", {}),
+                "accuracy": metadata.get("accuracy", {}),
+                "history": metadata.get("history", []),
+            }
+        )
     return records
 
 
@@ -88,9 +97,15 @@ def print_table(records: list[dict[str, Any]]) -> None:
     for record in records:
         config, history = record["train_config"], record["history"]
         best = max(history, key=lambda row: row["val_accuracy"])
-        table.add_row(record["label"], f"{config.get('epochs', 0):g}", str(config.get("augment")),
-                      f"{config.get('weight_decay', 0):g}", f"{best['val_accuracy']:.2f} ({best['epoch']})",
-                      f"{record['accuracy']['val']:.2f}", f"{record['accuracy']['test']:.2f}")
+        table.add_row(
+            record["label"],
+            f"{config.get('epochs', 0):g}",
+            str(config.get("augment")),
+            f"{config.get('weight_decay', 0):g}",
+            f"{best['val_accuracy']:.2f} ({best['epoch']})",
+            f"{record['accuracy']['val']:.2f}",
+            f"{record['accuracy']['test']:.2f}",
+        )
     Console().print(table)
 
 
@@ -98,9 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     """Read the checkpoints, print the table, write ``NAME.json`` and ``NAME.png``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path, nargs="+", required=True, help="trained model.pt files")
-    parser.add_argument("--labels", nargs="+", required=True, help="one name per checkpoint, for the table and the figure")
+    parser.add_argument(
+        "--labels", nargs="+", required=True, help="one name per checkpoint, for the table and the figure"
+    )
     parser.add_argument("--name", default="training-curves", help="result name")
-    parser.add_argument("--results", type=Path, default=None, help="folder for the JSON and PNG (default benchmarks/results)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="folder for the JSON and PNG (default benchmarks/results)"
+    )
     args = parser.parse_args(argv)
     if len(args.labels) != len(args.checkpoints):
         parser.error(f"give one label per checkpoint: {len(args.checkpoints)} checkpoints, {len(args.labels)} labels")

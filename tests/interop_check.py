@@ -55,10 +55,16 @@ def lif_trace(lif: LIF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(charged), torch.stack(spikes)
 
 
-def our_traces(model: SpikingNet, images: torch.Tensor) -> tuple[torch.Tensor, list[tuple[LIF, torch.Tensor, torch.Tensor]]]:
+def our_traces(
+    model: SpikingNet, images: torch.Tensor
+) -> tuple[torch.Tensor, list[tuple[LIF, torch.Tensor, torch.Tensor]]]:
     """Logits and ``(neuron, H, spikes)`` of every LIF layer; the traced spikes are checked against the real forward."""
     inputs: list[tuple[LIF, torch.Tensor, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append((m, i[0], o))) for m in model.modules() if isinstance(m, LIF)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: inputs.append((m, i[0], o)))
+        for m in model.modules()
+        if isinstance(m, LIF)
+    ]
     try:
         with torch.no_grad():
             logits = model(images)
@@ -98,14 +104,23 @@ def assert_equivalent(model: SpikingNet, run_source: SourceRun, images: torch.Te
             if bool(differ.any()):  # the first differing (layer, step): everything it depends on agrees
                 step = int(torch.nonzero(differ.flatten(1).any(dim=1))[0])
                 margin = _tie(lif, h[step, row], differ[step])
-                assert margin <= TIE_TOLERANCE, f"image {row}: spike flip {margin:.3g} away from the threshold (neuron layer {layer}, step {step})"
+                assert margin <= TIE_TOLERANCE, (
+                    f"image {row}: spike flip {margin:.3g} away from the threshold (neuron layer {layer}, step {step})"
+                )
                 break
         else:
-            raise AssertionError(f"image {row}: logits differ by {(logits[row] - reference[row]).abs().max():.3g} although every spike agrees")
+            raise AssertionError(
+                f"image {row}: logits differ by {(logits[row] - reference[row]).abs().max():.3g} although every spike agrees"
+            )
     agree = float((logits.argmax(1) == reference.argmax(1)).float().mean())
     assert agree >= 0.999, f"predictions agree on {agree:.2%}"
     rates = [float(spikes.mean()) for _, _, spikes in traces]
-    return {"max_difference": float((logits - reference).abs().max()), "agreement": agree, "ties": len(off), "min_rate": min(rates, default=1.0)}
+    return {
+        "max_difference": float((logits - reference).abs().max()),
+        "agreement": agree,
+        "ties": len(off),
+        "min_rate": min(rates, default=1.0),
+    }
 
 
 def assert_lively(numbers: dict[str, float], logits: torch.Tensor) -> None:

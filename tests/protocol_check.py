@@ -9,7 +9,9 @@ from typing import Any
 def protocol_members(protocol: type) -> tuple[list[str], dict[str, Any]]:
     """The attribute names a Protocol declares and its methods by name (its own body, no dunders)."""
     attributes = [name for name in getattr(protocol, "__annotations__", {}) if not name.startswith("_")]
-    methods = {name: value for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")}
+    methods = {
+        name: value for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")
+    }
     return attributes, methods
 
 

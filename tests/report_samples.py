@@ -28,13 +28,20 @@ TINY_SPEC = {
 }
 
 
-def make_result(model: torch.nn.Module, binarized: list[str], candidates: list[str], **overrides: object) -> CompressionResult:
+def make_result(
+    model: torch.nn.Module, binarized: list[str], candidates: list[str], **overrides: object
+) -> CompressionResult:
     """A result whose decisions and trajectory are consistent with ``binarized``."""
     binarize_(model, binarized)
     full = total_bits(layer_storage(model, []))[0]
     decisions = [
         LayerDecision(
-            name, 100 + i, name in binarized, 0.01 * (i + 1), 0.05 * (i + 1), 1000,
+            name,
+            100 + i,
+            name in binarized,
+            0.01 * (i + 1),
+            0.05 * (i + 1),
+            1000,
             f"est. {0.05 * (i + 1):.2f} pts {'<=' if name in binarized else '>'} remaining budget",
             measured_increment_points=0.04 * (i + 1),
         )
@@ -47,15 +54,45 @@ def make_result(model: torch.nn.Module, binarized: list[str], candidates: list[s
     for name in binarized:
         chosen = [*chosen, name]
         bits = total_bits(layer_storage(model, chosen))[1]
-        trajectory.append(SearchStep(len(trajectory), "binarize", [name], list(chosen), 89.9, 0.1, bits, points, raw, 1.5))
+        trajectory.append(
+            SearchStep(len(trajectory), "binarize", [name], list(chosen), 89.9, 0.1, bits, points, raw, 1.5)
+        )
     rejected = [name for name in candidates if name not in binarized]
     if rejected:
         bits = total_bits(layer_storage(model, [*chosen, rejected[0]]))[1]
-        trajectory.append(SearchStep(len(trajectory), "binarize", [rejected[0]], [*chosen, rejected[0]], 88.0, 2.0, bits, points, raw, 1.2))
-        trajectory.append(SearchStep(len(trajectory), "revert", [rejected[0]], list(chosen), 89.9, 0.1,
-                                     total_bits(layer_storage(model, chosen))[1], points, raw, 1.0))
-    trajectory.append(SearchStep(len(trajectory), "final", [], list(chosen), 89.9, 0.1,
-                                 total_bits(layer_storage(model, chosen))[1], {}, {}, 0.2))
+        trajectory.append(
+            SearchStep(
+                len(trajectory), "binarize", [rejected[0]], [*chosen, rejected[0]], 88.0, 2.0, bits, points, raw, 1.2
+            )
+        )
+        trajectory.append(
+            SearchStep(
+                len(trajectory),
+                "revert",
+                [rejected[0]],
+                list(chosen),
+                89.9,
+                0.1,
+                total_bits(layer_storage(model, chosen))[1],
+                points,
+                raw,
+                1.0,
+            )
+        )
+    trajectory.append(
+        SearchStep(
+            len(trajectory),
+            "final",
+            [],
+            list(chosen),
+            89.9,
+            0.1,
+            total_bits(layer_storage(model, chosen))[1],
+            {},
+            {},
+            0.2,
+        )
+    )
     fields = {
         "model": model,
         "binarized": list(binarized),

@@ -33,7 +33,9 @@ def test_failure_midway_keeps_the_old_file(tmp_path: Path, fail_after: int) -> N
 
 
 @pytest.mark.parametrize("broken", ["fsync", "replace"])
-def test_fsync_or_rename_failure_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str) -> None:
+def test_fsync_or_rename_failure_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old content")
 
@@ -62,5 +64,9 @@ def test_stale_temporaries_of_given_names_are_removed_and_nothing_else(tmp_path:
     (tmp_path / ".other.abcdefgh.tmp").write_bytes(b"")  # another name
     (tmp_path / "model.onnx").write_bytes(b"old")
     assert remove_stale_temporaries(tmp_path, ["model.onnx", "report.json"]) == [stale]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.onnx.folder00.tmp", ".other.abcdefgh.tmp", "model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".model.onnx.folder00.tmp",
+        ".other.abcdefgh.tmp",
+        "model.onnx",
+    ]
     assert remove_stale_temporaries(tmp_path / "missing", ["model.onnx"]) == []

@@ -11,14 +11,28 @@ from benchmarks.bench_trust import plot_result, summarize
 
 
 def _record(seed: int, budget: float, confidence: float | None, saved: float, val: float, test: float) -> dict:
-    return {"seed": seed, "budget": budget, "confidence": confidence, "epochs": 1.0, "storage_saved_percent": saved,
-            "binarized": ["layers.conv5"] if saved else [], "val": {"drop_points": val}, "test": {"drop_points": test},
-            "test_exceeds_budget": test > budget, "seconds": 100.0 + seed}
+    return {
+        "seed": seed,
+        "budget": budget,
+        "confidence": confidence,
+        "epochs": 1.0,
+        "storage_saved_percent": saved,
+        "binarized": ["layers.conv5"] if saved else [],
+        "val": {"drop_points": val},
+        "test": {"drop_points": test},
+        "test_exceeds_budget": test > budget,
+        "seconds": 100.0 + seed,
+    }
 
 
 def test_the_summary_counts_how_often_the_unseen_drop_exceeded_the_budget() -> None:
-    cells = [_record(0, 0.2, None, 52.3, 0.18, 0.26), _record(1, 0.2, None, 52.3, 0.10, 0.05),
-             _record(2, 0.2, None, 0.0, -0.1, 0.21), _record(0, 0.2, 0.9, 0.0, 0.0, 0.0), _record(1, 0.2, 0.9, 0.0, 0.0, 0.0)]
+    cells = [
+        _record(0, 0.2, None, 52.3, 0.18, 0.26),
+        _record(1, 0.2, None, 52.3, 0.10, 0.05),
+        _record(2, 0.2, None, 0.0, -0.1, 0.21),
+        _record(0, 0.2, 0.9, 0.0, 0.0, 0.0),
+        _record(1, 0.2, 0.9, 0.0, 0.0, 0.0),
+    ]
     point, bounded = summarize(cells)
     assert (point["confidence"], point["runs"], point["test_exceeds"], point["val_exceeds"]) == (None, 3, 2, 0)
     assert point["storage_saved_percent"] == {"median": 52.3, "min": 0.0, "max": 52.3}

@@ -33,7 +33,9 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
     command = [sys.executable, "-m", "benchmarks.run_all", "--quick", "--results", str(folder)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False)
     if done.returncode != 0:
-        pytest.fail(f"run_all --quick exited {done.returncode}\n--- stdout (tail)\n{done.stdout[-6000:]}\n--- stderr (tail)\n{done.stderr[-6000:]}")
+        pytest.fail(
+            f"run_all --quick exited {done.returncode}\n--- stdout (tail)\n{done.stdout[-6000:]}\n--- stderr (tail)\n{done.stderr[-6000:]}"
+        )
     return {path.stem.removesuffix("-quick"): json.loads(path.read_text()) for path in folder.glob("*-quick.json")}
 
 
@@ -145,11 +147,15 @@ def _run_all_module(monkeypatch: pytest.MonkeyPatch):
     return run_all
 
 
-def test_full_size_benchmarks_without_inputs_are_skipped_not_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_size_benchmarks_without_inputs_are_skipped_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_all = _run_all_module(monkeypatch)
     assert run_all.main(["--only", "search", "timesteps", "paper", "--results", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "run_all.json").read_text())
-    assert_provenance(summary, "benchmarks.run_all", ["--only", "search", "timesteps", "paper", "--results", str(tmp_path)])
+    assert_provenance(
+        summary, "benchmarks.run_all", ["--only", "search", "timesteps", "paper", "--results", str(tmp_path)]
+    )
     reasons = {entry["name"]: (entry["status"], entry["reason"]) for entry in summary["benchmarks"]}
     assert reasons == {
         "search": ("skipped", "needs --checkpoint"),
@@ -160,7 +166,9 @@ def test_full_size_benchmarks_without_inputs_are_skipped_not_failed(tmp_path: Pa
 
 def test_a_failing_benchmark_is_reported_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_all = _run_all_module(monkeypatch)
-    broken = run_all.Benchmark("broken", "benchmarks.no_such_benchmark", lambda args, folder: [], lambda args: "broken.json")
+    broken = run_all.Benchmark(
+        "broken", "benchmarks.no_such_benchmark", lambda args, folder: [], lambda args: "broken.json"
+    )
     entry = run_all.run_one(broken, argparse.Namespace(quick=True, seed=None), tmp_path)
     assert entry["status"] == "failed" and entry["reason"].startswith("exit status")
     silent = run_all.Benchmark("silent", "benchmarks.machine", lambda args, folder: [], lambda args: "silent.json")
@@ -172,7 +180,10 @@ def test_recorded_paths_are_relative_to_the_repository(monkeypatch: pytest.Monke
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.provenance import provenance, repo_relative
 
-    assert repo_relative(str(ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt")) == "benchmarks/checkpoints/fmnist-vgg-T1.pt"
+    assert (
+        repo_relative(str(ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt"))
+        == "benchmarks/checkpoints/fmnist-vgg-T1.pt"
+    )
     assert repo_relative(str(ROOT.parent / "shared" / "datasets")) == "../shared/datasets"
     assert repo_relative(str(ROOT)) == "."
     assert repo_relative("/tmp/elsewhere/model.pt") == "/tmp/elsewhere/model.pt"
@@ -183,7 +194,9 @@ def test_recorded_paths_are_relative_to_the_repository(monkeypatch: pytest.Monke
 
 
 @pytest.mark.slow
-def test_fidelity_ranks_every_estimator_against_two_oracle_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fidelity_ranks_every_estimator_against_two_oracle_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks import bench_fidelity
 

@@ -44,7 +44,13 @@ def test_binarization_is_bit_exactly_idempotent() -> None:
 
 @pytest.mark.parametrize(
     "layer",
-    [nn.Conv2d(4, 6, 3), nn.Conv2d(4, 8, 1, bias=False), nn.Conv2d(4, 8, 5, groups=4), nn.Linear(10, 3), nn.Linear(10, 3, bias=False)],
+    [
+        nn.Conv2d(4, 6, 3),
+        nn.Conv2d(4, 8, 1, bias=False),
+        nn.Conv2d(4, 8, 5, groups=4),
+        nn.Linear(10, 3),
+        nn.Linear(10, 3, bias=False),
+    ],
 )
 def test_binarize_and_restore_any_layer(layer: nn.Module) -> None:
     model = nn.Sequential(nn.Identity(), layer)

@@ -39,7 +39,9 @@ def test_packed_size_is_ceil_of_eighth(count: int) -> None:
     assert len(pack_signs(np.ones(count, dtype=np.float32))) == packed_size(count)
 
 
-@pytest.mark.parametrize("shape", [(1,), (5,), (8,), (13,), (4, 3), (16, 1, 3, 3), (32, 16, 3, 3), (10, 64), (3, 5, 7, 2), ()])
+@pytest.mark.parametrize(
+    "shape", [(1,), (5,), (8,), (13,), (4, 3), (16, 1, 3, 3), (32, 16, 3, 3), (10, 64), (3, 5, 7, 2), ()]
+)
 def test_round_trip(shape: tuple[int, ...]) -> None:
     generator = torch.Generator().manual_seed(sum(shape) + len(shape))
     weight = torch.randn(shape, generator=generator)

@@ -10,13 +10,15 @@ import pytest
 import torch
 
 from albsnn_compress import load_checkpoint
-from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError
+from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
 from albsnn_compress.search.run import SearchConfig, compress
 
 
-@pytest.mark.parametrize(("text", "value"), [("0", 0.0), ("0.2", 0.2), ("1", 1.0), (".5", 0.5), ("10.", 10.0), ("100", 100.0)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("0", 0.0), ("0.2", 0.2), ("1", 1.0), (".5", 0.5), ("10.", 10.0), ("100", 100.0)]
+)
 def test_plain_decimals_are_read(text: str, value: float) -> None:
     assert check_budget(text) == value
 
@@ -64,8 +66,10 @@ def test_a_budget_below_one_validation_image_is_implausible() -> None:
     assert message is not None and "one image of 360 is 0.278 points" in message and "not a fraction" in message
     assert implausible_budget(0.0, 360) is None  # "lose nothing" is a real request
     assert implausible_budget(0.3, 360) is None
-    assert implausible_budget(0.2, 144) == ("budget 0.2 points is below what the validation split resolves (one image of 144 "
-                                            "is 0.694 points), so it allows no image to be lost, like --budget 0")
+    assert implausible_budget(0.2, 144) == (
+        "budget 0.2 points is below what the validation split resolves (one image of 144 "
+        "is 0.694 points), so it allows no image to be lost, like --budget 0"
+    )
     assert implausible_budget(0.002, 50_000) is None  # a 50,000-image split resolves 0.002 points
 
 
@@ -73,10 +77,17 @@ def test_compress_warns_once_the_split_is_known(digits_checkpoint: Path) -> None
     digits = load_splits("digits", None)
     model = load_checkpoint(digits_checkpoint)
     config = SearchConfig(strategy="none", epochs=0, trial_epochs=0)
-    with pytest.warns(BudgetWarning, match=rf"budget 0.002 points is below what the validation split resolves \(one image of {len(digits['val'])} is"):
+    with pytest.warns(
+        BudgetWarning,
+        match=rf"budget 0.002 points is below what the validation split resolves \(one image of {len(digits['val'])} is",
+    ):
         compress(model, digits["train"], digits["val"], 0.002, config=config)
-    with pytest.warns(BudgetWarning, match=rf"budget 1 points is below what {len(digits['val'])} validation images can confirm"):
+    with pytest.warns(
+        BudgetWarning, match=rf"budget 1 points is below what {len(digits['val'])} validation images can confirm"
+    ):
         compress(model, digits["train"], digits["val"], 1.0, config=config)
     with warnings.catch_warnings():
         warnings.simplefilter("error", BudgetWarning)
-        compress(model, digits["train"], digits["val"], 5.0, config=config)  # above the 90 % bound's margin (1.99 points)
+        compress(
+            model, digits["train"], digits["val"], 5.0, config=config
+        )  # above the 90 % bound's margin (1.99 points)

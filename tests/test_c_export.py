@@ -34,7 +34,14 @@ CC = shutil.which("cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
 
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
-SANITIZE = ["-std=c99", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+SANITIZE = [
+    "-std=c99",
+    "-O1",
+    "-g",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=all",
+    "-fno-omit-frame-pointer",
+]
 TIE_MARGIN = 1e-4  # a flipped spike must sit this close to the threshold to count as a tie
 
 # Reads float32 images from argv[1], writes float32 logits to argv[2]; built with -DALBSNN_TRACE (and
@@ -78,7 +85,10 @@ int main(int argc, char **argv)
 @pytest.fixture(scope="module")
 def digits() -> dict[str, torch.Tensor]:
     """The digits test split (all 359 images) and a few training images for batch-norm statistics."""
-    return {"test": load_split("digits", None, "test").as_float(), "train": load_split("digits", None, "train").as_float()[:256]}
+    return {
+        "test": load_split("digits", None, "test").as_float(),
+        "train": load_split("digits", None, "train").as_float()[:256],
+    }
 
 
 def _trained(checkpoint: Path, timesteps: int, reset: str, binarize: str) -> SpikingNet:
@@ -97,13 +107,20 @@ def _pool_head_spec() -> dict[str, Any]:
     spec = resolve_architecture("digits-fc", "digits")
     spec["neuron"] = {"tau": 1.5, "v_threshold": 0.8, "v_reset": -0.25, "reset": "hard"}
     spec["layers"] = [
-        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
+        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "conv", "out_channels": 16, "kernel_size": 3, "stride": 2, "padding": 1, "groups": 4, "bias": True},
-        {"type": "bn"}, {"type": "lif"},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "conv", "out_channels": 16, "kernel_size": 5, "padding": 2, "groups": 2},
-        {"type": "maxpool", "kernel_size": 2}, {"type": "bn"}, {"type": "lif"},
+        {"type": "maxpool", "kernel_size": 2},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "flatten"},
-        {"type": "linear", "out_features": 32, "bias": False}, {"type": "bn"}, {"type": "lif"},
+        {"type": "linear", "out_features": 32, "bias": False},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "linear", "out_features": 10},
     ]
     return spec
@@ -113,8 +130,11 @@ def _no_lif_spec() -> dict[str, Any]:
     """A stateless network: every step computes the same thing."""
     spec = resolve_architecture("digits-fc", "digits")
     spec["layers"] = [
-        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "bn"},
-        {"type": "avgpool", "kernel_size": 2}, {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"},
+        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "avgpool", "kernel_size": 2},
+        {"type": "conv", "out_channels": 10, "kernel_size": 1},
+        {"type": "gap"},
     ]
     return spec
 
@@ -145,19 +165,28 @@ def _compile(folder: Path, flags: list[str], output: Path, extra: tuple[str, ...
     sources = [folder.parent / "harness.c", *sorted(folder.glob("*.c"))]
     if "-DALBSNN_TRACE" in extra:
         sources.append(folder.parent / "trace_hook.c")
-    done = subprocess.run([CC, *flags, *extra, "-I", str(folder), *map(str, sources), "-o", str(output)], capture_output=True, text=True)
+    done = subprocess.run(
+        [CC, *flags, *extra, "-I", str(folder), *map(str, sources), "-o", str(output)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     return output
 
 
 def _run(binary: Path, images: torch.Tensor, work: Path, *trace: str) -> tuple[np.ndarray, str]:
     images.numpy().astype(np.float32).tofile(work / "images.f32")
-    done = subprocess.run([str(binary), str(work / "images.f32"), str(work / "logits.f32"), *trace], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(binary), str(work / "images.f32"), str(work / "logits.f32"), *trace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
     return np.fromfile(work / "logits.f32", dtype=np.float32).reshape(len(images), -1), done.stderr
 
 
-def _check_flips_are_ties(model: SpikingNet, trace_binary: Path, images: torch.Tensor, rows: np.ndarray, work: Path) -> None:
+def _check_flips_are_ties(
+    model: SpikingNet, trace_binary: Path, images: torch.Tensor, rows: np.ndarray, work: Path
+) -> None:
     """Each image in ``rows`` must first differ from PyTorch in a spike whose C membrane sits on the threshold.
 
     See :mod:`albsnn_compress.formats.c.trace`: at the first differing (layer, step) both
@@ -165,9 +194,13 @@ def _check_flips_are_ties(model: SpikingNet, trace_binary: Path, images: torch.T
     """
     for row in rows:
         _run(trace_binary, images[row : row + 1], work, str(work / "trace.bin"))
-        flip = first_flip(model, images[row], (work / "trace.bin").read_bytes(), batch=images, row=int(row))  # the reference's batch
+        flip = first_flip(
+            model, images[row], (work / "trace.bin").read_bytes(), batch=images, row=int(row)
+        )  # the reference's batch
         assert flip is not None, f"image {row}: logits differ although every spike agrees"
-        assert flip.margin <= TIE_MARGIN, f"image {row}: spike flip {flip.margin:.3g} away from the threshold (layer {flip.layer}, step {flip.step})"
+        assert flip.margin <= TIE_MARGIN, (
+            f"image {row}: spike flip {flip.margin:.3g} away from the threshold (layer {flip.layer}, step {flip.step})"
+        )
 
 
 def _agreement(model: SpikingNet, folder: Path, images: torch.Tensor, work: Path) -> None:
@@ -209,7 +242,9 @@ def test_compiled_c_matches_pytorch_on_the_digits_test_split(
     _agreement(model, tmp_path / "model_c", digits["test"], tmp_path)
 
 
-def test_integer_firing_ranges_give_the_float_decision(digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_integer_firing_ranges_give_the_float_decision(
+    digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
     """With one time step the popcount layers fire on an integer range; the trace's float membrane must agree everywhere."""
     model = _trained(digits_checkpoint, 1, "hard", "candidates")
     export = export_c(model, tmp_path / "model_c")
@@ -222,7 +257,9 @@ def test_integer_firing_ranges_give_the_float_decision(digits_checkpoint: Path, 
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=[CASES[1][0], CASES[4][0]])
-def test_sanitized_build_runs_clean(case: tuple[Any, ...], digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+def test_sanitized_build_runs_clean(
+    case: tuple[Any, ...], digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
     model = case[1](digits_checkpoint, digits)
     export_c(model, tmp_path / "model_c")
     binary = _compile(tmp_path / "model_c", SANITIZE, tmp_path / "sanitized")
@@ -255,7 +292,9 @@ def test_same_model_gives_the_same_bytes(digits_checkpoint: Path, tmp_path: Path
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["README.md", "albsnn_kernels.c", "albsnn_kernels.h", "albsnn_model.c", "albsnn_model.h"]
     for name in names:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == first.files[name].encode()
+        assert (
+            (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes() == first.files[name].encode()
+        )
     assert first == second
     export_c(model, tmp_path / "a")  # into an existing folder: replaced in place, nothing left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
@@ -277,8 +316,13 @@ def test_header_macros_and_packed_bits(digits_checkpoint: Path) -> None:
     packed, floats = build_c_sources(model), build_c_sources(model, weights="float")
     macros = _macros(packed.files["albsnn_model.h"])
     assert macros == {
-        "ALBSNN_INPUT_C": 1, "ALBSNN_INPUT_H": 8, "ALBSNN_INPUT_W": 8, "ALBSNN_NUM_CLASSES": 10, "ALBSNN_TIMESTEPS": 4,
-        "ALBSNN_WEIGHT_BYTES": packed.weight_bytes, "ALBSNN_ARENA_BYTES": packed.arena_bytes,
+        "ALBSNN_INPUT_C": 1,
+        "ALBSNN_INPUT_H": 8,
+        "ALBSNN_INPUT_W": 8,
+        "ALBSNN_NUM_CLASSES": 10,
+        "ALBSNN_TIMESTEPS": 4,
+        "ALBSNN_WEIGHT_BYTES": packed.weight_bytes,
+        "ALBSNN_ARENA_BYTES": packed.arena_bytes,
     }
     assert "int albsnn_infer(const float *pixels, float *logits);" in packed.files["albsnn_model.h"]
     source = packed.files["albsnn_model.c"]
@@ -310,7 +354,9 @@ def test_arena_holds_each_operation_without_overlap(digits_checkpoint: Path, dig
         assert largest <= plan.arena_bytes <= largest + 48  # the live set, up to 16-byte alignment of three buffers
 
 
-def test_unsupported_layers_and_reset_rules_are_refused(digits: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsupported_layers_and_reset_rules_are_refused(
+    digits: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = _lively(_no_lif_spec(), 2, digits["train"])
     with pytest.raises(ExportError, match=r"unknown weights mode 'half'; choose one of \['packed', 'float'\]"):
         build_c_sources(model, weights="half")
@@ -319,17 +365,30 @@ def test_unsupported_layers_and_reset_rules_are_refused(digits: dict[str, torch.
     broken = copy.deepcopy(model)
     broken.layers.gap1 = nn.Identity()
     supported = ", ".join(C_EMITTERS)
-    with pytest.raises(ExportError, match=rf"layer gap1: the C export cannot express Identity; supported layer types: {supported}$"):
+    with pytest.raises(
+        ExportError, match=rf"layer gap1: the C export cannot express Identity; supported layer types: {supported}$"
+    ):
         build_c_sources(broken)
-    record = LayerType(name="gain", modules=(nn.Hardtanh,), fields={}, build=lambda *_: nn.Hardtanh(), output_shape=same_shape, onnx=None)  # type: ignore[arg-type]
+    record = LayerType(
+        name="gain",
+        modules=(nn.Hardtanh,),
+        fields={},
+        build=lambda *_: nn.Hardtanh(),
+        output_shape=same_shape,
+        onnx=None,
+    )  # type: ignore[arg-type]
     with registered(record):
         broken.layers.gap1 = nn.Hardtanh()
-        with pytest.raises(ExportError, match=r"layer gap1: the C export cannot express Hardtanh \(layer type gain\)") as caught:
+        with pytest.raises(
+            ExportError, match=r"layer gap1: the C export cannot express Hardtanh \(layer type gain\)"
+        ) as caught:
             build_c_sources(broken)
     assert "\n" not in str(caught.value) and "gain" not in LAYER_TYPES
     monkeypatch.setitem(RESET_MODES, "none", ResetMode(update=lambda _n, h, _s: h, onnx=lambda *_: ""))
     spiking = _lively(_pool_head_spec(), 2, digits["train"][:64], reset="none")
-    with pytest.raises(ExportError, match=r"layer lif1: reset rule 'none' has no C form; the C export supports \['hard', 'soft'\]"):
+    with pytest.raises(
+        ExportError, match=r"layer lif1: reset rule 'none' has no C form; the C export supports \['hard', 'soft'\]"
+    ):
         build_c_sources(spiking)
 
 
@@ -346,5 +405,7 @@ def test_cli_exports_a_folder_and_refuses_a_file(digits_checkpoint: Path, tmp_pa
     assert result.stderr.count("\n") == 1 and "is a file; the C export writes a folder" in result.stderr
     result = run_cli(["export", str(tmp_path / "m.albsnn"), "--format", "c", "-o", str(tmp_path / "no" / "m_c")], 2)
     assert result.stderr.count("\n") == 1 and "does not exist; create it first" in result.stderr
-    result = run_cli(["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "m_c")], 2)  # onnx into a folder: as before
+    result = run_cli(
+        ["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "m_c")], 2
+    )  # onnx into a folder: as before
     assert "File" in result.stderr and "is a directory." in result.stderr

@@ -27,7 +27,9 @@ from tests.clihelp import run_cli
         ({"reset": "soft_deferred"}, [], "reset rule 'soft_deferred' has no C form"),
     ],
 )
-def test_unsupported_neuron_variants_are_refused(tmp_path: Path, neuron: dict[str, Any], per_channel: list[str], message: str) -> None:
+def test_unsupported_neuron_variants_are_refused(
+    tmp_path: Path, neuron: dict[str, Any], per_channel: list[str], message: str
+) -> None:
     spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
     spec["neuron"].update(neuron)
     next(layer for layer in spec["layers"] if layer["type"] == "lif")["per_channel"] = per_channel
@@ -42,8 +44,12 @@ def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path) -> None:
     plan = plan_model(model, weights="packed")
     result = run_cli(["inspect", str(tmp_path / "m.albsnn")])
     text = " ".join(result.output.split())
-    assert f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)" in text
+    assert (
+        f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)" in text
+    )
     spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
     spec["neuron"]["leak"] = False
     write_container(tmp_path / "if.albsnn", SpikingNet(spec).eval())
-    assert "not expressible: layer lif1: neuron setting leak=False" in " ".join(run_cli(["inspect", str(tmp_path / "if.albsnn")]).output.split())
+    assert "not expressible: layer lif1: neuron setting leak=False" in " ".join(
+        run_cli(["inspect", str(tmp_path / "if.albsnn")]).output.split()
+    )

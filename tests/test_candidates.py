@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.search.candidates import resolve_candidates, resolve_layer_names
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.search.candidates import resolve_candidates, resolve_layer_names
 
 
 def _model() -> nn.Module:
@@ -18,9 +18,13 @@ def _model() -> nn.Module:
 def test_short_names_resolve_to_the_one_layer_they_name() -> None:
     available = ["a.conv", "b.conv", "b.fc"]
     assert resolve_layer_names(["fc", "a.conv"], available, "layers") == ["b.fc", "a.conv"]
-    with pytest.raises(CompressionError, match=r"layers: 'conv' names several layers \['a.conv', 'b.conv'\]; write the full name"):
+    with pytest.raises(
+        CompressionError, match=r"layers: 'conv' names several layers \['a.conv', 'b.conv'\]; write the full name"
+    ):
         resolve_layer_names(["conv"], available, "layers")
-    with pytest.raises(CompressionError, match="exclude: 'x' is not a binarizable layer; choose from a.conv, b.conv, b.fc"):
+    with pytest.raises(
+        CompressionError, match="exclude: 'x' is not a binarizable layer; choose from a.conv, b.conv, b.fc"
+    ):
         resolve_layer_names(["x"], available, "exclude")
 
 

@@ -113,7 +113,10 @@ def _saved_payload(tmp_path: Path) -> dict:
         (lambda p: p["spec"].update(layers=[]), "bad architecture spec"),
         (lambda p: p["state_dict"].pop("layers.conv2.weight"), "missing \\['layers.conv2.weight'\\]"),
         (lambda p: p["state_dict"].update({"layers.conv2.weight": torch.zeros(3)}), "has shape \\[3\\]"),
-        (lambda p: p["state_dict"].update({"layers.conv2.weight": torch.zeros(32, 16, 3, 3, dtype=torch.uint8)}), "has dtype torch.uint8"),
+        (
+            lambda p: p["state_dict"].update({"layers.conv2.weight": torch.zeros(32, 16, 3, 3, dtype=torch.uint8)}),
+            "has dtype torch.uint8",
+        ),
         (lambda p: p["state_dict"].update({"layers.conv2.weight": "text"}), "must be a dense tensor"),
         (lambda p: p.update(binarized=["layers.bn1"]), "'binarized' must list binarizable layer names"),
         (lambda p: p.update(metadata=[1]), "'metadata' must be a dict"),
@@ -139,13 +142,17 @@ def test_truncated_and_missing_files(tmp_path: Path) -> None:
     for cut in (10, len(data) // 2, len(data) - 5):
         broken = tmp_path / f"cut{cut}.pt"
         broken.write_bytes(data[:cut])
-        with pytest.raises(CheckpointError, match="is a truncated or damaged zip archive, not a readable PyTorch checkpoint"):
+        with pytest.raises(
+            CheckpointError, match="is a truncated or damaged zip archive, not a readable PyTorch checkpoint"
+        ):
             read_checkpoint(broken)
     with pytest.raises(CheckpointError, match="no such file"):
         read_checkpoint(tmp_path / "absent.pt")
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match=r"notes\.pt: is a text file, not a PyTorch checkpoint \(a zip archive expected\)"):
+    with pytest.raises(
+        CheckpointError, match=r"notes\.pt: is a text file, not a PyTorch checkpoint \(a zip archive expected\)"
+    ):
         read_checkpoint(text)
     assert zipfile.is_zipfile(path)
 

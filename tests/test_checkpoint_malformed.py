@@ -36,9 +36,17 @@ from albsnn_compress.snn.spec import SpikingNet
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CONTAINER = (GOLDEN / "conv_mixed.albsnn").read_bytes()
 TINY_SPEC = {
-    "name": "tiny", "input": {"shape": [1, 4, 4]}, "num_classes": 2,
-    "layers": [{"type": "conv", "out_channels": 2}, {"type": "bn"}, {"type": "lif"},
-               {"type": "conv", "out_channels": 2, "kernel_size": 1}, {"type": "bn"}, {"type": "gap"}],
+    "name": "tiny",
+    "input": {"shape": [1, 4, 4]},
+    "num_classes": 2,
+    "layers": [
+        {"type": "conv", "out_channels": 2},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 2, "kernel_size": 1},
+        {"type": "bn"},
+        {"type": "gap"},
+    ],
 }
 
 
@@ -86,7 +94,9 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
-def _set_value(key: str, index: int, value: float, dtype: torch.dtype | None = None) -> Callable[[dict[str, Any]], None]:
+def _set_value(
+    key: str, index: int, value: float, dtype: torch.dtype | None = None
+) -> Callable[[dict[str, Any]], None]:
     """An edit that writes one element of a state-dict tensor (optionally converting the tensor first)."""
 
     def edit(payload: dict[str, Any]) -> None:
@@ -157,7 +167,9 @@ class Case(enum.Enum):
     SPEC_TENSOR_SURROGATE = r"bad architecture spec: spec neuron surrogate must be a surrogate name or \{'name': \.\.\., \.\.\.\}, got a Tensor"
     SPEC_HUGE_LAYERS = r"'spec': the architecture has \d+ parameters, more than a \d+-byte checkpoint can hold"
     SPEC_HUGE_ACTIVATION = r"'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
-    SPEC_HUGE_FORWARD = r"'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 GiB\)"
+    SPEC_HUGE_FORWARD = (
+        r"'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 GiB\)"
+    )
     STATE_NOT_DICT = r"'state_dict' must be a dict of tensors, got list"
     STATE_MISSING = r"state_dict does not match the architecture \(missing \['layers\.conv2\.weight'\]"
     STATE_EXTRA = r"state_dict does not match the architecture \(missing \[\], unexpected \['layers\.extra'\]\)"
@@ -165,9 +177,13 @@ class Case(enum.Enum):
     STATE_DTYPE = r"state_dict\['layers\.conv2\.weight'\] has dtype torch\.uint8"
     STATE_NOT_TENSOR = r"state_dict\['layers\.conv2\.weight'\] must be a dense tensor, got str"
     STATE_SPARSE = r"state_dict\['layers\.bn1\.bias'\] must be a dense tensor, got Tensor"
-    NAN_WEIGHT = r"state_dict\['layers\.conv1\.weight'\] must hold finite values, found nan \(a diverged training run\?\)"
+    NAN_WEIGHT = (
+        r"state_dict\['layers\.conv1\.weight'\] must hold finite values, found nan \(a diverged training run\?\)"
+    )
     INF_BN_MEAN = r"state_dict\['layers\.bn2\.running_mean'\] must hold finite values, found inf"
-    NEGATIVE_VARIANCE = r"state_dict\['layers\.bn1\.running_var'\] is a batch-norm variance and must be finite and >= 0, found -2\.0"
+    NEGATIVE_VARIANCE = (
+        r"state_dict\['layers\.bn1\.running_var'\] is a batch-norm variance and must be finite and >= 0, found -2\.0"
+    )
     FLOAT64_OVERFLOW = r"state_dict\['layers\.conv3\.weight'\] must hold finite values, found -inf"
     FLOAT16_INF = r"state_dict\['layers\.bn3\.weight'\] must hold finite values, found inf"
     BINARIZED_NOT_A_LAYER = r"'binarized' must list binarizable layer names"
@@ -201,18 +217,36 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     # found by test_random_payload_edits: a tensor where the surrogate name goes raised a bare ValueError
     Case.SPEC_TENSOR_SURROGATE: lambda: _edited(_set("spec/neuron/surrogate", torch.zeros(1, 1, 3, 3))),
     # The 2.6 KB file that made eval allocate 2.1 GB: a spec claiming huge layers, refused before anything is built.
-    Case.SPEC_HUGE_LAYERS: lambda: _bytes_of({
-        "format": "albsnn-checkpoint", "version": 1, "timesteps": 1, "binarized": [], "state_dict": {}, "metadata": {},
-        "spec": {"input": {"shape": [1, 28, 28]}, "num_classes": 10, "layers": [
-            {"type": "flatten"}, {"type": "linear", "out_features": 1 << 18}, {"type": "linear", "out_features": 10}]},
-    }),
+    Case.SPEC_HUGE_LAYERS: lambda: _bytes_of(
+        {
+            "format": "albsnn-checkpoint",
+            "version": 1,
+            "timesteps": 1,
+            "binarized": [],
+            "state_dict": {},
+            "metadata": {},
+            "spec": {
+                "input": {"shape": [1, 28, 28]},
+                "num_classes": 10,
+                "layers": [
+                    {"type": "flatten"},
+                    {"type": "linear", "out_features": 1 << 18},
+                    {"type": "linear", "out_features": 10},
+                ],
+            },
+        }
+    ),
     Case.SPEC_HUGE_ACTIVATION: lambda: _edited(_set("spec/input/shape", [1, 4096, 4096])),
-    Case.SPEC_HUGE_FORWARD: lambda: _edited(lambda p: (_set("spec/input/shape", [1, 256, 256])(p), p.update(timesteps=4096))),
+    Case.SPEC_HUGE_FORWARD: lambda: _edited(
+        lambda p: (_set("spec/input/shape", [1, 256, 256])(p), p.update(timesteps=4096))
+    ),
     Case.STATE_NOT_DICT: lambda: _edited(_set("state_dict", []), tiny=True),  # small enough to fit the file without it
     Case.STATE_MISSING: lambda: _edited(lambda p: p["state_dict"].pop("layers.conv2.weight")),
     Case.STATE_EXTRA: lambda: _edited(_set("state_dict/layers.extra", torch.zeros(1))),
     Case.STATE_SHAPE: lambda: _edited(_set("state_dict/layers.conv2.weight", torch.zeros(3))),
-    Case.STATE_DTYPE: lambda: _edited(_set("state_dict/layers.conv2.weight", torch.zeros(32, 16, 3, 3, dtype=torch.uint8))),
+    Case.STATE_DTYPE: lambda: _edited(
+        _set("state_dict/layers.conv2.weight", torch.zeros(32, 16, 3, 3, dtype=torch.uint8))
+    ),
     Case.STATE_NOT_TENSOR: lambda: _edited(_set("state_dict/layers.conv2.weight", "text")),
     Case.STATE_SPARSE: lambda: _edited(_set("state_dict/layers.bn1.bias", torch.zeros(16).to_sparse())),
     Case.NAN_WEIGHT: lambda: _edited(_set_value("layers.conv1.weight", 5, float("nan"))),
@@ -289,17 +323,59 @@ def test_random_flips_and_truncations(tmp_path: Path, flips: list[tuple[int, int
         _read_bytes(tmp_path, bytes(data[:cut] if cut is not None else data))
 
 
-_HOSTILE = st.sampled_from([
-    None, True, False, 0, -1, 2**70, 1.5, float("nan"), float("inf"), "nan", "", "x" * 300, [], {}, [None], {"type": "conv"},
-    torch.zeros(0), torch.full((2,), float("nan")), torch.zeros(2, dtype=torch.int64), torch.zeros(1, 1, 3, 3),
-])
-_PATHS = st.sampled_from([
-    "format", "version", "timesteps", "spec", "spec/input", "spec/input/shape", "spec/input/shape/1", "spec/input/mean/0",
-    "spec/num_classes", "spec/neuron", "spec/neuron/tau", "spec/neuron/surrogate", "spec/layers", "spec/layers/0",
-    "spec/layers/0/out_channels", "spec/layers/0/kernel_size", "spec/layers/0/padding", "spec/layers/1/eps",
-    "spec/layers/3/out_channels", "binarized", "state_dict", "state_dict/layers.conv1.weight",
-    "state_dict/layers.bn1.running_var", "state_dict/layers.bn1.num_batches_tracked", "metadata",
-])
+_HOSTILE = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        2**70,
+        1.5,
+        float("nan"),
+        float("inf"),
+        "nan",
+        "",
+        "x" * 300,
+        [],
+        {},
+        [None],
+        {"type": "conv"},
+        torch.zeros(0),
+        torch.full((2,), float("nan")),
+        torch.zeros(2, dtype=torch.int64),
+        torch.zeros(1, 1, 3, 3),
+    ]
+)
+_PATHS = st.sampled_from(
+    [
+        "format",
+        "version",
+        "timesteps",
+        "spec",
+        "spec/input",
+        "spec/input/shape",
+        "spec/input/shape/1",
+        "spec/input/mean/0",
+        "spec/num_classes",
+        "spec/neuron",
+        "spec/neuron/tau",
+        "spec/neuron/surrogate",
+        "spec/layers",
+        "spec/layers/0",
+        "spec/layers/0/out_channels",
+        "spec/layers/0/kernel_size",
+        "spec/layers/0/padding",
+        "spec/layers/1/eps",
+        "spec/layers/3/out_channels",
+        "binarized",
+        "state_dict",
+        "state_dict/layers.conv1.weight",
+        "state_dict/layers.bn1.running_var",
+        "state_dict/layers.bn1.num_batches_tracked",
+        "metadata",
+    ]
+)
 
 
 @_FUZZ

@@ -37,7 +37,9 @@ def test_train_in_channels_last_writes_a_standard_checkpoint(tmp_path: Path) -> 
     model = load_checkpoint(out)
     conv = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()  # the Trainer put the standard layout back before saving
-    assert evaluate(model, load_splits("digits", None)["val"]) > 80.0  # it learned as the default does (96 %); chance is 10 %
+    assert (
+        evaluate(model, load_splits("digits", None)["val"]) > 80.0
+    )  # it learned as the default does (96 %); chance is 10 %
 
 
 @pytest.mark.parametrize(
@@ -46,13 +48,18 @@ def test_train_in_channels_last_writes_a_standard_checkpoint(tmp_path: Path) -> 
         (["train", "--dataset", "mnist", "-o", "x.pt"], "Invalid value for '--dataset'"),
         (["train", "--epochs", "-1", "-o", "x.pt"], "Invalid value for '--epochs'"),
         (["train", "--bogus"], "No such option"),
-        (["train", "--dataset", "fashion-mnist", "--data-root", "/nonexistent", "-o", "x.pt", "--quiet"], "data root /nonexistent is not a folder"),
+        (
+            ["train", "--dataset", "fashion-mnist", "--data-root", "/nonexistent", "-o", "x.pt", "--quiet"],
+            "data root /nonexistent is not a folder",
+        ),
         (["train", "--arch", "nope", "-o", "x.pt", "--quiet"], "neither a preset"),
         (["compress", "missing.pt", "--budget", "0.2"], "does not exist"),
         (["missing.pt", "--budget", "0.2"], "does not exist"),
     ],
 )
-def test_errors_are_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+def test_errors_are_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = run_cli(args, expected_exit=2)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -72,8 +79,22 @@ def test_compress_confidence_is_checked_and_reaches_the_report(digits_checkpoint
         result = run_cli([str(digits_checkpoint), "--budget", "1.0", "--confidence", bad], expected_exit=2)
         assert "--confidence" in result.stderr and "Traceback" not in result.output
     out = tmp_path / "out"
-    run_cli([str(digits_checkpoint), "--budget", "5", "--confidence", "0.8", "--epochs", "0.3", "--trial-epochs", "0.3",
-             "--quiet", "-o", str(out)])
+    run_cli(
+        [
+            str(digits_checkpoint),
+            "--budget",
+            "5",
+            "--confidence",
+            "0.8",
+            "--epochs",
+            "0.3",
+            "--trial-epochs",
+            "0.3",
+            "--quiet",
+            "-o",
+            str(out),
+        ]
+    )
     report = json.loads((out / "report.json").read_text())
     paired = report["accuracy"]["paired"]["val"]
     assert report["search"]["config"]["confidence"] == 0.8 and paired["decision_confidence"] == 0.8

@@ -24,8 +24,11 @@ from tests.report_samples import digits_result
 
 GOLDEN = Path(__file__).parent / "golden" / "conv_mixed.albsnn"
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-NOT_AS_ROOT = pytest.mark.skipif(ROOT, reason="root ignores permission bits, so a chmod-ed folder stays writable "
-                                              "(the read-only-disk rows simulate what the probe meets instead)")
+NOT_AS_ROOT = pytest.mark.skipif(
+    ROOT,
+    reason="root ignores permission bits, so a chmod-ed folder stays writable "
+    "(the read-only-disk rows simulate what the probe meets instead)",
+)
 
 
 @dataclass
@@ -57,39 +60,126 @@ PLAIN = r"is not a number in plain decimal form; pass percentage points as digit
 
 CASES = {
     # class 3: seeds torch would overflow on
-    "train seed 2^64": Case(lambda p: ["train", "--seed", str(2**64), "-o", p / "m.pt"], f"'--seed': 18446744073709551616 {SEED_RANGE}"),
+    "train seed 2^64": Case(
+        lambda p: ["train", "--seed", str(2**64), "-o", p / "m.pt"], f"'--seed': 18446744073709551616 {SEED_RANGE}"
+    ),
     "train seed 2^63": Case(lambda p: ["train", "--seed", str(2**63), "-o", p / "m.pt"], SEED_RANGE),
     "train seed -1": Case(lambda p: ["train", "--seed", "-1", "-o", p / "m.pt"], f"-1 {SEED_RANGE}"),
     "compress seed 2^64": Case(_compress("--seed", str(2**64)), f"'--seed': 18446744073709551616 {SEED_RANGE}"),
     "compress seed 99 digits": Case(_compress("--seed", "9" * 99), SEED_RANGE),
     # class 3: outputs that cannot be written, refused before the work
-    "train -o under a file": Case(lambda p: ["train", "-o", p / "a_file/m.pt"], r"cannot write .*a_file/m.pt: .*a_file is a file, not a folder"),
-    "train -o in a missing folder": Case(lambda p: ["train", "-o", p / "missing/m.pt"], r"folder .*missing does not exist; create it first"),
+    "train -o under a file": Case(
+        lambda p: ["train", "-o", p / "a_file/m.pt"], r"cannot write .*a_file/m.pt: .*a_file is a file, not a folder"
+    ),
+    "train -o in a missing folder": Case(
+        lambda p: ["train", "-o", p / "missing/m.pt"], r"folder .*missing does not exist; create it first"
+    ),
     "train -o is a folder": Case(lambda p: ["train", "-o", p / "a_folder"], r"File '.*a_folder' is a directory"),
-    "train -o on a read-only disk": Case(lambda p: ["train", "-o", p / "m.pt"], r"cannot write .*m.pt: the file system is read-only; choose a folder on a writable disk", True),
-    "train -o in a folder of someone else": Case(lambda p: ["train", "-o", p / "locked/m.pt"], r"permission denied; choose a folder you can write", marks=[NOT_AS_ROOT]),
-    "compress -o under a file": Case(_compress("-o", "{a_file}/out"), r"cannot write into .*a_file/out: .*a_file is a file, not a folder"),
+    "train -o on a read-only disk": Case(
+        lambda p: ["train", "-o", p / "m.pt"],
+        r"cannot write .*m.pt: the file system is read-only; choose a folder on a writable disk",
+        True,
+    ),
+    "train -o in a folder of someone else": Case(
+        lambda p: ["train", "-o", p / "locked/m.pt"],
+        r"permission denied; choose a folder you can write",
+        marks=[NOT_AS_ROOT],
+    ),
+    "compress -o under a file": Case(
+        _compress("-o", "{a_file}/out"), r"cannot write into .*a_file/out: .*a_file is a file, not a folder"
+    ),
     "compress -o is a file": Case(_compress("-o", "{a_file}"), r"Directory '.*a_file' is a file"),
-    "compress -o on a read-only disk": Case(_compress("-o", "{tmp}/out"), r"cannot write .*/out: the file system is read-only", True),
-    "compress -o holds a foreign manifest.json": Case(_compress("-o", "{web_app}"), r"web_app/manifest.json: not an albsnn-compress output manifest .*move it or choose another output folder"),
-    "compress -o holds a folder named like an output": Case(_compress("-o", "{clash}"), r"cannot write .*clash/model.onnx: it is a folder"),
-    "compress -o in a folder of someone else": Case(_compress("-o", "{locked}/out"), r"permission denied", marks=[NOT_AS_ROOT]),
-    "export -o under a file": Case(lambda p: ["export", str(GOLDEN), "-o", p / "a_file/m.onnx"], r"cannot write .*a_file/m.onnx: .*a_file is a file, not a folder"),
-    "export -o in a missing folder": Case(lambda p: ["export", str(GOLDEN), "-o", p / "missing/m.onnx"], r"folder .*missing does not exist; create it first"),
-    "export -o on a read-only disk": Case(lambda p: ["export", str(GOLDEN), "-o", p / "m.onnx"], r"cannot write .*m.onnx: the file system is read-only", True),
-    "export c -o under a file": Case(lambda p: ["export", str(GOLDEN), "--format", "c", "-o", p / "a_file/c"], r"cannot write into .*a_file/c: .*a_file is a file, not a folder"),
-    "export c -o on a read-only disk": Case(lambda p: ["export", str(GOLDEN), "--format", "c", "-o", p / "c"], r"cannot write .*/c: the file system is read-only", True),
-    "report -o under a file": Case(lambda p: ["report", str(p.report), "--format", "md", "-o", p / "a_file/r.md"], r"cannot write .*a_file/r.md: .*a_file is a file, not a folder"),
-    "report -o in a missing folder": Case(lambda p: ["report", str(p.report), "--format", "md", "-o", p / "missing/r.md"], r"folder .*missing does not exist"),
-    "report -o is a folder": Case(lambda p: ["report", str(p.report), "-o", p / "a_folder"], r"File '.*a_folder' is a directory"),
-    "report -o on a read-only disk": Case(lambda p: ["report", str(p.report), "--format", "md", "-o", p / "r.md"], r"cannot write .*r.md: the file system is read-only", True),
-    "report -o in a folder of someone else": Case(lambda p: ["report", str(p.report), "-o", p / "locked/r.md"], r"permission denied", marks=[NOT_AS_ROOT]),
-    "import -o under a file": Case(lambda p: ["import", "--from", "snntorch", "--factory", p / "absent.py:build", "--dataset", "digits", "-T", "2",
-                                              "-o", p / "a_file/m.pt"], r"cannot write .*a_file/m.pt: .*a_file is a file, not a folder"),
-    "import -o on a read-only disk": Case(lambda p: ["import", "--from", "snntorch", "--factory", p / "absent.py:build", "--dataset",
-                                                     "digits", "-T", "2", "-o", p / "m.pt"], r"cannot write .*m.pt: the file system is read-only", True),
+    "compress -o on a read-only disk": Case(
+        _compress("-o", "{tmp}/out"), r"cannot write .*/out: the file system is read-only", True
+    ),
+    "compress -o holds a foreign manifest.json": Case(
+        _compress("-o", "{web_app}"),
+        r"web_app/manifest.json: not an albsnn-compress output manifest .*move it or choose another output folder",
+    ),
+    "compress -o holds a folder named like an output": Case(
+        _compress("-o", "{clash}"), r"cannot write .*clash/model.onnx: it is a folder"
+    ),
+    "compress -o in a folder of someone else": Case(
+        _compress("-o", "{locked}/out"), r"permission denied", marks=[NOT_AS_ROOT]
+    ),
+    "export -o under a file": Case(
+        lambda p: ["export", str(GOLDEN), "-o", p / "a_file/m.onnx"],
+        r"cannot write .*a_file/m.onnx: .*a_file is a file, not a folder",
+    ),
+    "export -o in a missing folder": Case(
+        lambda p: ["export", str(GOLDEN), "-o", p / "missing/m.onnx"],
+        r"folder .*missing does not exist; create it first",
+    ),
+    "export -o on a read-only disk": Case(
+        lambda p: ["export", str(GOLDEN), "-o", p / "m.onnx"],
+        r"cannot write .*m.onnx: the file system is read-only",
+        True,
+    ),
+    "export c -o under a file": Case(
+        lambda p: ["export", str(GOLDEN), "--format", "c", "-o", p / "a_file/c"],
+        r"cannot write into .*a_file/c: .*a_file is a file, not a folder",
+    ),
+    "export c -o on a read-only disk": Case(
+        lambda p: ["export", str(GOLDEN), "--format", "c", "-o", p / "c"],
+        r"cannot write .*/c: the file system is read-only",
+        True,
+    ),
+    "report -o under a file": Case(
+        lambda p: ["report", str(p.report), "--format", "md", "-o", p / "a_file/r.md"],
+        r"cannot write .*a_file/r.md: .*a_file is a file, not a folder",
+    ),
+    "report -o in a missing folder": Case(
+        lambda p: ["report", str(p.report), "--format", "md", "-o", p / "missing/r.md"],
+        r"folder .*missing does not exist",
+    ),
+    "report -o is a folder": Case(
+        lambda p: ["report", str(p.report), "-o", p / "a_folder"], r"File '.*a_folder' is a directory"
+    ),
+    "report -o on a read-only disk": Case(
+        lambda p: ["report", str(p.report), "--format", "md", "-o", p / "r.md"],
+        r"cannot write .*r.md: the file system is read-only",
+        True,
+    ),
+    "report -o in a folder of someone else": Case(
+        lambda p: ["report", str(p.report), "-o", p / "locked/r.md"], r"permission denied", marks=[NOT_AS_ROOT]
+    ),
+    "import -o under a file": Case(
+        lambda p: [
+            "import",
+            "--from",
+            "snntorch",
+            "--factory",
+            p / "absent.py:build",
+            "--dataset",
+            "digits",
+            "-T",
+            "2",
+            "-o",
+            p / "a_file/m.pt",
+        ],
+        r"cannot write .*a_file/m.pt: .*a_file is a file, not a folder",
+    ),
+    "import -o on a read-only disk": Case(
+        lambda p: [
+            "import",
+            "--from",
+            "snntorch",
+            "--factory",
+            p / "absent.py:build",
+            "--dataset",
+            "digits",
+            "-T",
+            "2",
+            "-o",
+            p / "m.pt",
+        ],
+        r"cannot write .*m.pt: the file system is read-only",
+        True,
+    ),
     # class 5: budgets that are impossible or not plain decimals
-    "budget 150": Case(_compress("--budget", "150"), r"budget '150' is more than 100 percentage points, all of top-1 accuracy"),
+    "budget 150": Case(
+        _compress("--budget", "150"), r"budget '150' is more than 100 percentage points, all of top-1 accuracy"
+    ),
     "budget 100.5": Case(_compress("--budget", "100.5"), r"is more than 100 percentage points"),
     "budget 1_0": Case(_compress("--budget", "1_0"), rf"budget '1_0' {PLAIN}"),
     "budget 1e-1": Case(_compress("--budget", "1e-1"), PLAIN),
@@ -111,7 +201,9 @@ def place(tmp_path: Path, digits_checkpoint: Path) -> Place:
     (tmp_path / "web_app" / "manifest.json").write_text('{"name": "my web app", "start_url": "/"}')
     (tmp_path / "clash" / "model.onnx").mkdir(parents=True)
     (tmp_path / "locked").mkdir(mode=stat.S_IRUSR | stat.S_IXUSR)
-    report = write_report(build_report(digits_result(), versions={"albsnn-compress": "test"}), tmp_path / "run", formats=("json",))
+    report = write_report(
+        build_report(digits_result(), versions={"albsnn-compress": "test"}), tmp_path / "run", formats=("json",)
+    )
     yield Place(tmp_path, digits_checkpoint, report["json"])
     (tmp_path / "locked").chmod(stat.S_IRWXU)
 
@@ -124,15 +216,26 @@ def _no_work(what: str) -> Callable[..., None]:
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=case.marks) for name, case in CASES.items()])
-def test_hostile_command_line_is_one_line_exit_2_before_any_work(place: Place, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_hostile_command_line_is_one_line_exit_2_before_any_work(
+    place: Place, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     case = CASES[name]
-    args = [arg.format(a_file=place / "a_file", tmp=place.tmp, web_app=place / "web_app", clash=place / "clash",
-                       locked=place / "locked") for arg in case.args(place)]
+    args = [
+        arg.format(
+            a_file=place / "a_file",
+            tmp=place.tmp,
+            web_app=place / "web_app",
+            clash=place / "clash",
+            locked=place / "locked",
+        )
+        for arg in case.args(place)
+    ]
     monkeypatch.setattr("albsnn_compress.pipeline.read_checkpoint", _no_work("reading the checkpoint"))
     monkeypatch.setattr("albsnn_compress.training.train_model.load_splits", _no_work("loading the dataset"))
     monkeypatch.setattr("albsnn_compress.cli.export.read_container", _no_work("reading the container"))
     monkeypatch.setattr("albsnn_compress.cli.report.load_report", _no_work("reading the report"))
     if case.read_only_disk:
+
         def read_only(*_args: object, **_kwargs: object) -> None:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
@@ -145,26 +248,57 @@ def test_hostile_command_line_is_one_line_exit_2_before_any_work(place: Place, m
 
 
 def test_a_budget_below_one_validation_image_is_one_warning_line(digits_checkpoint: Path, tmp_path: Path) -> None:
-    result = run_cli([str(digits_checkpoint), "--budget", "0.002", "--strategy", "none", "--epochs", "0", "--quiet",
-                      "-o", str(tmp_path / "out")])
+    result = run_cli(
+        [
+            str(digits_checkpoint),
+            "--budget",
+            "0.002",
+            "--strategy",
+            "none",
+            "--epochs",
+            "0",
+            "--quiet",
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
-    assert warnings == ["warning: budget 0.002 points is below what the validation split resolves (one image of 144 is "
-                        "0.694 points), so it allows no image to be lost, like --budget 0; a budget is in percentage "
-                        "points (0.2 = 0.2 points), not a fraction"]
+    assert warnings == [
+        "warning: budget 0.002 points is below what the validation split resolves (one image of 144 is "
+        "0.694 points), so it allows no image to be lost, like --budget 0; a budget is in percentage "
+        "points (0.2 = 0.2 points), not a fraction"
+    ]
     assert (tmp_path / "out" / "manifest.json").is_file()  # a warning, not a refusal
 
 
 @pytest.mark.parametrize(
     ("target", "args"),
     [
-        ("albsnn_compress.pipeline.write_container", lambda ckpt, tmp: [str(ckpt), "--budget", "1", "--strategy", "none",
-                                                                         "--epochs", "0", "--quiet", "-o", f"{tmp}/out"]),
+        (
+            "albsnn_compress.pipeline.write_container",
+            lambda ckpt, tmp: [
+                str(ckpt),
+                "--budget",
+                "1",
+                "--strategy",
+                "none",
+                "--epochs",
+                "0",
+                "--quiet",
+                "-o",
+                f"{tmp}/out",
+            ],
+        ),
         ("albsnn_compress.cli.export.export_onnx", lambda ckpt, tmp: ["export", str(GOLDEN), "-o", f"{tmp}/m.onnx"]),
-        ("albsnn_compress.cli.report.atomic_write_text", lambda ckpt, tmp: ["report", str(_report(tmp)), "-o", f"{tmp}/r.md"]),
+        (
+            "albsnn_compress.cli.report.atomic_write_text",
+            lambda ckpt, tmp: ["report", str(_report(tmp)), "-o", f"{tmp}/r.md"],
+        ),
     ],
 )
-def test_a_disk_that_fills_up_while_writing_is_one_line(digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        target: str, args) -> None:
+def test_a_disk_that_fills_up_while_writing_is_one_line(
+    digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, args
+) -> None:
     def disk_full(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -172,9 +306,13 @@ def test_a_disk_that_fills_up_while_writing_is_one_line(digits_checkpoint: Path,
     monkeypatch.setattr(target, disk_full)
     result = run_cli(command, expected_exit=2)
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "no space left on the device; free some space or choose another disk" in lines[0], result.stderr
+    assert len(lines) == 1 and "no space left on the device; free some space or choose another disk" in lines[0], (
+        result.stderr
+    )
     assert "Traceback" not in result.output
 
 
 def _report(tmp: Path) -> Path:
-    return write_report(build_report(digits_result(), versions={"albsnn-compress": "test"}), tmp / "run", formats=("json",))["json"]
+    return write_report(
+        build_report(digits_result(), versions={"albsnn-compress": "test"}), tmp / "run", formats=("json",)
+    )["json"]

@@ -16,7 +16,7 @@ from tests.clihelp import run_cli
 
 HAS_NIR_READER = importlib.util.find_spec("albsnn_compress.formats.nir.read") is not None
 
-SNNTORCH_FACTORY = '''
+SNNTORCH_FACTORY = """
 import torch
 from torch import nn
 import snntorch as snn
@@ -33,9 +33,9 @@ def broken():
 
 def not_a_module():
     return 42
-'''
+"""
 
-SPIKINGJELLY_FACTORY = '''
+SPIKINGJELLY_FACTORY = """
 import torch
 from torch import nn
 from spikingjelly.activation_based import functional, layer, neuron
@@ -46,7 +46,7 @@ def build():
                         layer.Flatten(), layer.Linear(128, 10))
     functional.set_step_mode(net, "m")
     return net
-'''
+"""
 
 
 def _factory(tmp_path: Path, text: str) -> Path:
@@ -79,13 +79,31 @@ def _trained_snntorch(tmp_path: Path) -> tuple[Path, Path]:
 def test_import_snntorch_factory_and_weights_then_compress(tmp_path: Path) -> None:
     factory, weights = _trained_snntorch(tmp_path)
     from snntorch import utils
+
     out = tmp_path / "model.pt"
-    result = run_cli(["import", "--from", "snntorch", "--factory", f"{factory}:build", "--weights", str(weights),
-                      "--dataset", "digits", "--timesteps", "2", "-o", str(out)])
+    result = run_cli(
+        [
+            "import",
+            "--from",
+            "snntorch",
+            "--factory",
+            f"{factory}:build",
+            "--weights",
+            str(weights),
+            "--dataset",
+            "digits",
+            "--timesteps",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
     assert f"-> {out}" in result.stdout
     model = load_checkpoint(out)
     assert model.metadata["dataset"] == "digits" and model.metadata["imported"]["framework"] == "snntorch"
-    assert model.metadata["imported"]["factory"] == f"{factory}:build" and model.metadata["imported"]["weights"] == "w.pt"
+    assert (
+        model.metadata["imported"]["factory"] == f"{factory}:build" and model.metadata["imported"]["weights"] == "w.pt"
+    )
     # the checkpoint computes what the factory's network with the weights computes
     spec = importlib.util.spec_from_file_location("factory_again", factory)
     module = importlib.util.module_from_spec(spec)
@@ -98,8 +116,23 @@ def test_import_snntorch_factory_and_weights_then_compress(tmp_path: Path) -> No
         utils.reset(net)
         expected = torch.stack([net(images) for _ in range(2)]).mean(0)
         assert torch.allclose(model(images), expected, atol=1e-5, rtol=0)
-    run_cli([str(out), "--budget", "100", "--strategy", "all", "--epochs", "0.05", "--trial-epochs", "0", "--binarize-first-last", "--quiet",
-             "-o", str(tmp_path / "compressed")])
+    run_cli(
+        [
+            str(out),
+            "--budget",
+            "100",
+            "--strategy",
+            "all",
+            "--epochs",
+            "0.05",
+            "--trial-epochs",
+            "0",
+            "--binarize-first-last",
+            "--quiet",
+            "-o",
+            str(tmp_path / "compressed"),
+        ]
+    )
     assert (tmp_path / "compressed" / "model.albsnn").is_file()
 
 
@@ -107,39 +140,219 @@ def test_import_spikingjelly_factory(tmp_path: Path) -> None:
     pytest.importorskip("spikingjelly", reason="spikingjelly is not installed")
     factory = _factory(tmp_path, SPIKINGJELLY_FACTORY)
     out = tmp_path / "sj.pt"
-    run_cli(["import", "--from", "spikingjelly", "--factory", f"{factory}:build", "--input-shape", "1,8,8",
-             "--dataset", "digits", "-T", "3", "--mean", "0.3", "--std", "0.4", "-o", str(out)])
+    run_cli(
+        [
+            "import",
+            "--from",
+            "spikingjelly",
+            "--factory",
+            f"{factory}:build",
+            "--input-shape",
+            "1,8,8",
+            "--dataset",
+            "digits",
+            "-T",
+            "3",
+            "--mean",
+            "0.3",
+            "--std",
+            "0.4",
+            "-o",
+            str(out),
+        ]
+    )
     model = load_checkpoint(out)
-    assert model.timesteps == 3 and model.spec["input"]["mean"] == [0.3] and model.metadata["imported"]["step_mode"] == "m"
+    assert (
+        model.timesteps == 3 and model.spec["input"]["mean"] == [0.3] and model.metadata["imported"]["step_mode"] == "m"
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["import", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"], "give a NIR file, or --from snntorch"),
-        (["import", "--from", "snntorch", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"], "takes --factory FILE.py:FUNCTION"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
-         "expected FILE.py:FUNCTION"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/nothere.py:build", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
-         "is not a file"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:missing", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
-         r"defines no function missing\(\)"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:broken", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
-         "running it failed: RuntimeError: no GPU here"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:not_a_module", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
-         r"not_a_module\(\) returned int, expected an nn.Module"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "fashion-mnist", "-T", "2", "-o", "{tmp}/m.pt"],
-         "takes 128 input features, the layers before give 1568"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--input-shape", "1,8,8", "--dataset", "fashion-mnist",
-          "-T", "2", "-o", "{tmp}/m.pt"], "pass the matching --dataset or --input-shape"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--input-shape", "1,x,8", "--dataset", "digits",
-          "-T", "2", "-o", "{tmp}/m.pt"], "expected comma-separated numbers"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "0", "-o", "{tmp}/m.pt"],
-         "--timesteps"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-o", "{tmp}/m.pt"],
-         "needs --timesteps T"),
-        (["import", "--from", "snntorch", "--factory", "{tmp}/my_models.py:build", "--dataset", "digits", "-T", "2", "-o", "{tmp}/no/m.pt"],
-         "does not exist; create it first"),
+        (
+            ["import", "--from", "snntorch", "--dataset", "digits", "-T", "2", "-o", "{tmp}/m.pt"],
+            "takes --factory FILE.py:FUNCTION",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "expected FILE.py:FUNCTION",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/nothere.py:build",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "is not a file",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:missing",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            r"defines no function missing\(\)",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:broken",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "running it failed: RuntimeError: no GPU here",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:not_a_module",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            r"not_a_module\(\) returned int, expected an nn.Module",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--dataset",
+                "fashion-mnist",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "takes 128 input features, the layers before give 1568",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--input-shape",
+                "1,8,8",
+                "--dataset",
+                "fashion-mnist",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "pass the matching --dataset or --input-shape",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--input-shape",
+                "1,x,8",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "expected comma-separated numbers",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--dataset",
+                "digits",
+                "-T",
+                "0",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "--timesteps",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--dataset",
+                "digits",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            "needs --timesteps T",
+        ),
+        (
+            [
+                "import",
+                "--from",
+                "snntorch",
+                "--factory",
+                "{tmp}/my_models.py:build",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/no/m.pt",
+            ],
+            "does not exist; create it first",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -154,7 +367,19 @@ def test_weights_that_do_not_fit_or_carry_code_are_refused(tmp_path: Path) -> No
     factory, _ = _trained_snntorch(tmp_path)
     wrong = tmp_path / "wrong.pt"
     torch.save({"0.weight": torch.zeros(3)}, wrong)
-    base = ["import", "--from", "snntorch", "--factory", f"{factory}:build", "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")]
+    base = [
+        "import",
+        "--from",
+        "snntorch",
+        "--factory",
+        f"{factory}:build",
+        "--dataset",
+        "digits",
+        "-T",
+        "2",
+        "-o",
+        str(tmp_path / "m.pt"),
+    ]
     wrapped = tmp_path / "wrapped.pt"  # a training checkpoint holding the state dict under "state_dict"
     torch.save({"state_dict": torch.load(tmp_path / "w.pt", weights_only=True), "epoch": 3}, wrapped)
     run_cli([*base, "--weights", str(wrapped)])
@@ -174,9 +399,28 @@ def test_weights_that_do_not_fit_or_carry_code_are_refused(tmp_path: Path) -> No
 
 def test_unsupported_module_is_refused_with_its_path(tmp_path: Path) -> None:
     pytest.importorskip("snntorch", reason="snntorch is not installed")
-    factory = _factory(tmp_path, SNNTORCH_FACTORY.replace("snn.Leaky(beta=0.8, init_hidden=True)", "snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)"))
-    result = run_cli(["import", "--from", "snntorch", "--factory", f"{factory}:build", "--dataset", "digits", "-T", "2",
-                      "-o", str(tmp_path / "m.pt")], expected_exit=2)
+    factory = _factory(
+        tmp_path,
+        SNNTORCH_FACTORY.replace(
+            "snn.Leaky(beta=0.8, init_hidden=True)", "snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)"
+        ),
+    )
+    result = run_cli(
+        [
+            "import",
+            "--from",
+            "snntorch",
+            "--factory",
+            f"{factory}:build",
+            "--dataset",
+            "digits",
+            "-T",
+            "2",
+            "-o",
+            str(tmp_path / "m.pt"),
+        ],
+        expected_exit=2,
+    )
     assert "module 2 (Synaptic): a second-order neuron" in _error(result)
     assert not (tmp_path / "m.pt").exists()
 
@@ -185,7 +429,9 @@ def test_unsupported_module_is_refused_with_its_path(tmp_path: Path) -> None:
 def test_nir_import_says_it_is_not_available(tmp_path: Path) -> None:
     source = tmp_path / "net.nir"
     source.write_bytes(b"\x89HDF\r\n\x1a\n")
-    result = run_cli(["import", str(source), "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")], expected_exit=2)
+    result = run_cli(
+        ["import", str(source), "--dataset", "digits", "-T", "2", "-o", str(tmp_path / "m.pt")], expected_exit=2
+    )
     assert _error(result) == "error: NIR import is not available in this build"
 
 
@@ -197,8 +443,14 @@ def test_nir_import_writes_a_checkpoint(tmp_path: Path) -> None:
     from spikingjelly.activation_based.nir_exchange import export_to_nir
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(layer.Conv2d(1, 4, 3, padding=1), neuron.LIFNode(tau=2.0), layer.AvgPool2d(2), layer.Flatten(),
-                              layer.Linear(64, 10), neuron.LIFNode(tau=2.0))
+    net = torch.nn.Sequential(
+        layer.Conv2d(1, 4, 3, padding=1),
+        neuron.LIFNode(tau=2.0),
+        layer.AvgPool2d(2),
+        layer.Flatten(),
+        layer.Linear(64, 10),
+        neuron.LIFNode(tau=2.0),
+    )
     functional.set_step_mode(net, "m")
     source = tmp_path / "net.nir"
     nir.write(source, export_to_nir(net, torch.rand(1, 1, 1, 8, 8)))

@@ -16,11 +16,11 @@ import jsonschema
 import pytest
 import torch
 
-from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binarized_layers
 from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data.registry import load_split
 from albsnn_compress.errors import ContainerError
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.formats import container as container_module
 from albsnn_compress.formats.container.file import (
     container_bytes,
@@ -120,12 +120,19 @@ def test_golden_header_content() -> None:
     assert (conv2.kind, conv2.shape, conv2.nbytes) == ("binary", (32, 16, 3, 3), 32 * 16 * 9 // 8)
     assert container.tensors["layers.conv2.weight_scale"].shape == (32,)
     assert container.tensors["layers.conv1.weight"].kind == "float32"
-    assert container_summary(container)["kinds"]["binary"] == {"tensors": 2, "elements": 32 * 16 * 9 + 32 * 32 * 9, "bytes": 576 + 1152}
+    assert container_summary(container)["kinds"]["binary"] == {
+        "tensors": 2,
+        "elements": 32 * 16 * 9 + 32 * 32 * 9,
+        "bytes": 576 + 1152,
+    }
 
 
 def test_golden_float16_kinds() -> None:
     tensors = read_container(GOLDEN / "fc_float16.albsnn").tensors
-    assert (tensors["layers.conv1.weight"].kind, tensors["layers.conv1.weight"].nbytes) == ("binary", 5)  # 36 bits, 4 padding
+    assert (tensors["layers.conv1.weight"].kind, tensors["layers.conv1.weight"].nbytes) == (
+        "binary",
+        5,
+    )  # 36 bits, 4 padding
     assert tensors["layers.linear1.weight"].kind == "binary"
     assert tensors["layers.linear1.weight_scale"].kind == "float32"
     assert tensors["layers.linear2.weight"].kind == "float16"
@@ -144,7 +151,9 @@ def test_golden_float16_kinds() -> None:
         ("digits-fc", 1, ("layers.conv2", "layers.linear1", "layers.linear2")),
     ],
 )
-def test_round_trip_outputs_are_bit_exact(tmp_path: Path, arch: str, timesteps: int, binarized: tuple[str, ...]) -> None:
+def test_round_trip_outputs_are_bit_exact(
+    tmp_path: Path, arch: str, timesteps: int, binarized: tuple[str, ...]
+) -> None:
     model = _digits_model(arch, timesteps, binarized)
     path = tmp_path / "m.albsnn"
     write_container(path, model)
@@ -214,12 +223,16 @@ def test_layout_rules(model: SpikingNet) -> None:
     assert (magic, version) == (MAGIC, 1)
     start = PREAMBLE.size + header_len
     assert start % ALIGNMENT == 0
-    raw = data[PREAMBLE.size:start]
+    raw = data[PREAMBLE.size : start]
     header = json.loads(raw)
     assert raw.rstrip(b" ").endswith(b"}") and len(raw) - len(raw.rstrip(b" ")) < ALIGNMENT
     tensors = header["tensors"]
     assert [t["name"] for t in tensors][:6] == [
-        "layers.conv1.weight", "layers.bn1.weight", "layers.bn1.bias", "layers.bn1.running_mean", "layers.bn1.running_var",
+        "layers.conv1.weight",
+        "layers.bn1.weight",
+        "layers.bn1.bias",
+        "layers.bn1.running_mean",
+        "layers.bn1.running_var",
         "layers.conv2.weight",
     ]
     assert tensors[6]["name"] == "layers.conv2.weight_scale"
@@ -272,7 +285,9 @@ def test_summary_and_helpers(tmp_path: Path, model: SpikingNet) -> None:
         ({"metadata": {"k": "\ud800"}}, r"header: text '\\ud800' is not encodable as UTF-8"),
     ],
 )
-def test_writer_rejects_bad_header_values(tmp_path: Path, model: SpikingNet, kwargs: dict[str, Any], match: str) -> None:
+def test_writer_rejects_bad_header_values(
+    tmp_path: Path, model: SpikingNet, kwargs: dict[str, Any], match: str
+) -> None:
     with pytest.raises(ContainerError, match=match):
         write_container(tmp_path / "m.albsnn", model, **kwargs)
     assert list(tmp_path.iterdir()) == []
@@ -296,7 +311,9 @@ class _FailingStream:
 
 
 @pytest.mark.parametrize("fail_after", [0, 10, 24, 500, 2000, 6000])
-def test_failed_write_keeps_the_old_file(tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, fail_after: int) -> None:
+def test_failed_write_keeps_the_old_file(
+    tmp_path: Path, model: SpikingNet, monkeypatch: pytest.MonkeyPatch, fail_after: int
+) -> None:
     path = tmp_path / "m.albsnn"
     write_container(path, model)
     old = path.read_bytes()
@@ -339,8 +356,18 @@ def test_cli_inspect_shows_header_and_tensors() -> None:
     path = GOLDEN / "conv_mixed.albsnn"
     out = run_cli(["inspect", str(path)]).stdout
     entry = read_container(path).tensors["layers.conv2.weight_scale"]
-    for text in ("golden-conv", "layers.conv2, layers.conv3", "test_after 96.50%", "0.5 percentage points", "metadata dataset",
-                 "layers.conv2.weight_scale", "binary", "[32, 16, 3, 3]", f"{entry.crc32:08x}", str(entry.offset)):
+    for text in (
+        "golden-conv",
+        "layers.conv2, layers.conv3",
+        "test_after 96.50%",
+        "0.5 percentage points",
+        "metadata dataset",
+        "layers.conv2.weight_scale",
+        "binary",
+        "[32, 16, 3, 3]",
+        f"{entry.crc32:08x}",
+        str(entry.offset),
+    ):
         assert text in out, text
 
 
@@ -403,13 +430,21 @@ def test_cli_eval_needs_a_dataset(tmp_path: Path, model: SpikingNet) -> None:
     ("poison", "kwargs", "match"),
     [
         ("layers.conv1.weight", {}, r"tensor 'layers\.conv1\.weight': values must be finite, found nan"),
-        ("layers.bn1.running_var", {}, r"tensor 'layers\.bn1\.running_var': values must be finite and >= 0, found -1\.0"),
-        ("layers.bn2.weight", {"float_kind": "float16"},
-         r"tensor 'layers\.bn2\.weight': a value overflows float16 \(largest 65504\); write it with float_kind='float32'"),
+        (
+            "layers.bn1.running_var",
+            {},
+            r"tensor 'layers\.bn1\.running_var': values must be finite and >= 0, found -1\.0",
+        ),
+        (
+            "layers.bn2.weight",
+            {"float_kind": "float16"},
+            r"tensor 'layers\.bn2\.weight': a value overflows float16 \(largest 65504\); write it with float_kind='float32'",
+        ),
     ],
 )
-def test_writer_refuses_values_the_reader_refuses(tmp_path: Path, model: SpikingNet, poison: str, kwargs: dict[str, Any],
-                                                  match: str) -> None:
+def test_writer_refuses_values_the_reader_refuses(
+    tmp_path: Path, model: SpikingNet, poison: str, kwargs: dict[str, Any], match: str
+) -> None:
     module, _, attr = poison.rpartition(".")
     value = {"layers.conv1.weight": float("nan"), "layers.bn1.running_var": -1.0, "layers.bn2.weight": 1e6}[poison]
     with torch.no_grad():
@@ -437,13 +472,17 @@ def test_a_damaged_magic_is_reported_as_a_damaged_container(tmp_path: Path) -> N
     path = tmp_path / "sent-as-text.albsnn"
     path.write_bytes(data[:7] + b"\r\n" + data[8:])  # what a text-mode transfer does to the final newline
     assert is_container(path)
-    with pytest.raises(ContainerError, match=r"magic: the file starts like an \.albsnn container whose magic is damaged .*CR LF"):
+    with pytest.raises(
+        ContainerError, match=r"magic: the file starts like an \.albsnn container whose magic is damaged .*CR LF"
+    ):
         load_model_file(path)
 
 
 def test_cli_inspect_json_escapes_what_a_terminal_would_interpret(tmp_path: Path, model: SpikingNet) -> None:
     path = tmp_path / "m.albsnn"
-    names = ["\x9b31mred", "del\x7f", "bidi\u202eevil", "bell\x07", "é ok", "\U0001f600", "\U000e0041tag"] + [str(i) for i in range(3)]
+    names = ["\x9b31mred", "del\x7f", "bidi\u202eevil", "bell\x07", "é ok", "\U0001f600", "\U000e0041tag"] + [
+        str(i) for i in range(3)
+    ]
     write_container(path, model, class_names=names)
     out = run_cli(["inspect", str(path), "--json"]).stdout
     assert not [c for c in out if not c.isprintable() and c != "\n"], "no raw control character reaches the terminal"
@@ -456,9 +495,18 @@ def test_cli_eval_lowers_the_batch_to_fit_the_memory_limit(tmp_path: Path, monke
     that need at most 1 GiB, not 256 images at once (which took 29 GB)."""
     from albsnn_compress.files.model_cost import MAX_INFERENCE_BYTES, inference_bytes
 
-    spec = {"name": "padded", "input": {"shape": [1, 8, 8], "mean": [0.3], "std": [0.37]}, "num_classes": 10,
-            "layers": [{"type": "conv", "out_channels": 16, "kernel_size": 1, "padding": 250}, {"type": "bn"},
-                       {"type": "lif"}, {"type": "gap"}, {"type": "linear", "out_features": 10}]}
+    spec = {
+        "name": "padded",
+        "input": {"shape": [1, 8, 8], "mean": [0.3], "std": [0.37]},
+        "num_classes": 10,
+        "layers": [
+            {"type": "conv", "out_channels": 16, "kernel_size": 1, "padding": 250},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "gap"},
+            {"type": "linear", "out_features": 10},
+        ],
+    }
     path = tmp_path / "padded.albsnn"
     write_container(path, SpikingNet(spec).eval(), metadata={"dataset": "digits"})
     seen = []

@@ -40,8 +40,14 @@ def _pad(raw: bytes) -> bytes:
     return raw + b" " * ((-(PREAMBLE.size + len(raw))) % ALIGNMENT)
 
 
-def _file(header: dict[str, Any] | bytes, body: bytes, *, magic: bytes = MAGIC, version: int = 1,
-          header_len: int | None = None) -> bytes:
+def _file(
+    header: dict[str, Any] | bytes,
+    body: bytes,
+    *,
+    magic: bytes = MAGIC,
+    version: int = 1,
+    header_len: int | None = None,
+) -> bytes:
     """Assemble a file with a correct header CRC, so the case reaches the check it targets."""
     raw = encode_header(header) if isinstance(header, dict) else _pad(header)
     length = len(raw) if header_len is None else header_len
@@ -195,9 +201,13 @@ class Case(enum.Enum):
     TRUNCATED_IN_DATA = r"past the end of the \d+-byte data section \(truncated file\?\)"
     BAD_MAGIC = r"magic: not an \.albsnn file \(starts with b'GGUF"
     SHORT_BAD_MAGIC = r"magic: not an \.albsnn file"
-    MAGIC_CRLF = r"magic: the file starts like an \.albsnn container whose magic is damaged \(.*final newline became CR LF"
+    MAGIC_CRLF = (
+        r"magic: the file starts like an \.albsnn container whose magic is damaged \(.*final newline became CR LF"
+    )
     MAGIC_7BIT = r"magic: .* whose magic is damaged \(09 41 4c .*lost the eighth bit.*copy it again in binary mode$"
-    ZIP_NOT_CONTAINER = r"magic: not an \.albsnn file \(starts with b'PK\\x03\\x04.*; it is a zip archive \(a model\.pt checkpoint\?"
+    ZIP_NOT_CONTAINER = (
+        r"magic: not an \.albsnn file \(starts with b'PK\\x03\\x04.*; it is a zip archive \(a model\.pt checkpoint\?"
+    )
     TEXT_NOT_CONTAINER = r"magic: not an \.albsnn file \(starts with b'# notes:.*; it is a text file$"
     FUTURE_VERSION = r"version: format version 2 is not supported \(this reader supports \[1\]\)"
     VERSION_ZERO = r"version: format version 0 is not supported"
@@ -255,17 +265,25 @@ class Case(enum.Enum):
     FLIPPED_DATA_BYTE = r"tensor 'layers\.conv1\.weight': crc32 mismatch"
     NONZERO_PADDING_BITS = r"tensor 'layers\.conv1\.weight': the 4 padding bits of the last byte must be zero"
     NONZERO_ALIGNMENT_PADDING = r"data section: padding after tensor 'layers\.bn4\.weight' must be zero bytes"
-    SCALE_SHAPE_MISMATCH = r"weight_scale': shape \[31\], expected \[32\] \(one scale per output channel of 'layers\.conv2\.weight'\)"
-    NEGATIVE_SCALE = r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found -0\.25"
+    SCALE_SHAPE_MISMATCH = (
+        r"weight_scale': shape \[31\], expected \[32\] \(one scale per output channel of 'layers\.conv2\.weight'\)"
+    )
+    NEGATIVE_SCALE = (
+        r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found -0\.25"
+    )
     NAN_SCALE = r"tensor 'layers\.conv3\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found nan"
     INF_SCALE = r"tensor 'layers\.conv2\.weight_scale': scales must be finite and >= 0 \(mean \|W\|\), found inf"
-    NAN_WEIGHT = r"tensor 'layers\.conv1\.weight': values must be finite, found nan; the model it was written from is broken"
+    NAN_WEIGHT = (
+        r"tensor 'layers\.conv1\.weight': values must be finite, found nan; the model it was written from is broken"
+    )
     INF_BN_MEAN = r"tensor 'layers\.bn2\.running_mean': values must be finite, found -inf"
     NEGATIVE_VARIANCE = r"tensor 'layers\.bn1\.running_var': a batch-norm variance must be finite and >= 0, found -1\.0"
     INF_FLOAT16 = r"tensor 'layers\.linear2\.weight': values must be finite, found inf"
     UNEXPECTED_TENSOR = r"tensor 'layers\.conv1\.weightx': not part of the architecture"
     MISSING_TENSOR = r"tensor 'layers\.bn4\.running_var': required by the architecture but missing"
-    KIND_NOT_BINARY = r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
+    KIND_NOT_BINARY = (
+        r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
+    )
     BINARY_NOT_LISTED = r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 \(its layer is not in 'binarized'\)"
     BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a binarizable layer"
     SPEC_INVALID = r"field 'spec': layer 0: unknown layer type 'attention'"
@@ -277,12 +295,14 @@ class Case(enum.Enum):
         r"use fewer time steps or smaller layers"
     )
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
-    SPEC_TOO_MANY_PARAMETERS = r"field 'spec': the architecture has \d+ parameters, more than a \d+-byte data section can hold"
+    SPEC_TOO_MANY_PARAMETERS = (
+        r"field 'spec': the architecture has \d+ parameters, more than a \d+-byte data section can hold"
+    )
     CLASS_NAMES_COUNT = r"field 'class_names': 3 names for 10 classes"
 
 
 _HEADER_LEN = PREAMBLE.unpack_from(BASE)[3]
-_PREAMBLE_REST = BASE[8:PREAMBLE.size]
+_PREAMBLE_REST = BASE[8 : PREAMBLE.size]
 _DEEP = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 _MODERATE = b'{"a":' + b"[" * 40 + b"]" * 40 + b"}"
 _ZIP_TAIL = b"PK\x05\x06" + b"\0" * 18  # an empty zip's end-of-central-directory record
@@ -344,7 +364,9 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.FLOAT_DIM: lambda: _edit(_set("tensors/0/shape/0", 16.0)),
     Case.NEGATIVE_DIM: lambda: _edit(_set("tensors/0/shape/0", -16)),
     Case.RANK_TOO_HIGH: lambda: _edit(_set("tensors/0/shape", [1] * 9)),
-    Case.OVERFLOWING_SHAPE: lambda: _edit(lambda h, b: _tensor(h, "layers.conv2.weight").update(shape=[2**40, 2**40, 3, 3])),
+    Case.OVERFLOWING_SHAPE: lambda: _edit(
+        lambda h, b: _tensor(h, "layers.conv2.weight").update(shape=[2**40, 2**40, 3, 3])
+    ),
     Case.WRONG_NBYTES: lambda: _edit(_set("tensors/0/nbytes", 577)),
     Case.CRC_TOO_BIG: lambda: _edit(_set("tensors/0/crc32", 2**32)),
     Case.MISALIGNED_OFFSET: lambda: _edit(_set("tensors/1/offset", 584)),
@@ -459,9 +481,7 @@ def test_random_flips_and_truncations(tmp_path: Path, flips: list[tuple[int, int
 
 @_FUZZ
 @given(
-    flips=st.lists(
-        st.tuples(st.integers(0, len(_raw_header(SMALL)) - 1), st.integers(0, 255)), min_size=1, max_size=4
-    )
+    flips=st.lists(st.tuples(st.integers(0, len(_raw_header(SMALL)) - 1), st.integers(0, 255)), min_size=1, max_size=4)
 )
 def test_random_header_edits_with_a_repaired_crc(tmp_path: Path, flips: list[tuple[int, int]]) -> None:
     raw = bytearray(_raw_header(SMALL))

@@ -70,9 +70,18 @@ def _damaged_gzip(data: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (_damaged_gzip, r"x-idx3-ubyte\.gz: is not a readable gzip file \(Error -3 while decompressing data: invalid stored block"),
-        (lambda data: gzip.compress(data)[:-12], r"x-idx3-ubyte\.gz: the gzip data ends early \(a truncated download\?\)"),
-        (lambda data: gzip.compress(data)[:-8] + b"\0\0\0\0" + gzip.compress(data)[-4:], r"is not a readable gzip file \(CRC check failed"),
+        (
+            _damaged_gzip,
+            r"x-idx3-ubyte\.gz: is not a readable gzip file \(Error -3 while decompressing data: invalid stored block",
+        ),
+        (
+            lambda data: gzip.compress(data)[:-12],
+            r"x-idx3-ubyte\.gz: the gzip data ends early \(a truncated download\?\)",
+        ),
+        (
+            lambda data: gzip.compress(data)[:-8] + b"\0\0\0\0" + gzip.compress(data)[-4:],
+            r"is not a readable gzip file \(CRC check failed",
+        ),
     ],
     ids=["damaged-deflate", "truncated", "bad-crc"],
 )
@@ -105,7 +114,9 @@ def test_cifar10_binary_reader(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    records = np.concatenate([np.array([[7]], dtype=np.uint8).repeat(3, 0), rng.integers(0, 255, (3, 3072), dtype=np.uint8)], 1)
+    records = np.concatenate(
+        [np.array([[7]], dtype=np.uint8).repeat(3, 0), rng.integers(0, 255, (3, 3072), dtype=np.uint8)], 1
+    )
     (folder / "test_batch.bin").write_bytes(records.tobytes())
     data = load_cifar_binary(tmp_path, "cifar10", "test", 10)
     assert data.images.shape == (3, 3, 32, 32) and data.labels.tolist() == [7, 7, 7]

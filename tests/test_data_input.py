@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.search.data_input import as_imageset
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.search.data_input import as_imageset
 
 
 def _tensors() -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,11 +28,16 @@ def test_every_form_gives_the_same_images() -> None:
 
 def test_malformed_splits_are_refused_by_name() -> None:
     images, labels = _tensors()
-    with pytest.raises(CompressionError, match="val_data: found dict; pass an ImageSet, \\(images, labels\\) tensors or a torch DataLoader"):
+    with pytest.raises(
+        CompressionError,
+        match="val_data: found dict; pass an ImageSet, \\(images, labels\\) tensors or a torch DataLoader",
+    ):
         as_imageset({"images": images}, "val_data")  # type: ignore[arg-type]
     with pytest.raises(CompressionError, match=r"train_data: 10 images but labels of shape \[9\]"):
         as_imageset((images, labels[:9]), "train_data")
-    with pytest.raises(CompressionError, match="train_data: the DataLoader yields Tensor batches; expected \\(images, labels\\)"):
+    with pytest.raises(
+        CompressionError, match="train_data: the DataLoader yields Tensor batches; expected \\(images, labels\\)"
+    ):
         as_imageset(DataLoader(images, batch_size=4), "train_data")
     with pytest.raises(CompressionError, match="train_data: the DataLoader yields no batches"):
         as_imageset(DataLoader(TensorDataset(images[:0], labels[:0]), batch_size=4), "train_data")

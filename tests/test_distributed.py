@@ -25,7 +25,6 @@ from torch import nn
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.training.distributed import LOCAL, DistContext, init_distributed, resolve_device
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search.result import CompressionResult
@@ -33,6 +32,7 @@ from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.snn.layers import TimeBatchNorm1d, TimeBatchNorm2d
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.training.distributed import LOCAL, DistContext, init_distributed, resolve_device
 from albsnn_compress.training.sync_batchnorm import (
     TimeSyncBatchNorm,
     convert_sync_batchnorm_,
@@ -63,8 +63,13 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}", *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *args,
     ]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, f"{command}\nexit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -99,8 +104,12 @@ def _sync_bn_shard(ctx: DistContext) -> dict[str, torch.Tensor]:
     (output * upstream[:, share]).sum().backward()
     sync = model[0]
     return {
-        "output": output.detach(), "input_grad": part.grad, "weight_grad": sync.weight.grad,
-        "bias_grad": sync.bias.grad, "running_mean": sync.running_mean, "running_var": sync.running_var,
+        "output": output.detach(),
+        "input_grad": part.grad,
+        "weight_grad": sync.weight.grad,
+        "bias_grad": sync.bias.grad,
+        "running_mean": sync.running_mean,
+        "running_var": sync.running_var,
     }
 
 
@@ -138,8 +147,21 @@ def trained_by_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``torchrun -m albsnn_compress.cli train --sync-bn`` on 2 processes; the checkpoint it wrote."""
     folder = tmp_path_factory.mktemp("train2")
     _torchrun(
-        ["-m", "albsnn_compress.cli", "train", "--epochs", str(TRAIN_EPOCHS), "--sync-bn", "--seed", "0",
-         "--device", "cpu", "--quiet", "-o", "model.pt"],
+        [
+            "-m",
+            "albsnn_compress.cli",
+            "train",
+            "--epochs",
+            str(TRAIN_EPOCHS),
+            "--sync-bn",
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+            "--quiet",
+            "-o",
+            "model.pt",
+        ],
         cwd=folder,
     )
     return folder / "model.pt"
@@ -275,8 +297,21 @@ def test_two_process_compress_selects_what_one_process_selects(trained_by_two: P
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
         shutil.copy(trained_by_two, tmp_path / name / "model.pt")
-    options = ["--budget", "20", "--strategy", "adaptive", "--epochs", "0.5", "--trial-epochs", "0.5",
-               "--seed", "0", "--device", "cpu", "--quiet"]
+    options = [
+        "--budget",
+        "20",
+        "--strategy",
+        "adaptive",
+        "--epochs",
+        "0.5",
+        "--trial-epochs",
+        "0.5",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     _torchrun(["-m", "albsnn_compress.cli", "compress", "model.pt", *options, "--sync-bn"], cwd=tmp_path / "two")
     run_cli(["compress", str(tmp_path / "one" / "model.pt"), *options])
     outputs = _tree(tmp_path / "one" / "model-albsnn")
@@ -306,8 +341,23 @@ def test_cuda_amp_training_writes_a_cpu_checkpoint(tmp_path: Path) -> None:
 @needs_cuda
 def test_cuda_amp_compress_runs_the_whole_pipeline(digits_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run_cli([str(digits_checkpoint), "--budget", "5", "--epochs", "0.25", "--trial-epochs", "0.25",
-             "--device", "cuda", "--amp", "--quiet", "-o", str(out)])
+    run_cli(
+        [
+            str(digits_checkpoint),
+            "--budget",
+            "5",
+            "--epochs",
+            "0.25",
+            "--trial-epochs",
+            "0.25",
+            "--device",
+            "cuda",
+            "--amp",
+            "--quiet",
+            "-o",
+            str(out),
+        ]
+    )
     assert (out / "model.albsnn").is_file() and (out / "model.onnx").is_file()
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.binarize import binarize_, binarize_weight, candidate_layers, is_binarized, unbinarize_
+from albsnn_compress.checkpoint import load_checkpoint
+from albsnn_compress.data.registry import load_splits
 from albsnn_compress.errors import CompressionError
 from albsnn_compress.search.estimators import (
     ESTIMATORS,
@@ -22,7 +23,6 @@ from albsnn_compress.search.estimators import (
     register_estimator,
     resolve_estimator,
 )
-from albsnn_compress.data.registry import load_splits
 from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.snn.layers import TimeBatchNorm2d, TimeConv2d
@@ -117,7 +117,9 @@ def test_estimators_by_name_or_object() -> None:
     copied = resolve_estimator(mine)
     assert isinstance(copied, OutputEstimator) and copied is not mine and copied.details == mine.details
     assert isinstance(mine, Estimator)
-    with pytest.raises(CompressionError, match=r"unknown estimator 'magic'; choose one of \['weight', 'output', 'loss', 'probe'\]"):
+    with pytest.raises(
+        CompressionError, match=r"unknown estimator 'magic'; choose one of \['weight', 'output', 'loss', 'probe'\]"
+    ):
         resolve_estimator("magic")
     with pytest.raises(CompressionError, match="estimator 3 has no name and estimate"):
         resolve_estimator(3)  # type: ignore[arg-type]
@@ -157,7 +159,9 @@ def test_output_estimator_matches_its_definition_on_a_trained_network(digits_che
     net = load_checkpoint(digits_checkpoint).eval()
     net.timesteps = timesteps  # the same weights, run for more steps: the LIF state carries over time
     generator = torch.Generator().manual_seed(1)
-    probe = Probe([(torch.rand(32, 1, 8, 8, generator=generator), torch.zeros(32, dtype=torch.int64)) for _ in range(2)])
+    probe = Probe(
+        [(torch.rand(32, 1, 8, 8, generator=generator), torch.zeros(32, dtype=torch.int64)) for _ in range(2)]
+    )
     candidates = candidate_layers(net)
     names = list(dict(net.named_modules()))
     lifs = [(index, module) for index, (_, module) in enumerate(net.named_modules()) if isinstance(module, LIF)]
@@ -242,7 +246,9 @@ def test_probe_estimator_is_deterministic_for_a_seed(digits_checkpoint: Path) ->
     splits = load_splits("digits", None)
 
     def probe_values(seed: int) -> dict[str, float]:
-        session = SearchSession(model, splits["train"], splits["val"], 0.0, SearchConfig(seed=seed, binarize_first_last=True))
+        session = SearchSession(
+            model, splits["train"], splits["val"], 0.0, SearchConfig(seed=seed, binarize_first_last=True)
+        )
         return ProbeEstimator().estimate(session.model, session.candidates, session.probe)
 
     first = probe_values(3)

@@ -29,12 +29,23 @@ CHARGES = [(True, True, 0.0), (True, True, 0.3), (True, False, 0.0), (False, Tru
 SURROGATES = [{"name": "arctan", "alpha": 2.0}, {"name": "rectangular", "width": 1.0}]
 
 
-def _neuron(reset: str, charge: tuple[bool, bool, float], strict: bool, per_channel: bool, surrogate: dict,
-            detach: bool) -> LIF:
+def _neuron(
+    reset: str, charge: tuple[bool, bool, float], strict: bool, per_channel: bool, surrogate: dict, detach: bool
+) -> LIF:
     leak, decay_input, v_reset = charge
-    neuron = LIF(tau=2.0, v_threshold=1.0, v_reset=v_reset, reset=reset, detach_reset=detach, surrogate=surrogate,
-                 leak=leak, decay_input=decay_input, strict_threshold=strict,
-                 per_channel=("tau", "v_threshold") if per_channel else (), channel_shape=(CHANNELS, 1, 1))
+    neuron = LIF(
+        tau=2.0,
+        v_threshold=1.0,
+        v_reset=v_reset,
+        reset=reset,
+        detach_reset=detach,
+        surrogate=surrogate,
+        leak=leak,
+        decay_input=decay_input,
+        strict_threshold=strict,
+        per_channel=("tau", "v_threshold") if per_channel else (),
+        channel_shape=(CHANNELS, 1, 1),
+    )
     if per_channel:
         with torch.no_grad():
             neuron.tau.copy_(torch.tensor([1.0, 2.0, 4.0]).view(CHANNELS, 1, 1))
@@ -75,8 +86,9 @@ def _forward_and_grads(forward, neuron: LIF, x: torch.Tensor) -> tuple[torch.Ten
 @pytest.mark.parametrize("charge", CHARGES, ids=["lif", "lif_vreset", "state_decay", "if"])
 @pytest.mark.parametrize("detach", [True, False], ids=["detach", "attached"])
 @pytest.mark.parametrize("reset", RESETS)
-def test_fast_lif_equals_the_reference(reset: str, detach: bool, charge, strict: bool, per_channel: bool,
-                                       surrogate: dict, steps: int) -> None:
+def test_fast_lif_equals_the_reference(
+    reset: str, detach: bool, charge, strict: bool, per_channel: bool, surrogate: dict, steps: int
+) -> None:
     neuron = _neuron(reset, charge, strict, per_channel, surrogate, detach)
     x = _inputs(neuron, steps)
     fast, fast_grads = _forward_and_grads(neuron, neuron, x)
@@ -147,15 +159,18 @@ def test_lif_on_channels_last_activations_equals_contiguous(steps: int) -> None:
 
 def test_trainer_steps_in_channels_last_and_leaves_the_model_contiguous() -> None:
     from albsnn_compress.data import load_split
-    from albsnn_compress.training.trainer import Trainer, TrainConfig
+    from albsnn_compress.training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     model = build_model(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25]), timesteps=2)
     before = model.layers[0].weight.detach().clone()
     seen: list[bool] = []
     model.layers[0].register_forward_pre_hook(
-        lambda _module, args: seen.append(args[0].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)))
-    trainer = Trainer(model, load_split("digits", None, "train"), TrainConfig(epochs=1, batch_size=32, channels_last=True))
+        lambda _module, args: seen.append(args[0].flatten(0, 1).is_contiguous(memory_format=torch.channels_last))
+    )
+    trainer = Trainer(
+        model, load_split("digits", None, "train"), TrainConfig(epochs=1, batch_size=32, channels_last=True)
+    )
     loss = trainer.run(2)
     assert seen == [True, True]  # the convolutions saw channels-last images
     assert all(p.is_contiguous() for p in model.parameters())  # what is saved or exported keeps the standard layout

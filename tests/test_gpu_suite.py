@@ -51,10 +51,29 @@ def test_affordable_epochs_fits_the_time_with_a_safety_margin() -> None:
 
 @pytest.mark.slow
 def test_quick_suite_trains_then_runs_the_paper_table(tmp_path: Path) -> None:
-    suite_main(["--quick", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--deadline", "240",
-                "--stages", "data", "cifar10-train", "cifar10-paper", "--image-epochs", "2"])
+    suite_main(
+        [
+            "--quick",
+            "--out",
+            str(tmp_path / "out"),
+            "--work",
+            str(tmp_path / "work"),
+            "--deadline",
+            "240",
+            "--stages",
+            "data",
+            "cifar10-train",
+            "cifar10-paper",
+            "--image-epochs",
+            "2",
+        ]
+    )
     status = json.loads((tmp_path / "out" / "suite.json").read_text())["stages"]
-    assert {stage: entry["status"] for stage, entry in status.items()} == {"data": "ok", "cifar10-train": "ok", "cifar10-paper": "ok"}
+    assert {stage: entry["status"] for stage, entry in status.items()} == {
+        "data": "ok",
+        "cifar10-train": "ok",
+        "cifar10-paper": "ok",
+    }
     paper = json.loads((tmp_path / "out" / "paper-digits-digits-small-T1.json").read_text())
     assert [run["budget"] for run in paper["runs"]] == [0.0, 0.2, 1.0]
     assert (tmp_path / "out" / "artifacts.tar").stat().st_size > 0

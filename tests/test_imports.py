@@ -53,7 +53,9 @@ def package_modules() -> list[str]:
 @pytest.fixture(scope="module")
 def imports() -> dict[str, dict]:
     modules = package_modules()
-    done = subprocess.run([sys.executable, "-c", _CHILD_SCRIPT, *modules], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD_SCRIPT, *modules], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
     results = {entry["module"]: entry for entry in map(json.loads, done.stdout.splitlines())}
     assert sorted(results) == sorted(modules), done.stderr[-3000:]
     return results
@@ -61,7 +63,11 @@ def imports() -> dict[str, dict]:
 
 def test_the_package_is_found_whole() -> None:
     modules = package_modules()
-    for expected in ("albsnn_compress.search.session", "albsnn_compress.cli.main", "albsnn_compress.formats.container.file"):
+    for expected in (
+        "albsnn_compress.search.session",
+        "albsnn_compress.cli.main",
+        "albsnn_compress.formats.container.file",
+    ):
         assert expected in modules
 
 

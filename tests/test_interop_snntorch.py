@@ -42,23 +42,43 @@ def _leaky(**kwargs: Any) -> nn.Module:
     return snn.Leaky(**{"beta": 0.8, "init_hidden": True, **kwargs})
 
 
-def conv_net(first: dict[str, Any], second: dict[str, Any], third: dict[str, Any], spike_output: bool = False) -> nn.Sequential:
+def conv_net(
+    first: dict[str, Any], second: dict[str, Any], third: dict[str, Any], spike_output: bool = False
+) -> nn.Sequential:
     """conv-bn-Leaky-avgpool, (nested) conv-bn-Leaky-maxpool, flatten-dropout-linear-bn-Leaky, linear [-bn-Leaky(output)]."""
     head: list[nn.Module] = [nn.Linear(32, 10)]
     if spike_output:
         head += [nn.BatchNorm1d(10), _leaky(output=True)]
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), _leaky(**first), nn.AvgPool2d(2),
-        nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), _leaky(**second), nn.MaxPool2d(2)),
-        nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, 32, bias=False), nn.BatchNorm1d(32), _leaky(**third), *head,
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        _leaky(**first),
+        nn.AvgPool2d(2),
+        nn.Sequential(
+            nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), _leaky(**second), nn.MaxPool2d(2)
+        ),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(64, 32, bias=False),
+        nn.BatchNorm1d(32),
+        _leaky(**third),
+        *head,
     )
 
 
 def gap_net() -> nn.Sequential:
     """A global-average-pooling head: AdaptiveAvgPool2d(1) + Flatten, our gap."""
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding="same"), nn.BatchNorm2d(8), _leaky(), nn.MaxPool2d(2, 2),
-        nn.Conv2d(8, 10, 1), nn.BatchNorm2d(10), _leaky(beta=0.5), nn.Conv2d(10, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(1, 8, 3, padding="same"),
+        nn.BatchNorm2d(8),
+        _leaky(),
+        nn.MaxPool2d(2, 2),
+        nn.Conv2d(8, 10, 1),
+        nn.BatchNorm2d(10),
+        _leaky(beta=0.5),
+        nn.Conv2d(10, 10, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
 
 
@@ -73,25 +93,56 @@ def _learned(value: torch.Tensor) -> Callable[[nn.Module], None]:
     def set_beta(net: nn.Module) -> None:
         with torch.no_grad():
             net[2].beta.copy_(value)  # as if training had moved it
+
     return set_beta
 
 
 CASES: list[tuple[str, Callable[[], nn.Sequential]]] = [
     ("beta-scalar-subtract", lambda: conv_net({}, {"beta": 0.6}, {"beta": 0.9})),
-    ("beta-learned", lambda: conv_net({"beta": 0.7, "learn_beta": True, "learn_threshold": True}, {"learn_beta": True}, {})),
-    ("beta-per-channel", lambda: conv_net(
-        {"beta": _channels(0.2, 0.95, (8, 1, 1), exact_one=True), "learn_beta": True},
-        {"beta": _channels(0.0, 1.0, (16, 1, 1))}, {"beta": _channels(0.5, 0.99, (32,))})),
-    ("threshold", lambda: conv_net(
-        {"threshold": 0.6}, {"threshold": _channels(0.5, 1.5, (16, 1, 1)), "learn_threshold": True},
-        {"threshold": _channels(0.7, 1.2, (32,))})),
-    ("reset-zero", lambda: conv_net({"reset_mechanism": "zero"}, {"reset_mechanism": "zero"}, {"reset_mechanism": "zero"})),
-    ("reset-zero-no-delay", lambda: conv_net({"reset_mechanism": "zero", "reset_delay": False}, {}, {"reset_mechanism": "zero", "reset_delay": False})),
-    ("reset-none", lambda: conv_net({"reset_mechanism": "none"}, {"reset_mechanism": "none", "reset_delay": False}, {})),
+    (
+        "beta-learned",
+        lambda: conv_net({"beta": 0.7, "learn_beta": True, "learn_threshold": True}, {"learn_beta": True}, {}),
+    ),
+    (
+        "beta-per-channel",
+        lambda: conv_net(
+            {"beta": _channels(0.2, 0.95, (8, 1, 1), exact_one=True), "learn_beta": True},
+            {"beta": _channels(0.0, 1.0, (16, 1, 1))},
+            {"beta": _channels(0.5, 0.99, (32,))},
+        ),
+    ),
+    (
+        "threshold",
+        lambda: conv_net(
+            {"threshold": 0.6},
+            {"threshold": _channels(0.5, 1.5, (16, 1, 1)), "learn_threshold": True},
+            {"threshold": _channels(0.7, 1.2, (32,))},
+        ),
+    ),
+    (
+        "reset-zero",
+        lambda: conv_net({"reset_mechanism": "zero"}, {"reset_mechanism": "zero"}, {"reset_mechanism": "zero"}),
+    ),
+    (
+        "reset-zero-no-delay",
+        lambda: conv_net(
+            {"reset_mechanism": "zero", "reset_delay": False}, {}, {"reset_mechanism": "zero", "reset_delay": False}
+        ),
+    ),
+    (
+        "reset-none",
+        lambda: conv_net({"reset_mechanism": "none"}, {"reset_mechanism": "none", "reset_delay": False}, {}),
+    ),
     ("beta-1-is-IF", lambda: conv_net({"beta": 1.0}, {"beta": 1.0, "reset_mechanism": "zero"}, {"beta": 0.0})),
     ("spike-output", lambda: conv_net({}, {}, {}, spike_output=True)),
-    ("surrogate-disable-and-fast-sigmoid", lambda: conv_net(
-        {"surrogate_disable": True}, {"spike_grad": surrogate.fast_sigmoid()}, {"spike_grad": surrogate.triangular()})),
+    (
+        "surrogate-disable-and-fast-sigmoid",
+        lambda: conv_net(
+            {"surrogate_disable": True},
+            {"spike_grad": surrogate.fast_sigmoid()},
+            {"spike_grad": surrogate.triangular()},
+        ),
+    ),
     ("gap-head", gap_net),
 ]
 
@@ -102,7 +153,10 @@ def _run_snntorch(net: nn.Module, timesteps: int) -> Callable[[torch.Tensor], tu
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         steps: dict[int, list[torch.Tensor]] = {id(m): [] for m in leakies}
-        hooks = [m.register_forward_hook(lambda m, _i, out: steps[id(m)].append(out[0] if isinstance(out, tuple) else out)) for m in leakies]
+        hooks = [
+            m.register_forward_hook(lambda m, _i, out: steps[id(m)].append(out[0] if isinstance(out, tuple) else out))
+            for m in leakies
+        ]
         try:
             utils.reset(net)
             outputs = [net(images) for _ in range(timesteps)]
@@ -124,7 +178,9 @@ def _source(factory: Callable[[], nn.Sequential], images: torch.Tensor) -> nn.Se
 
 @pytest.mark.parametrize("timesteps", [1, 4])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_imported_model_computes_what_snntorch_computes(case: tuple[str, Callable[[], nn.Sequential]], timesteps: int, images: torch.Tensor) -> None:
+def test_imported_model_computes_what_snntorch_computes(
+    case: tuple[str, Callable[[], nn.Sequential]], timesteps: int, images: torch.Tensor
+) -> None:
     net = _source(case[1], images)
     if case[0] == "beta-learned":
         _learned(torch.tensor(0.8731))(net)
@@ -179,10 +235,17 @@ def test_subtract_without_reset_delay_is_no_albsnn_reset() -> None:
     leaky.reset_mem()
     x = torch.tensor([[3.5], [0.625], [0.75]])
     theirs = torch.stack([leaky(step) for step in x]).flatten().tolist()
-    ours = {reset: LIF(tau=2.0, decay_input=False, strict_threshold=True, reset=reset)(x).flatten().tolist()
-            for reset in ("soft", "soft_deferred", "hard", "none")}
+    ours = {
+        reset: LIF(tau=2.0, decay_input=False, strict_threshold=True, reset=reset)(x).flatten().tolist()
+        for reset in ("soft", "soft_deferred", "hard", "none")
+    }
     assert theirs == [1.0, 0.0, 0.0], theirs
-    assert ours == {"soft": [1.0, 1.0, 1.0], "soft_deferred": [1.0, 1.0, 0.0], "hard": [1.0, 0.0, 1.0], "none": [1.0, 1.0, 1.0]}
+    assert ours == {
+        "soft": [1.0, 1.0, 1.0],
+        "soft_deferred": [1.0, 1.0, 0.0],
+        "hard": [1.0, 0.0, 1.0],
+        "none": [1.0, 1.0, 1.0],
+    }
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -206,31 +269,81 @@ def _mlp(*middle: nn.Module, head: int = 10) -> nn.Sequential:
 
 
 REFUSALS: list[tuple[str, Callable[[], nn.Module], str]] = [
-    ("synaptic", lambda: _mlp(snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)), r"module 2 \(Synaptic\): a second-order neuron"),
-    ("rleaky", lambda: _mlp(snn.RLeaky(beta=0.8, linear_features=32, init_hidden=True)), r"module 2 \(RLeaky\): a recurrent neuron"),
+    (
+        "synaptic",
+        lambda: _mlp(snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)),
+        r"module 2 \(Synaptic\): a second-order neuron",
+    ),
+    (
+        "rleaky",
+        lambda: _mlp(snn.RLeaky(beta=0.8, linear_features=32, init_hidden=True)),
+        r"module 2 \(RLeaky\): a recurrent neuron",
+    ),
     ("init-hidden-false", lambda: _mlp(snn.Leaky(beta=0.8)), "init_hidden=False"),
     ("inhibition", lambda: _mlp(_leaky(inhibition=True)), "inhibition=True"),
     ("state-quant", lambda: _mlp(_leaky(state_quant=lambda mem: mem.round())), "state_quant"),
     ("graded-spikes", lambda: _mlp(_leaky(graded_spikes_factor=0.5)), r"graded_spikes_factor 0.5"),
     ("output-not-last", lambda: _mlp(_leaky(output=True)), "output=True returns"),
     ("subtract-no-delay", lambda: _mlp(_leaky(reset_delay=False)), "reset_delay=False: snnTorch then fires"),
-    ("spike-grad-not-step", lambda: _mlp(_leaky(spike_grad=torch.sigmoid)), r"spike_grad does not compute the step 1\[x > 0\]"),
-    ("beta-along-width", lambda: nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), _leaky(beta=torch.linspace(0.1, 0.9, 8)),
-                                               nn.Flatten(), nn.Linear(512, 10)), r"beta of shape \[8\] varies over positions on membrane \[8, 8, 8\]"),
+    (
+        "spike-grad-not-step",
+        lambda: _mlp(_leaky(spike_grad=torch.sigmoid)),
+        r"spike_grad does not compute the step 1\[x > 0\]",
+    ),
+    (
+        "beta-along-width",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), _leaky(beta=torch.linspace(0.1, 0.9, 8)), nn.Flatten(), nn.Linear(512, 10)
+        ),
+        r"beta of shape \[8\] varies over positions on membrane \[8, 8, 8\]",
+    ),
     ("threshold-per-neuron", lambda: _mlp(_leaky(threshold=torch.rand(4, 8) + 0.5)), "threshold of shape"),
     ("subclass", lambda: _mlp(MyLeaky(beta=0.8, init_hidden=True)), "subclass of Leaky"),
-    ("relu", lambda: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 10)), r"module 1 \(ReLU\): no albsnn layer computes it"),
+    (
+        "relu",
+        lambda: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 10)),
+        r"module 1 \(ReLU\): no albsnn layer computes it",
+    ),
     ("not-a-chain", Wrapper, r"the network \(Wrapper\).*nn.Sequential"),
     ("dilation", lambda: nn.Sequential(nn.Conv2d(1, 4, 3, dilation=2), nn.Flatten(), nn.Linear(64, 10)), "dilation"),
     ("non-square", lambda: nn.Sequential(nn.Conv2d(1, 4, (3, 1)), nn.Flatten(), nn.Linear(192, 10)), "not square"),
-    ("reflect-padding", lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(256, 10)), "padding_mode"),
-    ("pool-padding", lambda: nn.Sequential(nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(25, 10)), r"padding 1 \(only 0 maps\)"),
-    ("ceil-mode", lambda: nn.Sequential(nn.MaxPool2d(3, ceil_mode=True), nn.Flatten(), nn.Linear(9, 10)), "ceil_mode=True adds a partial window"),
-    ("bn-batch-stats", lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(), nn.Linear(144, 10)),
-     "track_running_stats=False"),
-    ("adaptive-2", lambda: nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4, 10)), r"only AdaptiveAvgPool2d\(1\) directly followed by Flatten"),
-    ("linear-width", lambda: nn.Sequential(nn.Flatten(), nn.Linear(65, 10)), "takes 65 input features, the layers before give 64"),
-    ("conv-channels", lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 10)), "takes 3 input channels"),
+    (
+        "reflect-padding",
+        lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(256, 10)),
+        "padding_mode",
+    ),
+    (
+        "pool-padding",
+        lambda: nn.Sequential(nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(25, 10)),
+        r"padding 1 \(only 0 maps\)",
+    ),
+    (
+        "ceil-mode",
+        lambda: nn.Sequential(nn.MaxPool2d(3, ceil_mode=True), nn.Flatten(), nn.Linear(9, 10)),
+        "ceil_mode=True adds a partial window",
+    ),
+    (
+        "bn-batch-stats",
+        lambda: nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.Flatten(), nn.Linear(144, 10)
+        ),
+        "track_running_stats=False",
+    ),
+    (
+        "adaptive-2",
+        lambda: nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4, 10)),
+        r"only AdaptiveAvgPool2d\(1\) directly followed by Flatten",
+    ),
+    (
+        "linear-width",
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(65, 10)),
+        "takes 65 input features, the layers before give 64",
+    ),
+    (
+        "conv-channels",
+        lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 10)),
+        "takes 3 input channels",
+    ),
     ("ends-in-maps", lambda: nn.Sequential(nn.Conv2d(1, 10, 3), _leaky()), r"outputs per-sample shape \[10, 6, 6\]"),
     ("empty", nn.Sequential, "holds no module"),
 ]

@@ -34,7 +34,7 @@ from albsnn_compress.snn.layer_types import (
     same_shape,
 )
 from albsnn_compress.snn.layers import fold_time
-from albsnn_compress.snn.neurons import RESET_MODES, LIF, ResetMode
+from albsnn_compress.snn.neurons import LIF, RESET_MODES, ResetMode
 from albsnn_compress.snn.onnx_mapping import GraphEmitter, as_array
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 from albsnn_compress.storage import layer_storage
@@ -74,9 +74,15 @@ def _spec(extra: list[dict[str, Any]], neuron: dict[str, Any] | None = None) -> 
         "num_classes": 3,
         "neuron": neuron or {},
         "layers": [
-            {"type": "conv", "out_channels": 4, "padding": 1}, *extra, {"type": "bn"}, {"type": "lif"},
-            {"type": "conv", "out_channels": 4, "padding": 1}, {"type": "bn"}, {"type": "lif"},
-            {"type": "conv", "out_channels": 3, "kernel_size": 1}, {"type": "gap"},
+            {"type": "conv", "out_channels": 4, "padding": 1},
+            *extra,
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "conv", "out_channels": 4, "padding": 1},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "conv", "out_channels": 3, "kernel_size": 1},
+            {"type": "gap"},
         ],
     }
 
@@ -149,7 +155,10 @@ def test_registering_a_taken_name_is_refused() -> None:
 @pytest.mark.parametrize(
     ("layer", "shape"),
     [
-        ({"type": "conv", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "groups": 2, "bias": True}, (4, 9, 7)),
+        (
+            {"type": "conv", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1, "groups": 2, "bias": True},
+            (4, 9, 7),
+        ),
         ({"type": "linear", "out_features": 5}, (12,)),
         ({"type": "bn"}, (4, 6, 6)),
         ({"type": "bn"}, (12,)),

@@ -83,13 +83,17 @@ def _no_bn_spec(**neuron: Any) -> dict[str, Any]:
     spec = resolve_architecture("digits-small", "digits")
     spec["neuron"] = {**spec.get("neuron", {}), **neuron}
     spec["layers"] = [layer for layer in spec["layers"] if layer["type"] != "bn"]
-    spec["layers"][1]["neuron"] = {"tau": 3.0, "surrogate": {"name": "rectangular", "width": 0.5}}  # a per-layer override
+    spec["layers"][1]["neuron"] = {
+        "tau": 3.0,
+        "surrogate": {"name": "rectangular", "width": 0.5},
+    }  # a per-layer override
     spec["layers"][3]["per_channel"] = ["tau", "v_threshold"]
     return spec
 
 
 @pytest.mark.parametrize(
-    "neuron", [{}, {"decay_input": False, "v_reset": 0.1, "tau": 1.7}, {"leak": False}, {"strict_threshold": True}],
+    "neuron",
+    [{}, {"decay_input": False, "v_reset": 0.1, "tau": 1.7}, {"leak": False}, {"strict_threshold": True}],
     ids=["lif", "state-decay", "if", "strict"],
 )
 def test_our_file_reads_back_as_the_same_model(neuron: dict[str, Any], digits: torch.Tensor, tmp_path: Path) -> None:
@@ -130,7 +134,9 @@ def test_our_file_refuses_a_second_normalization_and_tampered_binary_weights(tmp
     graph = nir.read(tmp_path / "m.nir")
     graph.nodes["conv2"].weight[0, 0, 0, 0] *= 1.5
     nir.write(tmp_path / "bad.nir", graph)
-    with pytest.raises(NirError, match=r"node 'conv2' \(Conv2d\): metadata albsnn_binary says the weights are scale\[c\] \* \(\+-1\)"):
+    with pytest.raises(
+        NirError, match=r"node 'conv2' \(Conv2d\): metadata albsnn_binary says the weights are scale\[c\] \* \(\+-1\)"
+    ):
         read_nir(tmp_path / "bad.nir")
 
 
@@ -145,9 +151,13 @@ def sj_net(splits: dict[str, Any]) -> nn.Module:
 
     torch.manual_seed(0)
     net = nn.Sequential(
-        layer.Conv2d(1, 8, 3, padding=1, bias=False), neuron.LIFNode(tau=2.0),
-        layer.AvgPool2d(2), layer.Conv2d(8, 16, 3, padding=1), neuron.LIFNode(tau=1.5, decay_input=False),
-        layer.Flatten(), layer.Linear(16 * 4 * 4, 10),
+        layer.Conv2d(1, 8, 3, padding=1, bias=False),
+        neuron.LIFNode(tau=2.0),
+        layer.AvgPool2d(2),
+        layer.Conv2d(8, 16, 3, padding=1),
+        neuron.LIFNode(tau=1.5, decay_input=False),
+        layer.Flatten(),
+        layer.Linear(16 * 4 * 4, 10),
     )
     functional.set_step_mode(net, "m")
     images, labels = splits["train"].as_float(), splits["train"].labels.long()
@@ -170,27 +180,44 @@ def _sj_neurons(net: nn.Module) -> list[nn.Module]:
 
 
 @pytest.mark.parametrize("timesteps", [1, 4])
-def test_spikingjelly_export_reads_as_the_same_network(sj_net: nn.Module, timesteps: int, digits: torch.Tensor, tmp_path: Path) -> None:
+def test_spikingjelly_export_reads_as_the_same_network(
+    sj_net: nn.Module, timesteps: int, digits: torch.Tensor, tmp_path: Path
+) -> None:
     from spikingjelly.activation_based.nir_exchange import export_to_nir
 
     export_to_nir(sj_net, torch.rand(timesteps, 1, 1, 8, 8), save_path=tmp_path / "sj.nir")
     model = read_nir(tmp_path / "sj.nir", timesteps=timesteps, strict_threshold=False)  # SpikingJelly fires on >=
-    assert [layer["type"] for layer in model.spec["layers"]] == ["conv", "lif", "avgpool", "conv", "lif", "flatten", "linear"]
+    assert [layer["type"] for layer in model.spec["layers"]] == [
+        "conv",
+        "lif",
+        "avgpool",
+        "conv",
+        "lif",
+        "flatten",
+        "linear",
+    ]
     assert model.spec["layers"][0]["bias"] is False and model.spec["layers"][3]["bias"] is True
     lif1, lif2 = model.spec["layers"][1]["neuron"], model.spec["layers"][4]["neuron"]
     assert (lif1["tau"], lif1["decay_input"], lif2["tau"], lif2["decay_input"]) == (2.0, True, 1.5, False)
     _assert_agrees(model, spikingjelly_model_runner(sj_net, timesteps, _sj_neurons(sj_net)), digits)
 
 
-def test_spikingjelly_network_compresses_and_goes_back_to_spikingjelly(sj_net: nn.Module, splits: dict[str, Any], digits: torch.Tensor, tmp_path: Path) -> None:
+def test_spikingjelly_network_compresses_and_goes_back_to_spikingjelly(
+    sj_net: nn.Module, splits: dict[str, Any], digits: torch.Tensor, tmp_path: Path
+) -> None:
     """SpikingJelly -> its export_to_nir -> read_nir -> compress (all, short finetune) -> our NIR -> SpikingJelly."""
     from spikingjelly.activation_based.nir_exchange import export_to_nir
 
     export_to_nir(sj_net, torch.rand(4, 1, 1, 8, 8), save_path=tmp_path / "sj.nir")
     model = read_nir(tmp_path / "sj.nir", timesteps=4, strict_threshold=False)
     _assert_agrees(model, spikingjelly_model_runner(sj_net, 4, _sj_neurons(sj_net)), digits)
-    result = compress(model, splits["train"], splits["val"], 100.0,
-                      config=SearchConfig(strategy="all", epochs=0.3, batch_size=64, seed=0))
+    result = compress(
+        model,
+        splits["train"],
+        splits["val"],
+        100.0,
+        config=SearchConfig(strategy="all", epochs=0.3, batch_size=64, seed=0),
+    )
     assert result.binarized == ["layers.conv2"]  # every candidate (first and last stay float)
     export_nir(result.model, tmp_path / "compressed.nir")
     _assert_agrees(result.model, spikingjelly_runner(tmp_path / "compressed.nir", 4), digits)
@@ -203,7 +230,13 @@ def _leaky(shape: tuple[int, ...], beta: float, **kwargs: Any) -> nn.Module:
     """``snn.Leaky`` with per-neuron beta and threshold tensors: what snnTorch 1.0.0's export needs to pass nir 1.0.8's checks."""
     import snntorch as snn
 
-    return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.full(shape, 1.0), init_hidden=True, reset_mechanism="zero", **kwargs)
+    return snn.Leaky(
+        beta=torch.full(shape, beta),
+        threshold=torch.full(shape, 1.0),
+        init_hidden=True,
+        reset_mechanism="zero",
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -212,8 +245,13 @@ def snn_net(splits: dict[str, Any]) -> nn.Module:
     pytest.importorskip("snntorch")
     torch.manual_seed(0)
     net = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), _leaky((8, 8, 8), 0.5), nn.AvgPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), _leaky((16, 4, 4), 0.7), nn.Flatten(), nn.Linear(256, 10),
+        nn.Conv2d(1, 8, 3, padding=1),
+        _leaky((8, 8, 8), 0.5),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        _leaky((16, 4, 4), 0.7),
+        nn.Flatten(),
+        nn.Linear(256, 10),
     )
     images, labels = splits["train"].as_float(), splits["train"].labels.long()
     optimizer = torch.optim.Adam(net.parameters(), 1e-2)
@@ -231,13 +269,17 @@ def snn_net(splits: dict[str, Any]) -> nn.Module:
 
 @pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning")
 @pytest.mark.parametrize("timesteps", [1, 4])
-def test_snntorch_export_reads_as_the_same_network(snn_net: nn.Module, timesteps: int, digits: torch.Tensor, tmp_path: Path) -> None:
+def test_snntorch_export_reads_as_the_same_network(
+    snn_net: nn.Module, timesteps: int, digits: torch.Tensor, tmp_path: Path
+) -> None:
     from snntorch.export_nir import export_to_nir
 
     nir.write(tmp_path / "snn.nir", export_to_nir(snn_net, torch.rand(1, 1, 8, 8), ignore_dims=[0]))
     model = read_nir(tmp_path / "snn.nir", timesteps=timesteps)  # NIR's (and snnTorch's) v > v_th
     lif = model.spec["layers"][1]["neuron"]
-    assert lif["decay_input"] is False and lif["strict_threshold"] is True and lif["tau"] == pytest.approx(2.0, rel=1e-6)
+    assert (
+        lif["decay_input"] is False and lif["strict_threshold"] is True and lif["tau"] == pytest.approx(2.0, rel=1e-6)
+    )
     _assert_agrees(model, snntorch_model_runner(snn_net, timesteps), digits)
 
 
@@ -263,13 +305,25 @@ def test_snntorch_walls_on_todays_releases(sj_net: nn.Module, tmp_path: Path) ->
 def _conv(channels_in: int, channels_out: int, seed: int, size: int = 8, **kwargs: Any) -> nir.Conv2d:
     rng = np.random.default_rng(seed)
     kwargs = {"stride": (1, 1), "padding": (1, 1), "dilation": (1, 1), "groups": 1, **kwargs}
-    return nir.Conv2d(input_shape=(size, size), weight=rng.normal(0, 0.6, (channels_out, channels_in, 3, 3)).astype(np.float32),
-                      bias=rng.normal(0.3, 0.1, channels_out).astype(np.float32), **kwargs)
+    return nir.Conv2d(
+        input_shape=(size, size),
+        weight=rng.normal(0, 0.6, (channels_out, channels_in, 3, 3)).astype(np.float32),
+        bias=rng.normal(0.3, 0.1, channels_out).astype(np.float32),
+        **kwargs,
+    )
 
 
-def _lif(shape: tuple[int, ...], tau: float = 2.0, r: Any = 1.0, v_leak: float = 0.0, v_reset: float = 0.0, **kwargs: Any) -> nir.LIF:
+def _lif(
+    shape: tuple[int, ...], tau: float = 2.0, r: Any = 1.0, v_leak: float = 0.0, v_reset: float = 0.0, **kwargs: Any
+) -> nir.LIF:
     full = lambda value: np.broadcast_to(np.asarray(value, dtype=np.float64), shape).copy()  # noqa: E731
-    return nir.LIF(tau=full(tau * DT), r=full(r), v_leak=full(v_leak), v_threshold=full(kwargs.get("v_threshold", 1.0)), v_reset=full(v_reset))
+    return nir.LIF(
+        tau=full(tau * DT),
+        r=full(r),
+        v_leak=full(v_leak),
+        v_threshold=full(kwargs.get("v_threshold", 1.0)),
+        v_reset=full(v_reset),
+    )
 
 
 def _chain(*nodes: nir.NIRNode, input_shape: tuple[int, ...] = (1, 8, 8)) -> nir.NIRGraph:
@@ -285,8 +339,12 @@ def _chain(*nodes: nir.NIRNode, input_shape: tuple[int, ...] = (1, 8, 8)) -> nir
 
 def _head(channels: int, size: int) -> list[nir.NIRNode]:
     rng = np.random.default_rng(9)
-    return [nir.Flatten(input_type=np.array([channels, size, size]), start_dim=0), nir.Affine(weight=rng.normal(0, 0.3, (10, channels * size * size)).astype(np.float32),
-                                                                  bias=np.zeros(10, np.float32))]
+    return [
+        nir.Flatten(input_type=np.array([channels, size, size]), start_dim=0),
+        nir.Affine(
+            weight=rng.normal(0, 0.3, (10, channels * size * size)).astype(np.float32), bias=np.zeros(10, np.float32)
+        ),
+    ]
 
 
 def _write(graph: nir.NIRGraph, path: Path) -> Path:
@@ -299,10 +357,21 @@ def _write(graph: nir.NIRGraph, path: Path) -> Path:
     [
         (_lif((4, 8, 8), tau=2.5, r=1.0), {"leak": True, "decay_input": True, "tau": 2.5}),
         (_lif((4, 8, 8), tau=2.5, r=2.5, v_leak=0.2, v_reset=0.2), {"decay_input": False, "tau": 2.5, "v_reset": 0.2}),
-        (nir.IF(r=np.full((4, 8, 8), 1 / DT), v_threshold=np.full((4, 8, 8), 0.7)), {"leak": False, "v_threshold": 0.7}),
-        (nir.CubaLIF(tau_syn=np.full((4, 8, 8), DT), tau_mem=np.full((4, 8, 8), 3 * DT), r=np.full((4, 8, 8), 3.0),
-                     v_leak=np.zeros((4, 8, 8)), v_threshold=np.ones((4, 8, 8)), w_in=np.ones((4, 8, 8))),
-         {"leak": True, "decay_input": False, "tau": 3.0}),
+        (
+            nir.IF(r=np.full((4, 8, 8), 1 / DT), v_threshold=np.full((4, 8, 8), 0.7)),
+            {"leak": False, "v_threshold": 0.7},
+        ),
+        (
+            nir.CubaLIF(
+                tau_syn=np.full((4, 8, 8), DT),
+                tau_mem=np.full((4, 8, 8), 3 * DT),
+                r=np.full((4, 8, 8), 3.0),
+                v_leak=np.zeros((4, 8, 8)),
+                v_threshold=np.ones((4, 8, 8)),
+                w_in=np.ones((4, 8, 8)),
+            ),
+            {"leak": True, "decay_input": False, "tau": 3.0},
+        ),
     ],
     ids=["lif-r1", "lif-r-tau", "if", "cubalif-one-step-current"],
 )
@@ -312,7 +381,12 @@ def test_neuron_nodes_map_by_the_dt_convention(node: nir.NIRNode, expected: dict
     settings = model.spec["layers"][1]["neuron"]
     assert {key: settings[key] for key in expected} == pytest.approx(expected)
     assert settings["strict_threshold"] is True and settings["reset"] == "hard"  # NIR's v > v_th, reset to v_reset
-    assert read_nir(tmp_path / "g.nir", timesteps=2, strict_threshold=False).spec["layers"][1]["neuron"]["strict_threshold"] is False
+    assert (
+        read_nir(tmp_path / "g.nir", timesteps=2, strict_threshold=False).spec["layers"][1]["neuron"][
+            "strict_threshold"
+        ]
+        is False
+    )
 
 
 def test_a_grouped_conv_reads_as_one(digits: torch.Tensor, tmp_path: Path) -> None:
@@ -320,14 +394,26 @@ def test_a_grouped_conv_reads_as_one(digits: torch.Tensor, tmp_path: Path) -> No
     takes the groups as given and computes torch's grouped convolution."""
     conv = _conv(2, 4, 0, groups=2)
     conv.weight = conv.weight[:, :1]  # [4, 2/2, 3, 3]
-    norm = nir.Conv2d(input_shape=(8, 8), weight=np.ones((2, 1, 1, 1), np.float32), bias=np.zeros(2, np.float32),
-                      stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1)
+    norm = nir.Conv2d(
+        input_shape=(8, 8),
+        weight=np.ones((2, 1, 1, 1), np.float32),
+        bias=np.zeros(2, np.float32),
+        stride=(1, 1),
+        padding=(0, 0),
+        dilation=(1, 1),
+        groups=1,
+    )
     graph = _chain(norm, conv, *_head(4, 8))
     model = read_nir(_write(graph, tmp_path / "g.nir"), timesteps=1)
     assert model.spec["layers"][1]["groups"] == 2
     x = digits[:16]
-    expected = nn.functional.conv2d(nn.functional.conv2d(x, torch.from_numpy(norm.weight)), torch.from_numpy(conv.weight),
-                                    torch.from_numpy(conv.bias), padding=1, groups=2)
+    expected = nn.functional.conv2d(
+        nn.functional.conv2d(x, torch.from_numpy(norm.weight)),
+        torch.from_numpy(conv.weight),
+        torch.from_numpy(conv.bias),
+        padding=1,
+        groups=2,
+    )
     expected = expected.flatten(1) @ torch.from_numpy(graph.nodes["n3"].weight).T
     with torch.inference_mode():
         torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
@@ -357,39 +443,103 @@ def test_sum_pooling_folds_its_window_exactly(neuron_follows: bool, digits: torc
 
 
 def _subgraph() -> nir.NIRGraph:
-    return nir.NIRGraph(nodes={"i": nir.Input(input_type=np.array([4])), "o": nir.Output(output_type=np.array([4]))},
-                        edges=[("i", "o")], type_check=False)
+    return nir.NIRGraph(
+        nodes={"i": nir.Input(input_type=np.array([4])), "o": nir.Output(output_type=np.array([4]))},
+        edges=[("i", "o")],
+        type_check=False,
+    )
 
 
 BAD_GRAPHS = {
-    "delay": (lambda: _chain(_conv(1, 4, 0), nir.Delay(delay=np.ones(4)), *_head(4, 8)),
-              r"node 'n1' is a Delay, which has no layer here; supported: \['Input'"),
-    "threshold": (lambda: _chain(_conv(1, 4, 0), nir.Threshold(threshold=np.ones((4, 8, 8))), *_head(4, 8)), r"node 'n1' is a Threshold"),
-    "scale": (lambda: _chain(_conv(1, 4, 0), nir.Scale(scale=np.ones((4, 8, 8))), *_head(4, 8)), r"node 'n1' is a Scale"),
-    "leaky-integrator": (lambda: _chain(_conv(1, 4, 0), nir.LI(tau=np.ones(4), r=np.ones(4), v_leak=np.zeros(4)), *_head(4, 8)), r"node 'n1' is a LI"),
-    "subgraph": (lambda: _chain(_conv(1, 4, 0), _subgraph(), *_head(4, 8)), r"node 'n1' is a subgraph \(NIRGraph, e.g. a recurrent layer\)"),
-    "strided-flatten": (lambda: _chain(_conv(1, 4, 0), nir.Flatten(input_type=np.array([4, 8, 8]), start_dim=1), _head(4, 8)[1]),
-                        r"node 'n1' \(Flatten\): start_dim=1, end_dim=-1 keeps some axes"),
-    "padded-pool": (lambda: _chain(_conv(1, 4, 0), nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([1, 1])), *_head(4, 5)),
-                    r"node 'n1' \(AvgPool2d\): padded pooling is not supported"),
-    "dilation": (lambda: _chain(_conv(1, 4, 0, dilation=(2, 2)), *_head(4, 8)), r"node 'n0' \(Conv2d\): dilation other than 1"),
+    "delay": (
+        lambda: _chain(_conv(1, 4, 0), nir.Delay(delay=np.ones(4)), *_head(4, 8)),
+        r"node 'n1' is a Delay, which has no layer here; supported: \['Input'",
+    ),
+    "threshold": (
+        lambda: _chain(_conv(1, 4, 0), nir.Threshold(threshold=np.ones((4, 8, 8))), *_head(4, 8)),
+        r"node 'n1' is a Threshold",
+    ),
+    "scale": (
+        lambda: _chain(_conv(1, 4, 0), nir.Scale(scale=np.ones((4, 8, 8))), *_head(4, 8)),
+        r"node 'n1' is a Scale",
+    ),
+    "leaky-integrator": (
+        lambda: _chain(_conv(1, 4, 0), nir.LI(tau=np.ones(4), r=np.ones(4), v_leak=np.zeros(4)), *_head(4, 8)),
+        r"node 'n1' is a LI",
+    ),
+    "subgraph": (
+        lambda: _chain(_conv(1, 4, 0), _subgraph(), *_head(4, 8)),
+        r"node 'n1' is a subgraph \(NIRGraph, e.g. a recurrent layer\)",
+    ),
+    "strided-flatten": (
+        lambda: _chain(_conv(1, 4, 0), nir.Flatten(input_type=np.array([4, 8, 8]), start_dim=1), _head(4, 8)[1]),
+        r"node 'n1' \(Flatten\): start_dim=1, end_dim=-1 keeps some axes",
+    ),
+    "padded-pool": (
+        lambda: _chain(
+            _conv(1, 4, 0),
+            nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([1, 1])),
+            *_head(4, 5),
+        ),
+        r"node 'n1' \(AvgPool2d\): padded pooling is not supported",
+    ),
+    "dilation": (
+        lambda: _chain(_conv(1, 4, 0, dilation=(2, 2)), *_head(4, 8)),
+        r"node 'n0' \(Conv2d\): dilation other than 1",
+    ),
     "strides-differ": (lambda: _chain(_conv(1, 4, 0, stride=(1, 2)), *_head(4, 8)), r"stride \[1, 2\] differs by axis"),
-    "input-gain": (lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), tau=2.0, r=0.5), *_head(4, 8)), r"node 'n1' \(LIF\): r must be 1 .* or tau/dt"),
-    "leak-potential": (lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), v_leak=0.3), *_head(4, 8)), r"v_leak 0.3 differs from v_reset 0"),
+    "input-gain": (
+        lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), tau=2.0, r=0.5), *_head(4, 8)),
+        r"node 'n1' \(LIF\): r must be 1 .* or tau/dt",
+    ),
+    "leak-potential": (
+        lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), v_leak=0.3), *_head(4, 8)),
+        r"v_leak 0.3 differs from v_reset 0",
+    ),
     "short-tau": (lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), tau=0.5), *_head(4, 8)), r"tau/dt = 0.5 < 1"),
-    "varies-in-channel": (lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), tau=np.linspace(1.5, 2, 64).reshape(8, 8)), *_head(4, 8)),
-                          r"node 'n1' \(LIF\) tau/dt: varies within a channel"),
-    "synaptic-current": (lambda: _chain(_conv(1, 4, 0), nir.CubaLIF(tau_syn=np.full((4, 8, 8), 5 * DT), tau_mem=np.full((4, 8, 8), 2 * DT), r=np.full((4, 8, 8), 2.0),
-                                                                    v_leak=np.zeros((4, 8, 8)), v_threshold=np.ones((4, 8, 8))), *_head(4, 8)),
-                         r"tau_syn/dt = 5; a synaptic current that lasts beyond one step is a second state"),
-    "if-gain": (lambda: _chain(_conv(1, 4, 0), nir.IF(r=np.ones((4, 8, 8)), v_threshold=np.ones((4, 8, 8))), *_head(4, 8)),
-                r"r \* dt = 0.0001; an IF neuron maps exactly only with r = 1/dt"),
-    "flat-input": (lambda: _chain(_head(4, 8)[1], input_shape=(256,)), r"node 'input' \(Input\): input shape \[256\] is not \[C, H, W\]"),
-    "ends-with-map": (lambda: _chain(_conv(1, 10, 0)), r"node 'output' \(Output\): the network ends with a \[10, 8, 8\] map"),
-    "output-shape": (lambda: nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1, 8, 8])), "f": _head(1, 8)[0], "a": _head(1, 8)[1],
-                                                 "output": nir.Output(output_type=np.array([7]))},
-                                          edges=[("input", "f"), ("f", "a"), ("a", "output")], type_check=False),
-                     r"node 'output' \(Output\): declares shape \[7\], the chain computes \[10\]"),
+    "varies-in-channel": (
+        lambda: _chain(_conv(1, 4, 0), _lif((4, 8, 8), tau=np.linspace(1.5, 2, 64).reshape(8, 8)), *_head(4, 8)),
+        r"node 'n1' \(LIF\) tau/dt: varies within a channel",
+    ),
+    "synaptic-current": (
+        lambda: _chain(
+            _conv(1, 4, 0),
+            nir.CubaLIF(
+                tau_syn=np.full((4, 8, 8), 5 * DT),
+                tau_mem=np.full((4, 8, 8), 2 * DT),
+                r=np.full((4, 8, 8), 2.0),
+                v_leak=np.zeros((4, 8, 8)),
+                v_threshold=np.ones((4, 8, 8)),
+            ),
+            *_head(4, 8),
+        ),
+        r"tau_syn/dt = 5; a synaptic current that lasts beyond one step is a second state",
+    ),
+    "if-gain": (
+        lambda: _chain(_conv(1, 4, 0), nir.IF(r=np.ones((4, 8, 8)), v_threshold=np.ones((4, 8, 8))), *_head(4, 8)),
+        r"r \* dt = 0.0001; an IF neuron maps exactly only with r = 1/dt",
+    ),
+    "flat-input": (
+        lambda: _chain(_head(4, 8)[1], input_shape=(256,)),
+        r"node 'input' \(Input\): input shape \[256\] is not \[C, H, W\]",
+    ),
+    "ends-with-map": (
+        lambda: _chain(_conv(1, 10, 0)),
+        r"node 'output' \(Output\): the network ends with a \[10, 8, 8\] map",
+    ),
+    "output-shape": (
+        lambda: nir.NIRGraph(
+            nodes={
+                "input": nir.Input(input_type=np.array([1, 8, 8])),
+                "f": _head(1, 8)[0],
+                "a": _head(1, 8)[1],
+                "output": nir.Output(output_type=np.array([7])),
+            },
+            edges=[("input", "f"), ("f", "a"), ("a", "output")],
+            type_check=False,
+        ),
+        r"node 'output' \(Output\): declares shape \[7\], the chain computes \[10\]",
+    ),
 }
 
 
@@ -412,11 +562,19 @@ def _no_output() -> nir.NIRGraph:
     return graph
 
 
-BAD_GRAPHS.update({
-    "branch": (_branching, r"node 'n0' has 1 inputs and 2 outputs; only chains .* no residual or recurrent connections"),
-    "detached": (_detached, r"nodes \['stray'\] are not on the chain from 'input' to 'output'"),
-    "no-output": (_no_output, r"a chain has one Input and one Output node, found inputs \['input'\] and outputs \[\]"),
-})
+BAD_GRAPHS.update(
+    {
+        "branch": (
+            _branching,
+            r"node 'n0' has 1 inputs and 2 outputs; only chains .* no residual or recurrent connections",
+        ),
+        "detached": (_detached, r"nodes \['stray'\] are not on the chain from 'input' to 'output'"),
+        "no-output": (
+            _no_output,
+            r"a chain has one Input and one Output node, found inputs \['input'\] and outputs \[\]",
+        ),
+    }
+)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_GRAPHS))
@@ -464,12 +622,24 @@ def test_hostile_and_broken_files_are_refused(tmp_path: Path) -> None:
         tmp_path / "text.nir": "not a NIR file",
         tmp_path / "missing.nir": "no such file",
         _hdf5(tmp_path / "empty.nir", lambda h: None): r"an HDF5 file without a NIR graph \(no 'node' group\)",
-        _hdf5(tmp_path / "link.nir", lambda h: h.__setitem__("node", h5py.ExternalLink("other.h5", "/node"))): r"/node is a ExternalLink",
-        _hdf5(tmp_path / "soft.nir", lambda h: (h.create_group("real"), h.__setitem__("node", h5py.SoftLink("/real")))): r"/node is a SoftLink",
-        _hdf5(tmp_path / "huge.nir", lambda h: h.create_group("node").create_dataset("weight", shape=(1 << 28,), dtype="f8", chunks=(1 << 16,), compression="gzip")):
-            r"its arrays decode to more than 1024 MiB",
-        _hdf5(tmp_path / "external.nir", lambda h: h.create_group("node").create_dataset("weight", shape=(4,), dtype="f4", external=[(str(tmp_path / "raw"), 0, 16)])):
-            r"/node/weight stores its data outside the file",
+        _hdf5(
+            tmp_path / "link.nir", lambda h: h.__setitem__("node", h5py.ExternalLink("other.h5", "/node"))
+        ): r"/node is a ExternalLink",
+        _hdf5(
+            tmp_path / "soft.nir", lambda h: (h.create_group("real"), h.__setitem__("node", h5py.SoftLink("/real")))
+        ): r"/node is a SoftLink",
+        _hdf5(
+            tmp_path / "huge.nir",
+            lambda h: h.create_group("node").create_dataset(
+                "weight", shape=(1 << 28,), dtype="f8", chunks=(1 << 16,), compression="gzip"
+            ),
+        ): r"its arrays decode to more than 1024 MiB",
+        _hdf5(
+            tmp_path / "external.nir",
+            lambda h: h.create_group("node").create_dataset(
+                "weight", shape=(4,), dtype="f4", external=[(str(tmp_path / "raw"), 0, 16)]
+            ),
+        ): r"/node/weight stores its data outside the file",
     }
     good = _write(_chain(_conv(1, 4, 0), *_head(4, 8)), tmp_path / "good.nir")
     (tmp_path / "cut.nir").write_bytes(good.read_bytes()[:2000])
@@ -490,7 +660,18 @@ def test_cli_inspect_shows_nodes_shapes_and_neuron_parameters(tmp_path: Path) ->
     binarize_(model, candidate_layers(model))
     export_nir(model.eval(), tmp_path / "m.nir")
     out = run_cli(["inspect", str(tmp_path / "m.nir")]).stdout
-    for text in ("NIR type check", "passes", "lif1", "LIF", "16x8x8", "tau/dt 2", "v_threshold 1", "binary", "gap1_flatten", "T=4"):
+    for text in (
+        "NIR type check",
+        "passes",
+        "lif1",
+        "LIF",
+        "16x8x8",
+        "tau/dt 2",
+        "v_threshold 1",
+        "binary",
+        "gap1_flatten",
+        "T=4",
+    ):
         assert text in out, out
     (tmp_path / "bad.nir").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
     result = run_cli(["inspect", str(tmp_path / "bad.nir")], expected_exit=2)
@@ -516,7 +697,9 @@ def test_any_damaged_field_is_one_nir_error(tmp_path: Path) -> None:
     export_nir(SpikingNet(resolve_architecture("digits-fc", "digits"), 1).eval(), tmp_path / "m.nir")
     with h5py.File(tmp_path / "m.nir", "r") as handle:
         keys = []
-        handle.visititems(lambda name, item: keys.append((name, item.shape)) if isinstance(item, h5py.Dataset) else None)
+        handle.visititems(
+            lambda name, item: keys.append((name, item.shape)) if isinstance(item, h5py.Dataset) else None
+        )
     keys = [(name, shape) for name, shape in keys if "/nodes/" in name and not name.endswith("/type")]
     outcomes = {"refused": 0, "read": 0}
     for index, (name, shape) in enumerate(keys):

@@ -82,14 +82,31 @@ def test_graph_is_a_checked_chain_with_two_element_sizes(trained: SpikingNet, tm
     info = export_nir(trained, tmp_path / "m.nir")
     graph = nir.read(tmp_path / "m.nir")  # type_check=True: NIR's own inference and checks
     assert graph.check_types()
-    assert info.nodes == ("input", "input_norm", "conv1", "lif1", "conv2", "lif2", "conv3", "lif3", "avgpool1",
-                          "conv4", "lif4", "conv5", "gap1", "gap1_flatten", "output")
+    assert info.nodes == (
+        "input",
+        "input_norm",
+        "conv1",
+        "lif1",
+        "conv2",
+        "lif2",
+        "conv3",
+        "lif3",
+        "avgpool1",
+        "conv4",
+        "lif4",
+        "conv5",
+        "gap1",
+        "gap1_flatten",
+        "output",
+    )
     assert sorted(graph.edges) == sorted(zip(info.nodes, info.nodes[1:]))
     for name, node in graph.nodes.items():
         for key in ("stride", "padding", "dilation", "kernel_size"):
             if hasattr(node, key):
                 assert np.asarray(getattr(node, key)).shape == (2,), f"{name}.{key}"
-    assert graph.nodes["gap1"].kernel_size.tolist() == [4, 4] and graph.nodes["output"].output_type["output"].tolist() == [10]
+    assert graph.nodes["gap1"].kernel_size.tolist() == [4, 4] and graph.nodes["output"].output_type[
+        "output"
+    ].tolist() == [10]
     assert isinstance(graph.nodes["lif1"], nir.LIF) and graph.nodes["lif1"].tau.shape == (16, 8, 8)
     assert graph.metadata["albsnn_timesteps"] == 1 and graph.metadata["albsnn_format"] == nir_write.NIR_FORMAT
     assert info.file_bytes == (tmp_path / "m.nir").stat().st_size
@@ -120,7 +137,11 @@ def test_batch_norm_folds_in_float64_rounded_once(trained: SpikingNet) -> None:
 
 def test_binarized_layers_stay_scale_times_signs_exactly(trained: SpikingNet) -> None:
     graph, info = build_nir_graph(trained)
-    assert info.binary_layers == ("conv2", "conv3", "conv4") == tuple(n.removeprefix("layers.") for n in binarized_layers(trained))
+    assert (
+        info.binary_layers
+        == ("conv2", "conv3", "conv4")
+        == tuple(n.removeprefix("layers.") for n in binarized_layers(trained))
+    )
     for name in info.binary_layers:
         node, conv = graph.nodes[name], trained.get_submodule(f"layers.{name}")
         weight, scale = node.weight.reshape(node.weight.shape[0], -1), node.metadata["albsnn_scale"]
@@ -195,7 +216,9 @@ def test_per_channel_tau_is_written_per_neuron(digits: torch.Tensor) -> None:
         model.layers.lif1.v_threshold.copy_(torch.linspace(0.5, 1.5, 16).view(16, 1, 1))
     node = build_nir_graph(model)[0].nodes["lif1"]
     np.testing.assert_allclose(node.tau[:, 0, 0] / DT, torch.linspace(1.5, 4.0, 16).double().numpy(), rtol=1e-12)
-    assert (node.tau == node.tau[:, :1, :1]).all() and node.v_threshold[3, 5, 5] == np.float32(model.layers.lif1.v_threshold[3, 0, 0])
+    assert (node.tau == node.tau[:, :1, :1]).all() and node.v_threshold[3, 5, 5] == np.float32(
+        model.layers.lif1.v_threshold[3, 0, 0]
+    )
 
 
 # -- refusals ------------------------------------------------------------------------------------------------
@@ -218,23 +241,50 @@ def _spec_with(layers: list[dict[str, Any]]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     "layers, message",
     [
-        ([{"type": "conv", "out_channels": 4, "padding": 1}, {"type": "lif"}, {"type": "maxpool"},
-          {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"}],
-         r"layer maxpool1 \(maxpool\): no NIR node for this layer; NIR has no max pooling node; use avgpool"),
-        ([{"type": "conv", "out_channels": 4, "padding": 1}, {"type": "lif"}, {"type": "avgpool"}, {"type": "bn"},
-          {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"}],
-         r"layer bn1 \(bn\): NIR has no batch norm; put it right after a conv or linear"),
-        ([{"type": "bn"}, {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"}],
-         r"layer bn1 \(bn\): NIR has no batch norm"),
-        ([{"type": "conv", "out_channels": 10, "kernel_size": 1, "name": "input"}, {"type": "gap"}],
-         r"layer input: the name is reserved for a NIR graph node"),
-        ([{"type": "conv", "out_channels": 4, "padding": 1}, {"type": "lif"},
-          {"type": "conv", "out_channels": 10, "kernel_size": 1, "groups": 2}, {"type": "gap"}],
-         r"layer conv2: groups=2: NIR's Conv2d takes weight.shape\[1\] as its input channels .* use groups=1"),
+        (
+            [
+                {"type": "conv", "out_channels": 4, "padding": 1},
+                {"type": "lif"},
+                {"type": "maxpool"},
+                {"type": "conv", "out_channels": 10, "kernel_size": 1},
+                {"type": "gap"},
+            ],
+            r"layer maxpool1 \(maxpool\): no NIR node for this layer; NIR has no max pooling node; use avgpool",
+        ),
+        (
+            [
+                {"type": "conv", "out_channels": 4, "padding": 1},
+                {"type": "lif"},
+                {"type": "avgpool"},
+                {"type": "bn"},
+                {"type": "conv", "out_channels": 10, "kernel_size": 1},
+                {"type": "gap"},
+            ],
+            r"layer bn1 \(bn\): NIR has no batch norm; put it right after a conv or linear",
+        ),
+        (
+            [{"type": "bn"}, {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"}],
+            r"layer bn1 \(bn\): NIR has no batch norm",
+        ),
+        (
+            [{"type": "conv", "out_channels": 10, "kernel_size": 1, "name": "input"}, {"type": "gap"}],
+            r"layer input: the name is reserved for a NIR graph node",
+        ),
+        (
+            [
+                {"type": "conv", "out_channels": 4, "padding": 1},
+                {"type": "lif"},
+                {"type": "conv", "out_channels": 10, "kernel_size": 1, "groups": 2},
+                {"type": "gap"},
+            ],
+            r"layer conv2: groups=2: NIR's Conv2d takes weight.shape\[1\] as its input channels .* use groups=1",
+        ),
     ],
     ids=["maxpool", "bn-after-pool", "bn-first", "reserved-name", "grouped-conv"],
 )
-def test_layers_nir_cannot_hold_are_refused_naming_them(layers: list[dict[str, Any]], message: str, tmp_path: Path) -> None:
+def test_layers_nir_cannot_hold_are_refused_naming_them(
+    layers: list[dict[str, Any]], message: str, tmp_path: Path
+) -> None:
     with pytest.raises(ExportError, match=message):
         export_nir(SpikingNet(_spec_with(layers), 1), tmp_path / "m.nir")
 
@@ -244,10 +294,16 @@ def test_a_registered_layer_type_without_a_nir_entry_is_refused() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 0.5
 
-    record = LayerType(name="half", modules=(Half,), fields={}, build=lambda *_: Half(), output_shape=same_shape, onnx=flatten_onnx)
+    record = LayerType(
+        name="half", modules=(Half,), fields={}, build=lambda *_: Half(), output_shape=same_shape, onnx=flatten_onnx
+    )
     with registered(record):
-        model = SpikingNet(_spec_with([{"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "half"}, {"type": "gap"}]), 1)
-        with pytest.raises(ExportError, match=r"layer half1 \(half\): no NIR node for this layer; NIR export supports \['avgpool'"):
+        model = SpikingNet(
+            _spec_with([{"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "half"}, {"type": "gap"}]), 1
+        )
+        with pytest.raises(
+            ExportError, match=r"layer half1 \(half\): no NIR node for this layer; NIR export supports \['avgpool'"
+        ):
             build_nir_graph(model)
 
 
@@ -259,7 +315,9 @@ def test_bad_dt_is_refused(trained: SpikingNet) -> None:
 # -- the file ----------------------------------------------------------------------------------------------
 
 
-def test_write_is_atomic_and_deterministic(trained: SpikingNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_is_atomic_and_deterministic(
+    trained: SpikingNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     export_nir(trained, tmp_path / "a.nir")
     export_nir(trained, tmp_path / "b.nir")
     assert (tmp_path / "a.nir").read_bytes() == (tmp_path / "b.nir").read_bytes()
@@ -290,7 +348,9 @@ def test_cli_exports_a_container_to_nir(trained: SpikingNet, tmp_path: Path) -> 
     assert nir.read(tmp_path / "m.nir").metadata["albsnn_binary_layers"] == "conv2,conv3,conv4"
     model = SpikingNet(variant("digits-small", reset="soft"), 1)
     write_container(tmp_path / "soft.albsnn", model)
-    result = run_cli(["export", str(tmp_path / "soft.albsnn"), "--format", "nir", "-o", str(tmp_path / "s.nir")], expected_exit=2)
+    result = run_cli(
+        ["export", str(tmp_path / "soft.albsnn"), "--format", "nir", "-o", str(tmp_path / "s.nir")], expected_exit=2
+    )
     assert "error: layer lif1: reset 'soft' has no NIR neuron" in result.stderr
 
 
@@ -302,12 +362,16 @@ def _assert_agrees(model: SpikingNet, runner: Any, images: torch.Tensor) -> None
     # a prediction may differ only where a spike sits exactly on its threshold (a float-rounding tie:
     # their folded batch norm, or our first conv run once for all steps, rounds differently), and rarely
     assert not agreement.unexplained, agreement.to_dict()
-    assert agreement.prediction_agreement >= 0.99 and len(agreement.ties) <= 0.01 * agreement.images, agreement.to_dict()
+    assert agreement.prediction_agreement >= 0.99 and len(agreement.ties) <= 0.01 * agreement.images, (
+        agreement.to_dict()
+    )
     assert agreement.max_logit_diff_untied <= 1e-4, agreement.to_dict()
 
 
 @pytest.mark.parametrize("timesteps", [1, 4])
-def test_snntorch_and_spikingjelly_run_our_file_like_pytorch(trained: SpikingNet, digits: torch.Tensor, timesteps: int, tmp_path: Path) -> None:
+def test_snntorch_and_spikingjelly_run_our_file_like_pytorch(
+    trained: SpikingNet, digits: torch.Tensor, timesteps: int, tmp_path: Path
+) -> None:
     pytest.importorskip("snntorch")
     pytest.importorskip("spikingjelly")
     model = trained
@@ -343,7 +407,13 @@ def _lively_variant(preset: str, neuron: dict[str, Any], per_channel: bool, imag
     [
         ("digits-fc", {}, False, True, 80),
         ("digits-small", {"decay_input": False, "tau": 1.5}, False, True, 80),
-        ("digits-small", {"decay_input": False, "tau": 1.5, "v_reset": 0.1, "v_threshold": 0.8}, False, True, 0),  # snnTorch: v_leak must be 0
+        (
+            "digits-small",
+            {"decay_input": False, "tau": 1.5, "v_reset": 0.1, "v_threshold": 0.8},
+            False,
+            True,
+            0,
+        ),  # snnTorch: v_leak must be 0
         ("digits-small", {"leak": False}, False, True, 0),  # snnTorch reads nir.IF only with r = 1 (see docs/nir.md)
         ("digits-small", {"strict_threshold": True, "tau": 3.0}, False, True, 80),
         ("digits-small", {"decay_input": False}, True, False, 80),  # SpikingJelly: tau must be uniform
@@ -351,7 +421,13 @@ def _lively_variant(preset: str, neuron: dict[str, Any], per_channel: bool, imag
     ids=["fc-head", "state-decay", "v-reset", "if", "strict", "per-channel-tau"],
 )
 def test_variants_agree_in_spikingjelly_and_snntorch(
-    preset: str, neuron: dict[str, Any], per_channel: bool, spikingjelly: bool, snntorch_images: int, digits: torch.Tensor, tmp_path: Path
+    preset: str,
+    neuron: dict[str, Any],
+    per_channel: bool,
+    spikingjelly: bool,
+    snntorch_images: int,
+    digits: torch.Tensor,
+    tmp_path: Path,
 ) -> None:
     model = _lively_variant(preset, neuron, per_channel, digits)
     export_nir(model, tmp_path / "m.nir")
@@ -386,8 +462,12 @@ def test_ties_are_found_and_a_wrong_threshold_is_not_one(digits: torch.Tensor, t
     """The checker is not vacuous: an exact tie (a pixel of 1.0 on threshold 1.0, fired by our >= and not by
     snnTorch's >) is traced as a tie; a threshold changed in the file is unexplained."""
     pytest.importorskip("snntorch")
-    layers = [{"type": "conv", "out_channels": 1, "kernel_size": 1}, {"type": "lif"},
-              {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "gap"}]
+    layers = [
+        {"type": "conv", "out_channels": 1, "kernel_size": 1},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 10, "kernel_size": 1},
+        {"type": "gap"},
+    ]
     spec = _spec_with(layers)
     spec["input"] = {**spec["input"], "mean": [0.0], "std": [1.0]}
     spec["neuron"] = {"decay_input": False}
@@ -423,7 +503,11 @@ def test_report_lists_the_nir_file_and_says_what_it_stores(tmp_path: Path) -> No
     assert storage["nir"]["binary_scaled_layers"] == ["conv2", "conv3"] and storage["nir"]["weight_precision"] == 32
     assert "no 1-bit packing on disk" in storage["nir"]["note"] and "+scale[c] or -scale[c]" in storage["nir"]["note"]
     plain = build_report(result)
-    assert "nir" not in plain["storage"] and "nir" not in plain["storage"]["on_disk"] and "nir" not in plain["storage"]["on_disk_ratio"]
+    assert (
+        "nir" not in plain["storage"]
+        and "nir" not in plain["storage"]["on_disk"]
+        and "nir" not in plain["storage"]["on_disk_ratio"]
+    )
 
 
 def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
@@ -439,16 +523,36 @@ def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
     run_cli([str(tmp_path / "m.pt"), "--budget", "1", "--formats", "albsnn,onnx,tflite"], expected_exit=2)
 
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "m.pt", SpikingNet(resolve_architecture("digits-small", "digits"), 1), {"dataset": "digits"})
-    run_cli([str(tmp_path / "m.pt"), "--budget", "100", "--strategy", "all", "--epochs", "0", "--trial-epochs", "0",
-             "--formats", "albsnn,onnx,nir", "-o", str(tmp_path / "out"), "--quiet"])
+    save_checkpoint(
+        tmp_path / "m.pt", SpikingNet(resolve_architecture("digits-small", "digits"), 1), {"dataset": "digits"}
+    )
+    run_cli(
+        [
+            str(tmp_path / "m.pt"),
+            "--budget",
+            "100",
+            "--strategy",
+            "all",
+            "--epochs",
+            "0",
+            "--trial-epochs",
+            "0",
+            "--formats",
+            "albsnn,onnx,nir",
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["storage"]["on_disk"]["nir"]["bytes"] == (tmp_path / "out" / "m.nir").stat().st_size
     assert report["storage"]["nir"]["binary_scaled_layers"] == ["conv2", "conv3", "conv4"]
     assert "m.nir" in json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]
 
     save_checkpoint(tmp_path / "soft.pt", SpikingNet(variant("digits-small", reset="soft"), 1), {"dataset": "digits"})
-    result = run_cli([str(tmp_path / "soft.pt"), "--budget", "1", "--formats", "nir", "-o", str(tmp_path / "soft")], expected_exit=2)
+    result = run_cli(
+        [str(tmp_path / "soft.pt"), "--budget", "1", "--formats", "nir", "-o", str(tmp_path / "soft")], expected_exit=2
+    )
     assert "layer lif1: reset 'soft' has no NIR neuron" in result.stderr  # refused before the search
 
 
@@ -460,7 +564,9 @@ def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     from albsnn_compress.formats import nir_optional
 
     code = "import sys, albsnn_compress, albsnn_compress.cli.main, albsnn_compress.pipeline; print(sorted({'nir', 'h5py'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
     def missing(name: str) -> None:
         raise ModuleNotFoundError("No module named 'nir'", name="nir")

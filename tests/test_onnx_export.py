@@ -60,13 +60,20 @@ def _groups_spec(dataset: str) -> dict[str, Any]:
     spec = resolve_architecture("digits-fc", dataset)
     spec["neuron"] = {"tau": 1.5, "v_threshold": 0.8, "v_reset": -0.25, "reset": "hard"}
     spec["layers"] = [
-        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
+        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "conv", "out_channels": 16, "kernel_size": 3, "stride": 2, "padding": 1, "groups": 4, "bias": True},
-        {"type": "bn"}, {"type": "lif"},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "conv", "out_channels": 16, "kernel_size": 5, "padding": 2, "groups": 2},
-        {"type": "maxpool", "kernel_size": 2}, {"type": "bn"}, {"type": "lif"},
+        {"type": "maxpool", "kernel_size": 2},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "flatten"},
-        {"type": "linear", "out_features": 32, "bias": False}, {"type": "bn"}, {"type": "lif"},
+        {"type": "linear", "out_features": 32, "bias": False},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "linear", "out_features": spec["num_classes"]},
     ]
     return spec
@@ -76,15 +83,21 @@ def _no_lif_spec(dataset: str) -> dict[str, Any]:
     """A stateless network: its output is the same at every step (the shared-input path)."""
     spec = resolve_architecture("digits-fc", dataset)
     spec["layers"] = [
-        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1}, {"type": "bn"},
-        {"type": "avgpool", "kernel_size": 2}, {"type": "conv", "out_channels": spec["num_classes"], "kernel_size": 1},
+        {"type": "conv", "out_channels": 8, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "avgpool", "kernel_size": 2},
+        {"type": "conv", "out_channels": spec["num_classes"], "kernel_size": 1},
         {"type": "gap"},
     ]
     return spec
 
 
 def _make_model(
-    spec: dict[str, Any], timesteps: int, images: torch.Tensor, binarize: str, taus: dict[str, torch.Tensor] | None = None
+    spec: dict[str, Any],
+    timesteps: int,
+    images: torch.Tensor,
+    binarize: str,
+    taus: dict[str, torch.Tensor] | None = None,
 ) -> SpikingNet:
     """A random-init network with lively spikes: random BN affine params, stats from real images.
 
@@ -100,9 +113,11 @@ def _make_model(
             norm.weight.uniform_(0.5, 1.5)
             norm.bias.uniform_(0.5, 1.5)
             norm.momentum = None  # running statistics = the plain average over the batches below
-    names = candidate_layers(model) if binarize == "candidates" else [
-        name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-    ][1:]
+    names = (
+        candidate_layers(model)
+        if binarize == "candidates"
+        else [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][1:]
+    )
     binarize_(model, names)
     model.train()
     with torch.no_grad():
@@ -134,7 +149,14 @@ CASES = [
     # neuron variants (the forms snnTorch, SpikingJelly and NIR neurons need)
     ("if-T3-soft", "fmnist-vgg", 3, {"leak": False, "reset": "soft"}, "candidates", SMALL_SUBSET),
     ("state-decay-T3", "fmnist-vgg", 3, {"decay_input": False, "tau": 1.5, "v_reset": 0.1}, "candidates", SMALL_SUBSET),
-    ("strict-deferred-T3", "fmnist-vgg", 3, {"strict_threshold": True, "reset": "soft_deferred"}, "candidates", SMALL_SUBSET),
+    (
+        "strict-deferred-T3",
+        "fmnist-vgg",
+        3,
+        {"strict_threshold": True, "reset": "soft_deferred"},
+        "candidates",
+        SMALL_SUBSET,
+    ),
     ("no-reset-T3", "fmnist-vgg", 3, {"reset": "none", "tau": 1.5}, "candidates", SMALL_SUBSET),
     ("per-channel-tau-T3", _per_channel_spec, 3, {"decay_input": False}, "candidates", SMALL_SUBSET),
 ]
@@ -146,7 +168,11 @@ def _case_model(case: tuple[Any, ...], dataset: str, images: torch.Tensor) -> Sp
     spec["neuron"] = {**spec.get("neuron", {}), **neuron}
     torch.manual_seed(1)
     model = SpikingNet(spec, timesteps)
-    per_channel = {name: torch.rand(m.tau.shape) * 2 + 1 for name, m in model.named_modules() if "tau" in getattr(m, "per_channel", ())}
+    per_channel = {
+        name: torch.rand(m.tau.shape) * 2 + 1
+        for name, m in model.named_modules()
+        if "tau" in getattr(m, "per_channel", ())
+    }
     model = _make_model(spec, timesteps, images, binarize, per_channel)
     return model
 
@@ -167,7 +193,9 @@ def _run_ort(proto: onnx.ModelProto, images: torch.Tensor, level: str) -> np.nda
 def _torch_spikes(model: SpikingNet, images: torch.Tensor) -> list[torch.Tensor]:
     """Every LIF layer's spikes ``[T, B, ...]`` for ``images``, in layer order."""
     spikes: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out)) for m in model.modules() if isinstance(m, LIF)]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out: spikes.append(out)) for m in model.modules() if isinstance(m, LIF)
+    ]
     try:
         with torch.inference_mode():
             model(images)
@@ -220,7 +248,9 @@ def _expected_payload(model: SpikingNet) -> int:
     """Bytes the weights need: ceil(n/8) per binarized weight tensor, 4 per float (incl. alpha and BN stats)."""
     total = 0
     for module in model.layers:
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and module in {model.get_submodule(n) for n in binarized_layers(model)}:
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module in {
+            model.get_submodule(n) for n in binarized_layers(model)
+        }:
             total += packed_size(module.weight.numel()) + 4 * module.weight.shape[0]
         elif hasattr(module, "weight") and module.weight is not None:
             total += 4 * module.weight.numel()
@@ -302,7 +332,9 @@ def test_zero_scale_is_not_folded_and_still_matches(test_images: tuple[str, torc
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[4]], ids=["gap-T1", "gap-T3", "fc-T3"])
-def test_packed_file_size_follows_the_payload(case: tuple[Any, ...], tmp_path: Path, test_images: tuple[str, torch.Tensor]) -> None:
+def test_packed_file_size_follows_the_payload(
+    case: tuple[Any, ...], tmp_path: Path, test_images: tuple[str, torch.Tensor]
+) -> None:
     dataset, images = test_images
     model = _case_model(case, dataset, images[:200])
     payload = _expected_payload(model)
@@ -319,7 +351,9 @@ def test_packed_file_is_much_smaller_than_float(tmp_path: Path, test_images: tup
     assert (tmp_path / "packed.onnx").stat().st_size * 8 < (tmp_path / "float.onnx").stat().st_size
 
 
-def test_model_header_is_deterministic_and_self_contained(tmp_path: Path, test_images: tuple[str, torch.Tensor]) -> None:
+def test_model_header_is_deterministic_and_self_contained(
+    tmp_path: Path, test_images: tuple[str, torch.Tensor]
+) -> None:
     dataset, images = test_images
     model = _case_model(CASES[4], dataset, images[:200])
     export_onnx(model, tmp_path / "a.onnx")
@@ -372,7 +406,9 @@ def test_cli_exports_a_container(tmp_path: Path, test_images: tuple[str, torch.T
     run_cli(["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "f.onnx"), "--onnx-weights", "float"])
     assert (tmp_path / "m.onnx").read_bytes() == build_onnx_model(model).SerializeToString()
     assert (tmp_path / "f.onnx").read_bytes() == build_onnx_model(model, weights="float").SerializeToString()
-    result = run_cli(["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "x.onnx"), "--onnx-weights", "half"], 2)
+    result = run_cli(
+        ["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "x.onnx"), "--onnx-weights", "half"], 2
+    )
     assert "'half' is not one of 'packed', 'float'" in result.stderr
     result = run_cli(["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "no" / "x.onnx")], 2)
     assert "does not exist; create it first" in result.stderr

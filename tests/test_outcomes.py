@@ -38,6 +38,8 @@ def test_the_vector_holds_each_images_answer_and_its_mean_is_the_accuracy(digits
 def test_two_ranks_shards_sum_to_the_single_process_vector(digits_checkpoint: Path) -> None:
     model = load_checkpoint(digits_checkpoint)
     val = load_splits("digits", None)["val"]
-    shards = [correct_answers(model, val, OneRankOfTwo(rank=rank, world_size=2), batch_size=16).long() for rank in (0, 1)]
+    shards = [
+        correct_answers(model, val, OneRankOfTwo(rank=rank, world_size=2), batch_size=16).long() for rank in (0, 1)
+    ]
     assert not bool((shards[0] & shards[1]).any())  # every image answered by exactly one rank
     assert torch.equal((shards[0] + shards[1]).bool(), correct_answers(model, val))

@@ -11,7 +11,13 @@ import pytest
 
 from albsnn_compress import output_paths
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.files.output_paths import OutputError, check_output_file, check_output_folder, output_error, writing
+from albsnn_compress.files.output_paths import (
+    OutputError,
+    check_output_file,
+    check_output_folder,
+    output_error,
+    writing,
+)
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -26,7 +32,10 @@ def place(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("target", "message"),
     [
-        ("a_file/model.pt", r"cannot write .*a_file/model.pt: .*a_file is a file, not a folder; choose another output path"),
+        (
+            "a_file/model.pt",
+            r"cannot write .*a_file/model.pt: .*a_file is a file, not a folder; choose another output path",
+        ),
         ("a_file/deeper/model.pt", r"a_file is a file, not a folder"),
         ("missing/model.pt", r"cannot write .*missing/model.pt: folder .*missing does not exist; create it first"),
         ("a_folder", r"cannot write .*a_folder: it is a folder; pass a file name"),
@@ -63,13 +72,18 @@ def test_a_new_folder_is_checked_in_its_nearest_existing_ancestor_and_not_create
     assert check_output_folder(place / "a_folder") == place / "a_folder"
 
 
-@pytest.mark.skipif(ROOT, reason="root ignores permission bits, so a chmod-ed folder stays writable (the read-only "
-                                  "mount case is simulated in test_a_read_only_disk_is_named)")
+@pytest.mark.skipif(
+    ROOT,
+    reason="root ignores permission bits, so a chmod-ed folder stays writable (the read-only "
+    "mount case is simulated in test_a_read_only_disk_is_named)",
+)
 def test_a_folder_without_write_permission_is_refused(place: Path) -> None:
     locked = place / "a_folder"
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        with pytest.raises(OutputError, match=r"cannot write .*model.pt: permission denied; choose a folder you can write"):
+        with pytest.raises(
+            OutputError, match=r"cannot write .*model.pt: permission denied; choose a folder you can write"
+        ):
             check_output_file(locked / "model.pt")
         with pytest.raises(OutputError, match=r"permission denied"):
             check_output_folder(locked / "out")

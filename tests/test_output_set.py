@@ -11,7 +11,12 @@ import pytest
 
 from albsnn_compress.files.output_paths import OutputError
 from albsnn_compress.files.output_set import (
-    MANIFEST_NAME, MANIFEST_SCHEMA, OutputSet, OutputSetError, read_manifest, verify_output_set,
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA,
+    OutputSet,
+    OutputSetError,
+    read_manifest,
+    verify_output_set,
 )
 
 NAMES = ("m.albsnn", "m.onnx", "report.json")
@@ -85,8 +90,12 @@ def test_a_commit_cut_short_leaves_no_manifest(tmp_path: Path, monkeypatch: pyte
 def test_what_a_killed_run_left_is_removed_and_nothing_else(tmp_path: Path) -> None:
     folder = tmp_path / "out"
     _write_set(folder, "old")
-    leftovers = [".albsnn-staging-abcd_123/m.onnx", ".m.onnx.k2j4h5g6.tmp", f".{MANIFEST_NAME}.zzzzzzzz.tmp",
-                 ".albsnn-probe-q1w2e3r4.tmp"]
+    leftovers = [
+        ".albsnn-staging-abcd_123/m.onnx",
+        ".m.onnx.k2j4h5g6.tmp",
+        f".{MANIFEST_NAME}.zzzzzzzz.tmp",
+        ".albsnn-probe-q1w2e3r4.tmp",
+    ]
     kept = [".m.onnx.toolong99.tmp.bak", ".other.abcdefgh.tmp", "notes.txt", ".albsnn-staging-x"]
     for name in leftovers + kept:
         (folder / name).parent.mkdir(exist_ok=True)
@@ -97,11 +106,15 @@ def test_what_a_killed_run_left_is_removed_and_nothing_else(tmp_path: Path) -> N
 
 def test_prepare_refuses_a_foreign_manifest_and_a_folder_in_the_way(tmp_path: Path) -> None:
     (tmp_path / MANIFEST_NAME).write_text('{"name": "my web app"}')
-    with pytest.raises(OutputSetError, match=r"manifest.json: not an albsnn-compress output manifest .*move it or choose"):
+    with pytest.raises(
+        OutputSetError, match=r"manifest.json: not an albsnn-compress output manifest .*move it or choose"
+    ):
         OutputSet(tmp_path, NAMES).prepare()
     (tmp_path / MANIFEST_NAME).unlink()
     (tmp_path / "m.onnx").mkdir()
-    with pytest.raises(OutputError, match=r"cannot write .*m.onnx: it is a folder; move it or choose another output folder"):
+    with pytest.raises(
+        OutputError, match=r"cannot write .*m.onnx: it is a folder; move it or choose another output folder"
+    ):
         OutputSet(tmp_path, NAMES).prepare()
     with pytest.raises(OutputError, match="must be distinct file names, not hidden"):
         OutputSet(tmp_path, (".hidden", "a/b"))
@@ -126,11 +139,20 @@ MALFORMED_MANIFESTS = {
     "bool version": (json.dumps(_manifest(version=True)).encode(), "version"),
     "unknown key": (json.dumps(_manifest(extra=1)).encode(), "are not schema, version, files, versions"),
     "no files": (json.dumps(_manifest(files={})).encode(), "'files' is not a non-empty object"),
-    "path traversal": (json.dumps(_manifest(files={"../x": {"bytes": 1, "sha256": "0" * 64}})).encode(), "not a plain file name"),
-    "absolute path": (json.dumps(_manifest(files={"/etc/passwd": {"bytes": 1, "sha256": "0" * 64}})).encode(), "not a plain"),
+    "path traversal": (
+        json.dumps(_manifest(files={"../x": {"bytes": 1, "sha256": "0" * 64}})).encode(),
+        "not a plain file name",
+    ),
+    "absolute path": (
+        json.dumps(_manifest(files={"/etc/passwd": {"bytes": 1, "sha256": "0" * 64}})).encode(),
+        "not a plain",
+    ),
     "negative size": (json.dumps(_manifest(files={"m.onnx": {"bytes": -1, "sha256": "0" * 64}})).encode(), "bytes"),
     "short hash": (json.dumps(_manifest(files={"m.onnx": {"bytes": 1, "sha256": "0"}})).encode(), "64 hex digits"),
-    "versions not strings": (json.dumps(_manifest(versions={"python": 3})).encode(), "'versions' is not an object of strings"),
+    "versions not strings": (
+        json.dumps(_manifest(versions={"python": 3})).encode(),
+        "'versions' is not an object of strings",
+    ),
     "huge": (b" " * (1 << 20) + b"{}", "larger than"),
 }
 
@@ -152,7 +174,10 @@ def test_a_malformed_manifest_is_one_output_set_error(tmp_path: Path, case: str)
     [
         (lambda folder: (folder / "m.onnx").write_text("changed"), "m.onnx is not the file .*manifest.json lists"),
         (lambda folder: (folder / "report.json").unlink(), "report.json is missing or unreadable"),
-        (lambda folder: ((folder / "m.onnx").unlink(), (folder / "m.onnx").symlink_to(folder / "m.albsnn")), "m.onnx is not"),
+        (
+            lambda folder: ((folder / "m.onnx").unlink(), (folder / "m.onnx").symlink_to(folder / "m.albsnn")),
+            "m.onnx is not",
+        ),
     ],
 )
 def test_a_mixed_set_is_named(tmp_path: Path, change, problem: str) -> None:
@@ -171,8 +196,11 @@ def test_a_file_the_manifest_does_not_list_is_not_part_of_the_run(tmp_path: Path
 
 
 def test_hostile_names_in_a_manifest_are_shown_escaped(tmp_path: Path) -> None:
-    (tmp_path / MANIFEST_NAME).write_text(json.dumps(_manifest(files={
-        "m.onnx": {"bytes": 3, "sha256": "0" * 64}, "\x1b[2Jx": {"bytes": 3, "sha256": "0" * 64}})))
+    (tmp_path / MANIFEST_NAME).write_text(
+        json.dumps(
+            _manifest(files={"m.onnx": {"bytes": 3, "sha256": "0" * 64}, "\x1b[2Jx": {"bytes": 3, "sha256": "0" * 64}})
+        )
+    )
     (tmp_path / "m.onnx").write_bytes(b"abc")
     check = verify_output_set(tmp_path / "m.onnx")
     assert check.problem is not None and "\x1b" not in check.problem and "\\x1b[2Jx" in check.problem

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from albsnn_compress.data import load_split
 from albsnn_compress import pipeline
-from albsnn_compress.formats.container.file import read_container
+from albsnn_compress.data import load_split
 from albsnn_compress.files.output_paths import OutputError
 from albsnn_compress.files.output_set import MANIFEST_NAME, verify_output_set
+from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.training.trainer import evaluate
@@ -46,7 +46,20 @@ def test_container_reproduces_the_compressed_model(digits_checkpoint: Path, tmp_
 
 def test_cli_default_command_writes_every_output(digits_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
-    run_cli([str(digits_checkpoint), "--budget", "0.5", "--epochs", "0.3", "--trial-epochs", "0.3", "--quiet", "-o", str(out)])
+    run_cli(
+        [
+            str(digits_checkpoint),
+            "--budget",
+            "0.5",
+            "--epochs",
+            "0.3",
+            "--trial-epochs",
+            "0.3",
+            "--quiet",
+            "-o",
+            str(out),
+        ]
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == ["manifest.json", "model.albsnn", "model.onnx", "report.html", "report.json"]
     assert all(verify_output_set(out / name).complete for name in names if name != "manifest.json")
@@ -55,8 +68,9 @@ def test_cli_default_command_writes_every_output(digits_checkpoint: Path, tmp_pa
 QUICK = SearchConfig(strategy="none", epochs=0, trial_epochs=0)  # no search: only the writing is under test
 
 
-def test_an_interrupted_run_leaves_the_previous_complete_set(digits_checkpoint: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_run_leaves_the_previous_complete_set(
+    digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     first = compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, out))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -70,7 +84,9 @@ def test_an_interrupted_run_leaves_the_previous_complete_set(digits_checkpoint: 
     monkeypatch.setattr(pipeline, "export_onnx", export_then_fail)
     with pytest.raises(RuntimeError, match="export interrupted"):
         compress_checkpoint(CompressRequest(digits_checkpoint, 2.0, QUICK, out))  # a new budget: a new container
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no new .albsnn beside the old .onnx, no temporaries
+    assert {
+        p.name: p.read_bytes() for p in out.iterdir()
+    } == before  # no new .albsnn beside the old .onnx, no temporaries
     assert verify_output_set(first.files["onnx"]).complete
 
 
@@ -83,12 +99,19 @@ def test_what_a_killed_run_left_is_cleaned_up_on_the_next(digits_checkpoint: Pat
         (out / name).write_bytes(b"left by SIGKILL")
     (out / "notes.txt").write_text("mine")
     compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, out))
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.albsnn", "model.onnx", "notes.txt",
-                                                     "report.html", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "model.albsnn",
+        "model.onnx",
+        "notes.txt",
+        "report.html",
+        "report.json",
+    ]
 
 
-def test_an_unwritable_output_folder_is_refused_before_any_work(digits_checkpoint: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritable_output_folder_is_refused_before_any_work(
+    digits_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_work(*_args, **_kwargs):
         raise AssertionError("the checkpoint was read before the output folder was checked")
 
@@ -124,7 +147,11 @@ def test_the_report_carries_the_c_exports_flash_and_ram(digits_checkpoint: Path,
     request = CompressRequest(digits_checkpoint, 100.0, SearchConfig(strategy="all", epochs=0.1), tmp_path / "out")
     outcome = compress_checkpoint(request)
     plan = plan_model(outcome.result.model, weights="packed")
-    assert outcome.report["storage"]["c_export"] == {"flash_bytes": plan.weight_bytes, "ram_bytes": plan.arena_bytes, "refused": None}
+    assert outcome.report["storage"]["c_export"] == {
+        "flash_bytes": plan.weight_bytes,
+        "ram_bytes": plan.arena_bytes,
+        "refused": None,
+    }
     assert f"{plan.weight_bytes:,} B / {plan.arena_bytes:,} B" in render_text(outcome.report)
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["storage"]["c_export"]["flash_bytes"] == plan.weight_bytes

@@ -14,8 +14,16 @@ from albsnn_compress.data import load_splits
 def test_every_exported_name_resolves() -> None:
     for name in ac.__all__:
         assert getattr(ac, name) is not None, name
-    for name in ("compress", "SearchConfig", "CompressionResult", "summary", "read_container", "write_container",
-                 "export_onnx", "build_report"):
+    for name in (
+        "compress",
+        "SearchConfig",
+        "CompressionResult",
+        "summary",
+        "read_container",
+        "write_container",
+        "export_onnx",
+        "build_report",
+    ):
         assert name in ac.__all__, name
 
 

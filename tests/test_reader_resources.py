@@ -62,8 +62,12 @@ _HARNESS = textwrap.dedent("""
 
 
 def _run(cases: list[Path], warm: Path, budget: int = _BUDGET) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", _HARNESS, json.dumps([str(p) for p in cases]), str(warm), str(budget)],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _HARNESS, json.dumps([str(p) for p in cases]), str(warm), str(budget)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -74,13 +78,26 @@ def _save(path: Path, payload: dict) -> Path:
 
 
 def _checkpoint_payload(spec: dict, state: dict) -> dict:
-    return {"format": "albsnn-checkpoint", "version": 1, "spec": spec, "timesteps": 1, "binarized": [],
-            "state_dict": state, "metadata": {}}
+    return {
+        "format": "albsnn-checkpoint",
+        "version": 1,
+        "spec": spec,
+        "timesteps": 1,
+        "binarized": [],
+        "state_dict": state,
+        "metadata": {},
+    }
 
 
-_FC_SPEC = {"input": {"shape": [1, 28, 28]}, "num_classes": 10,
-            "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 1 << 18, "bias": False},
-                       {"type": "linear", "out_features": 10, "bias": False}]}
+_FC_SPEC = {
+    "input": {"shape": [1, 28, 28]},
+    "num_classes": 10,
+    "layers": [
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 1 << 18, "bias": False},
+        {"type": "linear", "out_features": 10, "bias": False},
+    ],
+}
 
 
 def _zip_bomb(path: Path) -> Path:
@@ -95,8 +112,10 @@ def _zip_bomb(path: Path) -> Path:
 
 def _strided_checkpoint(path: Path) -> Path:
     """Every weight a stride-0 view of one float: a few KB that torch.load turns into 2 GiB tensors once copied."""
-    state = {"layers.linear1.weight": torch.zeros(1).expand(1 << 18, 784),
-             "layers.linear2.weight": torch.zeros(1).expand(10, 1 << 18)}
+    state = {
+        "layers.linear1.weight": torch.zeros(1).expand(1 << 18, 784),
+        "layers.linear2.weight": torch.zeros(1).expand(10, 1 << 18),
+    }
     return _save(path, _checkpoint_payload(_FC_SPEC, state))
 
 
@@ -122,7 +141,9 @@ def test_hostile_files_are_refused_under_a_memory_cap(tmp_path: Path) -> None:
         _save(tmp_path / "huge-spec.pt", _checkpoint_payload(_FC_SPEC, {})): "more than a .*-byte checkpoint can hold",
         _zip_bomb(tmp_path / "zip-bomb.pt"): "member 'archive/data.pkl' is compressed",
         _strided_checkpoint(tmp_path / "strided.pt"): "more than a .*-byte checkpoint can hold",
-        _container_header_edit(tmp_path / "huge-forward.albsnn", huge_forward): "a forward pass of one image at T=4096 needs",
+        _container_header_edit(
+            tmp_path / "huge-forward.albsnn", huge_forward
+        ): "a forward pass of one image at T=4096 needs",
         flat: r"header JSON: \d+ or more objects and arrays, at most 262144 allowed",
     }
     results = _run(list(cases), GOLDEN / "fc_float16.albsnn")
@@ -156,10 +177,20 @@ _PEAK = textwrap.dedent("""
 def wide_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 46 MB fully connected model: binarized as a container (about 1.5 MB) and as a float checkpoint."""
     folder = tmp_path_factory.mktemp("wide")
-    spec = {"input": {"shape": [1, 28, 28]}, "num_classes": 10,
-            "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 4096, "bias": False}, {"type": "bn"},
-                       {"type": "lif"}, {"type": "linear", "out_features": 2048, "bias": False}, {"type": "bn"},
-                       {"type": "lif"}, {"type": "linear", "out_features": 10}]}
+    spec = {
+        "input": {"shape": [1, 28, 28]},
+        "num_classes": 10,
+        "layers": [
+            {"type": "flatten"},
+            {"type": "linear", "out_features": 4096, "bias": False},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": 2048, "bias": False},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": 10},
+        ],
+    }
     torch.manual_seed(0)
     model = SpikingNet(spec).eval()
     save_checkpoint(folder / "wide.pt", model, {})
@@ -171,16 +202,24 @@ def wide_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["container", "checkpoint"])
 def test_reading_peaks_near_the_file_plus_the_model(wide_files: dict[str, Path], kind: str) -> None:
     """Reading a binarized 1.5 MB container once peaked at 5.9x (file + model): now about 1.0x, plus a few MiB."""
-    done = subprocess.run([sys.executable, "-c", _PEAK, str(wide_files[kind]), str(GOLDEN / "fc_float16.albsnn")],
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(wide_files[kind]), str(GOLDEN / "fc_float16.albsnn")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     measured = json.loads(done.stdout)
     allowed = 1.25 * (measured["file"] + measured["model"]) + (16 << 20)
     assert 0 < measured["added"] <= allowed, measured
 
 
 def test_valid_files_read_under_the_cap(wide_files: dict[str, Path]) -> None:
-    results = _run([wide_files["container"], wide_files["checkpoint"], GOLDEN / "conv_mixed.albsnn"],
-                   GOLDEN / "fc_float16.albsnn", budget=384 << 20)
+    results = _run(
+        [wide_files["container"], wide_files["checkpoint"], GOLDEN / "conv_mixed.albsnn"],
+        GOLDEN / "fc_float16.albsnn",
+        budget=384 << 20,
+    )
     assert results == ["read", "read", "read"]
 
 

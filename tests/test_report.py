@@ -14,7 +14,6 @@ from report_samples import digits_result, make_result, tiny_model
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.errors import ReportError
-from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.report import (
     SCHEMA,
     build_report,
@@ -28,6 +27,7 @@ from albsnn_compress.report import (
     write_report,
 )
 from albsnn_compress.report import schema as schema_module
+from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.storage import layer_storage, total_bits
 
 VERSIONS = {"albsnn-compress": "test"}
@@ -55,7 +55,9 @@ def test_tiny_model_bits_match_the_hand_count() -> None:
     assert (conv1["bits_before"], conv1["bits_after"]) == (36 * 32, 36 + 4 * 32) == (1152, 164)
     assert conv1["bytes_after"] == 20.5
     assert [(t["name"], t["elements"], t["precision_before"], t["precision_after"]) for t in conv1["tensors"]] == [
-        ("weight", 36, 32, 1), ("weight_scale", 4, None, 32)]
+        ("weight", 36, 32, 1),
+        ("weight_scale", 4, None, 32),
+    ]
     # bn1: weight, bias, running mean and var of 4 channels, all float32, untouched.
     assert (layers["layers.bn1"]["bits_before"], layers["layers.bn1"]["bits_after"]) == (4 * 4 * 32, 512)
     # conv2: 3x4x1x1 = 12 weights + 3 biases; the bias stays float32 next to the 3 scales.
@@ -107,9 +109,21 @@ def test_accuracy_and_trajectory_come_from_the_result(digits_report: dict) -> No
     assert acc["test_drop_points"] == pytest.approx(0.25)
     assert acc["val_floor"] == pytest.approx(89.8)
     assert acc["within_budget"] is True
-    assert [step["action"] for step in digits_report["trajectory"]] == ["start", "binarize", "binarize", "binarize", "revert", "final"]
+    assert [step["action"] for step in digits_report["trajectory"]] == [
+        "start",
+        "binarize",
+        "binarize",
+        "binarize",
+        "revert",
+        "final",
+    ]
     assert digits_report["trajectory"][-1]["storage_bits"] == digits_report["storage"]["computed"]["bits_after"]
-    assert digits_report["model"] == {"name": "digits-small", "timesteps": 1, "input_shape": [1, 8, 8], "num_classes": 10}
+    assert digits_report["model"] == {
+        "name": "digits-small",
+        "timesteps": 1,
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+    }
 
 
 def test_the_drop_comes_with_its_paired_counts_and_exact_interval(digits_report: dict) -> None:
@@ -258,15 +272,25 @@ def _bad_reports(report: dict) -> list[tuple[str, bytes, str]]:
         ("truncated", text[: len(text) // 2].encode(), "not valid JSON"),
         ("not utf-8", b'{"schema": "\xff"}', "not UTF-8"),
         ("list", b"[1, 2]", "must be a JSON object, found list"),
-        ("duplicate key", text.replace('"schema_version": 2,', '"schema_version": 2, "schema_version": 2,', 1).encode(),
-         "duplicate key 'schema_version'"),
+        (
+            "duplicate key",
+            text.replace('"schema_version": 2,', '"schema_version": 2, "schema_version": 2,', 1).encode(),
+            "duplicate key 'schema_version'",
+        ),
         ("nan", text.replace('"val_before": 90.0', '"val_before": NaN', 1).encode(), "NaN is not allowed"),
         ("huge int", text.replace('"seed": 0', '"seed": ' + "9" * 5000, 1).encode(), "integer with 5000 digits"),
         ("deep", b"[" * 100000 + b"]" * 100000, "nesting deeper than 64 levels"),
         ("other schema", json.dumps(dict(report, schema="x")).encode(), "not an albsnn-compress report"),
-        ("future version", json.dumps(future).encode(), r"schema version 99 is not supported \(this reader reads \[2\]\).*upgrade"),
-        ("version 1", json.dumps(dict(report, schema_version=1)).encode(),
-         r"report schema version 1 is not supported \(this reader reads \[2\]\); regenerate it"),
+        (
+            "future version",
+            json.dumps(future).encode(),
+            r"schema version 99 is not supported \(this reader reads \[2\]\).*upgrade",
+        ),
+        (
+            "version 1",
+            json.dumps(dict(report, schema_version=1)).encode(),
+            r"report schema version 1 is not supported \(this reader reads \[2\]\); regenerate it",
+        ),
     ]
 
 
@@ -291,7 +315,10 @@ def test_load_report_caps_the_file_size(tmp_path: Path, digits_report: dict, mon
 
 
 def test_write_report_names_files_after_a_folder_or_a_stem(tmp_path: Path, digits_report: dict) -> None:
-    assert report_paths(tmp_path, ["json", "html"]) == {"json": tmp_path / "report.json", "html": tmp_path / "report.html"}
+    assert report_paths(tmp_path, ["json", "html"]) == {
+        "json": tmp_path / "report.json",
+        "html": tmp_path / "report.html",
+    }
     stem = tmp_path / "run.report.json"
     paths = write_report(digits_report, stem, formats=("json", "md", "terminal"))
     assert paths == {"json": stem, "md": tmp_path / "run.report.md", "terminal": tmp_path / "run.report.txt"}
@@ -329,7 +356,15 @@ def test_terminal_output_shows_the_key_rows() -> None:
         ["validation", "90.00%", "89.90%", "0.10 pts"],
     ):
         assert any(all(cell in line for cell in row) for line in lines), f"no line with {row}:\n{text}"
-    for title in ("Run", "Storage: computed vs on disk", "Files", "Accuracy (top-1)", "Layers", "Search trajectory", "Wall time"):
+    for title in (
+        "Run",
+        "Storage: computed vs on disk",
+        "Files",
+        "Accuracy (top-1)",
+        "Layers",
+        "Search trajectory",
+        "Wall time",
+    ):
         assert title in [line.strip() for line in lines]
 
 
@@ -361,14 +396,23 @@ def report_json(tmp_path: Path, digits_report: dict) -> Path:
     return write_report(digits_report, tmp_path / "run", formats=("json",))["json"]
 
 
-@pytest.mark.parametrize("form, marker", [("terminal", "Search trajectory"), ("json", '"schema_version": 2'),
-                                          ("md", "# Storage report"), ("html", "<!DOCTYPE html>")])
+@pytest.mark.parametrize(
+    "form, marker",
+    [
+        ("terminal", "Search trajectory"),
+        ("json", '"schema_version": 2'),
+        ("md", "# Storage report"),
+        ("html", "<!DOCTYPE html>"),
+    ],
+)
 def test_report_command_prints_every_form(report_json: Path, form: str, marker: str) -> None:
     result = run_cli(["report", str(report_json), "--format", form])
     assert marker in result.stdout
 
 
-def test_report_command_writes_files_identical_to_write_report(report_json: Path, tmp_path: Path, digits_report: dict) -> None:
+def test_report_command_writes_files_identical_to_write_report(
+    report_json: Path, tmp_path: Path, digits_report: dict
+) -> None:
     for form in ("json", "md", "html"):
         out = tmp_path / f"cli.{form}"
         run_cli(["report", str(report_json), "--format", form, "-o", str(out)])
@@ -383,7 +427,9 @@ def test_report_command_rejects_bad_input_in_one_line(tmp_path: Path, report_jso
     result = run_cli(["report", str(bad)], expected_exit=2)
     assert result.stderr.startswith(f"error: {bad}: not valid JSON")
     assert result.stderr.count("\n") == 1 and result.stdout == ""
-    result = run_cli(["report", str(report_json), "-o", str(tmp_path / "no" / "x.md"), "--format", "md"], expected_exit=2)
+    result = run_cli(
+        ["report", str(report_json), "-o", str(tmp_path / "no" / "x.md"), "--format", "md"], expected_exit=2
+    )
     assert "does not exist" in result.stderr and result.stderr.count("\n") == 1
     result = run_cli(["report", str(report_json), "--format", "pdf"], expected_exit=2)
     assert "'pdf' is not one of" in result.stderr

@@ -22,8 +22,16 @@ SCREENSHOT = REPO / "scripts" / "screenshot_report.sh"
 
 
 # Headless, offline and as root: without the network flags Chromium waits on connections it cannot make.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 NO_BROWSER = "no chromium, chromium-browser or google-chrome on PATH (apt-get install -y chromium)"
 
 
@@ -78,9 +86,14 @@ def test_markdown_and_html_show_the_same_figures(report: dict, page: str) -> Non
     markdown = render_markdown(report)
     computed = report["storage"]["computed"]
     figures = [
-        fmt.size(computed["bytes_before"]), fmt.size(computed["bytes_after"]), fmt.ratio(computed["ratio"]),
-        fmt.percent(computed["saved_percent"]), fmt.count(computed["bits_after"]), fmt.points(report["accuracy"]["val_drop_points"]),
-        fmt.percent(report["accuracy"]["test_after"]), fmt.percent(report["accuracy"]["val_floor"]),
+        fmt.size(computed["bytes_before"]),
+        fmt.size(computed["bytes_after"]),
+        fmt.ratio(computed["ratio"]),
+        fmt.percent(computed["saved_percent"]),
+        fmt.count(computed["bits_after"]),
+        fmt.points(report["accuracy"]["val_drop_points"]),
+        fmt.percent(report["accuracy"]["test_after"]),
+        fmt.percent(report["accuracy"]["val_floor"]),
     ]
     for layer in report["layers"]:
         figures += [fmt.count(layer["bits_before"]), fmt.count(layer["bits_after"]), fmt.size(layer["bytes_after"])]
@@ -103,9 +116,20 @@ def test_html_without_matplotlib_has_tables_and_a_note(report: dict, monkeypatch
 def _open_in_browser(browser: str, html_file: Path, profile: Path, width: int = 1280) -> tuple[str, list[str]]:
     """The DOM Chromium built (in a ``width`` px wide window) and the console messages it logged."""
     done = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},2000",
-         "--enable-logging=stderr", "--v=0", "--dump-dom", html_file.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            browser,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={width},2000",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            html_file.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
 
@@ -155,7 +179,9 @@ document.getElementById("layout-probe").textContent = JSON.stringify({
 
 def _layout(browser: str, page: str, tmp_path: Path, width: int) -> dict:
     """Measurements of the page laid out by Chromium in a ``width`` px wide window."""
-    probed = page.replace("content=\"default-src 'none';", "content=\"default-src 'none'; script-src 'unsafe-inline';", 1)
+    probed = page.replace(
+        "content=\"default-src 'none';", "content=\"default-src 'none'; script-src 'unsafe-inline';", 1
+    )
     assert probed != page, "the page's CSP changed; update the probe"
     probed = probed.replace("</main>", f"</main>{_PROBE}", 1)
     html_file = tmp_path / f"probe-{width}.html"
@@ -191,8 +217,13 @@ def test_screenshot_script_writes_a_png(page: str, tmp_path: Path) -> None:
     html_file = tmp_path / "report.html"
     html_file.write_text(page, encoding="utf-8")
     out = tmp_path / "shot.png"
-    done = subprocess.run(["bash", str(SCREENSHOT), str(html_file), str(out), "800", "600"],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        ["bash", str(SCREENSHOT), str(html_file), str(out), "800", "600"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -200,7 +231,12 @@ def test_screenshot_script_writes_a_png(page: str, tmp_path: Path) -> None:
 
 
 def test_screenshot_script_refuses_a_missing_report(tmp_path: Path) -> None:
-    done = subprocess.run(["bash", str(SCREENSHOT), str(tmp_path / "absent.html"), str(tmp_path / "x.png")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["bash", str(SCREENSHOT), str(tmp_path / "absent.html"), str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "not found" in done.stderr

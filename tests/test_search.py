@@ -31,7 +31,11 @@ def test_measured_drop_never_exceeds_the_budget(digits_checkpoint: Path, digits,
     measured_after = evaluate(result.model, digits["val"])
     assert measured_after == pytest.approx(result.accuracy["val_after"])
     assert result.accuracy["val_before"] - measured_after <= budget + 1e-9
-    assert result.trajectory[0].action == "start" and result.trajectory[-1].action in ("final", "backoff", "restore-input")
+    assert result.trajectory[0].action == "start" and result.trajectory[-1].action in (
+        "final",
+        "backoff",
+        "restore-input",
+    )
     assert {d.name for d in result.decisions} == set(result.candidates)
     assert [d.name for d in result.decisions if d.binarized] == result.binarized
 
@@ -56,12 +60,24 @@ def test_same_seed_same_selection(digits_checkpoint: Path, digits, estimator: st
 
 
 def test_strategy_all_binarizes_every_candidate(digits_checkpoint: Path, digits) -> None:
-    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.0, config=SearchConfig(strategy="all", epochs=0.2))
+    result = compress(
+        load_checkpoint(digits_checkpoint),
+        digits["train"],
+        digits["val"],
+        0.0,
+        config=SearchConfig(strategy="all", epochs=0.2),
+    )
     assert result.binarized == result.candidates == ["layers.conv2", "layers.conv3", "layers.conv4"]
 
 
 def test_oracle_measures_every_candidate(digits_checkpoint: Path, digits) -> None:
-    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.5, config=SearchConfig(strategy="oracle", **FAST))
+    result = compress(
+        load_checkpoint(digits_checkpoint),
+        digits["train"],
+        digits["val"],
+        0.5,
+        config=SearchConfig(strategy="oracle", **FAST),
+    )
     probes = [step for step in result.trajectory if step.action == "probe"]
     assert [step.layers for step in probes] == [[name] for name in result.candidates]
     assert [step.binarized for step in probes] == [[name] for name in result.candidates]  # each measured alone
@@ -74,7 +90,12 @@ def test_oracle_measures_every_candidate(digits_checkpoint: Path, digits) -> Non
 def test_plain_tensors_and_a_generic_module(digits) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 32),
+        torch.nn.ReLU(),
+        torch.nn.Linear(32, 10),
     )
     train = (digits["train"].as_float(), digits["train"].labels)
     val = (digits["val"].as_float(), digits["val"].labels)
@@ -175,7 +196,9 @@ def test_short_layer_names_a_data_loader_and_progress_events(digits_checkpoint: 
     train = DataLoader(TensorDataset(digits["train"].as_float(), digits["train"].labels), batch_size=100, shuffle=True)
     events: list[ProgressEvent] = []
     config = SearchConfig(layers=["conv3", "layers.conv4"], exclude=["conv4"], **FAST)
-    result = compress(load_checkpoint(digits_checkpoint), train, digits["val"], 1.0, config=config, on_progress=events.append)
+    result = compress(
+        load_checkpoint(digits_checkpoint), train, digits["val"], 1.0, config=config, on_progress=events.append
+    )
     assert result.candidates == ["layers.conv3"]
     assert result.config["layers"] == ["conv3", "layers.conv4"] and result.config["strategy"] == "adaptive"
     search = [event for event in events if event.phase == "search"]
@@ -187,15 +210,18 @@ def test_short_layer_names_a_data_loader_and_progress_events(digits_checkpoint: 
 def test_a_data_loader_gives_the_result_its_tensors_give(digits_checkpoint: Path, digits) -> None:
     images, labels = digits["train"].as_float(), digits["train"].labels
     loader = DataLoader(TensorDataset(images, labels), batch_size=64)
-    runs = [compress(load_checkpoint(digits_checkpoint), data, digits["val"], 1.0, config=SearchConfig(**FAST))
-            for data in (loader, (images, labels))]
+    runs = [
+        compress(load_checkpoint(digits_checkpoint), data, digits["val"], 1.0, config=SearchConfig(**FAST))
+        for data in (loader, (images, labels))
+    ]
     assert runs[0].binarized == runs[1].binarized and runs[0].accuracy == runs[1].accuracy
-
 
 
 def test_with_a_confidence_the_final_upper_bound_is_within_the_budget(digits_checkpoint: Path, digits) -> None:
     config = SearchConfig(**FAST, confidence=0.8)
-    result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 3.0, test_data=digits["test"], config=config)
+    result = compress(
+        load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 3.0, test_data=digits["test"], config=config
+    )
     val = result.paired["val"]
     assert val.upper_bound(0.8) <= 3.0
     assert val.images == len(digits["val"]) and val.points == pytest.approx(result.val_drop)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from albsnn_compress.search.estimators import OutputEstimator
 from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.estimators import OutputEstimator
 
 
 def test_settings_are_json_with_names_for_objects() -> None:

@@ -20,7 +20,9 @@ from albsnn_compress.training.trainer import TrainConfig
         (2**64, r"SearchConfig.seed: 18446744073709551616 is outside 0..4294967295; pass a seed from 0 to 4294967295"),
         (2**32, "is outside 0..4294967295"),
         (-1, "-1 is outside 0..4294967295"),
-        pytest.param(10**5000, r"an integer of 16610 bits is outside", id="5000-digits"),  # str() of it raises ValueError
+        pytest.param(
+            10**5000, r"an integer of 16610 bits is outside", id="5000-digits"
+        ),  # str() of it raises ValueError
         (True, "True is not an integer seed"),
         (1.5, "1.5 is not an integer seed"),
         ("3", "'3' is not an integer seed"),
@@ -36,7 +38,9 @@ def test_train_config_refuses_what_torch_would_overflow_on() -> None:
         TrainConfig(seed=2**64)
     with pytest.raises(ValueError, match="Overflow"):  # what it guards against
         torch.manual_seed(2**64)
-    assert TrainConfig(seed=MAX_SEED + 1000).seed == MAX_SEED + 1000  # a search derives seed + slice from the largest seed
+    assert (
+        TrainConfig(seed=MAX_SEED + 1000).seed == MAX_SEED + 1000
+    )  # a search derives seed + slice from the largest seed
 
 
 def test_a_changed_config_is_checked_too() -> None:

@@ -11,10 +11,10 @@ import torch
 from albsnn_compress import load_checkpoint
 from albsnn_compress.binarize import binarize_, binarized_layers
 from albsnn_compress.data import load_splits
-from albsnn_compress.search.estimators import WeightEstimator
 from albsnn_compress.search.config import SearchConfig
-from albsnn_compress.search.session import SearchSession
+from albsnn_compress.search.estimators import WeightEstimator
 from albsnn_compress.search.protocol import StrategySession
+from albsnn_compress.search.session import SearchSession
 from tests.protocol_check import assert_implements
 
 
@@ -91,5 +91,7 @@ def test_records_store_raw_estimates_and_their_points(digits_checkpoint: Path, d
     assert step.estimates_points == pytest.approx({"layers.conv2": 0.2})
     session.decide("layers.conv2", False, "test", raw=0.5, increment=0.3)
     decision = session.final_decisions()[0]
-    assert (decision.estimate_raw, decision.estimate_points, decision.measured_increment_points) == pytest.approx((0.5, 0.2, 0.3))
+    assert (decision.estimate_raw, decision.estimate_points, decision.measured_increment_points) == pytest.approx(
+        (0.5, 0.2, 0.3)
+    )
     assert [d.reason for d in session.final_decisions()[1:]] == ["not considered", "not considered"]

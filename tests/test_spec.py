@@ -34,7 +34,6 @@ def test_forward_shapes(timesteps: int) -> None:
     assert model.forward_steps(torch.rand(5, 1, 8, 8)).shape == (timesteps, 5, 10)
 
 
-
 def _every_step_forward(model: SpikingNet, images: torch.Tensor) -> torch.Tensor:
     """The forward pass as it was: every layer on all T copies of the image."""
     normalized = (images - model.input_mean) / model.input_std
@@ -46,7 +45,7 @@ def test_layers_before_the_first_neuron_run_once_and_give_what_every_step_gives(
     torch.manual_seed(0)
     shared = SpikingNet(_spec(name), timesteps=3).train()
     every_step = copy.deepcopy(shared)
-    assert [layer["type"] for layer in shared.spec["layers"][:shared.shared_layers]] == ["conv", "bn"]
+    assert [layer["type"] for layer in shared.spec["layers"][: shared.shared_layers]] == ["conv", "bn"]
     first_conv_steps: list[int] = []
     shared.layers[0].register_forward_pre_hook(lambda _module, args: first_conv_steps.append(args[0].shape[0]))
     images = torch.rand(16, *shared.spec["input"]["shape"], generator=torch.Generator().manual_seed(1))
@@ -68,8 +67,11 @@ def test_layers_before_the_first_neuron_run_once_and_give_what_every_step_gives(
 
 
 def test_a_net_without_neurons_still_returns_every_step() -> None:
-    spec = {"input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0.25]}, "num_classes": 10,
-            "layers": [{"type": "conv", "out_channels": 10}, {"type": "gap"}]}
+    spec = {
+        "input": {"shape": [1, 8, 8], "mean": [0.5], "std": [0.25]},
+        "num_classes": 10,
+        "layers": [{"type": "conv", "out_channels": 10}, {"type": "gap"}],
+    }
     model = SpikingNet(spec, timesteps=2)
     assert model.shared_layers == 2
     steps = model.forward_steps(torch.rand(3, 1, 8, 8))
@@ -96,11 +98,17 @@ def test_gap_head_has_no_fully_connected_layer() -> None:
         (lambda s: s.update(num_classes=7), "expected \\[7\\]"),
         (lambda s: s["layers"].insert(0, {"type": "linear", "out_features": 4}), "needs a flat input"),
         (lambda s: s["layers"][1].update(name="conv1"), "names must be unique"),
-        (lambda s: s.update(neuron={"v_threshold": "nan"}), "spec neuron v_threshold must be a finite number, got 'nan'"),
+        (
+            lambda s: s.update(neuron={"v_threshold": "nan"}),
+            "spec neuron v_threshold must be a finite number, got 'nan'",
+        ),
         (lambda s: s.update(neuron={"v_threshold": float("inf")}), "v_threshold must be a finite number"),
         (lambda s: s.update(neuron={"tau": 0.5}), "spec neuron tau must be a finite number >= 1"),
         (lambda s: s.update(neuron={"reset": "sideways"}), "spec neuron reset must be one of \\['hard', 'soft'"),
-        (lambda s: s.update(neuron={"surrogate": {"name": "arctan", "alpha": float("nan")}}), "surrogate alpha must be a finite number > 0"),
+        (
+            lambda s: s.update(neuron={"surrogate": {"name": "arctan", "alpha": float("nan")}}),
+            "surrogate alpha must be a finite number > 0",
+        ),
         (lambda s: s["input"].update(std=[float("nan")]), "std\\[0\\] must be a finite number > 0"),
         (lambda s: s["input"].update(mean=[True]), "mean\\[0\\] must be a finite number"),
         (lambda s: s["layers"][0].update(bias=1), "layer conv1 bias must be true or false"),
@@ -121,9 +129,14 @@ def test_custom_spec_with_groups_and_fc_head() -> None:
         "input": {"shape": [1, 8, 8]},
         "num_classes": 3,
         "layers": [
-            {"type": "conv", "out_channels": 8, "padding": 1}, {"type": "bn"}, {"type": "lif"},
-            {"type": "conv", "out_channels": 8, "padding": 1, "groups": 4, "bias": True}, {"type": "lif"},
-            {"type": "maxpool", "kernel_size": 2}, {"type": "flatten"}, {"type": "linear", "out_features": 3},
+            {"type": "conv", "out_channels": 8, "padding": 1},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "conv", "out_channels": 8, "padding": 1, "groups": 4, "bias": True},
+            {"type": "lif"},
+            {"type": "maxpool", "kernel_size": 2},
+            {"type": "flatten"},
+            {"type": "linear", "out_features": 3},
         ],
     }
     model = SpikingNet(spec)
@@ -151,7 +164,10 @@ def test_lif_layers_override_the_neuron_and_hold_per_channel_settings() -> None:
     [
         ({"neuron": {"tau": 0.2}}, "layer lif1 neuron tau must be a finite number >= 1"),
         ({"neuron": {"sharpness": 1}}, "layer lif1 neuron keys must be among"),
-        ({"per_channel": ["v_reset"]}, "layer lif1 per_channel must be a list of distinct settings among \\['tau', 'v_threshold'\\]"),
+        (
+            {"per_channel": ["v_reset"]},
+            "layer lif1 per_channel must be a list of distinct settings among \\['tau', 'v_threshold'\\]",
+        ),
         ({"per_channel": ["tau", "tau"]}, "per_channel must be a list of distinct settings"),
     ],
 )

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from albsnn_compress.search.calibration import Calibration
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.search.result import LayerDecision
+from albsnn_compress.search.calibration import Calibration
 from albsnn_compress.search.config import SearchConfig
-from albsnn_compress.search.strategies import STRATEGIES, adaptive, oracle, register_strategy, resolve_strategy
 from albsnn_compress.search.protocol import StrategySession
+from albsnn_compress.search.result import LayerDecision
+from albsnn_compress.search.strategies import STRATEGIES, adaptive, oracle, register_strategy, resolve_strategy
 from tests.protocol_check import assert_implements
 
 
@@ -107,8 +107,14 @@ class ScriptedSession:
         self.actions.append((action, list(layers)))
 
     def decide(
-        self, name: str, binarized: bool, reason: str, *,
-        raw: float | None = None, alone: float | None = None, increment: float | None = None,
+        self,
+        name: str,
+        binarized: bool,
+        reason: str,
+        *,
+        raw: float | None = None,
+        alone: float | None = None,
+        increment: float | None = None,
     ) -> None:
         points = self.calibration.points(raw) if raw is not None else None
         self.decisions[name] = LayerDecision(name, 1, binarized, raw, points, 1000, reason, alone, increment)
@@ -248,7 +254,9 @@ def test_oracle_measures_each_layer_alone_and_picks_by_measured_drop_per_bit() -
     assert [layers for action, layers in session.actions if action == "probe"] == [["a"], ["b"], ["c"]]
     assert session.binarized() == ["b", "c"]
     assert session.actions[3] == ("binarize", ["b", "c"])
-    assert {name: d.measured_alone_points for name, d in session.decisions.items()} == pytest.approx({"a": 0.3, "b": 0.1, "c": 0.2})
+    assert {name: d.measured_alone_points for name, d in session.decisions.items()} == pytest.approx(
+        {"a": 0.3, "b": 0.1, "c": 0.2}
+    )
     assert all(d.measured_increment_points is None for d in session.decisions.values())
 
 
@@ -260,7 +268,9 @@ def test_strategies_by_name_or_function() -> None:
         session.record("final", [])
 
     assert resolve_strategy(keep_nothing) == ("keep_nothing", keep_nothing)
-    with pytest.raises(CompressionError, match=r"unknown strategy 'random'; choose one of \['adaptive', 'oracle', 'all', 'none'"):
+    with pytest.raises(
+        CompressionError, match=r"unknown strategy 'random'; choose one of \['adaptive', 'oracle', 'all', 'none'"
+    ):
         resolve_strategy("random")
     with pytest.raises(CompressionError, match="strategy 3 is not callable"):
         resolve_strategy(3)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ LIMITS = {"max_depth": 4, "max_int_digits": 6}
         ('{"a": -Infinity}', "-Infinity is not allowed"),
         ('{"a": 1e999}', "number 1e999 overflows to inf"),
         ('{"a": 12345678}', "integer with 8 digits"),
-        ('[[[[[1]]]]]', "nesting deeper than 4 levels"),
+        ("[[[[[1]]]]]", "nesting deeper than 4 levels"),
         ('{"a": "x\\ud800"}', "unpaired surrogate"),
         ('{"a": 1} x', "junk after the JSON object at character 8"),
         ('{"a": ', "not valid JSON"),
@@ -69,8 +69,19 @@ def test_depth_scan_of_the_text_equals_the_depth_of_the_value(value, indent, chu
             strict_loads(text, max_depth=depth - 1, max_int_digits=400)
 
 
-@pytest.mark.parametrize(("text", "depth"), [("5", 1), ("[]", 1), ("{}", 1), ('{"a": 1}', 2), ('{"a": []}', 2),
-                                             ('{"a": [1]}', 3), ('["[[[", "\\"[["]', 2), ('"\\\\"', 1)])
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("5", 1),
+        ("[]", 1),
+        ("{}", 1),
+        ('{"a": 1}', 2),
+        ('{"a": []}', 2),
+        ('{"a": [1]}', 3),
+        ('["[[[", "\\"[["]', 2),
+        ('"\\\\"', 1),
+    ],
+)
 def test_depth_examples(text: str, depth: int) -> None:
     strict_loads(text, max_depth=depth, max_int_digits=6)
     with pytest.raises(StrictJSONError, match="nesting deeper than"):

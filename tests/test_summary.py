@@ -21,7 +21,12 @@ def test_rows_follow_the_spec_with_shapes_and_precisions() -> None:
     table = summary(model)
     assert [row.name for row in table.rows] == [f"layers.{layer['name']}" for layer in model.spec["layers"]]
     conv1, conv2 = table.rows[0], table.rows[3]
-    assert (conv1.type, conv1.output_shape, conv1.weight_shape, conv1.precision) == ("Conv2d", [16, 8, 8], [16, 1, 3, 3], "float32")
+    assert (conv1.type, conv1.output_shape, conv1.weight_shape, conv1.precision) == (
+        "Conv2d",
+        [16, 8, 8],
+        [16, 1, 3, 3],
+        "float32",
+    )
     assert conv1.bits == 16 * 9 * 32
     assert (conv2.name, conv2.precision) == ("layers.conv2", "1-bit")
     assert conv2.bits == 32 * 16 * 9 + 32 * 32  # one bit per weight plus a float32 scale per output channel
@@ -54,4 +59,7 @@ def test_text_table_names_every_layer_and_the_total() -> None:
 def test_a_plain_torch_module_lists_its_storing_modules() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
     table = summary(model)
-    assert [(row.name, row.type, row.output_shape) for row in table.rows] == [("0", "Conv2d", None), ("3", "Linear", None)]
+    assert [(row.name, row.type, row.output_shape) for row in table.rows] == [
+        ("0", "Conv2d", None),
+        ("3", "Linear", None),
+    ]

@@ -32,7 +32,9 @@ def test_same_seed_same_weights() -> None:
 
 
 def test_fc_head_preset_trains(tmp_path: Path) -> None:
-    result = train_model(TrainRequest(arch="digits-fc", timesteps=2, config=TrainConfig(epochs=6), output=tmp_path / "fc.pt"))
+    result = train_model(
+        TrainRequest(arch="digits-fc", timesteps=2, config=TrainConfig(epochs=6), output=tmp_path / "fc.pt")
+    )
     assert result.test_accuracy > 50.0
     assert (tmp_path / "fc.pt").is_file()
 
@@ -47,7 +49,8 @@ def test_same_seed_same_checkpoint_bytes_and_then_the_same_container(tmp_path: P
     assert paths[0].read_bytes() == paths[1].read_bytes()
     config = SearchConfig(strategy="none", epochs=0, trial_epochs=0, seed=1)
     containers = [
-        compress_checkpoint(CompressRequest(path, 1.0, config, path.parent / "out")).files["container"] for path in paths
+        compress_checkpoint(CompressRequest(path, 1.0, config, path.parent / "out")).files["container"]
+        for path in paths
     ]
     assert containers[0].read_bytes() == containers[1].read_bytes()
     assert read_container(containers[0]).header["source_sha256"] == hashlib.sha256(paths[0].read_bytes()).hexdigest()

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not installed: `pytest` alone misses it
-from benchmarks import training_curves  # noqa: E402
-
 from albsnn_compress.checkpoint import read_checkpoint  # noqa: E402
+from benchmarks import training_curves  # noqa: E402
 
 
 def test_the_result_holds_each_epoch_as_training_recorded_it(digits_checkpoint: Path, tmp_path: Path) -> None:
-    training_curves.main(["--checkpoints", str(digits_checkpoint), "--labels", "digits", "--name", "curves",
-                          "--results", str(tmp_path)])
+    training_curves.main(
+        ["--checkpoints", str(digits_checkpoint), "--labels", "digits", "--name", "curves", "--results", str(tmp_path)]
+    )
     result = json.loads((tmp_path / "curves.json").read_text())
     (run,) = result["runs"]
     metadata = read_checkpoint(digits_checkpoint).metadata
@@ -30,6 +30,8 @@ def test_the_result_holds_each_epoch_as_training_recorded_it(digits_checkpoint: 
 
 def test_one_label_per_checkpoint(digits_checkpoint: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        training_curves.main(["--checkpoints", str(digits_checkpoint), "--labels", "a", "b", "--results", str(tmp_path)])
+        training_curves.main(
+            ["--checkpoints", str(digits_checkpoint), "--labels", "a", "b", "--results", str(tmp_path)]
+        )
     assert exit_info.value.code == 2
     assert "give one label per checkpoint: 1 checkpoints, 2 labels" in capsys.readouterr().err

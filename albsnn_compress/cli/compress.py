@@ -10,18 +10,24 @@ import click
 from rich.console import Console
 
 from albsnn_compress.cli.options import (
-    amp_option, channels_last_option, data_root_option, device_option, quiet_option, seed_option, sync_bn_option,
+    amp_option,
+    channels_last_option,
+    data_root_option,
+    device_option,
+    quiet_option,
+    seed_option,
+    sync_bn_option,
 )
 from albsnn_compress.cli.progress import progress_bars
-from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.data.registry import DATASETS
-from albsnn_compress.training.distributed import init_distributed
 from albsnn_compress.errors import BudgetError
-from albsnn_compress.search.estimators import ESTIMATORS
 from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
+from albsnn_compress.search.budget import BudgetWarning
+from albsnn_compress.search.estimators import ESTIMATORS
 from albsnn_compress.search.run import SearchConfig, check_budget
 from albsnn_compress.search.strategies import STRATEGIES
+from albsnn_compress.training.distributed import init_distributed
 
 __all__ = ["command"]
 
@@ -50,59 +56,173 @@ def _names(value: str | None) -> list[str]:
 @click.command("compress")
 @click.argument("checkpoint", metavar="MODEL.pt|NET.nir", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "--budget", required=True, callback=_budget, metavar="POINTS",
+    "--budget",
+    required=True,
+    callback=_budget,
+    metavar="POINTS",
     help="Allowed loss in PERCENTAGE POINTS of top-1 validation accuracy vs the input model (0.2 = 0.2 points; "
-         "a plain decimal from 0 to 100).",
+    "a plain decimal from 0 to 100).",
 )
-@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (default: <checkpoint stem>-albsnn/ next to it); checked writable before the search, "
-                   "its files replaced as one set with manifest.json last.")
+@click.option(
+    "-o",
+    "--output",
+    "outdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (default: <checkpoint stem>-albsnn/ next to it); checked writable before the search, "
+    "its files replaced as one set with manifest.json last.",
+)
 @data_root_option
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=None,
-              help="Dataset the model was trained on (needed for a NIR file; a checkpoint names its own).")
-@click.option("--timesteps", type=click.IntRange(min=1), default=None,
-              help="Time steps for a NIR file (default: the one the file records).")
-@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=SearchConfig.strategy, show_default=True, help="How layers are chosen.")
-@click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default=SearchConfig.estimator, show_default=True, help="Accuracy-loss estimator.")
-@click.option("--epochs", type=click.FloatRange(min=0), default=SearchConfig.epochs, show_default=True, help="Finetuning epochs once the selection is made.")
-@click.option("--trial-epochs", type=click.FloatRange(min=0), default=SearchConfig.trial_epochs, show_default=True, help="Finetuning epochs after each tried change.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=SearchConfig.lr, show_default=True, help="Finetuning learning rate.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=SearchConfig.batch_size, show_default=True, help="Global batch size.")
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    default=None,
+    help="Dataset the model was trained on (needed for a NIR file; a checkpoint names its own).",
+)
+@click.option(
+    "--timesteps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Time steps for a NIR file (default: the one the file records).",
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(list(STRATEGIES)),
+    default=SearchConfig.strategy,
+    show_default=True,
+    help="How layers are chosen.",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(list(ESTIMATORS)),
+    default=SearchConfig.estimator,
+    show_default=True,
+    help="Accuracy-loss estimator.",
+)
+@click.option(
+    "--epochs",
+    type=click.FloatRange(min=0),
+    default=SearchConfig.epochs,
+    show_default=True,
+    help="Finetuning epochs once the selection is made.",
+)
+@click.option(
+    "--trial-epochs",
+    type=click.FloatRange(min=0),
+    default=SearchConfig.trial_epochs,
+    show_default=True,
+    help="Finetuning epochs after each tried change.",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=SearchConfig.lr,
+    show_default=True,
+    help="Finetuning learning rate.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=SearchConfig.batch_size,
+    show_default=True,
+    help="Global batch size.",
+)
 @click.option("--no-distill", is_flag=True, help="Finetune on labels only (no teacher).")
-@click.option("--layers", default=None, help="Comma-separated candidate layers (e.g. conv2,conv3); default: all but first and last.")
+@click.option(
+    "--layers",
+    default=None,
+    help="Comma-separated candidate layers (e.g. conv2,conv3); default: all but first and last.",
+)
 @click.option("--exclude", default=None, help="Comma-separated layers never to binarize.")
 @click.option("--binarize-first-last", is_flag=True, help="Let the first and last layers be binarized too.")
-@click.option("--onnx-weights", type=click.Choice(["packed", "float"]), default="packed", show_default=True, help="ONNX weight storage.")
-@click.option("--formats", "output_formats", default="albsnn,onnx", show_default=True, callback=_formats, metavar="LIST",
-              help="Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure in metadata).")
-@click.option("--confidence", type=click.FloatRange(min=0.5, max=1.0, min_open=True, max_open=True), default=None,
-              help="Accept a change only when the validation drop's one-sided upper bound at this confidence "
-                   "(e.g. 0.9) is within the budget, so it holds beyond the validation images; default: the measured drop.")
+@click.option(
+    "--onnx-weights",
+    type=click.Choice(["packed", "float"]),
+    default="packed",
+    show_default=True,
+    help="ONNX weight storage.",
+)
+@click.option(
+    "--formats",
+    "output_formats",
+    default="albsnn,onnx",
+    show_default=True,
+    callback=_formats,
+    metavar="LIST",
+    help="Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure in metadata).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0.5, max=1.0, min_open=True, max_open=True),
+    default=None,
+    help="Accept a change only when the validation drop's one-sided upper bound at this confidence "
+    "(e.g. 0.9) is within the budget, so it holds beyond the validation images; default: the measured drop.",
+)
 @seed_option
 @device_option
 @amp_option
 @sync_bn_option
 @channels_last_option
 @quiet_option
-def command(checkpoint: Path, budget: float, outdir: Path | None, data_root: Path | None, dataset: str | None,
-            timesteps: int | None, strategy: str, estimator: str,
-            epochs: float, trial_epochs: float, lr: float, batch_size: int, no_distill: bool, layers: str | None,
-            exclude: str | None, binarize_first_last: bool, onnx_weights: str, output_formats: tuple[str, ...],
-            confidence: float | None, seed: int,
-            device: str, amp: bool, sync_bn: bool, channels_last: bool, quiet: bool) -> None:
+def command(
+    checkpoint: Path,
+    budget: float,
+    outdir: Path | None,
+    data_root: Path | None,
+    dataset: str | None,
+    timesteps: int | None,
+    strategy: str,
+    estimator: str,
+    epochs: float,
+    trial_epochs: float,
+    lr: float,
+    batch_size: int,
+    no_distill: bool,
+    layers: str | None,
+    exclude: str | None,
+    binarize_first_last: bool,
+    onnx_weights: str,
+    output_formats: tuple[str, ...],
+    confidence: float | None,
+    seed: int,
+    device: str,
+    amp: bool,
+    sync_bn: bool,
+    channels_last: bool,
+    quiet: bool,
+) -> None:
     """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR file)."""
     ctx = init_distributed(device)
     if not ctx.is_main:
         warnings.simplefilter("ignore", BudgetWarning)  # the main process says it once
     config = SearchConfig(
-        strategy=strategy, estimator=estimator, epochs=epochs, trial_epochs=trial_epochs, lr=lr,
-        batch_size=batch_size, distill=not no_distill, seed=seed, layers=_names(layers) or None,
-        exclude=_names(exclude), binarize_first_last=binarize_first_last, amp=amp, sync_bn=sync_bn,
-        channels_last=channels_last, confidence=confidence,
+        strategy=strategy,
+        estimator=estimator,
+        epochs=epochs,
+        trial_epochs=trial_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        distill=not no_distill,
+        seed=seed,
+        layers=_names(layers) or None,
+        exclude=_names(exclude),
+        binarize_first_last=binarize_first_last,
+        amp=amp,
+        sync_bn=sync_bn,
+        channels_last=channels_last,
+        confidence=confidence,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(
-        checkpoint, budget, config, outdir, data_root, onnx_weights, output_formats, dataset=dataset, timesteps=timesteps
+        checkpoint,
+        budget,
+        config,
+        outdir,
+        data_root,
+        onnx_weights,
+        output_formats,
+        dataset=dataset,
+        timesteps=timesteps,
     )
     with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
         outcome = compress_checkpoint(request, ctx, on_progress)

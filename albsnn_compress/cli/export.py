@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from albsnn_compress.binarize import binarized_layers
+from albsnn_compress.files.output_paths import check_output_file, check_output_folder, writing
 from albsnn_compress.formats.c.export import export_c
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.formats.nir.optional import export_nir
 from albsnn_compress.formats.onnx.export import WEIGHT_MODES, export_onnx
-from albsnn_compress.files.output_paths import check_output_file, check_output_folder, writing
 
 __all__ = ["command"]
 
@@ -20,15 +20,26 @@ __all__ = ["command"]
 @click.command("export")
 @click.argument("container", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help="ONNX file to write (a folder for --format c)."
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="ONNX file to write (a folder for --format c).",
 )
 @click.option(
-    "--format", "output_format", type=click.Choice(("onnx", "c", "nir")), default="onnx", show_default=True,
+    "--format",
+    "output_format",
+    type=click.Choice(("onnx", "c", "nir")),
+    default="onnx",
+    show_default=True,
     help="ONNX for onnxruntime, a folder of C99 (1-bit weights kept packed) for microcontrollers, "
     "or NIR (HDF5, float arrays) for snnTorch, SpikingJelly and neuromorphic toolchains.",
 )
 @click.option(
-    "--onnx-weights", type=click.Choice(WEIGHT_MODES), default="packed", show_default=True,
+    "--onnx-weights",
+    type=click.Choice(WEIGHT_MODES),
+    default="packed",
+    show_default=True,
     help="Store binarized weights at 1 bit (unpacked in the graph, opset 18) or as float32.",
 )
 def command(container: Path, output: Path, output_format: str, onnx_weights: str) -> None:
@@ -48,7 +59,9 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
         )
         return
     if output.is_dir():
-        raise click.BadParameter(f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'")
+        raise click.BadParameter(
+            f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'"
+        )
     check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the export
     model = read_container(container).model
     with writing(output):
@@ -63,7 +76,9 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
 def _export_nir(container: Path, output: Path) -> None:
     """``--format nir``: the graph of the container's model, batch norms folded, binary structure recorded."""
     if output.is_dir():
-        raise click.BadParameter(f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'")
+        raise click.BadParameter(
+            f"File {click.format_filename(output)!r} is a directory.", param_hint="'-o' / '--output'"
+        )
     if not output.parent.exists():
         raise click.BadParameter(f"folder {output.parent} does not exist; create it first", param_hint="--output")
     model = read_container(container).model

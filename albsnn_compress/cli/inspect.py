@@ -13,11 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from albsnn_compress.errors import ExportError
+from albsnn_compress.files.output_set import OutputSetCheck, verify_output_set
 from albsnn_compress.formats.c.plan import plan_model
 from albsnn_compress.formats.container.file import container_summary, read_container
 from albsnn_compress.formats.container.header import TensorEntry
 from albsnn_compress.formats.nir.optional import is_nir_file, nir_summary
-from albsnn_compress.files.output_set import OutputSetCheck, verify_output_set
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["command"]
@@ -73,7 +73,11 @@ def _summary_table(summary: dict[str, Any]) -> Table:
 
 def _tensor_table(entries: list[TensorEntry]) -> Table:
     table = Table(
-        title="tensors (offsets relative to the data section)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False
+        title="tensors (offsets relative to the data section)",
+        title_justify="left",
+        box=None,
+        padding=(0, 2, 0, 0),
+        pad_edge=False,
     )
     table.add_column("name", overflow="fold")
     table.add_column("kind")
@@ -97,7 +101,9 @@ def _run_set_text(check: OutputSetCheck) -> str:
 
 
 @click.command("inspect")
-@click.argument("container", metavar="FILE.albsnn|FILE.nir", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "container", metavar="FILE.albsnn|FILE.nir", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw header as JSON instead of tables.")
 def command(container: Path, as_json: bool) -> None:
     """Show a container's architecture, accuracies, metadata and tensor table (a NIR file: its nodes)."""
@@ -138,14 +144,33 @@ def _inspect_nir(path: Path, as_json: bool) -> None:
     head = Table(show_header=False, box=None, pad_edge=False)
     head.add_column(style="bold")
     head.add_column(overflow="fold")
-    head.add_row("file", _safe(f"{summary['file']} ({summary['file_bytes']} bytes, NIR {summary['nir_version'] or 'version not recorded'})"))
+    head.add_row(
+        "file",
+        _safe(
+            f"{summary['file']} ({summary['file_bytes']} bytes, NIR {summary['nir_version'] or 'version not recorded'})"
+        ),
+    )
     head.add_row("NIR type check", _safe(summary["type_check"]))
     if "albsnn_model" in meta:
-        head.add_row("written by", _safe(f"albsnn-compress {meta.get('albsnn_version', '?')}: {meta['albsnn_model']}, "
-                                         f"T={meta.get('albsnn_timesteps', '?')}, dt={meta.get('albsnn_dt', '?')} s"))
-        head.add_row("binary layers", _safe(f"{meta.get('albsnn_binary_layers') or 'none'} (weights = scale[c] x signs, stored as float32)"))
+        head.add_row(
+            "written by",
+            _safe(
+                f"albsnn-compress {meta.get('albsnn_version', '?')}: {meta['albsnn_model']}, "
+                f"T={meta.get('albsnn_timesteps', '?')}, dt={meta.get('albsnn_dt', '?')} s"
+            ),
+        )
+        head.add_row(
+            "binary layers",
+            _safe(f"{meta.get('albsnn_binary_layers') or 'none'} (weights = scale[c] x signs, stored as float32)"),
+        )
     Console().print(head)
-    nodes = Table(title="nodes (shapes per sample, no batch axis)", title_justify="left", box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    nodes = Table(
+        title="nodes (shapes per sample, no batch axis)",
+        title_justify="left",
+        box=None,
+        padding=(0, 2, 0, 0),
+        pad_edge=False,
+    )
     for column in ("name", "type", "input", "output", "parameters"):
         nodes.add_column(column, overflow="fold")
     shape = lambda dims: "x".join(map(str, dims)) if dims is not None else "?"  # noqa: E731

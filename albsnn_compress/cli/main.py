@@ -15,8 +15,8 @@ import warnings
 
 import click
 
-from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.versions import __version__
 
 __all__ = ["cli", "main"]
@@ -37,7 +37,9 @@ class _DefaultCommandGroup(click.Group):
         try:
             with warnings.catch_warnings():  # restores showwarning afterwards (tests run the CLI in-process)
                 warnings.showwarning = _one_line_warning(warnings.showwarning)
-                code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+                code = super().main(
+                    args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+                )
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(130)

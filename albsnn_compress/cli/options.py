@@ -8,8 +8,15 @@ import click
 
 from albsnn_compress.seeds import MAX_SEED
 
-__all__ = ["device_option", "seed_option", "data_root_option", "quiet_option", "amp_option", "sync_bn_option",
-           "channels_last_option"]
+__all__ = [
+    "device_option",
+    "seed_option",
+    "data_root_option",
+    "quiet_option",
+    "amp_option",
+    "sync_bn_option",
+    "channels_last_option",
+]
 
 device_option = click.option(
     "--device",
@@ -19,14 +26,20 @@ device_option = click.option(
 )
 amp_option = click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) when training on CUDA.")
 sync_bn_option = click.option(
-    "--sync-bn", is_flag=True, help="Under torchrun, batch-norm statistics over the global batch, not each process's share."
+    "--sync-bn",
+    is_flag=True,
+    help="Under torchrun, batch-norm statistics over the global batch, not each process's share.",
 )
 channels_last_option = click.option(
-    "--channels-last", is_flag=True,
+    "--channels-last",
+    is_flag=True,
     help="Train and finetune with weights and images in channels-last layout (faster on CPU); not bit-identical to the default.",
 )
 seed_option = click.option(
-    "--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
     help=f"Seed that fixes the result (0 to {MAX_SEED}).",
 )
 data_root_option = click.option(

@@ -14,7 +14,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 
@@ -50,7 +58,9 @@ class ProgressBars:
         if task is None:
             task = self.progress.add_task(event.description, total=event.total, status=event.status)
             self.tasks[event.phase] = task
-        self.progress.update(task, description=event.description, total=event.total, completed=event.completed, status=event.status)
+        self.progress.update(
+            task, description=event.description, total=event.total, completed=event.completed, status=event.status
+        )
         if event.finished:
             del self.tasks[event.phase]
             if event.phase in TRANSIENT_PHASES:

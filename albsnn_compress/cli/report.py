@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.files.output_set import verify_output_set
-from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.report import FORMATS, load_report, render
 
 __all__ = ["command"]
@@ -18,10 +18,21 @@ __all__ = ["command"]
 
 @click.command("report")
 @click.argument("report_file", metavar="REPORT.json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "form", type=click.Choice(FORMATS), default="terminal", show_default=True,
-              help="Form: terminal tables, JSON, Markdown (md) or self-contained HTML.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="File to write instead of printing.")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(FORMATS),
+    default="terminal",
+    show_default=True,
+    help="Form: terminal tables, JSON, Markdown (md) or self-contained HTML.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write instead of printing.",
+)
 def command(report_file: Path, form: str, output: Path | None) -> None:
     """Show a storage report (a compress run's report.json) as tables, JSON, Markdown or HTML."""
     if output is not None:

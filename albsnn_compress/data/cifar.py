@@ -20,7 +20,16 @@ from albsnn_compress.errors import DatasetError
 __all__ = ["load_cifar_binary", "CIFAR10_CLASSES", "CIFAR_BINARY_LAYOUT"]
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 
 _PIXELS = 3 * 32 * 32

@@ -42,7 +42,9 @@ def _read_bytes(path: Path) -> bytes:
     except (gzip.BadGzipFile, zlib.error) as exc:  # BadGzipFile: bad magic or CRC; zlib.error: a damaged deflate stream
         raise DatasetError(f"{path}: is not a readable gzip file ({exc}); {fix}") from None
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc}); check that it is a readable file, or {fix}") from None
+        raise DatasetError(
+            f"{path}: cannot read ({exc.strerror or exc}); check that it is a readable file, or {fix}"
+        ) from None
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -65,9 +67,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         (count,) = struct.unpack(">I", data[4:8])
         shape, offset = (count,), 8
     else:
-        raise DatasetError(
-            f"{path}: magic number {magic} is not an IDX image (2051) or label (2049) file"
-        )
+        raise DatasetError(f"{path}: magic number {magic} is not an IDX image (2051) or label (2049) file")
     expected = int(np.prod(shape, dtype=np.int64))
     if len(data) - offset != expected:
         raise DatasetError(
@@ -94,9 +94,7 @@ def load_fashion_mnist(root: str | Path, split: str) -> ImageSet:
     images = read_idx(_find(raw, image_stem))
     labels = read_idx(_find(raw, label_stem))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise DatasetError(
-            f"FashionMNIST {split}: {images.shape} images do not match {labels.shape} labels in {raw}"
-        )
+        raise DatasetError(f"FashionMNIST {split}: {images.shape} images do not match {labels.shape} labels in {raw}")
     if labels.size and labels.max() >= 10:
         raise DatasetError(f"FashionMNIST {split}: label {labels.max()} out of range 0..9 in {raw}")
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))

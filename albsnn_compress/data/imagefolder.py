@@ -63,7 +63,9 @@ def load_image_folder(
     for label, name in enumerate(names):
         class_dir = split_dir / name
         if not class_dir.is_dir():
-            raise DatasetError(f"class folder {class_dir} not found; expected one folder per class {list(names)[:3]}...")
+            raise DatasetError(
+                f"class folder {class_dir} not found; expected one folder per class {list(names)[:3]}..."
+            )
         for path in sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             try:
                 with Image.open(path) as img:

@@ -128,7 +128,9 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     folder = path.parent
     blocking = _file_on_the_way(folder, path)
     if blocking is not None:
-        raise OutputError(errno.ENOTDIR, f"cannot write {path}: {blocking} is a file, not a folder; choose another output path")
+        raise OutputError(
+            errno.ENOTDIR, f"cannot write {path}: {blocking} is a file, not a folder; choose another output path"
+        )
     if _kind(path, path) == "folder":
         raise OutputError(errno.EISDIR, f"cannot write {path}: it is a folder; pass a file name")
     if _kind(folder, path) != "folder":
@@ -156,11 +158,17 @@ def check_output_folder(path: str | os.PathLike[str], *, parents: bool = True) -
     path = Path(path)
     blocking = _file_on_the_way(path, path)
     if blocking == path:
-        raise OutputError(errno.ENOTDIR, f"cannot write into {path}: it is a file, not a folder; choose another output folder")
+        raise OutputError(
+            errno.ENOTDIR, f"cannot write into {path}: it is a file, not a folder; choose another output folder"
+        )
     if blocking is not None:
-        raise OutputError(errno.ENOTDIR, f"cannot write into {path}: {blocking} is a file, not a folder; choose another output folder")
+        raise OutputError(
+            errno.ENOTDIR, f"cannot write into {path}: {blocking} is a file, not a folder; choose another output folder"
+        )
     if not parents and _kind(path, path) is None and _kind(path.parent, path) is None:
-        raise OutputError(errno.ENOENT, f"cannot write into {path}: folder {path.parent} does not exist; create it first")
+        raise OutputError(
+            errno.ENOENT, f"cannot write into {path}: folder {path.parent} does not exist; create it first"
+        )
     existing = next(part for part in (path, *path.parents) if _kind(part, path) == "folder")
     _probe(existing, path)
     return path

@@ -40,15 +40,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from albsnn_compress.files.atomic import atomic_write_text, fsync_directory, remove_stale_temporaries
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.files.atomic import atomic_write_text, fsync_directory, remove_stale_temporaries
 from albsnn_compress.files.output_paths import PROBE_PREFIX, OutputError, check_output_folder, writing
 from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
 from albsnn_compress.versions import package_versions
 
 __all__ = [
-    "MANIFEST_NAME", "MANIFEST_SCHEMA", "MANIFEST_VERSION", "STAGING_PREFIX", "OutputSet", "OutputSetError",
-    "OutputSetCheck", "read_manifest", "verify_output_set",
+    "MANIFEST_NAME",
+    "MANIFEST_SCHEMA",
+    "MANIFEST_VERSION",
+    "STAGING_PREFIX",
+    "OutputSet",
+    "OutputSetError",
+    "OutputSetCheck",
+    "read_manifest",
+    "verify_output_set",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -68,8 +75,12 @@ class OutputSetError(AlbsnnError, ValueError):
 
 def _plain_name(name: object) -> bool:
     """A file name of the folder itself: no separator or NUL, not hidden (ours start with a dot), not too long."""
-    return (isinstance(name, str) and 0 < len(name) <= _NAME_LIMIT and not name.startswith(".")
-            and not any(c in name for c in "/\\\x00"))
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= _NAME_LIMIT
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\x00")
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -113,8 +124,11 @@ class OutputSet:
         self.names = tuple(self.names)
         bad = [name for name in self.names if not _plain_name(name) or name == MANIFEST_NAME]
         if bad or len(set(self.names)) != len(self.names):
-            raise OutputError(errno.EINVAL, f"cannot write {self.folder}: output names {list(self.names)} must be distinct "
-                                            f"file names, not hidden, other than {MANIFEST_NAME}; rename the input")
+            raise OutputError(
+                errno.EINVAL,
+                f"cannot write {self.folder}: output names {list(self.names)} must be distinct "
+                f"file names, not hidden, other than {MANIFEST_NAME}; rename the input",
+            )
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -132,7 +146,9 @@ class OutputSet:
         for name in (*self.names, MANIFEST_NAME):
             target = self.folder / name
             if target.is_dir() and not target.is_symlink():
-                raise OutputError(errno.EISDIR, f"cannot write {target}: it is a folder; move it or choose another output folder")
+                raise OutputError(
+                    errno.EISDIR, f"cannot write {target}: it is a folder; move it or choose another output folder"
+                )
         manifest = self.folder / MANIFEST_NAME
         if manifest.exists():
             try:
@@ -166,7 +182,12 @@ class OutputSet:
         if missing:
             raise ValueError(f"the run wrote no {missing} into {stage}")
         files = {name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)} for name in self.names}
-        manifest = {"schema": MANIFEST_SCHEMA, "version": MANIFEST_VERSION, "files": files, "versions": package_versions()}
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "version": MANIFEST_VERSION,
+            "files": files,
+            "versions": package_versions(),
+        }
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         manifest_path = self.folder / MANIFEST_NAME
         with writing(manifest_path):
@@ -197,25 +218,41 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         value = strict_loads(data.decode("utf-8"), max_depth=4, max_int_digits=20)
     except (UnicodeDecodeError, StrictJSONError, ValueError) as exc:
-        raise OutputSetError(f"{path}: not an albsnn-compress output manifest (not strict JSON: {str(exc)[:80]})") from None
+        raise OutputSetError(
+            f"{path}: not an albsnn-compress output manifest (not strict JSON: {str(exc)[:80]})"
+        ) from None
     if not isinstance(value, dict) or value.get("schema") != MANIFEST_SCHEMA:
-        raise OutputSetError(f"{path}: not an albsnn-compress output manifest (no \"schema\": \"{MANIFEST_SCHEMA}\")")
+        raise OutputSetError(f'{path}: not an albsnn-compress output manifest (no "schema": "{MANIFEST_SCHEMA}")')
     if value.get("version") != MANIFEST_VERSION or type(value.get("version")) is not int:
-        raise OutputSetError(f"{path}: output manifest version {str(value.get('version'))[:20]} is not {MANIFEST_VERSION}, "
-                             "the one this albsnn-compress reads")
+        raise OutputSetError(
+            f"{path}: output manifest version {str(value.get('version'))[:20]} is not {MANIFEST_VERSION}, "
+            "the one this albsnn-compress reads"
+        )
     if set(value) != {"schema", "version", "files", "versions"}:
-        raise OutputSetError(f"{path}: output manifest keys {sorted(value)[:8]} are not schema, version, files, versions")
+        raise OutputSetError(
+            f"{path}: output manifest keys {sorted(value)[:8]} are not schema, version, files, versions"
+        )
     files, versions = value["files"], value["versions"]
-    if not isinstance(versions, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in versions.items()):
+    if not isinstance(versions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in versions.items()
+    ):
         raise OutputSetError(f"{path}: output manifest 'versions' is not an object of strings")
     if not isinstance(files, dict) or not files:
         raise OutputSetError(f"{path}: output manifest 'files' is not a non-empty object")
     for name, entry in files.items():
         if not _plain_name(name) or name == MANIFEST_NAME:
             raise OutputSetError(f"{path}: output manifest lists {name[:40]!r}, not a plain file name of this folder")
-        if (not isinstance(entry, dict) or set(entry) != {"bytes", "sha256"} or type(entry["bytes"]) is not int
-                or entry["bytes"] < 0 or not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"])):
-            raise OutputSetError(f"{path}: output manifest entry {name!r} is not {{\"bytes\": int >= 0, \"sha256\": 64 hex digits}}")
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"bytes", "sha256"}
+            or type(entry["bytes"]) is not int
+            or entry["bytes"] < 0
+            or not isinstance(entry["sha256"], str)
+            or not _SHA256.fullmatch(entry["sha256"])
+        ):
+            raise OutputSetError(
+                f'{path}: output manifest entry {name!r} is not {{"bytes": int >= 0, "sha256": 64 hex digits}}'
+            )
     return value
 
 
@@ -258,8 +295,12 @@ def _verify(path: Path) -> OutputSetCheck:
     folder = path.parent
     manifest_path = folder / MANIFEST_NAME
     if not os.path.lexists(manifest_path):
-        return OutputSetCheck(False, None, f"{folder} has no {MANIFEST_NAME}, so it is not known to hold one complete "
-                                           "compress run (interrupted, written by an older version, or gathered by hand)")
+        return OutputSetCheck(
+            False,
+            None,
+            f"{folder} has no {MANIFEST_NAME}, so it is not known to hold one complete "
+            "compress run (interrupted, written by an older version, or gathered by hand)",
+        )
     try:
         manifest = read_manifest(manifest_path)
     except OutputSetError as exc:
@@ -273,9 +314,19 @@ def _verify(path: Path) -> OutputSetCheck:
             info = os.lstat(member)
             same = stat.S_ISREG(info.st_mode) and info.st_size == entry["bytes"] and _sha256(member) == entry["sha256"]
         except OSError:
-            return OutputSetCheck(False, manifest_path, f"{member} is missing or unreadable though {manifest_path} lists it: "
-                                                        "not one complete run; rerun compress", len(files))
+            return OutputSetCheck(
+                False,
+                manifest_path,
+                f"{member} is missing or unreadable though {manifest_path} lists it: "
+                "not one complete run; rerun compress",
+                len(files),
+            )
         if not same:
-            return OutputSetCheck(False, manifest_path, f"{member} is not the file {manifest_path} lists (changed or from "
-                                                        "another run): not one complete run; rerun compress", len(files))
+            return OutputSetCheck(
+                False,
+                manifest_path,
+                f"{member} is not the file {manifest_path} lists (changed or from "
+                "another run): not one complete run; rerun compress",
+                len(files),
+            )
     return OutputSetCheck(True, manifest_path, None, len(files))

@@ -134,7 +134,9 @@ class _DepthScan:
             self._digits = raw.size - 1 - int(breaks[-1])
             self.longest_digits = max(self.longest_digits, self._digits)
         if not self.long_exponent:
-            window = np.frombuffer(self._tail + data + b"    ", dtype=np.uint8)  # 4 spaces: nothing is read past the end
+            window = np.frombuffer(
+                self._tail + data + b"    ", dtype=np.uint8
+            )  # 4 spaces: nothing is read past the end
             is_digit = (window >= ord("0")) & (window <= ord("9"))
             marks = np.flatnonzero((window[:-4] | 0x20) == ord("e"))  # e or E
             if marks.size:
@@ -238,7 +240,8 @@ def strict_loads(
     # or digit run a float that overflows: elsewhere json's own int() and float() are safe (and 3x faster).
     float_risk = scan.long_exponent or scan.longest_digits >= _FLOAT_SAFE_DIGITS
     decoder = json.JSONDecoder(
-        object_pairs_hook=_pairs_without_duplicates, parse_constant=_reject_constant,
+        object_pairs_hook=_pairs_without_duplicates,
+        parse_constant=_reject_constant,
         parse_int=parse_int if scan.longest_digits > max_int_digits else None,
         parse_float=_parse_float if float_risk else None,
     )

@@ -19,9 +19,9 @@ importer supports (:class:`~albsnn_compress.errors.InteropError`).
 from __future__ import annotations
 
 import math
-from importlib import metadata as importlib_metadata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
 from typing import Any, NoReturn
 
 import torch
@@ -32,7 +32,16 @@ from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape
 from albsnn_compress.snn.neurons import DEFAULT_NEURON
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
-__all__ = ["Link", "ChainBuilder", "chain_of", "channel_values", "check_heaviside", "input_stats", "check_input_shape", "package_version"]
+__all__ = [
+    "Link",
+    "ChainBuilder",
+    "chain_of",
+    "channel_values",
+    "check_heaviside",
+    "input_stats",
+    "check_input_shape",
+    "package_version",
+]
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,11 @@ def chain_of(net: nn.Module, framework: str, containers: Sequence[type[nn.Module
     """
     if type(net) not in containers:
         _refuse(
-            framework, f"the network ({type(net).__name__})",
+            framework,
+            f"the network ({type(net).__name__})",
             "only a chain of modules can be imported and its forward() could compute any graph; "
-            "write it as nn.Sequential(...)", supported,
+            "write it as nn.Sequential(...)",
+            supported,
         )
     links: list[Link] = []
 
@@ -95,7 +106,9 @@ def check_input_shape(input_shape: Any, framework: str) -> Shape:
     """``(C, H, W)`` as positive ints, or a refusal."""
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
     if shape is None or len(shape) != 3 or any(type(d) is not int or d < 1 for d in shape):
-        raise InteropError(f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W), got {input_shape!r}")
+        raise InteropError(
+            f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W), got {input_shape!r}"
+        )
     return shape
 
 
@@ -117,17 +130,21 @@ def input_stats(values: Any, channels: int, default: float, label: str, framewor
 
 def check_heaviside(fn: Any, strict: bool) -> bool:
     """Whether ``fn(x)`` is the step ``1[x > 0]`` (``strict``) or ``1[x >= 0]`` on probe values, ties and extremes included."""
-    probe = torch.cat([
-        torch.tensor([0.0, -0.0, 1e-38, -1e-38, 1e-7, -1e-7, 1.0, -1.0, 3e38, -3e38]),
-        torch.linspace(-4, 4, 81),
-    ])
+    probe = torch.cat(
+        [
+            torch.tensor([0.0, -0.0, 1e-38, -1e-38, 1e-7, -1e-7, 1.0, -1.0, 3e38, -3e38]),
+            torch.linspace(-4, 4, 81),
+        ]
+    )
     try:
         with torch.no_grad():
             out = fn(probe.clone())
     except Exception:  # noqa: BLE001 - any failure means "not a step function we know"
         return False
     expected = (probe > 0) if strict else (probe >= 0)
-    return isinstance(out, torch.Tensor) and out.shape == probe.shape and bool(torch.equal(out.float(), expected.float()))
+    return (
+        isinstance(out, torch.Tensor) and out.shape == probe.shape and bool(torch.equal(out.float(), expected.float()))
+    )
 
 
 def channel_values(value: Any, shape: Shape) -> float | torch.Tensor | None:
@@ -208,7 +225,9 @@ class ChainBuilder:
         self.shape = out
         return name
 
-    def add_neuron(self, link: Link, settings: dict[str, Any], per_channel: dict[str, torch.Tensor] | None = None) -> str:
+    def add_neuron(
+        self, link: Link, settings: dict[str, Any], per_channel: dict[str, torch.Tensor] | None = None
+    ) -> str:
         """Append a ``lif`` layer with neuron ``settings`` (keys of the spec's ``neuron``) and per-channel values ``[C]``."""
         per_channel = per_channel or {}
         name = self.add(link, {"type": "lif", "per_channel": sorted(per_channel)})
@@ -218,7 +237,9 @@ class ChainBuilder:
         self._neurons[name] = _Neuron({k: v for k, v in settings.items() if k not in per_channel}, per_channel)
         return name
 
-    def spec(self, name: str, num_classes: int | None, mean: list[float], std: list[float], input_shape: Shape) -> dict[str, Any]:
+    def spec(
+        self, name: str, num_classes: int | None, mean: list[float], std: list[float], input_shape: Shape
+    ) -> dict[str, Any]:
         """The normalized spec: the first neuron's settings as the spec's ``neuron``, each layer overriding what differs.
 
         Raises:
@@ -260,7 +281,9 @@ class ChainBuilder:
             InteropError: a source tensor's shape differs from the layer's (a module changed after construction).
         """
         if type(timesteps) is not int or timesteps < 1:
-            raise InteropError(f"cannot import the {self.framework} network: timesteps must be an integer >= 1, got {timesteps!r}")
+            raise InteropError(
+                f"cannot import the {self.framework} network: timesteps must be an integer >= 1, got {timesteps!r}"
+            )
         model = SpikingNet(spec, timesteps)
         state = model.state_dict()
         with torch.no_grad():

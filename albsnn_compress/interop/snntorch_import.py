@@ -58,7 +58,13 @@ from torch import nn
 
 from albsnn_compress.errors import InteropError
 from albsnn_compress.interop.chain import (
-    ChainBuilder, Link, chain_of, channel_values, check_heaviside, check_input_shape, input_stats,
+    ChainBuilder,
+    Link,
+    chain_of,
+    channel_values,
+    check_heaviside,
+    check_input_shape,
+    input_stats,
     package_version,
 )
 from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED, add_torch_layer
@@ -87,7 +93,9 @@ def _snntorch() -> ModuleType:
     try:
         import snntorch
     except ImportError as exc:
-        raise InteropError(f"importing an snnTorch network needs snntorch ({exc}); pip install 'albsnn-compress[interop]'") from None
+        raise InteropError(
+            f"importing an snnTorch network needs snntorch ({exc}); pip install 'albsnn-compress[interop]'"
+        ) from None
     return snntorch
 
 
@@ -99,14 +107,22 @@ def _reset_rule(builder: ChainBuilder, link: Link, leaky: nn.Module, snn: Module
         builder.refuse(link, "its state function is not one of Leaky's subtract/zero/none rules")
     rule = functions[state_function]
     stored = getattr(leaky, "reset_mechanism_val", None)
-    if not getattr(leaky, "reset_delay", True) and (stored is None or int(stored) != snn.SpikingNeuron.reset_dict[rule]):
-        builder.refuse(link, f"reset_mechanism_val {stored!r} disagrees with its {rule!r} state function (a state dict from another neuron?)")
+    if not getattr(leaky, "reset_delay", True) and (
+        stored is None or int(stored) != snn.SpikingNeuron.reset_dict[rule]
+    ):
+        builder.refuse(
+            link,
+            f"reset_mechanism_val {stored!r} disagrees with its {rule!r} state function (a state dict from another neuron?)",
+        )
     return rule
 
 
 def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn: ModuleType) -> None:
     if not leaky.init_hidden:
-        builder.refuse(link, "init_hidden=False: in an nn.Sequential each neuron must keep its own state; build it with init_hidden=True")
+        builder.refuse(
+            link,
+            "init_hidden=False: in an nn.Sequential each neuron must keep its own state; build it with init_hidden=True",
+        )
     if leaky.inhibition:
         builder.refuse(link, "inhibition=True (winner-take-all across neurons) has no albsnn form")
     if leaky.state_quant:
@@ -124,8 +140,9 @@ def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn:
     for label, value in (("beta", beta), ("threshold", threshold)):
         if value is None:
             builder.refuse(
-                link, f"{label} of shape {list(torch.as_tensor(getattr(leaky, label)).shape)} varies over positions on membrane "
-                f"{list(builder.shape)}; only one value, or one per channel ([C, 1, 1] after a convolution, [C] after Linear), maps"
+                link,
+                f"{label} of shape {list(torch.as_tensor(getattr(leaky, label)).shape)} varies over positions on membrane "
+                f"{list(builder.shape)}; only one value, or one per channel ([C, 1, 1] after a convolution, [C] after Linear), maps",
             )
         values = torch.as_tensor(value)
         if not bool(torch.isfinite(values).all()):
@@ -133,13 +150,20 @@ def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn:
     delayed = bool(getattr(leaky, "reset_delay", True))
     if rule == "subtract" and not delayed:
         builder.refuse(
-            link, "reset_mechanism='subtract' with reset_delay=False: snnTorch then fires on U - R*threshold but keeps U, "
-            "which no albsnn neuron computes; train with reset_delay=True (the default)"
+            link,
+            "reset_mechanism='subtract' with reset_delay=False: snnTorch then fires on U - R*threshold but keeps U, "
+            "which no albsnn neuron computes; train with reset_delay=True (the default)",
         )
     if rule == "zero" and not delayed and bool((torch.as_tensor(threshold) < 0).any()):
-        builder.refuse(link, "reset_mechanism='zero' with reset_delay=False and a negative threshold keeps resetting; no exact form")
+        builder.refuse(
+            link,
+            "reset_mechanism='zero' with reset_delay=False and a negative threshold keeps resetting; no exact form",
+        )
     settings: dict[str, Any] = {
-        "v_reset": 0.0, "detach_reset": True, "decay_input": False, "strict_threshold": True,
+        "v_reset": 0.0,
+        "detach_reset": True,
+        "decay_input": False,
+        "strict_threshold": True,
         "reset": {"subtract": "soft_deferred", "zero": "hard", "none": "none"}[rule],
     }
     per_channel: dict[str, torch.Tensor] = {}
@@ -213,7 +237,9 @@ def from_snntorch(
             builder.refuse(link, _REFUSED_NEURONS[kind.__name__])
         elif isinstance(link.module, (snn.Leaky, *TORCH_KINDS)):
             parent = next(cls for cls in kind.__mro__[1:] if cls in (snn.Leaky, *TORCH_KINDS))
-            builder.refuse(link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps")
+            builder.refuse(
+                link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps"
+            )
         else:
             builder.refuse(link, "no albsnn layer computes it")
     spec = builder.spec(name, num_classes, means, stds, shape)

@@ -87,15 +87,21 @@ def load_weights(net: nn.Module, weights: Path) -> None:
     try:
         payload = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
-        raise InteropError(f"{weights}: not a weights-only torch file ({_one_line(exc)}); save it with torch.save(net.state_dict(), path)") from None
+        raise InteropError(
+            f"{weights}: not a weights-only torch file ({_one_line(exc)}); save it with torch.save(net.state_dict(), path)"
+        ) from None
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
-    if not isinstance(payload, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+    if not isinstance(payload, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()
+    ):
         raise InteropError(f"{weights}: expected a state dict (names -> tensors), got {type(payload).__name__}")
     try:
         net.load_state_dict(payload, strict=True)
     except RuntimeError as exc:
-        raise InteropError(f"{weights}: does not fit the factory's network: {' '.join(str(exc).split())[:400]}") from None
+        raise InteropError(
+            f"{weights}: does not fit the factory's network: {' '.join(str(exc).split())[:400]}"
+        ) from None
 
 
 def import_metadata(model: SpikingNet, dataset: str, source: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +118,9 @@ def import_metadata(model: SpikingNet, dataset: str, source: dict[str, Any]) -> 
             f"the imported model takes {list(shape)} images and has {classes} classes; dataset {dataset} has "
             f"{list(info.input_shape)} images and {info.num_classes} classes; pass the matching --dataset or --input-shape"
         )
-    known = dict(getattr(model, "metadata", None) or {})  # {"source": {"framework", ...}, "layers": {...}} from an importer
+    known = dict(
+        getattr(model, "metadata", None) or {}
+    )  # {"source": {"framework", ...}, "layers": {...}} from an importer
     origin = known.pop("source", {})
     return {
         "dataset": dataset,

@@ -84,8 +84,16 @@ def _spikingjelly() -> tuple[ModuleType, ModuleType]:
 
 def _sj_kinds(layer: ModuleType) -> dict[type[nn.Module], str]:
     names = {
-        "Conv2d": "conv", "Linear": "linear", "BatchNorm2d": "bn2d", "BatchNorm1d": "bn1d", "AvgPool2d": "avgpool",
-        "MaxPool2d": "maxpool", "AdaptiveAvgPool2d": "adaptive", "Flatten": "flatten", "Dropout": "skip", "Dropout2d": "skip",
+        "Conv2d": "conv",
+        "Linear": "linear",
+        "BatchNorm2d": "bn2d",
+        "BatchNorm1d": "bn1d",
+        "AvgPool2d": "avgpool",
+        "MaxPool2d": "maxpool",
+        "AdaptiveAvgPool2d": "adaptive",
+        "Flatten": "flatten",
+        "Dropout": "skip",
+        "Dropout2d": "skip",
     }
     return {getattr(layer, name): kind for name, kind in names.items() if hasattr(layer, name)}
 
@@ -106,9 +114,11 @@ def _neuron(builder: ChainBuilder, link: Link, node: nn.Module, neuron: ModuleTy
     v_threshold = _number(builder, link, node.v_threshold, "v_threshold")
     soft = node.v_reset is None
     settings: dict[str, Any] = {
-        "v_threshold": v_threshold, "reset": "soft" if soft else "hard",
+        "v_threshold": v_threshold,
+        "reset": "soft" if soft else "hard",
         "v_reset": 0.0 if soft else _number(builder, link, node.v_reset, "v_reset"),
-        "detach_reset": bool(node.detach_reset), "strict_threshold": False,
+        "detach_reset": bool(node.detach_reset),
+        "strict_threshold": False,
     }
     if type(node) is neuron.IFNode:
         settings.update(leak=False, decay_input=True)
@@ -139,7 +149,9 @@ def _step_mode(links: list[Link], layer: ModuleType) -> str:
     return "s"
 
 
-def _check_placement(builder: ChainBuilder, link: Link, mode: str, kinds: dict[type[nn.Module], str], layer: ModuleType) -> None:
+def _check_placement(
+    builder: ChainBuilder, link: Link, mode: str, kinds: dict[type[nn.Module], str], layer: ModuleType
+) -> None:
     """Refuse a module that would not see what it sees in our network (its step mode, or [T, B] unfolded)."""
     folded = layer.SeqToANNContainer in link.within
     own_mode = getattr(link.module, "step_mode", None)
@@ -150,9 +162,14 @@ def _check_placement(builder: ChainBuilder, link: Link, mode: str, kinds: dict[t
             builder.refuse(link, f"step_mode {own_mode!r} inside SeqToANNContainer (which needs 's')")
         return
     if own_mode is not None and own_mode != mode:
-        builder.refuse(link, f"step_mode {own_mode!r} while the network runs {mode!r}; set one mode with functional.set_step_mode(net, 'm')")
+        builder.refuse(
+            link,
+            f"step_mode {own_mode!r} while the network runs {mode!r}; set one mode with functional.set_step_mode(net, 'm')",
+        )
     if own_mode is None and mode == "m" and kinds.get(type(link.module)) not in _POINTWISE:
-        builder.refuse(link, "a plain torch layer in a multi-step network sees [T, B, ...]; wrap it in layer.SeqToANNContainer")
+        builder.refuse(
+            link, "a plain torch layer in a multi-step network sees [T, B, ...]; wrap it in layer.SeqToANNContainer"
+        )
 
 
 def from_spikingjelly(
@@ -208,7 +225,9 @@ def from_spikingjelly(
             _check_placement(builder, link, mode, kinds, layer)
         elif isinstance(link.module, (*neurons, *kinds)):
             parent = next(cls for cls in kind.__mro__[1:] if cls in (*neurons, *kinds))
-            builder.refuse(link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps")
+            builder.refuse(
+                link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps"
+            )
         elif kind.__module__.startswith("spikingjelly") and ".neuron" in kind.__module__:
             builder.refuse(link, "this neuron model has no albsnn form; only LIFNode, IFNode and ParametricLIFNode map")
         else:

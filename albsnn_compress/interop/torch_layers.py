@@ -69,17 +69,29 @@ def _conv(builder: ChainBuilder, link: Link, conv: nn.Conv2d) -> None:
         padding = _square(builder, link, conv.padding, "padding")
     if builder.shape and len(builder.shape) == 3 and builder.shape[0] != conv.in_channels:
         builder.refuse(link, f"it takes {conv.in_channels} input channels, the layers before give {builder.shape[0]}")
-    builder.add(link, {
-        "type": "conv", "out_channels": conv.out_channels, "kernel_size": kernel, "stride": stride,
-        "padding": padding, "groups": conv.groups, "bias": conv.bias is not None,
-    }, {"weight": conv.weight, "bias": conv.bias})
+    builder.add(
+        link,
+        {
+            "type": "conv",
+            "out_channels": conv.out_channels,
+            "kernel_size": kernel,
+            "stride": stride,
+            "padding": padding,
+            "groups": conv.groups,
+            "bias": conv.bias is not None,
+        },
+        {"weight": conv.weight, "bias": conv.bias},
+    )
 
 
 def _linear(builder: ChainBuilder, link: Link, linear: nn.Linear) -> None:
     if len(builder.shape) == 1 and builder.shape[0] != linear.in_features:
         builder.refuse(link, f"it takes {linear.in_features} input features, the layers before give {builder.shape[0]}")
-    builder.add(link, {"type": "linear", "out_features": linear.out_features, "bias": linear.bias is not None},
-                {"weight": linear.weight, "bias": linear.bias})
+    builder.add(
+        link,
+        {"type": "linear", "out_features": linear.out_features, "bias": linear.bias is not None},
+        {"weight": linear.weight, "bias": linear.bias},
+    )
 
 
 def _batch_norm(builder: ChainBuilder, link: Link, norm: nn.modules.batchnorm._BatchNorm, rank: int) -> None:
@@ -92,13 +104,17 @@ def _batch_norm(builder: ChainBuilder, link: Link, norm: nn.modules.batchnorm._B
         builder.refuse(link, "track_running_stats=False: at inference it normalizes with each batch's own statistics")
     momentum = 0.1 if norm.momentum is None else float(norm.momentum)  # momentum only matters when finetuning
     ones = torch.ones(norm.num_features)
-    builder.add(link, {"type": "bn", "eps": float(norm.eps), "momentum": momentum}, {
-        "weight": norm.weight if norm.affine else ones,
-        "bias": norm.bias if norm.affine else torch.zeros_like(ones),
-        "running_mean": norm.running_mean,
-        "running_var": norm.running_var,
-        "num_batches_tracked": norm.num_batches_tracked,
-    })
+    builder.add(
+        link,
+        {"type": "bn", "eps": float(norm.eps), "momentum": momentum},
+        {
+            "weight": norm.weight if norm.affine else ones,
+            "bias": norm.bias if norm.affine else torch.zeros_like(ones),
+            "running_mean": norm.running_mean,
+            "running_var": norm.running_var,
+            "num_batches_tracked": norm.num_batches_tracked,
+        },
+    )
 
 
 def _pool(builder: ChainBuilder, link: Link, pool: nn.AvgPool2d | nn.MaxPool2d, kind: str) -> None:
@@ -111,7 +127,9 @@ def _pool(builder: ChainBuilder, link: Link, pool: nn.AvgPool2d | nn.MaxPool2d, 
     if isinstance(pool, nn.AvgPool2d) and pool.divisor_override is not None:
         builder.refuse(link, f"divisor_override={pool.divisor_override} (only the mean maps)")
     if pool.ceil_mode and len(builder.shape) == 3 and any((size - kernel) % stride for size in builder.shape[1:]):
-        builder.refuse(link, f"ceil_mode=True adds a partial window on input {list(builder.shape)} (only whole windows map)")
+        builder.refuse(
+            link, f"ceil_mode=True adds a partial window on input {list(builder.shape)} (only whole windows map)"
+        )
     builder.add(link, {"type": kind, "kernel_size": kernel, "stride": stride})
 
 
@@ -139,12 +157,22 @@ def add_torch_layer(builder: ChainBuilder, links: list[Link], index: int, kinds:
         _pool(builder, link, module, kind)  # type: ignore[arg-type]
     elif kind == "flatten":
         if not _flatten_ok(module):
-            builder.refuse(link, f"start_dim={module.start_dim}, end_dim={module.end_dim} (only 1 and -1, per sample, map)")
+            builder.refuse(
+                link, f"start_dim={module.start_dim}, end_dim={module.end_dim} (only 1 and -1, per sample, map)"
+            )
         builder.add(link, {"type": "flatten"})
     elif kind == "adaptive":
         following = links[index + 1].module if index + 1 < len(links) else None
-        if _pair(module.output_size) != (1, 1) or following is None or kinds.get(type(following)) != "flatten" or not _flatten_ok(following):
-            builder.refuse(link, f"only AdaptiveAvgPool2d(1) directly followed by Flatten() maps (our gap); got output_size {module.output_size!r}")
+        if (
+            _pair(module.output_size) != (1, 1)
+            or following is None
+            or kinds.get(type(following)) != "flatten"
+            or not _flatten_ok(following)
+        ):
+            builder.refuse(
+                link,
+                f"only AdaptiveAvgPool2d(1) directly followed by Flatten() maps (our gap); got output_size {module.output_size!r}",
+            )
         builder.add(link, {"type": "gap"})
         return 2
     elif kind != "skip":

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from albsnn_compress.errors import ReportError
-from albsnn_compress.search.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
 from albsnn_compress.report.schema import SCHEMA_ID, SCHEMA_VERSION, validate_report
+from albsnn_compress.search.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
 from albsnn_compress.search.result import CompressionResult, LayerDecision, SearchStep
 from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
 from albsnn_compress.versions import package_versions
@@ -119,10 +119,21 @@ def build_report(
             },
             "on_disk": files,
             "on_disk_ratio": {
-                key: _ratio(files["input_checkpoint"]["bytes"], files[key]["bytes"]) for key in files if key != "input_checkpoint"
+                key: _ratio(files["input_checkpoint"]["bytes"], files[key]["bytes"])
+                for key in files
+                if key != "input_checkpoint"
             },
-            **({"nir": {"binary_scaled_layers": [str(n) for n in nir_binary_layers], "weight_precision": FLOAT_BITS,
-                        "note": NIR_NOTE}} if nir is not None else {}),
+            **(
+                {
+                    "nir": {
+                        "binary_scaled_layers": [str(n) for n in nir_binary_layers],
+                        "weight_precision": FLOAT_BITS,
+                        "note": NIR_NOTE,
+                    }
+                }
+                if nir is not None
+                else {}
+            ),
             **({"c_export": dict(c_export)} if c_export is not None else {}),
         },
         "layers": layers,
@@ -171,7 +182,9 @@ def _accuracy(result: CompressionResult) -> dict[str, Any]:
     acc = result.accuracy
     for key in ("val_before", "val_after"):
         if key not in acc:
-            raise ReportError(f"result.accuracy has no {key!r}; the search must measure validation accuracy before and after")
+            raise ReportError(
+                f"result.accuracy has no {key!r}; the search must measure validation accuracy before and after"
+            )
     val_before = _finite(acc["val_before"], "accuracy['val_before']")
     val_after = _finite(acc["val_after"], "accuracy['val_after']")
     test_before = _finite(acc["test_before"], "accuracy['test_before']") if acc.get("test_before") is not None else None
@@ -186,8 +199,11 @@ def _accuracy(result: CompressionResult) -> dict[str, Any]:
         "test_drop_points": test_before - test_after if test_before is not None and test_after is not None else None,
         "val_floor": val_before - budget,
         "within_budget": val_before - val_after <= budget,
-        **({"paired": {split: _paired(drop, result.config.get("confidence")) for split, drop in result.paired.items()}}
-           if result.paired else {}),
+        **(
+            {"paired": {split: _paired(drop, result.config.get("confidence")) for split, drop in result.paired.items()}}
+            if result.paired
+            else {}
+        ),
     }
 
 
@@ -218,14 +234,16 @@ def _tensors(row: LayerStorage) -> list[dict[str, Any]]:
             elements, before, after = bits_after // FLOAT_BITS, None, FLOAT_BITS
         else:
             elements, before, after = bits_after // FLOAT_BITS, FLOAT_BITS, FLOAT_BITS
-        tensors.append({
-            "name": name,
-            "elements": elements,
-            "precision_before": before,
-            "precision_after": after,
-            "bits_before": elements * before if before is not None else 0,
-            "bits_after": bits_after,
-        })
+        tensors.append(
+            {
+                "name": name,
+                "elements": elements,
+                "precision_before": before,
+                "precision_after": after,
+                "bits_before": elements * before if before is not None else 0,
+                "bits_after": bits_after,
+            }
+        )
     return tensors
 
 

@@ -77,7 +77,7 @@ def _svg(figure: Any, prefix: str) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata=_NO_METADATA, bbox_inches="tight")
     text = buffer.getvalue()
-    text = text[text.index("<svg"):]
+    text = text[text.index("<svg") :]
     # HTML puts inline <svg> in the SVG namespace itself; the xmlns URIs would only look like links.
     text = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", text, count=2)
     text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
@@ -124,9 +124,20 @@ def _trajectory_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any:
         labels.setdefault((x, y), []).append(str(step["index"]))
     for (x, y), indices in labels.items():
         ax.annotate(",".join(indices), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.axhline(acc["val_floor"], color=_BAD, linestyle="--", linewidth=1,
-               label=f"floor {fmt.percent(acc['val_floor'])} = val before − budget")
-    ax.axhline(acc["val_before"], color=_FLOAT, linestyle=":", linewidth=1, label=f"val before {fmt.percent(acc['val_before'])}")
+    ax.axhline(
+        acc["val_floor"],
+        color=_BAD,
+        linestyle="--",
+        linewidth=1,
+        label=f"floor {fmt.percent(acc['val_floor'])} = val before − budget",
+    )
+    ax.axhline(
+        acc["val_before"],
+        color=_FLOAT,
+        linestyle=":",
+        linewidth=1,
+        label=f"val before {fmt.percent(acc['val_before'])}",
+    )
     ax.set_xlabel("model size, KiB (computed)")
     ax.set_ylabel("validation accuracy, %")
     ax.set_title("Search trajectory: validation accuracy vs storage (labels: step #)", loc="left")
@@ -144,8 +155,13 @@ def _estimator_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any:
     ax.barh(positions, values, color=colours, height=0.6)
     for position, layer in zip(positions, layers):
         if layer["estimate_points"] is not None:
-            ax.annotate(f"est. {fmt.points(layer['estimate_points'])}", (layer["estimate_raw"], position),
-                        textcoords="offset points", xytext=(4, -3), fontsize=8)
+            ax.annotate(
+                f"est. {fmt.points(layer['estimate_points'])}",
+                (layer["estimate_raw"], position),
+                textcoords="offset points",
+                xytext=(4, -3),
+                fontsize=8,
+            )
     ax.set_yticks(positions, [fmt.short(layer["name"]) for layer in layers])
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.6)

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.errors import ReportError
+from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.report.html import render_html
 from albsnn_compress.report.markdown import render_markdown
 from albsnn_compress.report.schema import validate_report

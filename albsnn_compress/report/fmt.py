@@ -7,10 +7,8 @@ not apply is ``-``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [

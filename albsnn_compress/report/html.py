@@ -68,14 +68,18 @@ def _table(table: Table) -> str:
         body.append(f'<tr class="hl">{cells}</tr>' if emphasised else f"<tr>{cells}</tr>")
     note = f'<p class="note">{_esc(table.note)}</p>' if table.note else ""
     kind = ' class="kv"' if len(table.columns) <= 2 else ""
-    return (f'<div class="scroll"><table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
-            f"{note}")
+    return (
+        f'<div class="scroll"><table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        f"{note}"
+    )
 
 
 def _card(label: str, value: str, sub: str, bad: bool = False) -> str:
     cls = "card bad" if bad else "card"
-    return (f'<div class="{cls}"><div class="label">{_esc(label)}</div><div class="value">{_esc(value)}</div>'
-            f'<div class="sub">{_esc(sub)}</div></div>')
+    return (
+        f'<div class="{cls}"><div class="label">{_esc(label)}</div><div class="value">{_esc(value)}</div>'
+        f'<div class="sub">{_esc(sub)}</div></div>'
+    )
 
 
 def _cards(report: Mapping[str, Any]) -> str:
@@ -85,7 +89,11 @@ def _cards(report: Mapping[str, Any]) -> str:
     cards = [
         _card("Model size (computed)", fmt.size(computed["bytes_after"]), f"from {fmt.size(computed['bytes_before'])}"),
         _card("Compression", fmt.ratio(computed["ratio"]), f"{fmt.percent(computed['saved_percent'])} saved"),
-        _card(".albsnn on disk", fmt.size(container), f"ratio {fmt.ratio(report['storage']['on_disk_ratio']['container'])} vs model.pt"),
+        _card(
+            ".albsnn on disk",
+            fmt.size(container),
+            f"ratio {fmt.ratio(report['storage']['on_disk_ratio']['container'])} vs model.pt",
+        ),
         _card("Val accuracy", fmt.percent(acc["val_after"]), f"from {fmt.percent(acc['val_before'])}"),
         _card("Drop / budget", fmt.points(acc["val_drop_points"]), _drop_sub(report), bad=not acc["within_budget"]),
     ]
@@ -129,8 +137,12 @@ def render_html(report: Mapping[str, Any], *, charts: bool = True) -> str:
     if charts and drawn is None:
         parts.append(f'<p class="note" id="no-charts">{_esc(NO_CHARTS_NOTE)}</p>')
     for table in report_tables(report):
-        parts.append(f'<section id="{table.key}"><h2>{_esc(table.title)}</h2>{_table(table)}'
-                     f"{_figures(_CHARTS_AFTER.get(table.key, ()), drawn)}</section>")
-    parts.append(f"<footer>albsnn-compress report, schema {_esc(report['schema'])} v{report['schema_version']}.</footer>")
+        parts.append(
+            f'<section id="{table.key}"><h2>{_esc(table.title)}</h2>{_table(table)}'
+            f"{_figures(_CHARTS_AFTER.get(table.key, ()), drawn)}</section>"
+        )
+    parts.append(
+        f"<footer>albsnn-compress report, schema {_esc(report['schema'])} v{report['schema_version']}.</footer>"
+    )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"

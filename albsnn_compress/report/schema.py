@@ -62,144 +62,177 @@ def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[
 
 _FILE = _object({"path": {"type": ["string", "null"]}, "bytes": {"type": ["integer", "null"], "minimum": 0}})
 
-_PAIRED = _object({
-    "images": _COUNT,
-    "lost": _COUNT,
-    "gained": _COUNT,
-    "resolution_points": _NUMBER,
-    "drop_points": _NUMBER,
-    "interval_confidence": _NUMBER,
-    "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
-    "decision_confidence": _NUMBER_OR_NULL,
-    "upper_bound_points": _NUMBER_OR_NULL,
-    "method": {"type": "string"},
-})
+_PAIRED = _object(
+    {
+        "images": _COUNT,
+        "lost": _COUNT,
+        "gained": _COUNT,
+        "resolution_points": _NUMBER,
+        "drop_points": _NUMBER,
+        "interval_confidence": _NUMBER,
+        "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+        "decision_confidence": _NUMBER_OR_NULL,
+        "upper_bound_points": _NUMBER_OR_NULL,
+        "method": {"type": "string"},
+    }
+)
 """One split's paired drop (:mod:`albsnn_compress.search.paired_drop`): counts, the drop and its exact interval."""
 
-_TENSOR = _object({
-    "name": {"type": "string"},
-    "elements": _COUNT,
-    "precision_before": {"type": ["integer", "null"], "minimum": 1},
-    "precision_after": {"type": "integer", "minimum": 1},
-    "bits_before": _COUNT,
-    "bits_after": _COUNT,
-})
+_TENSOR = _object(
+    {
+        "name": {"type": "string"},
+        "elements": _COUNT,
+        "precision_before": {"type": ["integer", "null"], "minimum": 1},
+        "precision_after": {"type": "integer", "minimum": 1},
+        "bits_before": _COUNT,
+        "bits_after": _COUNT,
+    }
+)
 
-_LAYER = _object({
-    "name": {"type": "string"},
-    "type": {"type": "string"},
-    "weight_shape": {"type": "array", "items": _COUNT},
-    "weight_params": _COUNT,
-    "params": _COUNT,
-    "candidate": {"type": "boolean"},
-    "binarized": {"type": "boolean"},
-    "precision_before": {"type": "integer", "minimum": 1},
-    "precision_after": {"type": "integer", "minimum": 1},
-    "bits_before": _COUNT,
-    "bits_after": _COUNT,
-    "bytes_before": _NUMBER,
-    "bytes_after": _NUMBER,
-    "saved_bits": {"type": "integer"},
-    "tensors": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
-    "estimate_raw": _NUMBER_OR_NULL,
-    "estimate_points": _NUMBER_OR_NULL,
-    "measured_alone_points": _NUMBER_OR_NULL,
-    "measured_increment_points": _NUMBER_OR_NULL,
-    "reason": {"type": "string"},
-})
+_LAYER = _object(
+    {
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "weight_shape": {"type": "array", "items": _COUNT},
+        "weight_params": _COUNT,
+        "params": _COUNT,
+        "candidate": {"type": "boolean"},
+        "binarized": {"type": "boolean"},
+        "precision_before": {"type": "integer", "minimum": 1},
+        "precision_after": {"type": "integer", "minimum": 1},
+        "bits_before": _COUNT,
+        "bits_after": _COUNT,
+        "bytes_before": _NUMBER,
+        "bytes_after": _NUMBER,
+        "saved_bits": {"type": "integer"},
+        "tensors": {"type": "array", "items": {"$ref": "#/$defs/tensor"}},
+        "estimate_raw": _NUMBER_OR_NULL,
+        "estimate_points": _NUMBER_OR_NULL,
+        "measured_alone_points": _NUMBER_OR_NULL,
+        "measured_increment_points": _NUMBER_OR_NULL,
+        "reason": {"type": "string"},
+    }
+)
 
-_STEP = _object({
-    "index": {"type": "integer"},
-    "action": {"type": "string"},
-    "layers": _STRINGS,
-    "binarized": _STRINGS,
-    "val_accuracy": _NUMBER,
-    "drop_points": _NUMBER,
-    "storage_bits": _COUNT,
-    "storage_bytes": _NUMBER,
-    "ratio": _NUMBER_OR_NULL,
-    "estimates_points": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
-    "estimates_raw": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
-    "seconds": _NUMBER,
-    "lost": _COUNT,
-    "gained": _COUNT,
-    "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
-}, optional=("lost", "gained", "interval_points"))
+_STEP = _object(
+    {
+        "index": {"type": "integer"},
+        "action": {"type": "string"},
+        "layers": _STRINGS,
+        "binarized": _STRINGS,
+        "val_accuracy": _NUMBER,
+        "drop_points": _NUMBER,
+        "storage_bits": _COUNT,
+        "storage_bytes": _NUMBER,
+        "ratio": _NUMBER_OR_NULL,
+        "estimates_points": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
+        "estimates_raw": {"type": "object", "additionalProperties": _NUMBER_OR_NULL},
+        "seconds": _NUMBER,
+        "lost": _COUNT,
+        "gained": _COUNT,
+        "interval_points": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
+    },
+    optional=("lost", "gained", "interval_points"),
+)
 
-_NIR = _object({  # present when the run wrote a NIR file (optional: schema version 2 still)
-    "binary_scaled_layers": _STRINGS,
-    "weight_precision": {"type": "integer", "minimum": 1},
-    "note": {"type": "string"},
-})
+_NIR = _object(
+    {  # present when the run wrote a NIR file (optional: schema version 2 still)
+        "binary_scaled_layers": _STRINGS,
+        "weight_precision": {"type": "integer", "minimum": 1},
+        "note": {"type": "string"},
+    }
+)
 
-_C_EXPORT = _object({  # the C export's memory (``export --format c``); optional: schema version 2 still
-    "flash_bytes": {"type": ["integer", "null"], "minimum": 0},
-    "ram_bytes": {"type": ["integer", "null"], "minimum": 0},
-    "refused": {"type": ["string", "null"]},
-})
+_C_EXPORT = _object(
+    {  # the C export's memory (``export --format c``); optional: schema version 2 still
+        "flash_bytes": {"type": ["integer", "null"], "minimum": 0},
+        "ram_bytes": {"type": ["integer", "null"], "minimum": 0},
+        "refused": {"type": ["string", "null"]},
+    }
+)
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": f"albsnn-compress/report/v{SCHEMA_VERSION}",
     "title": "albsnn-compress storage report",
     "$defs": {"tensor": _TENSOR, "layer": _LAYER, "step": _STEP, "file": _FILE},
-    **_object({
-        "schema": {"const": SCHEMA_ID},
-        "schema_version": {"const": SCHEMA_VERSION},
-        "model": _object({
-            "name": {"type": "string"},
-            "timesteps": {"type": ["integer", "null"], "minimum": 1},
-            "input_shape": {"type": "array", "items": _COUNT},
-            "num_classes": {"type": ["integer", "null"], "minimum": 1},
-        }),
-        "search": _object({
-            "strategy": {"type": "string"},
-            "estimator": {"type": "string"},
-            "seed": {"type": "integer"},
-            "budget_points": _NUMBER,
-            "finetune_epochs": _NUMBER,
-            "candidates": _STRINGS,
-            "binarized": _STRINGS,
-            "config": {"type": "object"},
-        }),
-        "accuracy": _object({
-            "val_before": _NUMBER,
-            "val_after": _NUMBER,
-            "test_before": _NUMBER_OR_NULL,
-            "test_after": _NUMBER_OR_NULL,
-            "val_drop_points": _NUMBER,
-            "test_drop_points": _NUMBER_OR_NULL,
-            "val_floor": _NUMBER,
-            "within_budget": {"type": "boolean"},
-            "paired": _object({"val": _PAIRED, "test": _PAIRED}, optional=("test",)),
-        }, optional=("paired",)),
-        "storage": _object({
-            "computed": _object({
-                "params": _COUNT,
-                "bits_before": _COUNT,
-                "bits_after": _COUNT,
-                "bytes_before": _NUMBER,
-                "bytes_after": _NUMBER,
-                "ratio": _NUMBER_OR_NULL,
-                "saved_percent": _NUMBER_OR_NULL,
-                "binarized_layers": _COUNT,
-                "binarized_weight_params": _COUNT,
-            }),
-            "on_disk": _object({
-                "input_checkpoint": {"$ref": "#/$defs/file"},
-                "container": {"$ref": "#/$defs/file"},
-                "onnx": {"$ref": "#/$defs/file"},
-                "nir": {"$ref": "#/$defs/file"},
-            }, optional=("nir",)),
-            "on_disk_ratio": _object({"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL, "nir": _NUMBER_OR_NULL}, optional=("nir",)),
-            "nir": _NIR,
-            "c_export": _C_EXPORT,
-        }, optional=("nir", "c_export")),
-        "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
-        "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
-        "timings": {"type": "object", "additionalProperties": _NUMBER},
-        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
-    }),
+    **_object(
+        {
+            "schema": {"const": SCHEMA_ID},
+            "schema_version": {"const": SCHEMA_VERSION},
+            "model": _object(
+                {
+                    "name": {"type": "string"},
+                    "timesteps": {"type": ["integer", "null"], "minimum": 1},
+                    "input_shape": {"type": "array", "items": _COUNT},
+                    "num_classes": {"type": ["integer", "null"], "minimum": 1},
+                }
+            ),
+            "search": _object(
+                {
+                    "strategy": {"type": "string"},
+                    "estimator": {"type": "string"},
+                    "seed": {"type": "integer"},
+                    "budget_points": _NUMBER,
+                    "finetune_epochs": _NUMBER,
+                    "candidates": _STRINGS,
+                    "binarized": _STRINGS,
+                    "config": {"type": "object"},
+                }
+            ),
+            "accuracy": _object(
+                {
+                    "val_before": _NUMBER,
+                    "val_after": _NUMBER,
+                    "test_before": _NUMBER_OR_NULL,
+                    "test_after": _NUMBER_OR_NULL,
+                    "val_drop_points": _NUMBER,
+                    "test_drop_points": _NUMBER_OR_NULL,
+                    "val_floor": _NUMBER,
+                    "within_budget": {"type": "boolean"},
+                    "paired": _object({"val": _PAIRED, "test": _PAIRED}, optional=("test",)),
+                },
+                optional=("paired",),
+            ),
+            "storage": _object(
+                {
+                    "computed": _object(
+                        {
+                            "params": _COUNT,
+                            "bits_before": _COUNT,
+                            "bits_after": _COUNT,
+                            "bytes_before": _NUMBER,
+                            "bytes_after": _NUMBER,
+                            "ratio": _NUMBER_OR_NULL,
+                            "saved_percent": _NUMBER_OR_NULL,
+                            "binarized_layers": _COUNT,
+                            "binarized_weight_params": _COUNT,
+                        }
+                    ),
+                    "on_disk": _object(
+                        {
+                            "input_checkpoint": {"$ref": "#/$defs/file"},
+                            "container": {"$ref": "#/$defs/file"},
+                            "onnx": {"$ref": "#/$defs/file"},
+                            "nir": {"$ref": "#/$defs/file"},
+                        },
+                        optional=("nir",),
+                    ),
+                    "on_disk_ratio": _object(
+                        {"container": _NUMBER_OR_NULL, "onnx": _NUMBER_OR_NULL, "nir": _NUMBER_OR_NULL},
+                        optional=("nir",),
+                    ),
+                    "nir": _NIR,
+                    "c_export": _C_EXPORT,
+                },
+                optional=("nir", "c_export"),
+            ),
+            "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}},
+            "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
+            "timings": {"type": "object", "additionalProperties": _NUMBER},
+            "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+        }
+    ),
 }
 
 _TYPES = {
@@ -290,12 +323,16 @@ def validate_report(report: Any) -> None:
     if not isinstance(report, dict):
         raise ReportError(f"a report must be a JSON object, found {type(report).__name__}")
     if report.get("schema") != SCHEMA_ID:
-        raise ReportError(f"not an albsnn-compress report: field 'schema' is {report.get('schema')!r}, expected {SCHEMA_ID!r}")
+        raise ReportError(
+            f"not an albsnn-compress report: field 'schema' is {report.get('schema')!r}, expected {SCHEMA_ID!r}"
+        )
     version = report.get("schema_version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         newer = type(version) is int and version > SCHEMA_VERSION
         fix = "upgrade albsnn-compress to read it" if newer else "regenerate it with this albsnn-compress"
-        raise ReportError(f"report schema version {version!r} is not supported (this reader reads {list(SUPPORTED_VERSIONS)}); {fix}")
+        raise ReportError(
+            f"report schema version {version!r} is not supported (this reader reads {list(SUPPORTED_VERSIONS)}); {fix}"
+        )
     _check(report, SCHEMA, "")
     _check_accounting(report)
 
@@ -319,7 +356,9 @@ def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
     except ReportError as exc:
         raise ReportError(f"{source}: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ReportError(f"{source}: not UTF-8 text (byte {exc.start}); pass the report.json a compress run wrote") from None
+        raise ReportError(
+            f"{source}: not UTF-8 text (byte {exc.start}); pass the report.json a compress run wrote"
+        ) from None
     return document
 
 

@@ -83,10 +83,20 @@ def _storage(report: Mapping[str, Any]) -> Table:
     disk_ratio = report["storage"]["on_disk_ratio"]
     checkpoint = disk["input_checkpoint"]["bytes"]
     rows = [
-        ["computed (bits / 8)", fmt.size(computed["bytes_before"]), fmt.size(computed["bytes_after"]),
-         fmt.ratio(computed["ratio"]), fmt.percent(computed["saved_percent"])],
-        ["computed, bits", fmt.count(computed["bits_before"]), fmt.count(computed["bits_after"]),
-         fmt.NOT_APPLICABLE, fmt.NOT_APPLICABLE],
+        [
+            "computed (bits / 8)",
+            fmt.size(computed["bytes_before"]),
+            fmt.size(computed["bytes_after"]),
+            fmt.ratio(computed["ratio"]),
+            fmt.percent(computed["saved_percent"]),
+        ],
+        [
+            "computed, bits",
+            fmt.count(computed["bits_before"]),
+            fmt.count(computed["bits_after"]),
+            fmt.NOT_APPLICABLE,
+            fmt.NOT_APPLICABLE,
+        ],
     ]
     outputs = [("container", "on disk: checkpoint -> .albsnn"), ("onnx", "on disk: checkpoint -> .onnx")]
     if "nir" in disk:
@@ -97,8 +107,15 @@ def _storage(report: Mapping[str, Any]) -> Table:
         rows.append([label, fmt.size(checkpoint), fmt.size(after), fmt.ratio(disk_ratio[key]), fmt.percent(saved)])
     c_export = report["storage"].get("c_export")
     if c_export is not None and c_export["refused"] is None:
-        rows.append(["C export: flash (weights) / RAM (arena)", fmt.NOT_APPLICABLE, f"{fmt.exact_bytes(c_export['flash_bytes'])} / "
-                     f"{fmt.exact_bytes(c_export['ram_bytes'])}", fmt.NOT_APPLICABLE, fmt.NOT_APPLICABLE])
+        rows.append(
+            [
+                "C export: flash (weights) / RAM (arena)",
+                fmt.NOT_APPLICABLE,
+                f"{fmt.exact_bytes(c_export['flash_bytes'])} / {fmt.exact_bytes(c_export['ram_bytes'])}",
+                fmt.NOT_APPLICABLE,
+                fmt.NOT_APPLICABLE,
+            ]
+        )
     note = (
         f"Computed: numel × bits of every stored tensor (1-bit signs, float32 scales, biases, batch-norm tensors), "
         f"no file overhead; {fmt.count(computed['params'])} stored values, "
@@ -106,8 +123,15 @@ def _storage(report: Mapping[str, Any]) -> Table:
         "On disk: the files' sizes (os.stat); n/a where a file was not written."
         + (f" {report['storage']['nir']['note']}" if "nir" in report["storage"] else "")
     )
-    return Table("storage", "Storage: computed vs on disk", ["Measure", "Before", "After", "Ratio", "Saved"], rows,
-                 "lrrrr", [True, False, False, False], note=note)
+    return Table(
+        "storage",
+        "Storage: computed vs on disk",
+        ["Measure", "Before", "After", "Ratio", "Saved"],
+        rows,
+        "lrrrr",
+        [True, False, False, False],
+        note=note,
+    )
 
 
 def _files(report: Mapping[str, Any]) -> Table:
@@ -121,23 +145,36 @@ def _files(report: Mapping[str, Any]) -> Table:
         *([("nir", "NIR (float32, batch norm folded)", None)] if "nir" in disk else []),
     ):
         on_disk = disk[key]["bytes"]
-        rows.append([
-            label,
-            disk[key]["path"] or fmt.MISSING,
-            fmt.exact_bytes(on_disk),
-            fmt.MISSING if reference is None else fmt.exact_bytes(reference),
-            fmt.MISSING if on_disk is None or reference is None else fmt.exact_bytes(on_disk - reference),
-        ])
-    return Table("files", "Files", ["File", "Path", "On disk", "Computed", "On disk − computed"], rows, "llrrr",
-                 note="On disk − computed: headers, metadata, names and padding the file adds to the tensors.")
+        rows.append(
+            [
+                label,
+                disk[key]["path"] or fmt.MISSING,
+                fmt.exact_bytes(on_disk),
+                fmt.MISSING if reference is None else fmt.exact_bytes(reference),
+                fmt.MISSING if on_disk is None or reference is None else fmt.exact_bytes(on_disk - reference),
+            ]
+        )
+    return Table(
+        "files",
+        "Files",
+        ["File", "Path", "On disk", "Computed", "On disk − computed"],
+        rows,
+        "llrrr",
+        note="On disk − computed: headers, metadata, names and padding the file adds to the tensors.",
+    )
 
 
 def _accuracy(report: Mapping[str, Any]) -> Table:
     acc = report["accuracy"]
     paired = acc.get("paired", {})
     rows = [
-        [label, fmt.percent(acc[f"{split}_before"]), fmt.percent(acc[f"{split}_after"]), fmt.points(acc[f"{split}_drop_points"]),
-         *_paired_cells(paired.get(split))]
+        [
+            label,
+            fmt.percent(acc[f"{split}_before"]),
+            fmt.percent(acc[f"{split}_after"]),
+            fmt.points(acc[f"{split}_drop_points"]),
+            *_paired_cells(paired.get(split)),
+        ]
         for label, split in (("validation", "val"), ("test", "test"))
     ]
     verdict = "within budget" if acc["within_budget"] else "OVER budget"
@@ -148,8 +185,14 @@ def _accuracy(report: Mapping[str, Any]) -> Table:
     if "val" in paired:
         note += " " + _paired_note(paired["val"])
     level = f"{100 * paired['val']['interval_confidence']:g} % interval" if "val" in paired else "interval"
-    return Table("accuracy", "Accuracy (top-1)", ["Split", "Before", "After", "Drop", level, "Lost / gained"], rows, "lrrrrr",
-                 note=note)
+    return Table(
+        "accuracy",
+        "Accuracy (top-1)",
+        ["Split", "Before", "After", "Drop", level, "Lost / gained"],
+        rows,
+        "lrrrrr",
+        note=note,
+    )
 
 
 def _paired_cells(paired: Mapping[str, Any] | None) -> list[str]:
@@ -162,8 +205,10 @@ def _paired_note(paired: Mapping[str, Any]) -> str:
     """What one validation image is worth, and the bound decisions used when they used one."""
     note = f"One validation image is {paired['resolution_points']:.3f} pts; intervals are {paired['method']}."
     if paired["decision_confidence"] is not None:
-        note += (f" Decisions judged the drop's {100 * paired['decision_confidence']:g} % upper bound, now "
-                 f"{fmt.points(paired['upper_bound_points'])}.")
+        note += (
+            f" Decisions judged the drop's {100 * paired['decision_confidence']:g} % upper bound, now "
+            f"{fmt.points(paired['upper_bound_points'])}."
+        )
     return note
 
 
@@ -177,58 +222,132 @@ def _decision(layer: Mapping[str, Any]) -> str:
 
 def _measured(layer: Mapping[str, Any]) -> str:
     """The drops measured for a layer, each labelled: alone (oracle) or its group's increment (adaptive)."""
-    parts = [f"{fmt.points(layer[key])} {label}" for key, label in
-             (("measured_alone_points", "alone"), ("measured_increment_points", "group")) if layer[key] is not None]
+    parts = [
+        f"{fmt.points(layer[key])} {label}"
+        for key, label in (("measured_alone_points", "alone"), ("measured_increment_points", "group"))
+        if layer[key] is not None
+    ]
     return "\n".join(parts) or fmt.NOT_APPLICABLE
 
 
 def _layers(report: Mapping[str, Any]) -> Table:
-    columns = ["Layer", "Type", "Weight shape", "Values", "Precision", "Bits before", "Bits after",
-               "Before", "After", "Stored after", "Estimate (raw)", "Estimate", "Measured drop", "Decision"]
+    columns = [
+        "Layer",
+        "Type",
+        "Weight shape",
+        "Values",
+        "Precision",
+        "Bits before",
+        "Bits after",
+        "Before",
+        "After",
+        "Stored after",
+        "Estimate (raw)",
+        "Estimate",
+        "Measured drop",
+        "Decision",
+    ]
     rows, highlight = [], []
     for layer in report["layers"]:
-        precision = f"{layer['precision_before']} -> {layer['precision_after']}" if layer["binarized"] else str(layer["precision_before"])
-        rows.append([
-            fmt.short(layer["name"]), layer["type"], fmt.shape(layer["weight_shape"]), fmt.count(layer["params"]),
-            precision, fmt.count(layer["bits_before"]), fmt.count(layer["bits_after"]),
-            fmt.size(layer["bytes_before"]), fmt.size(layer["bytes_after"]), _tensors_text(layer),
-            fmt.number(layer["estimate_raw"]),
-            fmt.NOT_APPLICABLE if layer["estimate_points"] is None else fmt.points(layer["estimate_points"]),
-            _measured(layer),
-            _decision(layer),
-        ])
+        precision = (
+            f"{layer['precision_before']} -> {layer['precision_after']}"
+            if layer["binarized"]
+            else str(layer["precision_before"])
+        )
+        rows.append(
+            [
+                fmt.short(layer["name"]),
+                layer["type"],
+                fmt.shape(layer["weight_shape"]),
+                fmt.count(layer["params"]),
+                precision,
+                fmt.count(layer["bits_before"]),
+                fmt.count(layer["bits_after"]),
+                fmt.size(layer["bytes_before"]),
+                fmt.size(layer["bytes_after"]),
+                _tensors_text(layer),
+                fmt.number(layer["estimate_raw"]),
+                fmt.NOT_APPLICABLE if layer["estimate_points"] is None else fmt.points(layer["estimate_points"]),
+                _measured(layer),
+                _decision(layer),
+            ]
+        )
         highlight.append(layer["binarized"])
     computed = report["storage"]["computed"]
-    rows.append([
-        "total", "", "", fmt.count(computed["params"]), "", fmt.count(computed["bits_before"]),
-        fmt.count(computed["bits_after"]), fmt.size(computed["bytes_before"]), fmt.size(computed["bytes_after"]),
-        "", "", "", "", f"{computed['binarized_layers']} binarized",
-    ])
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            fmt.count(computed["params"]),
+            "",
+            fmt.count(computed["bits_before"]),
+            fmt.count(computed["bits_after"]),
+            fmt.size(computed["bytes_before"]),
+            fmt.size(computed["bytes_after"]),
+            "",
+            "",
+            "",
+            "",
+            f"{computed['binarized_layers']} binarized",
+        ]
+    )
     highlight.append(False)
-    note = ("Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
-            "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). "
-            "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the layer was decided. "
-            "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was tried in.")
+    note = (
+        "Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
+        "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). "
+        "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the layer was decided. "
+        "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was tried in."
+    )
     return Table("layers", "Layers", columns, rows, "lllrrrrrrlrrrl", highlight, frozenset({5, 6, 9}), note)
 
 
 def _trajectory(report: Mapping[str, Any]) -> Table:
-    columns = ["#", "Action", "Layers", "Binarized", "Estimates (pts)", "Estimates (raw)", "Val acc", "Drop", "95 % interval",
-               "Storage", "Ratio", "Time"]
+    columns = [
+        "#",
+        "Action",
+        "Layers",
+        "Binarized",
+        "Estimates (pts)",
+        "Estimates (raw)",
+        "Val acc",
+        "Drop",
+        "95 % interval",
+        "Storage",
+        "Ratio",
+        "Time",
+    ]
     rows, highlight = [], []
     for step in report["trajectory"]:
-        rows.append([
-            str(step["index"]), step["action"], fmt.names(step["layers"]) if step["layers"] else fmt.NOT_APPLICABLE,
-            fmt.names(step["binarized"]), fmt.estimates(step["estimates_points"]), fmt.raw_estimates(step["estimates_raw"]),
-            fmt.percent(step["val_accuracy"]), fmt.points(step["drop_points"]), fmt.interval(step.get("interval_points")),
-            fmt.size(step["storage_bytes"]),
-            fmt.ratio(step["ratio"]), fmt.seconds(step["seconds"]),
-        ])
+        rows.append(
+            [
+                str(step["index"]),
+                step["action"],
+                fmt.names(step["layers"]) if step["layers"] else fmt.NOT_APPLICABLE,
+                fmt.names(step["binarized"]),
+                fmt.estimates(step["estimates_points"]),
+                fmt.raw_estimates(step["estimates_raw"]),
+                fmt.percent(step["val_accuracy"]),
+                fmt.points(step["drop_points"]),
+                fmt.interval(step.get("interval_points")),
+                fmt.size(step["storage_bytes"]),
+                fmt.ratio(step["ratio"]),
+                fmt.seconds(step["seconds"]),
+            ]
+        )
         highlight.append(step["action"] == "final")
-    return Table("trajectory", "Search trajectory", columns, rows, "rlllllrrrrrr", highlight, frozenset({5}),
-                 note="Each step after its change and finetuning; storage is computed (bits / 8). "
-                      "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement. "
-                      "95 % interval: of the drop, exact and paired on the validation images.")
+    return Table(
+        "trajectory",
+        "Search trajectory",
+        columns,
+        rows,
+        "rlllllrrrrrr",
+        highlight,
+        frozenset({5}),
+        note="Each step after its change and finetuning; storage is computed (bits / 8). "
+        "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement. "
+        "95 % interval: of the drop, exact and paired on the validation images.",
+    )
 
 
 def _timings(report: Mapping[str, Any]) -> Table:

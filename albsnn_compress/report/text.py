@@ -29,7 +29,9 @@ def _table_lines(table: Table, width: int) -> list[str]:
             parts = []
             for column, cell in enumerate(row):
                 text = cell[k] if k < len(cell) else ""
-                parts.append(text.rjust(widths[column]) if table.align[keep[column]] == "r" else text.ljust(widths[column]))
+                parts.append(
+                    text.rjust(widths[column]) if table.align[keep[column]] == "r" else text.ljust(widths[column])
+                )
             lines.append(_GAP.join(parts).rstrip())
         if number == 0:
             lines.append(_GAP.join("-" * w for w in widths))

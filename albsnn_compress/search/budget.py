@@ -25,7 +25,14 @@ from typing import Any
 
 from albsnn_compress.errors import BudgetError
 
-__all__ = ["MAX_BUDGET", "FRACTION_HINT_BELOW", "BudgetWarning", "check_budget", "budget_resolution", "implausible_budget"]
+__all__ = [
+    "MAX_BUDGET",
+    "FRACTION_HINT_BELOW",
+    "BudgetWarning",
+    "check_budget",
+    "budget_resolution",
+    "implausible_budget",
+]
 
 MAX_BUDGET = 100.0
 FRACTION_HINT_BELOW = 0.01  # below this, the warning adds that a budget is not a fraction
@@ -58,7 +65,9 @@ def check_budget(budget: Any) -> float:
         text = budget
         if _PLAIN_DECIMAL.fullmatch(text) is None:
             if text.startswith("-") and _PLAIN_DECIMAL.fullmatch(text[1:]):
-                raise BudgetError(f"budget {_shown(text)} must be a finite number >= 0 (percentage points of top-1 accuracy)")
+                raise BudgetError(
+                    f"budget {_shown(text)} must be a finite number >= 0 (percentage points of top-1 accuracy)"
+                )
             raise BudgetError(
                 f"budget {_shown(text)} is not a number in plain decimal form; pass percentage points as digits "
                 "with an optional decimal point, e.g. --budget 0.2"

@@ -37,7 +37,9 @@ def resolve_layer_names(names: list[str], available: list[str], what: str) -> li
             continue
         matches = [full for full in available if _short(full) == name]
         if len(matches) != 1:
-            problem = f"names several layers {matches}; write the full name" if matches else "is not a binarizable layer"
+            problem = (
+                f"names several layers {matches}; write the full name" if matches else "is not a binarizable layer"
+            )
             shorts = [_short(full) for full in available]
             choices = shorts if len(set(shorts)) == len(shorts) else available
             raise CompressionError(f"{what}: {name!r} {problem}; choose from {', '.join(choices)}")
@@ -45,7 +47,9 @@ def resolve_layer_names(names: list[str], available: list[str], what: str) -> li
     return resolved
 
 
-def resolve_candidates(model: nn.Module, layers: list[str] | None, exclude: list[str], binarize_first_last: bool) -> list[str]:
+def resolve_candidates(
+    model: nn.Module, layers: list[str] | None, exclude: list[str], binarize_first_last: bool
+) -> list[str]:
     """The candidate layers of ``model`` in model order (see :class:`~albsnn_compress.search.config.SearchConfig`).
 
     Raises:

@@ -12,8 +12,8 @@ from typing import Any
 
 from albsnn_compress.search.estimators import Estimator
 from albsnn_compress.search.paired_drop import check_confidence
-from albsnn_compress.seeds import check_seed
 from albsnn_compress.search.protocol import Strategy
+from albsnn_compress.seeds import check_seed
 
 __all__ = ["SearchConfig"]
 

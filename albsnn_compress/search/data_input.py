@@ -27,13 +27,17 @@ def _read_loader(loader: DataLoader, what: str) -> tuple[torch.Tensor, torch.Ten
     images, labels = [], []
     for batch in loader:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise CompressionError(f"{what}: the DataLoader yields {type(batch).__name__} batches; expected (images, labels)")
+            raise CompressionError(
+                f"{what}: the DataLoader yields {type(batch).__name__} batches; expected (images, labels)"
+            )
         images.append(batch[0])
         labels.append(batch[1])
     if not images:
         raise CompressionError(f"{what}: the DataLoader yields no batches; pass a loader over a non-empty dataset")
     if not all(isinstance(t, torch.Tensor) for t in images + labels):
-        raise CompressionError(f"{what}: the DataLoader's batches are not tensors; give it a dataset of (image, label) tensors")
+        raise CompressionError(
+            f"{what}: the DataLoader's batches are not tensors; give it a dataset of (image, label) tensors"
+        )
     return torch.cat(images), torch.cat(labels)
 
 

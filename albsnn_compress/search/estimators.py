@@ -193,8 +193,13 @@ class OutputEstimator:
 
     @staticmethod
     def _accumulate(
-        model: nn.Module, name: str, layer: nn.Module, lif: nn.Module, images: torch.Tensor,
-        reference: dict[nn.Module, list[torch.Tensor]], sums: dict[str, float],
+        model: nn.Module,
+        name: str,
+        layer: nn.Module,
+        lif: nn.Module,
+        images: torch.Tensor,
+        reference: dict[nn.Module, list[torch.Tensor]],
+        sums: dict[str, float],
     ) -> None:
         """Add one batch's output error and spike flips of ``name`` binarized alone."""
         binarize_(model, [name])
@@ -361,7 +366,9 @@ class ProbeEstimator:
         try:
             for (images, labels), log_p in zip(probe.batches, reference):
                 log_q = F.log_softmax(model(images), dim=1)
-                sums["loss_increase"] += float(F.nll_loss(log_q, labels, reduction="sum") - F.nll_loss(log_p, labels, reduction="sum"))
+                sums["loss_increase"] += float(
+                    F.nll_loss(log_q, labels, reduction="sum") - F.nll_loss(log_p, labels, reduction="sum")
+                )
                 sums["kl"] += float(F.kl_div(log_q, log_p, reduction="sum", log_target=True))
                 sums["flipped"] += float((log_q.argmax(dim=1) != log_p.argmax(dim=1)).sum())
                 sums["images"] += len(labels)
@@ -375,7 +382,10 @@ class ProbeEstimator:
 EstimatorFactory = Callable[[], Estimator]
 
 ESTIMATORS: dict[str, EstimatorFactory] = {
-    "weight": WeightEstimator, "output": OutputEstimator, "loss": LossEstimator, "probe": ProbeEstimator,
+    "weight": WeightEstimator,
+    "output": OutputEstimator,
+    "loss": LossEstimator,
+    "probe": ProbeEstimator,
 }
 
 
@@ -402,7 +412,9 @@ def resolve_estimator(estimator: str | Estimator) -> Estimator:
     """
     if isinstance(estimator, str):
         if estimator not in ESTIMATORS:
-            raise CompressionError(f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)} or pass an estimator object")
+            raise CompressionError(
+                f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)} or pass an estimator object"
+            )
         return ESTIMATORS[estimator]()
     if not isinstance(estimator, Estimator):
         raise CompressionError(

@@ -25,8 +25,8 @@ from torch import nn
 
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.search.model_copy import copy_model
+from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.trainer import LossFn
 
 __all__ = ["distillation_loss", "recalibrate_batchnorm", "frozen_teacher"]
@@ -67,7 +67,9 @@ def recalibrate_batchnorm(
         norm.reset_running_stats()
         norm.momentum = None  # cumulative moving average = exact mean over the batches seen
     model.train()
-    loader = BatchLoader(data, batch_size, shuffle=True, seed=seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True)
+    loader = BatchLoader(
+        data, batch_size, shuffle=True, seed=seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True
+    )
     for index, (images, _) in enumerate(loader):
         if index >= batches:
             break

@@ -33,8 +33,18 @@ import torch
 
 from albsnn_compress.errors import BudgetError
 
-__all__ = ["PairedDrop", "REPORTED_CONFIDENCE", "INTERVAL_METHOD", "paired_drop", "binomial_upper_bound", "binomial_lower_bound", "check_confidence",
-           "TYPICAL_CHANGED_FRACTION", "resolvable_points", "unresolvable_budget"]
+__all__ = [
+    "PairedDrop",
+    "REPORTED_CONFIDENCE",
+    "INTERVAL_METHOD",
+    "paired_drop",
+    "binomial_upper_bound",
+    "binomial_lower_bound",
+    "check_confidence",
+    "TYPICAL_CHANGED_FRACTION",
+    "resolvable_points",
+    "unresolvable_budget",
+]
 
 TYPICAL_CHANGED_FRACTION = 0.028
 """Share of answers one epoch of finetuning changes with nothing binarized: 2.82 % measured on
@@ -71,8 +81,11 @@ def _binomial_cdf(successes: int, trials: int, p: float) -> float:
         return 1.0 if successes >= trials else 0.0
     k = torch.arange(successes + 1, dtype=torch.float64)
     log_pmf = (
-        math.lgamma(trials + 1) - torch.lgamma(k + 1) - torch.lgamma(trials - k + 1)
-        + k * math.log(p) + (trials - k) * math.log1p(-p)
+        math.lgamma(trials + 1)
+        - torch.lgamma(k + 1)
+        - torch.lgamma(trials - k + 1)
+        + k * math.log(p)
+        + (trials - k) * math.log1p(-p)
     )
     return float(torch.logsumexp(log_pmf, dim=0).exp().clamp(max=1.0))
 
@@ -162,7 +175,9 @@ def paired_drop(correct_before: torch.Tensor, correct_after: torch.Tensor) -> Pa
     """
     before, after = correct_before.bool().flatten(), correct_after.bool().flatten()
     if before.numel() != after.numel() or before.numel() == 0:
-        raise ValueError(f"paired outcomes need two equal, non-empty vectors, got {before.numel()} and {after.numel()} images")
+        raise ValueError(
+            f"paired outcomes need two equal, non-empty vectors, got {before.numel()} and {after.numel()} images"
+        )
     lost = int((before & ~after).sum())
     gained = int((~before & after).sum())
     return PairedDrop(images=int(before.numel()), lost=lost, gained=gained)
@@ -189,8 +204,11 @@ def unresolvable_budget(budget: float, images: int, confidence: float | None) ->
     margin = resolvable_points(images, level)
     if budget <= 0 or budget >= margin:
         return None
-    consequence = ("--confidence will likely keep every layer in float" if confidence is not None
-                   else "a measured drop within the budget may not hold on unseen data (see --confidence)")
+    consequence = (
+        "--confidence will likely keep every layer in float"
+        if confidence is not None
+        else "a measured drop within the budget may not hold on unseen data (see --confidence)"
+    )
     return (
         f"budget {budget:g} points is below what {images} validation images can confirm: with "
         f"{100 * TYPICAL_CHANGED_FRACTION:.1f} % of answers changed (typical of finetuning) the drop's "

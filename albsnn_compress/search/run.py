@@ -21,19 +21,19 @@ import torch
 from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
-from albsnn_compress.search.budget import BudgetWarning, check_budget, implausible_budget
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.search.data_input import SplitData, as_imageset
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
-from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
 from albsnn_compress.progress import ProgressCallback
-from albsnn_compress.search.result import CompressionResult
+from albsnn_compress.search.budget import BudgetWarning, check_budget, implausible_budget
 from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.data_input import SplitData, as_imageset
+from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
+from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search.session import SearchSession
-from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.search.strategies import resolve_strategy
+from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 
 __all__ = ["SearchConfig", "compress", "check_budget"]
 
@@ -128,21 +128,36 @@ def compress(
     timings = dict(session.timings)
     timings["total"] = time.perf_counter() - started
     return CompressionResult(
-        model=compressed, binarized=binarized_layers(compressed), candidates=session.candidates,
-        decisions=session.final_decisions(), trajectory=session.trajectory, budget=budget, accuracy=accuracy,
-        timings=timings, finetune_epochs=session.finetune_epochs, strategy=strategy_name,
-        estimator=session.estimator.name, seed=config.seed, config=config.as_json(strategy_name, session.estimator.name),
-        finetune_slices=session.slices, paired=paired,
+        model=compressed,
+        binarized=binarized_layers(compressed),
+        candidates=session.candidates,
+        decisions=session.final_decisions(),
+        trajectory=session.trajectory,
+        budget=budget,
+        accuracy=accuracy,
+        timings=timings,
+        finetune_epochs=session.finetune_epochs,
+        strategy=strategy_name,
+        estimator=session.estimator.name,
+        seed=config.seed,
+        config=config.as_json(strategy_name, session.estimator.name),
+        finetune_slices=session.slices,
+        paired=paired,
     )
 
 
-def _final_accuracy(session: SearchSession, test: ImageSet | None, ctx: DistContext) -> tuple[dict[str, float], dict[str, PairedDrop]]:
+def _final_accuracy(
+    session: SearchSession, test: ImageSet | None, ctx: DistContext
+) -> tuple[dict[str, float], dict[str, PairedDrop]]:
     """Accuracies before and after, and the paired drop image by image, on validation (and test if given)."""
     val_after = correct_answers(session.model, session.val, ctx)
     accuracy = {"val_before": session.val_before, "val_after": accuracy_percent(val_after)}
     paired = {"val": paired_drop(session.val_correct_before, val_after)}
     if test is not None:
-        test_before, test_after = correct_answers(session.input_model, test, ctx), correct_answers(session.model, test, ctx)
+        test_before, test_after = (
+            correct_answers(session.input_model, test, ctx),
+            correct_answers(session.model, test, ctx),
+        )
         accuracy.update(test_before=accuracy_percent(test_before), test_after=accuracy_percent(test_after))
         paired["test"] = paired_drop(test_before, test_after)
     return accuracy, paired

@@ -18,21 +18,21 @@ import torch
 from torch import nn
 
 from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_
-from albsnn_compress.search.calibration import Calibration
-from albsnn_compress.search.candidates import resolve_candidates
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
-from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.progress import ProgressCallback, ProgressEvent
+from albsnn_compress.search.calibration import Calibration
+from albsnn_compress.search.candidates import resolve_candidates
+from albsnn_compress.search.config import SearchConfig
 from albsnn_compress.search.estimators import Estimator, Probe, resolve_estimator
 from albsnn_compress.search.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
 from albsnn_compress.search.model_copy import copy_model
-from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.search.paired_drop import PairedDrop, paired_drop
-from albsnn_compress.progress import ProgressCallback, ProgressEvent
-from albsnn_compress.search.result import LayerDecision, SearchStep
-from albsnn_compress.search.config import SearchConfig
-from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.search.protocol import Strategy
+from albsnn_compress.search.result import LayerDecision, SearchStep
+from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.training.trainer import TrainConfig, Trainer, cross_entropy_loss
 
 __all__ = ["SearchSession", "Snapshot"]
@@ -120,11 +120,17 @@ class SearchSession:
         """Append a trajectory step; ``raw`` estimates are also stored in points (calibration as it stands)."""
         raw = dict(raw or {})
         step = SearchStep(
-            index=len(self.trajectory), action=action, layers=list(layers),
-            binarized=binarized_layers(self.model), val_accuracy=self.val_before - self.current_drop,
-            drop_points=self.current_drop, storage_bits=self.storage_bits(),
+            index=len(self.trajectory),
+            action=action,
+            layers=list(layers),
+            binarized=binarized_layers(self.model),
+            val_accuracy=self.val_before - self.current_drop,
+            drop_points=self.current_drop,
+            storage_bits=self.storage_bits(),
             estimates_points={name: self.calibration.points(value) for name, value in raw.items()},
-            estimates_raw=raw, seconds=time.perf_counter() - self.started, paired=self.measurement,
+            estimates_raw=raw,
+            seconds=time.perf_counter() - self.started,
+            paired=self.measurement,
         )
         self.trajectory.append(step)
         if self.on_progress is not None:
@@ -145,9 +151,15 @@ class SearchSession:
     ) -> None:
         """Write the (latest) verdict on candidate ``name`` (see :class:`StrategySession`)."""
         self.decisions[name] = LayerDecision(
-            name=name, params=self._params(name), binarized=binarized, estimate_raw=raw,
+            name=name,
+            params=self._params(name),
+            binarized=binarized,
+            estimate_raw=raw,
             estimate_points=self.calibration.points(raw) if raw is not None else None,
-            saved_bits=self.saved_bits[name], reason=reason, measured_alone_points=alone, measured_increment_points=increment,
+            saved_bits=self.saved_bits[name],
+            reason=reason,
+            measured_alone_points=alone,
+            measured_increment_points=increment,
         )
 
     def final_decisions(self) -> list[LayerDecision]:
@@ -155,7 +167,9 @@ class SearchSession:
         binarized = set(binarized_layers(self.model))
         return [
             self.decisions.get(name)
-            or LayerDecision(name, self._params(name), name in binarized, None, None, self.saved_bits[name], "not considered")
+            or LayerDecision(
+                name, self._params(name), name in binarized, None, None, self.saved_bits[name], "not considered"
+            )
             for name in self.candidates
         ]
 
@@ -174,8 +188,13 @@ class SearchSession:
         start = time.perf_counter()
         self.slices += 1
         config = TrainConfig(
-            epochs=epochs, batch_size=self.config.batch_size, lr=self.config.lr, seed=self.config.seed + self.slices,
-            amp=self.config.amp, sync_bn=self.config.sync_bn, channels_last=self.config.channels_last,
+            epochs=epochs,
+            batch_size=self.config.batch_size,
+            lr=self.config.lr,
+            seed=self.config.seed + self.slices,
+            amp=self.config.amp,
+            sync_bn=self.config.sync_bn,
+            channels_last=self.config.channels_last,
         )
         hook = getattr(self.estimator, "after_backward", None)
         after_backward = (lambda model: hook(model, self.candidates)) if hook is not None else None

@@ -31,8 +31,8 @@ makes the budget hold whatever the estimates said.
 from __future__ import annotations
 
 from albsnn_compress.errors import CompressionError
-from albsnn_compress.search.result import LayerDecision
 from albsnn_compress.search.protocol import Strategy, StrategySession
+from albsnn_compress.search.result import LayerDecision
 
 __all__ = [
     "adaptive",
@@ -72,7 +72,9 @@ def _choose_group(session: StrategySession, raw: dict[str, float], cap: int) -> 
     for name in order:
         points = session.calibration.points(raw[name]) or 0.0
         if points > left - spent:
-            session.decide(name, False, f"est. {points:.2f} pts > remaining budget {max(left - spent, 0):.2f}", raw=raw[name])
+            session.decide(
+                name, False, f"est. {points:.2f} pts > remaining budget {max(left - spent, 0):.2f}", raw=raw[name]
+            )
             continue
         group.append(name)
         spent += points
@@ -197,7 +199,12 @@ def oracle(session: StrategySession) -> None:
         cost = max(measured[name], 0.0)
         if spent + cost <= session.budget:
             spent += cost
-            session.decide(name, True, f"measured alone {measured[name]:.2f} pts; total {spent:.2f} <= budget", alone=measured[name])
+            session.decide(
+                name,
+                True,
+                f"measured alone {measured[name]:.2f} pts; total {spent:.2f} <= budget",
+                alone=measured[name],
+            )
             session.binarize([name])
             chosen.append(name)
         else:
@@ -227,13 +234,17 @@ def verify_and_back_off(session: StrategySession) -> None:
     session.measure()
     session.record("final", [])
     while not session.fits_budget() and session.binarized():
-        worst = max(session.binarized(), key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1))
+        worst = max(
+            session.binarized(), key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1)
+        )
         session.unbinarize([worst])
         session.finetune(session.config.trial_epochs, f"back off {worst}")
         session.measure()
         previous = session.decisions.get(worst)
         session.decide(
-            worst, False, f"backed off at the final check: drop with it > budget {session.budget:.2f} pts",
+            worst,
+            False,
+            f"backed off at the final check: drop with it > budget {session.budget:.2f} pts",
             raw=previous.estimate_raw if previous else None,
             alone=previous.measured_alone_points if previous else None,
             increment=previous.measured_increment_points if previous else None,
@@ -242,7 +253,9 @@ def verify_and_back_off(session: StrategySession) -> None:
     if not session.fits_budget():
         session.restore_input()
         for name in session.binarized():
-            session.decide(name, True, "binarized in the input model, which is returned: over budget with every candidate in float")
+            session.decide(
+                name, True, "binarized in the input model, which is returned: over budget with every candidate in float"
+            )
         session.record("restore-input", [])
 
 
@@ -293,9 +306,13 @@ def resolve_strategy(strategy: str | Strategy) -> tuple[str, Strategy]:
     """
     if isinstance(strategy, str):
         if strategy not in STRATEGIES:
-            raise CompressionError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)} or pass a function strategy(session)")
+            raise CompressionError(
+                f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)} or pass a function strategy(session)"
+            )
         return strategy, STRATEGIES[strategy]
     if not callable(strategy):
-        raise CompressionError(f"strategy {strategy!r} is not callable; pass one of {list(STRATEGIES)} or a function strategy(session)")
+        raise CompressionError(
+            f"strategy {strategy!r} is not callable; pass one of {list(STRATEGIES)} or a function strategy(session)"
+        )
     name = next((key for key, value in STRATEGIES.items() if value is strategy), None)
     return name or getattr(strategy, "__name__", type(strategy).__name__), strategy

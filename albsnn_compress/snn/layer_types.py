@@ -234,51 +234,66 @@ def _build_bn(layer: Layer, shape: Shape, _neuron: dict[str, Any]) -> nn.Module:
     return cls(shape[0], eps=layer["eps"], momentum=layer["momentum"])
 
 
-register_layer_type(LayerType(
-    name="conv",
-    modules=(nn.Conv2d,),
-    fields={
-        "out_channels": Field(REQUIRED, positive_int), "kernel_size": Field(3, positive_int),
-        "stride": Field(1, positive_int), "padding": Field(0, nonnegative_int),
-        "groups": Field(1, positive_int), "bias": Field(False, boolean),
-    },
-    build=lambda layer, shape, _neuron: TimeConv2d(
-        shape[0], layer["out_channels"], layer["kernel_size"], layer["stride"], layer["padding"],
-        groups=layer["groups"], bias=layer["bias"],
-    ),
-    output_shape=_conv_shape,
-    parameters=_conv_parameters,
-    input_ranks=(3,),
-    binarizable=("weight",),
-    onnx=onnx_mapping.conv_onnx,
-    description="2-D convolution (square kernel, zero padding)",
-))
+register_layer_type(
+    LayerType(
+        name="conv",
+        modules=(nn.Conv2d,),
+        fields={
+            "out_channels": Field(REQUIRED, positive_int),
+            "kernel_size": Field(3, positive_int),
+            "stride": Field(1, positive_int),
+            "padding": Field(0, nonnegative_int),
+            "groups": Field(1, positive_int),
+            "bias": Field(False, boolean),
+        },
+        build=lambda layer, shape, _neuron: TimeConv2d(
+            shape[0],
+            layer["out_channels"],
+            layer["kernel_size"],
+            layer["stride"],
+            layer["padding"],
+            groups=layer["groups"],
+            bias=layer["bias"],
+        ),
+        output_shape=_conv_shape,
+        parameters=_conv_parameters,
+        input_ranks=(3,),
+        binarizable=("weight",),
+        onnx=onnx_mapping.conv_onnx,
+        description="2-D convolution (square kernel, zero padding)",
+    )
+)
 
-register_layer_type(LayerType(
-    name="linear",
-    modules=(nn.Linear,),
-    fields={"out_features": Field(REQUIRED, positive_int), "bias": Field(True, boolean)},
-    build=lambda layer, shape, _neuron: TimeLinear(shape[0], layer["out_features"], bias=layer["bias"]),
-    output_shape=lambda layer, _shape: (layer["out_features"],),
-    parameters=lambda layer, shape: layer["out_features"] * (shape[0] + int(layer["bias"])),
-    input_ranks=(1,),
-    binarizable=("weight",),
-    onnx=onnx_mapping.linear_onnx,
-    description="fully connected layer",
-))
+register_layer_type(
+    LayerType(
+        name="linear",
+        modules=(nn.Linear,),
+        fields={"out_features": Field(REQUIRED, positive_int), "bias": Field(True, boolean)},
+        build=lambda layer, shape, _neuron: TimeLinear(shape[0], layer["out_features"], bias=layer["bias"]),
+        output_shape=lambda layer, _shape: (layer["out_features"],),
+        parameters=lambda layer, shape: layer["out_features"] * (shape[0] + int(layer["bias"])),
+        input_ranks=(1,),
+        binarizable=("weight",),
+        onnx=onnx_mapping.linear_onnx,
+        description="fully connected layer",
+    )
+)
 
-register_layer_type(LayerType(
-    name="bn",
-    modules=(nn.BatchNorm2d, nn.BatchNorm1d),
-    fields={"eps": Field(1e-5, positive_float), "momentum": Field(0.1, fraction)},
-    build=_build_bn,
-    output_shape=same_shape,
-    parameters=lambda _layer, shape: 4 * shape[0],  # weight, bias, running mean and variance
-    input_ranks=(1, 3),
-    onnx=onnx_mapping.batch_norm_onnx,
-    absorbs_input_scale=True,
-    description="batch norm over channels, statistics shared across time steps",
-))
+register_layer_type(
+    LayerType(
+        name="bn",
+        modules=(nn.BatchNorm2d, nn.BatchNorm1d),
+        fields={"eps": Field(1e-5, positive_float), "momentum": Field(0.1, fraction)},
+        build=_build_bn,
+        output_shape=same_shape,
+        parameters=lambda _layer, shape: 4 * shape[0],  # weight, bias, running mean and variance
+        input_ranks=(1, 3),
+        onnx=onnx_mapping.batch_norm_onnx,
+        absorbs_input_scale=True,
+        description="batch norm over channels, statistics shared across time steps",
+    )
+)
+
 
 def _neuron_overrides(value: Any, where: str) -> dict[str, Any]:
     return normalize_neuron(value, where, partial=True)
@@ -295,47 +310,58 @@ def _build_lif(layer: Layer, shape: Shape, neuron: dict[str, Any]) -> nn.Module:
     return LIF(**{**neuron, **layer["neuron"]}, per_channel=layer["per_channel"], channel_shape=channel_shape)
 
 
-register_layer_type(LayerType(
-    name="lif",
-    modules=(LIF,),
-    fields={"neuron": Field({}, _neuron_overrides), "per_channel": Field([], _per_channel)},
-    build=_build_lif,
-    output_shape=same_shape,
-    parameters=lambda layer, shape: len(layer["per_channel"]) * shape[0],
-    onnx=onnx_mapping.lif_onnx,
-    temporal=True,
-    description="spiking neurons: the spec's neuron settings, overridden per layer, some per channel",
-))
+register_layer_type(
+    LayerType(
+        name="lif",
+        modules=(LIF,),
+        fields={"neuron": Field({}, _neuron_overrides), "per_channel": Field([], _per_channel)},
+        build=_build_lif,
+        output_shape=same_shape,
+        parameters=lambda layer, shape: len(layer["per_channel"]) * shape[0],
+        onnx=onnx_mapping.lif_onnx,
+        temporal=True,
+        description="spiking neurons: the spec's neuron settings, overridden per layer, some per channel",
+    )
+)
 
-for _name, _torch_cls, _time_cls in (("avgpool", nn.AvgPool2d, TimeAvgPool2d), ("maxpool", nn.MaxPool2d, TimeMaxPool2d)):
-    register_layer_type(LayerType(
-        name=_name,
-        modules=(_torch_cls,),
-        fields={"kernel_size": Field(2, positive_int), "stride": Field(None, optional_positive_int)},
-        build=_build_pool(_time_cls),
-        output_shape=_pool_shape,
+for _name, _torch_cls, _time_cls in (
+    ("avgpool", nn.AvgPool2d, TimeAvgPool2d),
+    ("maxpool", nn.MaxPool2d, TimeMaxPool2d),
+):
+    register_layer_type(
+        LayerType(
+            name=_name,
+            modules=(_torch_cls,),
+            fields={"kernel_size": Field(2, positive_int), "stride": Field(None, optional_positive_int)},
+            build=_build_pool(_time_cls),
+            output_shape=_pool_shape,
+            input_ranks=(3,),
+            onnx=onnx_mapping.pool_onnx,
+            description=f"{_name[:3]} pooling (stride defaults to the kernel size)",
+        )
+    )
+
+register_layer_type(
+    LayerType(
+        name="gap",
+        modules=(TimeGlobalAvgPool,),
+        fields={},
+        build=lambda _layer, _shape, _neuron: TimeGlobalAvgPool(),
+        output_shape=lambda _layer, shape: shape[:1],
         input_ranks=(3,),
-        onnx=onnx_mapping.pool_onnx,
-        description=f"{_name[:3]} pooling (stride defaults to the kernel size)",
-    ))
+        onnx=onnx_mapping.gap_onnx,
+        description="global average pooling, the paper's classification head",
+    )
+)
 
-register_layer_type(LayerType(
-    name="gap",
-    modules=(TimeGlobalAvgPool,),
-    fields={},
-    build=lambda _layer, _shape, _neuron: TimeGlobalAvgPool(),
-    output_shape=lambda _layer, shape: shape[:1],
-    input_ranks=(3,),
-    onnx=onnx_mapping.gap_onnx,
-    description="global average pooling, the paper's classification head",
-))
-
-register_layer_type(LayerType(
-    name="flatten",
-    modules=(TimeFlatten,),
-    fields={},
-    build=lambda _layer, _shape, _neuron: TimeFlatten(),
-    output_shape=lambda _layer, shape: (math.prod(shape),),
-    onnx=onnx_mapping.flatten_onnx,
-    description="flatten each sample's features",
-))
+register_layer_type(
+    LayerType(
+        name="flatten",
+        modules=(TimeFlatten,),
+        fields={},
+        build=lambda _layer, _shape, _neuron: TimeFlatten(),
+        output_shape=lambda _layer, shape: (math.prod(shape),),
+        onnx=onnx_mapping.flatten_onnx,
+        description="flatten each sample's features",
+    )
+)

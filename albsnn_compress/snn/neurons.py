@@ -52,8 +52,17 @@ from albsnn_compress.snn.surrogate import Surrogate, first_spiking_input, make_s
 if TYPE_CHECKING:
     from albsnn_compress.snn.onnx_mapping import GraphEmitter
 
-__all__ = ["LIF", "RESETS", "ResetMode", "RESET_MODES", "NEURON_FIELDS", "DEFAULT_NEURON", "PER_CHANNEL",
-           "normalize_neuron", "neuron_constant"]
+__all__ = [
+    "LIF",
+    "RESETS",
+    "ResetMode",
+    "RESET_MODES",
+    "NEURON_FIELDS",
+    "DEFAULT_NEURON",
+    "PER_CHANNEL",
+    "normalize_neuron",
+    "neuron_constant",
+]
 
 
 @dataclass(frozen=True)
@@ -295,7 +304,9 @@ class LIF(nn.Module):
             raise SpecError(f"LIF tau must be >= 1 (1 = no leak), got {tau!r}")
         unknown = [name for name in per_channel if name not in PER_CHANNEL]
         if unknown or (per_channel and not channel_shape):
-            raise SpecError(f"LIF per_channel must list settings among {list(PER_CHANNEL)} and give channel_shape, got {list(per_channel)}")
+            raise SpecError(
+                f"LIF per_channel must list settings among {list(PER_CHANNEL)} and give channel_shape, got {list(per_channel)}"
+            )
         self.v_reset = float(v_reset)
         self.reset = reset
         self.detach_reset = bool(detach_reset)
@@ -368,7 +379,9 @@ class LIF(nn.Module):
         steps = x.shape[0]
         if steps == 1:  # charge from rest and fire in one autograd node; no reset is ever read
             divisor = self.tau if self.leak and self.decay_input else None
-            return self.surrogate.fire(x, self.v_threshold, strict=self.strict_threshold, divisor=divisor, offset=self.v_reset)
+            return self.surrogate.fire(
+                x, self.v_threshold, strict=self.strict_threshold, divisor=divisor, offset=self.v_reset
+            )
         fused = self._multistep_boundaries(x)
         if fused is not None:
             return _MultiStepLIF.apply(x, self, *fused)

@@ -97,9 +97,14 @@ def conv_onnx(graph: GraphEmitter, name: str, module: nn.Conv2d, x: str) -> str:
     if module.bias is not None:
         inputs.append(graph.initializer(f"{name}.bias", as_array(module.bias)))
     return graph.node(
-        "Conv", inputs, f"{name}.y",
-        kernel_shape=pair(module.kernel_size), strides=pair(module.stride),
-        pads=pair(module.padding) * 2, dilations=pair(module.dilation), group=module.groups,
+        "Conv",
+        inputs,
+        f"{name}.y",
+        kernel_shape=pair(module.kernel_size),
+        strides=pair(module.stride),
+        pads=pair(module.padding) * 2,
+        dilations=pair(module.dilation),
+        group=module.groups,
     )
 
 

@@ -64,11 +64,17 @@ def vgg_spec(
 
 def _digits_fc(input_shape: list[int], num_classes: int, mean: list[float], std: list[float]) -> dict[str, Any]:
     layers = [
-        {"type": "conv", "out_channels": 16, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
-        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
+        {"type": "conv", "out_channels": 16, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "avgpool", "kernel_size": 2},
         {"type": "flatten"},
-        {"type": "linear", "out_features": 64, "bias": False}, {"type": "bn"}, {"type": "lif"},
+        {"type": "linear", "out_features": 64, "bias": False},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "linear", "out_features": num_classes},
     ]
     spec = {

@@ -28,7 +28,6 @@ preprocessing beyond scaling pixels to ``[0, 1]``.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import OrderedDict
 from typing import Any
@@ -41,7 +40,17 @@ from albsnn_compress.snn.fields import finite_float, positive_float, positive_in
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
 from albsnn_compress.snn.neurons import DEFAULT_NEURON, NEURON_FIELDS, normalize_neuron
 
-__all__ = ["SpikingNet", "normalize_spec", "build_model", "spec_bounds", "layer_shapes", "shared_layer_count", "LAYER_TYPES", "NEURON_FIELDS", "DEFAULT_NEURON"]
+__all__ = [
+    "SpikingNet",
+    "normalize_spec",
+    "build_model",
+    "spec_bounds",
+    "layer_shapes",
+    "shared_layer_count",
+    "LAYER_TYPES",
+    "NEURON_FIELDS",
+    "DEFAULT_NEURON",
+]
 
 
 _MAX_LAYERS = 4096

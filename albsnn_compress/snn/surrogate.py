@@ -89,8 +89,13 @@ class _Spike(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, divisor: Divisor, offset: float, threshold: float | torch.Tensor,
-        strict: bool, surrogate: Surrogate,
+        ctx: Any,
+        x: torch.Tensor,
+        divisor: Divisor,
+        offset: float,
+        threshold: float | torch.Tensor,
+        strict: bool,
+        surrogate: Surrogate,
     ) -> torch.Tensor:
         ctx.surrogate = surrogate
         scalar = not isinstance(divisor, torch.Tensor) and not isinstance(threshold, torch.Tensor)
@@ -142,8 +147,13 @@ class Surrogate:
         return _Spike.apply(x, None, 0.0, 0.0, False, self)
 
     def fire(
-        self, h: torch.Tensor, threshold: float | torch.Tensor, *, strict: bool = False,
-        divisor: Divisor = None, offset: float = 0.0,
+        self,
+        h: torch.Tensor,
+        threshold: float | torch.Tensor,
+        *,
+        strict: bool = False,
+        divisor: Divisor = None,
+        offset: float = 0.0,
     ) -> torch.Tensor:
         """Spikes of membrane ``H = h / divisor + offset`` against ``threshold``, in one autograd node.
 
@@ -154,8 +164,13 @@ class Surrogate:
         return _Spike.apply(h, divisor, offset, threshold, strict, self)
 
     def grad_input(
-        self, grad_out: torch.Tensor, margin: torch.Tensor, divisor: Divisor = None, *,
-        margin_scale: float = 1.0, scratch: bool = False,
+        self,
+        grad_out: torch.Tensor,
+        margin: torch.Tensor,
+        divisor: Divisor = None,
+        *,
+        margin_scale: float = 1.0,
+        scratch: bool = False,
     ) -> torch.Tensor:
         """``grad_out * sigma'(M) / divisor`` with ``M = margin * margin_scale``: the spike's backward, by hand.
 
@@ -184,13 +199,21 @@ class ArcTan(Surrogate):
         self.alpha = float(alpha)
 
     def grad_input(
-        self, grad_out: torch.Tensor, margin: torch.Tensor, divisor: Divisor = None, *,
-        margin_scale: float = 1.0, scratch: bool = False,
+        self,
+        grad_out: torch.Tensor,
+        margin: torch.Tensor,
+        divisor: Divisor = None,
+        *,
+        margin_scale: float = 1.0,
+        scratch: bool = False,
     ) -> torch.Tensor:
         # grad * (alpha/2) / (1 + (pi/2 alpha M)^2) / d  =  grad / (d (2/alpha) + d (pi^2 alpha/2) M^2): two passes
         factor = 2 / self.alpha * (divisor if isinstance(divisor, float) else 1.0)
         slope_inverse = torch.addcmul(
-            margin.new_full((), factor), margin, margin, value=(math.pi / 2 * self.alpha * margin_scale) ** 2 * factor,
+            margin.new_full((), factor),
+            margin,
+            margin,
+            value=(math.pi / 2 * self.alpha * margin_scale) ** 2 * factor,
             out=margin if scratch else None,
         )
         if isinstance(divisor, torch.Tensor):
@@ -213,8 +236,13 @@ class Rectangular(Surrogate):
         self.width = float(width)
 
     def grad_input(
-        self, grad_out: torch.Tensor, margin: torch.Tensor, divisor: Divisor = None, *,
-        margin_scale: float = 1.0, scratch: bool = False,
+        self,
+        grad_out: torch.Tensor,
+        margin: torch.Tensor,
+        divisor: Divisor = None,
+        *,
+        margin_scale: float = 1.0,
+        scratch: bool = False,
     ) -> torch.Tensor:
         inside = margin.abs() < self.width / (2 * margin_scale)
         grad = torch.where(inside, grad_out, grad_out.new_zeros(()), out=margin if scratch else None)

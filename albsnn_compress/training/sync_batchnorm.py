@@ -129,7 +129,12 @@ def _swap(model: nn.Module, make: type, wanted: tuple[type, ...]) -> list[str]:
 
 def _to_sync(norm: nn.modules.batchnorm._BatchNorm, process_group: dist.ProcessGroup | None) -> TimeSyncBatchNorm:
     sync = TimeSyncBatchNorm(
-        norm.num_features, norm.eps, norm.momentum, norm.affine, norm.track_running_stats, process_group,
+        norm.num_features,
+        norm.eps,
+        norm.momentum,
+        norm.affine,
+        norm.track_running_stats,
+        process_group,
         device="meta",
     )
     sync.original_class = type(norm)

@@ -28,12 +28,12 @@ import torch
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.errors import SpecError
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
+from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.trainer import TrainConfig, Trainer, evaluate
 from albsnn_compress.versions import package_versions
 
@@ -86,7 +86,9 @@ def resolve_architecture(arch: str, dataset: str) -> dict[str, Any]:
     return spec
 
 
-def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: ProgressCallback | None = None) -> TrainResult:
+def train_model(
+    request: TrainRequest, ctx: DistContext = LOCAL, on_progress: ProgressCallback | None = None
+) -> TrainResult:
     """Train, evaluate on validation and test splits, and (rank 0) write the checkpoint.
 
     Args:
@@ -118,7 +120,9 @@ def train_model(request: TrainRequest, ctx: DistContext = LOCAL, on_progress: Pr
         history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": val})
         if on_progress is not None:
             status = f"loss {loss:.4f}  val {val:.2f}%"
-            on_progress(ProgressEvent("train", "epochs", trainer.step, trainer.total_steps, status, not trainer.remaining))
+            on_progress(
+                ProgressEvent("train", "epochs", trainer.step, trainer.total_steps, status, not trainer.remaining)
+            )
         epoch += 1
     val_accuracy = history[-1]["val_accuracy"]
     test_accuracy = evaluate(model, splits["test"], ctx)

@@ -24,11 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
-from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.seeds import MAX_DERIVED_SEED, check_seed
+from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.training.sync_batchnorm import synchronized_batchnorm
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
@@ -123,8 +123,14 @@ class Trainer:
         self.after_backward = after_backward
         augment = config.augment if config.augment is not None else bool(train_set.info and train_set.info.augment)
         self.loader = BatchLoader(
-            train_set, config.batch_size // ctx.world_size, shuffle=True, augment=augment,
-            seed=config.seed, rank=ctx.rank, world_size=ctx.world_size, drop_last=True,
+            train_set,
+            config.batch_size // ctx.world_size,
+            shuffle=True,
+            augment=augment,
+            seed=config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            drop_last=True,
         )
         self.steps_per_epoch = max(1, len(self.loader))
         self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
@@ -177,7 +183,10 @@ class Trainer:
         with synchronized_batchnorm(self.model, enabled=self.config.sync_bn and self.ctx.distributed):
             for i in range(steps):
                 images, labels = next(self._batches)
-                images, labels = images.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device, non_blocking=True)
+                images, labels = (
+                    images.to(self.ctx.device, non_blocking=True),
+                    labels.to(self.ctx.device, non_blocking=True),
+                )
                 images = images.contiguous(memory_format=self._memory_format)
                 with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss = self.loss_fn(self.wrapped, images, labels)
@@ -190,7 +199,9 @@ class Trainer:
                 self.step += 1
                 total += float(loss.detach())
                 if on_progress is not None:
-                    on_progress(ProgressEvent("slice", description, i + 1, steps, f"loss {total / (i + 1):.4f}", i + 1 == steps))
+                    on_progress(
+                        ProgressEvent("slice", description, i + 1, steps, f"loss {total / (i + 1):.4f}", i + 1 == steps)
+                    )
         self.model.to(memory_format=torch.contiguous_format)
         self.ctx.broadcast_buffers_(self.model)  # every rank now holds the model rank 0 saves
         total = float(self.ctx.all_reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.ctx.world_size

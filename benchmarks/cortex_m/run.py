@@ -38,12 +38,32 @@ __all__ = ["main", "TOOLS", "CFLAGS"]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
-CFLAGS = ["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os", "-ffp-contract=off",
-          "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
+CFLAGS = [
+    "-std=c99",
+    "-mcpu=cortex-m4",
+    "-mthumb",
+    "-mfloat-abi=hard",
+    "-mfpu=fpv4-sp-d16",
+    "-Os",
+    "-ffp-contract=off",
+    "-ffunction-sections",
+    "-fdata-sections",
+    "-Wall",
+    "-Wextra",
+]
 LDFLAGS = ["--specs=rdimon.specs", "-nostartfiles", "-Wl,--gc-sections", f"-T{HERE / 'mps2_an386.ld'}"]
 # -icount: the virtual clock advances a fixed time per guest instruction, so SysTick counts instructions
-QEMU = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config", "enable=on,target=native",
-        "-icount", "shift=0,align=off,sleep=off", "-kernel"]
+QEMU = [
+    "qemu-system-arm",
+    "-M",
+    "mps2-an386",
+    "-nographic",
+    "-semihosting-config",
+    "enable=on,target=native",
+    "-icount",
+    "shift=0,align=off,sleep=off",
+    "-kernel",
+]
 
 
 def _images_header(pixels: np.ndarray) -> str:
@@ -112,10 +132,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         export = export_c(model, build / "model_c")
         (build / "images.h").write_text(_images_header(pixels))
         objects = []
-        for source_file, strict in ((build / "model_c" / "albsnn_model.c", True), (build / "model_c" / "albsnn_kernels.c", True),
-                                    (HERE / "main.c", False), (HERE / "startup.c", False)):
+        for source_file, strict in (
+            (build / "model_c" / "albsnn_model.c", True),
+            (build / "model_c" / "albsnn_kernels.c", True),
+            (HERE / "main.c", False),
+            (HERE / "startup.c", False),
+        ):
             target = build / f"{source_file.stem}.o"
-            flags = [*CFLAGS, *(["-pedantic", "-Werror"] if strict else []), "-I", str(build / "model_c"), "-I", str(build)]
+            flags = [
+                *CFLAGS,
+                *(["-pedantic", "-Werror"] if strict else []),
+                "-I",
+                str(build / "model_c"),
+                "-I",
+                str(build),
+            ]
             subprocess.run(["arm-none-eabi-gcc", *flags, "-c", str(source_file), "-o", str(target)], check=True)
             objects.append(target)
         firmware = build / "firmware.elf"
@@ -135,10 +166,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     diff = np.abs(logits - reference).max(axis=1)
     agree = (logits.argmax(1) == reference.argmax(1)).mean()
     labels = test.labels[: args.images].numpy()
-    versions = {tool: subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()[0] for tool in ("arm-none-eabi-gcc", "qemu-system-arm")}
+    versions = {
+        tool: subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+        for tool in ("arm-none-eabi-gcc", "qemu-system-arm")
+    }
     return {
-        "model": {"source": source, "arch": model.spec["name"], "timesteps": model.timesteps, "binarized": binarized_layers(model)},
-        "target": {"board": "qemu-system-arm -M mps2-an386 (Cortex-M4F)", "cflags": CFLAGS, "ldflags": [f for f in LDFLAGS if not f.startswith("-T")] + ["-T mps2_an386.ld"], "tools": versions},
+        "model": {
+            "source": source,
+            "arch": model.spec["name"],
+            "timesteps": model.timesteps,
+            "binarized": binarized_layers(model),
+        },
+        "target": {
+            "board": "qemu-system-arm -M mps2-an386 (Cortex-M4F)",
+            "cflags": CFLAGS,
+            "ldflags": [f for f in LDFLAGS if not f.startswith("-T")] + ["-T mps2_an386.ld"],
+            "tools": versions,
+        },
         "export": {"weight_bytes": export.weight_bytes, "arena_bytes": export.arena_bytes},
         "size": sizes,
         "images": args.images,
@@ -151,7 +195,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "accuracy_pytorch": float((reference.argmax(1) == labels).mean()),
         },
         "instructions_per_inference": {
-            "median": float(np.median(instructions)), "min": float(min(instructions)), "max": float(max(instructions)),
+            "median": float(np.median(instructions)),
+            "min": float(min(instructions)),
+            "max": float(max(instructions)),
             "note": "QEMU -icount instruction counts (SysTick calibrated by a loop of known length), not Cortex-M4 cycles",
         },
         "qemu_seconds": seconds,
@@ -163,22 +209,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt")
     parser.add_argument("--container", type=Path, default=None, help="a compressed .albsnn to run instead")
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "datasets", help="folder with FashionMNIST/")
+    parser.add_argument(
+        "--data-root", type=Path, default=ROOT.parent / "shared" / "datasets", help="folder with FashionMNIST/"
+    )
     parser.add_argument("--images", type=int, default=100, help="test images to run (default 100)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds QEMU may run")
-    parser.add_argument("--output", type=Path, default=None, help="result JSON (default benchmarks/results/c-cortex-m4.json)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="result JSON (default benchmarks/results/c-cortex-m4.json)"
+    )
     args = parser.parse_args(argv)
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        print(f"cortex_m: skipped, {', '.join(missing)} not on PATH; install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm")
+        print(
+            f"cortex_m: skipped, {', '.join(missing)} not on PATH; install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+        )
         return
     from benchmarks.machine import RESULTS, write_result
 
     result = run(args)
     row = result["agreement"]
-    print(f"{args.images} images: {row['identical_predictions']:.2%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
-          f"{row['images_logits_off']} off by > {row['tolerance']:.0e}; QEMU {result['qemu_seconds']:.1f} s; "
-          f"{result['instructions_per_inference']['median'] / 1e6:.2f} M instructions per inference (QEMU -icount)")
+    print(
+        f"{args.images} images: {row['identical_predictions']:.2%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
+        f"{row['images_logits_off']} off by > {row['tolerance']:.0e}; QEMU {result['qemu_seconds']:.1f} s; "
+        f"{result['instructions_per_inference']['median'] / 1e6:.2f} M instructions per inference (QEMU -icount)"
+    )
     output = args.output or RESULTS / "c-cortex-m4.json"
     path = write_result(output.stem, result, output.parent, module="benchmarks.cortex_m.run", argv=argv)
     print(f"wrote {path}")

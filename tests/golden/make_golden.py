@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from albsnn_compress.files.atomic import atomic_write_bytes, atomic_write_text
 from albsnn_compress.binarize import binarize_
+from albsnn_compress.files.atomic import atomic_write_bytes, atomic_write_text
 from albsnn_compress.formats.container.file import container_bytes
 from albsnn_compress.snn.spec import SpikingNet
 
@@ -34,11 +34,19 @@ _CONV_SPEC = {
     "input": _INPUT,
     "num_classes": 10,
     "layers": [
-        {"type": "conv", "out_channels": 16, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
-        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
+        {"type": "conv", "out_channels": 16, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "avgpool", "kernel_size": 2},
-        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1}, {"type": "bn"}, {"type": "lif"},
-        {"type": "conv", "out_channels": 10, "kernel_size": 1}, {"type": "bn"}, {"type": "gap"},
+        {"type": "conv", "out_channels": 32, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "conv", "out_channels": 10, "kernel_size": 1},
+        {"type": "bn"},
+        {"type": "gap"},
     ],
 }
 _FC_SPEC = {
@@ -46,9 +54,14 @@ _FC_SPEC = {
     "input": _INPUT,
     "num_classes": 10,
     "layers": [
-        {"type": "conv", "out_channels": 4, "kernel_size": 3, "padding": 1, "bias": True}, {"type": "bn"}, {"type": "lif"},
-        {"type": "avgpool", "kernel_size": 2}, {"type": "flatten"},
-        {"type": "linear", "out_features": 16, "bias": False}, {"type": "bn"}, {"type": "lif"},
+        {"type": "conv", "out_channels": 4, "kernel_size": 3, "padding": 1, "bias": True},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "avgpool", "kernel_size": 2},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 16, "bias": False},
+        {"type": "bn"},
+        {"type": "lif"},
         {"type": "linear", "out_features": 10},
     ],
 }
@@ -56,7 +69,10 @@ _FC_SPEC = {
 # name -> (spec, timesteps, binarized layers, seed, container keyword arguments)
 CASES: dict[str, tuple[dict[str, Any], int, list[str], int, dict[str, Any]]] = {
     "conv_mixed": (
-        _CONV_SPEC, 2, ["layers.conv2", "layers.conv3"], 1,
+        _CONV_SPEC,
+        2,
+        ["layers.conv2", "layers.conv3"],
+        1,
         {
             "class_names": [str(d) for d in range(10)],
             "accuracy": {"test_after": 96.5, "test_before": 97.25, "val_after": 97.0, "val_before": 97.5},
@@ -66,7 +82,13 @@ CASES: dict[str, tuple[dict[str, Any], int, list[str], int, dict[str, Any]]] = {
         },
     ),
     "fc_float32": (_FC_SPEC, 1, [], 2, {}),
-    "fc_float16": (_FC_SPEC, 3, ["layers.conv1", "layers.linear1"], 3, {"metadata": {"dataset": "digits"}, "float_kind": "float16"}),
+    "fc_float16": (
+        _FC_SPEC,
+        3,
+        ["layers.conv1", "layers.linear1"],
+        3,
+        {"metadata": {"dataset": "digits"}, "float_kind": "float16"},
+    ),
 }
 
 

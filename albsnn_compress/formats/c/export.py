@@ -31,8 +31,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from albsnn_compress.files.atomic import atomic_write_text, current_umask, fsync_directory
 from albsnn_compress.errors import ExportError
+from albsnn_compress.files.atomic import atomic_write_text, current_umask, fsync_directory
 from albsnn_compress.formats.c.plan import WEIGHT_MODES, plan_model
 from albsnn_compress.formats.c.source import HEADER, render_files
 from albsnn_compress.snn.spec import SpikingNet

@@ -80,8 +80,16 @@ class CTensor:
 
     def describe(self) -> str:
         """``16x28x28 spikes x T4`` and the like, for comments."""
-        kind = "float" if not self.is_bits else "spikes" if self.planes == 1 and self.divisor == 1 else f"counts/{self.divisor}"
-        return f"{self.channels}x{self.height}x{self.width} {kind}" + (f" x {self.steps} steps" if self.steps > 1 else "")
+        kind = (
+            "float"
+            if not self.is_bits
+            else "spikes"
+            if self.planes == 1 and self.divisor == 1
+            else f"counts/{self.divisor}"
+        )
+        return f"{self.channels}x{self.height}x{self.width} {kind}" + (
+            f" x {self.steps} steps" if self.steps > 1 else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,13 @@ class LifParams:
     def literal(self) -> str:
         inverse = 1.0 / float(np.float32(self.tau)) if self.tau_is_pow2 else 0.0
         values = (
-            c_float(self.tau), c_float(self.v_threshold), c_float(self.v_reset), c_float(inverse),
-            c_uint(self.tau_is_pow2), c_uint(self.reset), c_uint(self.trace_id),
+            c_float(self.tau),
+            c_float(self.v_threshold),
+            c_float(self.v_reset),
+            c_float(inverse),
+            c_uint(self.tau_is_pow2),
+            c_uint(self.reset),
+            c_uint(self.trace_id),
         )
         return "{" + ", ".join(values) + "}"
 
@@ -201,7 +214,9 @@ class ConvOp(Operation):
     def scratch_bytes(self) -> int:
         if self.uses_popcount:  # a weight row, every receptive field of one output row, their popcounts, the sums
             words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
-            return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (fields + self.out.width * (1 + self.inp.steps))
+            return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (
+                fields + self.out.width * (1 + self.inp.steps)
+            )
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
         return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width)
@@ -224,12 +239,21 @@ class ConvOp(Operation):
     def arrays(self) -> list[CArray]:
         shape = f"{self.out.channels}x{self.inp.channels // self.groups}x{self.kernel}x{self.kernel}"
         if self.bits is not None:
-            weights = CArray(f"{self.ident}_bits", "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1")
+            weights = CArray(
+                f"{self.ident}_bits", "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1"
+            )
         else:
-            weights = CArray(f"{self.ident}_w", "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights")
+            weights = CArray(
+                f"{self.ident}_w", "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights"
+            )
         arrays = [
             weights,
-            CArray(f"{self.ident}_scale", "float", self.scale.astype(np.float32), "y = acc * scale + bias per output channel"),
+            CArray(
+                f"{self.ident}_scale",
+                "float",
+                self.scale.astype(np.float32),
+                "y = acc * scale + bias per output channel",
+            ),
             CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
         ]
         fires = self.fire_ranges()
@@ -241,7 +265,9 @@ class ConvOp(Operation):
         text = ""
         lif = "NULL"
         if self.lif is not None:
-            text += f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
+            text += (
+                f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
+            )
             lif = f"&{self.ident}_lif"
         geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
         bits, weight = (f"{self.ident}_bits", "NULL") if self.bits is not None else ("NULL", f"{self.ident}_w")
@@ -296,7 +322,9 @@ class AffineOp(Operation):
 
     def arrays(self) -> list[CArray]:
         return [
-            CArray(f"{self.ident}_scale", "float", self.scale.astype(np.float32), f"{self.label}: y = x * scale + bias"),
+            CArray(
+                f"{self.ident}_scale", "float", self.scale.astype(np.float32), f"{self.label}: y = x * scale + bias"
+            ),
             CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
         ]
 

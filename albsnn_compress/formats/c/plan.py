@@ -132,15 +132,24 @@ def _finite(name: str, what: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _weighted(planner: _Planner, index: int, name: str, module: nn.Conv2d | nn.Linear, geometry: tuple[int, int, int, int]) -> None:
+def _weighted(
+    planner: _Planner, index: int, name: str, module: nn.Conv2d | nn.Linear, geometry: tuple[int, int, int, int]
+) -> None:
     """A conv or linear layer (a linear layer is a 1x1 conv over a 1x1 map) with its weights."""
     kernel, stride, padding, groups = geometry
     flow = planner.flow
-    height, width = ((flow.height + 2 * padding - kernel) // stride + 1, (flow.width + 2 * padding - kernel) // stride + 1)
+    height, width = (
+        (flow.height + 2 * padding - kernel) // stride + 1,
+        (flow.width + 2 * padding - kernel) // stride + 1,
+    )
     weight = module.weight.detach().cpu().to(torch.float32)  # a binarized layer gives alpha * sign
     _finite(name, "weight", weight.numpy())
     out_channels = weight.shape[0]
-    bias = np.zeros(out_channels) if module.bias is None else _finite(name, "bias", module.bias.detach().cpu().double().numpy())
+    bias = (
+        np.zeros(out_channels)
+        if module.bias is None
+        else _finite(name, "bias", module.bias.detach().cpu().double().numpy())
+    )
     if planner.packed and is_binarized(module):
         alpha = binary_scale(weight).double().numpy()
         # over bit planes the kernel sums counts: fold the input's divisor into the scale
@@ -149,9 +158,26 @@ def _weighted(planner: _Planner, index: int, name: str, module: nn.Conv2d | nn.L
     else:
         bits, float_weight, scale = None, weight.numpy(), np.ones(out_channels)
     if bits is not None and flow.is_bits and (weight[0].numel() * 2**flow.planes) >= _MAX_BYTES:
-        raise ExportError(f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums")
+        raise ExportError(
+            f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums"
+        )
     out = CTensor(out_channels, height, width, steps=flow.steps)
-    planner.add(ConvOp(planner.ident(index, name), name, flow, out, kernel, stride, padding, groups, bits, float_weight, scale, bias))
+    planner.add(
+        ConvOp(
+            planner.ident(index, name),
+            name,
+            flow,
+            out,
+            kernel,
+            stride,
+            padding,
+            groups,
+            bits,
+            float_weight,
+            scale,
+            bias,
+        )
+    )
 
 
 def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
@@ -163,8 +189,10 @@ def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
             "use integer zero padding without dilation (the spec's 'padding')"
         )
     geometry = (
-        _single(name, "kernel", conv.kernel_size), _single(name, "stride", conv.stride),
-        _single(name, "padding", conv.padding), conv.groups,
+        _single(name, "kernel", conv.kernel_size),
+        _single(name, "stride", conv.stride),
+        _single(name, "padding", conv.padding),
+        conv.groups,
     )
     _weighted(planner, index, name, conv, geometry)
 
@@ -177,9 +205,20 @@ def _linear(planner: _Planner, index: int, name: str, linear: nn.Module) -> None
 
 def _batch_norm(planner: _Planner, index: int, name: str, bn: nn.Module) -> None:
     """Fold into the conv or linear layer before it, else a per-channel affine of its own."""
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
-        raise ExportError(f"layer {name}: batch norm without running statistics or affine parameters has no C form; build it from the spec")
-    gamma, beta, mean, var = (_finite(name, "batch norm", t.detach().cpu().double().numpy()) for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var))
+    if (
+        not isinstance(bn, nn.modules.batchnorm._BatchNorm)
+        or bn.running_mean is None
+        or bn.running_var is None
+        or bn.weight is None
+        or bn.bias is None
+    ):
+        raise ExportError(
+            f"layer {name}: batch norm without running statistics or affine parameters has no C form; build it from the spec"
+        )
+    gamma, beta, mean, var = (
+        _finite(name, "batch norm", t.detach().cpu().double().numpy())
+        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    )
     factor = gamma / np.sqrt(var + float(bn.eps))
     shift = beta - mean * factor
     conv = planner.open_conv()
@@ -212,7 +251,9 @@ def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None
     if not isinstance(neuron, LIF):
         raise ExportError(f"layer {name}: expected a LIF neuron, got {type(neuron).__name__}")
     if neuron.reset not in RESET_C:
-        raise ExportError(f"layer {name}: reset rule {neuron.reset!r} has no C form; the C export supports {list(RESET_C)}")
+        raise ExportError(
+            f"layer {name}: reset rule {neuron.reset!r} has no C form; the C export supports {list(RESET_C)}"
+        )
     _refuse_unsupported_variant(name, neuron)
     params = LifParams(
         neuron.tau, neuron.v_threshold, neuron.v_reset, list(RESET_C).index(neuron.reset), neuron.reset, planner.neurons
@@ -236,19 +277,24 @@ def _pool(planner: _Planner, index: int, name: str, pool: nn.Module) -> None:
     if not isinstance(pool, (nn.AvgPool2d, nn.MaxPool2d)):
         raise ExportError(f"layer {name}: expected a pooling layer, got {type(pool).__name__}")
     odd = (
-        _single(name, "padding", pool.padding) != 0 or pool.ceil_mode
+        _single(name, "padding", pool.padding) != 0
+        or pool.ceil_mode
         or (is_max and (_single(name, "dilation", pool.dilation) != 1 or pool.return_indices))
         or (not is_max and pool.divisor_override is not None)
     )
     if odd:
-        raise ExportError(f"layer {name}: pooling with padding, ceil_mode, dilation or a divisor override has no C kernel; use the spec's pools")
+        raise ExportError(
+            f"layer {name}: pooling with padding, ceil_mode, dilation or a divisor override has no C kernel; use the spec's pools"
+        )
     kernel, stride = _single(name, "kernel", pool.kernel_size), _single(name, "stride", pool.stride)
     flow = planner.flow
     planes, divisor = flow.planes, flow.divisor
     if flow.is_bits and not is_max:
         planes, divisor = ((2**flow.planes - 1) * kernel * kernel).bit_length(), flow.divisor * kernel * kernel
     if planes > 31 or divisor >= _MAX_BYTES:
-        raise ExportError(f"layer {name}: {planes} count planes over spikes is more than the C kernels hold; pool fewer times")
+        raise ExportError(
+            f"layer {name}: {planes} count planes over spikes is more than the C kernels hold; pool fewer times"
+        )
     height, width = (flow.height - kernel) // stride + 1, (flow.width - kernel) // stride + 1
     out = CTensor(flow.channels, height, width, flow.steps, planes, divisor)
     planner.add(PoolOp(planner.ident(index, name), name, flow, out, kernel, stride, is_max))
@@ -338,4 +384,3 @@ def plan_model(model: SpikingNet, *, weights: str = "packed") -> Plan:
     placements, arena = _place(planner.ops)
     weight_bytes = sum(array.nbytes for op in planner.ops for array in op.arrays())
     return Plan(planner.ops, placements, arena, weight_bytes)
-

@@ -31,7 +31,9 @@ def _template(name: str) -> str:
 
 
 def _title(model: SpikingNet, weights: str) -> str:
-    return c_comment(f"{model.spec['name']} spiking network, T={model.timesteps}, weights={weights}, albsnn-compress {__version__}")
+    return c_comment(
+        f"{model.spec['name']} spiking network, T={model.timesteps}, weights={weights}, albsnn-compress {__version__}"
+    )
 
 
 def _header(model: SpikingNet, plan: Plan, weights: str) -> str:
@@ -96,7 +98,10 @@ def _model_source(model: SpikingNet, plan: Plan, weights: str) -> str:
 
 
 def _kernels_source() -> str:
-    cases = "\n".join(f"    case {i}u: /* {name} */\n        return {expression};" for i, (name, expression) in enumerate(RESET_C.items()))
+    cases = "\n".join(
+        f"    case {i}u: /* {name} */\n        return {expression};"
+        for i, (name, expression) in enumerate(RESET_C.items())
+    )
     return _template("albsnn_kernels.c").replace(_RESET_MARK, cases)
 
 

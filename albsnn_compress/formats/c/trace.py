@@ -81,7 +81,9 @@ def read_trace(data: bytes, shapes: list[tuple[int, int]]) -> list[tuple[np.ndar
         h[rows["step"], rows["index"]] = rows["h"]
         spike[rows["step"], rows["index"]] = rows["spike"] > 0
         if np.isnan(h).any():
-            raise ValueError(f"trace: neuron layer {layer} misses {int(np.isnan(h).sum())} of {h.size} (step, element) records")
+            raise ValueError(
+                f"trace: neuron layer {layer} misses {int(np.isnan(h).sum())} of {h.size} (step, element) records"
+            )
         layers.append((h, spike))
     return layers
 
@@ -94,7 +96,11 @@ def pytorch_spikes(model: SpikingNet, images: torch.Tensor, row: int = 0) -> lis
     reference logits came from.
     """
     spikes: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda _m, _i, out: spikes.append(out[:, row].clone())) for m in model.modules() if isinstance(m, LIF)]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out: spikes.append(out[:, row].clone()))
+        for m in model.modules()
+        if isinstance(m, LIF)
+    ]
     try:
         with torch.inference_mode():
             model(images)
@@ -104,7 +110,9 @@ def pytorch_spikes(model: SpikingNet, images: torch.Tensor, row: int = 0) -> lis
     return [s.reshape(s.shape[0], -1).numpy() > 0 for s in spikes]
 
 
-def first_flip(model: SpikingNet, image: torch.Tensor, trace: bytes, *, batch: torch.Tensor | None = None, row: int = 0) -> Flip | None:
+def first_flip(
+    model: SpikingNet, image: torch.Tensor, trace: bytes, *, batch: torch.Tensor | None = None, row: int = 0
+) -> Flip | None:
     """The first (layer, step) where the C trace of ``image`` differs from PyTorch's spikes, or ``None``.
 
     Args:

@@ -17,13 +17,19 @@ from typing import Any
 import torch
 
 from albsnn_compress.errors import ContainerError, SpecError
-from albsnn_compress.formats.container.header import TensorEntry
 from albsnn_compress.files.model_cost import MAX_ACTIVATION, cost_problem
+from albsnn_compress.formats.container.header import TensorEntry
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
 __all__ = [
-    "MAX_ACTIVATION", "SCALE_SUFFIX", "Expected", "architecture_tensors", "instantiate", "check_tensor_set", "binarizable_tensors",
+    "MAX_ACTIVATION",
+    "SCALE_SUFFIX",
+    "Expected",
+    "architecture_tensors",
+    "instantiate",
+    "check_tensor_set",
+    "binarizable_tensors",
 ]
 
 SCALE_SUFFIX = "_scale"
@@ -90,7 +96,9 @@ def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple
     layers = binarizable_tensors(model)
     for name in header["binarized"]:
         if name not in layers:
-            raise ContainerError(f"field 'binarized': {name!r} is not a binarizable layer of the architecture ({', '.join(layers)})")
+            raise ContainerError(
+                f"field 'binarized': {name!r} is not a binarizable layer of the architecture ({', '.join(layers)})"
+            )
     names = header["class_names"]
     if names is not None and len(names) != model.spec["num_classes"]:
         raise ContainerError(f"field 'class_names': {len(names)} names for {model.spec['num_classes']} classes")

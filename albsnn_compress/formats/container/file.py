@@ -32,12 +32,18 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import BinarizeWeight, binarized_layers, binary_scale
 from albsnn_compress.errors import ContainerError
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.files.file_kind import HEAD_BYTES, sniff
 from albsnn_compress.formats.bitpack import pack_signs, unpack_signs
-from albsnn_compress.formats.container.architecture import SCALE_SUFFIX, Expected, architecture_tensors, check_tensor_set, instantiate
+from albsnn_compress.formats.container.architecture import (
+    SCALE_SUFFIX,
+    Expected,
+    architecture_tensors,
+    check_tensor_set,
+    instantiate,
+)
 from albsnn_compress.formats.container.header import (
     FORMAT_VERSION,
     MAGIC,
@@ -53,11 +59,29 @@ from albsnn_compress.formats.container.header import (
 )
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["Container", "write_container", "container_bytes", "read_container", "container_summary", "sha256_file", "is_container"]
+__all__ = [
+    "Container",
+    "write_container",
+    "container_bytes",
+    "read_container",
+    "container_summary",
+    "sha256_file",
+    "is_container",
+]
 
 FLOAT_KINDS = ("float32", "float16")
 _NUMPY_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-_ESCAPING = (MemoryError, RecursionError, OverflowError, struct.error, KeyError, IndexError, UnicodeDecodeError, ValueError, TypeError)
+_ESCAPING = (
+    MemoryError,
+    RecursionError,
+    OverflowError,
+    struct.error,
+    KeyError,
+    IndexError,
+    UnicodeDecodeError,
+    ValueError,
+    TypeError,
+)
 
 
 @dataclass
@@ -115,7 +139,9 @@ def _float_bytes(name: str, tensor: torch.Tensor, kind: str, *, nonnegative: boo
                 f"tensor {name!r}: a value overflows float16 (largest 65504); write it with float_kind='float32'"
             )
         wanted = "finite and >= 0" if nonnegative else "finite"
-        raise ContainerError(f"tensor {name!r}: values must be {wanted}, found {bad}; the model is broken (NaN or inf weights?)")
+        raise ContainerError(
+            f"tensor {name!r}: values must be {wanted}, found {bad}; the model is broken (NaN or inf weights?)"
+        )
     return array.tobytes()
 
 
@@ -138,7 +164,9 @@ def _encode_tensors(model: SpikingNet, expected: Expected, float_kind: str) -> l
         else:
             tensor = effective(name)
             variance = name.endswith(".running_var")
-            items.append((name, float_kind, list(tensor.shape), _float_bytes(name, tensor, float_kind, nonnegative=variance)))
+            items.append(
+                (name, float_kind, list(tensor.shape), _float_bytes(name, tensor, float_kind, nonnegative=variance))
+            )
     return items
 
 
@@ -278,7 +306,9 @@ def _check_values(entries: list[TensorEntry], data: memoryview) -> None:
         if is_scale:
             raise ContainerError(f"{where}: scales must be finite and >= 0 (mean |W|), found {bad}")
         if is_variance:
-            raise ContainerError(f"{where}: a batch-norm variance must be finite and >= 0, found {bad}; the file is corrupt")
+            raise ContainerError(
+                f"{where}: a batch-norm variance must be finite and >= 0, found {bad}; the file is corrupt"
+            )
         raise ContainerError(f"{where}: values must be finite, found {bad}; the model it was written from is broken")
 
 

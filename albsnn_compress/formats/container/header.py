@@ -58,7 +58,17 @@ SUPPORTED_VERSIONS = (1,)
 ALIGNMENT = 64
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, header_crc32, header_len
 KINDS = ("binary", "float32", "float16")
-HEADER_FIELDS = ("accuracy", "binarized", "budget", "class_names", "metadata", "source_sha256", "spec", "tensors", "timesteps")
+HEADER_FIELDS = (
+    "accuracy",
+    "binarized",
+    "budget",
+    "class_names",
+    "metadata",
+    "source_sha256",
+    "spec",
+    "tensors",
+    "timesteps",
+)
 TENSOR_FIELDS = ("crc32", "kind", "name", "nbytes", "offset", "shape")
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -99,8 +109,14 @@ class TensorEntry:
 
     def as_json(self) -> dict[str, Any]:
         """The entry as it appears in the header."""
-        return {"name": self.name, "kind": self.kind, "shape": list(self.shape), "offset": self.offset,
-                "nbytes": self.nbytes, "crc32": self.crc32}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "shape": list(self.shape),
+            "offset": self.offset,
+            "nbytes": self.nbytes,
+            "crc32": self.crc32,
+        }
 
 
 def align_up(value: int) -> int:
@@ -117,7 +133,9 @@ def expected_nbytes(kind: str, shape: tuple[int, ...] | list[int]) -> int:
 def encode_header(header: dict[str, Any]) -> bytes:
     """Canonical header bytes: sorted keys, no spaces, UTF-8, space-padded so the data start is aligned."""
     try:
-        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start : exc.end]
         raise ContainerError(f"header: text {bad!r} is not encodable as UTF-8 (unpaired surrogate)") from None
@@ -140,7 +158,9 @@ def parse_preamble(preamble: bytes, file_size: int) -> tuple[int, int, int]:
     if file_size < PREAMBLE.size:
         if preamble[: len(MAGIC)] != MAGIC[: len(preamble)]:
             raise _bad_magic(preamble)
-        raise ContainerError(f"preamble: file is truncated ({file_size} bytes, the preamble alone needs {PREAMBLE.size})")
+        raise ContainerError(
+            f"preamble: file is truncated ({file_size} bytes, the preamble alone needs {PREAMBLE.size})"
+        )
     magic, version, header_crc, header_len = PREAMBLE.unpack(preamble)
     if magic != MAGIC:
         raise _bad_magic(preamble)
@@ -174,7 +194,11 @@ def decode_header(raw: bytes) -> dict[str, Any]:
         raise ContainerError(f"header: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
     try:
         value = strict_loads(
-            text, max_depth=MAX_JSON_DEPTH, max_int_digits=MAX_INT_DIGITS, trailing=" ", max_containers=MAX_JSON_CONTAINERS
+            text,
+            max_depth=MAX_JSON_DEPTH,
+            max_int_digits=MAX_INT_DIGITS,
+            trailing=" ",
+            max_containers=MAX_JSON_CONTAINERS,
         )
     except StrictJSONError as exc:
         raise ContainerError(f"header JSON: {exc}") from None
@@ -253,7 +277,9 @@ def _check_tensor(raw: Any, index: int) -> TensorEntry:
         raise ContainerError(f"{where}: crc32 {raw['crc32']} does not fit in 32 bits")
     needed = expected_nbytes(raw["kind"], shape)
     if raw["nbytes"] != needed:
-        raise ContainerError(f"{where}: nbytes is {raw['nbytes']}, a {raw['kind']} tensor of shape {shape} needs {needed}")
+        raise ContainerError(
+            f"{where}: nbytes is {raw['nbytes']}, a {raw['kind']} tensor of shape {shape} needs {needed}"
+        )
     return TensorEntry(name, raw["kind"], tuple(shape), raw["offset"], raw["nbytes"], raw["crc32"])
 
 
@@ -278,14 +304,18 @@ def validate_header(header: dict[str, Any]) -> list[TensorEntry]:
             raise ContainerError(f"field 'class_names': expected a list of strings or null, got {type(names).__name__}")
         for i, name in enumerate(names):
             _check_name(name, f"class_names[{i}]")
-    _check_string_map(header["accuracy"], "accuracy", numbers=True, max_entries=MAX_ACCURACY_ENTRIES, max_bytes=MAX_METADATA_BYTES)
+    _check_string_map(
+        header["accuracy"], "accuracy", numbers=True, max_entries=MAX_ACCURACY_ENTRIES, max_bytes=MAX_METADATA_BYTES
+    )
     budget = header["budget"]
     if budget is not None and (not _is_number(budget) or budget < 0):
         raise ContainerError(f"field 'budget': expected a number >= 0 or null, got {budget!r}")
     digest = header["source_sha256"]
     if digest is not None and not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
         raise ContainerError(f"field 'source_sha256': expected 64 lowercase hex digits or null, got {digest!r}")
-    _check_string_map(header["metadata"], "metadata", numbers=False, max_entries=MAX_METADATA_ENTRIES, max_bytes=MAX_METADATA_BYTES)
+    _check_string_map(
+        header["metadata"], "metadata", numbers=False, max_entries=MAX_METADATA_ENTRIES, max_bytes=MAX_METADATA_BYTES
+    )
     tensors = header["tensors"]
     if not isinstance(tensors, list) or not 1 <= len(tensors) <= MAX_TENSORS:
         raise ContainerError(f"field 'tensors': expected a list of 1 to {MAX_TENSORS} entries")
@@ -311,7 +341,9 @@ def check_layout(entries: list[TensorEntry], data_size: int) -> None:
                 "tensors must be listed in data order"
             )
         if entry.offset > cursor:
-            raise ContainerError(f"{where}: gap of {entry.offset - cursor} bytes before offset {entry.offset} (expected {cursor})")
+            raise ContainerError(
+                f"{where}: gap of {entry.offset - cursor} bytes before offset {entry.offset} (expected {cursor})"
+            )
         if entry.end > data_size:
             raise ContainerError(
                 f"{where}: ends at {entry.end}, past the end of the {data_size}-byte data section (truncated file?)"

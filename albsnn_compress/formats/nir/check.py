@@ -33,8 +33,15 @@ from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = [
-    "Run", "Runner", "Agreement", "model_runner", "snntorch_runner", "spikingjelly_runner",
-    "snntorch_model_runner", "spikingjelly_model_runner", "compare",
+    "Run",
+    "Runner",
+    "Agreement",
+    "model_runner",
+    "snntorch_runner",
+    "spikingjelly_runner",
+    "snntorch_model_runner",
+    "spikingjelly_model_runner",
+    "compare",
 ]
 
 
@@ -58,7 +65,9 @@ def model_runner(model: SpikingNet) -> Runner:
     def run(images: torch.Tensor, record: bool) -> Run:
         inputs: list[torch.Tensor] = []
         neurons = [m for m in model.modules() if isinstance(m, LIF)]
-        handles = [n.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for n in neurons] if record else []
+        handles = (
+            [n.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for n in neurons] if record else []
+        )
         try:
             with torch.inference_mode():
                 logits = model(images)
@@ -113,11 +122,19 @@ def snntorch_runner(path: str | Path, timesteps: int, neurons: list[str] | None 
 
     net = _quiet(lambda: import_from_nir(nir.read(str(path))))
     net.eval()
-    leaky = [net.get_submodule(n) for n in neurons] if neurons is not None else [m for m in net.modules() if isinstance(m, snn.Leaky)]
+    leaky = (
+        [net.get_submodule(n) for n in neurons]
+        if neurons is not None
+        else [m for m in net.modules() if isinstance(m, snn.Leaky)]
+    )
 
     def run(images: torch.Tensor, record: bool) -> Run:
         steps: list[list[torch.Tensor]] = [[] for _ in leaky]
-        handles = [m.register_forward_hook(lambda _m, _i, out, k=k: steps[k].append(out)) for k, m in enumerate(leaky)] if record else []
+        handles = (
+            [m.register_forward_hook(lambda _m, _i, out, k=k: steps[k].append(out)) for k, m in enumerate(leaky)]
+            if record
+            else []
+        )
         logits, spikes = [], []
         try:
             with torch.no_grad():
@@ -154,9 +171,11 @@ def spikingjelly_runner(path: str | Path, timesteps: int, neurons: list[str] | N
 
     net = from_nir.import_from_nir(nir.read(str(path)), step_mode="m")
     net.eval()
-    wrappers = [net.get_submodule(n) for n in neurons] if neurons is not None else [
-        m for m in net.modules() if isinstance(m, from_nir._NIRStatefulModule)
-    ]
+    wrappers = (
+        [net.get_submodule(n) for n in neurons]
+        if neurons is not None
+        else [m for m in net.modules() if isinstance(m, from_nir._NIRStatefulModule)]
+    )
     return _sequence_runner(lambda x: net(x)[0], wrappers, timesteps, lambda out: out[0])
 
 
@@ -182,10 +201,16 @@ def snntorch_model_runner(net: nn.Module, timesteps: int) -> Runner:
 
     def run(images: torch.Tensor, record: bool) -> Run:
         steps: list[list[torch.Tensor]] = [[] for _ in leaky]
-        handles = [
-            m.register_forward_hook(lambda _m, _i, out, k=k: steps[k].append(out[0] if isinstance(out, tuple) else out))
-            for k, m in enumerate(leaky)
-        ] if record else []
+        handles = (
+            [
+                m.register_forward_hook(
+                    lambda _m, _i, out, k=k: steps[k].append(out[0] if isinstance(out, tuple) else out)
+                )
+                for k, m in enumerate(leaky)
+            ]
+            if record
+            else []
+        )
         try:
             with torch.no_grad():
                 for module in leaky:
@@ -202,11 +227,19 @@ def snntorch_model_runner(net: nn.Module, timesteps: int) -> Runner:
     return run
 
 
-def _sequence_runner(forward: Callable[[torch.Tensor], torch.Tensor], neurons: list[nn.Module], timesteps: int,
-                     spikes_of: Callable[[Any], torch.Tensor]) -> Runner:
+def _sequence_runner(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    neurons: list[nn.Module],
+    timesteps: int,
+    spikes_of: Callable[[Any], torch.Tensor],
+) -> Runner:
     def run(images: torch.Tensor, record: bool) -> Run:
         recorded: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda _m, _i, out: recorded.append(spikes_of(out))) for m in neurons] if record else []
+        handles = (
+            [m.register_forward_hook(lambda _m, _i, out: recorded.append(spikes_of(out))) for m in neurons]
+            if record
+            else []
+        )
         try:
             with torch.no_grad():
                 outputs = forward(images.unsqueeze(0).repeat(timesteps, *([1] * images.dim())))
@@ -255,7 +288,11 @@ class Agreement:
 
 
 def _threshold(neuron: LIF, like: torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(neuron.v_threshold, dtype=like.dtype).expand_as(like) if not isinstance(neuron.v_threshold, torch.Tensor) else neuron.v_threshold.expand_as(like)
+    return (
+        torch.as_tensor(neuron.v_threshold, dtype=like.dtype).expand_as(like)
+        if not isinstance(neuron.v_threshold, torch.Tensor)
+        else neuron.v_threshold.expand_as(like)
+    )
 
 
 def _trace(model: SpikingNet, ours: Run, theirs: Run, row: int, tie_tol: float) -> dict[str, Any] | None:
@@ -272,8 +309,15 @@ def _trace(model: SpikingNet, ours: Run, theirs: Run, row: int, tie_tol: float) 
 
 
 def compare(
-    model: SpikingNet, other: Runner, images: torch.Tensor, *, chunk: int = 256, tol: float = 1e-4, tie_tol: float = 1e-4,
-    reference: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+    model: SpikingNet,
+    other: Runner,
+    images: torch.Tensor,
+    *,
+    chunk: int = 256,
+    tol: float = 1e-4,
+    tie_tol: float = 1e-4,
+    reference: torch.Tensor | None = None,
+    logits: torch.Tensor | None = None,
 ) -> Agreement:
     """Compare ``other`` with ``model`` on ``images`` ``[N, C, H, W]`` in ``[0, 1]`` (see the module docs).
 
@@ -312,5 +356,8 @@ def compare(
         identical_predictions=int((logits.argmax(dim=1) == reference.argmax(dim=1)).sum()),
         max_logit_diff=float(diff.max()) if len(diff) else 0.0,
         max_logit_diff_untied=float(untied.max()) if len(untied) else 0.0,
-        ties=ties, unexplained=unexplained, tol=tol, tie_tol=tie_tol,
+        ties=ties,
+        unexplained=unexplained,
+        tol=tol,
+        tie_tol=tie_tol,
     )

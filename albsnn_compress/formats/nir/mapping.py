@@ -98,7 +98,11 @@ def _full(value: float | torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _tau_values(neuron: LIF) -> np.ndarray | float:
-    return neuron.tau.detach().cpu().double().numpy().reshape(-1) if isinstance(neuron.tau, torch.Tensor) else float(neuron.tau)
+    return (
+        neuron.tau.detach().cpu().double().numpy().reshape(-1)
+        if isinstance(neuron.tau, torch.Tensor)
+        else float(neuron.tau)
+    )
 
 
 def check_neuron(name: str, neuron: LIF) -> None:
@@ -132,7 +136,9 @@ def neuron_node(name: str, neuron: LIF, shape: tuple[int, ...], dt: float = DT) 
         "albsnn_layer": name,
         "albsnn_threshold": ">" if neuron.strict_threshold else ">=",
         "albsnn_per_channel": ",".join(neuron.per_channel),
-        "albsnn_tau": np.asarray(_tau_values(neuron), dtype=np.float64).reshape(-1),  # a 1-element array: HDF5 compresses no scalars
+        "albsnn_tau": np.asarray(_tau_values(neuron), dtype=np.float64).reshape(
+            -1
+        ),  # a 1-element array: HDF5 compresses no scalars
     }
     v_threshold = _full(neuron.v_threshold, shape)
     v_reset = _full(neuron.v_reset, shape)
@@ -265,7 +271,9 @@ def neuron_settings(
             )
         tau = _exact_tau(tau, metadata)
         if np.min(tau) < 1.0:
-            raise NirError(f"{where}: tau/dt = {np.min(tau):g} < 1 (a time constant shorter than one step of dt={dt:g} s)")
+            raise NirError(
+                f"{where}: tau/dt = {np.min(tau):g} < 1 (a time constant shorter than one step of dt={dt:g} s)"
+            )
         settings["leak"] = True
         _put(settings, per_channel, "tau", tau)
     _put(settings, per_channel, "v_threshold", threshold)

@@ -14,7 +14,16 @@ from typing import Any
 
 from albsnn_compress.errors import AlbsnnError
 
-__all__ = ["NirError", "HDF5_MAGIC", "is_nir_file", "export_nir", "check_nir_exportable", "read_nir", "nir_summary", "INSTALL_HINT"]
+__all__ = [
+    "NirError",
+    "HDF5_MAGIC",
+    "is_nir_file",
+    "export_nir",
+    "check_nir_exportable",
+    "read_nir",
+    "nir_summary",
+    "INSTALL_HINT",
+]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 INSTALL_HINT = "pip install nir (it brings h5py)"

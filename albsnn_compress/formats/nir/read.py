@@ -44,14 +44,22 @@ import torch
 
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.files.model_cost import MAX_TIMESTEPS, cost_problem
 from albsnn_compress.formats.nir.mapping import DT, neuron_settings
 from albsnn_compress.formats.nir.optional import HDF5_MAGIC, NirError, is_nir_file
 from albsnn_compress.formats.nir.write import NIR_FORMAT
-from albsnn_compress.files.model_cost import MAX_TIMESTEPS, cost_problem
 from albsnn_compress.snn.neurons import normalize_neuron
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
-__all__ = ["read_nir", "read_nir_graph", "nir_summary", "is_nir_file", "MAX_NIR_BYTES", "MAX_NIR_OBJECTS", "SUPPORTED_NODES"]
+__all__ = [
+    "read_nir",
+    "read_nir_graph",
+    "nir_summary",
+    "is_nir_file",
+    "MAX_NIR_BYTES",
+    "MAX_NIR_OBJECTS",
+    "SUPPORTED_NODES",
+]
 
 MAX_NIR_BYTES = 1 << 30
 """Decoded bytes of all arrays a NIR file may hold (gzip can expand a small file a lot)."""
@@ -59,7 +67,19 @@ MAX_NIR_OBJECTS = 100_000
 """HDF5 groups and datasets a NIR file may hold."""
 _MAX_DEPTH = 16
 _NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
-SUPPORTED_NODES = ("Input", "Output", "Conv2d", "Affine", "Linear", "AvgPool2d", "SumPool2d", "Flatten", "LIF", "IF", "CubaLIF")
+SUPPORTED_NODES = (
+    "Input",
+    "Output",
+    "Conv2d",
+    "Affine",
+    "Linear",
+    "AvgPool2d",
+    "SumPool2d",
+    "Flatten",
+    "LIF",
+    "IF",
+    "CubaLIF",
+)
 
 
 # -- the file: bounded scan, then nir.read ----------------------------------------------------------
@@ -79,7 +99,9 @@ def _scan(path: Path) -> None:
         for key in group:
             link = group.get(key, getlink=True)
             if not isinstance(link, h5py.HardLink):
-                raise NirError(f"{path}: {where}/{key} is a {type(link).__name__}; a NIR file holds its own objects only")
+                raise NirError(
+                    f"{path}: {where}/{key} is a {type(link).__name__}; a NIR file holds its own objects only"
+                )
             state["objects"] += 1
             if state["objects"] > MAX_NIR_OBJECTS:
                 raise NirError(f"{path}: more than {MAX_NIR_OBJECTS} HDF5 objects")
@@ -136,13 +158,19 @@ def _chain(graph: nir.NIRGraph, path: Path) -> list[tuple[str, nir.NIRNode]]:
     nodes, edges = graph.nodes, [tuple(edge) for edge in graph.edges]
     for name, node in nodes.items():
         if isinstance(node, nir.NIRGraph):
-            raise NirError(f"{path}: node {name!r} is a subgraph (NIRGraph, e.g. a recurrent layer); only chains of {list(SUPPORTED_NODES)} are supported")
+            raise NirError(
+                f"{path}: node {name!r} is a subgraph (NIRGraph, e.g. a recurrent layer); only chains of {list(SUPPORTED_NODES)} are supported"
+            )
         if type(node).__name__ not in SUPPORTED_NODES:
-            raise NirError(f"{path}: node {name!r} is a {type(node).__name__}, which has no layer here; supported: {list(SUPPORTED_NODES)}")
+            raise NirError(
+                f"{path}: node {name!r} is a {type(node).__name__}, which has no layer here; supported: {list(SUPPORTED_NODES)}"
+            )
     inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
     outputs = [n for n, node in nodes.items() if isinstance(node, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise NirError(f"{path}: a chain has one Input and one Output node, found inputs {inputs} and outputs {outputs}")
+        raise NirError(
+            f"{path}: a chain has one Input and one Output node, found inputs {inputs} and outputs {outputs}"
+        )
     following: dict[str, list[str]] = {name: [] for name in nodes}
     preceding: dict[str, list[str]] = {name: [] for name in nodes}
     for edge in edges:
@@ -162,7 +190,9 @@ def _chain(graph: nir.NIRGraph, path: Path) -> list[tuple[str, nir.NIRNode]]:
         if name == outputs[0]:
             break
         if not following[name] or len(chain) > len(nodes):
-            raise NirError(f"{path}: node {name!r} leads nowhere; the chain from {inputs[0]!r} never reaches {outputs[0]!r}")
+            raise NirError(
+                f"{path}: node {name!r} leads nowhere; the chain from {inputs[0]!r} never reaches {outputs[0]!r}"
+            )
         name = following[name][0]
     missing = sorted(set(nodes) - {n for n, _ in chain})
     if missing:
@@ -201,7 +231,9 @@ class _Builder:
         array = np.asarray(value) if value is not None else None
         return array.item() if array is not None and array.size == 1 and array.dtype.kind in "iu" else None
 
-    def add(self, name: str, node: nir.NIRNode, layer: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> None:
+    def add(
+        self, name: str, node: nir.NIRNode, layer: dict[str, Any], tensors: dict[str, np.ndarray] | None = None
+    ) -> None:
         label = self.meta(node).get("albsnn_layer")
         if isinstance(label, str) and label.isidentifier():
             layer["name"] = label
@@ -232,7 +264,9 @@ def _square(pair: tuple[int, int], where: str, builder: _Builder, name: str, nod
 def _array(value: Any, where: str, builder: _Builder, name: str, node: nir.NIRNode, ndim: int) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "biuf" or array.ndim != ndim:
-        raise builder.fail(name, node, f"{where} must be a {ndim}-d number array, got {array.dtype} of shape {list(array.shape)}")
+        raise builder.fail(
+            name, node, f"{where} must be a {ndim}-d number array, got {array.dtype} of shape {list(array.shape)}"
+        )
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise builder.fail(name, node, f"{where} holds NaN or infinite values")
@@ -246,7 +280,9 @@ def _bias(value: Any, channels: int, builder: _Builder, name: str, node: nir.NIR
     return bias
 
 
-def _weights(builder: _Builder, name: str, node: nir.NIRNode, layer: dict[str, Any], weight: np.ndarray, bias: np.ndarray | None) -> None:
+def _weights(
+    builder: _Builder, name: str, node: nir.NIRNode, layer: dict[str, Any], weight: np.ndarray, bias: np.ndarray | None
+) -> None:
     if builder.scale != 1.0:  # a SumPool2d before: sum = k*k * average
         weight = weight * np.float32(builder.scale)
         builder.scale = 1.0
@@ -282,16 +318,29 @@ def _conv(builder: _Builder, name: str, node: nir.Conv2d) -> None:
         elif text == "same" and stride == 1 and kernel % 2 == 1:
             padding = kernel // 2
         else:
-            raise builder.fail(name, node, f"padding {text!r} with kernel {kernel} and stride {stride} has no symmetric integer form")
+            raise builder.fail(
+                name, node, f"padding {text!r} with kernel {kernel} and stride {stride} has no symmetric integer form"
+            )
     else:
         padding = _square(_ints(node.padding, "padding", builder, name, node), "padding", builder, name, node)
     if _ints(node.dilation, "dilation", builder, name, node) != (1, 1):
         raise builder.fail(name, node, "dilation other than 1 is not supported")
     groups = int(np.asarray(node.groups).reshape(-1)[0])
     if groups < 1 or weight.shape[1] * groups != builder.shape[0] or weight.shape[0] % groups:
-        raise builder.fail(name, node, f"weight {list(weight.shape)} with groups={groups} does not fit {builder.shape[0]} input channels")
+        raise builder.fail(
+            name,
+            node,
+            f"weight {list(weight.shape)} with groups={groups} does not fit {builder.shape[0]} input channels",
+        )
     bias = _bias(node.bias, weight.shape[0], builder, name, node)
-    layer = {"type": "conv", "out_channels": weight.shape[0], "kernel_size": kernel, "stride": stride, "padding": padding, "groups": groups}
+    layer = {
+        "type": "conv",
+        "out_channels": weight.shape[0],
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "groups": groups,
+    }
     _weights(builder, name, node, layer, weight, bias)
     height, width = ((size + 2 * padding - kernel) // stride + 1 for size in builder.shape[1:])
     if height < 1 or width < 1:
@@ -302,7 +351,11 @@ def _conv(builder: _Builder, name: str, node: nir.Conv2d) -> None:
 def _dense(builder: _Builder, name: str, node: nir.Affine | nir.Linear) -> None:
     weight = _array(node.weight, "weight", builder, name, node, 2)
     if builder.shape != (weight.shape[1],):
-        raise builder.fail(name, node, f"weight {list(weight.shape)} needs a flat [{weight.shape[1]}] input, gets {list(builder.shape)}")
+        raise builder.fail(
+            name,
+            node,
+            f"weight {list(weight.shape)} needs a flat [{weight.shape[1]}] input, gets {list(builder.shape)}",
+        )
     bias = _bias(node.bias, weight.shape[0], builder, name, node) if isinstance(node, nir.Affine) else None
     _weights(builder, name, node, {"type": "linear", "out_features": weight.shape[0]}, weight, bias)
     builder.shape = (weight.shape[0],)
@@ -336,7 +389,11 @@ def _flatten(builder: _Builder, name: str, node: nir.Flatten) -> None:
     rank = len(builder.shape)
     start, end = int(np.asarray(node.start_dim).reshape(-1)[0]), int(np.asarray(node.end_dim).reshape(-1)[0])
     if start not in (0, -rank) or end not in (-1, rank - 1):
-        raise builder.fail(name, node, f"start_dim={start}, end_dim={end} keeps some axes of the {list(builder.shape)} input; only a full flatten (start_dim=0) is supported")
+        raise builder.fail(
+            name,
+            node,
+            f"start_dim={start}, end_dim={end} keeps some axes of the {list(builder.shape)} input; only a full flatten (start_dim=0) is supported",
+        )
     if builder.gap and builder.flag(node, "albsnn_role") == "gap":
         builder.shape, builder.gap = builder.shape[:1], False  # the gap layer already dropped H and W
         return
@@ -348,14 +405,18 @@ def _neuron(builder: _Builder, name: str, node: nir.NIRNode) -> None:
     if builder.scale != 1.0:
         _fold_scale_backward(builder, name, node)
     try:
-        settings, per_channel = neuron_settings(name, node, builder.shape, builder.dt, builder.strict, builder.meta(node) or None)
+        settings, per_channel = neuron_settings(
+            name, node, builder.shape, builder.dt, builder.strict, builder.meta(node) or None
+        )
     except NirError as exc:
         raise NirError(f"{builder.path}: {exc}") from None
     if builder.ours:
         settings, per_channel = _recorded(builder, name, node, settings, per_channel)
     layer = {"type": "lif", "neuron": settings, "per_channel": sorted(per_channel)}
     channel_shape = (builder.shape[0], 1, 1) if len(builder.shape) == 3 else (builder.shape[0],)
-    builder.add(name, node, layer, {key: value.reshape(channel_shape).astype(np.float32) for key, value in per_channel.items()})
+    builder.add(
+        name, node, layer, {key: value.reshape(channel_shape).astype(np.float32) for key, value in per_channel.items()}
+    )
 
 
 def _json_neuron(builder: _Builder, name: str, node: nir.NIRNode, text: Any, partial: bool) -> dict[str, Any]:
@@ -376,7 +437,9 @@ def _recorded(
     effective = {**builder.neuron, **overrides}
     for key, value in settings.items():
         if key not in recorded and effective.get(key) != value:
-            raise builder.fail(name, node, f"the node computes {key}={value!r}, its metadata says {effective.get(key)!r}")
+            raise builder.fail(
+                name, node, f"the node computes {key}={value!r}, its metadata says {effective.get(key)!r}"
+            )
     stray = sorted(set(per_channel) - set(recorded))
     if stray:
         raise builder.fail(name, node, f"{stray} vary by channel, its metadata albsnn_per_channel says {recorded}")
@@ -406,7 +469,11 @@ def _fold_scale_backward(builder: _Builder, name: str, node: nir.NIRNode) -> Non
             return
         if kind not in ("avgpool", "flatten"):
             break
-    raise builder.fail(builder.scale_node, node, f"a sum pooling between neurons (before {name!r}) has no conv or linear to fold its window size into")
+    raise builder.fail(
+        builder.scale_node,
+        node,
+        f"a sum pooling between neurons (before {name!r}) has no conv or linear to fold its window size into",
+    )
 
 
 _READERS = {
@@ -428,7 +495,11 @@ def _input(builder: _Builder, name: str, node: nir.Input, chain: list[tuple[str,
         raise builder.fail(name, node, f"input shape {shape.tolist()} is not [C, H, W]; the network takes images")
     builder.shape = tuple(int(s) for s in shape)
     stats = {"shape": list(builder.shape), "mean": [0.0] * builder.shape[0], "std": [1.0] * builder.shape[0]}
-    if len(chain) > 1 and isinstance(chain[1][1], nir.Conv2d) and builder.flag(chain[1][1], "albsnn_role") == "input_normalization":
+    if (
+        len(chain) > 1
+        and isinstance(chain[1][1], nir.Conv2d)
+        and builder.flag(chain[1][1], "albsnn_role") == "input_normalization"
+    ):
         stats.update(_normalization(builder, *chain[1]))
     return stats
 
@@ -442,12 +513,21 @@ def _normalization(builder: _Builder, name: str, node: nir.Conv2d) -> dict[str, 
     if mean.shape == std.shape == (channels,) and np.isfinite(mean).all() and (std > 0).all():
         expected[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
         weight, bias = np.asarray(node.weight), np.asarray(node.bias)
-        plain = all(_ints(getattr(node, key), key, builder, name, node) == value
-                    for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1))))
+        plain = all(
+            _ints(getattr(node, key), key, builder, name, node) == value
+            for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
+        )
         plain = plain and np.asarray(node.groups).size == 1 and int(np.asarray(node.groups).reshape(-1)[0]) == 1
-        if plain and weight.shape == expected.shape and np.array_equal(weight, expected) and np.array_equal(bias, (-mean / std).astype(np.float32)):
+        if (
+            plain
+            and weight.shape == expected.shape
+            and np.array_equal(weight, expected)
+            and np.array_equal(bias, (-mean / std).astype(np.float32))
+        ):
             return {"mean": mean.tolist(), "std": std.tolist()}
-    raise builder.fail(name, node, "the input normalization's weights disagree with its metadata albsnn_mean/albsnn_std")
+    raise builder.fail(
+        name, node, "the input normalization's weights disagree with its metadata albsnn_mean/albsnn_std"
+    )
 
 
 def _guarded(builder: _Builder, named: tuple[str, nir.NIRNode], read: Any) -> Any:
@@ -519,15 +599,21 @@ def read_nir(
     chain = _chain(graph, path)
     builder = _Builder(path, ours, float(dt), strict_threshold)
     if ours:
-        builder.neuron = _json_neuron(builder, "(graph)", graph, graph.metadata.get("albsnn_neuron", "{}"), partial=False)
+        builder.neuron = _json_neuron(
+            builder, "(graph)", graph, graph.metadata.get("albsnn_neuron", "{}"), partial=False
+        )
     stats = _guarded(builder, chain[0], lambda: _input(builder, *chain[0], chain))
     if mean is not None or std is not None:
         if len(chain) > 1 and builder.flag(chain[1][1], "albsnn_role") == "input_normalization":
-            raise NirError(f"{path}: the graph normalizes its input itself (node {chain[1][0]!r}); leave mean and std unset")
+            raise NirError(
+                f"{path}: the graph normalizes its input itself (node {chain[1][0]!r}); leave mean and std unset"
+            )
         for label, values in (("mean", mean), ("std", std)):
             if values is not None:
                 if not isinstance(values, (list, tuple)) or len(values) != builder.shape[0]:
-                    raise NirError(f"{path}: {label} must list {builder.shape[0]} numbers (one per input channel), got {values!r}")
+                    raise NirError(
+                        f"{path}: {label} must list {builder.shape[0]} numbers (one per input channel), got {values!r}"
+                    )
                 stats[label] = list(values)  # normalize_spec checks each is a finite number (std > 0)
     for node_name, node in chain[1:-1]:
         _guarded(builder, (node_name, node), lambda: _READERS[type(node)](builder, node_name, node))
@@ -535,12 +621,32 @@ def read_nir(
     if builder.scale != 1.0:
         _fold_scale_backward(builder, out_name, out_node)
     if len(builder.shape) != 1:
-        raise builder.fail(out_name, out_node, f"the network ends with a {list(builder.shape)} map; end with a Flatten or a global pooling")
+        raise builder.fail(
+            out_name,
+            out_node,
+            f"the network ends with a {list(builder.shape)} map; end with a Flatten or a global pooling",
+        )
     declared = out_node.output_type.get("output") if isinstance(out_node.output_type, Mapping) else None
-    if declared is not None and np.asarray(declared).size and math.prod(np.asarray(declared).reshape(-1).tolist()) != builder.shape[0]:
-        raise builder.fail(out_name, out_node, f"declares shape {np.asarray(declared).tolist()}, the chain computes {list(builder.shape)}")
-    title = name or (str(graph.metadata.get("albsnn_model")) if ours and graph.metadata.get("albsnn_model") else path.stem)
-    spec_raw = {"name": title, "input": stats, "num_classes": builder.shape[0], "neuron": builder.neuron, "layers": builder.layers}
+    if (
+        declared is not None
+        and np.asarray(declared).size
+        and math.prod(np.asarray(declared).reshape(-1).tolist()) != builder.shape[0]
+    ):
+        raise builder.fail(
+            out_name,
+            out_node,
+            f"declares shape {np.asarray(declared).tolist()}, the chain computes {list(builder.shape)}",
+        )
+    title = name or (
+        str(graph.metadata.get("albsnn_model")) if ours and graph.metadata.get("albsnn_model") else path.stem
+    )
+    spec_raw = {
+        "name": title,
+        "input": stats,
+        "num_classes": builder.shape[0],
+        "neuron": builder.neuron,
+        "layers": builder.layers,
+    }
     try:
         spec = normalize_spec(spec_raw)
         problem = cost_problem(spec, timesteps)
@@ -610,8 +716,26 @@ def _in_flow_order(graph: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
     return order + [(name, node) for name, node in graph.nodes.items() if name not in seen]
 
 
-_FIELDS = ("weight", "bias", "stride", "padding", "dilation", "groups", "kernel_size", "start_dim", "end_dim",
-           "tau", "tau_mem", "tau_syn", "r", "w_in", "v_leak", "v_threshold", "v_reset", "scale")
+_FIELDS = (
+    "weight",
+    "bias",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "kernel_size",
+    "start_dim",
+    "end_dim",
+    "tau",
+    "tau_mem",
+    "tau_syn",
+    "r",
+    "w_in",
+    "v_leak",
+    "v_threshold",
+    "v_reset",
+    "scale",
+)
 
 
 def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -651,14 +775,20 @@ def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
                     params[f"{key}/dt"] = _short(np.asarray(getattr(node, key), dtype=np.float64) / dt)
                 except (ValueError, TypeError):
                     params[f"{key}/dt"] = "(not a number)"
-        metadata = {str(k): _short(v) for k, v in (node.metadata or {}).items()} if isinstance(node.metadata, Mapping) else {}
-        nodes.append({"name": str(node_name), "type": type(node).__name__, **shapes, "params": params, "metadata": metadata})
+        metadata = (
+            {str(k): _short(v) for k, v in (node.metadata or {}).items()} if isinstance(node.metadata, Mapping) else {}
+        )
+        nodes.append(
+            {"name": str(node_name), "type": type(node).__name__, **shapes, "params": params, "metadata": metadata}
+        )
     return {
         "file": str(path),
         "file_bytes": path.stat().st_size,
         "nir_version": version.decode("utf-8", "replace") if isinstance(version, bytes) else str(version),
         "type_check": type_check,
-        "metadata": {str(k): _short(v) for k, v in (graph.metadata or {}).items()} if isinstance(graph.metadata, Mapping) else {},
+        "metadata": {str(k): _short(v) for k, v in (graph.metadata or {}).items()}
+        if isinstance(graph.metadata, Mapping)
+        else {},
         "nodes": nodes,
         "edges": [[str(a), str(b)] for a, b in graph.edges],
     }

@@ -41,15 +41,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarize_, binary_scale, is_binarized
 from albsnn_compress.errors import ExportError
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.formats.nir.mapping import DT, check_neuron, neuron_node
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
 from albsnn_compress.versions import __version__
 
-__all__ = ["NirExport", "NIR_FORMAT", "export_nir", "build_nir_graph", "fold_batch_norm", "check_exportable", "RESERVED_NAMES"]
+__all__ = [
+    "NirExport",
+    "NIR_FORMAT",
+    "export_nir",
+    "build_nir_graph",
+    "fold_batch_norm",
+    "check_exportable",
+    "RESERVED_NAMES",
+]
 
 NIR_FORMAT = "albsnn-compress NIR 1"
 """Graph metadata ``albsnn_format``: what the reader checks to trust our per-node metadata."""
@@ -94,7 +102,9 @@ def _latent(module: nn.Module) -> torch.Tensor:
     return module.parametrizations.weight.original if is_binarized(module) else module.weight
 
 
-def _fold(name: str, module: nn.Module, bn: nn.modules.batchnorm._BatchNorm | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _fold(
+    name: str, module: nn.Module, bn: nn.modules.batchnorm._BatchNorm | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(weight, bias)`` of ``module`` with ``bn`` folded in, float64 arithmetic rounded once to float32.
 
     ``BN(W x + b) = (s W) x + (b - mean) s + beta`` with ``s = gamma / sqrt(var + eps)``. A binarized
@@ -105,7 +115,9 @@ def _fold(name: str, module: nn.Module, bn: nn.modules.batchnorm._BatchNorm | No
     if bn is None:
         return weight.float().clone(), None if bias is None else bias.float().clone()
     if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
-        raise ExportError(f"layer {name}: the batch norm after it has no running statistics or affine parameters to fold")
+        raise ExportError(
+            f"layer {name}: the batch norm after it has no running statistics or affine parameters to fold"
+        )
     scale = _f64(bn.weight) / torch.sqrt(_f64(bn.running_var) + bn.eps)
     shape = (-1,) + (1,) * (weight.dim() - 1)
     if is_binarized(module):
@@ -131,16 +143,22 @@ def check_exportable(model: SpikingNet) -> None:
         kind = record.name if record is not None else type(module).__name__
         name = layer["name"]
         if name in RESERVED_NAMES:
-            raise ExportError(f"layer {name}: the name is reserved for a NIR graph node ({list(RESERVED_NAMES)}); rename the layer")
+            raise ExportError(
+                f"layer {name}: the name is reserved for a NIR graph node ({list(RESERVED_NAMES)}); rename the layer"
+            )
         if kind == "bn":
             if index == 0 or layers[index - 1]["type"] not in _FOLDS_INTO:
                 raise ExportError(f"layer {name} (bn): {_HINTS['bn']}")
             continue
         if kind not in _NODE_WRITERS:
-            hint = _HINTS.get(kind, f"NIR export supports {sorted(_NODE_WRITERS)} and bn (folded into the conv or linear before it)")
+            hint = _HINTS.get(
+                kind, f"NIR export supports {sorted(_NODE_WRITERS)} and bn (folded into the conv or linear before it)"
+            )
             raise ExportError(f"layer {name} ({kind}): no NIR node for this layer; {hint}")
         if kind == "conv" and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
-            raise ExportError(f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} has no NIR form; use integer zero padding")
+            raise ExportError(
+                f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} has no NIR form; use integer zero padding"
+            )
         if kind == "conv" and module.groups != 1:
             raise ExportError(
                 f"layer {name}: groups={module.groups}: NIR's Conv2d takes weight.shape[1] as its input channels (nir 1.0.8), "
@@ -190,7 +208,11 @@ def fold_batch_norm(model: SpikingNet) -> tuple[SpikingNet, dict[str, str]]:
             target = result.layers.get_submodule(name)
             for key, value in values.items():
                 getattr(target, key).copy_(value)
-    binary = [f"layers.{name}" for name, module in modules.items() if layer_type_of(module) is not None and is_binarized(module)]
+    binary = [
+        f"layers.{name}"
+        for name, module in modules.items()
+        if layer_type_of(module) is not None and is_binarized(module)
+    ]
     binarize_(result, binary)
     return result.eval(), folded
 
@@ -214,16 +236,31 @@ def _weight_metadata(name: str, module: nn.Module, folded: dict[str, str]) -> di
     return metadata
 
 
-def _conv_node(name: str, module: nn.Conv2d, _layer: dict[str, Any], shape: tuple, _out: tuple, folded: dict[str, str], _dt: float) -> Nodes:
+def _conv_node(
+    name: str, module: nn.Conv2d, _layer: dict[str, Any], shape: tuple, _out: tuple, folded: dict[str, str], _dt: float
+) -> Nodes:
     weight = module.weight.detach().cpu().float().numpy()
     bias = np.zeros(weight.shape[0], np.float32) if module.bias is None else module.bias.detach().cpu().float().numpy()
-    return [(name, nir.Conv2d(
-        input_shape=tuple(shape[1:]), weight=weight, stride=_pair(module.stride), padding=_pair(module.padding),
-        dilation=_pair(module.dilation), groups=int(module.groups), bias=bias, metadata=_weight_metadata(name, module, folded),
-    ))]
+    return [
+        (
+            name,
+            nir.Conv2d(
+                input_shape=tuple(shape[1:]),
+                weight=weight,
+                stride=_pair(module.stride),
+                padding=_pair(module.padding),
+                dilation=_pair(module.dilation),
+                groups=int(module.groups),
+                bias=bias,
+                metadata=_weight_metadata(name, module, folded),
+            ),
+        )
+    ]
 
 
-def _linear_node(name: str, module: nn.Linear, _layer: dict[str, Any], _shape: tuple, _out: tuple, folded: dict[str, str], _dt: float) -> Nodes:
+def _linear_node(
+    name: str, module: nn.Linear, _layer: dict[str, Any], _shape: tuple, _out: tuple, folded: dict[str, str], _dt: float
+) -> Nodes:
     weight = module.weight.detach().cpu().float().numpy()
     metadata = _weight_metadata(name, module, folded)
     if module.bias is None:
@@ -231,31 +268,75 @@ def _linear_node(name: str, module: nn.Linear, _layer: dict[str, Any], _shape: t
     return [(name, nir.Affine(weight=weight, bias=module.bias.detach().cpu().float().numpy(), metadata=metadata))]
 
 
-def _lif_node(name: str, module: nn.Module, layer: dict[str, Any], shape: tuple, _out: tuple, _folded: dict[str, str], dt: float) -> Nodes:
+def _lif_node(
+    name: str, module: nn.Module, layer: dict[str, Any], shape: tuple, _out: tuple, _folded: dict[str, str], dt: float
+) -> Nodes:
     node = neuron_node(name, module, tuple(shape), dt)
     node.metadata["albsnn_overrides"] = json.dumps(layer["neuron"], sort_keys=True)  # the spec layer's own settings
     return [(name, node)]
 
 
-def _avgpool_node(name: str, module: nn.AvgPool2d, layer: dict[str, Any], _shape: tuple, _out: tuple, _folded: dict[str, str], _dt: float) -> Nodes:
+def _avgpool_node(
+    name: str,
+    module: nn.AvgPool2d,
+    layer: dict[str, Any],
+    _shape: tuple,
+    _out: tuple,
+    _folded: dict[str, str],
+    _dt: float,
+) -> Nodes:
     if module.ceil_mode or module.divisor_override is not None or any(_pair(module.padding)):
-        raise ExportError(f"layer {name}: average pooling with ceil_mode, padding or divisor_override has no NIR form here")
-    return [(name, nir.AvgPool2d(
-        kernel_size=_pair(module.kernel_size), stride=_pair(module.stride), padding=np.zeros(2, np.int64),
-        metadata={"albsnn_layer": name, "albsnn_stride": 0 if layer["stride"] is None else int(layer["stride"])},
-    ))]
-
-
-def _gap_nodes(name: str, _module: nn.Module, _layer: dict[str, Any], shape: tuple, _out: tuple, _folded: dict[str, str], _dt: float) -> Nodes:
-    window = np.array(shape[1:], dtype=np.int64)
-    meta = {"albsnn_layer": name, "albsnn_role": "gap"}
+        raise ExportError(
+            f"layer {name}: average pooling with ceil_mode, padding or divisor_override has no NIR form here"
+        )
     return [
-        (name, nir.AvgPool2d(kernel_size=window, stride=window.copy(), padding=np.zeros(2, np.int64), metadata=dict(meta))),
-        (f"{name}_flatten", nir.Flatten(input_type=np.array([shape[0], 1, 1]), start_dim=0, end_dim=-1, metadata=dict(meta))),
+        (
+            name,
+            nir.AvgPool2d(
+                kernel_size=_pair(module.kernel_size),
+                stride=_pair(module.stride),
+                padding=np.zeros(2, np.int64),
+                metadata={
+                    "albsnn_layer": name,
+                    "albsnn_stride": 0 if layer["stride"] is None else int(layer["stride"]),
+                },
+            ),
+        )
     ]
 
 
-def _flatten_node(name: str, _module: nn.Module, _layer: dict[str, Any], shape: tuple, _out: tuple, _folded: dict[str, str], _dt: float) -> Nodes:
+def _gap_nodes(
+    name: str,
+    _module: nn.Module,
+    _layer: dict[str, Any],
+    shape: tuple,
+    _out: tuple,
+    _folded: dict[str, str],
+    _dt: float,
+) -> Nodes:
+    window = np.array(shape[1:], dtype=np.int64)
+    meta = {"albsnn_layer": name, "albsnn_role": "gap"}
+    return [
+        (
+            name,
+            nir.AvgPool2d(kernel_size=window, stride=window.copy(), padding=np.zeros(2, np.int64), metadata=dict(meta)),
+        ),
+        (
+            f"{name}_flatten",
+            nir.Flatten(input_type=np.array([shape[0], 1, 1]), start_dim=0, end_dim=-1, metadata=dict(meta)),
+        ),
+    ]
+
+
+def _flatten_node(
+    name: str,
+    _module: nn.Module,
+    _layer: dict[str, Any],
+    shape: tuple,
+    _out: tuple,
+    _folded: dict[str, str],
+    _dt: float,
+) -> Nodes:
     return [(name, nir.Flatten(input_type=np.array(shape), start_dim=0, end_dim=-1, metadata={"albsnn_layer": name}))]
 
 
@@ -277,11 +358,21 @@ def _normalization_node(spec: dict[str, Any]) -> Nodes:
     channels, height, width = spec["input"]["shape"]
     weight = np.zeros((channels, channels, 1, 1), np.float32)
     weight[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
-    return [("input_norm", nir.Conv2d(
-        input_shape=(height, width), weight=weight, stride=_pair(1), padding=_pair(0), dilation=_pair(1), groups=1,
-        bias=(-mean / std).astype(np.float32),
-        metadata={"albsnn_role": "input_normalization", "albsnn_mean": mean, "albsnn_std": std},
-    ))]
+    return [
+        (
+            "input_norm",
+            nir.Conv2d(
+                input_shape=(height, width),
+                weight=weight,
+                stride=_pair(1),
+                padding=_pair(0),
+                dilation=_pair(1),
+                groups=1,
+                bias=(-mean / std).astype(np.float32),
+                metadata={"albsnn_role": "input_normalization", "albsnn_mean": mean, "albsnn_std": std},
+            ),
+        )
+    ]
 
 
 def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, NirExport]:
@@ -349,4 +440,6 @@ def export_nir(model: SpikingNet, path: str | os.PathLike[str], *, dt: float = D
         nir.read(target)
     except Exception as exc:  # noqa: BLE001 - any failure to read back is an export failure
         raise ExportError(f"{target}: the written NIR file does not read back with nir.read: {exc}") from None
-    return NirExport(target, target.stat().st_size, info.dt, info.timesteps, info.nodes, info.binary_layers, info.folded_batch_norms)
+    return NirExport(
+        target, target.stat().st_size, info.dt, info.timesteps, info.nodes, info.binary_layers, info.folded_batch_norms
+    )

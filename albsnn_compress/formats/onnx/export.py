@@ -35,9 +35,9 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.binarize import binarized_layers, binary_scale, is_binarized
 from albsnn_compress.errors import ExportError
+from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.formats.bitpack import pack_signs
 from albsnn_compress.formats.onnx.graph import GraphBuilder, unpack_signs
 from albsnn_compress.snn.layer_types import LAYER_TYPES, layer_type_of
@@ -198,7 +198,9 @@ def build_onnx_model(model: SpikingNet, *, weights: str = "packed", opset: int =
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", model.spec["num_classes"]])],
     )
     opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="albsnn-compress", producer_version=__version__)
+    proto = helper.make_model(
+        graph, opset_imports=opsets, producer_name="albsnn-compress", producer_version=__version__
+    )
     proto.ir_version = helper.find_min_ir_version_for(opsets)
     proto.doc_string = (
         f"{model.spec['name']} spiking network, T={model.timesteps} steps, weights={weights}, "
@@ -221,6 +223,8 @@ def export_onnx(
     try:
         data = proto.SerializeToString()
     except ValueError as exc:
-        raise ExportError(f"{path}: the ONNX model is too large for one protobuf file ({exc}); use weights='packed'") from None
+        raise ExportError(
+            f"{path}: the ONNX model is too large for one protobuf file ({exc}); use weights='packed'"
+        ) from None
     with atomic_write(path) as stream:
         stream.write(data)

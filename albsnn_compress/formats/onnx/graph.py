@@ -69,7 +69,9 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op, list(inputs), names, **attrs))  # unnamed: outputs name it
         return names
 
-    def graph(self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]) -> onnx.GraphProto:
+    def graph(
+        self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
+    ) -> onnx.GraphProto:
         """The finished graph."""
         return helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.initializers)
 
