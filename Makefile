@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: venv demo test bench-quick clean
+.PHONY: venv demo test test-fast lint lint-fix bench-quick clean
 
 venv: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[all]'
+	$(PY) -m pip install --quiet -e '.[all,lint]'
 	# SpikingJelly without its dependencies (they would replace the CPU torch); its real runtime imports:
 	$(PY) -m pip install --quiet --no-deps spikingjelly==2.0.0 && $(PY) -m pip install --quiet loguru tqdm
 	touch $(STAMP)
@@ -24,6 +24,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+# The inner loop: no subprocess, browser, sanitizer, benchmark or slow test (marked in tests/).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not subprocess and not browser and not benchmark"
+
+# What CI checks besides the tests; `make lint-fix` applies ruff's fixes and formatting.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check albsnn_compress tests benchmarks
+	$(VENV)/bin/ruff format --check albsnn_compress tests benchmarks
+	$(VENV)/bin/mypy
+
+lint-fix: $(STAMP)
+	$(VENV)/bin/ruff check --fix albsnn_compress tests benchmarks
+	$(VENV)/bin/ruff format albsnn_compress tests benchmarks
 
 bench-quick: $(STAMP)
 	$(PY) -m benchmarks.run_all --quick

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers
-from albsnn_compress.errors import CheckpointError, SpecError
+from albsnn_compress.errors import CheckpointError, SpecError, one_line
 from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.files.file_kind import HEAD_BYTES, sniff
 from albsnn_compress.files.model_cost import cost_problem
@@ -184,7 +184,7 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure mode becomes one clear error
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = one_line(exc)
         if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"{path}: holds pickled Python objects (e.g. a whole nn.Module), which are never unpickled; {_HOW_TO_SAVE}"
@@ -203,12 +203,6 @@ def _shown(value: Any) -> str:
     return type(value).__name__
 
 
-def _one_line(message: str, limit: int = 300) -> str:
-    """A message about a pickled value on one line (a tensor's repr spans several)."""
-    text = " ".join(message.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _spec(path: Path, payload: dict[str, Any], size: int) -> tuple[dict[str, Any], int]:
     """The normalized spec and time steps, measured (integers only) and refused before anything is built."""
     timesteps = payload.get("timesteps")
@@ -219,9 +213,9 @@ def _spec(path: Path, payload: dict[str, Any], size: int) -> tuple[dict[str, Any
         problem = cost_problem(spec, timesteps)
         params, _ = spec_bounds(spec)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
+        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from None
     except _SPEC_ESCAPES as exc:  # a check that lets a pickled value through unnamed (e.g. a tensor as a surrogate)
-        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {_one_line(str(exc))})") from None
+        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {one_line(exc)})") from None
     if problem is not None:
         raise CheckpointError(f"{path}: {problem}")
     if params * _MIN_BYTES_PER_VALUE > size:
@@ -325,9 +319,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         with torch.device("meta"):  # shapes only: nothing is allocated
             template = SpikingNet(spec, timesteps)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: bad architecture spec: {_one_line(str(exc))}") from None
+        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from None
     except _SPEC_ESCAPES as exc:
-        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {_one_line(str(exc))})") from None
+        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {one_line(exc)})") from None
     state = _check_state_dict(path, payload.get("state_dict"), template)
     binarized = payload.get("binarized", [])
     candidates = set(candidate_layers(template, include_first_last=True))

@@ -15,16 +15,12 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.errors import SeedError
 
-__all__ = ["MAX_SEED", "MAX_DERIVED_SEED", "SeedError", "check_seed"]
+__all__ = ["MAX_SEED", "MAX_DERIVED_SEED", "check_seed"]
 
 MAX_SEED = 2**32 - 1
 MAX_DERIVED_SEED = 2**40 - 1
-
-
-class SeedError(AlbsnnError, ValueError):
-    """A seed is not an integer in its range."""
 
 
 def check_seed(seed: Any, field: str = "seed", maximum: int = MAX_SEED) -> int:

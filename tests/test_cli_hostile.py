@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from albsnn_compress import output_paths
+from albsnn_compress.files import output_paths
 from albsnn_compress.report import build_report, write_report
 from tests.clihelp import run_cli
 from tests.report_samples import digits_result

@@ -21,7 +21,7 @@ from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data.registry import load_split
 from albsnn_compress.errors import ContainerError
 from albsnn_compress.files.atomic import atomic_write
-from albsnn_compress.formats import container as container_module
+from albsnn_compress.formats.container import file as container_module
 from albsnn_compress.formats.container.file import (
     container_bytes,
     container_summary,

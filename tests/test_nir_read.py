@@ -19,6 +19,7 @@ h5py = pytest.importorskip("h5py")
 from albsnn_compress import export_nir, read_nir  # noqa: E402
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers  # noqa: E402
 from albsnn_compress.data import load_split, load_splits  # noqa: E402
+from albsnn_compress.errors import NirError  # noqa: E402
 from albsnn_compress.formats.nir.check import (  # noqa: E402
     compare,
     snntorch_model_runner,
@@ -27,7 +28,6 @@ from albsnn_compress.formats.nir.check import (  # noqa: E402
     spikingjelly_runner,
 )
 from albsnn_compress.formats.nir.mapping import DT  # noqa: E402
-from albsnn_compress.formats.nir.optional import NirError  # noqa: E402
 from albsnn_compress.formats.nir.write import fold_batch_norm  # noqa: E402
 from albsnn_compress.search.run import SearchConfig, compress  # noqa: E402
 from albsnn_compress.snn.spec import SpikingNet  # noqa: E402

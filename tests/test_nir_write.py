@@ -18,8 +18,8 @@ from albsnn_compress import export_nir  # noqa: E402
 from albsnn_compress.binarize import binarize_, binarized_layers, binary_scale, candidate_layers  # noqa: E402
 from albsnn_compress.data import load_split  # noqa: E402
 from albsnn_compress.errors import ExportError  # noqa: E402
-from albsnn_compress.formats import nir_write  # noqa: E402
 from albsnn_compress.formats.container.file import write_container  # noqa: E402
+from albsnn_compress.formats.nir import write as nir_write  # noqa: E402
 from albsnn_compress.formats.nir.check import compare, snntorch_runner, spikingjelly_runner  # noqa: E402
 from albsnn_compress.formats.nir.mapping import DT  # noqa: E402
 from albsnn_compress.formats.nir.write import build_nir_graph, fold_batch_norm  # noqa: E402
@@ -561,7 +561,8 @@ def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     import subprocess
     import sys
 
-    from albsnn_compress.formats import nir_optional
+    from albsnn_compress.errors import NirError
+    from albsnn_compress.formats.nir import optional as nir_optional
 
     code = "import sys, albsnn_compress, albsnn_compress.cli.main, albsnn_compress.pipeline; print(sorted({'nir', 'h5py'} & set(sys.modules)))"
     assert (
@@ -572,5 +573,5 @@ def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         raise ModuleNotFoundError("No module named 'nir'", name="nir")
 
     monkeypatch.setattr(nir_optional.importlib, "import_module", missing)
-    with pytest.raises(nir_optional.NirError, match=r"NIR files need the 'nir' package: pip install nir"):
+    with pytest.raises(NirError, match=r"NIR files need the 'nir' package: pip install nir"):
         nir_optional.export_nir(SpikingNet(variant("digits-small"), 1), tmp_path / "m.nir")

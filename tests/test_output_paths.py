@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from albsnn_compress import output_paths
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.files import output_paths
 from albsnn_compress.files.output_paths import (
     OutputError,
     check_output_file,

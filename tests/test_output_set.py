@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from albsnn_compress.files.output_paths import OutputError
+from albsnn_compress.errors import OutputError
 from albsnn_compress.files.output_set import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,

@@ -10,7 +10,7 @@ import torch
 
 from albsnn_compress import pipeline
 from albsnn_compress.data import load_split
-from albsnn_compress.files.output_paths import OutputError
+from albsnn_compress.errors import OutputError
 from albsnn_compress.files.output_set import MANIFEST_NAME, verify_output_set
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint

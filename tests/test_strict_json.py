@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from albsnn_compress import strict_json
-from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.errors import StrictJSONError
+from albsnn_compress.files import strict_json
+from albsnn_compress.files.strict_json import strict_loads
 
 LIMITS = {"max_depth": 4, "max_int_digits": 6}
 

@@ -26,21 +26,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.errors import OutputError
 
-__all__ = ["OutputError", "PROBE_PREFIX", "check_output_file", "check_output_folder", "output_error", "writing"]
+__all__ = ["PROBE_PREFIX", "check_output_file", "check_output_folder", "output_error", "writing"]
 
 PROBE_PREFIX = ".albsnn-probe-"
-
-
-class OutputError(AlbsnnError, OSError):
-    """An output path cannot be written; the message names the path, the reason and the fix.
-
-    ``errno`` is the underlying error's; ``str()`` is the message alone (no ``[Errno N]``).
-    """
-
-    def __str__(self) -> str:
-        return self.strerror or super().__str__()
 
 
 _FIXES = {

@@ -40,10 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.errors import OutputError, OutputSetError, StrictJSONError
 from albsnn_compress.files.atomic import atomic_write_text, fsync_directory, remove_stale_temporaries
-from albsnn_compress.files.output_paths import PROBE_PREFIX, OutputError, check_output_folder, writing
-from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.files.output_paths import PROBE_PREFIX, check_output_folder, writing
+from albsnn_compress.files.strict_json import strict_loads
 from albsnn_compress.versions import package_versions
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "MANIFEST_VERSION",
     "STAGING_PREFIX",
     "OutputSet",
-    "OutputSetError",
     "OutputSetCheck",
     "read_manifest",
     "verify_output_set",
@@ -67,10 +66,6 @@ _NAME_LIMIT = 255
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _STAGING = re.compile(re.escape(STAGING_PREFIX) + r"[A-Za-z0-9_]{8}", re.ASCII)
 _PROBE = re.compile(re.escape(PROBE_PREFIX) + r"[a-z0-9_]{8}\.tmp", re.ASCII)
-
-
-class OutputSetError(AlbsnnError, ValueError):
-    """A ``manifest.json`` is malformed or not ours."""
 
 
 def _plain_name(name: object) -> bool:

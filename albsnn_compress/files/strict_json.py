@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StrictJSONError", "strict_loads"]
+from albsnn_compress.errors import StrictJSONError
+
+__all__ = ["strict_loads"]
 
 # A surrogate escape (``\ud800``-``\udfff``) or a raw surrogate: the only ways a decoded string can hold one.
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
@@ -36,10 +38,6 @@ _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 # far from overflowing a float (1.8e308): only a text with a longer exponent or digit run needs the overflow check.
 _FLOAT_SAFE_DIGITS = 200
 _WHITESPACE = np.frombuffer(b" \t\r\n", dtype=np.uint8)
-
-
-class StrictJSONError(ValueError):
-    """The text is not JSON this package accepts; the message says why."""
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from albsnn_compress.data.registry import dataset_info
-from albsnn_compress.errors import InteropError
+from albsnn_compress.errors import InteropError, one_line
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.versions import package_versions
 
@@ -41,11 +41,6 @@ def parse_factory(factory: str) -> tuple[Path, str]:
     if not path.is_file():
         raise InteropError(f"--factory {factory!r}: {path} is not a file")
     return path, function
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def load_factory_net(factory: str) -> nn.Module:
@@ -70,7 +65,9 @@ def load_factory_net(factory: str) -> nn.Module:
     except InteropError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's code: report it in one line
-        raise InteropError(f"--factory {factory!r}: running it failed: {_one_line(exc)}") from None
+        raise InteropError(
+            f"--factory {factory!r}: running it failed: {one_line(f'{type(exc).__name__}: {exc}')}"
+        ) from None
     finally:
         sys.path.remove(str(path.resolve().parent))
     if not isinstance(net, nn.Module):
@@ -88,7 +85,7 @@ def load_weights(net: nn.Module, weights: Path) -> None:
         payload = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
         raise InteropError(
-            f"{weights}: not a weights-only torch file ({_one_line(exc)}); save it with torch.save(net.state_dict(), path)"
+            f"{weights}: not a weights-only torch file ({one_line(f'{type(exc).__name__}: {exc}')}); save it with torch.save(net.state_dict(), path)"
         ) from None
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]

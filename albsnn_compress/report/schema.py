@@ -23,8 +23,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from albsnn_compress.errors import ReportError
-from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.errors import ReportError, StrictJSONError
+from albsnn_compress.files.strict_json import strict_loads
 
 __all__ = [
     "SCHEMA",

@@ -36,7 +36,7 @@ class SearchConfig:
         distill: distil from the input model (else plain cross-entropy).
         seed: fixes every random choice; same seed, same selection. An integer from 0 to
             :data:`~albsnn_compress.seeds.MAX_SEED` (2^32 - 1), checked whenever it is set
-            (:class:`~albsnn_compress.seeds.SeedError` otherwise).
+            (:class:`~albsnn_compress.errors.SeedError` otherwise).
         probe_batches: calibration batches the estimators run on.
         bn_batches: training batches for batch-norm re-estimation before each measurement.
         layers: candidate layer names, full (``layers.conv3``) or short (``conv3``);

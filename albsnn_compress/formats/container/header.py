@@ -25,10 +25,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from albsnn_compress.errors import ContainerError
+from albsnn_compress.errors import ContainerError, StrictJSONError
 from albsnn_compress.files.file_kind import CONTAINER_MAGIC, sniff
 from albsnn_compress.files.model_cost import MAX_TIMESTEPS
-from albsnn_compress.files.strict_json import StrictJSONError, strict_loads
+from albsnn_compress.files.strict_json import strict_loads
 
 __all__ = [
     "MAGIC",

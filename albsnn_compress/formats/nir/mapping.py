@@ -65,8 +65,7 @@ import nir
 import numpy as np
 import torch
 
-from albsnn_compress.errors import ExportError
-from albsnn_compress.formats.nir.optional import NirError
+from albsnn_compress.errors import ExportError, NirError
 from albsnn_compress.snn.neurons import LIF
 
 __all__ = [

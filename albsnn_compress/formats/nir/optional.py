@@ -12,10 +12,9 @@ import os
 from types import ModuleType
 from typing import Any
 
-from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.errors import NirError
 
 __all__ = [
-    "NirError",
     "HDF5_MAGIC",
     "is_nir_file",
     "export_nir",
@@ -27,10 +26,6 @@ __all__ = [
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 INSTALL_HINT = "pip install nir (it brings h5py)"
-
-
-class NirError(AlbsnnError, ValueError):
-    """A NIR file or graph cannot be read as a spiking network of ours, or NIR is not installed; the message names the node."""
 
 
 def is_nir_file(path: str | os.PathLike[str]) -> bool:

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from albsnn_compress.binarize import binarize_
-from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.errors import AlbsnnError, NirError, one_line
 from albsnn_compress.files.model_cost import MAX_TIMESTEPS, cost_problem
 from albsnn_compress.formats.nir.mapping import DT, neuron_settings
-from albsnn_compress.formats.nir.optional import HDF5_MAGIC, NirError, is_nir_file
+from albsnn_compress.formats.nir.optional import HDF5_MAGIC, is_nir_file
 from albsnn_compress.formats.nir.write import NIR_FORMAT
 from albsnn_compress.snn.neurons import normalize_neuron
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
@@ -125,12 +125,7 @@ def _scan(path: Path) -> None:
     except NirError:
         raise
     except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError, ValueError... for damaged files
-        raise NirError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {_line(exc)})") from None
-
-
-def _line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        raise NirError(f"{path}: not a readable HDF5 file ({type(exc).__name__}: {one_line(exc, 200)})") from None
 
 
 def read_nir_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
@@ -144,7 +139,7 @@ def read_nir_graph(path: str | os.PathLike[str]) -> nir.NIRGraph:
     try:
         graph = nir.read(path, type_check=False)
     except Exception as exc:  # noqa: BLE001 - nir raises AssertionError, KeyError, TypeError... for bad graphs
-        raise NirError(f"{path}: nir.read cannot read it ({type(exc).__name__}: {_line(exc)})") from None
+        raise NirError(f"{path}: nir.read cannot read it ({type(exc).__name__}: {one_line(exc, 200)})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise NirError(f"{path}: the top node is a {type(graph).__name__}, not a NIRGraph")
     return graph
@@ -423,7 +418,7 @@ def _json_neuron(builder: _Builder, name: str, node: nir.NIRNode, text: Any, par
     try:
         return normalize_neuron(json.loads(str(text)), f"node {name!r} metadata", partial=partial)
     except (ValueError, AlbsnnError) as exc:
-        raise builder.fail(name, node, f"our writer's neuron metadata does not parse: {_line(exc)}") from None
+        raise builder.fail(name, node, f"our writer's neuron metadata does not parse: {one_line(exc, 200)}") from None
 
 
 def _recorded(
@@ -537,7 +532,9 @@ def _guarded(builder: _Builder, named: tuple[str, nir.NIRNode], read: Any) -> An
     except NirError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError) as exc:
-        raise builder.fail(*named, f"a parameter of the wrong kind ({type(exc).__name__}: {_line(exc)})") from None
+        raise builder.fail(
+            *named, f"a parameter of the wrong kind ({type(exc).__name__}: {one_line(exc, 200)})"
+        ) from None
 
 
 def _metadata_number(graph: nir.NIRGraph, key: str) -> Any:
@@ -754,7 +751,7 @@ def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
         graph.check_types()
         type_check = "passes"
     except Exception as exc:  # noqa: BLE001 - report NIR's own verdict, whatever it raised
-        type_check = f"fails: {_line(exc)}"
+        type_check = f"fails: {one_line(exc, 200)}"
     with h5py.File(path, "r") as handle:
         version = handle["version"][()] if "version" in handle else b""
     recorded = _metadata_number(graph, "albsnn_dt")
