@@ -164,7 +164,10 @@ def _throughput_row(operation: str, count: int, samples: dict[str, list[float]])
 
 
 def _bitpack(sizes: list[int], min_seconds: float) -> list[dict[str, Any]]:
-    """Pack and unpack throughput of ``albsnn_compress/formats/bitpack.py`` and of bare numpy, and their ratio, per size."""
+    """Pack and unpack throughput of ``albsnn_compress/formats/bitpack.py`` and of bare numpy, per size.
+
+    Each row also holds the median ratio of the two.
+    """
     rows = []
     for count in sizes:
         weights = np.random.default_rng(count).standard_normal(count, dtype=np.float32)
@@ -174,8 +177,15 @@ def _bitpack(sizes: list[int], min_seconds: float) -> list[dict[str, Any]]:
         ):
             raise RuntimeError(f"bitpack and numpy disagree at {count} weights")
         runs = 5 if count >= 1 << 24 else 9
-        pack = {"bitpack": lambda: pack_signs(weights), "numpy": lambda: _numpy_pack(weights)}
-        unpack = {"bitpack": lambda: unpack_signs(packed, [count]), "numpy": lambda: _numpy_unpack(packed, count)}
+        # Default arguments bind this iteration's arrays: each timed call is one lambda calling one function, as before.
+        pack = {
+            "bitpack": lambda weights=weights: pack_signs(weights),
+            "numpy": lambda weights=weights: _numpy_pack(weights),
+        }
+        unpack = {
+            "bitpack": lambda packed=packed, count=count: unpack_signs(packed, [count]),
+            "numpy": lambda packed=packed, count=count: _numpy_unpack(packed, count),
+        }
         rows.append(
             {
                 "weights": count,

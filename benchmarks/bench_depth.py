@@ -122,7 +122,8 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
             runs.append(_search(model, splits, args.budget, strategy, estimator, base))
             run = runs[-1]
             Console().print(
-                f"  {strategy}/{estimator}: {len(run['selected'])} binarized, drop {run['val_drop']:.2f}, {run['seconds']:.1f} s"
+                f"  {strategy}/{estimator}: {len(run['selected'])} binarized, "
+                f"drop {run['val_drop']:.2f}, {run['seconds']:.1f} s"
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -175,7 +176,9 @@ def print_tables(payload: dict[str, Any], console: Console | None = None) -> Non
     """Per-strategy runs, then per-depth cost ratios and estimator fidelity."""
     console = console or Console()
     runs = Table(
-        title=f"search cost vs depth on {payload['dataset']}, budget {payload['budget']:g} pts (val = validation split)",
+        title=(
+            f"search cost vs depth on {payload['dataset']}, budget {payload['budget']:g} pts (val = validation split)"
+        ),
         title_justify="left",
     )
     for column in (

@@ -274,7 +274,8 @@ def markdown_table(payload: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name in archs[0]["probe_measures"]:
         cells = [
-            f"{_rho(a['probe_measures_spearman'][name])} ({_rho(a['probe_measures_spearman_vs_mean_oracle'][name])}), as probe"
+            f"{_rho(a['probe_measures_spearman'][name])} "
+            f"({_rho(a['probe_measures_spearman_vs_mean_oracle'][name])}), as probe"
             for a in archs
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

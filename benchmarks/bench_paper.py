@@ -125,7 +125,10 @@ def _training(metadata: dict[str, Any], seconds: float | None) -> dict[str, Any]
 def run_benchmark(
     args: argparse.Namespace, checkpoint: Path, outdir: Path, train_seconds: float | None = None
 ) -> dict[str, Any]:
-    """Every budget on ``checkpoint`` (trained in ``train_seconds`` by this run, if it trained it); returns the JSON-able result."""
+    """Every budget on ``checkpoint``; returns the JSON-able result.
+
+    ``train_seconds``: how long this run took to train ``checkpoint``, if it trained it.
+    """
     saved = read_checkpoint(checkpoint)
     dataset = saved.metadata.get("dataset")
     settings = dict(_QUICK if args.quick else _FULL)
@@ -146,7 +149,8 @@ def run_benchmark(
         runs.append(_budget_run(checkpoint, budget, config, outdir, args.data_root, ctx))
         run = runs[-1]
         Console().print(
-            f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, drop {run['val_drop']:.2f} pts"
+            f"budget {budget:g}: {len(run['selected'])}/{len(run['candidates'])} binarized, "
+            f"drop {run['val_drop']:.2f} pts"
         )
     return {
         "checkpoint": repo_relative(str(checkpoint)),

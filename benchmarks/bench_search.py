@@ -198,16 +198,18 @@ def print_tables(payload: dict[str, Any]) -> None:
 def markdown_tables(payload: dict[str, Any]) -> str:
     """The runs and the fidelity as Markdown tables (what docs/method.md shows)."""
     lines = [
-        "| strategy | estimator | budget (pts) | binarized | val before | val after | val drop | test before | test after "
-        "| storage before (B) | storage after (B) | saved % | finetune epochs | slices | wall s |",
+        "| strategy | estimator | budget (pts) | binarized | val before | val after | val drop "
+        "| test before | test after | storage before (B) | storage after (B) | saved % "
+        "| finetune epochs | slices | wall s |",
         "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in payload["runs"]:
         acc = r["accuracy"]
         lines.append(
             f"| {r['strategy']} | {r['estimator'] if r['strategy'] == 'adaptive' else '-'} | {r['budget']:.1f} | "
-            f"{', '.join(n.split('.')[-1] for n in r['selected']) or '-'} | {acc['val_before']:.2f} | {acc['val_after']:.2f} | "
-            f"{r['val_drop']:.2f} | {acc.get('test_before', float('nan')):.2f} | {acc.get('test_after', float('nan')):.2f} | "
+            f"{', '.join(n.split('.')[-1] for n in r['selected']) or '-'} | "
+            f"{acc['val_before']:.2f} | {acc['val_after']:.2f} | {r['val_drop']:.2f} | "
+            f"{acc.get('test_before', float('nan')):.2f} | {acc.get('test_after', float('nan')):.2f} | "
             f"{r['bits_before'] // 8:,} | {r['bits_after'] // 8:,} | {r['storage_saved_percent']:.1f} | "
             f"{r['finetune_epochs']:.2f} | {r.get('slices', '-')} | {r['seconds']:.0f} |"
         )

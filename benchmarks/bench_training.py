@@ -1,8 +1,8 @@
-"""Training speed: a spiking net's optimisation step against the same layers as a plain CNN, and the data pipeline's share.
+"""Training speed: a spiking net's optimisation step against the same layers as a plain CNN; the data pipeline's share.
 
 Run from the repository root::
 
-    python -m benchmarks.bench_training --compile  # fmnist-vgg and cifar-vgg, T = 1, 2, 4, and an epoch (about 3 minutes)
+    python -m benchmarks.bench_training --compile  # fmnist-vgg, cifar-vgg: T = 1, 2, 4 and an epoch (about 3 min)
     python -m benchmarks.bench_training --quick    # digits-small, T = 1 and 2 (seconds)
 
 Step time: one ``forward + cross-entropy + backward + AdamW step`` on a fixed
@@ -146,7 +146,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _every_step(net: SpikingNet) -> SpikingNet:
-    """``net`` running every layer on all T copies of the image, as before the layers ahead of the first neuron ran once."""
+    """``net`` running every layer on all T copies of the image.
+
+    That is how every net ran before the layers ahead of the first neuron ran once.
+    """
     net.shared_layers = 0
     return net
 
@@ -312,7 +315,8 @@ def print_tables(result: dict[str, Any]) -> None:
     epoch = result["epoch"]
     console.print(
         f"epoch of {epoch['arch']} on {epoch['images']} {epoch['dataset']} images ({epoch['steps']} steps, augment "
-        f"{epoch['augment']}): Trainer {epoch['trainer_epoch_seconds']:.2f} s, bare loop {epoch['bare_epoch_seconds']:.2f} s, "
+        f"{epoch['augment']}): Trainer {epoch['trainer_epoch_seconds']:.2f} s, "
+        f"bare loop {epoch['bare_epoch_seconds']:.2f} s, "
         f"data pipeline {100 * epoch['pipeline_fraction']:.1f} % of the epoch"
     )
 

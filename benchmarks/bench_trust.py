@@ -236,8 +236,9 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     for row in summary:
         judged = "measured drop" if row["confidence"] is None else f"{row['confidence']:g} upper bound"
         lines.append(
-            f"| {row['budget']:g} | {judged} | {row['epochs']:g} | {row['runs']} | {row['test_exceeds']} of {row['runs']} | "
-            f"{row['val_exceeds']} of {row['runs']} | {spread(row['storage_saved_percent'], 1)} | {spread(row['val_drop_points'], 2)} | "
+            f"| {row['budget']:g} | {judged} | {row['epochs']:g} | {row['runs']} | "
+            f"{row['test_exceeds']} of {row['runs']} | {row['val_exceeds']} of {row['runs']} | "
+            f"{spread(row['storage_saved_percent'], 1)} | {spread(row['val_drop_points'], 2)} | "
             f"{spread(row['test_drop_points'], 2)} | {row['seconds']['median']:.0f} | {'; '.join(row['selections'])} |"
         )
     return "\n".join(lines)
@@ -271,8 +272,10 @@ def _run_grid(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]
             record = future.result()
             atomic_write_text(cells_dir / _cell_name(cell), json.dumps(record, indent=1))
             print(
-                f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  saved {record['storage_saved_percent']:.1f} %  "
-                f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  {record['seconds']:.0f} s",
+                f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  "
+                f"saved {record['storage_saved_percent']:.1f} %  "
+                f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  "
+                f"{record['seconds']:.0f} s",
                 flush=True,
             )
     return [json.loads((cells_dir / _cell_name(cell)).read_text()) for cell in _grid(args)]

@@ -91,7 +91,7 @@ def log(start: float, message: str) -> None:
 
 
 def affordable_epochs(seconds: float, epoch_seconds: float, minimum: float, safety: float = 1.25) -> float:
-    """Whole epochs that fit in ``seconds`` when one takes ``epoch_seconds`` (times ``safety``), at least ``minimum``."""
+    """Whole epochs that fit in ``seconds`` when one takes ``epoch_seconds`` times ``safety``; at least ``minimum``."""
     return max(minimum, float(math.floor(seconds / (epoch_seconds * safety))))
 
 
@@ -220,7 +220,7 @@ class Suite:
             raise RuntimeError(f"training wrote no {output}")
 
     def epoch_seconds(self, stage: str, dataset: str, arch: str, output: Path) -> float:
-        """Train one real epoch (the fallback model) and return its seconds, process start, data loading and evaluation included.
+        """Train one real epoch (the fallback model); return its seconds, start, data loading and evaluation included.
 
         Timed around the command (checkpoints hold no wall time, so the same seed gives the same bytes).
         """
@@ -340,7 +340,7 @@ class Suite:
         )
 
     def artifacts(self, largest: int = 2 << 20) -> None:
-        """Reports, containers and checkpoints of at most ``largest`` bytes each, in one tar (what comes back is capped)."""
+        """Reports, containers and checkpoints up to ``largest`` bytes each, in one tar (what comes back is capped)."""
         with tarfile.open(self.out / "artifacts.tar", "w") as archive:
             for folder in ("paper", "timesteps"):
                 for path in sorted((self.work / folder).rglob("*")) if (self.work / folder).exists() else []:

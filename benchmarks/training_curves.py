@@ -62,7 +62,10 @@ def curves(checkpoints: list[Path], labels: list[str]) -> list[dict[str, Any]]:
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
-    """Validation accuracy per epoch, one line per checkpoint (its final test accuracy in the legend); the paper's test rows dashed."""
+    """Validation accuracy per epoch, one line per checkpoint (its final test accuracy in the legend).
+
+    The paper's test rows are dashed lines.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
