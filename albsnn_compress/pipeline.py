@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import dataset_info, load_splits
@@ -28,7 +28,7 @@ from albsnn_compress.formats.onnx.export import export_onnx
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.search.result import CompressionResult
-from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.distributed import LOCAL, DistContext
 
@@ -79,7 +79,7 @@ def compress_checkpoint(
         ctx: distributed context (single process by default).
         on_progress: receives the search's and its finetuning's progress events.
     """
-    outputs = _output_set(request) if ctx.is_main and request.outdir is not None else None
+    outputs = _output_set(request, request.outdir) if ctx.is_main and request.outdir is not None else None
     if outputs is not None:
         outputs.prepare()  # a folder that cannot be written is refused now, not after the search
     model, metadata = _input_model(request)
@@ -147,7 +147,7 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
     return checkpoint.build(), {**checkpoint.metadata, "dataset": dataset}
 
 
-def _output_set(request: CompressRequest) -> OutputSet:
+def _output_set(request: CompressRequest, outdir: Path) -> OutputSet:
     """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then ``<stem>.nir`` if asked)."""
     stem = request.checkpoint.stem
     names = (
@@ -156,7 +156,7 @@ def _output_set(request: CompressRequest) -> OutputSet:
         *(f"report.{form}" for form in REPORT_FORMATS),
     )  # write_report's names in a folder
     names += (f"{stem}.nir",) if "nir" in request.formats else ()
-    return OutputSet(Path(request.outdir), names)
+    return OutputSet(outdir, names)
 
 
 def _write_outputs(
@@ -164,13 +164,14 @@ def _write_outputs(
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Write the container, the ONNX file and the JSON + HTML report as one set into the output folder."""
     container_name, onnx_name, *_ = outputs.names
+    model = cast(SpikingNet, result.model)  # compress() refuses a model it could not pack: it is a SpikingNet
     final = outputs.paths
     source_sha256 = sha256_file(request.checkpoint)  # a read: outside the block whose OSErrors are write errors
     with outputs.staging() as stage, writing(outputs.folder):
         container, onnx_path = stage / container_name, stage / onnx_name
         write_container(
             container,
-            result.model,
+            model,
             class_names=metadata.get("class_names"),
             accuracy=result.accuracy,
             budget=result.budget,
@@ -182,9 +183,9 @@ def _write_outputs(
                 "seed": str(result.seed),
             },
         )
-        export_onnx(result.model, onnx_path, weights=request.onnx_weights)
+        export_onnx(model, onnx_path, weights=request.onnx_weights)
         nir_name = outputs.names[-1] if "nir" in request.formats else None
-        nir_info = export_nir(result.model, stage / nir_name) if nir_name else None
+        nir_info = export_nir(model, stage / nir_name) if nir_name else None
         report = build_report(
             result,
             input_checkpoint=request.checkpoint,
@@ -192,7 +193,7 @@ def _write_outputs(
             onnx=onnx_path,
             nir=stage / nir_name if nir_name else None,
             nir_binary_layers=nir_info.binary_layers if nir_info else (),
-            c_export=c_footprint(result.model),
+            c_export=c_footprint(model),
         )
         # the sizes were measured on the staged files; the paths are where they end up
         report["storage"]["on_disk"]["container"]["path"] = str(final[container_name])

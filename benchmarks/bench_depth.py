@@ -46,7 +46,7 @@ from rich.table import Table
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.errors import AlbsnnError
-from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.bench_search import estimator_values, fidelity_spearman, summarize

@@ -51,8 +51,8 @@ from scipy.stats import spearmanr
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.estimators import ProbeEstimator
-from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig

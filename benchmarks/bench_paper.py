@@ -45,7 +45,7 @@ from rich.table import Table
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search import SearchConfig
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training.distributed import DistContext
 from albsnn_compress.training.train_model import TrainRequest, train_model

@@ -28,8 +28,8 @@ from scipy.stats import spearmanr
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.estimators import ESTIMATORS, resolve_estimator
-from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training.distributed import LOCAL, DistContext

@@ -38,8 +38,8 @@ import torch
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.files.atomic import atomic_write_text
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.paired_drop import PairedDrop
-from albsnn_compress.search.run import SearchConfig, compress
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig

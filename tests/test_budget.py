@@ -13,7 +13,7 @@ from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
-from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search import SearchConfig, compress
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
 from albsnn_compress.search.result import CompressionResult
-from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search import SearchConfig
 from albsnn_compress.snn.layers import TimeBatchNorm1d, TimeBatchNorm2d
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet

@@ -12,6 +12,7 @@ from albsnn_compress.binarize import binarize_, binarize_weight, candidate_layer
 from albsnn_compress.checkpoint import load_checkpoint
 from albsnn_compress.data.registry import load_splits
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.search.config import SearchConfig
 from albsnn_compress.search.estimators import (
     ESTIMATORS,
     Estimator,
@@ -23,7 +24,6 @@ from albsnn_compress.search.estimators import (
     register_estimator,
     resolve_estimator,
 )
-from albsnn_compress.search.run import SearchConfig
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.snn.layers import TimeBatchNorm2d, TimeConv2d
 from albsnn_compress.snn.neurons import LIF
@@ -132,7 +132,7 @@ def test_a_registered_estimator_is_built_fresh_by_name() -> None:
         with pytest.raises(CompressionError, match="estimator name 'test-weight' is already registered"):
             register_estimator("test-weight", WeightEstimator)
     finally:
-        del ESTIMATORS["test-weight"]
+        ESTIMATORS.unregister("test-weight")
 
 
 def _spike_flips_by_definition(net: nn.Module, name: str, lif: nn.Module, probe: Probe) -> float:

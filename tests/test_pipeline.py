@@ -14,7 +14,7 @@ from albsnn_compress.errors import OutputError
 from albsnn_compress.files.output_set import MANIFEST_NAME, verify_output_set
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search import SearchConfig
 from albsnn_compress.training.trainer import evaluate
 from tests.clihelp import run_cli
 

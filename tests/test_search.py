@@ -13,7 +13,7 @@ from albsnn_compress import binarize_, binarized_layers, load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.progress import ProgressEvent
-from albsnn_compress.search.run import SearchConfig, compress
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.training.trainer import evaluate
 
 FAST = {"epochs": 0.5, "trial_epochs": 0.5}

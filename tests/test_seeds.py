@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from albsnn_compress.errors import AlbsnnError, SeedError
-from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search import SearchConfig
 from albsnn_compress.seeds import MAX_DERIVED_SEED, MAX_SEED, check_seed
 from albsnn_compress.training.trainer import TrainConfig
 

@@ -286,4 +286,4 @@ def test_a_registered_strategy_is_found_by_name() -> None:
     try:
         assert resolve_strategy("test-keep-nothing") == ("test-keep-nothing", keep_nothing)
     finally:
-        del STRATEGIES["test-keep-nothing"]
+        STRATEGIES.unregister("test-keep-nothing")

@@ -11,7 +11,7 @@ from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_split
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search.run import SearchConfig
+from albsnn_compress.search import SearchConfig
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig, evaluate
 

@@ -25,7 +25,7 @@ from albsnn_compress.errors import BudgetError
 from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
 from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.search.estimators import ESTIMATORS
-from albsnn_compress.search.run import SearchConfig, check_budget
+from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.search.strategies import STRATEGIES
 from albsnn_compress.training.distributed import init_distributed
 

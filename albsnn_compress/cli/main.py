@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -33,7 +35,14 @@ class _DefaultCommandGroup(click.Group):
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[override]
+    def main(  # click's main returns Any; ours always exits
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
         try:
             with warnings.catch_warnings():  # restores showwarning afterwards (tests run the CLI in-process)
                 warnings.showwarning = _one_line_warning(warnings.showwarning)
@@ -52,10 +61,17 @@ class _DefaultCommandGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-def _one_line_warning(fallback):  # type: ignore[no-untyped-def]
+def _one_line_warning(fallback: Callable[..., None]) -> Callable[..., None]:
     """``warnings.showwarning`` printing our warnings as ``warning: MESSAGE`` (no file, line or source)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         if issubclass(category, BudgetWarning):
             click.echo(f"warning: {message}", err=True)
         else:

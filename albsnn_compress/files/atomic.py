@@ -109,7 +109,7 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], names: list[str] | 
         The paths removed.
     """
     patterns = [temporary_pattern(name) for name in names]
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):

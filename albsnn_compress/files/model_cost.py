@@ -82,7 +82,8 @@ def inference_bytes(spec: dict[str, Any], timesteps: int, batch: int) -> int:
         (1 if index < shared else timesteps) * (size_in + 6 * size_out)
         for index, (size_in, size_out) in enumerate(activation_sizes(spec))
     )
-    return FLOAT_BYTES * batch * (math.prod(spec["input"]["shape"]) + widest)
+    input_size: int = math.prod(spec["input"]["shape"])
+    return FLOAT_BYTES * batch * (input_size + widest)
 
 
 def parameter_bytes(spec: dict[str, Any]) -> int:

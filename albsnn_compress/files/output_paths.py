@@ -74,7 +74,7 @@ def output_error(path: str | os.PathLike[str], exc: OSError, where: Path | None 
             blocking = None
         reason = f"{blocking} is a file, not a folder" if blocking is not None else "a part of the path is not a folder"
         return OutputError(exc.errno, f"cannot write {path}: {reason}; choose another output path")
-    fix = _FIXES.get(exc.errno, f"{exc.strerror or exc}; choose another output path")
+    fix = _FIXES.get(exc.errno or 0, f"{exc.strerror or exc}; choose another output path")
     place = f" (nothing can be created in {where})" if where is not None and where not in (path, path.parent) else ""
     return OutputError(exc.errno, f"cannot write {path}{place}: {fix}")
 

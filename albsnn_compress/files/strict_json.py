@@ -155,7 +155,8 @@ class _DepthScan:
             run_start = starts[np.searchsorted(starts, hit - 1, side="right") - 1]
             runs[preceded] = hit - run_start + np.where(run_start == 0, self.backslashes, 0)
         runs[quotes == 0] = self.backslashes
-        return runs % 2 == 1
+        odd: np.ndarray = runs % 2 == 1
+        return odd
 
 
 def _check_shape(text: str, max_depth: int, max_containers: int | None) -> _DepthScan:

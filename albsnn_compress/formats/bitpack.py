@@ -53,9 +53,7 @@ def _as_numpy(weight: torch.Tensor | np.ndarray) -> np.ndarray:
     """``weight`` as a numpy array on the CPU (no copy for a CPU tensor or an array)."""
     if isinstance(weight, np.ndarray):
         return weight
-    if isinstance(weight, torch.Tensor):
-        return weight.detach().cpu().numpy()
-    return np.asarray(weight)
+    return weight.detach().cpu().numpy()
 
 
 def _pack_chunked(flat: np.ndarray) -> bytes:
@@ -85,7 +83,7 @@ def pack_signs(weight: torch.Tensor | np.ndarray) -> bytes:
     return np.packbits(array >= _ZERO).tobytes()  # packbits flattens in C order
 
 
-def _check_length(data: bytes, count: int) -> None:
+def _check_length(data: bytes | memoryview, count: int) -> None:
     if len(data) < packed_size(count):
         raise ValueError(f"packed signs: {count} bits need {packed_size(count)} bytes, got {len(data)}")
 
@@ -100,7 +98,9 @@ def unpack_bits(data: bytes, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count)
 
 
-def unpack_signs(data: bytes, shape: tuple[int, ...] | list[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def unpack_signs(
+    data: bytes | memoryview, shape: tuple[int, ...] | list[int], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Unpack bits to a ``+1/-1`` tensor of ``shape`` (inverse of :func:`pack_signs`).
 
     Raises:

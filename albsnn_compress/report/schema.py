@@ -250,7 +250,8 @@ def _resolve(node: dict[str, Any]) -> dict[str, Any]:
     ref = node.get("$ref")
     if ref is None:
         return node
-    return SCHEMA["$defs"][ref.rsplit("/", 1)[-1]]
+    definition: dict[str, Any] = SCHEMA["$defs"][ref.rsplit("/", 1)[-1]]
+    return definition
 
 
 def _check(value: Any, node: dict[str, Any], where: str) -> None:
@@ -349,7 +350,7 @@ def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
     """
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        document = strict_loads(text, max_depth=_MAX_DEPTH, max_int_digits=_MAX_INT_DIGITS)
+        document: dict[str, Any] = strict_loads(text, max_depth=_MAX_DEPTH, max_int_digits=_MAX_INT_DIGITS)
         validate_report(document)
     except StrictJSONError as exc:
         raise ReportError(f"{source}: {exc}; pass the report.json a compress run wrote") from None

@@ -11,6 +11,8 @@ them); an ImageSet's uint8 images become floats in [0, 1].
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,11 +21,11 @@ from albsnn_compress.errors import CompressionError
 
 __all__ = ["SplitData", "as_imageset"]
 
-SplitData = ImageSet | tuple[torch.Tensor, torch.Tensor] | DataLoader
+SplitData = ImageSet | tuple[torch.Tensor, torch.Tensor] | DataLoader[Any]
 _FORMS = "an ImageSet, (images, labels) tensors or a torch DataLoader of (images, labels) batches"
 
 
-def _read_loader(loader: DataLoader, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_loader(loader: DataLoader[Any], what: str) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for batch in loader:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:

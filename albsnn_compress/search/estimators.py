@@ -35,7 +35,7 @@ import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from torch import nn
 
 from albsnn_compress.binarize import binarize_, binarize_weight, is_binarized, unbinarize_
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.registry import Registry
 from albsnn_compress.snn.neurons import LIF
 
 __all__ = [
@@ -71,8 +72,9 @@ class Probe:
 def latent_weight(module: nn.Module) -> torch.Tensor:
     """The real-valued weight of a layer, binarized or not."""
     if is_binarized(module):
-        return module.parametrizations["weight"].original
-    return module.weight
+        parametrizations = cast(nn.ModuleDict, module.parametrizations)
+        return cast(torch.Tensor, parametrizations["weight"].original)
+    return cast(torch.Tensor, module.weight)
 
 
 @runtime_checkable
@@ -252,7 +254,7 @@ class FisherTracker:
         model.eval()  # batch norm uses running statistics; gradients still flow
         for images, labels in probe.batches:
             model.zero_grad(set_to_none=True)
-            F.cross_entropy(model(images), labels).backward()
+            torch.autograd.backward(F.cross_entropy(model(images), labels))
             self.update(model, names)
         model.zero_grad(set_to_none=True)
 
@@ -361,7 +363,7 @@ class ProbeEstimator:
 
     def _compare(self, model: nn.Module, name: str, probe: Probe, reference: list[torch.Tensor]) -> float:
         """The loss increase over the reference outputs with ``name`` binarized alone; fills ``details[name]``."""
-        sums = {"loss_increase": 0.0, "kl": 0.0, "flipped": 0.0, "images": 0}
+        sums: dict[str, float] = {"loss_increase": 0.0, "kl": 0.0, "flipped": 0.0, "images": 0}
         binarize_(model, [name])
         try:
             for (images, labels), log_p in zip(probe.batches, reference):
@@ -374,19 +376,21 @@ class ProbeEstimator:
                 sums["images"] += len(labels)
         finally:
             unbinarize_(model, [name])
-        images = max(sums["images"], 1)
-        self.details[name] = {"kl_nats": sums["kl"] / images, "prediction_flip_fraction": sums["flipped"] / images}
-        return sums["loss_increase"] / images
+        count = max(sums["images"], 1)
+        self.details[name] = {"kl_nats": sums["kl"] / count, "prediction_flip_fraction": sums["flipped"] / count}
+        return sums["loss_increase"] / count
 
 
 EstimatorFactory = Callable[[], Estimator]
 
-ESTIMATORS: dict[str, EstimatorFactory] = {
-    "weight": WeightEstimator,
-    "output": OutputEstimator,
-    "loss": LossEstimator,
-    "probe": ProbeEstimator,
-}
+ESTIMATORS: Registry[EstimatorFactory] = Registry("estimator", CompressionError, "or pass an estimator object")
+for _name, _factory in (
+    ("weight", WeightEstimator),
+    ("output", OutputEstimator),
+    ("loss", LossEstimator),
+    ("probe", ProbeEstimator),
+):
+    ESTIMATORS.register(_name, _factory)
 
 
 def register_estimator(name: str, factory: EstimatorFactory) -> None:
@@ -395,9 +399,7 @@ def register_estimator(name: str, factory: EstimatorFactory) -> None:
     Raises:
         CompressionError: ``name`` is already registered.
     """
-    if name in ESTIMATORS:
-        raise CompressionError(f"estimator name {name!r} is already registered; register yours under another name")
-    ESTIMATORS[name] = factory
+    ESTIMATORS.register(name, factory)
 
 
 def resolve_estimator(estimator: str | Estimator) -> Estimator:
@@ -411,11 +413,7 @@ def resolve_estimator(estimator: str | Estimator) -> Estimator:
         CompressionError: an unknown name, or an object without ``name`` and ``estimate``.
     """
     if isinstance(estimator, str):
-        if estimator not in ESTIMATORS:
-            raise CompressionError(
-                f"unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)} or pass an estimator object"
-            )
-        return ESTIMATORS[estimator]()
+        return ESTIMATORS.lookup(estimator)()
     if not isinstance(estimator, Estimator):
         raise CompressionError(
             f"estimator {estimator!r} has no name and estimate(model, candidates, probe); pass one of {list(ESTIMATORS)} or such an object"

@@ -77,6 +77,7 @@ def recalibrate_batchnorm(
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
         if ctx.distributed:  # every rank must hold the same statistics
-            norm.running_mean.copy_(ctx.all_reduce_sum(norm.running_mean) / ctx.world_size)
-            norm.running_var.copy_(ctx.all_reduce_sum(norm.running_var) / ctx.world_size)
+            for statistic in (norm.running_mean, norm.running_var):
+                if statistic is not None:  # None only for a norm built with track_running_stats=False
+                    statistic.copy_(ctx.all_reduce_sum(statistic) / ctx.world_size)
     model.eval()

@@ -58,13 +58,26 @@ class StrategySession(Protocol):
         decisions: the latest verdict per candidate decided so far.
     """
 
-    candidates: list[str]
-    saved_bits: Mapping[str, int]
-    budget: float
-    config: StrategySettings
-    calibration: Calibration
-    current_drop: float
-    decisions: Mapping[str, LayerDecision]
+    @property
+    def candidates(self) -> list[str]: ...
+
+    @property
+    def saved_bits(self) -> Mapping[str, int]: ...
+
+    @property
+    def budget(self) -> float: ...
+
+    @property
+    def config(self) -> StrategySettings: ...
+
+    @property
+    def calibration(self) -> Calibration: ...
+
+    @property
+    def current_drop(self) -> float: ...
+
+    @property
+    def decisions(self) -> Mapping[str, LayerDecision]: ...
 
     def estimate(self, names: list[str]) -> dict[str, float]:
         """Raw estimator values for ``names`` on the model as it is now."""
@@ -115,8 +128,8 @@ class StrategySession(Protocol):
         """Go back to the input model (its drop is 0 by definition)."""
         ...
 
-    def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> None:
-        """Append a trajectory step: ``action`` on ``layers``, with the raw estimates it weighed."""
+    def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> object:
+        """Append a trajectory step: ``action`` on ``layers``, with the raw estimates it weighed (strategies ignore the value)."""
         ...
 
     def decide(

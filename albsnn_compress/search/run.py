@@ -51,7 +51,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators for the run and give the caller's random state back after it."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.random.default_generator.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         if devices:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)

@@ -179,7 +179,8 @@ class SearchSession:
         start = time.perf_counter()
         values = self.estimator.estimate(self.model, names, self.probe)
         self.timings["estimate"] += time.perf_counter() - start
-        return self.ctx.broadcast(values)
+        shared: dict[str, float] = self.ctx.broadcast(values)
+        return shared
 
     def finetune(self, epochs: float, description: str) -> None:
         """Finetune the current model for ``epochs`` (one cosine slice), calling the estimator's hook."""

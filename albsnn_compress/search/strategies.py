@@ -31,6 +31,7 @@ makes the budget hold whatever the estimates said.
 from __future__ import annotations
 
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.registry import Registry
 from albsnn_compress.search.protocol import Strategy, StrategySession
 from albsnn_compress.search.result import LayerDecision
 
@@ -277,12 +278,9 @@ def binarize_none(session: StrategySession) -> None:
     session.record("final", [])
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "adaptive": adaptive,
-    "oracle": oracle,
-    "all": binarize_all,
-    "none": binarize_none,
-}
+STRATEGIES: Registry[Strategy] = Registry("strategy", CompressionError, "or pass a function strategy(session)")
+for _name, _strategy in (("adaptive", adaptive), ("oracle", oracle), ("all", binarize_all), ("none", binarize_none)):
+    STRATEGIES.register(_name, _strategy)
 
 
 def register_strategy(name: str, strategy: Strategy) -> None:
@@ -291,9 +289,7 @@ def register_strategy(name: str, strategy: Strategy) -> None:
     Raises:
         CompressionError: ``name`` is already registered.
     """
-    if name in STRATEGIES:
-        raise CompressionError(f"strategy name {name!r} is already registered; register yours under another name")
-    STRATEGIES[name] = strategy
+    STRATEGIES.register(name, strategy)
 
 
 def resolve_strategy(strategy: str | Strategy) -> tuple[str, Strategy]:
@@ -305,14 +301,12 @@ def resolve_strategy(strategy: str | Strategy) -> tuple[str, Strategy]:
         CompressionError: an unknown name, or something that is neither a name nor callable.
     """
     if isinstance(strategy, str):
-        if strategy not in STRATEGIES:
-            raise CompressionError(
-                f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)} or pass a function strategy(session)"
-            )
-        return strategy, STRATEGIES[strategy]
+        return strategy, STRATEGIES.lookup(strategy)
     if not callable(strategy):
         raise CompressionError(
             f"strategy {strategy!r} is not callable; pass one of {list(STRATEGIES)} or a function strategy(session)"
         )
-    name = next((key for key, value in STRATEGIES.items() if value is strategy), None)
-    return name or getattr(strategy, "__name__", type(strategy).__name__), strategy
+    registered = STRATEGIES.name_of(strategy)
+    return registered if registered is not None else str(
+        getattr(strategy, "__name__", type(strategy).__name__)
+    ), strategy

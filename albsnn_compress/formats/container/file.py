@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 FLOAT_KINDS = ("float32", "float16")
-_NUMPY_DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 _ESCAPING = (
     MemoryError,
     RecursionError,
@@ -98,7 +98,8 @@ class Container:
     @property
     def metadata(self) -> dict[str, str]:
         """Free-form string-to-string metadata (e.g. ``dataset``)."""
-        return self.header["metadata"]
+        metadata: dict[str, str] = self.header["metadata"]
+        return metadata
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -125,7 +126,9 @@ def is_container(path: str | os.PathLike[str]) -> bool:
 
 def _plain_number(value: Any) -> Any:
     """numpy/torch scalars as Python floats; anything else unchanged for the header check to judge."""
-    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else value
+    if isinstance(value, bool):
+        return value
+    return float(value) if isinstance(value, numbers.Real) else value
 
 
 def _float_bytes(name: str, tensor: torch.Tensor, kind: str, *, nonnegative: bool = False) -> bytes:
@@ -151,7 +154,8 @@ def _encode_tensors(model: SpikingNet, expected: Expected, float_kind: str) -> l
 
     def effective(name: str) -> torch.Tensor:  # binarized weights come out as alpha * sign
         module, _, attr = name.rpartition(".")
-        return getattr(modules[module], attr).detach().cpu()
+        tensor: torch.Tensor = getattr(modules[module], attr).detach().cpu()
+        return tensor
 
     items = []
     for name, (kinds, _) in expected.items():

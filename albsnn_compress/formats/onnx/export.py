@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -120,14 +120,15 @@ class _Exporter:
         factor leaves ``alpha`` to it (``take_input_scale``) instead of a ``Mul``.
         """
         b = self.builder
-        weight = module.weight.detach().cpu().float()
+        weight = cast(torch.Tensor, module.weight).detach().cpu().float()
+        bias = getattr(module, "bias", None)
         if not (self.packed and is_binarized(module)):
             return b.initializer(f"{name}.w", weight.numpy())
         bits = b.initializer(f"{name}.bits", np.frombuffer(pack_signs(weight), dtype=np.uint8))
         signs = unpack_signs(b, bits, weight.numel(), list(weight.shape), name)
         alpha = binary_scale(weight).numpy()
         following = layer_type_of(self.following) if self.following is not None else None
-        if module.bias is None and following is not None and following.absorbs_input_scale and bool((alpha > 0).all()):
+        if bias is None and following is not None and following.absorbs_input_scale and bool((alpha > 0).all()):
             self.input_scale = alpha.astype(np.float64)
             return signs
         scale = b.initializer(f"{name}.alpha", alpha.reshape(-1, *[1] * (weight.dim() - 1)))

@@ -53,7 +53,7 @@ class GraphBuilder:
 
     def const(self, values: Any, dtype: type = np.float32) -> str:
         """A small constant, stored once however many nodes use it."""
-        array = np.asarray(values, dtype=dtype)
+        array: np.ndarray = np.asarray(values, dtype=dtype)
         key = (array.dtype.str, array.shape, array.tobytes())
         if key not in self._constants:  # short names: an unrolled graph mentions them hundreds of times
             self._constants[key] = self.initializer(f"c{len(self._constants)}", array)
