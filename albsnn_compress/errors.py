@@ -88,7 +88,8 @@ class ReportError(AlbsnnError, ValueError):
 
 
 class InteropError(AlbsnnError, ValueError):
-    """A network from another framework (snnTorch, SpikingJelly, NIR) has no exact albsnn form, or its files are unusable."""
+    """A network from another framework (snnTorch, SpikingJelly, NIR) has no exact albsnn form, or its files are
+    unusable."""
 
 
 class SeedError(AlbsnnError, ValueError):
@@ -114,4 +115,5 @@ class StrictJSONError(AlbsnnError, ValueError):
 
 
 class NirError(AlbsnnError, ValueError):
-    """A NIR file or graph cannot be read as a spiking network of ours, or NIR is not installed; the message names the node."""
+    """A NIR file or graph cannot be read as a spiking network of ours, or NIR is not installed; the message names the
+    node."""

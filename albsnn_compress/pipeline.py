@@ -27,8 +27,8 @@ from albsnn_compress.formats.nir.optional import check_nir_exportable, export_ni
 from albsnn_compress.formats.onnx.export import export_onnx
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
-from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.distributed import LOCAL, DistContext
 
@@ -87,7 +87,7 @@ def compress_checkpoint(
     try:
         splits = load_splits(dataset, request.data_root)
     except DatasetError as exc:
-        raise DatasetError(f"{exc} (the model was trained on {dataset})") from None
+        raise DatasetError(f"{exc} (the model was trained on {dataset})") from exc
     if "nir" in request.formats:
         check_nir_exportable(model)  # a layer NIR cannot hold is refused now, not after the search
     result = compress(
@@ -134,7 +134,8 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
         model = read_nir(path, request.timesteps)
         if tuple(model.spec["input"]["shape"]) != tuple(info.input_shape):
             raise DatasetError(
-                f"{path}: the network takes inputs of shape {model.spec['input']['shape']}, {request.dataset} images are "
+                f"{path}: the network takes inputs of shape {model.spec['input']['shape']}, {request.dataset} images "
+                "are "
                 f"{list(info.input_shape)}; pass the dataset it was trained on with --dataset"
             )
         return model, {"dataset": request.dataset, "class_names": list(info.class_names)}
@@ -148,7 +149,8 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
 
 
 def _output_set(request: CompressRequest, outdir: Path) -> OutputSet:
-    """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then ``<stem>.nir`` if asked)."""
+    """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then
+    ``<stem>.nir`` if asked)."""
     stem = request.checkpoint.stem
     names = (
         f"{stem}.albsnn",

@@ -23,9 +23,9 @@ from albsnn_compress.cli.terminal import render_terminal
 from albsnn_compress.data.registry import DATASETS
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
+from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.search.estimators import ESTIMATORS
-from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.search.strategies import STRATEGIES
 from albsnn_compress.training.distributed import init_distributed
 
@@ -36,7 +36,7 @@ def _budget(_ctx: click.Context, _param: click.Parameter, value: str) -> float:
     try:
         return check_budget(value)
     except BudgetError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _formats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -149,7 +149,10 @@ def _names(value: str | None) -> list[str]:
     show_default=True,
     callback=_formats,
     metavar="LIST",
-    help="Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure in metadata).",
+    help=(
+        "Files to write besides the report: albsnn and onnx always; add nir for NIR (float arrays, binary structure "
+        "in metadata)."
+    ),
 )
 @click.option(
     "--confidence",
@@ -191,7 +194,8 @@ def command(
     channels_last: bool,
     quiet: bool,
 ) -> None:
-    """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR file)."""
+    """Binarize the layers an accuracy budget affords; write .albsnn, ONNX and a report (from a checkpoint or a NIR
+    file)."""
     ctx = init_distributed(device)
     if not ctx.is_main:
         warnings.simplefilter("ignore", BudgetWarning)  # the main process says it once

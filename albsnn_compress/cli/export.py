@@ -55,7 +55,8 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
             export = export_c(model, output)
         click.echo(
             f"{output}: {len(export.files)} files, {export.weight_bytes} bytes const (flash), "
-            f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, T={model.timesteps}"
+            f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, "
+            f"T={model.timesteps}"
         )
         return
     if output.is_dir():

@@ -22,7 +22,10 @@ device_option = click.option(
     "--device",
     default="auto",
     show_default=True,
-    help="Where to compute: auto|cpu|cuda|cuda:N (auto picks CUDA when present; under torchrun, cuda is cuda:LOCAL_RANK).",
+    help=(
+        "Where to compute: auto|cpu|cuda|cuda:N (auto picks CUDA when present; under torchrun, cuda is "
+        "cuda:LOCAL_RANK)."
+    ),
 )
 amp_option = click.option("--amp", is_flag=True, help="Mixed precision (bfloat16 autocast) when training on CUDA.")
 sync_bn_option = click.option(
@@ -33,7 +36,10 @@ sync_bn_option = click.option(
 channels_last_option = click.option(
     "--channels-last",
     is_flag=True,
-    help="Train and finetune with weights and images in channels-last layout (faster on CPU); not bit-identical to the default.",
+    help=(
+        "Train and finetune with weights and images in channels-last layout (faster on CPU); not bit-identical to "
+        "the default."
+    ),
 )
 seed_option = click.option(
     "--seed",

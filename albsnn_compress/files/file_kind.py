@@ -65,7 +65,8 @@ def sniff(head: bytes) -> FileKind:
         found = head[:9].hex(" ")
         return FileKind(
             "damaged-container",
-            f"an .albsnn container whose magic is damaged ({found}, expected {CONTAINER_MAGIC.hex(' ')}; {_damage(head)})",
+            f"an .albsnn container whose magic is damaged ({found}, expected {CONTAINER_MAGIC.hex(' ')}; "
+            f"{_damage(head)})",
         )
     if head.startswith(_ZIP_HEADS):
         return FileKind("zip", "a zip archive")

@@ -92,7 +92,8 @@ def parameter_bytes(spec: dict[str, Any]) -> int:
 
 
 def fitting_batch_size(spec: dict[str, Any], timesteps: int, requested: int, limit: int = MAX_INFERENCE_BYTES) -> int:
-    """The largest batch of at most ``requested`` images whose forward pass stays within ``limit`` bytes (at least 1)."""
+    """The largest batch of at most ``requested`` images whose forward pass stays within ``limit`` bytes (at least
+    1)."""
     per_sample = inference_bytes(spec, timesteps, 1)
     return max(1, min(requested, limit // per_sample))
 

@@ -46,13 +46,14 @@ _FIXES = {
 
 
 def _kind(path: Path, target: Path) -> str | None:
-    """``"folder"``, ``"file"`` (anything else that exists) or ``None``; an unreadable path is an :class:`OutputError`."""
+    """``"folder"``, ``"file"`` (anything else that exists) or ``None``; an unreadable path is an
+    :class:`OutputError`."""
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:  # e.g. a folder on the way without search permission
-        raise output_error(target, exc) from None
+        raise output_error(target, exc) from exc
     return "folder" if stat.S_ISDIR(mode) else "file"
 
 
@@ -90,7 +91,7 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     except OutputError:
         raise
     except OSError as exc:
-        raise output_error(path, exc) from None
+        raise output_error(path, exc) from exc
 
 
 def _probe(folder: Path, target: Path) -> None:
@@ -98,7 +99,7 @@ def _probe(folder: Path, target: Path) -> None:
     try:
         fd, name = tempfile.mkstemp(dir=folder, prefix=PROBE_PREFIX, suffix=".tmp")
     except OSError as exc:
-        raise output_error(target, exc, folder) from None
+        raise output_error(target, exc, folder) from exc
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(name)

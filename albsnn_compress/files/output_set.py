@@ -149,7 +149,7 @@ class OutputSet:
             try:
                 read_manifest(manifest)
             except OutputSetError as exc:
-                raise OutputSetError(f"{exc}; it would be replaced: move it or choose another output folder") from None
+                raise OutputSetError(f"{exc}; it would be replaced: move it or choose another output folder") from exc
         if self.folder.is_dir():
             with writing(self.folder):
                 _remove_leftovers(self.folder, list(self.names))
@@ -207,7 +207,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         with open(path, "rb") as stream:
             data = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        raise OutputSetError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        raise OutputSetError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     if len(data) > MAX_MANIFEST_BYTES:
         raise OutputSetError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes, not an albsnn-compress output manifest")
     try:
@@ -215,7 +215,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (UnicodeDecodeError, StrictJSONError, ValueError) as exc:
         raise OutputSetError(
             f"{path}: not an albsnn-compress output manifest (not strict JSON: {str(exc)[:80]})"
-        ) from None
+        ) from exc
     if not isinstance(value, dict) or value.get("schema") != MANIFEST_SCHEMA:
         raise OutputSetError(f'{path}: not an albsnn-compress output manifest (no "schema": "{MANIFEST_SCHEMA}")')
     if value.get("version") != MANIFEST_VERSION or type(value.get("version")) is not int:

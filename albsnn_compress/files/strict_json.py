@@ -192,8 +192,8 @@ def _check_strings(value: Any) -> None:
             if not string.isascii():
                 try:
                     string.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise StrictJSONError(f"string {string[:40]!r} holds an unpaired surrogate escape") from None
+                except UnicodeEncodeError as exc:
+                    raise StrictJSONError(f"string {string[:40]!r} holds an unpaired surrogate escape") from exc
 
 
 @contextmanager
@@ -248,9 +248,10 @@ def strict_loads(
         with _collector_paused():
             value, end = decoder.raw_decode(text)
     except RecursionError:
+        # from None: the chained RecursionError would repeat a thousand frames of the parser
         raise StrictJSONError(f"nesting deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
-        raise StrictJSONError(f"not valid JSON ({exc.msg} at character {exc.pos})") from None
+        raise StrictJSONError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
     if text[end:].strip(trailing):
         raise StrictJSONError(f"junk after the JSON object at character {end} (only padding may follow)")
     if isinstance(value, (dict, list)) and ("\\u" in text or not text.isascii()) and _SURROGATE.search(text):

@@ -35,7 +35,8 @@ __all__ = ["build_report", "file_entry", "NIR_NOTE"]
 
 NIR_NOTE = (
     "NIR stores float32 arrays (HDF5): there is no 1-bit packing on disk, so the .nir file holds every weight at "
-    "32 bits, like the float model. The binary structure survives as values: every weight of each listed layer is exactly "
+    "32 bits, like the float model. The binary structure survives as values: every weight of each listed layer is "
+    "exactly "
     "+scale[c] or -scale[c] for its output channel c (node metadata albsnn_binary and albsnn_scale), so a "
     "neuromorphic toolchain that quantizes weights can store those layers as 1-bit synapses with one scale per "
     "output channel (or that scale folded into the neurons' input gain) without losing anything."

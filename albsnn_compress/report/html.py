@@ -24,7 +24,10 @@ NO_CHARTS_NOTE = (
 _CHARTS_AFTER = {"layers": ("storage", "estimator"), "trajectory": ("trajectory",)}
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d232a; background: #f6f7f9; margin: 0; }
+body {
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: #1d232a; background: #f6f7f9; margin: 0;
+}
 main { max-width: 1560px; margin: 0 auto; padding: 24px 16px; }
 h1 { font-size: 22px; margin: 0 0 4px; }
 h2 { font-size: 17px; margin: 28px 0 8px; }

@@ -353,13 +353,13 @@ def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:
         document: dict[str, Any] = strict_loads(text, max_depth=_MAX_DEPTH, max_int_digits=_MAX_INT_DIGITS)
         validate_report(document)
     except StrictJSONError as exc:
-        raise ReportError(f"{source}: {exc}; pass the report.json a compress run wrote") from None
+        raise ReportError(f"{source}: {exc}; pass the report.json a compress run wrote") from exc
     except ReportError as exc:
-        raise ReportError(f"{source}: {exc}") from None
+        raise ReportError(f"{source}: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ReportError(
             f"{source}: not UTF-8 text (byte {exc.start}); pass the report.json a compress run wrote"
-        ) from None
+        ) from exc
     return document
 
 
@@ -375,7 +375,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
         with path.open("rb") as stream:
             data = stream.read(MAX_REPORT_BYTES + 1)
     except OSError as exc:
-        raise ReportError(f"{path}: cannot read the report ({exc.strerror or exc})") from None
+        raise ReportError(f"{path}: cannot read the report ({exc.strerror or exc})") from exc
     if len(data) > MAX_REPORT_BYTES:
         raise ReportError(f"{path}: larger than {MAX_REPORT_BYTES} bytes; not a report this tool wrote")
     return parse_report(data, str(path))

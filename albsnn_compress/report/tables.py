@@ -295,9 +295,12 @@ def _layers(report: Mapping[str, Any]) -> Table:
     highlight.append(False)
     note = (
         "Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
-        "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit weight). "
-        "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the layer was decided. "
-        "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was tried in."
+        "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit "
+        "weight). "
+        "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the "
+        "layer was decided. "
+        "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was "
+        "tried in."
     )
     return Table("layers", "Layers", columns, rows, "lllrrrrrrlrrrl", highlight, frozenset({5, 6, 9}), note)
 
@@ -345,7 +348,8 @@ def _trajectory(report: Mapping[str, Any]) -> Table:
         highlight,
         frozenset({5}),
         note="Each step after its change and finetuning; storage is computed (bits / 8). "
-        "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first measurement. "
+        "Estimates (pts): the raw values calibrated to points as the search stood at that step; - before its first "
+        "measurement. "
         "95 % interval: of the drop, exact and paired on the validation images.",
     )
 

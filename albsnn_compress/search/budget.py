@@ -78,13 +78,14 @@ def check_budget(budget: Any) -> float:
             if isinstance(budget, (bool, bytes, bytearray)):
                 raise TypeError(type(budget).__name__)
             value = float(budget)
-        except (TypeError, ValueError, OverflowError):
-            raise BudgetError(f"budget {budget!r} is not a number; pass percentage points, e.g. --budget 0.2") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BudgetError(f"budget {budget!r} is not a number; pass percentage points, e.g. --budget 0.2") from exc
         if not math.isfinite(value) or value < 0:
             raise BudgetError(f"budget {budget!r} must be a finite number >= 0 (percentage points of top-1 accuracy)")
     if value > MAX_BUDGET:
         raise BudgetError(
-            f"budget {_shown(budget) if isinstance(budget, str) else repr(budget)} is more than {MAX_BUDGET:g} percentage points, all of top-1 accuracy; "
+            f"budget {_shown(budget) if isinstance(budget, str) else repr(budget)} is more than {MAX_BUDGET:g} "
+            "percentage points, all of top-1 accuracy; "
             "pass points, e.g. --budget 0.2 to lose at most 0.2 points"
         )
     return value

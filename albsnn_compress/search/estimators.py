@@ -416,6 +416,7 @@ def resolve_estimator(estimator: str | Estimator) -> Estimator:
         return ESTIMATORS.lookup(estimator)()
     if not isinstance(estimator, Estimator):
         raise CompressionError(
-            f"estimator {estimator!r} has no name and estimate(model, candidates, probe); pass one of {list(ESTIMATORS)} or such an object"
+            f"estimator {estimator!r} has no name and estimate(model, candidates, probe); pass one of "
+            f"{list(ESTIMATORS)} or such an object"
         )
     return copy.deepcopy(estimator)

@@ -129,7 +129,8 @@ class StrategySession(Protocol):
         ...
 
     def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> object:
-        """Append a trajectory step: ``action`` on ``layers``, with the raw estimates it weighed (strategies ignore the value)."""
+        """Append a trajectory step: ``action`` on ``layers``, with the raw estimates it weighed (strategies ignore the
+        value)."""
         ...
 
     def decide(

@@ -41,8 +41,10 @@ __all__ = ["SearchConfig", "compress", "check_budget"]
 def _check_packable(model: nn.Module) -> None:
     if not isinstance(model, SpikingNet):
         raise CompressionError(
-            f"model is a {type(model).__name__}, not a SpikingNet, so its result cannot be packed (.albsnn) or exported "
-            "(ONNX); build it from a spec with albsnn_compress.build_model, or pass needs_packing=False to compress it in memory only"
+            f"model is a {type(model).__name__}, not a SpikingNet, so its result cannot be packed (.albsnn) or "
+            "exported "
+            "(ONNX); build it from a spec with albsnn_compress.build_model, or pass needs_packing=False to compress "
+            "it in memory only"
         )
 
 
@@ -92,7 +94,8 @@ def compress(
         The compressed model with its binarized layers, decisions, trajectory and accuracies.
 
     Raises:
-        BudgetError: ``budget`` is negative, above 100 or not a number (:func:`~albsnn_compress.search.budget.check_budget`).
+        BudgetError: ``budget`` is negative, above 100 or not a number
+            (:func:`~albsnn_compress.search.budget.check_budget`).
         CompressionError: the model cannot be packed, there is no candidate layer, a
             layer name, strategy or estimator is unknown, or the data is malformed.
 

@@ -135,7 +135,8 @@ class SearchSession:
         self.trajectory.append(step)
         if self.on_progress is not None:
             names = ",".join(n.split(".")[-1] for n in step.binarized) or "none"
-            status = f"binarized [{names}]  val {step.val_accuracy:.2f}% (drop {step.drop_points:+.2f} / budget {self.budget:.2f})"
+            drop = f"drop {step.drop_points:+.2f} / budget {self.budget:.2f}"
+            status = f"binarized [{names}]  val {step.val_accuracy:.2f}% ({drop})"
             self.on_progress(ProgressEvent("search", f"search: {action}", len(self.trajectory), None, status))
         return step
 

@@ -61,16 +61,17 @@ def _template(header: dict[str, Any], data_size: int | None) -> SpikingNet:
         params, _ = spec_bounds(spec)
         if data_size is not None and params > 8 * data_size:
             raise ContainerError(
-                f"field 'spec': the architecture has {params} parameters, more than a {data_size}-byte data section can hold"
+                f"field 'spec': the architecture has {params} parameters, more than a {data_size}-byte data section "
+                "can hold"
             )
         with torch.device("meta"):
             return SpikingNet(spec, header["timesteps"])
     except ContainerError:
         raise
     except SpecError as exc:
-        raise ContainerError(f"field 'spec': {exc}") from None
+        raise ContainerError(f"field 'spec': {exc}") from exc
     except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
-        raise ContainerError(f"field 'spec': cannot build the architecture ({type(exc).__name__}: {exc})") from None
+        raise ContainerError(f"field 'spec': cannot build the architecture ({type(exc).__name__}: {exc})") from exc
 
 
 def instantiate(template: SpikingNet) -> SpikingNet:

@@ -271,7 +271,8 @@ def _check_tensor_bytes(entry: TensorEntry, data: memoryview) -> None:
     blob = data[entry.offset : entry.end]
     if crc32(blob) != entry.crc32:
         raise ContainerError(
-            f"tensor {entry.name!r}: crc32 mismatch (header {entry.crc32:#010x}, data {crc32(blob):#010x}); the file is corrupt"
+            f"tensor {entry.name!r}: crc32 mismatch (header {entry.crc32:#010x}, data {crc32(blob):#010x}); the file "
+            "is corrupt"
         )
     if entry.kind == "binary":
         spare = (-entry.numel) % 8
@@ -297,7 +298,8 @@ def _first_bad(values: np.ndarray, nonnegative: bool) -> float | None:
 
 
 def _check_values(entries: list[TensorEntry], data: memoryview) -> None:
-    """Every float tensor finite; scales and batch-norm variances also ``>= 0`` (a NaN makes a model that cannot work)."""
+    """Every float tensor finite; scales and batch-norm variances also ``>= 0`` (a NaN makes a model that cannot
+    work)."""
     for entry in entries:
         if entry.kind == "binary":
             continue
@@ -408,11 +410,11 @@ def read_container(path: str | os.PathLike[str]) -> Container:
     try:
         return _read(path)
     except ContainerError as exc:
-        raise ContainerError(f"{path}: {exc}") from None
+        raise ContainerError(f"{path}: {exc}") from exc
     except OSError as exc:
-        raise ContainerError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise ContainerError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except _ESCAPING as exc:
-        raise ContainerError(f"{path}: malformed container ({type(exc).__name__}: {exc})") from None
+        raise ContainerError(f"{path}: malformed container ({type(exc).__name__}: {exc})") from exc
 
 
 def container_summary(container: Container) -> dict[str, Any]:

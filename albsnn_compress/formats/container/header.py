@@ -138,7 +138,7 @@ def encode_header(header: dict[str, Any]) -> bytes:
         )
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start : exc.end]
-        raise ContainerError(f"header: text {bad!r} is not encodable as UTF-8 (unpaired surrogate)") from None
+        raise ContainerError(f"header: text {bad!r} is not encodable as UTF-8 (unpaired surrogate)") from exc
     return text + b" " * ((-(PREAMBLE.size + len(text))) % ALIGNMENT)
 
 
@@ -177,7 +177,8 @@ def parse_preamble(preamble: bytes, file_size: int) -> tuple[int, int, int]:
         )
     if (PREAMBLE.size + header_len) % ALIGNMENT:
         raise ContainerError(
-            f"header_len: {header_len} leaves the data section unaligned (preamble + header must be a multiple of {ALIGNMENT})"
+            f"header_len: {header_len} leaves the data section unaligned (preamble + header must be a multiple of "
+            f"{ALIGNMENT})"
         )
     return version, header_crc, header_len
 
@@ -191,7 +192,7 @@ def decode_header(raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContainerError(f"header: not valid UTF-8 (byte {exc.start}: {exc.reason})") from None
+        raise ContainerError(f"header: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
     try:
         value = strict_loads(
             text,
@@ -201,7 +202,7 @@ def decode_header(raw: bytes) -> dict[str, Any]:
             max_containers=MAX_JSON_CONTAINERS,
         )
     except StrictJSONError as exc:
-        raise ContainerError(f"header JSON: {exc}") from None
+        raise ContainerError(f"header JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ContainerError(f"header JSON: top level is {type(value).__name__}, expected an object")
     return value

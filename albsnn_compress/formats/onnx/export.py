@@ -226,6 +226,6 @@ def export_onnx(
     except ValueError as exc:
         raise ExportError(
             f"{path}: the ONNX model is too large for one protobuf file ({exc}); use weights='packed'"
-        ) from None
+        ) from exc
     with atomic_write(path) as stream:
         stream.write(data)
