@@ -9,6 +9,8 @@ import pytest
 
 from benchmarks.bench_trust import plot_result, summarize
 
+pytestmark = pytest.mark.benchmark
+
 
 def _record(seed: int, budget: float, confidence: float | None, saved: float, val: float, test: float) -> dict:
     return {

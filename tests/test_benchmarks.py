@@ -21,6 +21,8 @@ import pytest
 
 from albsnn_compress.search.estimators import ESTIMATORS
 
+pytestmark = pytest.mark.benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT_S = 1200
 EXPECTED = ("search", "container", "inference", "depth", "timesteps", "paper", "run_all")
@@ -34,7 +36,8 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[st
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False)
     if done.returncode != 0:
         pytest.fail(
-            f"run_all --quick exited {done.returncode}\n--- stdout (tail)\n{done.stdout[-6000:]}\n--- stderr (tail)\n{done.stderr[-6000:]}"
+            f"run_all --quick exited {done.returncode}\n--- stdout (tail)\n{done.stdout[-6000:]}\n--- stderr "
+            f"(tail)\n{done.stderr[-6000:]}"
         )
     return {path.stem.removesuffix("-quick"): json.loads(path.read_text()) for path in folder.glob("*-quick.json")}
 

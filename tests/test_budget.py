@@ -12,8 +12,8 @@ import torch
 from albsnn_compress import load_checkpoint
 from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError
-from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.budget import BudgetWarning, budget_resolution, check_budget, implausible_budget
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,8 @@ def test_compress_warns_once_the_split_is_known(digits_checkpoint: Path) -> None
     config = SearchConfig(strategy="none", epochs=0, trial_epochs=0)
     with pytest.warns(
         BudgetWarning,
-        match=rf"budget 0.002 points is below what the validation split resolves \(one image of {len(digits['val'])} is",
+        match=rf"budget 0.002 points is below what the validation split resolves "
+        rf"\(one image of {len(digits['val'])} is",
     ):
         compress(model, digits["train"], digits["val"], 0.002, config=config)
     with pytest.warns(

@@ -164,7 +164,10 @@ class Case(enum.Enum):
     SPEC_NAN_FLOAT = r"bad architecture spec: spec input std\[0\] must be a finite number > 0, got nan"
     SPEC_INF_FLOAT = r"bad architecture spec: spec neuron v_reset must be a finite number, got inf"
     SPEC_BOOL_INT = r"bad architecture spec: layer conv1 out_channels must be an integer >= 1, got True"
-    SPEC_TENSOR_SURROGATE = r"bad architecture spec: spec neuron surrogate must be a surrogate name or \{'name': \.\.\., \.\.\.\}, got a Tensor"
+    SPEC_TENSOR_SURROGATE = (
+        r"bad architecture spec: spec neuron surrogate must be a surrogate name or \{'name': \.\.\., \.\.\.\}, "
+        r"got a Tensor"
+    )
     SPEC_HUGE_LAYERS = r"'spec': the architecture has \d+ parameters, more than a \d+-byte checkpoint can hold"
     SPEC_HUGE_ACTIVATION = r"'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
     SPEC_HUGE_FORWARD = (

@@ -438,7 +438,8 @@ def test_cli_eval_needs_a_dataset(tmp_path: Path, model: SpikingNet) -> None:
         (
             "layers.bn2.weight",
             {"float_kind": "float16"},
-            r"tensor 'layers\.bn2\.weight': a value overflows float16 \(largest 65504\); write it with float_kind='float32'",
+            r"tensor 'layers\.bn2\.weight': a value overflows float16 \(largest 65504\); write it with "
+            r"float_kind='float32'",
         ),
     ],
 )
@@ -455,7 +456,8 @@ def test_writer_refuses_values_the_reader_refuses(
 
 
 def test_reading_fills_the_model_in_place_bit_exactly(tmp_path: Path, model: SpikingNet) -> None:
-    """The reader writes each tensor into the model's own storage: same values as the written model, binarized layers marked."""
+    """The reader writes each tensor into the model's own storage: same values as the written model, binarized layers
+    marked."""
     path = tmp_path / "m.albsnn"
     write_container(path, model, float_kind="float16")
     loaded = read_container(path).model

@@ -284,14 +284,18 @@ class Case(enum.Enum):
     KIND_NOT_BINARY = (
         r"tensor 'layers\.conv4\.weight': kind 'float32', expected binary \(its layer is listed in 'binarized'\)"
     )
-    BINARY_NOT_LISTED = r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 \(its layer is not in 'binarized'\)"
+    BINARY_NOT_LISTED = (
+        r"tensor 'layers\.conv2\.weight': kind 'binary', expected float32 or float16 "
+        r"\(its layer is not in 'binarized'\)"
+    )
     BINARIZED_NOT_A_LAYER = r"field 'binarized': 'layers\.bn1' is not a binarizable layer"
     SPEC_INVALID = r"field 'spec': layer 0: unknown layer type 'attention'"
     SPEC_NAN_THRESHOLD = r"field 'spec': spec neuron v_threshold must be a finite number, got 'nan'"
     SPEC_BOOL_CHANNELS = r"field 'spec': layer conv1 out_channels must be an integer >= 1, got True"
     SPEC_STRING_STD = r"field 'spec': spec input std\[0\] must be a finite number > 0, got 'inf'"
     SPEC_HUGE_FORWARD = (
-        r"field 'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 GiB\); "
+        r"field 'timesteps': a forward pass of one image at T=4096 needs \d+\.\d GiB of activations \(at most 1\.0 "
+        r"GiB\); "
         r"use fewer time steps or smaller layers"
     )
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"

@@ -27,8 +27,8 @@ from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
-from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search import SearchConfig
+from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.snn.layers import TimeBatchNorm1d, TimeBatchNorm2d
 from albsnn_compress.snn.presets import make_preset
 from albsnn_compress.snn.spec import SpikingNet
@@ -42,6 +42,8 @@ from albsnn_compress.training.sync_batchnorm import (
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig
 from tests.clihelp import run_cli
+
+pytestmark = pytest.mark.subprocess
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 300

@@ -133,6 +133,7 @@ def test_network_with_fast_lif_equals_the_network_with_the_reference(steps: int)
     assert any(float(p.grad.abs().sum()) > 0 for p in fast.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [1, 2])
 def test_compiled_lif_fires_like_the_eager_one(steps: int) -> None:
     """Under torch.compile (``train --compile``) the LIF runs plain operations; away from ties the spikes are equal."""
@@ -146,7 +147,8 @@ def test_compiled_lif_fires_like_the_eager_one(steps: int) -> None:
 
 @pytest.mark.parametrize("steps", [1, 2])
 def test_lif_on_channels_last_activations_equals_contiguous(steps: int) -> None:
-    """``train --channels-last`` hands the LIF [T, B, C, H, W] views of channels-last maps: same spikes, same gradients."""
+    """``train --channels-last`` hands the LIF [T, B, C, H, W] views of channels-last maps: same spikes, same
+    gradients."""
     neuron = LIF(tau=2.0, reset="hard")
     x = torch.randn(steps * 8, CHANNELS, 4, 4, generator=torch.Generator().manual_seed(4)) * 1.5 + 0.8
     channels_last = x.contiguous(memory_format=torch.channels_last).unflatten(0, (steps, 8))

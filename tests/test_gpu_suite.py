@@ -19,6 +19,8 @@ from benchmarks.cifar_binary import convert
 from benchmarks.gpu_suite import affordable_epochs
 from benchmarks.gpu_suite import main as suite_main
 
+pytestmark = pytest.mark.benchmark
+
 Image = pytest.importorskip("PIL.Image")
 
 

@@ -132,6 +132,7 @@ _WIDE_FC = normalize_spec(
 )
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
 @pytest.mark.parametrize(
     ("spec", "timesteps", "batch"),

@@ -260,6 +260,7 @@ def _expected_payload(model: SpikingNet) -> int:
     return total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_onnxruntime_matches_pytorch(case: tuple[Any, ...], test_images: tuple[str, torch.Tensor]) -> None:
     dataset, images = test_images

@@ -78,6 +78,7 @@ def test_the_judged_drop_is_the_point_or_the_bound() -> None:
     assert drop.judged(0.9) == drop.upper_bound(0.9) > drop.points
 
 
+@pytest.mark.slow
 def test_the_bound_covers_at_least_its_confidence_by_simulation() -> None:
     # 2000 draws of 100 changed images with a true share of 0.55: the 90 % upper bound covers >= 90 %
     generator = torch.Generator().manual_seed(0)

@@ -27,7 +27,10 @@ from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.snn.spec import SpikingNet
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status are Linux")
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status are Linux"),
+    pytest.mark.subprocess,
+]
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 _BUDGET = 768 << 20  # address space allowed beyond the warmed-up process

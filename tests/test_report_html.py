@@ -144,6 +144,7 @@ def test_missing_browser_skips_outside_ci_and_fails_under_ci(monkeypatch: pytest
         _browser()
 
 
+@pytest.mark.browser
 def test_html_opens_in_headless_chromium_without_console_errors(page: str, tmp_path: Path) -> None:
     browser = _browser()
     good = tmp_path / "report.html"

@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is n
 from albsnn_compress.checkpoint import read_checkpoint  # noqa: E402
 from benchmarks import training_curves  # noqa: E402
 
+pytestmark = pytest.mark.benchmark
+
 
 def test_the_result_holds_each_epoch_as_training_recorded_it(digits_checkpoint: Path, tmp_path: Path) -> None:
     training_curves.main(
