@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD_SCRIPT = r"""
 import importlib, json, os, sys, traceback
 import numpy, torch  # third party, loaded once before the forks
-
-pytestmark = pytest.mark.subprocess
 for name in sys.argv[1:]:
     pid = os.fork()
     if pid == 0:
