@@ -36,11 +36,13 @@ from torch.nn import functional as F  # noqa: N812
 T = 4
 SNNTORCH_MEAN, SNNTORCH_STD = 0.2860, 0.3530  # the snnTorch run trains on normalized images
 FRAMEWORKS = ("snntorch", "spikingjelly", "spikingjelly-linear")
-"""The networks: snnTorch's, SpikingJelly's with its usual spiking output, and the same SpikingJelly net with a Linear readout."""
+"""The networks: snnTorch's, SpikingJelly's with its usual spiking output, and the same SpikingJelly net with a Linear
+readout."""
 
 
 def build_snntorch() -> nn.Sequential:
-    """The snnTorch conv net: per-channel learned beta in the first layer, learned scalar betas after, a Linear readout."""
+    """The snnTorch conv net: per-channel learned beta in the first layer, learned scalar betas after, a Linear
+    readout."""
     import snntorch as snn
 
     return nn.Sequential(

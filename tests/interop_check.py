@@ -8,19 +8,55 @@ its first differing spike, which must sit on a threshold tie.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
+from albsnn_compress.data import load_split
 from albsnn_compress.snn.neurons import LIF, RESET_MODES
+from albsnn_compress.snn.recording import lif_modules, record_outputs
 from albsnn_compress.snn.spec import SpikingNet
 
 LOGIT_TOLERANCE = 1e-5
 TIE_TOLERANCE = 1e-4  # membranes computed in another order differ by float rounding only
 
+SHAPE = (1, 8, 8)
+"""The input shape of the test networks: the bundled 8x8 digits."""
+IMAGES = 256
+
 SourceRun = Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]
 """``images -> (logits [B, K], spikes [T, B, ...] of each neuron layer in order)``, run in the source framework."""
+
+
+def digit_images() -> torch.Tensor:
+    """256 real test images (the bundled digits, 8x8) in [0, 1], the same ones for every test."""
+    data = load_split("digits", None, "test")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:IMAGES]
+    return data.as_float(order)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread within the block (the machine is shared), the previous count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def lively_source(
+    factory: Callable[[], nn.Sequential], run: Callable[[nn.Module, int], SourceRun], images: torch.Tensor
+) -> nn.Sequential:
+    """``factory()``'s network (seed 0) with :func:`lively_batch_norms` gathered by its own loop ``run(net, 4)``."""
+    torch.manual_seed(0)
+    net = factory()
+    lively_batch_norms(net, run(net, 4), images)
+    return net
 
 
 def lively_batch_norms(net: nn.Module, run: Callable[[torch.Tensor], object], images: torch.Tensor) -> None:
@@ -42,7 +78,8 @@ def lively_batch_norms(net: nn.Module, run: Callable[[torch.Tensor], object], im
 def lif_trace(lif: LIF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(charged membranes H, spikes)``, both ``[T, B, ...]``: ``LIF.forward`` step by step, the membrane kept."""
     deferred = RESET_MODES[lif.reset].deferred
-    charged, spikes = [], []
+    charged: list[torch.Tensor] = []
+    spikes: list[torch.Tensor] = []
     v = None
     for t in range(x.shape[0]):
         h = lif.charge(v, x[t])
@@ -55,28 +92,25 @@ def lif_trace(lif: LIF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(charged), torch.stack(spikes)
 
 
+def _input_and_output(_module: nn.Module, inputs: tuple[Any, ...], output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`our_traces` keeps of a neuron's call: its input ``[T, B, ...]`` and its spikes."""
+    return inputs[0], output
+
+
 def our_traces(
     model: SpikingNet, images: torch.Tensor
 ) -> tuple[torch.Tensor, list[tuple[LIF, torch.Tensor, torch.Tensor]]]:
     """Logits and ``(neuron, H, spikes)`` of every LIF layer; the traced spikes are checked against the real forward."""
-    inputs: list[tuple[LIF, torch.Tensor, torch.Tensor]] = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, o: inputs.append((m, i[0], o)))
-        for m in model.modules()
-        if isinstance(m, LIF)
-    ]
-    try:
-        with torch.no_grad():
-            logits = model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    lifs = lif_modules(model)
+    with torch.no_grad(), record_outputs(lifs, keep=_input_and_output) as calls:
+        logits = model(images)
     traces = []
     with torch.no_grad():
-        for lif, x, out in inputs:
-            h, spikes = lif_trace(lif, x)
-            assert torch.equal(spikes, out), "lif_trace no longer mirrors LIF.forward"
-            traces.append((lif, h, spikes))
+        for lif, lif_calls in zip(lifs, calls):
+            for x, out in lif_calls:
+                h, spikes = lif_trace(lif, x)
+                assert torch.equal(spikes, out), "lif_trace no longer mirrors LIF.forward"
+                traces.append((lif, h, spikes))
     return logits, traces
 
 
@@ -109,9 +143,8 @@ def assert_equivalent(model: SpikingNet, run_source: SourceRun, images: torch.Te
                 )
                 break
         else:
-            raise AssertionError(
-                f"image {row}: logits differ by {(logits[row] - reference[row]).abs().max():.3g} although every spike agrees"
-            )
+            difference = float((logits[row] - reference[row]).abs().max())
+            raise AssertionError(f"image {row}: logits differ by {difference:.3g} although every spike agrees")
     agree = float((logits.argmax(1) == reference.argmax(1)).float().mean())
     assert agree >= 0.999, f"predictions agree on {agree:.2%}"
     rates = [float(spikes.mean()) for _, _, spikes in traces]
@@ -121,6 +154,22 @@ def assert_equivalent(model: SpikingNet, run_source: SourceRun, images: torch.Te
         "ties": len(off),
         "min_rate": min(rates, default=1.0),
     }
+
+
+def assert_imports_exactly(
+    net: nn.Module,
+    convert: Callable[[nn.Module, tuple[int, ...], int], SpikingNet],
+    run: Callable[[nn.Module, int], SourceRun],
+    timesteps: int,
+    images: torch.Tensor,
+) -> None:
+    """``convert(net, SHAPE, timesteps)`` (an importer) computes what ``net`` computes in its own loop ``run``
+    (:func:`assert_equivalent`), is not degenerate (:func:`assert_lively`) and leaves ``net`` unchanged."""
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    model = convert(net, SHAPE, timesteps)
+    numbers = assert_equivalent(model, run(net, timesteps), images)
+    assert_lively(numbers, model(images))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the source network was modified"
 
 
 def assert_lively(numbers: dict[str, float], logits: torch.Tensor) -> None:

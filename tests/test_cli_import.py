@@ -42,8 +42,10 @@ from spikingjelly.activation_based import functional, layer, neuron
 
 def build():
     torch.manual_seed(0)
-    net = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(tau=2.0), layer.MaxPool2d(2),
-                        layer.Flatten(), layer.Linear(128, 10))
+    net = nn.Sequential(
+        layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(tau=2.0), layer.MaxPool2d(2),
+        layer.Flatten(), layer.Linear(128, 10),
+    )
     functional.set_step_mode(net, "m")
     return net
 """

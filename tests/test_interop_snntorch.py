@@ -9,33 +9,32 @@ import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.data import load_split
 from albsnn_compress.errors import InteropError
 from albsnn_compress.interop import from_snntorch
 from albsnn_compress.interop.snntorch_import import IF_TAU
-from tests.interop_check import assert_equivalent, assert_lively, lively_batch_norms
+from albsnn_compress.snn.recording import record_outputs
+from tests.interop_check import (
+    SHAPE,
+    assert_equivalent,
+    assert_imports_exactly,
+    digit_images,
+    lively_source,
+    one_thread,
+)
 
 snn = pytest.importorskip("snntorch", reason="snntorch is not installed (pip install 'albsnn-compress[interop]')")
 from snntorch import surrogate, utils  # noqa: E402
 
-SHAPE = (1, 8, 8)
-IMAGES = 256
-
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    """256 real test images (the bundled digits, 8x8) in [0, 1]."""
-    data = load_split("digits", None, "test")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:IMAGES]
-    return data.as_float(order)
+    return digit_images()
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def _leaky(**kwargs: Any) -> nn.Module:
@@ -45,7 +44,8 @@ def _leaky(**kwargs: Any) -> nn.Module:
 def conv_net(
     first: dict[str, Any], second: dict[str, Any], third: dict[str, Any], spike_output: bool = False
 ) -> nn.Sequential:
-    """conv-bn-Leaky-avgpool, (nested) conv-bn-Leaky-maxpool, flatten-dropout-linear-bn-Leaky, linear [-bn-Leaky(output)]."""
+    """conv-bn-Leaky-avgpool, (nested) conv-bn-Leaky-maxpool, flatten-dropout-linear-bn-Leaky,
+    linear [-bn-Leaky(output)]."""
     head: list[nn.Module] = [nn.Linear(32, 10)]
     if spike_output:
         head += [nn.BatchNorm1d(10), _leaky(output=True)]
@@ -152,28 +152,17 @@ def _run_snntorch(net: nn.Module, timesteps: int) -> Callable[[torch.Tensor], tu
     leakies = [m for m in net.modules() if isinstance(m, snn.Leaky)]
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        steps: dict[int, list[torch.Tensor]] = {id(m): [] for m in leakies}
-        hooks = [
-            m.register_forward_hook(lambda m, _i, out: steps[id(m)].append(out[0] if isinstance(out, tuple) else out))
-            for m in leakies
-        ]
-        try:
+        with record_outputs(leakies) as steps:  # the spikes of (spikes, membrane) for an output=True Leaky
             utils.reset(net)
             outputs = [net(images) for _ in range(timesteps)]
-        finally:
-            for hook in hooks:
-                hook.remove()
         outputs = [out[0] if isinstance(out, tuple) else out for out in outputs]
-        return torch.stack(outputs).mean(0), [torch.stack(steps[id(m)]) for m in leakies]
+        return torch.stack(outputs).mean(0), [torch.stack(leaky_steps) for leaky_steps in steps]
 
     return run
 
 
 def _source(factory: Callable[[], nn.Sequential], images: torch.Tensor) -> nn.Sequential:
-    torch.manual_seed(0)
-    net = factory()
-    lively_batch_norms(net, _run_snntorch(net, 4), images)
-    return net
+    return lively_source(factory, _run_snntorch, images)
 
 
 @pytest.mark.parametrize("timesteps", [1, 4])
@@ -184,11 +173,7 @@ def test_imported_model_computes_what_snntorch_computes(
     net = _source(case[1], images)
     if case[0] == "beta-learned":
         _learned(torch.tensor(0.8731))(net)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    model = from_snntorch(net, SHAPE, timesteps)
-    numbers = assert_equivalent(model, _run_snntorch(net, timesteps), images)
-    assert_lively(numbers, model(images))
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the source network was modified"
+    assert_imports_exactly(net, from_snntorch, _run_snntorch, timesteps, images)
 
 
 def test_mappings_are_the_documented_settings(images: torch.Tensor) -> None:

@@ -9,34 +9,32 @@ import pytest
 import torch
 from torch import nn
 
-from albsnn_compress.data import load_split
 from albsnn_compress.errors import InteropError
 from albsnn_compress.interop import from_spikingjelly
-from tests.interop_check import assert_equivalent, assert_lively, lively_batch_norms
+from albsnn_compress.snn.recording import record_outputs
+from tests.interop_check import (
+    SHAPE,
+    assert_imports_exactly,
+    digit_images,
+    lively_source,
+    one_thread,
+)
 
 pytest.importorskip(
     "spikingjelly", reason="spikingjelly is not installed (pip install --no-deps spikingjelly loguru tqdm)"
 )
 from spikingjelly.activation_based import functional, layer, neuron, surrogate  # noqa: E402
 
-SHAPE = (1, 8, 8)
-IMAGES = 256
-
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    """256 real test images (the bundled digits, 8x8) in [0, 1]."""
-    data = load_split("digits", None, "test")
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:IMAGES]
-    return data.as_float(order)
+    return digit_images()
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 Node = Callable[[], nn.Module]
@@ -160,33 +158,27 @@ CASES: list[tuple[str, Callable[[], nn.Sequential]]] = [
 def _run_spikingjelly(
     net: nn.Module, timesteps: int
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
-    """SpikingJelly's own loop: reset_net, then [T, B, ...] ('m') or T calls ('s'); the time-mean output and each node's spikes."""
+    """SpikingJelly's own loop: reset_net, then [T, B, ...] ('m') or T calls ('s').
+
+    Returns the time-mean output and each node's spikes."""
     nodes = [m for m in net.modules() if isinstance(m, (neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode))]
     multi = any(getattr(m, "step_mode", "s") == "m" for m in nodes)
 
     def run(images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        steps: dict[int, list[torch.Tensor]] = {id(m): [] for m in nodes}
-        hooks = [m.register_forward_hook(lambda m, _i, out: steps[id(m)].append(out)) for m in nodes]
-        try:
+        with record_outputs(nodes) as steps:  # one [T, B, ...] call per node ('m'), or one call per step ('s')
             functional.reset_net(net)
             if multi:
                 output = net(images.unsqueeze(0).repeat(timesteps, 1, 1, 1, 1)).mean(0)
             else:
                 output = torch.stack([net(images) for _ in range(timesteps)]).mean(0)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        spikes = [torch.cat(steps[id(m)]) if multi else torch.stack(steps[id(m)]) for m in nodes]
+        spikes = [torch.cat(node_steps) if multi else torch.stack(node_steps) for node_steps in steps]
         return output, spikes
 
     return run
 
 
 def _source(factory: Callable[[], nn.Sequential], images: torch.Tensor) -> nn.Sequential:
-    torch.manual_seed(0)
-    net = factory()
-    lively_batch_norms(net, _run_spikingjelly(net, 4), images)
-    return net
+    return lively_source(factory, _run_spikingjelly, images)
 
 
 @pytest.mark.parametrize("timesteps", [1, 4])
@@ -195,11 +187,7 @@ def test_imported_model_computes_what_spikingjelly_computes(
     case: tuple[str, Callable[[], nn.Sequential]], timesteps: int, images: torch.Tensor
 ) -> None:
     net = _source(case[1], images)
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    model = from_spikingjelly(net, SHAPE, timesteps)
-    numbers = assert_equivalent(model, _run_spikingjelly(net, timesteps), images)
-    assert_lively(numbers, model(images))
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the source network was modified"
+    assert_imports_exactly(net, from_spikingjelly, _run_spikingjelly, timesteps, images)
 
 
 def test_neuron_settings_are_read_from_the_live_modules(images: torch.Tensor) -> None:

@@ -10,9 +10,9 @@ The checkpoint is then compressed as usual (``albsnn-compress model.pt --budget 
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -20,36 +20,63 @@ from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.registry import DATASETS, dataset_info
 from albsnn_compress.errors import InteropError
 from albsnn_compress.files.output_paths import check_output_file, writing
+from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = ["command", "read_nir_file"]
 
 FRAMEWORKS = ("nir", "snntorch", "spikingjelly")
+_READER = "albsnn_compress.formats.nir.read"
+
+_T = TypeVar("_T")
 
 
-def _numbers(text: str | None, what: str, cast: type) -> list[Any] | None:
+def _numbers(text: str | None, what: str, cast: Callable[[str], _T]) -> list[_T] | None:
     if text is None:
         return None
     try:
         return [cast(part) for part in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=what) from None
+    except ValueError as exc:  # int("x") / float("x"): the option's text, named
+        raise click.BadParameter(f"{text!r}: expected comma-separated numbers", param_hint=what) from exc
 
 
-def read_nir_file(path: Path, timesteps: int | None, mean: list[float] | None, std: list[float] | None) -> Any:
-    """``formats.nir_read.read_nir`` if this build has it, else a one-line refusal."""
+def read_nir_file(path: Path, timesteps: int | None, mean: list[float] | None, std: list[float] | None) -> SpikingNet:
+    """``formats.nir.read.read_nir`` if this build has it, else a one-line refusal.
+
+    Raises:
+        InteropError: the NIR reader is not in this build, or the ``nir`` package is missing.
+    """
     try:
         from albsnn_compress.formats.nir.read import read_nir
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("albsnn_compress"):
-            raise InteropError("NIR import is not available in this build") from None
+        if exc.name is not None and (_READER + ".").startswith(exc.name + "."):  # the reader itself (or its folder)
+            raise InteropError("NIR import is not available in this build") from exc
+        if exc.name is None or exc.name.startswith("albsnn_compress"):
+            raise  # a module of ours that the reader imports is missing: a broken install or a bug, not user input
         raise InteropError(
             f"NIR import needs the {exc.name!r} package: pip install 'albsnn-compress[interop]'"
-        ) from None
-    kwargs = {key: value for key, value in (("mean", mean), ("std", std)) if value is not None}
-    unknown = sorted(set(kwargs) - set(inspect.signature(read_nir).parameters))
-    if unknown:
-        raise InteropError(f"--{'/--'.join(unknown)}: this build's NIR reader does not take them")
-    return read_nir(path, timesteps=timesteps, **kwargs)
+        ) from exc
+    return read_nir(path, timesteps=timesteps, mean=mean, std=std)
+
+
+def _from_factory(
+    framework: str,
+    factory: str,
+    weights: Path | None,
+    shape: tuple[int, ...],
+    timesteps: int,
+    mean: list[float] | None,
+    std: list[float] | None,
+    num_classes: int,
+) -> SpikingNet:
+    """Build the factory's network, load ``weights`` into it and import it from ``framework``."""
+    from albsnn_compress.interop import from_snntorch, from_spikingjelly
+    from albsnn_compress.interop.sources import load_factory_net, load_weights
+
+    net = load_factory_net(factory)
+    if weights is not None:
+        load_weights(net, weights)
+    convert = from_snntorch if framework == "snntorch" else from_spikingjelly
+    return convert(net, shape, timesteps, mean=mean, std=std, num_classes=num_classes)
 
 
 @click.command("import")
@@ -114,36 +141,25 @@ def command(
     framework = framework or ("nir" if source is not None else None)
     if framework is None:
         raise click.UsageError("give a NIR file, or --from snntorch|spikingjelly with --factory FILE.py:FUNCTION")
-    if framework == "nir" and (source is None or factory or weights):
-        raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights")
-    if framework != "nir" and (source is not None or not factory):
-        raise click.UsageError(
-            f"--from {framework} takes --factory FILE.py:FUNCTION (and --weights), not a SOURCE file"
-        )
-    if framework != "nir" and timesteps is None:
-        raise click.UsageError(f"--from {framework} needs --timesteps T (the network has no fixed number of steps)")
-    check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
-    means, stds = _numbers(mean, "--mean", float), _numbers(std, "--std", float)
-    shape = tuple(_numbers(input_shape, "--input-shape", int) or dataset_info(dataset).input_shape)
+    origin: dict[str, Any]
     if framework == "nir":
-        model = read_nir_file(source, timesteps, means, stds)  # type: ignore[arg-type]
-        origin = {"file": source.name}  # type: ignore[union-attr]
+        if source is None or factory or weights:
+            raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights")
+        check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
+        model = read_nir_file(source, timesteps, _numbers(mean, "--mean", float), _numbers(std, "--std", float))
+        origin = {"file": source.name}
     else:
-        from albsnn_compress.interop import from_snntorch, from_spikingjelly
-        from albsnn_compress.interop.sources import load_factory_net, load_weights
-
-        net = load_factory_net(factory)  # type: ignore[arg-type]
-        if weights is not None:
-            load_weights(net, weights)
-        convert = from_snntorch if framework == "snntorch" else from_spikingjelly
-        model = convert(
-            net,
-            shape,
-            timesteps,
-            mean=means,  # type: ignore[arg-type]
-            std=stds,
-            num_classes=dataset_info(dataset).num_classes,
-        )
+        if source is not None or not factory:
+            raise click.UsageError(
+                f"--from {framework} takes --factory FILE.py:FUNCTION (and --weights), not a SOURCE file"
+            )
+        if timesteps is None:
+            raise click.UsageError(f"--from {framework} needs --timesteps T (the network has no fixed number of steps)")
+        check_output_file(output)
+        means, stds = _numbers(mean, "--mean", float), _numbers(std, "--std", float)
+        shape = tuple(_numbers(input_shape, "--input-shape", int) or dataset_info(dataset).input_shape)
+        num_classes = dataset_info(dataset).num_classes
+        model = _from_factory(framework, factory, weights, shape, timesteps, means, stds, num_classes)
         origin = {"factory": factory, "weights": weights.name if weights else None}
     from albsnn_compress.interop.sources import import_metadata
 

@@ -1,16 +1,25 @@
-"""Walking another framework's ``nn.Sequential`` and building the equivalent :class:`SpikingNet`.
+"""The one import chain: another framework's ``nn.Sequential`` in, the equivalent :class:`SpikingNet` out.
 
-The importers (:mod:`.snntorch_import`, :mod:`.spikingjelly_import`) share this:
+Both importers (:mod:`.snntorch_import`, :mod:`.spikingjelly_import`) call
+:func:`import_chain` with a :class:`Framework`, the table of what is specific to
+their framework (its containers, its exact layer and neuron classes, how a neuron
+maps, which placements it refuses). The steps are the same for both:
 
-1. :func:`chain_of` flattens nested containers into the list of :class:`Link` s
-   (module path, module, the container it sits in) and refuses anything that is
+1. the input shape, ``mean`` and ``std`` are checked;
+2. :func:`chain_of` flattens nested containers into the list of :class:`Link` s
+   (module path, module, the containers it sits in) and refuses anything that is
    not a chain;
-2. a :class:`ChainBuilder` receives one spec layer per source module, with the
-   source tensors it takes, and advances the per-sample shape by the layer
-   types' integer arithmetic, so a wrong channel count or a pool that does not
-   fit is refused, named, before anything is allocated;
-3. :meth:`ChainBuilder.build` normalizes the spec, builds the network and copies
-   every source tensor into its state dict (shapes checked, values unchanged).
+3. every module's kind is recognised (exact classes only: a subclass may override
+   ``forward``) and the framework's rules over the whole chain run, so a module
+   with no exact counterpart is refused before any mapping;
+4. a :class:`ChainBuilder` receives one spec layer per source module
+   (:func:`~.torch_layers.add_torch_layer` for stateless layers, the framework's
+   ``map_neuron`` for neurons), with the source tensors it takes, and advances the
+   per-sample shape by the layer types' integer arithmetic, so a wrong channel
+   count or a pool that does not fit is refused, named, before anything is allocated;
+5. :meth:`ChainBuilder.spec` normalizes the spec and :meth:`ChainBuilder.build`
+   builds the network and copies every source tensor into its state dict (shapes
+   checked, values unchanged).
 
 Every refusal is one line: the module path, its type, what is wrong and what the
 importer supports (:class:`~albsnn_compress.errors.InteropError`).
@@ -19,25 +28,32 @@ importer supports (:class:`~albsnn_compress.errors.InteropError`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 import torch
 from torch import nn
 
-from albsnn_compress.errors import InteropError, SpecError
+from albsnn_compress.errors import InteropError, SpecError, one_line
+from albsnn_compress.interop.torch_layers import LayerKind, add_torch_layer
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape
 from albsnn_compress.snn.neurons import DEFAULT_NEURON
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
 __all__ = [
     "Link",
     "ChainBuilder",
+    "Framework",
+    "ImportOptions",
+    "import_chain",
     "chain_of",
     "channel_values",
-    "check_heaviside",
+    "step_mismatch",
     "input_stats",
     "check_input_shape",
     "package_version",
@@ -102,34 +118,46 @@ def package_version(package: str) -> str:
         return "unknown"
 
 
-def check_input_shape(input_shape: Any, framework: str) -> Shape:
+def check_input_shape(input_shape: object, framework: str) -> Shape:
     """``(C, H, W)`` as positive ints, or a refusal."""
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
     if shape is None or len(shape) != 3 or any(type(d) is not int or d < 1 for d in shape):
         raise InteropError(
-            f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W), got {input_shape!r}"
+            f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W), "
+            f"got {input_shape!r}"
         )
     return shape
 
 
-def input_stats(values: Any, channels: int, default: float, label: str, framework: str) -> list[float]:
+def input_stats(values: object, channels: int, default: float, label: str, framework: str) -> list[float]:
     """A per-channel list from ``None`` (``default``), one number, or ``channels`` numbers."""
     if values is None:
         return [default] * channels
-    items = [values] if isinstance(values, (int, float)) and not isinstance(values, bool) else list(values)
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        items: list[object] = [values]
+    elif isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        items = list(values)
+    else:
+        items = []
     if len(items) == 1:
         items = items * channels
     numbers = [float(v) for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(numbers) != channels or not all(math.isfinite(v) for v in numbers) or (label == "std" and min(numbers) <= 0):
         wanted = "positive" if label == "std" else "finite"
         raise InteropError(
-            f"cannot import the {framework} network: {label} must be one or {channels} {wanted} numbers (one per input channel), got {values!r}"
+            f"cannot import the {framework} network: {label} must be one or {channels} {wanted} numbers "
+            f"(one per input channel), got {values!r}"
         )
     return numbers
 
 
-def check_heaviside(fn: Any, strict: bool) -> bool:
-    """Whether ``fn(x)`` is the step ``1[x > 0]`` (``strict``) or ``1[x >= 0]`` on probe values, ties and extremes included."""
+def step_mismatch(fn: Callable[[torch.Tensor], object], strict: bool) -> str | None:
+    """``None`` when ``fn(x)`` is the step ``1[x > 0]`` (``strict``) or ``1[x >= 0]``, else how it differs.
+
+    ``fn`` is a framework's spike function, probed on values around 0 (ties and extremes
+    included). What it raises is not re-raised: a function that fails on a plain tensor is
+    not a step function we can map, and the refusal quotes the error.
+    """
     probe = torch.cat(
         [
             torch.tensor([0.0, -0.0, 1e-38, -1e-38, 1e-7, -1e-7, 1.0, -1.0, 3e38, -3e38]),
@@ -139,15 +167,20 @@ def check_heaviside(fn: Any, strict: bool) -> bool:
     try:
         with torch.no_grad():
             out = fn(probe.clone())
-    except Exception:  # noqa: BLE001 - any failure means "not a step function we know"
-        return False
-    expected = (probe > 0) if strict else (probe >= 0)
-    return (
-        isinstance(out, torch.Tensor) and out.shape == probe.shape and bool(torch.equal(out.float(), expected.float()))
-    )
+    except Exception as exc:  # noqa: BLE001 - foreign code: any failure is quoted in the refusal
+        return f"calling it on a float tensor raised {type(exc).__name__}: {one_line(exc, 120)}"
+    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
+        shape = f" of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else ""
+        return f"it returns {type(out).__name__}{shape} for {list(probe.shape)} inputs"
+    expected = ((probe > 0) if strict else (probe >= 0)).float()
+    differ = torch.nonzero(out.float() != expected).flatten()
+    if len(differ):
+        at = int(differ[0])
+        return f"at x = {float(probe[at]):g} it gives {float(out[at]):g}, the step {float(expected[at]):g}"
+    return None
 
 
-def channel_values(value: Any, shape: Shape) -> float | torch.Tensor | None:
+def channel_values(value: object, shape: Shape) -> float | torch.Tensor | None:
     """A neuron setting as applied to a membrane ``[B, *shape]``: one number, one per channel, or ``None``.
 
     ``value`` broadcasts against the membrane as torch does (so a ``[C]`` tensor after a
@@ -160,7 +193,7 @@ def channel_values(value: Any, shape: Shape) -> float | torch.Tensor | None:
         return None
     try:
         full = torch.broadcast_to(tensor, (1, *shape))[0]
-    except RuntimeError:
+    except RuntimeError:  # the shapes do not broadcast
         return None
     first = full.reshape(-1)[0]
     if bool((full == first).all()):
@@ -200,8 +233,11 @@ class ChainBuilder:
         """Raise the one-line refusal for ``link``."""
         _refuse(self.framework, link.label, reason, self.supported)
 
-    def add(self, link: Link, layer: dict[str, Any], tensors: dict[str, torch.Tensor | None] | None = None) -> str:
-        """Append spec ``layer`` (type and keys) made from ``link``, taking ``tensors`` (its state-dict names); returns its name.
+    def add(self, link: Link, layer: dict[str, Any], tensors: Mapping[str, torch.Tensor | None] | None = None) -> str:
+        """Append spec ``layer`` (type and keys) made from ``link``, taking ``tensors`` (by state-dict name).
+
+        Returns:
+            The layer's name (``conv2``).
 
         Raises:
             InteropError: the layer does not accept the current shape (rank, channels, fit).
@@ -215,7 +251,7 @@ class ChainBuilder:
                 full[key] = spec_field.check(layer.get(key, spec_field.default), f"{key}")
             record.check_input(full, self.shape)
             out = record.output_shape(full, self.shape)
-        except SpecError as exc:
+        except SpecError as exc:  # the source layer's settings or input shape have no spec form
             self.refuse(link, f"as our {record.name} on input {list(self.shape)}: {exc}")
         self.layers.append(full)
         for key, tensor in (tensors or {}).items():
@@ -228,7 +264,8 @@ class ChainBuilder:
     def add_neuron(
         self, link: Link, settings: dict[str, Any], per_channel: dict[str, torch.Tensor] | None = None
     ) -> str:
-        """Append a ``lif`` layer with neuron ``settings`` (keys of the spec's ``neuron``) and per-channel values ``[C]``."""
+        """Append a ``lif`` layer with neuron ``settings`` (keys of the spec's ``neuron``) and values ``[C]``
+        per channel."""
         per_channel = per_channel or {}
         name = self.add(link, {"type": "lif", "per_channel": sorted(per_channel)})
         channel_shape = (self.shape[0], 1, 1) if len(self.shape) == 3 else (self.shape[0],)
@@ -240,16 +277,19 @@ class ChainBuilder:
     def spec(
         self, name: str, num_classes: int | None, mean: list[float], std: list[float], input_shape: Shape
     ) -> dict[str, Any]:
-        """The normalized spec: the first neuron's settings as the spec's ``neuron``, each layer overriding what differs.
+        """The normalized spec: the first neuron's settings as the spec's ``neuron``, each layer overriding what
+        differs.
 
         Raises:
-            InteropError: the chain does not end in ``[num_classes]`` features.
+            InteropError: the chain does not end in ``[num_classes]`` features, or a neuron setting read from
+                the source (a threshold, a time constant) has no valid spec value.
         """
         if len(self.shape) != 1 or self.shape[0] < 2 or (num_classes is not None and self.shape[0] != num_classes):
             wanted = f"[{num_classes}]" if num_classes is not None else "[num_classes] features (at least 2)"
             raise InteropError(
-                f"cannot import the {self.framework} network: it outputs per-sample shape {list(self.shape)}, expected {wanted}; "
-                "end it with a Linear layer (or a 1x1 convolution, AdaptiveAvgPool2d(1) and Flatten)"
+                f"cannot import the {self.framework} network: it outputs per-sample shape {list(self.shape)}, "
+                f"expected {wanted}; end it with a Linear layer (or a 1x1 convolution, AdaptiveAvgPool2d(1) and "
+                "Flatten)"
             )
         neurons = list(self._neurons.values())
         base = dict(DEFAULT_NEURON)
@@ -271,14 +311,15 @@ class ChainBuilder:
         }
         try:
             return normalize_spec(raw)
-        except SpecError as exc:
-            raise InteropError(f"cannot import the {self.framework} network: {exc}") from None
+        except SpecError as exc:  # the message names the layer and key; the spec error stays the cause
+            raise InteropError(f"cannot import the {self.framework} network: {exc}") from exc
 
     def build(self, spec: dict[str, Any], timesteps: int, metadata: dict[str, Any]) -> SpikingNet:
         """The network of ``spec`` with every collected tensor copied in, in eval mode; ``metadata`` set on it.
 
         Raises:
-            InteropError: a source tensor's shape differs from the layer's (a module changed after construction).
+            InteropError: ``timesteps`` is not a positive integer, or a source tensor's shape differs from the
+                layer's (a module changed after construction).
         """
         if type(timesteps) is not int or timesteps < 1:
             raise InteropError(
@@ -291,11 +332,134 @@ class ChainBuilder:
                 target = state[key]
                 source = tensor.detach()
                 if tuple(source.shape) != tuple(target.shape):
-                    layer = key.split(".")[1]
+                    layer, tensor_name = key.split(".")[1], key.rsplit(".", 1)[1]
                     raise InteropError(
-                        f"cannot import the {self.framework} network: module {self.sources[layer]}: tensor {key.rsplit('.', 1)[1]} "
-                        f"has shape {list(source.shape)}, its layer needs {list(target.shape)}"
+                        f"cannot import the {self.framework} network: module {self.sources[layer]}: tensor "
+                        f"{tensor_name} has shape {list(source.shape)}, its layer needs {list(target.shape)}"
                     )
                 target.copy_(source.to("cpu", target.dtype))
-        model.metadata = {**metadata, "layers": dict(self.sources)}
+        # nn.Module.__setattr__ is typed for tensors and modules; a plain value lands in __dict__ as here
+        object.__setattr__(model, "metadata", {**metadata, "layers": dict(self.sources)})
         return model.eval()
+
+
+NeuronMapper = Callable[[ChainBuilder, Link, bool], None]
+"""``map_neuron(builder, link, last)``: add the ``lif`` layer of neuron ``link`` (``last``: the chain's last module)
+to ``builder``, or refuse it."""
+
+
+def _no_reason(_kind: type[nn.Module]) -> str | None:
+    return None
+
+
+def _no_rules(_builder: ChainBuilder, _links: list[Link]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Framework:
+    """What :func:`import_chain` needs to know of one framework: how to recognise its modules and map its neurons.
+
+    Attributes:
+        name: how messages name it (``snnTorch``).
+        package: its distribution name, recorded with its version in the model's metadata (``snntorch``);
+            the spec's default name is ``<package>-import``.
+        supported: the modules it maps, listed in every refusal.
+        containers: the exact container classes that are opened (``nn.Sequential``, ...).
+        layers: exact stateless layer classes and the :mod:`.torch_layers` mapping each takes.
+        neurons: exact neuron classes, each mapped by ``map_neuron``.
+        map_neuron: adds a neuron's ``lif`` layer, or refuses the neuron (:data:`NeuronMapper`).
+        refusal: why a module class of none of these kinds is refused, where the framework knows better than
+            "no albsnn layer computes it" (another neuron model of the framework); ``None`` where it does not.
+        check_chain: the framework's rules over the whole chain, run once every module's kind is known
+            (placement, step mode); refuses, or returns what to record with the source in the metadata.
+    """
+
+    name: str
+    package: str
+    supported: str
+    containers: tuple[type[nn.Module], ...]
+    layers: Mapping[type[nn.Module], LayerKind]
+    neurons: tuple[type[nn.Module], ...]
+    map_neuron: NeuronMapper
+    refusal: Callable[[type[nn.Module]], str | None] = _no_reason
+    check_chain: Callable[[ChainBuilder, list[Link]], dict[str, Any]] = _no_rules
+
+
+class ImportOptions(TypedDict, total=False):
+    """The keyword options of :func:`~.from_snntorch` and :func:`~.from_spikingjelly`.
+
+    Attributes:
+        num_classes: checked against the last layer's width if given.
+        mean: per-channel mean the imported network subtracts from its ``[0, 1]`` input
+            (``transforms.Normalize``'s ``mean`` if you trained on normalized images); default 0.
+        std: per-channel divisor, likewise; default 1.
+        name: the spec's name; default ``snntorch-import`` / ``spikingjelly-import``.
+    """
+
+    num_classes: int | None
+    mean: float | Sequence[float] | None
+    std: float | Sequence[float] | None
+    name: str
+
+
+def _check_kind(builder: ChainBuilder, framework: Framework, link: Link) -> None:
+    """Refuse ``link`` unless its exact class is one of the framework's layers or neurons."""
+    kind = type(link.module)
+    known = (*framework.neurons, *framework.layers)
+    if kind in known:
+        return
+    parent = next((cls for cls in kind.__mro__[1:] if cls in known), None)
+    if parent is not None:
+        builder.refuse(
+            link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps"
+        )
+    builder.refuse(link, framework.refusal(kind) or "no albsnn layer computes it")
+
+
+def import_chain(
+    net: nn.Module,
+    framework: Framework,
+    input_shape: Sequence[int],
+    timesteps: int,
+    **options: Unpack[ImportOptions],
+) -> SpikingNet:
+    """The :class:`SpikingNet` that computes what ``framework``'s network ``net`` computes with direct encoding.
+
+    ``net`` is not modified: its tensors are copied unchanged (batch norms keep their running
+    statistics) and neuron settings are read from the live modules.
+
+    Args:
+        net: the source network, an ``nn.Sequential`` (nested containers are opened).
+        framework: the framework's table.
+        input_shape: ``(C, H, W)`` of one image.
+        timesteps: steps per image of the imported network.
+        **options: :class:`ImportOptions` (``num_classes``, ``mean``, ``std``, ``name``).
+
+    Returns:
+        The network in eval mode; ``model.metadata`` holds ``source`` (framework, version, and what
+        ``check_chain`` returned) and ``layers`` (each layer's source module path).
+
+    Raises:
+        InteropError: before anything is built, naming the first module (path and type) that
+            has no exact albsnn form and listing what is supported; or a bad argument.
+    """
+    shape = check_input_shape(input_shape, framework.name)
+    means = input_stats(options.get("mean"), shape[0], 0.0, "mean", framework.name)
+    stds = input_stats(options.get("std"), shape[0], 1.0, "std", framework.name)
+    links = chain_of(net, framework.name, framework.containers, framework.supported)
+    builder = ChainBuilder(framework.name, framework.supported, shape)
+    for link in links:  # every module's kind, then the framework's placement rules, before any mapping
+        _check_kind(builder, framework, link)
+    source = framework.check_chain(builder, links)
+    index = 0
+    while index < len(links):
+        if type(links[index].module) in framework.neurons:
+            framework.map_neuron(builder, links[index], index == len(links) - 1)
+            index += 1
+        else:
+            index += add_torch_layer(builder, links, index, framework.layers)
+    name = options.get("name", f"{framework.package}-import")
+    spec = builder.spec(name, options.get("num_classes"), means, stds, shape)
+    version = package_version(framework.package)
+    return builder.build(spec, timesteps, {"source": {"framework": framework.package, "version": version, **source}})

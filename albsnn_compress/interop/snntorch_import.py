@@ -45,13 +45,17 @@ decides a spike on :math:`U_t - R_t\theta` while it keeps :math:`U_t`, a rule no
 albsnn neuron computes); a spike function that is not ``1[x > 0]``; a
 ``beta``/``threshold`` that varies over positions; anything else not listed in
 :data:`SUPPORTED`.
+
+Everything else (walking the chain, the stateless layers, building and checking
+the model) is the shared :func:`~.chain.import_chain`; this module holds only
+snnTorch's table (:func:`snntorch_framework`) and its ``Leaky`` mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -59,18 +63,20 @@ from torch import nn
 from albsnn_compress.errors import InteropError
 from albsnn_compress.interop.chain import (
     ChainBuilder,
+    Framework,
+    ImportOptions,
     Link,
-    chain_of,
     channel_values,
-    check_heaviside,
-    check_input_shape,
-    input_stats,
-    package_version,
+    import_chain,
+    step_mismatch,
 )
-from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED, add_torch_layer
+from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["from_snntorch", "SUPPORTED", "IF_TAU"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
+__all__ = ["from_snntorch", "snntorch_framework", "SUPPORTED", "IF_TAU"]
 
 FRAMEWORK = "snnTorch"
 SUPPORTED = f"nn.Sequential of {TORCH_SUPPORTED}, snn.Leaky (init_hidden=True)"
@@ -87,19 +93,24 @@ _REFUSED_NEURONS = {
     "SConv2dLSTM": "a spiking convolutional LSTM; only Leaky maps",
     "LeakyParallel": "an RNN-based parallel neuron; only Leaky maps",
 }
+_RESETS = {"subtract": "soft_deferred", "zero": "hard", "none": "none"}
+"""snnTorch's reset rule -> ours."""
 
 
-def _snntorch() -> ModuleType:
-    try:
-        import snntorch
-    except ImportError as exc:
-        raise InteropError(
-            f"importing an snnTorch network needs snntorch ({exc}); pip install 'albsnn-compress[interop]'"
-        ) from None
-    return snntorch
+class _Leaky(Protocol):
+    """What the importer reads of an ``snn.Leaky`` (snnTorch ships no type information)."""
+
+    init_hidden: bool
+    inhibition: bool
+    state_quant: object  # False, or a function applied to the membrane
+    output: bool
+    graded_spikes_factor: float | torch.Tensor
+    spike_grad: Callable[[torch.Tensor], object]
+    beta: float | torch.Tensor
+    threshold: float | torch.Tensor
 
 
-def _reset_rule(builder: ChainBuilder, link: Link, leaky: nn.Module, snn: ModuleType) -> str:
+def _reset_rule(builder: ChainBuilder, link: Link, leaky: _Leaky, snn: ModuleType) -> str:
     """``subtract``, ``zero`` or ``none``: what the neuron's forward actually runs (its bound state function)."""
     functions = {snn.Leaky._base_sub: "subtract", snn.Leaky._base_zero: "zero", snn.Leaky._base_int: "none"}
     state_function = getattr(getattr(leaky, "state_function", None), "__func__", None)
@@ -112,16 +123,37 @@ def _reset_rule(builder: ChainBuilder, link: Link, leaky: nn.Module, snn: Module
     ):
         builder.refuse(
             link,
-            f"reset_mechanism_val {stored!r} disagrees with its {rule!r} state function (a state dict from another neuron?)",
+            f"reset_mechanism_val {stored!r} disagrees with its {rule!r} state function "
+            "(a state dict from another neuron?)",
         )
     return rule
 
 
-def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn: ModuleType) -> None:
+def _channel_setting(
+    builder: ChainBuilder, link: Link, label: str, raw: float | torch.Tensor, value: object
+) -> float | torch.Tensor:
+    """``value`` (the neuron's ``label``, read as ``raw``) as one number or one per channel ``[C]``, or a refusal."""
+    values = channel_values(value, builder.shape)
+    if values is None:
+        builder.refuse(
+            link,
+            f"{label} of shape {list(torch.as_tensor(raw).shape)} varies over positions on membrane "
+            f"{list(builder.shape)}; only one value, or one per channel ([C, 1, 1] after a convolution, [C] after "
+            "Linear), maps",
+        )
+    if not bool(torch.isfinite(torch.as_tensor(values)).all()):
+        builder.refuse(link, f"{label} is not finite")
+    return values
+
+
+def _leaky(builder: ChainBuilder, link: Link, last: bool, snn: ModuleType) -> None:
+    """Add the ``lif`` layer of an ``snn.Leaky``, or refuse what has no exact form."""
+    leaky = cast(_Leaky, link.module)  # the chain checked type(link.module) is snn.Leaky
     if not leaky.init_hidden:
         builder.refuse(
             link,
-            "init_hidden=False: in an nn.Sequential each neuron must keep its own state; build it with init_hidden=True",
+            "init_hidden=False: in an nn.Sequential each neuron must keep its own state; "
+            "build it with init_hidden=True",
         )
     if leaky.inhibition:
         builder.refuse(link, "inhibition=True (winner-take-all across neurons) has no albsnn form")
@@ -132,21 +164,12 @@ def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn:
     graded = torch.as_tensor(leaky.graded_spikes_factor).detach()
     if not bool((graded == 1).all()):
         builder.refuse(link, f"graded_spikes_factor {graded.tolist()} (only 1, binary spikes, maps)")
-    if not check_heaviside(leaky.spike_grad, strict=True):
-        builder.refuse(link, "its spike_grad does not compute the step 1[x > 0] in the forward pass")
+    problem = step_mismatch(leaky.spike_grad, strict=True)
+    if problem is not None:
+        builder.refuse(link, f"its spike_grad does not compute the step 1[x > 0] in the forward pass ({problem})")
     rule = _reset_rule(builder, link, leaky, snn)
-    beta = channel_values(torch.as_tensor(leaky.beta).detach().clamp(0, 1), builder.shape)
-    threshold = channel_values(leaky.threshold, builder.shape)
-    for label, value in (("beta", beta), ("threshold", threshold)):
-        if value is None:
-            builder.refuse(
-                link,
-                f"{label} of shape {list(torch.as_tensor(getattr(leaky, label)).shape)} varies over positions on membrane "
-                f"{list(builder.shape)}; only one value, or one per channel ([C, 1, 1] after a convolution, [C] after Linear), maps",
-            )
-        values = torch.as_tensor(value)
-        if not bool(torch.isfinite(values).all()):
-            builder.refuse(link, f"{label} is not finite")
+    beta = _channel_setting(builder, link, "beta", leaky.beta, torch.as_tensor(leaky.beta).detach().clamp(0, 1))
+    threshold = _channel_setting(builder, link, "threshold", leaky.threshold, leaky.threshold)
     delayed = bool(getattr(leaky, "reset_delay", True))
     if rule == "subtract" and not delayed:
         builder.refuse(
@@ -164,7 +187,7 @@ def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn:
         "detach_reset": True,
         "decay_input": False,
         "strict_threshold": True,
-        "reset": {"subtract": "soft_deferred", "zero": "hard", "none": "none"}[rule],
+        "reset": _RESETS[rule],
     }
     per_channel: dict[str, torch.Tensor] = {}
     if isinstance(beta, float):
@@ -179,69 +202,49 @@ def _leaky(builder: ChainBuilder, link: Link, leaky: nn.Module, last: bool, snn:
     builder.add_neuron(link, settings, per_channel)
 
 
+def _refused_neuron(kind: type[nn.Module]) -> str | None:
+    """Why one of snnTorch's other neuron models is refused."""
+    return _REFUSED_NEURONS.get(kind.__name__) if kind.__module__.startswith("snntorch") else None
+
+
+def snntorch_framework() -> Framework:
+    """snnTorch's table for :func:`~.chain.import_chain` (torch layers and ``snn.Leaky`` in ``nn.Sequential``).
+
+    Raises:
+        InteropError: snnTorch is not installed.
+    """
+    try:
+        import snntorch as snn
+    except ImportError as exc:  # an optional dependency: say what to install
+        raise InteropError(
+            f"importing an snnTorch network needs snntorch ({exc}); pip install 'albsnn-compress[interop]'"
+        ) from exc
+    return Framework(
+        name=FRAMEWORK,
+        package="snntorch",
+        supported=SUPPORTED,
+        containers=(nn.Sequential,),
+        layers=TORCH_KINDS,
+        neurons=(snn.Leaky,),
+        map_neuron=lambda builder, link, last: _leaky(builder, link, last, snn),
+        refusal=_refused_neuron,
+    )
+
+
 def from_snntorch(
-    net: nn.Module,
-    input_shape: Sequence[int],
-    timesteps: int,
-    *,
-    num_classes: int | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    name: str = "snntorch-import",
+    net: nn.Module, input_shape: Sequence[int], timesteps: int, **options: Unpack[ImportOptions]
 ) -> SpikingNet:
     """The :class:`SpikingNet` that computes what snnTorch network ``net`` computes with direct input encoding.
 
     ``net`` is an ``nn.Sequential`` (nested ones are opened) of the modules in
-    :data:`SUPPORTED`, run the snnTorch way: ``utils.reset(net)``, then ``net(x)`` with
-    the same image ``x`` at each of ``timesteps`` steps. Its tensors are copied
-    unchanged and batch norms keep their running statistics; ``net`` is not modified.
-
-    Args:
-        net: the snnTorch network (trained; any mode: batch norms are read, not run).
-        input_shape: ``(C, H, W)`` of one image.
-        timesteps: steps per image of the imported network.
-        num_classes: checked against the last layer's width if given.
-        mean: per-channel mean the imported network subtracts from its ``[0, 1]`` input
-            (``transforms.Normalize``'s ``mean`` if you trained on normalized images); default 0.
-        std: per-channel divisor, likewise; default 1.
-        name: the spec's name.
-
-    Returns:
-        The network in eval mode; ``model.metadata["layers"]`` maps each of its layers to the
-        source module's path.
-
-    Raises:
-        InteropError: before anything is built, naming the first module (path and type) that
-            has no exact albsnn form and listing what is supported.
+    :data:`SUPPORTED`, in any mode (batch norms are read, not run), run the snnTorch way:
+    ``utils.reset(net)``, then ``net(x)`` with the same image ``x`` at each of ``timesteps``
+    steps; ``net`` is not modified. The other arguments (``input_shape`` ``(C, H, W)``, and the
+    keywords of :class:`~albsnn_compress.interop.chain.ImportOptions`), the model returned and
+    the refusals are those of :func:`~albsnn_compress.interop.chain.import_chain`.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), snn.Leaky(0.9, init_hidden=True), nn.Linear(32, 10))
         >>> model = from_snntorch(net, input_shape=(1, 8, 8), timesteps=4)   # doctest: +SKIP
     """
-    snn = _snntorch()
-    shape = check_input_shape(input_shape, FRAMEWORK)
-    means = input_stats(mean, shape[0], 0.0, "mean", FRAMEWORK)
-    stds = input_stats(std, shape[0], 1.0, "std", FRAMEWORK)
-    links = chain_of(net, FRAMEWORK, (nn.Sequential,), SUPPORTED)
-    builder = ChainBuilder(FRAMEWORK, SUPPORTED, shape)
-    index = 0
-    while index < len(links):
-        link = links[index]
-        kind = type(link.module)
-        if kind is snn.Leaky:
-            _leaky(builder, link, link.module, index == len(links) - 1, snn)
-            index += 1
-        elif kind in TORCH_KINDS:
-            index += add_torch_layer(builder, links, index, TORCH_KINDS)
-        elif kind.__name__ in _REFUSED_NEURONS and kind.__module__.startswith("snntorch"):
-            builder.refuse(link, _REFUSED_NEURONS[kind.__name__])
-        elif isinstance(link.module, (snn.Leaky, *TORCH_KINDS)):
-            parent = next(cls for cls in kind.__mro__[1:] if cls in (snn.Leaky, *TORCH_KINDS))
-            builder.refuse(
-                link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps"
-            )
-        else:
-            builder.refuse(link, "no albsnn layer computes it")
-    spec = builder.spec(name, num_classes, means, stds, shape)
-    source = {"framework": "snntorch", "version": package_version("snntorch")}
-    return builder.build(spec, timesteps, {"source": source})
+    return import_chain(net, snntorch_framework(), input_shape, timesteps, **options)

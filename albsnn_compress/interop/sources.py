@@ -64,10 +64,10 @@ def load_factory_net(factory: str) -> nn.Module:
         net = build()
     except InteropError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's code: report it in one line
+    except Exception as exc:  # noqa: BLE001 - the user's own code failed: quote it on one line, keep it as the cause
         raise InteropError(
             f"--factory {factory!r}: running it failed: {one_line(f'{type(exc).__name__}: {exc}')}"
-        ) from None
+        ) from exc
     finally:
         sys.path.remove(str(path.resolve().parent))
     if not isinstance(net, nn.Module):
@@ -76,17 +76,19 @@ def load_factory_net(factory: str) -> nn.Module:
 
 
 def load_weights(net: nn.Module, weights: Path) -> None:
-    """Load a state dict (``torch.save(net.state_dict(), path)``, or a dict holding one under ``state_dict``) strictly into ``net``.
+    """Load a state dict strictly into ``net``: ``torch.save(net.state_dict(), path)``, or a dict holding one under
+    ``state_dict`` (a training checkpoint).
 
     Raises:
         InteropError: the file is not a weights-only torch file, holds no state dict, or does not fit ``net``.
     """
     try:
         payload = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+    except Exception as exc:  # noqa: BLE001 - a file torch cannot read fails in many types; all are the file's fault
         raise InteropError(
-            f"{weights}: not a weights-only torch file ({one_line(f'{type(exc).__name__}: {exc}')}); save it with torch.save(net.state_dict(), path)"
-        ) from None
+            f"{weights}: not a weights-only torch file ({one_line(f'{type(exc).__name__}: {exc}')}); "
+            "save it with torch.save(net.state_dict(), path)"
+        ) from exc
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not all(
@@ -95,10 +97,8 @@ def load_weights(net: nn.Module, weights: Path) -> None:
         raise InteropError(f"{weights}: expected a state dict (names -> tensors), got {type(payload).__name__}")
     try:
         net.load_state_dict(payload, strict=True)
-    except RuntimeError as exc:
-        raise InteropError(
-            f"{weights}: does not fit the factory's network: {' '.join(str(exc).split())[:400]}"
-        ) from None
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped keys: torch lists them
+        raise InteropError(f"{weights}: does not fit the factory's network: {one_line(exc, 400)}") from exc
 
 
 def import_metadata(model: SpikingNet, dataset: str, source: dict[str, Any]) -> dict[str, Any]:
@@ -113,11 +113,11 @@ def import_metadata(model: SpikingNet, dataset: str, source: dict[str, Any]) -> 
     if shape != info.input_shape or classes != info.num_classes:
         raise InteropError(
             f"the imported model takes {list(shape)} images and has {classes} classes; dataset {dataset} has "
-            f"{list(info.input_shape)} images and {info.num_classes} classes; pass the matching --dataset or --input-shape"
+            f"{list(info.input_shape)} images and {info.num_classes} classes; "
+            "pass the matching --dataset or --input-shape"
         )
-    known = dict(
-        getattr(model, "metadata", None) or {}
-    )  # {"source": {"framework", ...}, "layers": {...}} from an importer
+    # {"source": {"framework", ...}, "layers": {...}} from an importer; a NIR model may carry none
+    known = dict(getattr(model, "metadata", None) or {})
     origin = known.pop("source", {})
     return {
         "dataset": dataset,

@@ -35,32 +35,32 @@ surrogate does not compute the step ``1[x >= 0]`` forward (``spiking=False``),
 neurons with a reduced-precision state, containers other than
 ``nn.Sequential``/``SeqToANNContainer``, mixed step modes, and plain torch layers
 that would see ``[T, B, ...]`` unfolded.
+
+Everything else (walking the chain, the stateless layers, building and checking
+the model) is the shared :func:`~.chain.import_chain`; this module holds only
+SpikingJelly's table (:func:`spikingjelly_framework`), its neuron mapping and its
+step-mode rules.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from albsnn_compress.errors import InteropError
-from albsnn_compress.interop.chain import (
-    ChainBuilder,
-    Link,
-    chain_of,
-    check_heaviside,
-    check_input_shape,
-    input_stats,
-    package_version,
-)
-from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED, add_torch_layer
+from albsnn_compress.interop.chain import ChainBuilder, Framework, ImportOptions, Link, import_chain, step_mismatch
+from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED, LayerKind
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["from_spikingjelly", "SUPPORTED"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
+
+__all__ = ["from_spikingjelly", "spikingjelly_framework", "SUPPORTED"]
 
 FRAMEWORK = "SpikingJelly"
 SUPPORTED = (
@@ -69,48 +69,59 @@ SUPPORTED = (
     f"and layer.SeqToANNContainer of torch.nn {TORCH_SUPPORTED}"
 )
 _POINTWISE = ("linear", "skip")  # plain torch kinds that act the same on [T, B, ...] as on [B, ...]
+_LAYERS: dict[str, LayerKind] = {
+    "Conv2d": "conv",
+    "Linear": "linear",
+    "BatchNorm2d": "bn2d",
+    "BatchNorm1d": "bn1d",
+    "AvgPool2d": "avgpool",
+    "MaxPool2d": "maxpool",
+    "AdaptiveAvgPool2d": "adaptive",
+    "Flatten": "flatten",
+    "Dropout": "skip",
+    "Dropout2d": "skip",
+}
+"""SpikingJelly's ``layer.*`` classes (multi-step subclasses of the torch layers) and the mapping each takes."""
 
 
-def _spikingjelly() -> tuple[ModuleType, ModuleType]:
-    try:
-        from spikingjelly.activation_based import layer, neuron
-    except ImportError as exc:
-        raise InteropError(
-            f"importing a SpikingJelly network needs spikingjelly ({exc}); "
-            "pip install --no-deps spikingjelly loguru tqdm (its metadata would replace torch)"
-        ) from None
-    return layer, neuron
+class _Node(Protocol):
+    """What the importer reads of a SpikingJelly node (SpikingJelly ships no type information)."""
+
+    v_threshold: float | torch.Tensor
+    v_reset: float | torch.Tensor | None
+    detach_reset: bool
+    surrogate_function: Callable[[torch.Tensor], object]
 
 
-def _sj_kinds(layer: ModuleType) -> dict[type[nn.Module], str]:
-    names = {
-        "Conv2d": "conv",
-        "Linear": "linear",
-        "BatchNorm2d": "bn2d",
-        "BatchNorm1d": "bn1d",
-        "AvgPool2d": "avgpool",
-        "MaxPool2d": "maxpool",
-        "AdaptiveAvgPool2d": "adaptive",
-        "Flatten": "flatten",
-        "Dropout": "skip",
-        "Dropout2d": "skip",
-    }
-    return {getattr(layer, name): kind for name, kind in names.items() if hasattr(layer, name)}
+class _LIFNode(_Node, Protocol):
+    tau: float | torch.Tensor
+    decay_input: bool
 
 
-def _number(builder: ChainBuilder, link: Link, value: Any, what: str) -> float:
+class _ParametricLIFNode(_Node, Protocol):
+    w: torch.Tensor
+    decay_input: bool
+
+
+def _number(builder: ChainBuilder, link: Link, value: object, what: str) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if type(value) not in (int, float) or not math.isfinite(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         builder.refuse(link, f"{what} {value!r} is not one finite number")
     return float(value)
 
 
-def _neuron(builder: ChainBuilder, link: Link, node: nn.Module, neuron: ModuleType) -> None:
-    if getattr(node, "_neuron_precision", None) is not None:
-        builder.refuse(link, f"a reduced-precision neuron state {node._neuron_precision!r} (only float32 maps)")
-    if not check_heaviside(node.surrogate_function, strict=False):
-        builder.refuse(link, "its surrogate_function does not compute the step 1[x >= 0] forward (spiking=False?)")
+def _neuron(builder: ChainBuilder, link: Link, neuron: ModuleType) -> None:
+    """Add the ``lif`` layer of an ``IFNode``, ``LIFNode`` or ``ParametricLIFNode``, setting for setting."""
+    node = cast(_Node, link.module)  # the chain checked that type(link.module) is one of the three
+    precision = getattr(node, "_neuron_precision", None)
+    if precision is not None:
+        builder.refuse(link, f"a reduced-precision neuron state {precision!r} (only float32 maps)")
+    problem = step_mismatch(node.surrogate_function, strict=False)
+    if problem is not None:
+        builder.refuse(
+            link, f"its surrogate_function does not compute the step 1[x >= 0] forward ({problem}; spiking=False?)"
+        )
     v_threshold = _number(builder, link, node.v_threshold, "v_threshold")
     soft = node.v_reset is None
     settings: dict[str, Any] = {
@@ -123,39 +134,48 @@ def _neuron(builder: ChainBuilder, link: Link, node: nn.Module, neuron: ModuleTy
     if type(node) is neuron.IFNode:
         settings.update(leak=False, decay_input=True)
     elif type(node) is neuron.LIFNode:
-        tau = _number(builder, link, node.tau, "tau")
+        lif = cast(_LIFNode, node)
+        tau = _number(builder, link, lif.tau, "tau")
         if tau < 1:
             builder.refuse(link, f"tau {tau} < 1 (the membrane would overshoot); only tau >= 1 maps")
-        settings.update(leak=True, tau=tau, decay_input=bool(node.decay_input))
-    else:  # ParametricLIFNode
-        w = node.w.detach()
+        settings.update(leak=True, tau=tau, decay_input=bool(lif.decay_input))
+    else:
+        plif = cast(_ParametricLIFNode, node)
+        w = plif.w.detach()
         if w.numel() != 1:
             builder.refuse(link, f"w of shape {list(w.shape)}: one time constant per neuron; only one per layer maps")
         rate = float(w.reshape(()).float().sigmoid())
         if rate == 0.0:
             builder.refuse(link, f"w = {float(w)} makes sigmoid(w) = 0 in float32 (an infinite time constant)")
-        settings.update(leak=True, tau=1.0 / rate, decay_input=bool(node.decay_input))
+        settings.update(leak=True, tau=1.0 / rate, decay_input=bool(plif.decay_input))
     builder.add_neuron(link, settings)
 
 
-def _step_mode(links: list[Link], layer: ModuleType) -> str:
+def _step_mode(links: list[Link], container: type[nn.Module]) -> str:
     """``'m'`` or ``'s'``: the first SpikingJelly module's mode (a SeqToANNContainer means ``'m'``)."""
     for link in links:
-        if layer.SeqToANNContainer in link.within:
+        if container in link.within:
             return "m"
         mode = getattr(link.module, "step_mode", None)
-        if mode in ("s", "m"):
-            return mode
+        if mode == "s" or mode == "m":
+            return str(mode)
     return "s"
 
 
 def _check_placement(
-    builder: ChainBuilder, link: Link, mode: str, kinds: dict[type[nn.Module], str], layer: ModuleType
+    builder: ChainBuilder,
+    link: Link,
+    mode: str,
+    kinds: Mapping[type[nn.Module], LayerKind],
+    neurons: tuple[type[nn.Module], ...],
+    container: type[nn.Module],
 ) -> None:
     """Refuse a module that would not see what it sees in our network (its step mode, or [T, B] unfolded)."""
-    folded = layer.SeqToANNContainer in link.within
+    folded = container in link.within
     own_mode = getattr(link.module, "step_mode", None)
     if folded:
+        if type(link.module) in neurons:
+            builder.refuse(link, "a neuron inside SeqToANNContainer would treat the T steps as T independent samples")
         if mode != "m":
             builder.refuse(link, "it sits in a SeqToANNContainer (multi-step) while the network runs step_mode 's'")
         if own_mode not in (None, "s"):
@@ -164,7 +184,8 @@ def _check_placement(
     if own_mode is not None and own_mode != mode:
         builder.refuse(
             link,
-            f"step_mode {own_mode!r} while the network runs {mode!r}; set one mode with functional.set_step_mode(net, 'm')",
+            f"step_mode {own_mode!r} while the network runs {mode!r}; "
+            "set one mode with functional.set_step_mode(net, 'm')",
         )
     if own_mode is None and mode == "m" and kinds.get(type(link.module)) not in _POINTWISE:
         builder.refuse(
@@ -172,73 +193,61 @@ def _check_placement(
         )
 
 
+def _other_node(kind: type[nn.Module]) -> str | None:
+    """Why one of SpikingJelly's other neuron models is refused."""
+    if kind.__module__.startswith("spikingjelly") and ".neuron" in kind.__module__:
+        return "this neuron model has no albsnn form; only LIFNode, IFNode and ParametricLIFNode map"
+    return None
+
+
+def spikingjelly_framework() -> Framework:
+    """SpikingJelly's table for :func:`~.chain.import_chain` (``activation_based`` nodes and layers).
+
+    Raises:
+        InteropError: SpikingJelly is not installed.
+    """
+    try:
+        from spikingjelly.activation_based import layer, neuron
+    except ImportError as exc:  # an optional dependency: say what to install, and how
+        raise InteropError(
+            f"importing a SpikingJelly network needs spikingjelly ({exc}); "
+            "pip install --no-deps spikingjelly loguru tqdm (its metadata would replace torch)"
+        ) from exc
+    container: type[nn.Module] = layer.SeqToANNContainer
+    kinds = {**TORCH_KINDS, **{getattr(layer, name): kind for name, kind in _LAYERS.items() if hasattr(layer, name)}}
+    neurons: tuple[type[nn.Module], ...] = (neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode)
+
+    def check_chain(builder: ChainBuilder, links: list[Link]) -> dict[str, Any]:
+        mode = _step_mode(links, container)
+        for link in links:
+            _check_placement(builder, link, mode, kinds, neurons, container)
+        return {"step_mode": mode}
+
+    return Framework(
+        name=FRAMEWORK,
+        package="spikingjelly",
+        supported=SUPPORTED,
+        containers=(nn.Sequential, container),
+        layers=kinds,
+        neurons=neurons,
+        map_neuron=lambda builder, link, _last: _neuron(builder, link, neuron),
+        refusal=_other_node,
+        check_chain=check_chain,
+    )
+
+
 def from_spikingjelly(
-    net: nn.Module,
-    input_shape: Sequence[int],
-    timesteps: int,
-    *,
-    num_classes: int | None = None,
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-    name: str = "spikingjelly-import",
+    net: nn.Module, input_shape: Sequence[int], timesteps: int, **options: Unpack[ImportOptions]
 ) -> SpikingNet:
     """The :class:`SpikingNet` that computes what SpikingJelly network ``net`` computes with direct input encoding.
 
     ``net`` is an ``nn.Sequential`` of the modules in :data:`SUPPORTED`, run the
     SpikingJelly way: ``functional.reset_net(net)``, then (``step_mode='m'``)
     ``net(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)``, or (``'s'``) ``net(x)`` once
-    per step, averaged. Tensors are copied unchanged, neuron settings read from the
-    live modules, batch norms keep their running statistics; ``net`` is not modified.
-
-    Args:
-        net: the SpikingJelly network.
-        input_shape: ``(C, H, W)`` of one image.
-        timesteps: steps per image of the imported network.
-        num_classes: checked against the last layer's width if given.
-        mean: per-channel mean the imported network subtracts from its ``[0, 1]`` input
-            (your ``transforms.Normalize`` mean, if you trained on normalized images); default 0.
-        std: per-channel divisor, likewise; default 1.
-        name: the spec's name.
-
-    Returns:
-        The network in eval mode; ``model.metadata["layers"]`` maps each layer to its source module's path.
-
-    Raises:
-        InteropError: before anything is built, naming the first module (path and type) that
-            has no exact albsnn form and listing what is supported.
+    per step, averaged; ``model.metadata["source"]["step_mode"]`` records which. Neuron
+    settings are read from the live modules (SpikingJelly keeps them out of the state dict).
+    ``input_shape``, ``timesteps``, the keyword ``options``
+    (:class:`~albsnn_compress.interop.chain.ImportOptions`), the model returned and the refusals
+    are as for :func:`~albsnn_compress.interop.chain.import_chain`.
     """
-    layer, neuron = _spikingjelly()
-    shape = check_input_shape(input_shape, FRAMEWORK)
-    means = input_stats(mean, shape[0], 0.0, "mean", FRAMEWORK)
-    stds = input_stats(std, shape[0], 1.0, "std", FRAMEWORK)
-    links = chain_of(net, FRAMEWORK, (nn.Sequential, layer.SeqToANNContainer), SUPPORTED)
-    builder = ChainBuilder(FRAMEWORK, SUPPORTED, shape)
-    sj_kinds = _sj_kinds(layer)
-    kinds = {**TORCH_KINDS, **sj_kinds}
-    neurons = (neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode)
-    mode = _step_mode(links, layer)
-    for link in links:  # every module's kind and placement, before any mapping
-        kind = type(link.module)
-        if kind in neurons and layer.SeqToANNContainer in link.within:
-            builder.refuse(link, "a neuron inside SeqToANNContainer would treat the T steps as T independent samples")
-        if kind in neurons or kind in kinds:
-            _check_placement(builder, link, mode, kinds, layer)
-        elif isinstance(link.module, (*neurons, *kinds)):
-            parent = next(cls for cls in kind.__mro__[1:] if cls in (*neurons, *kinds))
-            builder.refuse(
-                link, f"a subclass of {parent.__name__} may change its forward; only {parent.__name__} itself maps"
-            )
-        elif kind.__module__.startswith("spikingjelly") and ".neuron" in kind.__module__:
-            builder.refuse(link, "this neuron model has no albsnn form; only LIFNode, IFNode and ParametricLIFNode map")
-        else:
-            builder.refuse(link, "no albsnn layer computes it")
-    index = 0
-    while index < len(links):
-        if type(links[index].module) in neurons:
-            _neuron(builder, links[index], links[index].module, neuron)
-            index += 1
-        else:
-            index += add_torch_layer(builder, links, index, kinds)
-    spec = builder.spec(name, num_classes, means, stds, shape)
-    source = {"framework": "spikingjelly", "version": package_version("spikingjelly"), "step_mode": mode}
-    return builder.build(spec, timesteps, {"source": source})
+    return import_chain(net, spikingjelly_framework(), input_shape, timesteps, **options)

@@ -1,7 +1,8 @@
 """Stateless torch layers as spec layers: what ``Conv2d``, ``BatchNorm2d``, pooling, ... become, exactly.
 
-Both importers use this for ``torch.nn`` modules (and SpikingJelly's ``layer.*``
-subclasses of them, which only add multi-step folding). The caller says which
+The import chain (:func:`.chain.import_chain`) uses this for ``torch.nn`` modules of
+both frameworks (and SpikingJelly's ``layer.*`` subclasses of them, which only add
+multi-step folding). Each framework's table says which
 exact classes mean which kind (:data:`TORCH_KINDS`): a subclass might override
 ``forward`` (SpikingJelly's weight-standardized ``WSConv2d`` does), so it is
 refused rather than trusted. Each mapping copies the tensors unchanged and
@@ -11,16 +12,23 @@ refuses any setting with no exact spec form (dilation, padding on a pool, a
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
-from albsnn_compress.interop.chain import ChainBuilder, Link
+if TYPE_CHECKING:  # the builder is passed in; chain.py imports this module to run the chain
+    from albsnn_compress.interop.chain import ChainBuilder, Link
 
-__all__ = ["TORCH_KINDS", "TORCH_SUPPORTED", "add_torch_layer"]
+__all__ = ["LayerKind", "TORCH_KINDS", "TORCH_SUPPORTED", "add_torch_layer"]
 
-TORCH_KINDS: dict[type[nn.Module], str] = {
+LayerKind = Literal["conv", "linear", "bn2d", "bn1d", "avgpool", "maxpool", "adaptive", "flatten", "skip"]
+"""Which mapping a stateless layer takes (``skip``: identity at inference, no layer)."""
+
+_M = TypeVar("_M", bound=nn.Module)
+
+TORCH_KINDS: dict[type[nn.Module], LayerKind] = {
     nn.Conv2d: "conv",
     nn.Linear: "linear",
     nn.BatchNorm2d: "bn2d",
@@ -41,8 +49,16 @@ TORCH_SUPPORTED = (
 )
 
 
-def _pair(value: Any) -> tuple[Any, Any]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)  # type: ignore[return-value]
+def _pair(value: Any) -> tuple[Any, ...]:
+    """A torch size setting (``3`` or ``(3, 3)``) as a tuple, for comparing both sides."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _as(module: nn.Module, cls: type[_M]) -> _M:
+    """``module`` as the class its kind promises; a table that maps a class to the wrong kind is our bug, not input."""
+    if not isinstance(module, cls):
+        raise AssertionError(f"the kinds table maps {type(module).__name__} to a {cls.__name__} kind")
+    return module
 
 
 def _square(builder: ChainBuilder, link: Link, value: Any, what: str) -> int:
@@ -117,7 +133,7 @@ def _batch_norm(builder: ChainBuilder, link: Link, norm: nn.modules.batchnorm._B
     )
 
 
-def _pool(builder: ChainBuilder, link: Link, pool: nn.AvgPool2d | nn.MaxPool2d, kind: str) -> None:
+def _pool(builder: ChainBuilder, link: Link, pool: nn.AvgPool2d | nn.MaxPool2d, kind: LayerKind) -> None:
     kernel = _square(builder, link, pool.kernel_size, "kernel_size")
     stride = _square(builder, link, pool.stride if pool.stride is not None else pool.kernel_size, "stride")
     if _pair(pool.padding) != (0, 0):
@@ -137,10 +153,13 @@ def _flatten_ok(module: nn.Module) -> bool:
     return isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
 
 
-def add_torch_layer(builder: ChainBuilder, links: list[Link], index: int, kinds: dict[type[nn.Module], str]) -> int:
-    """Map ``links[index]`` (a module of kind ``kinds[type]``) onto ``builder``; returns how many links it used (1 or 2).
+def add_torch_layer(
+    builder: ChainBuilder, links: list[Link], index: int, kinds: Mapping[type[nn.Module], LayerKind]
+) -> int:
+    """Map ``links[index]`` (a module of kind ``kinds[type]``) onto ``builder``; returns how many links it used.
 
-    ``AdaptiveAvgPool2d(1)`` followed by ``Flatten`` become one ``gap`` layer.
+    ``AdaptiveAvgPool2d(1)`` followed by ``Flatten`` become one ``gap`` layer (2 links); every other module
+    is one.
 
     Raises:
         InteropError: a setting has no exact spec form, or the layer does not fit the shape before it.
@@ -148,33 +167,36 @@ def add_torch_layer(builder: ChainBuilder, links: list[Link], index: int, kinds:
     link = links[index]
     module, kind = link.module, kinds[type(link.module)]
     if kind == "conv":
-        _conv(builder, link, module)  # type: ignore[arg-type]
+        _conv(builder, link, _as(module, nn.Conv2d))
     elif kind == "linear":
-        _linear(builder, link, module)  # type: ignore[arg-type]
+        _linear(builder, link, _as(module, nn.Linear))
     elif kind in ("bn2d", "bn1d"):
-        _batch_norm(builder, link, module, 3 if kind == "bn2d" else 1)  # type: ignore[arg-type]
-    elif kind in ("avgpool", "maxpool"):
-        _pool(builder, link, module, kind)  # type: ignore[arg-type]
+        _batch_norm(builder, link, _as(module, nn.modules.batchnorm._BatchNorm), 3 if kind == "bn2d" else 1)
+    elif kind == "avgpool":
+        _pool(builder, link, _as(module, nn.AvgPool2d), kind)
+    elif kind == "maxpool":
+        _pool(builder, link, _as(module, nn.MaxPool2d), kind)
     elif kind == "flatten":
-        if not _flatten_ok(module):
+        flatten = _as(module, nn.Flatten)
+        if not _flatten_ok(flatten):
             builder.refuse(
-                link, f"start_dim={module.start_dim}, end_dim={module.end_dim} (only 1 and -1, per sample, map)"
+                link, f"start_dim={flatten.start_dim}, end_dim={flatten.end_dim} (only 1 and -1, per sample, map)"
             )
         builder.add(link, {"type": "flatten"})
     elif kind == "adaptive":
+        output_size = _as(module, nn.AdaptiveAvgPool2d).output_size
         following = links[index + 1].module if index + 1 < len(links) else None
         if (
-            _pair(module.output_size) != (1, 1)
+            _pair(output_size) != (1, 1)
             or following is None
             or kinds.get(type(following)) != "flatten"
             or not _flatten_ok(following)
         ):
             builder.refuse(
                 link,
-                f"only AdaptiveAvgPool2d(1) directly followed by Flatten() maps (our gap); got output_size {module.output_size!r}",
+                "only AdaptiveAvgPool2d(1) directly followed by Flatten() maps (our gap); "
+                f"got output_size {output_size!r}",
             )
         builder.add(link, {"type": "gap"})
         return 2
-    elif kind != "skip":
-        raise AssertionError(f"unknown kind {kind!r}")  # a wrong TORCH_KINDS table, not user input
-    return 1
+    return 1  # skip: identity at inference
