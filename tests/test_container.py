@@ -32,6 +32,7 @@ from albsnn_compress.formats.container.file import (
 )
 from albsnn_compress.formats.container.header import ALIGNMENT, MAGIC, PREAMBLE
 from albsnn_compress.snn.presets import PRESETS, make_preset
+from albsnn_compress.snn.recording import recorded_outputs
 from albsnn_compress.snn.spec import SpikingNet, spec_bounds
 from albsnn_compress.training.trainer import evaluate
 from tests.clihelp import run_cli
@@ -204,12 +205,10 @@ def test_reading_does_not_move_the_global_rng(tmp_path: Path, model: SpikingNet)
 def test_architecture_bounds_match_real_models(preset: str, input_shape: list[int]) -> None:
     spec = make_preset(preset, input_shape, 10, [0.5] * input_shape[0], [0.25] * input_shape[0])
     model = SpikingNet(spec).eval()
-    largest = [math.prod(input_shape)]
-    hooks = [layer.register_forward_hook(lambda m, i, out: largest.append(out[0, 0].numel())) for layer in model.layers]
-    with torch.no_grad():
-        model.layers(torch.zeros((1, 1, *input_shape)))
-    for hook in hooks:
-        hook.remove()
+    sizes = recorded_outputs(
+        model.layers, torch.zeros((1, 1, *input_shape)), list(model.layers), lambda _m, _i, out: out[0, 0].numel()
+    )
+    largest = [math.prod(input_shape), *(size for calls in sizes.values() for size in calls)]
     params = sum(v.numel() for k, v in model.state_dict().items() if "num_batches_tracked" not in k)
     assert spec_bounds(model.spec) == (params, max(largest))
 

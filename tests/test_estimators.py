@@ -27,6 +27,7 @@ from albsnn_compress.search.estimators import (
 from albsnn_compress.search.session import SearchSession
 from albsnn_compress.snn.layers import TimeBatchNorm2d, TimeConv2d
 from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.recording import record_outputs
 
 
 class _Net(nn.Module):
@@ -137,10 +138,8 @@ def test_a_registered_estimator_is_built_fresh_by_name() -> None:
 
 def _spike_flips_by_definition(net: nn.Module, name: str, lif: nn.Module, probe: Probe) -> float:
     """The output estimator's definition, computed the slow obvious way: two full passes."""
-    spikes: list[torch.Tensor] = []
-    hook = lif.register_forward_hook(lambda _m, _i, out: spikes.append(out.detach().clone()))
     try:
-        with torch.no_grad():
+        with record_outputs([lif], keep=lambda _m, _i, out: out.detach().clone()) as outputs, torch.no_grad():
             for images, _ in probe.batches:
                 net(images)
             binarize_(net, [name])
@@ -148,7 +147,7 @@ def _spike_flips_by_definition(net: nn.Module, name: str, lif: nn.Module, probe:
                 net(images)
     finally:
         unbinarize_(net, [name])
-        hook.remove()
+    spikes = outputs[0]
     half = len(spikes) // 2
     flipped = sum(float((a != b).sum()) for a, b in zip(spikes[:half], spikes[half:]))
     return flipped / sum(a.numel() for a in spikes[:half])

@@ -19,7 +19,7 @@ from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs, packed_size
 from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.formats.onnx.export import build_onnx_model, export_onnx
-from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.recording import lif_modules, record_outputs
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.train_model import resolve_architecture
 from tests.clihelp import run_cli
@@ -192,17 +192,9 @@ def _run_ort(proto: onnx.ModelProto, images: torch.Tensor, level: str) -> np.nda
 
 def _torch_spikes(model: SpikingNet, images: torch.Tensor) -> list[torch.Tensor]:
     """Every LIF layer's spikes ``[T, B, ...]`` for ``images``, in layer order."""
-    spikes: list[torch.Tensor] = []
-    handles = [
-        m.register_forward_hook(lambda _m, _i, out: spikes.append(out)) for m in model.modules() if isinstance(m, LIF)
-    ]
-    try:
-        with torch.inference_mode():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return spikes
+    with record_outputs(lif_modules(model)) as outputs, torch.inference_mode():
+        model(images)
+    return [calls[0] for calls in outputs]
 
 
 def _check_flips_are_ties(

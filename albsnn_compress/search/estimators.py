@@ -45,6 +45,7 @@ from albsnn_compress.binarize import binarize_, binarize_weight, is_binarized, u
 from albsnn_compress.errors import CompressionError
 from albsnn_compress.registry import Registry
 from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.recording import recorded_outputs
 
 __all__ = [
     "Probe",
@@ -124,36 +125,8 @@ def _next_lif(model: nn.Module, name: str) -> nn.Module | None:
     return None
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass once everything the estimator reads is captured."""
-
-
-class _Recorder:
-    """Forward hooks that keep each watched module's outputs for one batch.
-
-    ``stop_after`` maps a module to the number of its calls after which the
-    forward pass is cut short: nothing later in the network can change them.
-    """
-
-    def __init__(self, modules: list[nn.Module], stop_after: dict[nn.Module, int] | None = None) -> None:
-        self.outputs: dict[nn.Module, list[torch.Tensor]] = {module: [] for module in modules}
-        self.stop_after = stop_after or {}
-        self._hooks = [module.register_forward_hook(self._keep) for module in dict.fromkeys(modules)]
-
-    def _keep(self, module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        self.outputs[module].append(output.detach())
-        if len(self.outputs[module]) == self.stop_after.get(module, -1):
-            raise _StopForward
-
-    def run(self, model: nn.Module, images: torch.Tensor) -> dict[nn.Module, list[torch.Tensor]]:
-        try:
-            model(images)
-        except _StopForward:
-            pass
-        finally:
-            for hook in self._hooks:
-                hook.remove()
-        return self.outputs
+def _detached(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+    return output.detach()
 
 
 class OutputEstimator:
@@ -186,7 +159,7 @@ class OutputEstimator:
         sums = {name: {"error": 0.0, "energy": 0.0, "flipped": 0.0, "spikes": 0.0} for name in candidates}
         try:
             for images, _ in probe.batches:
-                reference = _Recorder([*layers.values(), *watched.values()]).run(model, images)
+                reference = recorded_outputs(model, images, [*layers.values(), *watched.values()], _detached)
                 for name, layer in layers.items():
                     self._accumulate(model, name, layer, watched[name], images, reference, sums[name])
         finally:
@@ -206,7 +179,7 @@ class OutputEstimator:
         """Add one batch's output error and spike flips of ``name`` binarized alone."""
         binarize_(model, [name])
         try:
-            changed = _Recorder([layer, lif], stop_after={lif: len(reference[lif])}).run(model, images)
+            changed = recorded_outputs(model, images, [layer, lif], _detached, stop_after={lif: len(reference[lif])})
         finally:
             unbinarize_(model, [name])
         for before, after in zip(reference[layer], changed[layer]):
