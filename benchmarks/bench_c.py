@@ -3,7 +3,8 @@
 Run from the repository root::
 
     python -m benchmarks.bench_c                   # fmnist-vgg, every candidate binarized (a few minutes)
-    python -m benchmarks.bench_c --container benchmarks/checkpoints/fmnist-vgg-T1-albsnn/fmnist-vgg-T1.albsnn --label budget-1.0
+    python -m benchmarks.bench_c --label budget-1.0 \
+        --container benchmarks/checkpoints/fmnist-vgg-T1-albsnn/fmnist-vgg-T1.albsnn
     python -m benchmarks.bench_c --quick           # digits-small trained for one epoch, seconds
 
 The default model is the committed checkpoint ``benchmarks/checkpoints/fmnist-vgg-T1.pt``
@@ -84,9 +85,18 @@ extern FILE *albsnn_trace_file;
 static float pixels[64][N_IN];
 static double wall[MAX_RUNS], cpu[MAX_RUNS];
 
-static double seconds(clockid_t clock) { struct timespec t; clock_gettime(clock, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+static double seconds(clockid_t clock)
+{
+    struct timespec t;
+    clock_gettime(clock, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
 
-static int by_value(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 int main(int argc, char **argv)
 {
@@ -101,7 +111,7 @@ int main(int argc, char **argv)
         if (argc < 5 || (albsnn_trace_file = fopen(argv[4], "wb")) == NULL) return 2;
 #endif
         while (fread(pixels[0], sizeof(float), N_IN, in) == N_IN) {
-            if (albsnn_infer(pixels[0], logits) != 0) return 3;
+            if (albsnn_infer(pixels[0], logits) != ALBSNN_OK) return 3;
             fwrite(logits, sizeof(float), ALBSNN_NUM_CLASSES, out);
         }
         return fclose(out);
@@ -110,14 +120,18 @@ int main(int argc, char **argv)
         double start, w, c;
         while (n < 64 && fread(pixels[n], sizeof(float), N_IN, in) == N_IN) ++n;
         if (n == 0) return 2;
-        for (i = 0; i < 20; ++i) albsnn_infer(pixels[i % n], logits);
+        for (i = 0; i < 20; ++i) {
+            if (albsnn_infer(pixels[i % n], logits) != ALBSNN_OK) return 3;
+        }
         start = seconds(CLOCK_MONOTONIC);
         while (runs < MAX_RUNS && (runs < 20 || seconds(CLOCK_MONOTONIC) - start < budget)) {
+            int status;
             w = seconds(CLOCK_MONOTONIC);
             c = seconds(CLOCK_PROCESS_CPUTIME_ID);
-            albsnn_infer(pixels[runs % n], logits);
+            status = albsnn_infer(pixels[runs % n], logits);
             cpu[runs] = seconds(CLOCK_PROCESS_CPUTIME_ID) - c;
             wall[runs] = seconds(CLOCK_MONOTONIC) - w;
+            if (status != ALBSNN_OK) return 3;
             ++runs;
         }
         qsort(wall, (size_t)runs, sizeof(double), by_value);
@@ -195,7 +209,7 @@ def _compile(folder: Path, flags: list[str], output: Path) -> Path:
 
 
 def _ties(model: Any, folder: Path, images: Any, rows: np.ndarray, work: Path) -> list[dict[str, Any]]:
-    """For each image whose logits are off: where its spikes first differ from PyTorch, and how far from the threshold."""
+    """For each image whose logits are off: where its spikes first differ from PyTorch, how far from the threshold."""
     from albsnn_compress.formats.c.trace import first_flip
 
     binary = _compile(folder, ["-O2", "-DALBSNN_TRACE"], work / "traced.bin")
@@ -395,26 +409,27 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(
-        f"{result['model']['source']}: T={result['model']['timesteps']}, binarized {', '.join(result['model']['binarized'])}"
-    )
+    model = result["model"]
+    print(f"{model['source']}: T={model['timesteps']}, binarized {', '.join(model['binarized'])}")
     print(f"{'variant':18s} {'median ms':>10s} {'p10':>8s} {'p90':>8s} {'cpu ms':>8s}")
     for variant, row in result["latency"].items():
         print(
-            f"{variant:18s} {row['median_ms']:10.3f} {row['p10_ms']:8.3f} {row['p90_ms']:8.3f} {row['cpu_median_ms']:8.3f}"
+            f"{variant:18s} {row['median_ms']:10.3f} {row['p10_ms']:8.3f} {row['p90_ms']:8.3f} "
+            f"{row['cpu_median_ms']:8.3f}"
         )
     for clock, ratios in result["ratios"].items():
         print(f"ratios ({clock} clock):", ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     memory = result["memory"]
     for key in ("c_packed", "c_float"):
-        print(
-            f"{key}: {memory[key]['weight_bytes']} B const, {memory[key]['arena_bytes']} B arena, size -O3 {memory[key]['size_O3']}"
-        )
+        sizes = memory[key]
+        print(f"{key}: {sizes['weight_bytes']} B const, {sizes['arena_bytes']} B arena, size -O3 {sizes['size_O3']}")
     print(f"ort-packed: {memory['ort_packed_resident_bytes']} B resident growth")
     for key, row in result["agreement"].items():
         print(
-            f"{key}: {row['identical_predictions']:.4%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
-            f"{row['images_logits_off']} images off by > {row['tolerance']:.0e} (all ties: {row['off_images_all_ties']}), "
+            f"{key}: {row['identical_predictions']:.4%} identical predictions, "
+            f"max |dlogit| {row['max_abs_logit_diff']:.2e}, "
+            f"{row['images_logits_off']} images off by > {row['tolerance']:.0e} "
+            f"(all ties: {row['off_images_all_ties']}), "
             f"accuracy C {row['accuracy_c']:.4f} / PyTorch {row['accuracy_pytorch']:.4f}"
         )
 

@@ -1,5 +1,10 @@
 """C export: the folder compiles with -Werror -pedantic, agrees with PyTorch on the digits test split,
-runs clean under ASan/UBSan, is byte-identical for the same model, and refuses what it cannot express."""
+runs clean under ASan/UBSan, is byte-identical for the same model, and refuses what it cannot express.
+
+The C itself: every object is read through a pointer of its own type and aligned for it (strict
+aliasing warnings and the alignment sanitizer are clean), the kernels return a status on bad
+arguments and ``albsnn_infer`` passes it on, the scratch-size functions agree with the planner,
+the headers work from C++ (``extern "C"``), and each template compiles on its own."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import copy
 import re
 import shutil
 import subprocess
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +27,23 @@ from albsnn_compress.data import load_split
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs
 from albsnn_compress.formats.c.export import build_c_sources, export_c
-from albsnn_compress.formats.c.plan import C_EMITTERS, plan_model
+from albsnn_compress.formats.c.ops import ConvOp
+from albsnn_compress.formats.c.plan import C_EMITTERS, RESET_C, plan_model
+from albsnn_compress.formats.c.source import HEADER, KERNELS_C, KERNELS_H, TEMPLATES, status_codes
+from albsnn_compress.formats.c.text import render_array
 from albsnn_compress.formats.c.trace import TRACE_HOOK_C, TRACE_RECORD, first_flip
 from albsnn_compress.formats.container.file import read_container, write_container
 from albsnn_compress.snn.layer_types import LAYER_TYPES, LayerType, registered, same_shape
 from albsnn_compress.snn.neurons import LIF, RESET_MODES, ResetMode
+from albsnn_compress.snn.onnx_mapping import GraphEmitter
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.train_model import resolve_architecture
 from tests.clihelp import run_cli
 
-CC = shutil.which("cc")
-pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
+CC = shutil.which("cc") or "cc"
+CXX = shutil.which("g++") or shutil.which("c++")
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
+needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on PATH")
 
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = [
@@ -42,6 +54,20 @@ SANITIZE = [
     "-fno-sanitize-recover=all",
     "-fno-omit-frame-pointer",
 ]
+# Type-based alias analysis on, with every warning it has (level 1 also flags casts through void * that
+# are then dereferenced as another type) and casts that raise the required alignment.
+STRICT_ALIASING = [*STRICT, "-fstrict-aliasing", "-Wstrict-aliasing=1", "-Wcast-align=strict", "-Wcast-qual"]
+# The same optimizations under UBSan, alignment checks named explicitly.
+SANITIZE_ALIGNMENT = [
+    "-std=c99",
+    "-O2",
+    "-fstrict-aliasing",
+    "-g",
+    "-fsanitize=undefined,alignment",
+    "-fno-sanitize-recover=all",
+]
+CXX_STRICT = ["-std=c++11", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+STATUS = {"ALBSNN_OK": 0, "ALBSNN_ERR_NULL": -1, "ALBSNN_ERR_SCRATCH": -2, "ALBSNN_ERR_DESCRIPTOR": -3}
 TIE_MARGIN = 1e-4  # a flipped spike must sit this close to the threshold to count as a tie
 
 # Reads float32 images from argv[1], writes float32 logits to argv[2]; built with -DALBSNN_TRACE (and
@@ -74,10 +100,204 @@ int main(int argc, char **argv)
         }
         fwrite(logits, sizeof logits[0], ALBSNN_NUM_CLASSES, out);
     }
-    if (albsnn_infer(NULL, logits) != -1) {
+    if (albsnn_infer(NULL, logits) != -1 || albsnn_infer(pixels, NULL) != ALBSNN_ERR_NULL) {
         return 4;
     }
     return fclose(in) | fclose(out);
+}
+"""
+
+# HARNESS for C++: the same reads and writes, including albsnn_model.h and albsnn_kernels.h.
+HARNESS_CXX = r"""
+#include <cstdio>
+#include "albsnn_model.h"
+#include "albsnn_kernels.h"
+
+int main(int argc, char **argv)
+{
+    static float pixels[ALBSNN_INPUT_C * ALBSNN_INPUT_H * ALBSNN_INPUT_W];
+    float logits[ALBSNN_NUM_CLASSES];
+    const std::size_t n = sizeof pixels / sizeof pixels[0];
+    if (argc < 3) {
+        return 2;
+    }
+    std::FILE *in = std::fopen(argv[1], "rb"), *out = std::fopen(argv[2], "wb");
+    if (in == nullptr || out == nullptr) {
+        return 2;
+    }
+    while (std::fread(pixels, sizeof pixels[0], n, in) == n) {
+        if (albsnn_infer(pixels, logits) != ALBSNN_OK) {
+            return 3;
+        }
+        std::fwrite(logits, sizeof logits[0], ALBSNN_NUM_CLASSES, out);
+    }
+    if (albsnn_infer(nullptr, logits) != ALBSNN_ERR_NULL || albsnn_conv_rows_scratch(nullptr) != 0u) {
+        return 4;
+    }
+    return std::fclose(in) | std::fclose(out);
+}
+"""
+
+# Calls every kernel with good and bad arguments on small hand-made descriptors: a bad argument gives its
+# status and leaves the output untouched. Prints "ok" or one line per failed expectation.
+BAD_ARGUMENTS = r"""
+#include <stdio.h>
+#include "albsnn_kernels.h"
+
+static int failures = 0;
+
+#define EXPECT(call, want)                                                                          \
+    do {                                                                                            \
+        const int got_ = (int)(call);                                                               \
+        if (got_ != (want)) {                                                                       \
+            printf("line %d: %s gave %d, expected %d\n", __LINE__, #call, got_, (want));            \
+            ++failures;                                                                             \
+        }                                                                                           \
+    } while (0)
+
+/* every element still 7 (what fill put there) */
+#define EXPECT_UNTOUCHED(buffer)                                                                    \
+    do {                                                                                            \
+        size_t i_;                                                                                  \
+        for (i_ = 0; i_ < sizeof(buffer) / sizeof((buffer)[0]); ++i_) {                             \
+            if ((buffer)[i_] != 7) {                                                                \
+                printf("line %d: a refused call wrote %s[%u]\n", __LINE__, #buffer, (unsigned)i_);  \
+                ++failures;                                                                         \
+                break;                                                                              \
+            }                                                                                       \
+        }                                                                                           \
+    } while (0)
+
+static void fill_floats(float *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = 7.0f;
+    }
+}
+
+static void fill_words(uint32_t *y, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = 7u;
+    }
+}
+
+int main(void)
+{
+    static const float w[2 * 9] = {1.0f, 0.0f, -1.0f, 0.5f, 0.5f, 0.5f, 0.0f, 1.0f, 0.0f,
+                                   0.0f, 1.0f, 0.0f, 1.0f, 1.0f, 1.0f, -0.5f, 0.0f, 0.5f};
+    static const uint8_t bits[3] = {0xA5u, 0x3Cu, 0x80u}; /* 2 x 1 x 3 x 3 sign bits */
+    static const float scale[2] = {1.0f, 0.5f}, bias[2] = {0.0f, 0.25f}, mean[1] = {0.5f}, std[1] = {0.25f};
+    static const albsnn_lif hard = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_HARD, 0u};
+    static const albsnn_lif bad_reset = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_RULES, 0u};
+    const albsnn_tensor image = {1u, 4u, 4u, 1u, 0u, 1u}, maps = {2u, 4u, 4u, 1u, 0u, 1u};
+    const albsnn_tensor spikes_in = {1u, 4u, 4u, 1u, 1u, 1u}, spikes_out = {2u, 4u, 4u, 1u, 1u, 1u};
+    const albsnn_tensor pooled = {2u, 2u, 2u, 1u, 0u, 1u};
+    albsnn_conv conv = {{1u, 4u, 4u, 1u, 0u, 1u}, {2u, 4u, 4u, 1u, 0u, 1u}, 3u, 1u, 1u, 1u,
+                        NULL, w, scale, bias, NULL, NULL};
+    albsnn_conv bconv = {{1u, 4u, 4u, 1u, 1u, 1u}, {2u, 4u, 4u, 1u, 1u, 1u}, 3u, 1u, 1u, 1u,
+                         bits, NULL, scale, bias, &hard, NULL};
+    albsnn_pool pool = {{2u, 4u, 4u, 1u, 0u, 1u}, {2u, 2u, 2u, 1u, 0u, 1u}, 2u, 2u, 0u};
+    float pixels[16], x[16], y[32], small[8], scratch[64];
+    uint32_t planes[1] = {0xF00F0000u}, out_planes[2];
+    uint64_t words[64];
+    int32_t counts[64];
+    size_t n_rows, n_words, n_counts;
+    fill_floats(pixels, 16);
+    fill_floats(x, 16);
+
+    EXPECT(albsnn_normalize(NULL, mean, std, &image, x), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_normalize(pixels, mean, std, &image, NULL), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_normalize(pixels, mean, std, &spikes_in, x), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_normalize(pixels, mean, std, &image, x), ALBSNN_OK);
+
+    /* the float kernel: its scratch size, then NULLs, short scratch, inconsistent descriptors */
+    n_rows = albsnn_conv_rows_scratch(&conv);
+    EXPECT(n_rows, 4 + 2 + 2 * 4); /* a padded input row, one output row per channel */
+    EXPECT(albsnn_conv_rows_scratch(NULL), 0);
+    fill_floats(y, 32);
+    EXPECT(albsnn_conv_rows(NULL, x, y, scratch, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_rows(&conv, NULL, y, scratch, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_rows(&conv, x, NULL, scratch, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_rows(&conv, x, y, NULL, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, n_rows - 1u), ALBSNN_ERR_SCRATCH);
+    EXPECT_UNTOUCHED(y);
+    conv.out.h = 3u; /* does not follow from 4 rows, kernel 3, padding 1 */
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_conv_rows_scratch(&conv), 0);
+    conv.out.h = 4u;
+    conv.groups = 0u;
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    conv.groups = 2u; /* one input channel does not split into two groups */
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    conv.groups = 1u;
+    conv.stride = 0u;
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    conv.stride = 1u;
+    conv.weight = NULL;
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_NULL);
+    conv.weight = w;
+    conv.lif = &hard; /* neurons write a spike map, not floats */
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    conv.out = spikes_out;
+    conv.lif = &bad_reset;
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, 64u), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT_UNTOUCHED(y);
+    conv.lif = NULL;
+    conv.out = maps;
+    EXPECT(albsnn_conv_rows(&conv, x, y, scratch, n_rows), ALBSNN_OK);
+
+    /* the popcount kernel */
+    n_words = albsnn_conv_bits_scratch_words(&bconv);
+    n_counts = albsnn_conv_bits_scratch_counts(&bconv);
+    EXPECT(n_words, 1 * (1 + 4) + 4); /* a weight word, 4 fields of 1 word, 4 partial sums */
+    EXPECT(n_counts, 4 + 4 * 2);      /* 4 popcounts, 4 agreements, 4 sums */
+    fill_words(out_planes, 2);
+    EXPECT(albsnn_conv_bits(&bconv, NULL, out_planes, words, n_words, counts, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, NULL, n_words, counts, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, n_words, NULL, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, n_words - 1u, counts, n_counts), ALBSNN_ERR_SCRATCH);
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, n_words, counts, n_counts - 1u), ALBSNN_ERR_SCRATCH);
+    EXPECT_UNTOUCHED(out_planes);
+    bconv.in = image; /* floats in: the popcount kernel needs bit planes */
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, 64u, counts, 64u), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_conv_bits_scratch_words(&bconv), 0);
+    bconv.in = spikes_in;
+    bconv.bits = NULL;
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, 64u, counts, 64u), ALBSNN_ERR_NULL);
+    bconv.bits = bits;
+    EXPECT_UNTOUCHED(out_planes);
+    EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, n_words, counts, n_counts), ALBSNN_OK);
+
+    /* pooling, batch norm, neurons, the head */
+    fill_floats(small, 8);
+    pool.kernel = 0u;
+    EXPECT(albsnn_pool2d(&pool, y, small), ALBSNN_ERR_DESCRIPTOR);
+    pool.kernel = 2u;
+    pool.out.c = 3u;
+    EXPECT(albsnn_pool2d(&pool, y, small), ALBSNN_ERR_DESCRIPTOR);
+    pool.out.c = 2u;
+    EXPECT(albsnn_pool2d(NULL, y, small), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_pool2d(&pool, y, NULL), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_affine(&maps, y, NULL, bias, y), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_gap(&pooled, NULL, small), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_step_mean(&pooled, y, NULL), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_step_mean(NULL, y, small), ALBSNN_ERR_NULL);
+    EXPECT_UNTOUCHED(small);
+    fill_words(out_planes, 2);
+    EXPECT(albsnn_lif_layer(&image, x, &bad_reset, &spikes_in, out_planes), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_lif_layer(&image, x, &hard, &spikes_out, out_planes), ALBSNN_ERR_DESCRIPTOR); /* 16 in, 32 out */
+    EXPECT(albsnn_lif_layer(&image, x, NULL, &spikes_in, out_planes), ALBSNN_ERR_NULL);
+    EXPECT_UNTOUCHED(out_planes);
+    EXPECT(albsnn_pool2d(&pool, y, small), ALBSNN_OK);
+    EXPECT(albsnn_lif_layer(&image, x, &hard, &spikes_in, out_planes), ALBSNN_OK);
+    EXPECT(albsnn_gap(&pooled, small, x), ALBSNN_OK);
+    if (failures == 0) {
+        printf("ok\n");
+    }
+    return failures != 0;
 }
 """
 
@@ -92,7 +312,10 @@ def digits() -> dict[str, torch.Tensor]:
 
 
 def _trained(checkpoint: Path, timesteps: int, reset: str, binarize: str) -> SpikingNet:
-    """The trained digits network at ``timesteps`` with ``reset``; ``middle``: conv3 binarized, ``candidates``: all three."""
+    """The trained digits network at ``timesteps`` with ``reset``.
+
+    ``binarize``: ``middle`` binarizes conv3, ``candidates`` all three candidates.
+    """
     base = load_checkpoint(checkpoint)
     spec = copy.deepcopy(base.spec)
     spec["neuron"]["reset"] = reset
@@ -126,6 +349,11 @@ def _pool_head_spec() -> dict[str, Any]:
     return spec
 
 
+def _small_spec() -> dict[str, Any]:
+    """digits-small: an average pool of spikes (count planes) feeding a binarized conv, a GAP head."""
+    return resolve_architecture("digits-small", "digits")
+
+
 def _no_lif_spec() -> dict[str, Any]:
     """A stateless network: every step computes the same thing."""
     spec = resolve_architecture("digits-fc", "digits")
@@ -153,7 +381,7 @@ def _lively(spec: dict[str, Any], timesteps: int, images: torch.Tensor, reset: s
     binarize_(model, candidate_layers(model, include_first_last=True))
     model.train()
     with torch.no_grad():
-        for batch in images.split(64):
+        for batch in torch.split(images, 64):
             model(batch)
     return model.eval()
 
@@ -170,6 +398,12 @@ def _compile(folder: Path, flags: list[str], output: Path, extra: tuple[str, ...
     )
     assert done.returncode == 0, done.stderr
     return output
+
+
+def _build(command: list[str | Path]) -> None:
+    """Run a compiler command; it must succeed."""
+    done = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def _run(binary: Path, images: torch.Tensor, work: Path, *trace: str) -> tuple[np.ndarray, str]:
@@ -245,7 +479,7 @@ def test_compiled_c_matches_pytorch_on_the_digits_test_split(
 def test_integer_firing_ranges_give_the_float_decision(
     digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
-    """With one time step the popcount layers fire on an integer range; the trace's float membrane must agree everywhere."""
+    """With one time step the popcount layers fire on an integer range; the traced float membranes must agree."""
     model = _trained(digits_checkpoint, 1, "hard", "candidates")
     export = export_c(model, tmp_path / "model_c")
     assert "_fires[" in export.files["albsnn_model.c"]
@@ -274,7 +508,9 @@ def test_flip_check_rejects_a_wrong_threshold(digits: dict[str, torch.Tensor], t
     shifted = copy.deepcopy(model)
     for neuron in shifted.modules():
         if isinstance(neuron, LIF):
-            neuron.v_threshold = 0.85  # the export computes with 0.85, PyTorch with 0.8
+            # the export computes with 0.85, PyTorch with 0.8; LIF sets v_threshold with setattr, so mypy
+            # sees the type torch's nn.Module.__getattr__ declares (Tensor | Module)
+            neuron.v_threshold = 0.85  # type: ignore[assignment]
     export_c(shifted, tmp_path / "model_c")
     images = digits["test"][:40]
     logits, _ = _run(_compile(tmp_path / "model_c", STRICT, tmp_path / "model"), images, tmp_path)
@@ -315,6 +551,7 @@ def test_header_macros_and_packed_bits(digits_checkpoint: Path) -> None:
     model = _trained(digits_checkpoint, 4, "hard", "candidates")
     packed, floats = build_c_sources(model), build_c_sources(model, weights="float")
     macros = _macros(packed.files["albsnn_model.h"])
+    plan = plan_model(model)
     assert macros == {
         "ALBSNN_INPUT_C": 1,
         "ALBSNN_INPUT_H": 8,
@@ -323,12 +560,22 @@ def test_header_macros_and_packed_bits(digits_checkpoint: Path) -> None:
         "ALBSNN_TIMESTEPS": 4,
         "ALBSNN_WEIGHT_BYTES": packed.weight_bytes,
         "ALBSNN_ARENA_BYTES": packed.arena_bytes,
+        "ALBSNN_SCRATCH_BYTES": plan.scratch_bytes,
+        "ALBSNN_OK": 0,
     }
+    assert 0 < plan.scratch_bytes == max(op.scratch_bytes for op in plan.ops) < plan.arena_bytes
     assert "int albsnn_infer(const float *pixels, float *logits);" in packed.files["albsnn_model.h"]
+    # the status codes: the kernels header's, repeated with identical replacement lists in the model header
+    assert status_codes() == STATUS
+    for header in (packed.files["albsnn_model.h"], packed.files[KERNELS_H]):
+        defined = dict(re.findall(r"^#define (ALBSNN_(?:OK|ERR_\w+)) (\S+)", header, re.M))
+        assert defined == {name: str(value) if value >= 0 else f"({value})" for name, value in STATUS.items()}
     source = packed.files["albsnn_model.c"]
     for index, (name, module) in enumerate(model.layers.named_children()):
         if f"layers.{name}" in binarized_layers(model):
-            assert _array_bytes(source, f"l{index}_{name}_bits") == pack_signs(module.weight)  # the container's bytes
+            weight = module.weight
+            assert isinstance(weight, torch.Tensor)
+            assert _array_bytes(source, f"l{index}_{name}_bits") == pack_signs(weight)  # the container's bytes
             assert f"l{index}_{name}_w[" not in source
     assert "l0_conv1_w[" in source and "_bits[" not in floats.files["albsnn_model.c"]
     assert packed.weight_bytes * 4 < floats.weight_bytes
@@ -354,14 +601,19 @@ def test_arena_holds_each_operation_without_overlap(digits_checkpoint: Path, dig
         assert largest <= plan.arena_bytes <= largest + 48  # the live set, up to 16-byte alignment of three buffers
 
 
+def _no_onnx(_graph: GraphEmitter, _name: str, _module: Any, _x: str) -> str:
+    raise NotImplementedError("a layer type made up for a test has no ONNX form")
+
+
 def test_unsupported_layers_and_reset_rules_are_refused(
     digits: dict[str, torch.Tensor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = _lively(_no_lif_spec(), 2, digits["train"])
     with pytest.raises(ExportError, match=r"unknown weights mode 'half'; choose one of \['packed', 'float'\]"):
         build_c_sources(model, weights="half")
+    not_a_net: Any = nn.Sequential()  # the wrong type is the point
     with pytest.raises(ExportError, match=r"expected a SpikingNet .* got Sequential"):
-        build_c_sources(nn.Sequential())  # type: ignore[arg-type]
+        build_c_sources(not_a_net)
     broken = copy.deepcopy(model)
     broken.layers.gap1 = nn.Identity()
     supported = ", ".join(C_EMITTERS)
@@ -375,8 +627,8 @@ def test_unsupported_layers_and_reset_rules_are_refused(
         fields={},
         build=lambda *_: nn.Hardtanh(),
         output_shape=same_shape,
-        onnx=None,
-    )  # type: ignore[arg-type]
+        onnx=_no_onnx,
+    )
     with registered(record):
         broken.layers.gap1 = nn.Hardtanh()
         with pytest.raises(
@@ -409,3 +661,200 @@ def test_cli_exports_a_folder_and_refuses_a_file(digits_checkpoint: Path, tmp_pa
         ["export", str(tmp_path / "m.albsnn"), "-o", str(tmp_path / "m_c")], 2
     )  # onnx into a folder: as before
     assert "File" in result.stderr and "is a directory." in result.stderr
+
+
+# -- the C itself: types, statuses, scratch sizes, C++, templates ----------------------------------
+
+TEMPLATE_DIR = Path(str(resources.files("albsnn_compress.formats.c") / "templates"))
+
+# A pointer cast through void * (how a reinterpretation hides from the compiler), and any cast to a data pointer.
+DOUBLE_CAST = re.compile(r"\(\s*(?:const\s+)?\w+\s*\*\s*\)\s*\(\s*(?:const\s+)?void\s*\*\s*\)")
+POINTER_CAST = re.compile(r"\(\s*(?:const\s+)?(?:float|u?int\d+_t|void)\s*\*\s*\)")
+
+# (id, how to build the model, weights): between them every kernel and both kinds of input of each
+ALIASING_CASES = [
+    ("maxpool-linear-T3-soft", lambda d: _lively(_pool_head_spec(), 3, d["train"], "soft"), "packed"),
+    ("small-T2", lambda d: _lively(_small_spec(), 2, d["train"]), "packed"),
+    ("small-T1-float-weights", lambda d: _lively(_small_spec(), 1, d["train"]), "float"),
+    ("no-lif-T2", lambda d: _lively(_no_lif_spec(), 2, d["train"]), "packed"),
+]
+
+
+@pytest.mark.parametrize("case", ALIASING_CASES, ids=[c[0] for c in ALIASING_CASES])
+def test_strict_aliasing_warnings_and_the_alignment_sanitizer_are_clean(
+    case: tuple[Any, ...], digits: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """Each object is read and written through a pointer of its own type, aligned for it, so the same
+    logits come out with -fstrict-aliasing -Wstrict-aliasing=1 -Wcast-align=strict and under UBSan."""
+    _, make, weights = case
+    folder = tmp_path / "model_c"
+    export = export_c(make(digits), folder, weights=weights)
+    model_c = export.files["albsnn_model.c"]
+    assert re.search(r"static union \{\n(    \w+ \w+\[ALBSNN_ARENA_BYTES / \d\];\n){4}\} albsnn_arena;", model_c)
+    assert POINTER_CAST.search(model_c) is None  # every pointer into the arena comes from the member of its type
+    assert DOUBLE_CAST.search(export.files[KERNELS_C]) is None
+    images = digits["test"][:24]
+    reference, _ = _run(_compile(folder, STRICT, tmp_path / "plain"), images, tmp_path)
+    aliased, _ = _run(_compile(folder, STRICT_ALIASING, tmp_path / "aliasing"), images, tmp_path)
+    checked, stderr = _run(_compile(folder, SANITIZE_ALIGNMENT, tmp_path / "ubsan"), images, tmp_path)
+    assert stderr == ""
+    np.testing.assert_array_equal(aliased, reference)
+    np.testing.assert_array_equal(checked, reference)
+
+
+def test_kernels_return_a_status_on_bad_arguments(tmp_path: Path) -> None:
+    (tmp_path / "bad.c").write_text(BAD_ARGUMENTS)
+    binary = tmp_path / "bad"
+    warnings = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
+    _build([CC, *SANITIZE, *warnings, "-I", TEMPLATE_DIR, tmp_path / "bad.c", TEMPLATE_DIR / KERNELS_C, "-o", binary])
+    done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+STATUS_MAIN = r"""
+#include <stdio.h>
+#include "albsnn_model.h"
+
+int main(void)
+{
+    static float pixels[ALBSNN_INPUT_C * ALBSNN_INPUT_H * ALBSNN_INPUT_W];
+    float logits[ALBSNN_NUM_CLASSES];
+    printf("%d\n", albsnn_infer(pixels, logits));
+    return 0;
+}
+"""
+
+
+def test_infer_returns_the_status_of_a_kernel_that_refuses_its_arguments(
+    digits: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """A build whose generated calls no longer match the kernels (edited by hand) fails loudly, not silently."""
+    export = export_c(_lively(_pool_head_spec(), 2, digits["train"][:64]), tmp_path / "model_c")
+    source = export.files["albsnn_model.c"]
+    call = re.search(r"(status = albsnn_conv_rows\(&l0_conv1, [^;]*, )(\d+)u\);", source)
+    assert call is not None
+    short = source.replace(call.group(0), f"{call.group(1)}{int(call.group(2)) - 1}u);")
+    assert source.count("ALBSNN_RESET_HARD") > 1
+    unknown = source.replace("ALBSNN_RESET_HARD", "ALBSNN_RESET_RULES", 1)
+    (tmp_path / "main.c").write_text(STATUS_MAIN)
+    for name, text, status in [
+        ("as-exported", source, STATUS["ALBSNN_OK"]),
+        ("scratch-one-short", short, STATUS["ALBSNN_ERR_SCRATCH"]),
+        ("unknown-reset", unknown, STATUS["ALBSNN_ERR_DESCRIPTOR"]),
+    ]:
+        (tmp_path / "model_c" / "albsnn_model.c").write_text(text)
+        binary = tmp_path / name
+        _build(
+            [
+                CC,
+                *STRICT,
+                "-I",
+                tmp_path / "model_c",
+                tmp_path / "main.c",
+                *sorted((tmp_path / "model_c").glob("*.c")),
+                "-o",
+                binary,
+            ]
+        )
+        done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
+        assert done.stdout == f"{status}\n", name
+
+
+def _scratch_program(ops: list[ConvOp]) -> str:
+    """A C file with the ops' arrays and descriptors that prints each one's scratch-size functions."""
+    parts = ['#include <stdio.h>\n#include "albsnn_kernels.h"\n']
+    for op in ops:
+        parts += [render_array(array) for array in op.arrays()] + [op.declarations()]
+    parts.append("int main(void)\n{\n")
+    for op in ops:
+        sizes = ", ".join(
+            f"(unsigned long)albsnn_conv_{kind}(&{op.ident})"
+            for kind in ("rows_scratch", "bits_scratch_words", "bits_scratch_counts")
+        )
+        parts.append(f'    printf("%lu %lu %lu\\n", {sizes});\n')
+    parts.append("    return 0;\n}\n")
+    return "".join(parts)
+
+
+def test_scratch_size_functions_agree_with_the_plan(digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """albsnn_conv_*_scratch from the descriptors give what the planner reserved for each call."""
+    for timesteps, spec, weights in [
+        (3, _pool_head_spec(), "packed"),
+        (2, _small_spec(), "packed"),
+        (2, _small_spec(), "float"),
+    ]:
+        plan = plan_model(_lively(spec, timesteps, digits["train"][:64]), weights=weights)
+        ops = [op for op in plan.ops if isinstance(op, ConvOp)]
+        assert any(op.uses_popcount for op in ops) == (weights == "packed")
+        (tmp_path / "scratch.c").write_text(_scratch_program(ops))
+        binary = tmp_path / "scratch"
+        _build([CC, *STRICT, "-I", TEMPLATE_DIR, tmp_path / "scratch.c", TEMPLATE_DIR / KERNELS_C, "-o", binary])
+        lines = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines()
+        for op, line in zip(ops, lines, strict=True):
+            floats, words, counts = map(int, line.split())
+            if op.uses_popcount:
+                assert (words, counts) == (op.scratch_words, op.scratch_counts) != (0, 0), op.label
+                assert op.scratch_bytes == 8 * words + 4 * counts
+            else:
+                assert (floats, words, counts) == (op.scratch_floats, 0, 0), op.label  # float weights or input
+                assert op.scratch_bytes == 4 * floats > 0
+
+
+@needs_cxx
+def test_a_cpp_program_includes_the_headers_and_links(digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """The extern "C" guards: a C++ program links against the folder compiled as C (and, without the
+    guards, does not); the folder also compiles as C++. Every build gives the same logits."""
+    assert CXX is not None
+    folder = tmp_path / "model_c"
+    export = export_c(_lively(_pool_head_spec(), 2, digits["train"]), folder)
+    for name in (HEADER, KERNELS_H):
+        assert '#ifdef __cplusplus\nextern "C" {\n#endif' in export.files[name]
+    images = digits["test"][:24]
+    reference, _ = _run(_compile(folder, STRICT, tmp_path / "c"), images, tmp_path)
+    sources = sorted(folder.glob("*.c"))
+    objects = [tmp_path / f"{source.stem}.o" for source in sources]
+    for source, target in zip(sources, objects):
+        _build([CC, *STRICT, "-c", source, "-o", target])
+    harness = tmp_path / "harness.cpp"
+    harness.write_text(HARNESS_CXX)
+    _build([CXX, *CXX_STRICT, "-I", folder, harness, *objects, "-o", tmp_path / "cpp"])
+    logits, _ = _run(tmp_path / "cpp", images, tmp_path)
+    np.testing.assert_array_equal(logits, reference)
+    _build([CXX, *CXX_STRICT, "-I", folder, harness, "-x", "c++", *sources, "-o", tmp_path / "all-cpp"])
+    logits, _ = _run(tmp_path / "all-cpp", images, tmp_path)
+    np.testing.assert_array_equal(logits, reference)
+    unguarded = tmp_path / "unguarded"
+    unguarded.mkdir()
+    for name in (HEADER, KERNELS_H):
+        text = re.sub(r'#ifdef __cplusplus\n(extern "C" \{|\})\n#endif\n', "", export.files[name])
+        assert 'extern "C" {' not in text
+        (unguarded / name).write_text(text)
+    done = subprocess.run(
+        [CXX, *CXX_STRICT, "-I", str(unguarded), str(harness), *map(str, objects), "-o", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0 and "undefined reference to `albsnn_infer(float const*, float*)'" in done.stderr
+
+
+def test_each_template_compiles_alone(digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    """albsnn_kernels.c as shipped (no markers to fill in) and albsnn_kernels.h on their own, with and without
+    ALBSNN_TRACE; the exported folder holds them byte for byte."""
+    assert sorted(path.name for path in TEMPLATE_DIR.iterdir()) == sorted(TEMPLATES)
+    kernels, header = TEMPLATE_DIR / KERNELS_C, TEMPLATE_DIR / KERNELS_H
+    for extra in ([], ["-DALBSNN_TRACE"]):
+        _build([CC, *STRICT, *extra, "-c", kernels, "-o", tmp_path / "kernels.o"])
+        _build([CC, *STRICT, *extra, "-fsyntax-only", "-x", "c", header])
+        if CXX is not None:
+            _build([CXX, *CXX_STRICT, *extra, "-fsyntax-only", "-x", "c++", header])
+    export = build_c_sources(_lively(_no_lif_spec(), 1, digits["train"][:64]))
+    assert export.files[KERNELS_C] == kernels.read_text() and export.files[KERNELS_H] == header.read_text()
+
+
+def test_every_c_reset_rule_has_its_constant_and_case_in_the_templates() -> None:
+    header, kernels = (TEMPLATE_DIR / KERNELS_H).read_text(), (TEMPLATE_DIR / KERNELS_C).read_text()
+    constants = {name: int(value) for name, value in re.findall(r"#define (ALBSNN_RESET_\w+) (\d+)u", header)}
+    assert constants.pop("ALBSNN_RESET_RULES") == len(RESET_C)
+    assert set(constants) == set(RESET_C.values()) and sorted(constants.values()) == list(range(len(RESET_C)))
+    assert sorted(re.findall(r"case (ALBSNN_RESET_\w+):", kernels)) == sorted(RESET_C.values())
+    assert set(RESET_C) <= set(RESET_MODES)

@@ -39,7 +39,8 @@ def test_unsupported_neuron_variants_are_refused(
 
 
 def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path) -> None:
-    model = binarize_(SpikingNet(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])).eval(), ["layers.conv2"])
+    model = SpikingNet(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])).eval()
+    binarize_(model, ["layers.conv2"])
     write_container(tmp_path / "m.albsnn", model)
     plan = plan_model(model, weights="packed")
     result = run_cli(["inspect", str(tmp_path / "m.albsnn")])

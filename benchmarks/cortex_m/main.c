@@ -29,6 +29,7 @@ int main(void)
     static float pixels[ALBSNN_INPUT_C * ALBSNN_INPUT_H * ALBSNN_INPUT_W];
     float logits[ALBSNN_NUM_CLASSES];
     uint32_t image, i, before, ticks;
+    int status;
     SYST_RVR = 0x00FFFFFFu;
     SYST_CVR = 0u;
     SYST_CSR = 5u; /* enable, processor clock, no interrupt */
@@ -38,11 +39,12 @@ int main(void)
             pixels[i] = (float)bench_pixels[image][i] / 255.0f; /* as ImageSet.as_float computes it */
         }
         before = SYST_CVR;
-        if (albsnn_infer(pixels, logits) != 0) {
-            printf("error %lu\n", (unsigned long)image);
+        status = albsnn_infer(pixels, logits);
+        ticks = ticks_since(before);
+        if (status != ALBSNN_OK) {
+            printf("error %lu status %d\n", (unsigned long)image, status);
             return 1;
         }
-        ticks = ticks_since(before);
         printf("ticks %lu %lu\n", (unsigned long)image, (unsigned long)ticks);
         printf("logits %lu", (unsigned long)image);
         for (i = 0; i < ALBSNN_NUM_CLASSES; ++i) {

@@ -198,7 +198,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "median": float(np.median(instructions)),
             "min": float(min(instructions)),
             "max": float(max(instructions)),
-            "note": "QEMU -icount instruction counts (SysTick calibrated by a loop of known length), not Cortex-M4 cycles",
+            "note": (
+                "QEMU -icount instruction counts (SysTick calibrated by a loop of known length), not Cortex-M4 cycles"
+            ),
         },
         "qemu_seconds": seconds,
     }
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         print(
-            f"cortex_m: skipped, {', '.join(missing)} not on PATH; install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+            f"cortex_m: skipped, {', '.join(missing)} not on PATH; "
+            "install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
         )
         return
     from benchmarks.machine import RESULTS, write_result
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     result = run(args)
     row = result["agreement"]
     print(
-        f"{args.images} images: {row['identical_predictions']:.2%} identical predictions, max |dlogit| {row['max_abs_logit_diff']:.2e}, "
+        f"{args.images} images: {row['identical_predictions']:.2%} identical predictions, "
+        f"max |dlogit| {row['max_abs_logit_diff']:.2e}, "
         f"{row['images_logits_off']} off by > {row['tolerance']:.0e}; QEMU {result['qemu_seconds']:.1f} s; "
         f"{result['instructions_per_inference']['median'] / 1e6:.2f} M instructions per inference (QEMU -icount)"
     )

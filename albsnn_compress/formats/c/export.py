@@ -2,10 +2,14 @@
 
 ``albsnn-compress export model.albsnn --format c -o model_c/`` writes::
 
-    model_c/albsnn_model.h     int albsnn_infer(const float *pixels, float *logits); ALBSNN_* macros
+    model_c/albsnn_model.h     int albsnn_infer(const float *pixels, float *logits); status codes, ALBSNN_* macros
     model_c/albsnn_model.c     const weights (flash), the static arena (RAM), the layer sequence
-    model_c/albsnn_kernels.c   the kernels (+ albsnn_kernels.h)
+    model_c/albsnn_kernels.c   the kernels (+ albsnn_kernels.h), the same for every model
     model_c/README.md          how to build it for a host and for a Cortex-M
+
+``albsnn_infer`` returns ``ALBSNN_OK`` (0) or a negative ``ALBSNN_ERR_*`` status (a
+``NULL`` pointer, or a kernel that refused its arguments); the headers are usable
+from C++ (``extern "C"``).
 
 How it computes (``docs/deploy.md`` writes the arithmetic out): a binarized
 conv/linear layer reads its sign bits as the container stores them and, over

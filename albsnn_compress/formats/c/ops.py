@@ -5,7 +5,16 @@ An exported model is a straight line of kernel calls of ``albsnn_kernels.c``
 operation here knows the tensors it reads and writes (:class:`CTensor`), the
 scratch RAM its kernel needs, the const arrays it stores (flash) and the C that
 declares its parameters and calls its kernel. The byte counts are those the
-kernels index, so the arena the planner sizes from them is exactly what runs.
+kernels index, so the arena the planner sizes from them is exactly what runs;
+the kernels check the scratch they are given against their own
+``albsnn_*_scratch`` functions and return an error status if it is short.
+
+The arena is a union of one array per element type (:data:`ARENA_MEMBERS`), and
+every pointer into it is taken from the member of the type its buffer holds
+(:func:`arena_pointer`): float values, ``uint32_t`` bit planes, the popcount
+kernel's ``uint64_t`` receptive fields and ``int32_t`` sums. So the C never reads
+an object through a pointer of another type, and each access is aligned for its
+type (buffers start at 16-byte offsets).
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ __all__ = [
     "FLOAT_BYTES",
     "WORD_BYTES",
     "FIELD_BYTES",
+    "ARENA",
+    "ARENA_MEMBERS",
+    "arena_pointer",
     "CTensor",
     "LifParams",
     "Operation",
@@ -36,6 +48,28 @@ __all__ = [
 FLOAT_BYTES = 4
 WORD_BYTES = 4  # bit planes are stored in uint32 words, most significant bit first
 FIELD_BYTES = 8  # receptive fields and weight rows are uint64 words in the popcount kernel
+COUNT_BYTES = 4  # the popcount kernel's popcounts and integer sums are int32
+
+ARENA = "albsnn_arena"
+ARENA_MEMBERS: dict[str, tuple[str, int]] = {
+    "float": ("f", FLOAT_BYTES),
+    "uint32_t": ("u32", WORD_BYTES),
+    "int32_t": ("i32", COUNT_BYTES),
+    "uint64_t": ("u64", FIELD_BYTES),
+}
+"""The arena union's members: C element type -> (member name, element bytes)."""
+
+
+def arena_pointer(ctype: str, offset: int) -> str:
+    """The C expression of a ``ctype *`` to byte ``offset`` of the arena, from the union member of that type.
+
+    Raises:
+        ValueError: ``offset`` is not aligned for ``ctype`` (the planner's offsets always are).
+    """
+    member, size = ARENA_MEMBERS[ctype]
+    if offset % size:
+        raise ValueError(f"arena offset {offset} is not aligned for {ctype}")
+    return f"{ARENA}.{member} + {offset // size}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,15 @@ class CTensor:
         fields = (self.channels, self.height, self.width, self.steps, self.planes, self.divisor)
         return "{" + ", ".join(c_uint(v) for v in fields) + "}"
 
+    @property
+    def ctype(self) -> str:
+        """The C element type the kernels read and write it as: ``uint32_t`` bit planes or ``float`` values."""
+        return "uint32_t" if self.is_bits else "float"
+
+    def pointer(self, offset: int) -> str:
+        """A pointer of its element type to byte ``offset`` of the arena."""
+        return arena_pointer(self.ctype, offset)
+
     def describe(self) -> str:
         """``16x28x28 spikes x T4`` and the like, for comments."""
         kind = (
@@ -94,12 +137,12 @@ class CTensor:
 
 @dataclass(frozen=True)
 class LifParams:
-    """One neuron layer's constants (``albsnn_lif``); ``reset`` is the index of its C reset case."""
+    """One neuron layer's constants (``albsnn_lif``); ``reset``: its reset rule's C constant (``ALBSNN_RESET_HARD``)."""
 
     tau: float
     v_threshold: float
     v_reset: float
-    reset: int
+    reset: str
     reset_name: str
     trace_id: int
 
@@ -117,7 +160,7 @@ class LifParams:
             c_float(self.v_reset),
             c_float(inverse),
             c_uint(self.tau_is_pow2),
-            c_uint(self.reset),
+            self.reset,
             c_uint(self.trace_id),
         )
         return "{" + ", ".join(values) + "}"
@@ -125,12 +168,21 @@ class LifParams:
 
 @dataclass
 class Operation:
-    """One kernel call: reads ``inp``, writes ``out`` (in place when ``in_place``), uses ``scratch_bytes``."""
+    """One kernel call: reads ``inp``, writes ``out`` (in place when ``in_place``), uses ``scratch_bytes``.
+
+    Every kernel returns an ``int`` status (``ALBSNN_OK`` or a negative ``ALBSNN_ERR_*``);
+    :meth:`call` is that call as an expression.
+    """
 
     ident: str  # C identifier prefix, unique in the model
     label: str  # the layer(s) it computes, for comments
     inp: CTensor
     out: CTensor
+
+    @property
+    def function(self) -> str:
+        """The name of the kernel it calls (a C function of ``albsnn_kernels.c``)."""
+        raise NotImplementedError
 
     @property
     def in_place(self) -> bool:
@@ -148,9 +200,20 @@ class Operation:
         """C definitions of its parameters (after its arrays)."""
         return ""
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        """The kernel call; ``x``, ``y`` and ``scratch`` are ``uint32_t *`` expressions."""
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        """The kernel call, an ``int`` expression; ``x``, ``y``, ``scratch``: byte offsets in the arena.
+
+        ``x`` is ``None`` for the caller's ``pixels``, ``y`` for the caller's ``logits``.
+        """
         raise NotImplementedError
+
+    def x(self, offset: int | None) -> str:
+        """The input pointer: the caller's pixels, or the arena as ``inp``'s element type."""
+        return "pixels" if offset is None else self.inp.pointer(offset)
+
+    def y(self, offset: int | None) -> str:
+        """The output pointer: the caller's logits, or the arena as ``out``'s element type."""
+        return "logits" if offset is None else self.out.pointer(offset)
 
 
 @dataclass
@@ -166,11 +229,16 @@ class NormalizeOp(Operation):
             CArray(f"{self.ident}_std", "float", self.std, "input standard deviation per channel"),
         ]
 
+    @property
+    def function(self) -> str:
+        return "albsnn_normalize"
+
     def declarations(self) -> str:
         return f"static const albsnn_tensor {self.ident}_out = {self.out.literal()};\n"
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_normalize(pixels, {self.ident}_mean, {self.ident}_std, &{self.ident}_out, (float *)({y}));"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        pixels = "pixels" if x is None else arena_pointer("float", x)
+        return f"{self.function}({pixels}, {self.ident}_mean, {self.ident}_std, &{self.ident}_out, {self.y(y)})"
 
 
 @dataclass
@@ -211,15 +279,40 @@ class ConvOp(Operation):
         return flat_in, CTensor(out.channels, 1, out.height * out.width, out.steps, out.planes, out.divisor)
 
     @property
-    def scratch_bytes(self) -> int:
-        if self.uses_popcount:  # a weight row, every receptive field of one output row, their popcounts, the sums
-            words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
-            return FIELD_BYTES * (words * (1 + fields) + self.out.width) + WORD_BYTES * (
-                fields + self.out.width * (1 + self.inp.steps)
-            )
+    def function(self) -> str:
+        return "albsnn_conv_bits" if self.uses_popcount else "albsnn_conv_rows"
+
+    @property
+    def scratch_words(self) -> int:
+        """The popcount kernel's ``uint64_t`` scratch (``albsnn_conv_bits_scratch_words``): a weight row,
+        one partial sum per output, every receptive field of one output row; 0 for the float kernel."""
+        if not self.uses_popcount:
+            return 0
+        words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
+        return words * (1 + fields) + self.out.width
+
+    @property
+    def scratch_counts(self) -> int:
+        """The popcount kernel's ``int32_t`` scratch (``albsnn_conv_bits_scratch_counts``): the fields'
+        popcounts, ``popcount(w & field)`` per output, the sums per step and output; 0 for the float kernel."""
+        if not self.uses_popcount:
+            return 0
+        fields = self.out.width * self.inp.steps * self.inp.planes
+        return fields + self.out.width * (1 + self.inp.steps)
+
+    @property
+    def scratch_floats(self) -> int:
+        """The float kernel's scratch (``albsnn_conv_rows_scratch``): one padded input row, one output row
+        of sums and, with neurons over several steps, one of membranes; 0 for the popcount kernel."""
+        if self.uses_popcount:
+            return 0
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
-        return FLOAT_BYTES * (inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width)
+        return inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width
+
+    @property
+    def scratch_bytes(self) -> int:
+        return FIELD_BYTES * self.scratch_words + COUNT_BYTES * self.scratch_counts + FLOAT_BYTES * self.scratch_floats
 
     def fire_ranges(self) -> np.ndarray | None:
         """``[lo, hi]`` per output channel: with one time step the neuron fires iff ``lo <= acc <= hi``.
@@ -279,10 +372,16 @@ class ConvOp(Operation):
             f"    {bits}, {weight}, {self.ident}_scale, {self.ident}_bias, {lif}, {fires}\n}};\n"
         )
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        if self.uses_popcount:
-            return f"albsnn_conv_bits(&{self.ident}, {x}, {y}, {scratch});"
-        return f"albsnn_conv_rows(&{self.ident}, {x}, {y}, (float *)({scratch}));"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        if self.uses_popcount:  # uint64_t words first (scratch is 16-byte aligned), then the int32_t counts
+            words = arena_pointer("uint64_t", scratch)
+            counts = arena_pointer("int32_t", scratch + FIELD_BYTES * self.scratch_words)
+            return (
+                f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, "
+                f"{words}, {c_uint(self.scratch_words)}, {counts}, {c_uint(self.scratch_counts)})"
+            )
+        floats = arena_pointer("float", scratch)
+        return f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, {floats}, {c_uint(self.scratch_floats)})"
 
 
 def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams) -> np.ndarray:
@@ -290,7 +389,7 @@ def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams)
     tau = np.float32(lif.tau)
     pre = acc.astype(np.float32) * scale + bias
     charged = pre * np.float32(1.0 / float(tau)) if lif.tau_is_pow2 else pre / tau
-    return (charged + np.float32(lif.v_reset)) >= np.float32(lif.v_threshold)
+    return np.asarray((charged + np.float32(lif.v_reset)) >= np.float32(lif.v_threshold), dtype=bool)
 
 
 def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, bound: int) -> tuple[int, int]:
@@ -328,11 +427,15 @@ class AffineOp(Operation):
             CArray(f"{self.ident}_bias", "float", self.bias.astype(np.float32)),
         ]
 
+    @property
+    def function(self) -> str:
+        return "albsnn_affine"
+
     def declarations(self) -> str:
         return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_affine(&{self.ident}_in, {x}, {self.ident}_scale, {self.ident}_bias, (float *)({y}));"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        return f"{self.function}(&{self.ident}_in, {self.x(x)}, {self.ident}_scale, {self.ident}_bias, {self.y(y)})"
 
 
 @dataclass
@@ -341,6 +444,10 @@ class LifOp(Operation):
 
     lif: LifParams
 
+    @property
+    def function(self) -> str:
+        return "albsnn_lif_layer"
+
     def declarations(self) -> str:
         return (
             f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
@@ -348,8 +455,8 @@ class LifOp(Operation):
             f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
         )
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_lif_layer(&{self.ident}_in, {x}, &{self.ident}_lif, &{self.ident}_out, {y});"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        return f"{self.function}(&{self.ident}_in, {self.x(x)}, &{self.ident}_lif, &{self.ident}_out, {self.y(y)})"
 
 
 @dataclass
@@ -360,31 +467,43 @@ class PoolOp(Operation):
     stride: int
     is_max: bool
 
+    @property
+    def function(self) -> str:
+        return "albsnn_pool2d"
+
     def declarations(self) -> str:
         values = ", ".join(c_uint(v) for v in (self.kernel, self.stride, int(self.is_max)))
         return f"static const albsnn_pool {self.ident} = {{{self.inp.literal()}, {self.out.literal()}, {values}}};\n"
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_pool2d(&{self.ident}, {x}, {y});"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        return f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)})"
 
 
 @dataclass
 class GapOp(Operation):
     """Global average pooling to one float per channel."""
 
+    @property
+    def function(self) -> str:
+        return "albsnn_gap"
+
     def declarations(self) -> str:
         return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_gap(&{self.ident}_in, {x}, (float *)({y}));"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        return f"{self.function}(&{self.ident}_in, {self.x(x)}, {self.y(y)})"
 
 
 @dataclass
 class StepMeanOp(Operation):
     """The logits: the mean over the time steps of the last layer, into the caller's buffer."""
 
+    @property
+    def function(self) -> str:
+        return "albsnn_step_mean"
+
     def declarations(self) -> str:
         return f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
 
-    def call(self, x: str, y: str, scratch: str) -> str:
-        return f"albsnn_step_mean(&{self.ident}_in, {x}, logits);"
+    def call(self, x: int | None, y: int | None, scratch: int) -> str:
+        return f"{self.function}(&{self.ident}_in, {self.x(x)}, {self.y(y)})"

@@ -48,20 +48,22 @@ from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["WEIGHT_MODES", "RESET_C", "C_EMITTERS", "ALIGN_BYTES", "Placement", "Plan", "plan_model"]
+__all__ = ["WEIGHT_MODES", "RESET_C", "C_EMITTERS", "ALIGN_BYTES", "Placement", "Plan", "lif_setting", "plan_model"]
 
 WEIGHT_MODES = ("packed", "float")
 ALIGN_BYTES = 16
 _MAX_BYTES = 1 << 31  # the kernels index with uint32_t
 
 RESET_C: dict[str, str] = {
-    "hard": "spike ? n->v_reset : h",
-    "soft": "spike ? h - n->v_threshold : h",
+    "hard": "ALBSNN_RESET_HARD",
+    "soft": "ALBSNN_RESET_SOFT",
 }
-"""Each reset rule of :data:`~albsnn_compress.snn.neurons.RESET_MODES` as the C expression of the
-membrane after the spike decision (``h`` charged membrane, ``spike`` 0/1, ``n`` the
-``albsnn_lif``); ``albsnn_kernels.c`` gets one ``case`` per entry. Hard: ``H (1 - S) + v_reset S``;
-soft: ``H - v_th S``, as :mod:`~albsnn_compress.snn.neurons` computes them."""
+"""The reset rules of :data:`~albsnn_compress.snn.neurons.RESET_MODES` that the C kernels compute, each
+with its constant in ``albsnn_kernels.h`` (``albsnn_lif.reset``) and its ``case`` in ``lif_reset`` of
+``albsnn_kernels.c``: hard ``spike ? v_reset : h`` (``H (1 - S) + v_reset S``), soft
+``spike ? h - v_threshold : h`` (``H - v_th S``), as :mod:`~albsnn_compress.snn.neurons` computes them.
+A rule missing here is refused; adding one means a constant and a case in the templates too (a test
+checks that every entry has both)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class Plan:
     placements: list[Placement]
     arena_bytes: int
     weight_bytes: int
+
+    @property
+    def scratch_bytes(self) -> int:
+        """``ALBSNN_SCRATCH_BYTES``: the largest scratch of one call (it lies inside the arena)."""
+        return max((op.scratch_bytes for op in self.ops), default=0)
 
 
 class _Planner:
@@ -185,8 +192,8 @@ def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
         raise ExportError(f"layer {name}: expected a Conv2d, got {type(conv).__name__}")
     if isinstance(conv.padding, str) or conv.padding_mode != "zeros" or _single(name, "dilation", conv.dilation) != 1:
         raise ExportError(
-            f"layer {name}: padding {conv.padding!r} (mode {conv.padding_mode!r}, dilation {conv.dilation!r}) has no C kernel; "
-            "use integer zero padding without dilation (the spec's 'padding')"
+            f"layer {name}: padding {conv.padding!r} (mode {conv.padding_mode!r}, dilation {conv.dilation!r}) "
+            "has no C kernel; use integer zero padding without dilation (the spec's 'padding')"
         )
     geometry = (
         _single(name, "kernel", conv.kernel_size),
@@ -213,7 +220,8 @@ def _batch_norm(planner: _Planner, index: int, name: str, bn: nn.Module) -> None
         or bn.bias is None
     ):
         raise ExportError(
-            f"layer {name}: batch norm without running statistics or affine parameters has no C form; build it from the spec"
+            f"layer {name}: batch norm without running statistics or affine parameters has no C form; "
+            "build it from the spec"
         )
     gamma, beta, mean, var = (
         _finite(name, "batch norm", t.detach().cpu().double().numpy())
@@ -246,6 +254,21 @@ def _refuse_unsupported_variant(name: str, neuron: LIF) -> None:
             )
 
 
+def lif_setting(neuron: LIF, name: str) -> float:
+    """A scalar setting of ``neuron`` (``tau``, ``v_threshold``): :class:`LIF` sets these with ``setattr``
+    (a per-channel one is a buffer), so their type is checked here.
+
+    Raises:
+        ExportError: the setting is not one number (per-channel settings have no C form).
+    """
+    value = getattr(neuron, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExportError(
+            f"neuron setting {name} is a {type(value).__name__}, not one number; the C export needs a scalar"
+        )
+    return float(value)
+
+
 def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None:
     """Fused into the conv or linear layer before it when there is one; its output is a spike map."""
     if not isinstance(neuron, LIF):
@@ -256,7 +279,12 @@ def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None
         )
     _refuse_unsupported_variant(name, neuron)
     params = LifParams(
-        neuron.tau, neuron.v_threshold, neuron.v_reset, list(RESET_C).index(neuron.reset), neuron.reset, planner.neurons
+        lif_setting(neuron, "tau"),
+        lif_setting(neuron, "v_threshold"),
+        neuron.v_reset,
+        RESET_C[neuron.reset],
+        neuron.reset,
+        planner.neurons,
     )
     planner.neurons += 1
     flow = planner.flow
@@ -273,18 +301,18 @@ def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None
 
 def _pool(planner: _Planner, index: int, name: str, pool: nn.Module) -> None:
     """Average or max pooling; an average over bit planes keeps the count and multiplies the divisor."""
-    is_max = isinstance(pool, nn.MaxPool2d)
     if not isinstance(pool, (nn.AvgPool2d, nn.MaxPool2d)):
         raise ExportError(f"layer {name}: expected a pooling layer, got {type(pool).__name__}")
-    odd = (
-        _single(name, "padding", pool.padding) != 0
-        or pool.ceil_mode
-        or (is_max and (_single(name, "dilation", pool.dilation) != 1 or pool.return_indices))
-        or (not is_max and pool.divisor_override is not None)
-    )
+    is_max = isinstance(pool, nn.MaxPool2d)
+    odd = _single(name, "padding", pool.padding) != 0 or pool.ceil_mode
+    if isinstance(pool, nn.MaxPool2d):
+        odd = odd or _single(name, "dilation", pool.dilation) != 1 or pool.return_indices
+    else:
+        odd = odd or pool.divisor_override is not None
     if odd:
         raise ExportError(
-            f"layer {name}: pooling with padding, ceil_mode, dilation or a divisor override has no C kernel; use the spec's pools"
+            f"layer {name}: pooling with padding, ceil_mode, dilation or a divisor override has no C kernel; "
+            "use the spec's pools"
         )
     kernel, stride = _single(name, "kernel", pool.kernel_size), _single(name, "stride", pool.stride)
     flow = planner.flow

@@ -1,33 +1,53 @@
 """The files of the C export, as text: the header, the model's source, the kernels and a README.
 
 ``albsnn_model.h`` is the interface other people's harnesses are written against:
-``int albsnn_infer(const float *pixels, float *logits)`` and the ``ALBSNN_*``
-macros. ``albsnn_model.c`` holds the const arrays (flash), the operations'
-parameters, the one static arena (RAM) and the sequence of kernel calls;
-``albsnn_kernels.c``/``.h`` are the same for every model except for one ``case``
-per reset rule (:data:`~albsnn_compress.formats.c.plan.RESET_C`).
+``int albsnn_infer(const float *pixels, float *logits)``, its status codes and the
+``ALBSNN_*`` macros, inside an ``extern "C"`` guard. ``albsnn_model.c`` holds the const
+arrays (flash), the operations' parameters, the one static arena (RAM, a union of one
+array per element type) and the sequence of kernel calls, each call's status checked.
+``albsnn_kernels.c``/``.h`` are the templates as they are, the same for every model:
+each compiles on its own.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from string import Template
 
-from albsnn_compress.formats.c.ops import WORD_BYTES
-from albsnn_compress.formats.c.plan import RESET_C, Plan
+from albsnn_compress.formats.c.ops import ARENA, ARENA_MEMBERS
+from albsnn_compress.formats.c.plan import Plan
 from albsnn_compress.formats.c.text import c_comment, render_array
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.versions import __version__
 
-__all__ = ["HEADER", "render_files"]
+__all__ = ["HEADER", "KERNELS_C", "KERNELS_H", "TEMPLATES", "render_files", "status_codes", "template"]
 
 HEADER = "albsnn_model.h"
+KERNELS_C = "albsnn_kernels.c"
+KERNELS_H = "albsnn_kernels.h"
+TEMPLATES = (KERNELS_C, KERNELS_H, "README.md")
 _TEMPLATES = "templates"  # data beside this module, shipped as package data (no __init__.py)
-_RESET_MARK = "/*@RESET_CASES@*/"
+_STATUS = re.compile(r"^#define (ALBSNN_(?:OK|ERR_[A-Z]+)) (\S+)(?: +/\* (.*) \*/)?$", re.M)
 
 
-def _template(name: str) -> str:
+def template(name: str) -> str:
+    """The text of one of :data:`TEMPLATES`."""
     return (resources.files("albsnn_compress.formats.c") / _TEMPLATES / name).read_text(encoding="utf-8")
+
+
+def status_codes() -> dict[str, int]:
+    """The status codes of the kernels and ``albsnn_infer``, name -> value, as ``albsnn_kernels.h`` defines them."""
+    return {name: int(value.strip("()")) for name, value, _ in _STATUS.findall(template(KERNELS_H))}
+
+
+def _status_macros() -> str:
+    """``albsnn_kernels.h``'s status macros for the model header: the same replacement lists, so that a
+    file including both headers sees identical (allowed) redefinitions."""
+    lines = []
+    for name, value, comment in _STATUS.findall(template(KERNELS_H)):
+        lines.append(f"#define {name} {value}" + (f" /* {comment} */" if comment else ""))
+    return "\n".join(lines)
 
 
 def _title(model: SpikingNet, weights: str) -> str:
@@ -42,10 +62,14 @@ def _header(model: SpikingNet, plan: Plan, weights: str) -> str:
  *
  * int albsnn_infer(const float *pixels, float *logits);
  *   pixels: ALBSNN_INPUT_C*H*W floats, channel-major, values in [0, 1] as for the ONNX export;
- *   logits: ALBSNN_NUM_CLASSES floats (time-mean of the last layer). Returns 0 on success.
+ *   logits: ALBSNN_NUM_CLASSES floats (time-mean of the last layer).
+ *   Returns ALBSNN_OK (0) on success, ALBSNN_ERR_NULL (-1) if pixels or logits is NULL (nothing is
+ *   computed), or the negative status of a kernel that refused its arguments (the build is not the
+ *   exported one; the logits are not valid then).
  *
- * Compile every .c file of this folder with the program. Not reentrant: one static arena of
- * ALBSNN_ARENA_BYTES bytes holds every activation; the weights are const (flash).
+ * Compile every .c file of this folder with the program (C99; the headers also work from C++).
+ * Not reentrant: one static arena of ALBSNN_ARENA_BYTES bytes holds every activation and each
+ * kernel call's scratch (at most ALBSNN_SCRATCH_BYTES of it); the weights are const (flash).
  */
 #ifndef ALBSNN_MODEL_H
 #define ALBSNN_MODEL_H
@@ -57,6 +81,10 @@ def _header(model: SpikingNet, plan: Plan, weights: str) -> str:
 #define ALBSNN_TIMESTEPS {model.timesteps}
 #define ALBSNN_WEIGHT_BYTES {plan.weight_bytes} /* const arrays: sign bits, float weights, scales, biases */
 #define ALBSNN_ARENA_BYTES {plan.arena_bytes} /* the one static RAM buffer: the largest set of live activations */
+#define ALBSNN_SCRATCH_BYTES {plan.scratch_bytes} /* the largest scratch of one kernel call, inside the arena */
+
+/* Status codes of albsnn_infer (and of the kernels: albsnn_kernels.h defines the same). */
+{_status_macros()}
 
 #ifdef __cplusplus
 extern "C" {{
@@ -72,12 +100,21 @@ int albsnn_infer(const float *pixels, float *logits);
 """
 
 
-def _pointer(offset: int | None) -> str:
-    return "NULL" if offset is None else f"arena + {offset // WORD_BYTES}"
+def _arena() -> str:
+    """The arena's definition: a union of one array per element type the kernels use."""
+    members = "".join(
+        f"    {ctype} {member}[ALBSNN_ARENA_BYTES / {size}];\n" for ctype, (member, size) in ARENA_MEMBERS.items()
+    )
+    return (
+        "/* The one static arena (RAM, .bss). Every buffer lies at a 16-byte aligned offset and is read and\n"
+        " * written through the member of the type it holds: float values, uint32_t bit planes, and the\n"
+        " * popcount kernel's uint64_t receptive fields and int32_t sums. */\n"
+        f"static union {{\n{members}}} {ARENA};\n"
+    )
 
 
 def _model_source(model: SpikingNet, plan: Plan, weights: str) -> str:
-    parts = [f'/* albsnn_model.c: {_title(model, weights)}. */\n#include "{HEADER}"\n#include "albsnn_kernels.h"\n']
+    parts = [f'/* albsnn_model.c: {_title(model, weights)}. */\n#include "{HEADER}"\n#include "{KERNELS_H}"\n']
     for op in plan.ops:
         arrays = "".join("\n" + render_array(array) for array in op.arrays())
         declarations = op.declarations()
@@ -85,50 +122,44 @@ def _model_source(model: SpikingNet, plan: Plan, weights: str) -> str:
     calls = []
     for op, at in zip(plan.ops, plan.placements):
         calls.append(f"    /* {c_comment(op.label)}: {op.inp.describe()} -> {op.out.describe()} */")
-        calls.append("    " + op.call(_pointer(at.x), _pointer(at.y), _pointer(at.scratch)))
+        calls.append(f"    status = {op.call(at.x, at.y, at.scratch)};")
+        calls.append("    if (status != ALBSNN_OK) {\n        return status;\n    }")
+    body = "\n".join(calls)
     parts.append(
-        f"\nstatic uint32_t albsnn_arena[ALBSNN_ARENA_BYTES / {WORD_BYTES}];\n\n"
+        f"\n{_arena()}\n"
         "int albsnn_infer(const float *pixels, float *logits)\n{\n"
-        "    uint32_t *const arena = albsnn_arena;\n"
-        "    if (pixels == NULL || logits == NULL) {\n        return -1;\n    }\n"
-        + "\n".join(calls)
-        + "\n    return 0;\n}\n"
+        "    int status;\n"
+        "    if (pixels == NULL || logits == NULL) {\n        return ALBSNN_ERR_NULL;\n    }\n"
+        f"{body}\n"
+        "    return ALBSNN_OK;\n}\n"
     )
     return "".join(parts)
-
-
-def _kernels_source() -> str:
-    cases = "\n".join(
-        f"    case {i}u: /* {name} */\n        return {expression};"
-        for i, (name, expression) in enumerate(RESET_C.items())
-    )
-    return _template("albsnn_kernels.c").replace(_RESET_MARK, cases)
 
 
 def _layer_table(plan: Plan) -> str:
     rows = ["| step | layers | input | output | kernel |", "|---|---|---|---|---|"]
     for i, op in enumerate(plan.ops):
-        kernel = op.call("x", "y", "s").split("(", 1)[0]
-        rows.append(f"| {i} | {c_comment(op.label)} | {op.inp.describe()} | {op.out.describe()} | `{kernel}` |")
+        rows.append(f"| {i} | {c_comment(op.label)} | {op.inp.describe()} | {op.out.describe()} | `{op.function}` |")
     return "\n".join(rows)
 
 
 def render_files(model: SpikingNet, plan: Plan, weights: str) -> dict[str, str]:
     """File name -> text of every file of the exported folder; the same model gives the same text."""
     channels, height, width = model.spec["input"]["shape"]
-    readme = Template(_template("README.md")).substitute(
+    readme = Template(template("README.md")).substitute(
         title=_title(model, weights),
         input=f"{channels}x{height}x{width}",
         classes=model.spec["num_classes"],
         timesteps=model.timesteps,
         weight_bytes=plan.weight_bytes,
         arena_bytes=plan.arena_bytes,
+        scratch_bytes=plan.scratch_bytes,
         layers=_layer_table(plan),
     )
     return {
         HEADER: _header(model, plan, weights),
         "albsnn_model.c": _model_source(model, plan, weights),
-        "albsnn_kernels.h": _template("albsnn_kernels.h"),
-        "albsnn_kernels.c": _kernels_source(),
+        KERNELS_H: template(KERNELS_H),
+        KERNELS_C: template(KERNELS_C),
         "README.md": readme,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ _FLOATS_PER_LINE = 8
 _BYTES_PER_LINE = 16
 
 
-def c_float(value: float) -> str:
+def c_float(value: float | np.floating[Any]) -> str:
     """A C ``float`` literal for ``value`` rounded to float32, e.g. ``1.5e+00f``; parses back bit for bit.
 
     Raises:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from albsnn_compress.formats.c.plan import lif_setting
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 
@@ -123,7 +124,7 @@ def first_flip(
             (default: the image alone).
     """
     reference = pytorch_spikes(model, image.unsqueeze(0) if batch is None else batch, 0 if batch is None else row)
-    thresholds = [m.v_threshold for m in model.modules() if isinstance(m, LIF)]
+    thresholds = [lif_setting(m, "v_threshold") for m in model.modules() if isinstance(m, LIF)]
     for layer, (h, spike) in enumerate(read_trace(trace, [r.shape for r in reference])):
         steps = np.flatnonzero((spike != reference[layer]).any(axis=1))
         if len(steps):

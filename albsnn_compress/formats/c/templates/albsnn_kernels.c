@@ -15,6 +15,12 @@
  * 2^p times their own sum); one multiply by the folded scale follows per output. With one time
  * step, scale, bias and the neuron fold further into an integer range of acc in which it fires
  * (the float expression is monotone in acc, so the range gives exactly its spikes).
+ *
+ * Every public kernel checks its arguments first (NULL pointers, scratch sizes, descriptors whose
+ * shapes do not follow from each other) and returns an ALBSNN_ERR_* status without writing
+ * anything; the work itself is done by a static function that trusts them. Each buffer is used
+ * through a pointer of the type it holds (albsnn_kernels.h): no pointer conversion here changes
+ * the type an object is read or written as.
  */
 #include "albsnn_kernels.h"
 
@@ -24,6 +30,15 @@
 #define ALBSNN_INLINE static inline __attribute__((always_inline))
 #else
 #define ALBSNN_INLINE static inline
+#endif
+
+/* restrict is C99; C++ has none (the folder also compiles as C++), GNU C++ spells it __restrict. */
+#if !defined(__cplusplus)
+#define ALBSNN_RESTRICT restrict
+#elif defined(__GNUC__)
+#define ALBSNN_RESTRICT __restrict
+#else
+#define ALBSNN_RESTRICT
 #endif
 
 #define ALBSNN_WORDS(n) (((n) + 31u) / 32u)
@@ -37,11 +52,15 @@
 
 /* -- neurons ---------------------------------------------------------------------------------- */
 
-/* The membrane after a spike decision, one case per reset rule of the spiking core. */
+/* The membrane after a spike decision, one case per reset rule of the spiking core (RESET_C in
+ * albsnn_compress/formats/c/plan.py names them; a descriptor with another rule is refused). */
 ALBSNN_INLINE float lif_reset(const albsnn_lif *n, float h, int spike)
 {
     switch (n->reset) {
-/*@RESET_CASES@*/
+    case ALBSNN_RESET_HARD: /* H (1 - S) + v_reset S */
+        return spike ? n->v_reset : h;
+    case ALBSNN_RESET_SOFT: /* H - v_th S */
+        return spike ? h - n->v_threshold : h;
     default:
         break;
     }
@@ -158,17 +177,78 @@ static float value_at(const albsnn_tensor *t, const void *x, uint32_t step, uint
     return t->divisor == 1u ? (float)count : (float)count / (float)t->divisor;
 }
 
+/* -- argument checks ---------------------------------------------------------------------------- */
+
+/* Every size at least 1, at most 31 planes, a divisor (floats have divisor 1). */
+static int tensor_ok(const albsnn_tensor *t)
+{
+    return t->c > 0u && t->h > 0u && t->w > 0u && t->steps > 0u && t->planes <= 31u && t->divisor > 0u;
+}
+
+/* A neuron layer's constants name a reset rule the kernels implement. */
+static int lif_ok(const albsnn_lif *n) { return n->reset < ALBSNN_RESET_RULES; }
+
+/* Output extent `out` of a window of k at stride s over n inputs padded by pad on both sides. */
+static int window_ok(uint32_t n, uint32_t k, uint32_t s, uint32_t pad, uint32_t out)
+{
+    const uint64_t padded = (uint64_t)n + 2u * (uint64_t)pad;
+    return k > 0u && s > 0u && padded >= k && (padded - k) / s + 1u == out;
+}
+
+/* What every conv or linear descriptor must satisfy (both kernels). */
+static int conv_check(const albsnn_conv *p)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    if (p->scale == NULL || p->bias == NULL || (p->bits == NULL && p->weight == NULL)) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(in) || !tensor_ok(out) || p->groups == 0u || in->c % p->groups != 0u || out->c % p->groups != 0u
+        || !window_ok(in->h, p->kernel, p->stride, p->padding, out->h)
+        || !window_ok(in->w, p->kernel, p->stride, p->padding, out->w)
+        || (in->steps != out->steps && in->steps != 1u)
+        || (p->lif == NULL ? out->planes != 0u : out->planes != 1u || out->divisor != 1u || !lif_ok(p->lif))
+        || (p->fires != NULL && (p->lif == NULL || out->steps != 1u))) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    return ALBSNN_OK;
+}
+
+/* The popcount kernel also needs sign bits over bit planes, and integer sums that cannot overflow:
+ * |acc| <= fan-in * (2^planes - 1). */
+static int conv_bits_check(const albsnn_conv *p)
+{
+    const int status = conv_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (p->bits == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (p->in.planes == 0u || p->kernel > 0xFFFFu
+        || ((uint64_t)(p->in.c / p->groups) * p->kernel * p->kernel << p->in.planes) > 0x7FFFFFFFu) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    return ALBSNN_OK;
+}
+
 /* -- input -------------------------------------------------------------------------------------- */
 
-void albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y)
+int albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y)
 {
-    const uint32_t hw = out->h * out->w;
-    uint32_t c, i;
+    uint32_t hw, c, i;
+    if (pixels == NULL || mean == NULL || std == NULL || out == NULL || y == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(out) || out->planes != 0u) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    hw = out->h * out->w;
     for (c = 0; c < out->c; ++c) {
         for (i = 0; i < hw; ++i) {
             y[c * hw + i] = (pixels[c * hw + i] - mean[c]) / std[c];
         }
     }
+    return ALBSNN_OK;
 }
 
 /* -- convolution and linear layers, one output row at a time ------------------------------------ */
@@ -194,7 +274,7 @@ static void load_row(const albsnn_tensor *t, const void *x, uint32_t step, uint3
     }
 }
 
-static void row_axpy(float *restrict acc, const float *restrict row, float w, uint32_t n, uint32_t stride)
+static void row_axpy(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row, float w, uint32_t n, uint32_t stride)
 {
     uint32_t i;
     if (stride == 1u) {
@@ -209,7 +289,7 @@ static void row_axpy(float *restrict acc, const float *restrict row, float w, ui
 }
 
 /* The three taps of a 3-wide kernel row at stride 1, added in kx order (one load and store of acc). */
-static void row_taps3(float *restrict acc, const float *restrict row, const float *restrict w, uint32_t n)
+static void row_taps3(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row, const float *ALBSNN_RESTRICT w, uint32_t n)
 {
     const float w0 = w[0], w1 = w[1], w2 = w[2];
     uint32_t i;
@@ -223,7 +303,7 @@ static void row_taps3(float *restrict acc, const float *restrict row, const floa
 }
 
 /* acc += row or acc -= row: a binary weight times an analog row, without multiplying. */
-static void row_add(float *restrict acc, const float *restrict row, int plus, uint32_t n, uint32_t stride)
+static void row_add(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row, int plus, uint32_t n, uint32_t stride)
 {
     uint32_t i;
     if (plus) {
@@ -280,8 +360,20 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
     }
 }
 
-/* Any weights, any input; scratch: in.w + 2 padding + out.c out.w floats, twice that with neurons over several steps. */
-void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch)
+/* Scratch of albsnn_conv_rows: one padded input row, one output row of sums, and with neurons over
+ * several steps one output row of membranes. */
+static size_t rows_scratch(const albsnn_conv *p)
+{
+    const size_t rows = p->lif != NULL && p->out.steps > 1u ? 2u : 1u;
+    return (size_t)p->in.w + 2u * (size_t)p->padding + rows * (size_t)p->out.c * p->out.w;
+}
+
+size_t albsnn_conv_rows_scratch(const albsnn_conv *p)
+{
+    return p == NULL || conv_check(p) != ALBSNN_OK ? 0u : rows_scratch(p);
+}
+
+static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *scratch)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, cw = out->c * wo;
@@ -313,6 +405,24 @@ void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scrat
             }
         }
     }
+}
+
+/* Any weights, any input: x and y are floats, or bit planes (uint32_t) where the descriptor says so. */
+int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch, size_t n_scratch)
+{
+    int status;
+    if (p == NULL || x == NULL || y == NULL || scratch == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = conv_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (n_scratch < rows_scratch(p)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    conv_rows_run(p, x, y, scratch);
+    return ALBSNN_OK;
 }
 
 /* -- binarized layers over bit planes: AND + popcount ------------------------------------------ */
@@ -514,7 +624,7 @@ static void gather_row(const albsnn_conv *p, const uint32_t *plane, uint32_t g, 
 {
     const albsnn_tensor *in = &p->in;
     const uint32_t k = p->kernel, s = p->stride, pad = p->padding, wo = p->out.w, cin = in->c / p->groups;
-    const uint64_t top = ~(uint64_t)0 << (64u - k);  /* the first k bits of a word */
+    const uint64_t top = k <= 64u ? ~(uint64_t)0 << (64u - k) : 0u;  /* the first k bits of a word (k <= 64 here) */
     uint32_t ox, c, ky, i;
     if (in->w + 2u * pad > 64u) {
         for (ox = 0; ox < wo; ++ox) {
@@ -556,7 +666,7 @@ static void gather_row(const albsnn_conv *p, const uint32_t *plane, uint32_t g, 
 
 /* agree[ox] = popcount(w & field ox) over `words` words for the n word-major fields;
  * sums: n uint64 of scratch. */
-static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t words, uint32_t n, uint32_t *agree, uint64_t *sums)
+static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t words, uint32_t n, int32_t *agree, uint64_t *sums)
 {
     uint32_t i, ox, first;
     for (ox = 0; ox < n; ++ox) {
@@ -575,23 +685,45 @@ static void popcount_dots(const uint64_t *w, const uint64_t *fields, uint32_t wo
             }
         }
         for (ox = 0; ox < n; ++ox) {
-            agree[ox] += total(sums[ox]);
+            agree[ox] += (int32_t)total(sums[ox]);
         }
     }
 }
 
-/* Binarized weights over bit planes, one output row at a time (the row's receptive fields first).
- * scratch: (1 + out.w * fields) * words + out.w uint64, then out.w * (fields + 1 + in.steps) uint32, with
- * words = ceil(fan-in / 64) and fields = in.steps * in.planes receptive fields per output. */
-void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t *scratch)
+/* Scratch of albsnn_conv_bits, with words = ceil(fan-in / 64) and fields = out.w * in.steps * in.planes
+ * receptive fields per output row. uint64_t: a weight row (words), one partial sum per output (out.w),
+ * the receptive fields (words * fields). int32_t: their popcounts (fields), popcount(w & field) per
+ * output (out.w) and the integer sums per step and output (out.w * in.steps). */
+static size_t bits_scratch_words(const albsnn_conv *p)
+{
+    const size_t words = ALBSNN_WORDS64((size_t)(p->in.c / p->groups) * p->kernel * p->kernel);
+    return words * (1u + (size_t)p->out.w * p->in.steps * p->in.planes) + p->out.w;
+}
+
+static size_t bits_scratch_counts(const albsnn_conv *p)
+{
+    return (size_t)p->out.w * p->in.steps * p->in.planes + (size_t)p->out.w * (1u + p->in.steps);
+}
+
+size_t albsnn_conv_bits_scratch_words(const albsnn_conv *p)
+{
+    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bits_scratch_words(p);
+}
+
+size_t albsnn_conv_bits_scratch_counts(const albsnn_conv *p)
+{
+    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bits_scratch_counts(p);
+}
+
+/* Binarized weights over bit planes, one output row at a time (the row's receptive fields first). */
+static void conv_bits_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *scratch, int32_t *counts)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t k = p->kernel, cout = out->c / p->groups, fan_in = in->c / p->groups * k * k;
     const uint32_t words = ALBSNN_WORDS64(fan_in), wo = out->w, hwo = out->h * wo, patches = in->steps * in->planes;
     const int direct = in->h == 1u && in->w == 1u && k == 1u && p->padding == 0u && p->groups == 1u;
-    uint64_t *wrow = (uint64_t *)(void *)scratch, *sums = wrow + words, *patch = sums + wo;
-    uint32_t *ones = (uint32_t *)(void *)(patch + (size_t)wo * patches * words), *agree = ones + wo * patches;
-    int32_t *acc = (int32_t *)(void *)(agree + wo);
+    uint64_t *wrow = scratch, *sums = wrow + words, *patch = sums + wo;
+    int32_t *ones = counts, *agree = ones + wo * patches, *acc = agree + wo;
     uint32_t oy, ox, g, j, col, t, b, i, ts;
     if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
@@ -612,7 +744,7 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
                 }
                 for (i = 0; i < words; ++i) {
                     for (ox = 0; ox < wo; ++ox) {
-                        ones[j * wo + ox] += popcount64(fields[(size_t)i * wo + ox]);
+                        ones[j * wo + ox] += (int32_t)popcount64(fields[(size_t)i * wo + ox]);
                     }
                 }
             }
@@ -631,7 +763,7 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
                         const uint32_t slot = ts * in->planes + b;
                         popcount_dots(wrow, patch + (size_t)slot * words * wo, words, wo, agree, sums);
                         for (ox = 0; ox < wo; ++ox) {
-                            acc[ts * wo + ox] += ((int32_t)(2u * agree[ox]) - (int32_t)ones[slot * wo + ox]) * (int32_t)(1u << b);
+                            acc[ts * wo + ox] += (2 * agree[ox] - ones[slot * wo + ox]) * (int32_t)(1u << b);
                         }
                     }
                 }
@@ -672,13 +804,39 @@ void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t
     }
 }
 
+/* x: bit planes; y: floats, or a spike map (uint32_t) with neurons; words and counts: the scratch
+ * albsnn_conv_bits_scratch_words and _counts size, n_words and n_counts elements long. */
+int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, int32_t *counts,
+                     size_t n_counts)
+{
+    int status;
+    if (p == NULL || x == NULL || y == NULL || words == NULL || counts == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = conv_bits_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (n_words < bits_scratch_words(p) || n_counts < bits_scratch_counts(p)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    conv_bits_run(p, x, y, words, counts);
+    return ALBSNN_OK;
+}
+
 /* -- element-wise layers, pooling and the head --------------------------------------------------- */
 
 /* A batch norm that no conv or linear layer precedes: y = x * scale + bias per channel (y may be x). */
-void albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y)
+int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y)
 {
-    const uint32_t hw = in->h * in->w;
-    uint32_t t, c, i;
+    uint32_t hw, t, c, i;
+    if (in == NULL || x == NULL || scale == NULL || bias == NULL || y == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(in)) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    hw = in->h * in->w;
     for (t = 0; t < in->steps; ++t) {
         for (c = 0; c < in->c; ++c) {
             for (i = c * hw; i < (c + 1u) * hw; ++i) {
@@ -686,12 +844,20 @@ void albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, c
             }
         }
     }
+    return ALBSNN_OK;
 }
 
 /* A neuron layer that does not follow a conv or linear layer. */
-void albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y)
+int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y)
 {
     uint32_t i, t;
+    if (in == NULL || x == NULL || lif == NULL || out == NULL || y == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(in) || !tensor_ok(out) || !lif_ok(lif) || numel(in) != numel(out) || out->planes != 1u
+        || out->divisor != 1u || (in->steps != out->steps && in->steps != 1u)) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
     clear_words(y, tensor_words(out));
     for (i = 0; i < numel(out); ++i) {
         float v = 0.0f;
@@ -701,6 +867,7 @@ void albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *
             }
         }
     }
+    return ALBSNN_OK;
 }
 
 /* Pooling over a spike map whose rows fit a word: each window's spikes counted with popcounts. */
@@ -742,7 +909,7 @@ static void pool_spikes(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
 }
 
 /* Average or max pooling without padding; over bit planes the average keeps the window's count. */
-void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
+static void pool_run(const albsnn_pool *p, const void *x, void *y)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t k = p->kernel, s = p->stride;
@@ -785,11 +952,35 @@ void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
     }
 }
 
-/* Global average pooling: [steps][c][h][w] -> [steps][c] floats. */
-void albsnn_gap(const albsnn_tensor *in, const void *x, float *y)
+/* x and y: floats, or bit planes (uint32_t) where the descriptor says so. */
+int albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
 {
-    const uint32_t hw = in->h * in->w;
-    uint32_t t, c, i;
+    const albsnn_tensor *in, *out;
+    if (p == NULL || x == NULL || y == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    in = &p->in;
+    out = &p->out;
+    if (!tensor_ok(in) || !tensor_ok(out) || out->c != in->c || out->steps != in->steps
+        || (in->planes == 0u) != (out->planes == 0u) || !window_ok(in->h, p->kernel, p->stride, 0u, out->h)
+        || !window_ok(in->w, p->kernel, p->stride, 0u, out->w)) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    pool_run(p, x, y);
+    return ALBSNN_OK;
+}
+
+/* Global average pooling: [steps][c][h][w] -> [steps][c] floats. */
+int albsnn_gap(const albsnn_tensor *in, const void *x, float *y)
+{
+    uint32_t hw, t, c, i;
+    if (in == NULL || x == NULL || y == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(in)) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    hw = in->h * in->w;
     for (t = 0; t < in->steps; ++t) {
         for (c = 0; c < in->c; ++c) {
             float sum = 0.0f;
@@ -807,12 +998,19 @@ void albsnn_gap(const albsnn_tensor *in, const void *x, float *y)
             y[(size_t)t * in->c + c] = sum / (float)hw;
         }
     }
+    return ALBSNN_OK;
 }
 
 /* The logits: the time-mean of the last layer (a layer before any neuron is the same at every step). */
-void albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits)
+int albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits)
 {
     uint32_t c, t;
+    if (in == NULL || x == NULL || logits == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (!tensor_ok(in)) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
     for (c = 0; c < numel(in); ++c) {
         float sum = value_at(in, x, 0u, c);
         for (t = 1; t < in->steps; ++t) {
@@ -820,4 +1018,5 @@ void albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits)
         }
         logits[c] = in->steps == 1u ? sum : sum / (float)in->steps;
     }
+    return ALBSNN_OK;
 }

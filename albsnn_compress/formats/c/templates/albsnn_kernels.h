@@ -1,6 +1,6 @@
 /* albsnn_kernels.h: the layer kernels every exported model shares (internal: applications include albsnn_model.h).
  *
- * Written by albsnn-compress. Plain C99, no allocation, no library calls.
+ * Written by albsnn-compress. Plain C99, no allocation, no library calls; usable from C++ (extern "C").
  *
  * A tensor between two layers is either float32 values, [steps][c*h*w], or bit planes of
  * unsigned counts, [steps][planes][words], one plane per bit of the count, words = ceil(c*h*w / 32);
@@ -9,12 +9,38 @@
  * an average pool of spikes is a count of spikes with a divisor (the window size). Its value is
  * count / divisor. steps is 1 before the first neuron layer (the image is the same at every
  * time step), else ALBSNN_TIMESTEPS.
+ *
+ * Types: float values are read and written as float, bit planes as uint32_t, the popcount kernel's
+ * receptive fields as uint64_t and its counts and sums as int32_t, each through a pointer of that
+ * type to storage of that type (the model's arena is a union of one array per type) and aligned for
+ * it. A kernel whose buffer is either values or bit planes takes `void *` and converts it back to
+ * the type its tensor descriptor names, so the caller passes a float * for values and a uint32_t *
+ * for bit planes.
+ *
+ * Every kernel returns a status: ALBSNN_OK (0), or a negative ALBSNN_ERR_* code, before it writes
+ * anything, when a pointer is NULL, a scratch buffer is smaller than its albsnn_*_scratch size, or
+ * a descriptor is inconsistent.
  */
 #ifndef ALBSNN_KERNELS_H
 #define ALBSNN_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes, the same values as in albsnn_model.h (identical definitions may repeat). */
+#define ALBSNN_OK 0
+#define ALBSNN_ERR_NULL (-1)       /* a required pointer is NULL */
+#define ALBSNN_ERR_SCRATCH (-2)    /* a scratch buffer is smaller than the kernel needs */
+#define ALBSNN_ERR_DESCRIPTOR (-3) /* inconsistent shapes or parameters, or an unknown reset rule */
+
+/* The reset rules (albsnn_lif.reset), one case each in albsnn_kernels.c. */
+#define ALBSNN_RESET_HARD 0u  /* spike ? v_reset : h */
+#define ALBSNN_RESET_SOFT 1u  /* spike ? h - v_threshold : h */
+#define ALBSNN_RESET_RULES 2u /* how many there are */
 
 typedef struct {
     uint32_t c, h, w;   /* channels, height and width of one step; features are c x 1 x 1 */
@@ -27,7 +53,7 @@ typedef struct {
     float tau, v_threshold, v_reset;
     float inv_tau;         /* 1 / tau, used only when tau is a power of two (then x * inv_tau == x / tau) */
     uint32_t tau_is_pow2;
-    uint32_t reset;        /* the reset rule's case in albsnn_kernels.c */
+    uint32_t reset;        /* the reset rule: ALBSNN_RESET_HARD or ALBSNN_RESET_SOFT */
     uint32_t trace_id;     /* the neuron layer's index, for ALBSNN_TRACE */
 } albsnn_lif;
 
@@ -49,18 +75,29 @@ typedef struct {
     uint32_t is_max;         /* 0: average, 1: maximum */
 } albsnn_pool;
 
-void albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y);
-void albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint32_t *scratch);
-void albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch);
-void albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
-void albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
-void albsnn_pool2d(const albsnn_pool *p, const void *x, void *y);
-void albsnn_gap(const albsnn_tensor *in, const void *x, float *y);
-void albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits);
+/* Scratch sizes: how many elements of its type each scratch buffer of a kernel needs for descriptor
+ * p; 0 when p is NULL or inconsistent (the kernel then returns an error). */
+size_t albsnn_conv_rows_scratch(const albsnn_conv *p);        /* floats: albsnn_conv_rows */
+size_t albsnn_conv_bits_scratch_words(const albsnn_conv *p);  /* uint64_t: albsnn_conv_bits' words */
+size_t albsnn_conv_bits_scratch_counts(const albsnn_conv *p); /* int32_t: albsnn_conv_bits' counts */
+
+int albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y);
+int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, int32_t *counts,
+                     size_t n_counts);
+int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch, size_t n_scratch);
+int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
+int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
+int albsnn_pool2d(const albsnn_pool *p, const void *x, void *y);
+int albsnn_gap(const albsnn_tensor *in, const void *x, float *y);
+int albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits);
 
 #ifdef ALBSNN_TRACE
 /* Defined by the application when built with -DALBSNN_TRACE: called for every neuron, step and element. */
 void albsnn_trace(uint32_t layer, uint32_t step, uint32_t index, float h, int spike);
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif /* ALBSNN_KERNELS_H */
