@@ -42,7 +42,10 @@ from tests.clihelp import run_cli
 
 CC = shutil.which("cc") or "cc"
 CXX = shutil.which("g++") or shutil.which("c++")
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc) on PATH"),
+    pytest.mark.subprocess,  # compiles and runs C, sanitizers included
+]
 needs_cxx = pytest.mark.skipif(CXX is None, reason="no C++ compiler (g++) on PATH")
 
 STRICT = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"]
