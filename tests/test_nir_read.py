@@ -20,6 +20,7 @@ from albsnn_compress import export_nir, read_nir  # noqa: E402
 from albsnn_compress.binarize import binarize_, binarized_layers, candidate_layers  # noqa: E402
 from albsnn_compress.data import load_split, load_splits  # noqa: E402
 from albsnn_compress.errors import NirError  # noqa: E402
+from albsnn_compress.formats.nir.chain import chain_of  # noqa: E402
 from albsnn_compress.formats.nir.check import (  # noqa: E402
     compare,
     snntorch_model_runner,
@@ -28,8 +29,9 @@ from albsnn_compress.formats.nir.check import (  # noqa: E402
     spikingjelly_runner,
 )
 from albsnn_compress.formats.nir.mapping import DT  # noqa: E402
-from albsnn_compress.formats.nir.write import fold_batch_norm  # noqa: E402
-from albsnn_compress.search.run import SearchConfig, compress  # noqa: E402
+from albsnn_compress.formats.nir.options import ReadOptions, resolve_options  # noqa: E402
+from albsnn_compress.formats.nir.write import build_nir_graph, fold_batch_norm  # noqa: E402
+from albsnn_compress.search import SearchConfig, compress  # noqa: E402
 from albsnn_compress.snn.spec import SpikingNet  # noqa: E402
 from albsnn_compress.training.train_model import resolve_architecture  # noqa: E402
 from tests.clihelp import run_cli  # noqa: E402
@@ -227,7 +229,8 @@ def test_spikingjelly_network_compresses_and_goes_back_to_spikingjelly(
 
 
 def _leaky(shape: tuple[int, ...], beta: float, **kwargs: Any) -> nn.Module:
-    """``snn.Leaky`` with per-neuron beta and threshold tensors: what snnTorch 1.0.0's export needs to pass nir 1.0.8's checks."""
+    """``snn.Leaky`` with per-neuron beta and threshold tensors: what snnTorch 1.0.0's export needs to pass nir 1.0.8's
+    checks."""
     import snntorch as snn
 
     return snn.Leaky(
@@ -598,6 +601,74 @@ def test_a_foreign_file_needs_timesteps(tmp_path: Path) -> None:
         read_nir(path, timesteps=1, mean=[0.5, 0.5])
 
 
+# -- option resolution on its own ------------------------------------------------------------------------
+
+
+def _our_graph(**metadata: Any) -> nir.NIRGraph:
+    """digits-small (T=4, an input normalization) as our writer's graph, in memory, ``metadata`` changed."""
+    torch.manual_seed(0)
+    graph, _ = build_nir_graph(SpikingNet(resolve_architecture("digits-small", "digits"), 4).eval(), dt=2e-4)
+    graph.metadata.update(metadata)
+    return graph
+
+
+def test_options_resolve_from_the_arguments_and_the_file(tmp_path: Path) -> None:
+    """resolve_options alone, on graphs in memory (the path only names them): our writer's record, the defaults for
+    other files, the caller's arguments over both, and one refusal per value that does not do."""
+    path = tmp_path / "g.nir"
+    foreign = _chain(_conv(1, 4, 0), *_head(4, 8))
+    options = resolve_options(path, foreign, chain_of(foreign, path), timesteps=3)
+    assert options == ReadOptions(
+        path=path,
+        ours=False,
+        timesteps=3,
+        dt=DT,
+        strict_threshold=None,
+        input_shape=(1, 8, 8),
+        mean=[0.0],
+        std=[1.0],
+        normalization_node=None,
+        name="g",
+        neuron={},
+    )
+    asked = resolve_options(
+        path, foreign, chain_of(foreign, path), timesteps=2, dt=1e-3, strict_threshold=False, mean=[0.5], std=[0.25]
+    )
+    assert (asked.timesteps, asked.dt, asked.strict_threshold, asked.mean, asked.std) == (2, 1e-3, False, [0.5], [0.25])
+
+    spec = resolve_architecture("digits-small", "digits")
+    ours = resolve_options(path, _our_graph(), chain_of(_our_graph(), path))
+    assert (ours.ours, ours.timesteps, ours.dt, ours.name, ours.input_shape) == (True, 4, 2e-4, spec["name"], (1, 8, 8))
+    assert (ours.mean, ours.std, ours.normalization_node) == (spec["input"]["mean"], spec["input"]["std"], "input_norm")
+    assert ours.neuron == SpikingNet(spec, 1).spec["neuron"]
+    again = resolve_options(path, _our_graph(), chain_of(_our_graph(), path), timesteps=1, dt=1e-4, name="net")
+    assert (again.timesteps, again.dt, again.name) == (1, 1e-4, "net")
+
+    flat = _chain(_head(4, 8)[1], input_shape=(256,))
+    refusals: list[tuple[nir.NIRGraph, dict[str, Any], str]] = [
+        (foreign, {}, "does not say how many time steps it runs; pass timesteps"),
+        (foreign, {"timesteps": 0}, r"timesteps must be an integer in \[1, 4096\], got 0"),
+        (foreign, {"timesteps": 1, "dt": 0.0}, "dt must be a positive number of seconds, got 0.0"),
+        (foreign, {"timesteps": 1, "dt": float("nan")}, "dt must be a positive number of seconds, got nan"),
+        (foreign, {"timesteps": 1, "strict_threshold": "yes"}, "strict_threshold must be True, False or None"),
+        (foreign, {"timesteps": 1, "std": [1.0, 2.0]}, r"std must list 1 numbers \(one per input channel\)"),
+        (flat, {"timesteps": 1}, r"node 'input' \(Input\): input shape \[256\] is not \[C, H, W\]"),
+        (_our_graph(), {"mean": [0.5]}, r"normalizes its input itself \(node 'input_norm'\); leave mean and std unset"),
+        (_our_graph(albsnn_timesteps="four"), {}, "graph metadata albsnn_timesteps must be one number, got four"),
+        (_our_graph(albsnn_dt=np.ones(2)), {}, "graph metadata albsnn_dt must be one number"),
+        (_our_graph(albsnn_neuron="{"), {}, "graph metadata albsnn_neuron: our writer's neuron settings are not JSON"),
+        (_our_graph(albsnn_neuron='{"tau": 0.5}'), {}, "albsnn_neuron: our writer's neuron settings do not parse"),
+        (_our_graph(albsnn_model=3), {}, "graph metadata albsnn_model must be a string, got 3"),
+    ]
+    tampered = _our_graph()
+    tampered.nodes["input_norm"].metadata["albsnn_std"] = np.full(1, 0.5)
+    refusals.append((tampered, {}, r"node 'input_norm' \(Conv2d\): the input normalization's weights disagree"))
+    for graph, arguments, message in refusals:
+        with pytest.raises(NirError, match=message) as info:
+            resolve_options(path, graph, chain_of(graph, path), **arguments)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
 # -- hostile and broken files: bounded, never unpickled ------------------------------------------------------
 
 
@@ -691,7 +762,7 @@ MUTATIONS = {
 def test_any_damaged_field_is_one_nir_error(tmp_path: Path) -> None:
     """Every dataset of one of our files replaced by a value of the wrong kind: read_nir and inspect give a NirError
     line (or, where the value is harmless, a model), never another exception (docs: RELIABILITY's reader rules)."""
-    from albsnn_compress.formats.nir.read import nir_summary
+    from albsnn_compress.formats.nir.summary import nir_summary
 
     torch.manual_seed(0)
     export_nir(SpikingNet(resolve_architecture("digits-fc", "digits"), 1).eval(), tmp_path / "m.nir")

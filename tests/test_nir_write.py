@@ -564,7 +564,10 @@ def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     from albsnn_compress.errors import NirError
     from albsnn_compress.formats.nir import optional as nir_optional
 
-    code = "import sys, albsnn_compress, albsnn_compress.cli.main, albsnn_compress.pipeline; print(sorted({'nir', 'h5py'} & set(sys.modules)))"
+    code = (
+        "import sys, albsnn_compress, albsnn_compress.cli.main, albsnn_compress.pipeline; "
+        "print(sorted({'nir', 'h5py'} & set(sys.modules)))"
+    )
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )

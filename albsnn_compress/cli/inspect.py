@@ -29,7 +29,8 @@ def _safe(value: str) -> Text:
 
 
 def _escaped_json(value: Any) -> str:
-    """JSON with every character a terminal would interpret escaped (C1 controls, DEL, bidi overrides), still valid JSON."""
+    """JSON with every character a terminal would interpret escaped (C1 controls, DEL, bidi overrides), still valid
+    JSON."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)  # escapes C0 controls itself
 
     def escape(match: re.Match[str]) -> str:
@@ -134,6 +135,11 @@ def _c_footprint(model: SpikingNet) -> str:
     return f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)"
 
 
+def _dims(shape: list[int] | None) -> str:
+    """A NIR node's shape as ``CxHxW``; ``?`` where NIR's type inference gave none."""
+    return "x".join(map(str, shape)) if shape is not None else "?"
+
+
 def _inspect_nir(path: Path, as_json: bool) -> None:
     """A NIR file: NIR's own type check, the graph metadata, and every node's shapes and parameters."""
     summary = nir_summary(path)
@@ -173,11 +179,10 @@ def _inspect_nir(path: Path, as_json: bool) -> None:
     )
     for column in ("name", "type", "input", "output", "parameters"):
         nodes.add_column(column, overflow="fold")
-    shape = lambda dims: "x".join(map(str, dims)) if dims is not None else "?"  # noqa: E731
     for node in summary["nodes"]:
         params = ", ".join(f"{key} {value}" for key, value in node["params"].items())
         if node["metadata"].get("albsnn_binary") == "1":
             params += ", binary: +-scale per output channel"
-        nodes.add_row(_safe(node["name"]), node["type"], shape(node["input"]), shape(node["output"]), _safe(params))
+        nodes.add_row(_safe(node["name"]), node["type"], _dims(node["input"]), _dims(node["output"]), _safe(params))
     Console(width=200).print(nodes)
     click.echo("edges: " + ", ".join(f"{a} -> {b}" for a, b in summary["edges"]))

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from albsnn_compress.snn.neurons import LIF
+from albsnn_compress.snn.recording import lif_modules, record_outputs
 from albsnn_compress.snn.spec import SpikingNet
 
 __all__ = [
@@ -47,8 +48,8 @@ __all__ = [
 
 @dataclass
 class Run:
-    """One runtime's outputs on a batch: logits ``[B, K]`` and, when recorded, each neuron layer's spikes ``[T, B, ...]``
-    (and our model's charged membranes ``H``, same shapes)."""
+    """One runtime's outputs on a batch: logits ``[B, K]`` and, when recorded, each neuron layer's spikes
+    ``[T, B, ...]`` (and our model's charged membranes ``H``, same shapes)."""
 
     logits: torch.Tensor
     spikes: list[torch.Tensor] | None = None
@@ -62,29 +63,29 @@ Runner = Callable[[torch.Tensor, bool], Run]
 def model_runner(model: SpikingNet) -> Runner:
     """Our model as a :data:`Runner`; ``record`` also replays each LIF layer to keep its membranes."""
 
+    neurons = lif_modules(model)
+
     def run(images: torch.Tensor, record: bool) -> Run:
-        inputs: list[torch.Tensor] = []
-        neurons = [m for m in model.modules() if isinstance(m, LIF)]
-        handles = (
-            [n.register_forward_pre_hook(lambda _m, args: inputs.append(args[0])) for n in neurons] if record else []
-        )
-        try:
-            with torch.inference_mode():
-                logits = model(images)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with record_outputs(neurons if record else [], keep=_first_input) as inputs, torch.inference_mode():
+            logits = model(images)
         if not record:
             return Run(logits)
-        spikes, membranes = zip(*(_replay(neuron, x) for neuron, x in zip(neurons, inputs))) if neurons else ((), ())
-        return Run(logits, list(spikes), list(membranes))
+        replayed = [_replay(neuron, calls[0]) for neuron, calls in zip(neurons, inputs)]
+        return Run(logits, [spikes for spikes, _ in replayed], [charged for _, charged in replayed])
 
     return run
 
 
+def _first_input(_module: nn.Module, inputs: tuple[Any, ...], _output: Any) -> Any:
+    """What :func:`record_outputs` keeps for a replay: the layer's input (``[T, B, ...]`` for our LIF)."""
+    return inputs[0]
+
+
 def _replay(neuron: LIF, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(spikes, H)`` of one LIF layer on its input ``[T, B, ...]``, step by step as :meth:`LIF.forward`."""
-    spikes, charged, v = [], [], None
+    spikes: list[torch.Tensor] = []
+    charged: list[torch.Tensor] = []
+    v: torch.Tensor | None = None
     with torch.inference_mode():
         for t in range(x.shape[0]):
             h = neuron.charge(v, x[t])
@@ -129,27 +130,18 @@ def snntorch_runner(path: str | Path, timesteps: int, neurons: list[str] | None 
     )
 
     def run(images: torch.Tensor, record: bool) -> Run:
-        steps: list[list[torch.Tensor]] = [[] for _ in leaky]
-        handles = (
-            [m.register_forward_hook(lambda _m, _i, out, k=k: steps[k].append(out)) for k, m in enumerate(leaky)]
-            if record
-            else []
-        )
-        logits, spikes = [], []
-        try:
-            with torch.no_grad():
-                for image in images:
-                    for module in leaky:
-                        module.reset_mem()
-                    outputs = [net(image)[0] for _ in range(timesteps)]
-                    logits.append(torch.stack(outputs).mean(dim=0))
-                    if record:
-                        spikes.append([torch.stack(s) for s in steps])  # [T, ...] per layer
-                        for s in steps:
-                            s.clear()
-        finally:
-            for handle in handles:
-                handle.remove()
+        logits: list[torch.Tensor] = []
+        spikes: list[list[torch.Tensor]] = []  # per image: [T, ...] per layer
+        with record_outputs(leaky if record else []) as steps, torch.no_grad():
+            for image in images:
+                for module in leaky:
+                    module.reset_mem()
+                outputs = [net(image)[0] for _ in range(timesteps)]
+                logits.append(torch.stack(outputs).mean(dim=0))
+                if record:
+                    spikes.append([torch.stack(s) for s in steps])
+                    for s in steps:
+                        s.clear()
         if not record:
             return Run(torch.stack(logits))
         return Run(torch.stack(logits), [torch.stack([image[k] for image in spikes], dim=1) for k in range(len(leaky))])
@@ -176,7 +168,7 @@ def spikingjelly_runner(path: str | Path, timesteps: int, neurons: list[str] | N
         if neurons is not None
         else [m for m in net.modules() if isinstance(m, from_nir._NIRStatefulModule)]
     )
-    return _sequence_runner(lambda x: net(x)[0], wrappers, timesteps, lambda out: out[0])
+    return _sequence_runner(lambda x: net(x)[0], wrappers, timesteps)
 
 
 def spikingjelly_model_runner(net: nn.Module, timesteps: int, neurons: list[nn.Module]) -> Runner:
@@ -185,9 +177,10 @@ def spikingjelly_model_runner(net: nn.Module, timesteps: int, neurons: list[nn.M
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         functional.reset_net(net)
-        return net(x)
+        output: torch.Tensor = net(x)
+        return output
 
-    return _sequence_runner(forward, neurons, timesteps, lambda out: out)
+    return _sequence_runner(forward, neurons, timesteps)
 
 
 def snntorch_model_runner(net: nn.Module, timesteps: int) -> Runner:
@@ -200,53 +193,28 @@ def snntorch_model_runner(net: nn.Module, timesteps: int) -> Runner:
     leaky = [m for m in net.modules() if isinstance(m, snn.Leaky)]
 
     def run(images: torch.Tensor, record: bool) -> Run:
-        steps: list[list[torch.Tensor]] = [[] for _ in leaky]
-        handles = (
-            [
-                m.register_forward_hook(
-                    lambda _m, _i, out, k=k: steps[k].append(out[0] if isinstance(out, tuple) else out)
-                )
-                for k, m in enumerate(leaky)
-            ]
-            if record
-            else []
-        )
-        try:
-            with torch.no_grad():
-                for module in leaky:
-                    module.reset_mem()
-                outputs = []
-                for _ in range(timesteps):
-                    out = net(images)
-                    outputs.append(out[0] if isinstance(out, tuple) else out)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with record_outputs(leaky if record else []) as steps, torch.no_grad():  # (spk, mem) -> spk
+            for module in leaky:
+                module.reset_mem()
+            outputs = []
+            for _ in range(timesteps):
+                out = net(images)
+                outputs.append(out[0] if isinstance(out, tuple) else out)
         return Run(torch.stack(outputs).mean(dim=0), [torch.stack(s) for s in steps] if record else None)
 
     return run
 
 
 def _sequence_runner(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    neurons: list[nn.Module],
-    timesteps: int,
-    spikes_of: Callable[[Any], torch.Tensor],
+    forward: Callable[[torch.Tensor], torch.Tensor], neurons: list[nn.Module], timesteps: int
 ) -> Runner:
+    """A multi-step network (all ``T`` steps in one call) as a :data:`Runner`; each neuron's spikes are its output
+    (the first item of a ``(spikes, state)`` tuple, SpikingJelly's NIR wrappers)."""
+
     def run(images: torch.Tensor, record: bool) -> Run:
-        recorded: list[torch.Tensor] = []
-        handles = (
-            [m.register_forward_hook(lambda _m, _i, out: recorded.append(spikes_of(out))) for m in neurons]
-            if record
-            else []
-        )
-        try:
-            with torch.no_grad():
-                outputs = forward(images.unsqueeze(0).repeat(timesteps, *([1] * images.dim())))
-        finally:
-            for handle in handles:
-                handle.remove()
-        return Run(outputs.mean(dim=0), recorded if record else None)
+        with record_outputs(neurons if record else []) as recorded, torch.no_grad():
+            outputs = forward(images.unsqueeze(0).repeat(timesteps, *([1] * images.dim())))
+        return Run(outputs.mean(dim=0), [calls[0] for calls in recorded] if record else None)
 
     return run
 
@@ -297,8 +265,11 @@ def _threshold(neuron: LIF, like: torch.Tensor) -> torch.Tensor:
 
 def _trace(model: SpikingNet, ours: Run, theirs: Run, row: int, tie_tol: float) -> dict[str, Any] | None:
     """The first spike flip of image ``row`` (position in the recorded batch) if it is a tie, else ``None``."""
-    neurons = [m for m in model.modules() if isinstance(m, LIF)]
-    for layer, (neuron, mine, other, h) in enumerate(zip(neurons, ours.spikes, theirs.spikes, ours.membranes)):
+    if ours.spikes is None or ours.membranes is None or theirs.spikes is None:
+        raise ValueError("tracing a spike flip needs runs made with record=True")
+    for layer, (neuron, mine, other, h) in enumerate(
+        zip(lif_modules(model), ours.spikes, theirs.spikes, ours.membranes)
+    ):
         for step in range(mine.shape[0]):
             differ = (mine[step, row] > 0) != (other[step, row].reshape(mine[step, row].shape) > 0)
             if differ.any():
@@ -334,9 +305,9 @@ def compare(
     """
     mine = model_runner(model)
     if reference is None:
-        reference = torch.cat([mine(batch, False).logits for batch in images.split(chunk)])
+        reference = torch.cat([mine(batch, False).logits for batch in torch.split(images, chunk)])
     if logits is None:
-        logits = torch.cat([other(batch, False).logits for batch in images.split(chunk)])
+        logits = torch.cat([other(batch, False).logits for batch in torch.split(images, chunk)])
     diff = (logits - reference).abs().amax(dim=1)
     off = torch.nonzero(diff > tol).flatten().tolist()
     ties, unexplained = [], []

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from albsnn_compress.errors import ExportError, NirError
+from albsnn_compress.formats.nir.params import as_array
 from albsnn_compress.snn.neurons import LIF
 
 __all__ = [
@@ -89,19 +90,27 @@ SpikingJelly's importer's own tolerance. Anything farther apart is a different n
 _META_RTOL = 1e-12
 
 
+def _setting(neuron: LIF, key: str) -> float | torch.Tensor:
+    """``tau`` or ``v_threshold``: a float, or a per-channel buffer."""
+    value = getattr(neuron, key)
+    return value if isinstance(value, torch.Tensor) else float(value)
+
+
 def _full(value: float | torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
     """A neuron setting (scalar or per-channel buffer) as a float64 array of the layer's shape."""
     if isinstance(value, torch.Tensor):
-        return np.broadcast_to(value.detach().cpu().double().numpy(), shape).copy()
+        array: np.ndarray = value.detach().cpu().double().numpy()
+        full: np.ndarray = np.broadcast_to(array, shape).copy()
+        return full
     return np.full(shape, float(value), dtype=np.float64)
 
 
 def _tau_values(neuron: LIF) -> np.ndarray | float:
-    return (
-        neuron.tau.detach().cpu().double().numpy().reshape(-1)
-        if isinstance(neuron.tau, torch.Tensor)
-        else float(neuron.tau)
-    )
+    tau = _setting(neuron, "tau")
+    if isinstance(tau, torch.Tensor):
+        values: np.ndarray = tau.detach().cpu().double().numpy()
+        return values.reshape(-1)
+    return tau
 
 
 def check_neuron(name: str, neuron: LIF) -> None:
@@ -139,11 +148,11 @@ def neuron_node(name: str, neuron: LIF, shape: tuple[int, ...], dt: float = DT) 
             -1
         ),  # a 1-element array: HDF5 compresses no scalars
     }
-    v_threshold = _full(neuron.v_threshold, shape)
+    v_threshold = _full(_setting(neuron, "v_threshold"), shape)
     v_reset = _full(neuron.v_reset, shape)
     if not neuron.leak:
         return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=v_threshold, v_reset=v_reset, metadata=metadata)
-    tau = _full(neuron.tau, shape)
+    tau = _full(_setting(neuron, "tau"), shape)
     return nir.LIF(
         tau=tau * dt,
         r=np.ones(shape) if neuron.decay_input else tau,
@@ -154,23 +163,33 @@ def neuron_node(name: str, neuron: LIF, shape: tuple[int, ...], dt: float = DT) 
     )
 
 
+def _numbers(values: Any, where: str) -> np.ndarray:
+    """A NIR parameter as a float64 array (any shape); strings and other objects are refused."""
+    array = as_array(values, where, "the parameter")
+    if array.dtype.kind not in "biuf":
+        raise NirError(f"{where}: must be numbers, got {array.dtype} of shape {list(array.shape)}")
+    return array.astype(np.float64)
+
+
 def uniform_or_per_channel(values: Any, shape: tuple[int, ...], where: str) -> float | np.ndarray:
     """A per-neuron NIR parameter as one number, or one value per channel (``[C]``) if it varies by channel.
 
     Raises:
-        NirError: the array does not broadcast to ``shape``, is not finite, or varies within a channel.
+        NirError: the value is not numbers, does not broadcast to ``shape``, is not finite, or varies within a channel.
     """
+    numbers = _numbers(values, where)
     try:
-        array = np.broadcast_to(np.asarray(values, dtype=np.float64), shape)
-    except (ValueError, TypeError):
-        raise NirError(f"{where}: shape {list(np.shape(values))} does not fit the layer's {list(shape)}") from None
+        array = np.broadcast_to(numbers, shape)
+    except ValueError as exc:  # what np.broadcast_to raises for shapes that do not broadcast
+        raise NirError(f"{where}: shape {list(np.shape(values))} does not fit the layer's {list(shape)}") from exc
     if not np.isfinite(array).all():
         raise NirError(f"{where}: holds NaN or infinite values")
     flat = array.reshape(shape[0], -1)
     if (array == flat.flat[0]).all():
         return float(flat.flat[0])
     if (flat == flat[:, :1]).all():
-        return flat[:, 0].copy()
+        channels: np.ndarray = flat[:, 0].copy()
+        return channels
     raise NirError(f"{where}: varies within a channel; our neurons hold one value per layer or per channel")
 
 
@@ -191,17 +210,16 @@ def _strict(metadata: Mapping[str, Any], strict_threshold: bool | None, where: s
     recorded = metadata.get("albsnn_threshold")
     if recorded is None:
         return True  # NIR's definition: z = v > v_threshold
-    if recorded not in (">", ">="):
+    if not isinstance(recorded, str) or recorded not in (">", ">="):
         raise NirError(f"{where}: metadata albsnn_threshold must be '>' or '>=', got {recorded!r}")
     return recorded == ">"
 
 
-def _exact_tau(tau: float | np.ndarray, metadata: Mapping[str, Any]) -> float | np.ndarray:
+def _exact_tau(tau: float | np.ndarray, metadata: Mapping[str, Any], where: str) -> float | np.ndarray:
     """Our writer's exact ``tau`` in steps where it agrees with the node's ``tau / dt``; else the node's value."""
-    recorded = metadata.get("albsnn_tau")
-    if recorded is None:
+    if metadata.get("albsnn_tau") is None:
         return tau
-    recorded = np.asarray(recorded, dtype=np.float64)
+    recorded = _numbers(metadata["albsnn_tau"], f"{where} metadata albsnn_tau")
     exact = float(recorded.reshape(-1)[0]) if recorded.size == 1 else recorded.reshape(-1)
     if np.shape(exact) == np.shape(tau) and _close(exact, tau, _META_RTOL):
         return exact
@@ -209,7 +227,7 @@ def _exact_tau(tau: float | np.ndarray, metadata: Mapping[str, Any]) -> float | 
 
 
 def neuron_settings(
-    name: str,
+    where: str,
     node: nir.NIRNode,
     shape: tuple[int, ...],
     dt: float = DT,
@@ -219,7 +237,7 @@ def neuron_settings(
     """Our neuron settings for a ``nir.LIF``, ``nir.IF`` or ``nir.CubaLIF`` node (the inverse of :func:`neuron_node`).
 
     Args:
-        name: the node's name, for messages.
+        where: names the node in messages (the reader's ``"net.nir: node 'lif1' (LIF)"``).
         node: the NIR neuron.
         shape: the per-sample shape of its input, as the chain computes it.
         dt: seconds per time step the graph was written for.
@@ -235,7 +253,6 @@ def neuron_settings(
     Raises:
         NirError: naming the node and the parameter that has no exact form in our LIF.
     """
-    where = f"node {name!r} ({type(node).__name__})"
     metadata = metadata if isinstance(metadata, Mapping) else {}
     settings: dict[str, Any] = {"reset": "hard"}
     settings["strict_threshold"] = _strict(metadata, strict_threshold, where)
@@ -255,10 +272,11 @@ def neuron_settings(
         leak = _scalar(node.v_leak, shape, f"{where} v_leak")
         if not _close(leak, settings["v_reset"]):
             raise NirError(
-                f"{where}: v_leak {leak:g} differs from v_reset {settings['v_reset']:g}; our LIF leaks toward its reset potential"
+                f"{where}: v_leak {leak:g} differs from v_reset {settings['v_reset']:g}; "
+                "our LIF leaks toward its reset potential"
             )
-        tau = uniform_or_per_channel(np.asarray(tau_node, dtype=np.float64) / dt, shape, f"{where} tau/dt")
-        r = uniform_or_per_channel(np.asarray(node.r, dtype=np.float64) * gain_in, shape, f"{where} r")
+        tau = uniform_or_per_channel(_numbers(tau_node, f"{where} tau") / dt, shape, f"{where} tau/dt")
+        r = uniform_or_per_channel(_numbers(node.r, f"{where} r") * gain_in, shape, f"{where} r")
         if _close(r, 1.0):
             settings["decay_input"] = True
         elif _close(r, tau):
@@ -268,7 +286,7 @@ def neuron_settings(
                 f"{where}: r must be 1 (input scaled by dt/tau, SpikingJelly's decay_input) or tau/dt (input added "
                 "as is, snnTorch's form); another input gain has no exact form in our LIF"
             )
-        tau = _exact_tau(tau, metadata)
+        tau = _exact_tau(tau, metadata, where)
         if np.min(tau) < 1.0:
             raise NirError(
                 f"{where}: tau/dt = {np.min(tau):g} < 1 (a time constant shorter than one step of dt={dt:g} s)"

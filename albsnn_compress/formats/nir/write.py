@@ -42,10 +42,11 @@ import torch
 from torch import nn
 
 from albsnn_compress.binarize import binarize_, binary_scale, is_binarized
-from albsnn_compress.errors import ExportError
+from albsnn_compress.errors import ExportError, one_line
 from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.formats.nir.mapping import DT, check_neuron, neuron_node
 from albsnn_compress.snn.layer_types import layer_type_of
+from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
 from albsnn_compress.versions import __version__
 
@@ -98,8 +99,24 @@ def _f64(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().cpu().to(torch.float64)
 
 
+def _tensor(module: nn.Module, name: str) -> torch.Tensor:
+    """A tensor attribute of a layer (``weight``, a parametrization's ``original``), typed as one."""
+    value = getattr(module, name)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.{name} is a {type(value).__name__}, not a tensor")
+    return value
+
+
+def _bias(module: nn.Module) -> torch.Tensor | None:
+    return None if getattr(module, "bias", None) is None else _tensor(module, "bias")
+
+
 def _latent(module: nn.Module) -> torch.Tensor:
-    return module.parametrizations.weight.original if is_binarized(module) else module.weight
+    """The real weights a binarized layer keeps (its ``weight`` computes their signs); else its weight."""
+    if is_binarized(module):
+        parametrizations = module.get_submodule("parametrizations.weight")
+        return _tensor(parametrizations, "original")
+    return _tensor(module, "weight")
 
 
 def _fold(
@@ -110,8 +127,9 @@ def _fold(
     ``BN(W x + b) = (s W) x + (b - mean) s + beta`` with ``s = gamma / sqrt(var + eps)``. A binarized
     weight ``alpha * sign`` becomes ``f32(alpha * s) * sign``: still one scale per output channel.
     """
-    weight = module.weight.detach().cpu()
-    bias = None if module.bias is None else module.bias.detach().cpu()
+    weight = _tensor(module, "weight").detach().cpu()
+    bias = _bias(module)
+    bias = None if bias is None else bias.detach().cpu()
     if bn is None:
         return weight.float().clone(), None if bias is None else bias.float().clone()
     if bn.running_mean is None or bn.running_var is None or bn.weight is None or bn.bias is None:
@@ -131,6 +149,12 @@ def _fold(
     return folded + 0.0, folded_bias  # + 0.0 turns -0.0 into +0.0
 
 
+def _kind(module: nn.Module) -> str:
+    """The layer type a module is registered as (its class name if none)."""
+    record = layer_type_of(module)
+    return record.name if record is not None else type(module).__name__
+
+
 def check_exportable(model: SpikingNet) -> None:
     """Refuse, before any work, a layer NIR cannot hold (naming it); binarizing layers changes nothing here.
 
@@ -139,8 +163,7 @@ def check_exportable(model: SpikingNet) -> None:
     """
     layers = model.spec["layers"]
     for index, (layer, module) in enumerate(zip(layers, model.layers)):
-        record = layer_type_of(module)
-        kind = record.name if record is not None else type(module).__name__
+        kind = _kind(module)
         name = layer["name"]
         if name in RESERVED_NAMES:
             raise ExportError(
@@ -157,14 +180,16 @@ def check_exportable(model: SpikingNet) -> None:
             raise ExportError(f"layer {name} ({kind}): no NIR node for this layer; {hint}")
         if kind == "conv" and (isinstance(module.padding, str) or module.padding_mode != "zeros"):
             raise ExportError(
-                f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} has no NIR form; use integer zero padding"
+                f"layer {name}: padding {module.padding!r} with mode {module.padding_mode!r} has no NIR form; "
+                "use integer zero padding"
             )
         if kind == "conv" and module.groups != 1:
             raise ExportError(
-                f"layer {name}: groups={module.groups}: NIR's Conv2d takes weight.shape[1] as its input channels (nir 1.0.8), "
-                "so a grouped conv fails NIR's own type check, and SpikingJelly's importer refuses groups; use groups=1 to export NIR"
+                f"layer {name}: groups={module.groups}: NIR's Conv2d takes weight.shape[1] as its input channels "
+                "(nir 1.0.8), so a grouped conv fails NIR's own type check, and SpikingJelly's importer refuses "
+                "groups; use groups=1 to export NIR"
             )
-        if kind == "lif":
+        if isinstance(module, LIF):
             check_neuron(name, module)
 
 
@@ -192,10 +217,13 @@ def fold_batch_norm(model: SpikingNet) -> tuple[SpikingNet, dict[str, str]]:
         module = modules[name]
         if layer["type"] in _FOLDS_INTO:
             following = spec["layers"][index + 1] if index + 1 < len(spec["layers"]) else None
-            bn = modules[following["name"]] if following is not None and following["type"] == "bn" else None
+            bn_name = following["name"] if following is not None and following["type"] == "bn" else None
+            bn = modules[bn_name] if bn_name is not None else None
+            if bn is not None and not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                raise TypeError(f"layer {bn_name}: a bn layer that is no batch norm ({type(bn).__name__})")
             weight, bias = _fold(name, module, bn)
-            if bn is not None:
-                folded[name] = following["name"]
+            if bn_name is not None:
+                folded[name] = bn_name
             layer["bias"] = bias is not None
             tensors[name] = {"weight": weight, **({"bias": bias} if bias is not None else {})}
         elif layer["type"] == "lif":
@@ -232,13 +260,21 @@ def _weight_metadata(name: str, module: nn.Module, folded: dict[str, str]) -> di
         metadata["albsnn_batch_norm"] = folded[name]
     if is_binarized(module):
         metadata["albsnn_binary"] = 1
-        metadata["albsnn_scale"] = binary_scale(module.weight).detach().cpu().float().numpy()
+        metadata["albsnn_scale"] = binary_scale(_tensor(module, "weight")).detach().cpu().float().numpy()
     return metadata
 
 
 def _conv_node(
-    name: str, module: nn.Conv2d, _layer: dict[str, Any], shape: tuple, _out: tuple, folded: dict[str, str], _dt: float
+    name: str,
+    module: nn.Conv2d,
+    _layer: dict[str, Any],
+    shape: tuple[int, ...],
+    _out: tuple[int, ...],
+    folded: dict[str, str],
+    _dt: float,
 ) -> Nodes:
+    if isinstance(module.padding, str):  # check_exportable refuses it first
+        raise ExportError(f"layer {name}: padding {module.padding!r} has no NIR form; use integer zero padding")
     weight = module.weight.detach().cpu().float().numpy()
     bias = np.zeros(weight.shape[0], np.float32) if module.bias is None else module.bias.detach().cpu().float().numpy()
     return [
@@ -259,17 +295,30 @@ def _conv_node(
 
 
 def _linear_node(
-    name: str, module: nn.Linear, _layer: dict[str, Any], _shape: tuple, _out: tuple, folded: dict[str, str], _dt: float
+    name: str,
+    module: nn.Linear,
+    _layer: dict[str, Any],
+    _shape: tuple[int, ...],
+    _out: tuple[int, ...],
+    folded: dict[str, str],
+    _dt: float,
 ) -> Nodes:
     weight = module.weight.detach().cpu().float().numpy()
     metadata = _weight_metadata(name, module, folded)
-    if module.bias is None:
+    bias = _bias(module)
+    if bias is None:
         return [(name, nir.Linear(weight=weight, metadata=metadata))]
-    return [(name, nir.Affine(weight=weight, bias=module.bias.detach().cpu().float().numpy(), metadata=metadata))]
+    return [(name, nir.Affine(weight=weight, bias=bias.detach().cpu().float().numpy(), metadata=metadata))]
 
 
 def _lif_node(
-    name: str, module: nn.Module, layer: dict[str, Any], shape: tuple, _out: tuple, _folded: dict[str, str], dt: float
+    name: str,
+    module: LIF,
+    layer: dict[str, Any],
+    shape: tuple[int, ...],
+    _out: tuple[int, ...],
+    _folded: dict[str, str],
+    dt: float,
 ) -> Nodes:
     node = neuron_node(name, module, tuple(shape), dt)
     node.metadata["albsnn_overrides"] = json.dumps(layer["neuron"], sort_keys=True)  # the spec layer's own settings
@@ -280,8 +329,8 @@ def _avgpool_node(
     name: str,
     module: nn.AvgPool2d,
     layer: dict[str, Any],
-    _shape: tuple,
-    _out: tuple,
+    _shape: tuple[int, ...],
+    _out: tuple[int, ...],
     _folded: dict[str, str],
     _dt: float,
 ) -> Nodes:
@@ -309,8 +358,8 @@ def _gap_nodes(
     name: str,
     _module: nn.Module,
     _layer: dict[str, Any],
-    shape: tuple,
-    _out: tuple,
+    shape: tuple[int, ...],
+    _out: tuple[int, ...],
     _folded: dict[str, str],
     _dt: float,
 ) -> Nodes:
@@ -332,8 +381,8 @@ def _flatten_node(
     name: str,
     _module: nn.Module,
     _layer: dict[str, Any],
-    shape: tuple,
-    _out: tuple,
+    shape: tuple[int, ...],
+    _out: tuple[int, ...],
     _folded: dict[str, str],
     _dt: float,
 ) -> Nodes:
@@ -389,7 +438,7 @@ def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, Ni
     nodes: Nodes = [("input", nir.Input(input_type=np.array(spec["input"]["shape"])))]
     nodes += _normalization_node(spec)
     for layer, module, (shape, out) in zip(spec["layers"], folded_model.layers, layer_shapes(spec)):
-        nodes += _NODE_WRITERS[layer_type_of(module).name](layer["name"], module, layer, shape, out, folded, dt)
+        nodes += _NODE_WRITERS[_kind(module)](layer["name"], module, layer, shape, out, folded, dt)
     nodes.append(("output", nir.Output(output_type=np.array([spec["num_classes"]]))))
     binary = tuple(name for name, node in nodes if node.metadata.get("albsnn_binary") == 1)
     metadata = {
@@ -405,8 +454,8 @@ def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, Ni
     names = [name for name, _ in nodes]
     try:
         graph = nir.NIRGraph(nodes=dict(nodes), edges=list(zip(names, names[1:])), metadata=metadata, type_check=True)
-    except (ValueError, AssertionError, TypeError) as exc:
-        raise ExportError(f"NIR's type check rejects the graph: {exc}") from None
+    except (ValueError, AssertionError, TypeError) as exc:  # what NIR's type check raises for a graph it rejects
+        raise ExportError(f"NIR's type check rejects the graph: {one_line(exc)}") from exc
     info = NirExport(Path(), 0, float(dt), int(model.timesteps), tuple(names), binary, folded)
     return graph, info
 
@@ -438,8 +487,8 @@ def export_nir(model: SpikingNet, path: str | os.PathLike[str], *, dt: float = D
         stream.write(buffer.getvalue())
     try:
         nir.read(target)
-    except Exception as exc:  # noqa: BLE001 - any failure to read back is an export failure
-        raise ExportError(f"{target}: the written NIR file does not read back with nir.read: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of this foreign call to read back is an export failure
+        raise ExportError(f"{target}: the written NIR file does not read back with nir.read: {one_line(exc)}") from exc
     return NirExport(
         target, target.stat().st_size, info.dt, info.timesteps, info.nodes, info.binary_layers, info.folded_batch_norms
     )

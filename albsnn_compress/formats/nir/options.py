@@ -1,0 +1,258 @@
+"""What a NIR read produces, decided once: the caller's arguments and the file's own record, resolved and checked.
+
+:func:`resolve_options` turns ``read_nir``'s arguments and the graph (its metadata, its Input
+node and, in our own files, the ``input_norm`` node after it) into one :class:`ReadOptions`:
+
+=====================  ==========================================  ===========================================
+option                 our files (graph metadata ``albsnn_format``)  other files
+=====================  ==========================================  ===========================================
+``timesteps``          the argument, else ``albsnn_timesteps``       the argument (required)
+``dt``                 the argument, else ``albsnn_dt``              the argument, else 1e-4 s (:data:`.mapping.DT`)
+``mean``, ``std``      the ``input_norm`` node (arguments refused)   the arguments, else 0 and 1
+``name``               the argument, else ``albsnn_model``           the argument, else the file's stem
+``neuron``             ``albsnn_neuron`` (the spec's settings)       ``{}``
+=====================  ==========================================  ===========================================
+
+Every value is checked here, each refusal one line naming the file (and the node or metadata key),
+so the translation of the nodes (:mod:`.translate`) starts from settled options.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from albsnn_compress.errors import AlbsnnError, NirError, one_line
+from albsnn_compress.files.model_cost import MAX_ACTIVATION, MAX_TIMESTEPS
+from albsnn_compress.formats.nir.chain import Chain
+from albsnn_compress.formats.nir.graph_file import graph_metadata, written_by_us
+from albsnn_compress.formats.nir.mapping import DT
+from albsnn_compress.formats.nir.params import (
+    as_array,
+    finite_floats,
+    int_pair,
+    integer,
+    metadata_flag,
+    metadata_of,
+    metadata_scalar,
+    node_where,
+)
+from albsnn_compress.snn.neurons import normalize_neuron
+
+__all__ = ["ReadOptions", "parse_neuron", "resolve_options"]
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """A NIR read's settings, resolved and checked (see the module docs).
+
+    Attributes:
+        path: the file (messages name it).
+        ours: our writer made the file: its node metadata (layer names, binary layers, exact ``tau``) is trusted.
+        timesteps: steps per image the model runs.
+        dt: seconds per step the neuron parameters were written for.
+        strict_threshold: the caller's threshold rule; ``None``: each node's recorded rule, else NIR's ``>``.
+        input_shape: ``[C, H, W]`` of the Input node.
+        mean, std: the per-channel input normalization ``(x - mean) / std``, one value per channel.
+        normalization_node: the node holding that normalization (our ``input_norm``), which the translation skips.
+        name: the architecture's name in the spec.
+        neuron: the spec's neuron settings our writer recorded (``{}`` for other files).
+    """
+
+    path: Path
+    ours: bool
+    timesteps: int
+    dt: float
+    strict_threshold: bool | None
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+    normalization_node: str | None
+    name: str
+    neuron: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_options(
+    path: Path,
+    graph: nir.NIRGraph,
+    chain: Chain,
+    *,
+    timesteps: int | None = None,
+    dt: float | None = None,
+    strict_threshold: bool | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    name: str | None = None,
+) -> ReadOptions:
+    """The :class:`ReadOptions` of reading ``graph`` (the ``chain`` :func:`~.chain.chain_of` found in it).
+
+    The keyword arguments are ``read_nir``'s (``None``: what the file records, else the default).
+
+    Raises:
+        NirError: one line naming the file and the argument, metadata key or node whose value does not do.
+    """
+    ours = written_by_us(graph)
+    metadata = graph_metadata(graph) if ours else {}
+    resolved_timesteps = _timesteps(path, metadata, timesteps)
+    resolved_dt = _dt(path, metadata, dt)
+    if strict_threshold is not None and not isinstance(strict_threshold, bool):
+        raise NirError(f"{path}: strict_threshold must be True, False or None, got {strict_threshold!r}")
+    neuron = parse_neuron(f"{path}: graph metadata albsnn_neuron", metadata.get("albsnn_neuron", "{}")) if ours else {}
+    input_shape = _input_shape(path, *chain[0])
+    resolved_mean, resolved_std, normalization_node = _normalization(path, chain, input_shape[0], ours, mean, std)
+    return ReadOptions(
+        path=path,
+        ours=ours,
+        timesteps=resolved_timesteps,
+        dt=resolved_dt,
+        strict_threshold=strict_threshold,
+        input_shape=input_shape,
+        mean=resolved_mean,
+        std=resolved_std,
+        normalization_node=normalization_node,
+        name=_name(path, metadata, name),
+        neuron=neuron,
+    )
+
+
+def _recorded_number(path: Path, metadata: Mapping[str, Any], key: str) -> int | float | None:
+    """A number of our writer's graph metadata; ``None`` if absent."""
+    if key not in metadata:
+        return None
+    value = metadata_scalar(metadata, key)
+    if not isinstance(value, (int, float)):
+        raise NirError(f"{path}: graph metadata {key} must be one number, got {one_line(metadata[key], 80)}")
+    return value
+
+
+def _timesteps(path: Path, metadata: Mapping[str, Any], requested: int | None) -> int:
+    timesteps = requested if requested is not None else _recorded_number(path, metadata, "albsnn_timesteps")
+    if timesteps is None:
+        raise NirError(f"{path}: the file does not say how many time steps it runs; pass timesteps")
+    if type(timesteps) is not int or not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise NirError(f"{path}: timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps!r}")
+    return timesteps
+
+
+def _dt(path: Path, metadata: Mapping[str, Any], requested: float | None) -> float:
+    dt = requested if requested is not None else _recorded_number(path, metadata, "albsnn_dt")
+    dt = DT if dt is None else dt
+    if type(dt) not in (int, float) or not (math.isfinite(dt) and dt > 0):
+        raise NirError(f"{path}: dt must be a positive number of seconds, got {dt!r}")
+    return float(dt)
+
+
+def _name(path: Path, metadata: Mapping[str, Any], requested: str | None) -> str:
+    if requested:
+        return requested
+    recorded = metadata.get("albsnn_model")
+    if recorded is None or (isinstance(recorded, str) and not recorded):
+        return path.stem
+    if not isinstance(recorded, str):
+        raise NirError(f"{path}: graph metadata albsnn_model must be a string, got {one_line(recorded, 80)}")
+    return recorded
+
+
+def parse_neuron(where: str, text: Any, partial: bool = False) -> dict[str, Any]:
+    """Neuron settings our writer recorded as JSON (graph: the spec's ``neuron``; ``partial``: a layer's overrides)."""
+    try:
+        settings = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError as exc:
+        raise NirError(f"{where}: our writer's neuron settings are not JSON ({one_line(exc, 120)})") from exc
+    if not isinstance(settings, dict):
+        raise NirError(f"{where}: our writer's neuron settings must be a JSON object, got {one_line(text, 80)}")
+    try:
+        return normalize_neuron(settings, "neuron", partial=partial)
+    except AlbsnnError as exc:  # normalize_neuron's SpecError: a setting out of range, an unknown key
+        raise NirError(f"{where}: our writer's neuron settings do not parse: {one_line(exc, 200)}") from exc
+
+
+def _input_shape(path: Path, name: str, node: Any) -> tuple[int, int, int]:
+    where = node_where(path, name, node)
+    types = node.input_type if isinstance(node.input_type, Mapping) else {}
+    shape = as_array(types.get("input"), where, "input shape")
+    if shape.ndim != 1 or shape.dtype.kind not in "iu" or len(shape) != 3 or (shape < 1).any():
+        raise NirError(
+            f"{where}: input shape {one_line(shape.tolist(), 80)} is not [C, H, W]; the network takes images"
+        )
+    channels, height, width = (int(size) for size in shape)
+    if channels * height * width > MAX_ACTIVATION:
+        raise NirError(
+            f"{where}: input shape {shape.tolist()} is more than the {MAX_ACTIVATION} values a layer may have"
+        )
+    return channels, height, width
+
+
+def _normalization(
+    path: Path, chain: Chain, channels: int, ours: bool, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float], list[float], str | None]:
+    """``(mean, std, node)``: our writer's ``input_norm`` node if the file has one, else the caller's (or 0 and 1)."""
+    recorded = _recorded_normalization(path, chain, channels) if ours else None
+    if recorded is None:
+        return (*_requested_normalization(path, channels, mean, std), None)
+    if mean is not None or std is not None:
+        raise NirError(
+            f"{path}: the graph normalizes its input itself (node {recorded[2]!r}); leave mean and std unset"
+        )
+    return recorded
+
+
+def _requested_normalization(
+    path: Path, channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[list[float], list[float]]:
+    """The caller's mean and std (each checked to hold one value per channel), default 0 and 1."""
+    resolved = []
+    for label, values, default in (("mean", mean, 0.0), ("std", std, 1.0)):
+        if values is None:
+            resolved.append([default] * channels)
+        elif not isinstance(values, (list, tuple)) or len(values) != channels:
+            raise NirError(f"{path}: {label} must list {channels} numbers (one per input channel), got {values!r}")
+        else:
+            resolved.append(list(values))  # normalize_spec checks each is a finite number (std > 0)
+    return resolved[0], resolved[1]
+
+
+def _recorded_normalization(path: Path, chain: Chain, channels: int) -> tuple[list[float], list[float], str] | None:
+    """``(mean, std, node name)`` of our writer's ``input_norm`` node (right after Input), ``None`` if it has none.
+
+    The node is a 1x1 Conv2d whose weights must be exactly what its metadata ``albsnn_mean`` and ``albsnn_std``
+    say: ``1/std`` on the diagonal, bias ``-mean/std``.
+    """
+    if len(chain) < 2 or not isinstance(chain[1][1], nir.Conv2d):
+        return None
+    name, node = chain[1]
+    metadata = metadata_of(node, True)
+    if metadata_flag(metadata, "albsnn_role") != "input_normalization":
+        return None
+    where = node_where(path, name, node)
+    mean = finite_floats(metadata.get("albsnn_mean"), where, "metadata albsnn_mean").reshape(-1)
+    std = finite_floats(metadata.get("albsnn_std"), where, "metadata albsnn_std").reshape(-1)
+    if not (mean.shape == std.shape == (channels,) and (std > 0).all() and _is_normalization(node, where, mean, std)):
+        raise NirError(f"{where}: the input normalization's weights disagree with its metadata albsnn_mean/albsnn_std")
+    return mean.tolist(), std.tolist(), name
+
+
+def _is_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray) -> bool:
+    """Whether the Conv2d computes ``(x - mean) / std`` exactly as our writer writes it."""
+    channels = len(mean)
+    expected = np.zeros((channels, channels, 1, 1), np.float32)
+    expected[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
+    plain = all(
+        int_pair(getattr(node, key), where, key) == value
+        for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
+    )
+    weight, bias = as_array(node.weight, where, "weight"), as_array(node.bias, where, "bias")
+    return (
+        plain
+        and integer(node.groups, where, "groups") == 1
+        and weight.shape == expected.shape
+        and bool(np.array_equal(weight, expected))
+        and bool(np.array_equal(bias, (-mean / std).astype(np.float32)))
+    )
