@@ -68,7 +68,10 @@ __all__ = ["command"]
     "--compile",
     "compile_steps",
     is_flag=True,
-    help="Compile the training steps with torch.compile: tens of seconds up front, faster steps after; not bit-identical to eager.",
+    help=(
+        "Compile the training steps with torch.compile: tens of seconds up front, faster steps after; not "
+        "bit-identical to eager."
+    ),
 )
 @channels_last_option
 @quiet_option
