@@ -26,4 +26,4 @@ def test_every_cited_source_path_exists() -> None:
 
 
 def test_the_scan_finds_citations() -> None:
-    assert "albsnn_compress/formats/container/file.py" in cited_paths()
+    assert "albsnn_compress/formats/bitpack.py" in cited_paths()
