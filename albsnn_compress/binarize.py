@@ -33,7 +33,8 @@ optimizers and DDP keep tracking it.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -71,6 +72,9 @@ def _sign(weight: torch.Tensor) -> torch.Tensor:
 
 
 class _SteSign(torch.autograd.Function):
+    # torch leaves Function.apply unannotated; it takes forward's arguments after ctx and returns its value
+    apply: ClassVar[Callable[[torch.Tensor], torch.Tensor]]
+
     @staticmethod
     def forward(ctx: Any, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(weight)
@@ -78,6 +82,7 @@ class _SteSign(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> torch.Tensor:
+        weight: torch.Tensor
         (weight,) = ctx.saved_tensors
         return grad_out * (weight.abs() <= 1).to(grad_out.dtype)
 
@@ -100,11 +105,18 @@ class BinarizeWeight(nn.Module):
         return binarize_weight(weight)
 
 
+def weight_parametrizations(module: nn.Module) -> parametrize.ParametrizationList:
+    """The parametrizations of ``module.weight``, which must be parametrized; ``.original`` is the latent weight."""
+    # parametrize keeps a ModuleDict of ParametrizationList there; Module.__getattr__ is typed Tensor | Module
+    parametrizations = cast(nn.ModuleDict, module.parametrizations)
+    return cast(parametrize.ParametrizationList, parametrizations["weight"])
+
+
 def is_binarized(module: nn.Module) -> bool:
     """Whether ``module.weight`` is currently binarized by this package."""
     if not parametrize.is_parametrized(module, "weight"):
         return False
-    return any(isinstance(p, BinarizeWeight) for p in module.parametrizations["weight"])
+    return any(isinstance(p, BinarizeWeight) for p in weight_parametrizations(module))
 
 
 def _resolve(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[tuple[str, nn.Module]]:
@@ -118,7 +130,8 @@ def _resolve(model: nn.Module, names: list[str] | tuple[str, ...]) -> list[tuple
             )
         if not is_binarizable(module):
             raise CompressionError(
-                f"layer {name!r} is a {type(module).__name__}, which has no binarizable weight; choose a conv or linear layer"
+                f"layer {name!r} is a {type(module).__name__}, which has no binarizable weight; "
+                "choose a conv or linear layer"
             )
         resolved.append((name, module))
     return resolved

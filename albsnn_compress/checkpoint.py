@@ -67,7 +67,8 @@ _ZIP_ERRORS = (
     KeyError,
     IndexError,
 )
-# What a spec check may raise on a value no JSON file could hold but a pickle can (a tensor, a set, ...).
+# What a spec check may raise on a value no JSON file could hold but a pickle can (a tensor, a set, ...); caught
+# around the check of the raw spec only, never around code that runs on the normalized one.
 _SPEC_ESCAPES = (ValueError, TypeError, AttributeError, RuntimeError, OverflowError, KeyError, IndexError)
 
 
@@ -160,8 +161,9 @@ def _check_archive(path: Path, size: int) -> None:
             members = archive.infolist()
     except _ZIP_ERRORS as exc:
         raise CheckpointError(
-            f"{path}: is a truncated or damaged zip archive, not a readable PyTorch checkpoint ({exc}); copy the file again"
-        ) from None
+            f"{path}: is a truncated or damaged zip archive, not a readable PyTorch checkpoint ({exc}); "
+            "copy the file again"
+        ) from exc
     names = [member.filename for member in members]
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         raise CheckpointError(f"{path}: is a TorchScript archive, not an albsnn checkpoint; {_HOW_TO_SAVE}")
@@ -186,12 +188,15 @@ def _torch_load(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - every failure mode becomes one clear error
         text = one_line(exc)
         if "Weights only load failed" in str(exc) or "Unsupported global" in str(exc):
+            # from None, deliberately: torch's message repeats the pickle's global names (text the file's author
+            # chose) and advises loading it with weights_only=False, which would run that pickle's code
             raise CheckpointError(
-                f"{path}: holds pickled Python objects (e.g. a whole nn.Module), which are never unpickled; {_HOW_TO_SAVE}"
+                f"{path}: holds pickled Python objects (e.g. a whole nn.Module), which are never unpickled; "
+                f"{_HOW_TO_SAVE}"
             ) from None
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (a damaged zip archive: {text}); copy the file again"
-        ) from None
+        ) from exc
 
 
 def _shown(value: Any) -> str:
@@ -210,12 +215,15 @@ def _spec(path: Path, payload: dict[str, Any], size: int) -> tuple[dict[str, Any
         raise CheckpointError(f"{path}: 'timesteps' must be an integer >= 1, got {_shown(timesteps)}")
     try:
         spec = normalize_spec(payload.get("spec"))
+    except SpecError as exc:
+        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from exc
+    except _SPEC_ESCAPES as exc:  # a check that lets a pickled value through unnamed (e.g. keys that are not strings)
+        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {one_line(exc)})") from exc
+    try:  # on the normalized spec: only a SpecError is the file's fault, anything else a bug of ours
         problem = cost_problem(spec, timesteps)
         params, _ = spec_bounds(spec)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from None
-    except _SPEC_ESCAPES as exc:  # a check that lets a pickled value through unnamed (e.g. a tensor as a surrogate)
-        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {one_line(exc)})") from None
+        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from exc
     if problem is not None:
         raise CheckpointError(f"{path}: {problem}")
     if params * _MIN_BYTES_PER_VALUE > size:
@@ -245,7 +253,8 @@ def _check_state_dict(path: Path, state: Any, model: SpikingNet) -> dict[str, to
             )
         if value.shape != expected[key].shape:
             raise CheckpointError(
-                f"{path}: state_dict[{key!r}] has shape {list(value.shape)}, the architecture needs {list(expected[key].shape)}"
+                f"{path}: state_dict[{key!r}] has shape {list(value.shape)}, "
+                f"the architecture needs {list(expected[key].shape)}"
             )
     converted = {key: value.to(expected[key].dtype) for key, value in state.items()}
     for key, value in converted.items():
@@ -279,11 +288,12 @@ def _check_finite(path: Path, key: str, value: torch.Tensor) -> None:
             f"{path}: state_dict[{key!r}] is a batch-norm variance and must be finite and >= 0, found {bad}"
         )
     raise CheckpointError(
-        f"{path}: state_dict[{key!r}] must hold finite values, found {bad} (a diverged training run?); retrain the model"
+        f"{path}: state_dict[{key!r}] must hold finite values, found {bad} (a diverged training run?); "
+        "retrain the model"
     )
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Load and validate a checkpoint file without building the model.
 
     Order: the file's first bytes (a zip archive), the archive (not TorchScript,
@@ -303,7 +313,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         size = _sniff(path)
         _check_archive(path, size)
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     payload = _torch_load(path)
     tag = payload.get("format") if isinstance(payload, dict) else None
     if not (isinstance(tag, str) and tag == CHECKPOINT_FORMAT):
@@ -315,13 +325,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: checkpoint version {_shown(version)} is not supported (expected {CHECKPOINT_VERSION})"
         )
     spec, timesteps = _spec(path, payload, size)
-    try:
+    try:  # from the normalized spec: only a SpecError (e.g. the last layer's shape) is the file's fault
         with torch.device("meta"):  # shapes only: nothing is allocated
             template = SpikingNet(spec, timesteps)
     except SpecError as exc:
-        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from None
-    except _SPEC_ESCAPES as exc:
-        raise CheckpointError(f"{path}: bad architecture spec ({type(exc).__name__}: {one_line(exc)})") from None
+        raise CheckpointError(f"{path}: bad architecture spec: {one_line(exc)}") from exc
     state = _check_state_dict(path, payload.get("state_dict"), template)
     binarized = payload.get("binarized", [])
     candidates = set(candidate_layers(template, include_first_last=True))

@@ -42,8 +42,8 @@ def check_seed(seed: Any, field: str = "seed", maximum: int = MAX_SEED) -> int:
         raise SeedError(f"{field}: {seed!r} is not an integer seed; pass an integer from 0 to {MAX_SEED}")
     try:
         value = operator.index(seed)
-    except TypeError:
-        raise SeedError(f"{field}: {seed!r} is not an integer seed; pass an integer from 0 to {MAX_SEED}") from None
+    except TypeError as exc:
+        raise SeedError(f"{field}: {seed!r} is not an integer seed; pass an integer from 0 to {MAX_SEED}") from exc
     if not 0 <= value <= maximum:
         shown = str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
         raise SeedError(f"{field}: {shown} is outside 0..{maximum}; pass a seed from 0 to {maximum}")

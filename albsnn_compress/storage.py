@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
+import torch
 from torch import nn
 
+from albsnn_compress.binarize import weight_parametrizations
 from albsnn_compress.snn.layer_types import layer_type_of
 
 __all__ = ["LayerStorage", "layer_storage", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
@@ -49,13 +52,13 @@ class LayerStorage:
 def _tensors(module: nn.Module) -> dict[str, int]:
     """Element counts of the tensors a module stores for inference (latent weight as ``weight``)."""
     counts: dict[str, int] = {}
-    for key, value in module.named_parameters(recurse=False):
-        counts[key] = value.numel()
-    for key, value in module.named_buffers(recurse=False):
+    for key, parameter in module.named_parameters(recurse=False):
+        counts[key] = parameter.numel()
+    for key, buffer in module.named_buffers(recurse=False):
         if key not in _TRAINING_ONLY and key in module._buffers and key not in module._non_persistent_buffers_set:
-            counts[key] = value.numel()
+            counts[key] = buffer.numel()
     if hasattr(module, "parametrizations"):
-        counts["weight"] = module.parametrizations["weight"].original.numel()
+        counts["weight"] = weight_parametrizations(module).original.numel()
     return counts
 
 
@@ -87,7 +90,7 @@ def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStora
 
 
 def _fan_in(module: nn.Module) -> int:
-    shape = module.weight.shape
+    shape = cast(torch.Tensor, module.weight).shape  # a binarizable layer's weight: a tensor
     fan_in = 1
     for dim in shape[1:]:
         fan_in *= dim

@@ -22,8 +22,8 @@ def load_digits_split(split: str) -> ImageSet:
     """The ``train`` or ``test`` part of the bundled digits (fixed 80/20 split)."""
     try:
         from sklearn.datasets import load_digits
-    except ImportError:
-        raise DatasetError("the digits dataset needs scikit-learn: pip install 'albsnn-compress[digits]'") from None
+    except ImportError as exc:
+        raise DatasetError("the digits dataset needs scikit-learn: pip install 'albsnn-compress[digits]'") from exc
     bunch = load_digits()
     images = bunch.images.astype(np.uint8)[:, None]
     labels = bunch.target.astype(np.int64)

@@ -30,21 +30,21 @@ FASHION_MNIST_FILES = {
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed for ``.gz``; every failure is one :class:`DatasetError` naming the file and the fix."""
+    """The file's bytes, decompressed for ``.gz``; any failure is one DatasetError naming the file and the fix."""
     fix = "download the FashionMNIST files again (or copy them in binary mode)"
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as stream:
                 return stream.read()
         return path.read_bytes()
-    except EOFError:
-        raise DatasetError(f"{path}: the gzip data ends early (a truncated download?); {fix}") from None
+    except EOFError as exc:
+        raise DatasetError(f"{path}: the gzip data ends early (a truncated download?); {fix}") from exc
     except (gzip.BadGzipFile, zlib.error) as exc:  # BadGzipFile: bad magic or CRC; zlib.error: a damaged deflate stream
-        raise DatasetError(f"{path}: is not a readable gzip file ({exc}); {fix}") from None
+        raise DatasetError(f"{path}: is not a readable gzip file ({exc}); {fix}") from exc
     except OSError as exc:
         raise DatasetError(
             f"{path}: cannot read ({exc.strerror or exc}); check that it is a readable file, or {fix}"
-        ) from None
+        ) from exc
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -58,6 +58,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 8:
         raise DatasetError(f"{path}: {len(data)} bytes is too short for an IDX header; re-copy the file")
     (magic,) = struct.unpack(">I", data[:4])
+    shape: tuple[int, ...]
     if magic == _IMAGES_MAGIC:
         if len(data) < 16:
             raise DatasetError(f"{path}: truncated IDX image header; re-copy the file")

@@ -49,8 +49,8 @@ def load_image_folder(
     """
     try:
         from PIL import Image
-    except ImportError:
-        raise DatasetError("reading image folders needs Pillow: pip install 'albsnn-compress[images]'") from None
+    except ImportError as exc:
+        raise DatasetError("reading image folders needs Pillow: pip install 'albsnn-compress[images]'") from exc
     root = Path(root)
     split_dir = root / split
     if not split_dir.is_dir():
@@ -71,7 +71,7 @@ def load_image_folder(
                 with Image.open(path) as img:
                     pixels = np.asarray(img.convert(mode), dtype=np.uint8)
             except OSError as exc:
-                raise DatasetError(f"{path}: cannot read image ({exc})") from None
+                raise DatasetError(f"{path}: cannot read image ({exc})") from exc
             if pixels.shape[:2] != (height, width):
                 raise DatasetError(f"{path}: image is {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height}")
             images.append(pixels.reshape(height, width, channels))

@@ -39,7 +39,7 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return cropped
 
 
-class _IndexList(torch.utils.data.Dataset):
+class _IndexList(torch.utils.data.Dataset[int]):
     """The minimal dataset DistributedSampler needs: just a length."""
 
     def __init__(self, length: int) -> None:
@@ -85,7 +85,7 @@ class BatchLoader:
         self.world_size = world_size
         self.shuffle = shuffle
         self.epoch = 0
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             _IndexList(len(data)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
 

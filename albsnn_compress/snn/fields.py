@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from albsnn_compress.errors import SpecError
 
@@ -60,11 +60,11 @@ class Field:
         return self.validate(value, where)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return type(value) in (int, float)
 
 
@@ -95,7 +95,7 @@ def boolean(value: Any, where: str) -> bool:
 
 
 def _number(value: Any, where: str, accept: Callable[[float], bool], wanted: str) -> float:
-    """``value`` as a float if it is a finite number that ``accept`` takes, else a :class:`SpecError` saying ``wanted``."""
+    """``value`` as a float if it is a finite number that ``accept`` takes, else a SpecError saying ``wanted``."""
     if not _is_number(value) or not math.isfinite(value) or not accept(float(value)):
         raise SpecError(f"{where} must be {wanted}, got {value!r}")
     return float(value)

@@ -213,12 +213,15 @@ def _conv_shape(layer: Layer, shape: Shape) -> Shape:
 
 
 def _conv_parameters(layer: Layer, shape: Shape) -> int:
-    out = layer["out_channels"]
-    return out * (shape[0] // layer["groups"]) * layer["kernel_size"] ** 2 + (out if layer["bias"] else 0)
+    out: int = layer["out_channels"]
+    groups: int = layer["groups"]
+    kernel: int = layer["kernel_size"]
+    return out * (shape[0] // groups) * kernel**2 + (out if layer["bias"] else 0)
 
 
 def _pool_stride(layer: Layer) -> int:
-    return layer["kernel_size"] if layer["stride"] is None else layer["stride"]
+    stride: int = layer["kernel_size"] if layer["stride"] is None else layer["stride"]
+    return stride
 
 
 def _pool_shape(layer: Layer, shape: Shape) -> Shape:

@@ -31,7 +31,7 @@ __all__ = [
 def fold_time(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Apply a per-sample ``fn`` to a time-major tensor by folding T into the batch."""
     steps, batch = x.shape[:2]
-    return fn(x.flatten(0, 1)).unflatten(0, (steps, batch))
+    return torch.unflatten(fn(x.flatten(0, 1)), 0, (steps, batch))  # Tensor.unflatten's wrapper is unannotated
 
 
 class TimeConv2d(nn.Conv2d):

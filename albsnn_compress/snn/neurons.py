@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -150,9 +150,9 @@ def _surrogate(value: Any, where: str) -> Any:
     try:
         make_surrogate(value)
     except SpecError as exc:
-        raise SpecError(f"{where}: {exc}") from None
-    except (TypeError, ValueError):
-        raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from None
+        raise SpecError(f"{where}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # e.g. an unhashable name, or keys that are not parameter names
+        raise SpecError(f"{where} must be a surrogate name or {{'name': ..., ...}}, got {value!r}") from exc
     return copy.deepcopy(value)
 
 
@@ -205,11 +205,17 @@ class _MultiStepLIF(torch.autograd.Function):
     with :math:`\\partial V_t / \\partial H_t = 1 - S_t` (hard) or 1 (the others),
     :math:`\\partial H_t / \\partial X_t = 1/\\tau` (decay_input) or 1, and
     :math:`\\partial H_t / \\partial V_{t-1} = 1 - 1/\\tau` (leak) or 1.
+
+    Only neurons without per-channel settings take this path (:meth:`LIF._multistep_boundaries`),
+    so ``tau`` and ``v_threshold`` are floats here.
     """
+
+    # torch leaves Function.apply unannotated; it takes forward's arguments after ctx and returns its value
+    apply: ClassVar[Callable[[torch.Tensor, LIF, float, float], torch.Tensor]]
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, neuron: LIF, start: float, center: float) -> torch.Tensor:
-        tau, v_th, v_reset = neuron.tau, neuron.v_threshold, neuron.v_reset
+        tau, v_th, v_reset = cast(float, neuron.tau), cast(float, neuron.v_threshold), neuron.v_reset  # scalars
         rule = neuron.reset
         spikes = torch.empty_like(x)
         charged = torch.empty_like(x)
@@ -253,8 +259,9 @@ class _MultiStepLIF(torch.autograd.Function):
         # with g_X = g_H dH/dX: g_X[t] = dH/dX g_S[t] sigma'_t + (dH/dV) (dV_t/dH_t) g_X[t+1], in place in g_X
         charged, spikes = ctx.saved_tensors
         neuron: LIF = ctx.neuron
-        divisor = neuron.tau if neuron.leak and neuron.decay_input else None
-        state_scale = 1.0 - 1.0 / neuron.tau if neuron.leak else 1.0
+        tau = cast(float, neuron.tau)  # a scalar setting, as in forward
+        divisor = tau if neuron.leak and neuron.decay_input else None
+        state_scale = 1.0 - 1.0 / tau if neuron.leak else 1.0
         grad_x = torch.empty_like(charged)
         for t in range(charged.shape[0] - 1, -1, -1):
             margin = torch.sub(charged[t], ctx.center, out=grad_x[t])
@@ -283,6 +290,11 @@ class LIF(nn.Module):
         channel_shape: the per-channel buffers' shape (``[C, 1, 1]`` for maps, ``[C]`` for features).
     """
 
+    tau: float | torch.Tensor
+    """A float, or a buffer of ``channel_shape`` when per channel."""
+    v_threshold: float | torch.Tensor
+    """A float, or a buffer of ``channel_shape`` when per channel."""
+
     def __init__(
         self,
         tau: float = 2.0,
@@ -305,7 +317,8 @@ class LIF(nn.Module):
         unknown = [name for name in per_channel if name not in PER_CHANNEL]
         if unknown or (per_channel and not channel_shape):
             raise SpecError(
-                f"LIF per_channel must list settings among {list(PER_CHANNEL)} and give channel_shape, got {list(per_channel)}"
+                f"LIF per_channel must list settings among {list(PER_CHANNEL)} and give channel_shape, "
+                f"got {list(per_channel)}"
             )
         self.v_reset = float(v_reset)
         self.reset = reset
@@ -318,7 +331,8 @@ class LIF(nn.Module):
         self._scalars = {"tau": float(tau), "v_threshold": float(v_threshold)}
         for name, value in self._scalars.items():
             if name in self.per_channel:
-                self.register_buffer(name, torch.full(tuple(channel_shape), value))
+                shape = tuple(channel_shape or ())  # never empty: per_channel needs channel_shape (checked above)
+                self.register_buffer(name, torch.full(shape, value))
             else:
                 setattr(self, name, value)
 

@@ -78,7 +78,8 @@ class GraphEmitter(Protocol):
 
 def as_array(tensor: Any) -> np.ndarray:
     """A parameter or buffer as a float32 numpy array (detached, on the CPU)."""
-    return tensor.detach().cpu().float().numpy()
+    array: np.ndarray = tensor.detach().cpu().float().numpy()
+    return array
 
 
 def pair(value: int | tuple[int, ...]) -> list[int]:

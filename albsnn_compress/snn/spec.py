@@ -62,7 +62,7 @@ def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str
     try:
         record = layer_type(raw.get("type"))
     except SpecError as exc:
-        raise SpecError(f"layer {index}: {exc}") from None
+        raise SpecError(f"layer {index}: {exc}") from exc
     kind = record.name
     unknown = set(raw) - set(record.fields) - {"type", "name"}
     if unknown:
@@ -190,6 +190,13 @@ class SpikingNet(nn.Module):
     what they cost at T = 1 (batch norm's statistics over identical copies are those
     of one copy). The ONNX export builds its graph the same way.
     """
+
+    input_mean: torch.Tensor
+    """The spec's input ``mean`` as a ``[1, C, 1, 1]`` buffer (not stored in the state dict)."""
+    input_std: torch.Tensor
+    """The spec's input ``std`` as a ``[1, C, 1, 1]`` buffer (not stored in the state dict)."""
+    metadata: dict[str, Any]
+    """What the file (or the import) the model came from records; set by the readers, absent on a new model."""
 
     def __init__(self, spec: dict[str, Any], timesteps: int = 1) -> None:
         super().__init__()

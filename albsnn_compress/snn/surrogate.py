@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
@@ -50,7 +51,7 @@ def _margin(x: torch.Tensor, divisor: Divisor, offset: float, threshold: float |
 def first_spiking_input(
     dtype: torch.dtype, device: torch.device, divisor: float | None, offset: float, threshold: float, strict: bool
 ) -> float | None:
-    """The smallest ``x`` of ``dtype`` that fires, so that ``x >= it`` is exactly ``Theta(M(x))``; ``None`` if not found.
+    """The smallest ``x`` of ``dtype`` that fires, so ``x >= it`` is exactly ``Theta(M(x))``; ``None`` if not found.
 
     ``M(x)`` is a chain of correctly rounded operations with fixed operands, each
     nondecreasing in ``x`` (``divisor > 0``), so the inputs that fire are exactly
@@ -87,6 +88,9 @@ class _Spike(torch.autograd.Function):
     backward takes two passes. Either way backward is ``grad * sigma'(M) / divisor``.
     """
 
+    # torch leaves Function.apply unannotated; it takes forward's arguments after ctx and returns its value
+    apply: ClassVar[Callable[[torch.Tensor, Divisor, float, float | torch.Tensor, bool, Surrogate], torch.Tensor]]
+
     @staticmethod
     def forward(
         ctx: Any,
@@ -99,13 +103,14 @@ class _Spike(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.surrogate = surrogate
         scalar = not isinstance(divisor, torch.Tensor) and not isinstance(threshold, torch.Tensor)
-        start = center = None
+        start: float | None = None
+        center: float | None = None
         if scalar and not torch.compiler.is_compiling():  # compiled: the plain margin, which inductor fuses
             # the slope is centred on the inclusive boundary, strict or not: the same gradient
             key = (x.dtype, x.device, divisor, float(offset), float(threshold))
             start, center = first_spiking_input(*key, strict), first_spiking_input(*key, False)
         ctx.center = center if start is not None else None
-        if ctx.center is not None:
+        if start is not None and center is not None:  # i.e. ctx.center is not None
             ctx.divisor = divisor
             ctx.save_for_backward(x)
             return torch.ge(x, start, out=torch.empty_like(x))
@@ -271,4 +276,4 @@ def make_surrogate(config: str | dict[str, Any]) -> Surrogate:
     try:
         return SURROGATES[name](**params)
     except TypeError as exc:
-        raise SpecError(f"surrogate {name!r}: bad parameters {params}: {exc}") from None
+        raise SpecError(f"surrogate {name!r}: bad parameters {params}: {exc}") from exc

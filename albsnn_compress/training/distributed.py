@@ -52,8 +52,8 @@ def resolve_device(name: str, local_rank: int = 0, local_world_size: int = 1) ->
             )
         try:
             return torch.device(name)
-        except RuntimeError:
-            raise AlbsnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        except RuntimeError as exc:  # torch.device's parse error for a string such as "cuda:x"
+            raise AlbsnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
     if name != "cpu":
         raise AlbsnnError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device("cpu")

@@ -22,8 +22,9 @@ differentiable all-reduce of per-channel sums, which PyTorch does not provide.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -35,20 +36,24 @@ __all__ = ["TimeSyncBatchNorm", "convert_sync_batchnorm_", "revert_sync_batchnor
 
 _CONVERTIBLE = (TimeBatchNorm2d, TimeBatchNorm1d)
 _FUSED_DEVICES = ("cuda", "hpu", "xpu")
+_Module = TypeVar("_Module", bound=nn.Module)
 
 
 class _AllReduceSum(torch.autograd.Function):
     """Sum over processes whose gradient is the sum of the gradients (every rank used the sum)."""
 
+    # torch leaves Function.apply unannotated; it takes forward's arguments after ctx and returns its value
+    apply: ClassVar[Callable[[torch.Tensor, dist.ProcessGroup | None], torch.Tensor]]
+
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
         ctx.group = group
         reduced = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM, group=group)
         return reduced
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return _AllReduceSum.apply(grad, ctx.group), None
 
 
@@ -94,6 +99,8 @@ class TimeSyncBatchNorm(nn.SyncBatchNorm):
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
         """The same exponential (or, with ``momentum=None``, cumulative) average as ``nn.BatchNorm``."""
+        # called only with track_running_stats, so the three buffers exist
+        assert self.num_batches_tracked is not None and self.running_mean is not None and self.running_var is not None
         self.num_batches_tracked.add_(1)
         factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
@@ -106,7 +113,7 @@ def _world_size(group: dist.ProcessGroup | None) -> int:
     return dist.get_world_size(group)
 
 
-def _share_state(source: nn.Module, target: nn.Module) -> nn.Module:
+def _share_state(source: nn.Module, target: _Module) -> _Module:
     """Give ``target`` the very tensors of ``source`` (parameters and buffers) and its mode."""
     for name, parameter in source.named_parameters(recurse=False):
         setattr(target, name, parameter)
@@ -116,13 +123,14 @@ def _share_state(source: nn.Module, target: nn.Module) -> nn.Module:
     return target
 
 
-def _swap(model: nn.Module, make: type, wanted: tuple[type, ...]) -> list[str]:
+def _swap(model: nn.Module, make: Callable[[_Module], nn.Module], wanted: tuple[type[_Module], ...]) -> list[str]:
+    """Replace each child whose class is exactly one of ``wanted`` by ``make(child)``; return their names."""
     swapped = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             if type(child) not in wanted:
                 continue
-            setattr(parent, child_name, make(child))
+            setattr(parent, child_name, make(cast(_Module, child)))  # its class is one of wanted
             swapped.append(f"{parent_name}.{child_name}" if parent_name else child_name)
     return swapped
 

@@ -76,7 +76,7 @@ def resolve_architecture(arch: str, dataset: str) -> dict[str, Any]:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpecError(f"{path}: not a readable JSON spec ({exc})") from None
+        raise SpecError(f"{path}: not a readable JSON spec ({exc})") from exc
     spec = normalize_spec(spec)
     if tuple(spec["input"]["shape"]) != info.input_shape or spec["num_classes"] != info.num_classes:
         raise SpecError(

@@ -14,8 +14,9 @@ learning rate; if you grow the global batch, scale ``lr`` linearly with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +86,12 @@ class TrainConfig:
         super().__setattr__(name, value)
 
 
+def _to_memory_format(module: nn.Module, memory_format: torch.memory_format) -> None:
+    """``module.to(memory_format=...)``: its 4-D and 5-D parameters and buffers take that layout, in place."""
+    # Module.to takes memory_format at run time (it parses its arguments as Tensor.to does); torch's overloads omit it
+    module.to(memory_format=memory_format)  # type: ignore[call-overload]
+
+
 def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the time-mean output (the default training loss)."""
     return F.cross_entropy(model(images), labels)
@@ -143,16 +150,18 @@ class Trainer:
         )
         self.wrapped: nn.Module = model
         self._memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self._memory_format)  # DDP lays out its gradient buckets like the weights
+        _to_memory_format(self.model, self._memory_format)  # DDP lays out its gradient buckets like the weights
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(model, device_ids=device_ids)
         if config.compile:  # the steps only: evaluation and the saved model stay the eager module
-            self.wrapped = torch.compile(self.wrapped)
-        self.model.to(memory_format=torch.contiguous_format)  # between runs: the standard layout
+            # compiling a Module gives an OptimizedModule (a Module wrapping it); torch's overloads say Callable
+            self.wrapped = cast(nn.Module, torch.compile(self.wrapped))
+        _to_memory_format(self.model, torch.contiguous_format)  # between runs: the standard layout
         self._batches = self._batch_stream()
 
-    def _batch_stream(self):
+    def _batch_stream(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The loader's batches, epoch after epoch, without end."""
         epoch = 0
         while True:
             self.loader.set_epoch(epoch)
@@ -179,7 +188,7 @@ class Trainer:
         self.model.train()
         total = 0.0
         use_amp = self.config.amp and self.ctx.device.type == "cuda"
-        self.model.to(memory_format=self._memory_format)
+        _to_memory_format(self.model, self._memory_format)
         with synchronized_batchnorm(self.model, enabled=self.config.sync_bn and self.ctx.distributed):
             for i in range(steps):
                 images, labels = next(self._batches)
@@ -191,7 +200,7 @@ class Trainer:
                 with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss = self.loss_fn(self.wrapped, images, labels)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
                 if self.after_backward is not None:
                     self.after_backward(self.model)
                 self.optimizer.step()
@@ -202,12 +211,15 @@ class Trainer:
                     on_progress(
                         ProgressEvent("slice", description, i + 1, steps, f"loss {total / (i + 1):.4f}", i + 1 == steps)
                     )
-        self.model.to(memory_format=torch.contiguous_format)
+        _to_memory_format(self.model, torch.contiguous_format)
         self.ctx.broadcast_buffers_(self.model)  # every rank now holds the model rank 0 saves
         total = float(self.ctx.all_reduce_sum(torch.tensor(total, dtype=torch.float64))) / self.ctx.world_size
         return total / max(steps, 1)
 
 
 def evaluate(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batch_size: int = 256) -> float:
-    """Top-1 accuracy in percent over the whole split (every rank answers its shard; see :mod:`albsnn_compress.training.outcomes`)."""
+    """Top-1 accuracy in percent over the whole split.
+
+    Every rank answers its shard (see :mod:`albsnn_compress.training.outcomes`).
+    """
     return accuracy_percent(correct_answers(model, data, ctx, batch_size))
