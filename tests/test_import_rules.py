@@ -32,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": set(),
     "files": {"snn"},
     "binarize": {"snn"},
-    "storage": {"snn"},
+    "storage": {"snn", "binarize"},
     "summary": {"snn", "binarize", "storage"},
     "checkpoint": {"snn", "binarize", "files"},
     "training": {"snn", "data", "binarize", "files", "checkpoint"},
