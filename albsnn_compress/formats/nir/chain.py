@@ -2,8 +2,9 @@
 
 Refused, in one line naming the file and the node: a node type with no layer here (``Delay``,
 ``Threshold``, ``LI``...), a subgraph (``NIRGraph``, e.g. a recurrent layer), an edge to a node
-the graph lacks, a branch or a merge (residual and recurrent connections), a node off the chain,
-and a graph without exactly one ``Input`` and one ``Output``.
+the graph lacks, a branch or a merge (residual and recurrent connections), a cycle (an edge into
+the ``Input``, out of the ``Output``, or a loop off the chain), a node off the chain, and a graph
+without exactly one ``Input`` and one ``Output``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import nir
 
-from albsnn_compress.errors import NirError
+from albsnn_compress.errors import NirError, one_line
 
 __all__ = ["Chain", "SUPPORTED_NODES", "chain_of"]
 
@@ -68,7 +69,7 @@ def _next_nodes(nodes: dict[str, Any], edges: Iterable[Any], path: Path) -> dict
     for edge in edges:
         ends = tuple(edge) if isinstance(edge, (tuple, list)) else ()
         if len(ends) != 2 or not all(isinstance(end, str) and end in nodes for end in ends):
-            raise NirError(f"{path}: edge {edge!r} names a node the graph does not have")
+            raise NirError(f"{path}: edges: {one_line(repr(edge), 200)} names a node the graph does not have")
         following[ends[0]].append(ends[1])
         preceding[ends[1]].append(ends[0])
     for name in nodes:
@@ -78,6 +79,32 @@ def _next_nodes(nodes: dict[str, Any], edges: Iterable[Any], path: Path) -> dict
                 "chains (one input, one output per node: no residual or recurrent connections) are supported"
             )
     return {name: after[0] for name, after in following.items() if after}
+
+
+def _check_acyclic(nodes: dict[str, Any], following: dict[str, str], first: str, last: str, path: Path) -> None:
+    """Every node has at most one successor and one predecessor here, so a cycle is a loop back into the Input, out
+    of the Output, or a ring of nodes off the chain: each is refused naming the nodes on it."""
+    into_first = [name for name, after in following.items() if after == first]
+    if into_first or last in following:
+        edge = (into_first[0], first) if into_first else (last, following[last])
+        raise NirError(
+            f"{path}: edges: {edge[0]!r} -> {edge[1]!r} leads back along the chain (a cycle); the Input node takes no "
+            "input and the Output node feeds nothing"
+        )
+    seen: set[str] = set()
+    for start in nodes:
+        trail: list[str] = []
+        on_trail: set[str] = set()
+        name: str | None = start
+        while name is not None and name not in seen:
+            seen.add(name)
+            trail.append(name)
+            on_trail.add(name)
+            name = following.get(name)
+        if name is not None and name in on_trail:
+            ring = trail[trail.index(name) :] + [name]
+            shown = " -> ".join(repr(node) for node in ring[:8]) + (" -> ..." if len(ring) > 8 else "")
+            raise NirError(f"{path}: edges: {shown} form a cycle; only chains are supported")
 
 
 def chain_of(graph: nir.NIRGraph, path: Path) -> Chain:
@@ -90,6 +117,7 @@ def chain_of(graph: nir.NIRGraph, path: Path) -> Chain:
     _check_types(nodes, path)
     first, last = _ends(nodes, path)
     following = _next_nodes(nodes, graph.edges if isinstance(graph.edges, (list, tuple)) else (), path)
+    _check_acyclic(nodes, following, first, last, path)
     chain: Chain = []
     name = first
     while True:

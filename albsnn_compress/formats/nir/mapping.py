@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from albsnn_compress.errors import ExportError, NirError
-from albsnn_compress.formats.nir.params import as_array
+from albsnn_compress.formats.nir.params import NUMBER_KINDS, as_array
 from albsnn_compress.snn.neurons import LIF
 
 __all__ = [
@@ -164,9 +164,9 @@ def neuron_node(name: str, neuron: LIF, shape: tuple[int, ...], dt: float = DT) 
 
 
 def _numbers(values: Any, where: str) -> np.ndarray:
-    """A NIR parameter as a float64 array (any shape); strings and other objects are refused."""
+    """A NIR parameter as a float64 array (any shape); bools, complex numbers, strings and other objects are refused."""
     array = as_array(values, where, "the parameter")
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind not in NUMBER_KINDS:
         raise NirError(f"{where}: must be numbers, got {array.dtype} of shape {list(array.shape)}")
     return array.astype(np.float64)
 

@@ -19,7 +19,6 @@ so the translation of the nodes (:mod:`.translate`) starts from settled options.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +28,12 @@ from typing import Any
 import nir
 import numpy as np
 
-from albsnn_compress.errors import AlbsnnError, NirError, one_line
+from albsnn_compress.errors import AlbsnnError, NirError, StrictJSONError, one_line
+from albsnn_compress.files.limits import check_text, element_count
 from albsnn_compress.files.model_cost import MAX_ACTIVATION, MAX_TIMESTEPS
+from albsnn_compress.files.strict_json import strict_loads
 from albsnn_compress.formats.nir.chain import Chain
-from albsnn_compress.formats.nir.graph_file import graph_metadata, written_by_us
+from albsnn_compress.formats.nir.graph_file import checked_name, graph_metadata, written_by_us
 from albsnn_compress.formats.nir.mapping import DT
 from albsnn_compress.formats.nir.params import (
     as_array,
@@ -46,7 +47,14 @@ from albsnn_compress.formats.nir.params import (
 )
 from albsnn_compress.snn.neurons import normalize_neuron
 
-__all__ = ["ReadOptions", "parse_neuron", "resolve_options"]
+__all__ = ["NEURON_JSON_CONTAINERS", "NEURON_JSON_DEPTH", "ReadOptions", "parse_neuron", "resolve_options"]
+
+NEURON_JSON_DEPTH = 8
+"""Nesting levels of the neuron settings JSON our writer records (it writes 3: settings, surrogate, values)."""
+NEURON_JSON_CONTAINERS = 64
+"""Objects and arrays in one neuron settings text (ours holds 2: the settings and the surrogate)."""
+_MAX_INT_DIGITS = 20
+"""Digits of an integer in that JSON (a 64-bit integer has at most 20; the container header's rule)."""
 
 
 @dataclass(frozen=True)
@@ -133,39 +141,52 @@ def _recorded_number(path: Path, metadata: Mapping[str, Any], key: str) -> int |
 
 
 def _timesteps(path: Path, metadata: Mapping[str, Any], requested: int | None) -> int:
+    label = "timesteps" if requested is not None else "graph metadata albsnn_timesteps"
     timesteps = requested if requested is not None else _recorded_number(path, metadata, "albsnn_timesteps")
     if timesteps is None:
         raise NirError(f"{path}: the file does not say how many time steps it runs; pass timesteps")
     if type(timesteps) is not int or not 1 <= timesteps <= MAX_TIMESTEPS:
-        raise NirError(f"{path}: timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps!r}")
+        raise NirError(f"{path}: {label} must be an integer in [1, {MAX_TIMESTEPS}], got {timesteps!r}")
     return timesteps
 
 
 def _dt(path: Path, metadata: Mapping[str, Any], requested: float | None) -> float:
+    label = "dt" if requested is not None else "graph metadata albsnn_dt"
     dt = requested if requested is not None else _recorded_number(path, metadata, "albsnn_dt")
     dt = DT if dt is None else dt
     if type(dt) not in (int, float) or not (math.isfinite(dt) and dt > 0):
-        raise NirError(f"{path}: dt must be a positive number of seconds, got {dt!r}")
+        raise NirError(f"{path}: {label} must be a positive number of seconds, got {dt!r}")
     return float(dt)
 
 
 def _name(path: Path, metadata: Mapping[str, Any], requested: str | None) -> str:
+    """The argument, else what our writer recorded, else the file's stem; each a name (``check_name``)."""
     if requested:
-        return requested
+        return checked_name(requested, f"{path}: name")
     recorded = metadata.get("albsnn_model")
     if recorded is None or (isinstance(recorded, str) and not recorded):
-        return path.stem
+        return checked_name(path.stem or "nir", f"{path}: the file's name")
     if not isinstance(recorded, str):
         raise NirError(f"{path}: graph metadata albsnn_model must be a string, got {one_line(recorded, 80)}")
-    return recorded
+    return checked_name(recorded, f"{path}: graph metadata albsnn_model")
 
 
 def parse_neuron(where: str, text: Any, partial: bool = False) -> dict[str, Any]:
-    """Neuron settings our writer recorded as JSON (graph: the spec's ``neuron``; ``partial``: a layer's overrides)."""
+    """Neuron settings our writer recorded as JSON (graph: the spec's ``neuron``; ``partial``: a layer's overrides).
+
+    The text takes the container header's strict path: at most ``MAX_TEXT_CHARS`` characters, then
+    :func:`~albsnn_compress.files.strict_json.strict_loads` with :data:`NEURON_JSON_DEPTH` levels, at most
+    :data:`NEURON_JSON_CONTAINERS` objects and arrays and 20-digit integers (no NaN, no duplicate keys).
+    """
+    if not isinstance(text, str):
+        raise NirError(f"{where}: our writer's neuron settings must be JSON text, got {one_line(text, 80)}")
+    check_text(text, where, NirError)
     try:
-        settings = json.loads(text) if isinstance(text, str) else None
-    except json.JSONDecodeError as exc:
-        raise NirError(f"{where}: our writer's neuron settings are not JSON ({one_line(exc, 120)})") from exc
+        settings = strict_loads(
+            text, max_depth=NEURON_JSON_DEPTH, max_int_digits=_MAX_INT_DIGITS, max_containers=NEURON_JSON_CONTAINERS
+        )
+    except StrictJSONError as exc:
+        raise NirError(f"{where}: our writer's neuron settings are not JSON we accept ({one_line(exc, 120)})") from exc
     if not isinstance(settings, dict):
         raise NirError(f"{where}: our writer's neuron settings must be a JSON object, got {one_line(text, 80)}")
     try:
@@ -183,10 +204,7 @@ def _input_shape(path: Path, name: str, node: Any) -> tuple[int, int, int]:
             f"{where}: input shape {one_line(shape.tolist(), 80)} is not [C, H, W]; the network takes images"
         )
     channels, height, width = (int(size) for size in shape)
-    if channels * height * width > MAX_ACTIVATION:
-        raise NirError(
-            f"{where}: input shape {shape.tolist()} is more than the {MAX_ACTIVATION} values a layer may have"
-        )
+    element_count([channels, height, width], f"{where}: input shape", NirError, MAX_ACTIVATION)
     return channels, height, width
 
 
@@ -240,19 +258,22 @@ def _recorded_normalization(path: Path, chain: Chain, channels: int) -> tuple[li
 
 
 def _is_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray) -> bool:
-    """Whether the Conv2d computes ``(x - mean) / std`` exactly as our writer writes it."""
+    """Whether the Conv2d computes ``(x - mean) / std`` exactly as our writer writes it.
+
+    The weight is compared as the file holds it (``[C, C, 1, 1]``, ``1/std`` on the diagonal, zeros elsewhere):
+    no ``C x C`` array is made, so metadata that claims millions of channels costs nothing."""
     channels = len(mean)
-    expected = np.zeros((channels, channels, 1, 1), np.float32)
-    expected[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
     plain = all(
         int_pair(getattr(node, key), where, key) == value
         for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
     )
     weight, bias = as_array(node.weight, where, "weight"), as_array(node.bias, where, "bias")
+    if not (plain and integer(node.groups, where, "groups") == 1 and weight.shape == (channels, channels, 1, 1)):
+        return False
+    square = weight.reshape(channels, channels)
+    diagonal = np.diagonal(square)
     return (
-        plain
-        and integer(node.groups, where, "groups") == 1
-        and weight.shape == expected.shape
-        and bool(np.array_equal(weight, expected))
+        bool(np.array_equal(diagonal, (1.0 / std).astype(np.float32)))
+        and int(np.count_nonzero(square)) == int(np.count_nonzero(diagonal))
         and bool(np.array_equal(bias, (-mean / std).astype(np.float32)))
     )

@@ -1,7 +1,8 @@
 """A NIR node's parameters as checked Python and numpy values, or one :class:`NirError` naming the node and field.
 
-``nir.read`` (run with ``type_check=False``) hands over whatever the file holds: numpy arrays
-of any dtype and shape, numpy scalars, strings, bytes. The reader takes every value of a file
+:mod:`.graph_file` hands over what the file holds, within its bounds: numpy arrays of any
+number type and shape (native byte order), numpy scalars, strings, and :class:`Unread`
+markers for metadata values it left in the file. The reader takes every value of a file
 through these helpers, which say in one line what the field holds and what it should hold.
 So no other part of the reader catches ``ValueError`` or ``TypeError``: an exception from
 anywhere else is a bug of ours and surfaces as itself.
@@ -13,6 +14,7 @@ file (``"net.nir: node 'conv1' (Conv2d)"``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import numpy as np
 from albsnn_compress.errors import NirError, one_line
 
 __all__ = [
+    "NUMBER_KINDS",
+    "Unread",
     "as_array",
     "bias_vector",
     "finite_floats",
@@ -36,17 +40,44 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class Unread:
+    """A metadata value :mod:`.graph_file` left in the file: too big (or not text) to be a value our reader uses.
+
+    Attributes:
+        what: what the file holds (``"float32 [268435456]"``, ``"text"``).
+        reason: why it was not kept.
+    """
+
+    what: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"({self.what}, not read: {self.reason})"
+
+
 def node_where(path: Path, name: str, node: Any) -> str:
     """The prefix of a message about one node: ``"{path}: node {name!r} ({type})"``."""
     return f"{path}: node {name!r} ({type(node).__name__})"
 
 
 def as_array(value: Any, where: str, label: str) -> np.ndarray:
-    """``np.asarray(value)``; a value numpy cannot make an array of (ragged, an odd object) is refused."""
+    """``np.asarray(value)`` in native byte order; a value numpy cannot make an array of (ragged, an odd object) and a
+    metadata value the reader left in the file (:class:`Unread`) are refused."""
+    if isinstance(value, Unread):
+        raise NirError(f"{where}: {label} is {value}")
     try:
-        return np.asarray(value)
+        array = np.asarray(value)
     except (ValueError, TypeError) as exc:  # what numpy raises for a value it cannot make an array of
         raise NirError(f"{where}: {label} is not an array ({one_line(exc, 120)})") from exc
+    if array.dtype.byteorder not in "=|":  # a big-endian array of a graph built in memory
+        array = array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+NUMBER_KINDS = "iuf"
+"""numpy kinds of the arrays a parameter may be: signed and unsigned integers, floats (not bool ``b``, complex ``c``,
+objects ``O``, strings or records)."""
 
 
 def _shown(array: np.ndarray) -> str:
@@ -54,23 +85,26 @@ def _shown(array: np.ndarray) -> str:
 
 
 def finite_floats(value: Any, where: str, label: str) -> np.ndarray:
-    """``value`` as a float64 array of finite numbers (any shape)."""
+    """``value`` as a float64 array of finite numbers (any shape); bools, complex numbers and objects are refused."""
     array = as_array(value, where, label)
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind not in NUMBER_KINDS:
         raise NirError(f"{where}: {label} must be numbers, got {_shown(array)}")
-    array = array.astype(np.float64)
+    array = array.astype(np.float64, copy=False)
     if not np.isfinite(array).all():
         raise NirError(f"{where}: {label} holds NaN or infinite values")
     return array
 
 
 def weight_array(value: Any, where: str, label: str, ndim: int) -> np.ndarray:
-    """``value`` as a float32 array of ``ndim`` dimensions, every value finite in float32."""
+    """``value`` as a float32 array of ``ndim`` dimensions, every value finite in float32.
+
+    Integer and floating-point types of either byte order are numbers; bool, complex, object, enum and compound
+    types are not (a bool weight is no weight: which value would ``True`` be?)."""
     array = as_array(value, where, label)
-    if array.dtype.kind not in "biuf" or array.ndim != ndim:
-        raise NirError(f"{where}: {label} must be a {ndim}-d number array, got {_shown(array)}")
+    if array.dtype.kind not in NUMBER_KINDS or array.dtype.fields is not None or array.ndim != ndim:
+        raise NirError(f"{where}: {label} must be a {ndim}-d array of integers or floats, got {_shown(array)}")
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused just below
-        array = array.astype(np.float32)
+        array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise NirError(f"{where}: {label} holds NaN or infinite values (in float32)")
     return array

@@ -2,15 +2,17 @@
 
 :func:`read_nir` runs four steps, each its own module:
 
-1. :mod:`.graph_file`: the bounded scan of the HDF5 file, then ``nir.read`` (nothing is unpickled);
+1. :mod:`.graph_file`: the HDF5 file read with bounds (every object checked from its shape and type
+   before it is read; nothing is unpickled);
 2. :mod:`.chain`: the graph as one chain ``Input -> ... -> Output`` of node types we read;
 3. :mod:`.options`: the caller's arguments and the file's metadata resolved into one
    :class:`~.options.ReadOptions` (time steps, ``dt``, input shape and normalization, name);
 4. :mod:`.translate`: the nodes as spec layers and their tensors;
 
-then measures the spec (:func:`~albsnn_compress.files.model_cost.cost_problem`) before it builds
-the model. Everything refused is refused in one line naming the file and the node, before any
-model is built.
+then measures the spec (:func:`~albsnn_compress.files.model_cost.cost_problem`: ``T``, the widest
+layer and one image's forward pass against their limits) before it builds the model
+(:func:`plan_read` is everything but the build). Everything refused is refused in one line naming
+the file and the node or field, before any model is built.
 
 Files our writer made (graph metadata ``albsnn_format``) come back as the model that was exported,
 batch norms folded (:func:`~albsnn_compress.formats.nir.write.fold_batch_norm`): layer names,
@@ -23,14 +25,16 @@ an input normalization of mean 0, std 1.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nir
 import numpy as np
 import torch
 
 from albsnn_compress.binarize import binarize_
-from albsnn_compress.errors import AlbsnnError, NirError
+from albsnn_compress.errors import AlbsnnError, NirError, one_line
 from albsnn_compress.files.model_cost import cost_problem
 from albsnn_compress.formats.nir.chain import chain_of
 from albsnn_compress.formats.nir.graph_file import read_nir_graph
@@ -38,7 +42,7 @@ from albsnn_compress.formats.nir.options import ReadOptions, resolve_options
 from albsnn_compress.formats.nir.translate import Translation, translate_chain
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 
-__all__ = ["read_nir"]
+__all__ = ["ReadPlan", "plan_read", "read_nir"]
 
 
 def read_nir(
@@ -75,15 +79,63 @@ def read_nir(
         >>> model = read_nir("net.nir", timesteps=4)  # doctest: +SKIP
     """
     path = Path(path)
-    graph = read_nir_graph(path)
+    plan = plan_read(
+        path,
+        read_nir_graph(path),
+        timesteps=timesteps,
+        dt=dt,
+        strict_threshold=strict_threshold,
+        mean=mean,
+        std=std,
+        name=name,
+    )
+    try:
+        model = SpikingNet(plan.spec, plan.options.timesteps)
+    except AlbsnnError as exc:  # a SpecError of a layer's own check, naming the value
+        raise NirError(f"{path}: the graph is no network of ours: {one_line(exc)}") from exc
+    _load(model, plan.translation)
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """Everything :func:`read_nir` checks before it builds the model: the options, the layers and tensors, the spec.
+
+    Attributes:
+        options: the resolved arguments and file record (:class:`~.options.ReadOptions`).
+        translation: the chain as spec layers and their tensors (:class:`~.translate.Translation`).
+        spec: the normalized spec, its memory estimate at ``options.timesteps`` within bounds.
+    """
+
+    options: ReadOptions
+    translation: Translation
+    spec: dict[str, Any]
+
+
+def plan_read(
+    path: Path,
+    graph: nir.NIRGraph,
+    *,
+    timesteps: int | None = None,
+    dt: float | None = None,
+    strict_threshold: bool | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    name: str | None = None,
+) -> ReadPlan:
+    """Steps 2 to 4 of :func:`read_nir` on a graph already read, then the spec checked and measured: no model is built.
+
+    ``inspect`` runs it to say whether (and why not) a file can be imported.
+
+    Raises:
+        NirError: one line naming the file and the node, argument or metadata key that does not do.
+    """
     chain = chain_of(graph, path)
     options = resolve_options(
         path, graph, chain, timesteps=timesteps, dt=dt, strict_threshold=strict_threshold, mean=mean, std=std, name=name
     )
     translation = translate_chain(chain, options)
-    model = _build(options, translation)
-    _load(model, translation)
-    return model.eval()
+    return ReadPlan(options, translation, _checked_spec(options, translation))
 
 
 def _spec(options: ReadOptions, translation: Translation) -> dict[str, Any]:
@@ -97,16 +149,18 @@ def _spec(options: ReadOptions, translation: Translation) -> dict[str, Any]:
     }
 
 
-def _build(options: ReadOptions, translation: Translation) -> SpikingNet:
-    """The model, once its spec is valid and its cost within bounds (no tensor is allocated before)."""
+def _checked_spec(options: ReadOptions, translation: Translation) -> dict[str, Any]:
+    """The normalized spec, refused unless its memory estimate (``model_cost.cost_problem``: ``T`` at most
+    ``MAX_TIMESTEPS``, every layer's output at most ``MAX_ACTIVATION``, one image's forward pass at most
+    ``MAX_INFERENCE_BYTES``) fits: integer arithmetic only, before any model is built."""
     try:
         spec = normalize_spec(_spec(options, translation))
         problem = cost_problem(spec, options.timesteps)
-        if problem is None:
-            return SpikingNet(spec, options.timesteps)
     except AlbsnnError as exc:  # a SpecError of the spec check or of a layer's own check, naming the value
-        raise NirError(f"{options.path}: the graph is no network of ours: {exc}") from exc
-    raise NirError(f"{options.path}: {problem}")
+        raise NirError(f"{options.path}: the graph is no network of ours: {one_line(exc)}") from exc
+    if problem is not None:
+        raise NirError(f"{options.path}: {problem}")
+    return spec
 
 
 def _load(model: SpikingNet, translation: Translation) -> None:

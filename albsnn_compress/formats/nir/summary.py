@@ -1,28 +1,38 @@
-"""What ``albsnn-compress inspect`` shows of a NIR file: NIR's own type check, the metadata, every node.
+"""What ``albsnn-compress inspect`` shows of a NIR file: whether it can be imported, NIR's own type check, the
+metadata, every node.
 
 Any NIR graph is summarized, not only the chains :func:`~.read.read_nir` reads: a node's
-parameters are shown in a few characters each, in the order the edges lead
-from the inputs. The file goes through the same bounded scan as a read (:mod:`.graph_file`).
+parameters are shown in a few characters each (an array as its shape and range, a text cut to
+:data:`SHOWN_CHARS` characters), in the order the edges lead from the inputs. The file is read
+as an import reads it (:mod:`.graph_file`: every object bounded before it is read; a metadata
+value too big to use is not read and shows as what it is), and the summary says whether
+``import`` would take it (``"import"``: ``"cannot be imported: <reason>"`` when not).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import nir
 import numpy as np
 
-from albsnn_compress.errors import one_line
-from albsnn_compress.formats.nir.graph_file import graph_metadata, read_nir_graph
+from albsnn_compress.errors import NirError, one_line
+from albsnn_compress.formats.nir.graph_file import graph_metadata, read_nir_file, written_by_us
 from albsnn_compress.formats.nir.mapping import DT
-from albsnn_compress.formats.nir.params import metadata_scalar
+from albsnn_compress.formats.nir.params import Unread, metadata_scalar
+from albsnn_compress.formats.nir.read import plan_read
 
-__all__ = ["nir_summary"]
+__all__ = ["SHOWN_CHARS", "TYPE_CHECK_EDGES", "nir_summary"]
+
+SHOWN_CHARS = 1000
+"""Characters of a text value shown (a metadata string, a name): longer ones are cut, ending in ``...``."""
+TYPE_CHECK_EDGES = 4096
+"""Edges up to which NIR's own type check runs: it rescans every edge for each one (quadratic time)."""
 
 _PARAMETERS = (
     "weight",
@@ -52,33 +62,51 @@ _NUMPY_ERRORS = (ValueError, TypeError, IndexError, OverflowError)
 
 
 def nir_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What ``inspect`` shows of a NIR file: graph metadata, every node's type, shapes and parameters.
+    """What ``inspect`` shows of a NIR file: import verdict, graph metadata, every node's type, shapes and parameters.
 
+    ``import`` is ``"yes..."`` or ``"cannot be imported: <reason>"`` (the one line ``import`` and ``compress``
+    would refuse the file with; a file we did not write is checked at T = 1, as it records no time steps).
     Shapes come from NIR's own type inference where it succeeds (``type_check`` says whether).
     Time constants are also given in steps (``tau/dt``, dt from the file's metadata, else 1e-4 s).
 
     Raises:
-        NirError: the file is not a NIR file, is damaged, or breaks a bound.
+        NirError: the file is not a NIR file, is damaged, or breaks a bound of the reader.
     """
     path = Path(path)
-    graph = read_nir_graph(path)
+    read = read_nir_file(path)
+    graph = read.graph
+    verdict = _import_verdict(path, graph)  # before NIR's type inference, which adds nodes to the graph
     type_check = _type_check(graph)
-    with h5py.File(path, "r") as handle:
-        version = handle["version"][()] if isinstance(handle.get("version"), h5py.Dataset) else b""
     dt = _dt(graph)
     return {
         "file": str(path),
         "file_bytes": path.stat().st_size,
-        "nir_version": version.decode("utf-8", "replace") if isinstance(version, bytes) else str(version),
+        "nir_version": _clip(read.version),
+        "import": verdict,
         "type_check": type_check,
         "metadata": _shown_metadata(graph),
         "nodes": [_node(name, node, dt) for name, node in _in_flow_order(graph)],
-        "edges": [[str(a), str(b)] for a, b in graph.edges],  # nir.read gives (source, target) pairs
+        "edges": [[str(a), str(b)] for a, b in graph.edges],  # (source, target) pairs
     }
+
+
+def _import_verdict(path: Path, graph: nir.NIRGraph) -> str:
+    """Whether ``import`` takes the graph: ``read_nir``'s checks, up to (not including) building the model."""
+    ours = written_by_us(graph)
+    try:
+        plan = plan_read(path, graph, timesteps=None if ours else 1)
+    except NirError as exc:
+        return f"cannot be imported: {one_line(str(exc).removeprefix(f'{path}: '), SHOWN_CHARS)}"
+    if ours:
+        return f"yes, at T={plan.options.timesteps} as recorded"
+    return "yes, with the time steps given (the file records none)"
 
 
 def _type_check(graph: nir.NIRGraph) -> str:
     """NIR's own verdict on the graph (it infers the shapes the nodes show)."""
+    if len(graph.edges) > TYPE_CHECK_EDGES:
+        count = len(graph.edges)
+        return f"not run: {count} edges (NIR's check takes time quadratic in them; at most {TYPE_CHECK_EDGES})"
     try:
         graph.infer_types()
         graph.check_types()
@@ -121,15 +149,27 @@ def _shape(types: Any) -> list[int] | None:
 
 
 def _in_steps(value: Any, dt: float) -> str:
-    try:
-        steps = np.asarray(value, dtype=np.float64) / dt
-    except _NUMPY_ERRORS:
+    """A time constant in steps of ``dt``: the values (or, for an array, its range) divided by ``dt``, no copy made of
+    a large array."""
+    array = np.asarray(value) if not isinstance(value, Unread) else np.zeros(0, dtype=object)
+    if array.dtype.kind not in "iuf":
         return "(not a number)"
-    return _short(steps)
+    if array.size <= 4:
+        return _short(array.astype(np.float64) / dt)
+    with np.errstate(over="ignore"):  # a huge time constant over a tiny dt shows as inf
+        low, high = float(array.min()) / dt, float(array.max()) / dt
+    if low == high:
+        return f"{low:g} x {list(array.shape)}"
+    return f"{list(array.shape)} in [{low:g}, {high:g}]"
 
 
 def _shown_metadata(graph: nir.NIRGraph) -> dict[str, str]:
     return {str(key): _short(value) for key, value in graph_metadata(graph).items()}
+
+
+def _clip(text: str) -> str:
+    """A text on one line, cut to :data:`SHOWN_CHARS` characters."""
+    return one_line(text, SHOWN_CHARS) if len(text) > SHOWN_CHARS or not text.isprintable() else text
 
 
 def _short(value: Any) -> str:
@@ -141,20 +181,26 @@ def _short(value: Any) -> str:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, Unread):
+        return str(value)
+    if isinstance(value, (str, bytes)):
+        return _clip(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+    if isinstance(value, Mapping):
+        return _clip("{" + ", ".join(f"{key}: {_describe(item)}" for key, item in value.items()) + "}")
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return _clip(", ".join(value))
     array = np.asarray(value)
-    if array.dtype.kind in "SUO":
-        return str(value if not isinstance(value, bytes) else value.decode("utf-8", "replace"))
+    if array.dtype.kind not in "biuf":
+        return f"({array.dtype} {list(array.shape)})"
     if array.size == 0:
         return "[]"
     if array.size <= 4:
-        return str(array.tolist())
+        return _clip(str(array.tolist()))
     flat = array.reshape(-1)
-    unique = np.unique(flat)
-    if unique.size == 1:
-        return f"{unique[0]:g} x {list(array.shape)}"
-    if array.dtype.kind in "biuf":
-        return f"{list(array.shape)} in [{flat.min():g}, {flat.max():g}]"
-    return f"{list(array.shape)}"
+    low, high = flat.min(), flat.max()  # one pass each; NaN shows as nan
+    if low == high:
+        return f"{float(low):g} x {list(array.shape)}"
+    return f"{list(array.shape)} in [{float(low):g}, {float(high):g}]"
 
 
 def _in_flow_order(graph: nir.NIRGraph) -> list[tuple[Any, Any]]:
@@ -165,9 +211,9 @@ def _in_flow_order(graph: nir.NIRGraph) -> list[tuple[Any, Any]]:
         if isinstance(edge, (tuple, list)) and len(edge) == 2:
             following.setdefault(edge[0], []).append(edge[1])
     order, seen = [], set()
-    queue = [name for name, node in nodes.items() if isinstance(node, nir.Input)]
+    queue = deque(name for name, node in nodes.items() if isinstance(node, nir.Input))
     while queue:
-        name = queue.pop(0)
+        name = queue.popleft()
         if name in seen or name not in nodes:
             continue
         seen.add(name)

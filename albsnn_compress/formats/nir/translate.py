@@ -30,8 +30,10 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import NirError
+from albsnn_compress.files.limits import MAX_NAME_CHARS, check_text
 from albsnn_compress.files.model_cost import MAX_ACTIVATION
 from albsnn_compress.formats.nir.chain import Chain
+from albsnn_compress.formats.nir.graph_file import checked_name
 from albsnn_compress.formats.nir.mapping import neuron_settings
 from albsnn_compress.formats.nir.options import ReadOptions, parse_neuron
 from albsnn_compress.formats.nir.params import (
@@ -98,9 +100,13 @@ class _Translator:
             )
         self.shape = shape
 
-    def add(self, node: Any, layer: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> None:
-        label = self.meta(node).get("albsnn_layer")
-        if isinstance(label, str) and label.isidentifier():
+    def add(self, where: str, node: Any, layer: dict[str, Any], tensors: dict[str, np.ndarray] | None = None) -> None:
+        """The next layer, named as our writer recorded it (``albsnn_layer``: a name that is a Python identifier)."""
+        meta = self.meta(node)
+        if "albsnn_layer" in meta:
+            label = checked_name(meta["albsnn_layer"], f"{where}: metadata albsnn_layer")
+            if not label.isidentifier():
+                raise NirError(f"{where}: metadata albsnn_layer {label!r} is not a layer name (a Python identifier)")
             layer["name"] = label
         self.layers.append(layer)
         self.tensors.append(tensors or {})
@@ -147,6 +153,8 @@ def _conv(translator: _Translator, name: str, node: Any) -> None:
     weight = weight_array(node.weight, where, "weight", 4)
     kernel = square(weight.shape[2:], where, "kernel")
     stride = square(int_pair(node.stride, where, "stride"), where, "stride")
+    if kernel < 1 or stride < 1:
+        raise NirError(f"{where}: kernel {kernel} and stride {stride} must be at least 1")
     padding = _padding(node.padding, where, kernel, stride)
     if int_pair(node.dilation, where, "dilation") != (1, 1):
         raise NirError(f"{where}: dilation other than 1 is not supported")
@@ -210,7 +218,8 @@ def _weights(
     if translator.flag(node, "albsnn_binary") == 1:
         _check_binary(translator.where(name, node), weight, translator.meta(node).get("albsnn_scale"))
         translator.binary.append(len(translator.layers))
-    translator.add(node, layer, {"weight": weight, **({"bias": bias} if bias is not None else {})})
+    where = translator.where(name, node)
+    translator.add(where, node, layer, {"weight": weight, **({"bias": bias} if bias is not None else {})})
 
 
 def _check_binary(where: str, weight: np.ndarray, recorded: Any) -> None:
@@ -233,7 +242,7 @@ def _pool(translator: _Translator, name: str, node: Any) -> None:
     if int_pair(node.padding, where, "padding") != (0, 0):
         raise NirError(f"{where}: padded pooling is not supported")
     if translator.flag(node, "albsnn_role") == "gap" and kernel == tuple(shape[1:]) == stride:
-        translator.add(node, {"type": "gap"})
+        translator.add(where, node, {"type": "gap"})
         translator.produce(where, shape[:1] + (1, 1))
         translator.gap = True
         return
@@ -241,7 +250,7 @@ def _pool(translator: _Translator, name: str, node: Any) -> None:
     if size < 1 or step < 1 or size > min(shape[1:]):
         raise NirError(f"{where}: kernel {size} with stride {step} does not fit the {list(shape)} input")
     default_stride = translator.flag(node, "albsnn_stride") == 0 and step == size
-    translator.add(node, {"type": "avgpool", "kernel_size": size, "stride": None if default_stride else step})
+    translator.add(where, node, {"type": "avgpool", "kernel_size": size, "stride": None if default_stride else step})
     translator.produce(where, (shape[0], *((side - size) // step + 1 for side in shape[1:])))
     if isinstance(node, nir.SumPool2d):
         translator.scale *= float(size * size)
@@ -261,7 +270,7 @@ def _flatten(translator: _Translator, name: str, node: Any) -> None:
         translator.produce(where, shape[:1])  # the gap layer already dropped H and W
         translator.gap = False
         return
-    translator.add(node, {"type": "flatten"})
+    translator.add(where, node, {"type": "flatten"})
     translator.produce(where, (math.prod(shape),))
 
 
@@ -279,6 +288,7 @@ def _neuron(translator: _Translator, name: str, node: Any) -> None:
         settings, per_channel = _recorded(translator, where, node, settings, per_channel)
     channel_shape = (translator.shape[0], 1, 1) if len(translator.shape) == 3 else (translator.shape[0],)
     translator.add(
+        where,
         node,
         {"type": "lif", "neuron": settings, "per_channel": sorted(per_channel)},
         {key: value.reshape(channel_shape).astype(np.float32) for key, value in per_channel.items()},
@@ -295,6 +305,7 @@ def _recorded(
     per_channel_text = meta.get("albsnn_per_channel", "")
     if not isinstance(per_channel_text, str):
         raise NirError(f"{where}: metadata albsnn_per_channel must be a comma-separated list of settings")
+    check_text(per_channel_text, f"{where}: metadata albsnn_per_channel", NirError, MAX_NAME_CHARS)
     recorded = [key for key in per_channel_text.split(",") if key]
     effective = {**translator.options.neuron, **overrides}
     for key, value in settings.items():
