@@ -95,8 +95,11 @@ def test_damaged_gzip_is_one_dataset_error(tmp_path: Path, damage, message: str)
 
 
 def test_unreadable_idx_file(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"cannot read \(Is a directory\); check that it is a readable file"):
+    """A folder named like the file is refused by what it is, before anything opens it."""
+    with pytest.raises(DatasetError, match=r"not a regular file \(a folder, FIFO or device\); pass an IDX file"):
         read_idx(tmp_path)
+    with pytest.raises(DatasetError, match=r"missing-idx3-ubyte: no such file; pass an IDX file"):
+        read_idx(tmp_path / "missing-idx3-ubyte")
 
 
 def test_missing_dataset_says_what_is_expected(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "albsnn_compress"
 
-FOUNDATION = {"errors", "versions", "progress", "registry", "seeds"}
+FOUNDATION = {"errors", "limits", "versions", "progress", "registry", "seeds"}
 """Small modules with no dependency of ours but ``errors``: any area may import them."""
 
 ALLOWED: dict[str, set[str]] = {
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "versions": set(),
     "progress": set(),
     "registry": set(),
+    "limits": set(),
     "seeds": set(),
     "snn": set(),
     "data": set(),

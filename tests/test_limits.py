@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from albsnn_compress.errors import ContainerError, DatasetError, NirError
-from albsnn_compress.files.limits import (
+from albsnn_compress.limits import (
     MAX_ELEMENTS,
     MAX_NAME_CHARS,
     check_name,
@@ -85,3 +85,10 @@ def test_only_regular_files_pass_with_their_size(tmp_path: Path) -> None:
         regular_file_size(tmp_path, "an image", DatasetError)
     with pytest.raises(DatasetError, match="no such file; pass an image"):
         regular_file_size(tmp_path / "missing.png", "an image", DatasetError)
+
+
+def test_a_huge_dimension_is_refused_without_printing_it() -> None:
+    with pytest.raises(ContainerError, match=r"an integer of about 6020 digits.*holds more than"):
+        element_count([10**6020, 2], "t", ContainerError)
+    with pytest.raises(ContainerError, match=r"shape has <an integer of about 5000 digits>, not a non-negative"):
+        element_count([-(10**5000)], "t", ContainerError)

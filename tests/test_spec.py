@@ -176,3 +176,43 @@ def test_bad_lif_overrides_are_named(update: dict, message: str) -> None:
     next(layer for layer in spec["layers"] if layer["type"] == "lif").update(update)
     with pytest.raises(SpecError, match=message):
         SpikingNet(spec)
+
+
+@pytest.mark.parametrize(
+    ("shape", "extra", "message"),
+    [
+        ([10**9, 1, 1], {"mean": [0.0], "std": [1.0]}, r"spec input shape\[0\] is more than 268435456"),
+        ([10**9, 1, 1], {}, r"spec input shape\[0\] is more than 268435456"),
+        ([10**20, 1, 1], {}, r"spec input shape\[0\] is more than 268435456"),  # was an OverflowError
+        ([-(10**5000), 1, 1], {}, r"spec input shape\[0\] must be an integer >= 1, got an integer too large to print"),
+        ([70_000, 1, 1], {}, r"spec input shape\[0\]: 70000 channels, at most 65536 allowed"),
+        ([1, 20_000, 20_000], {}, r"spec input: shape \[1, 20000, 20000\] holds more than 268435456 elements"),
+        ([3, 8, 8], {"mean": [0.0] * 1_000_000}, r"mean must be a list of 3 numbers, got a list of 1000000 items$"),
+        ([True, 8, 8], {}, r"spec input shape\[0\] must be an integer >= 1, got True"),
+    ],
+    ids=[
+        "1e9-channels-with-stats",
+        "1e9-channels",
+        "1e20-channels",
+        "huge-negative",
+        "70000-channels",
+        "400-megapixels",
+        "a-million-means",
+        "bool",
+    ],
+)
+def test_a_huge_input_shape_is_refused_before_anything_is_built(shape: list, extra: dict, message: str) -> None:
+    """[0.0] * channels was built even when mean/std were given: 10**9 channels allocated 8 GB before any check."""
+    import time
+    import tracemalloc
+
+    spec = {"input": {"shape": shape, **extra}, "num_classes": 10, "layers": [{"type": "flatten"}]}
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(SpecError, match=message):
+            normalize_spec(spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0 and peak < (1 << 20)

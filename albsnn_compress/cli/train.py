@@ -39,7 +39,13 @@ __all__ = ["command"]
 @click.option(
     "--epochs", type=click.FloatRange(min=0, min_open=True), default=20, show_default=True, help="Training epochs."
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Global batch size.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Global batch size; at most the training split's image count (a larger one is refused before training).",
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),

@@ -14,12 +14,12 @@ import torch
 
 from albsnn_compress.data.cifar import CIFAR10_CLASSES, has_cifar_binary, load_cifar_binary
 from albsnn_compress.data.digits import load_digits_split
-from albsnn_compress.data.idx import load_fashion_mnist
+from albsnn_compress.data.idx import FASHION_MNIST_IMAGES, load_fashion_mnist
 from albsnn_compress.data.imagefolder import has_image_folder, load_image_folder
 from albsnn_compress.data.imageset import DatasetInfo, ImageSet
 from albsnn_compress.errors import DatasetError
 
-__all__ = ["DATASETS", "SPLITS", "VAL_FRACTION", "dataset_info", "load_split", "load_splits"]
+__all__ = ["DATASETS", "SPLITS", "VAL_FRACTION", "OFFICIAL_IMAGES", "dataset_info", "load_split", "load_splits"]
 
 VAL_FRACTION = 0.1
 _VAL_SPLIT_SEED = 12345
@@ -56,6 +56,15 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+OFFICIAL_IMAGES: dict[str, dict[str, int]] = {
+    "digits": {"train": 1438, "test": 359},
+    "fashion-mnist": dict(FASHION_MNIST_IMAGES),
+    "cifar10": {"train": 50000, "test": 10000},
+    "cifar100": {"train": 50000, "test": 10000},
+}
+"""Images in each official split: the most a copy of the dataset (a file, a folder tree) may hold."""
+
+
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of a registered dataset name."""
     if name not in DATASETS:
@@ -75,11 +84,23 @@ def _load_official(info: DatasetInfo, root: Path | None, split: str) -> ImageSet
     if has_cifar_binary(root, info.name):
         return load_cifar_binary(root, info.name, split, info.num_classes)
     if has_image_folder(root):
-        return load_image_folder(root, split, info.input_shape, info.class_names)
+        return load_image_folder(
+            root, split, info.input_shape, info.class_names, max_images=OFFICIAL_IMAGES[info.name][split]
+        )
     raise DatasetError(
         f"{info.name} not found in {root}: expected the official binary folder "
         f"(cifar-10-batches-bin/ or cifar-100-binary/) or an image-folder tree ROOT/train|test/<class>/*.png|jpg"
     )
+
+
+def _source(info: DatasetInfo, root: Path | None) -> str:
+    """Where a dataset's images come from, for messages."""
+    return "scikit-learn's bundled digits" if not info.needs_root or root is None else str(root)
+
+
+def _fewest_training_images() -> int:
+    """The smallest official training split that leaves at least one image in both ``train`` and ``val``."""
+    return next(n for n in range(2, 1000) if 1 <= round(n * VAL_FRACTION) < n)
 
 
 def _val_indices(count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +133,14 @@ def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SP
     if "test" in splits:
         result["test"] = _load_official(info, root_path, "test")
     for split, data in result.items():
+        if len(data) == 0:
+            carved = (
+                f" ({VAL_FRACTION:.0%} of the {len(full)} training images, rounded); the training split needs at "
+                f"least {_fewest_training_images()} images"
+                if split in ("train", "val")
+                else ""
+            )
+            raise DatasetError(f"{name}: the {split} split in {_source(info, root_path)} holds 0 images{carved}")
         data.info = info
         if tuple(data.images.shape[1:]) != info.input_shape:
             raise DatasetError(

@@ -40,7 +40,7 @@ from albsnn_compress.errors import InteropError, SpecError, one_line
 from albsnn_compress.interop.torch_layers import LayerKind, add_torch_layer
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape
 from albsnn_compress.snn.neurons import DEFAULT_NEURON
-from albsnn_compress.snn.spec import SpikingNet, normalize_spec
+from albsnn_compress.snn.spec import SpikingNet, check_spec_name, normalize_spec
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
@@ -51,6 +51,11 @@ __all__ = [
     "Framework",
     "ImportOptions",
     "import_chain",
+    "import_links",
+    "check_kind",
+    "checked_options",
+    "CheckedOptions",
+    "map_links",
     "chain_of",
     "channel_values",
     "step_mismatch",
@@ -68,10 +73,18 @@ class Link:
     path: str
     module: nn.Module
     within: tuple[type[nn.Module], ...]
+    traced: bool = False
+    """Found by tracing a model class's ``forward()`` (:mod:`.trace`), which checked how it is called, and how a
+    neuron's state is passed from step to step."""
+    call: str | None = None
+    """The functional call in ``forward()`` that this link stands for (``F.max_pool2d``); ``module`` is its module
+    form."""
 
     @property
     def label(self) -> str:
-        """``module 3 (Conv2d)``: how a message names it."""
+        """``module 3 (Conv2d)``, or ``F.max_pool2d after conv1 in forward()``: how a message names it."""
+        if self.call is not None:
+            return f"{self.path} in forward()"
         return f"module {self.path} ({type(self.module).__name__})"
 
 
@@ -356,6 +369,10 @@ def _no_rules(_builder: ChainBuilder, _links: list[Link]) -> dict[str, Any]:
     return {}
 
 
+def _no_reset(_net: nn.Module) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Framework:
     """What :func:`import_chain` needs to know of one framework: how to recognise its modules and map its neurons.
@@ -373,6 +390,8 @@ class Framework:
             "no albsnn layer computes it" (another neuron model of the framework); ``None`` where it does not.
         check_chain: the framework's rules over the whole chain, run once every module's kind is known
             (placement, step mode); refuses, or returns what to record with the source in the metadata.
+        reset: puts every neuron of a network at rest, as the framework's own reset does (``utils.reset``,
+            ``functional.reset_net``); the tracer (:mod:`.trace`) runs a model class's ``forward()`` from rest.
     """
 
     name: str
@@ -384,6 +403,7 @@ class Framework:
     map_neuron: NeuronMapper
     refusal: Callable[[type[nn.Module]], str | None] = _no_reason
     check_chain: Callable[[ChainBuilder, list[Link]], dict[str, Any]] = _no_rules
+    reset: Callable[[nn.Module], None] = _no_reset
 
 
 class ImportOptions(TypedDict, total=False):
@@ -395,15 +415,18 @@ class ImportOptions(TypedDict, total=False):
             (``transforms.Normalize``'s ``mean`` if you trained on normalized images); default 0.
         std: per-channel divisor, likewise; default 1.
         name: the spec's name; default ``snntorch-import`` / ``spikingjelly-import``.
+        trace_batch: how many images a model class's ``forward()`` is traced on (:mod:`.trace`); default 2. Give
+            the batch size its ``forward()`` hard-codes, if it does (``x.view(batch_size, -1)``).
     """
 
     num_classes: int | None
     mean: float | Sequence[float] | None
     std: float | Sequence[float] | None
     name: str
+    trace_batch: int
 
 
-def _check_kind(builder: ChainBuilder, framework: Framework, link: Link) -> None:
+def check_kind(builder: ChainBuilder, framework: Framework, link: Link) -> None:
     """Refuse ``link`` unless its exact class is one of the framework's layers or neurons."""
     kind = type(link.module)
     known = (*framework.neurons, *framework.layers)
@@ -417,23 +440,79 @@ def _check_kind(builder: ChainBuilder, framework: Framework, link: Link) -> None
     builder.refuse(link, framework.refusal(kind) or "no albsnn layer computes it")
 
 
+@dataclass(frozen=True)
+class CheckedOptions:
+    """The arguments every import checks before it looks at a module."""
+
+    name: str
+    shape: Shape
+    means: list[float]
+    stds: list[float]
+    num_classes: int | None
+
+
+def checked_options(framework: Framework, input_shape: object, options: Mapping[str, Any]) -> CheckedOptions:
+    """``name``, ``input_shape``, ``mean`` and ``std`` checked (a refusal names the bad one)."""
+    name = options.get("name", f"{framework.package}-import")
+    try:
+        check_spec_name(name, "name")  # a name the spec would refuse is refused now, before any module is mapped
+    except SpecError as exc:
+        raise InteropError(f"cannot import the {framework.name} network: {exc}") from exc
+    shape = check_input_shape(input_shape, framework.name)
+    means = input_stats(options.get("mean"), shape[0], 0.0, "mean", framework.name)
+    stds = input_stats(options.get("std"), shape[0], 1.0, "std", framework.name)
+    return CheckedOptions(name, shape, means, stds, options.get("num_classes"))
+
+
+def map_links(
+    links: list[Link], framework: Framework, shape: Shape
+) -> tuple[ChainBuilder, dict[str, Any]]:
+    """Recognise every link, run the framework's rules, then map each onto a :class:`ChainBuilder`.
+
+    Returns:
+        The builder (the spec's layers and the source tensors) and what ``check_chain`` recorded.
+    """
+    builder = ChainBuilder(framework.name, framework.supported, shape)
+    for link in links:  # every module's kind, then the framework's placement rules, before any mapping
+        check_kind(builder, framework, link)
+    source = framework.check_chain(builder, links)
+    index = 0
+    while index < len(links):
+        if type(links[index].module) in framework.neurons:
+            framework.map_neuron(builder, links[index], index == len(links) - 1)
+            index += 1
+        else:
+            index += add_torch_layer(builder, links, index, framework.layers)
+    return builder, source
+
+
+def import_links(
+    builder: ChainBuilder, source: dict[str, Any], framework: Framework, checked: CheckedOptions, timesteps: int
+) -> SpikingNet:
+    """The network of a mapped chain (:func:`map_links`): its spec normalized, built, the source tensors copied in."""
+    spec = builder.spec(checked.name, checked.num_classes, checked.means, checked.stds, checked.shape)
+    version = package_version(framework.package)
+    return builder.build(spec, timesteps, {"source": {"framework": framework.package, "version": version, **source}})
+
+
 def import_chain(
     net: nn.Module,
     framework: Framework,
     input_shape: Sequence[int],
-    timesteps: int,
+    timesteps: int | None,
     **options: Unpack[ImportOptions],
 ) -> SpikingNet:
     """The :class:`SpikingNet` that computes what ``framework``'s network ``net`` computes with direct encoding.
 
     ``net`` is not modified: its tensors are copied unchanged (batch norms keep their running
-    statistics) and neuron settings are read from the live modules.
+    statistics) and neuron settings are read from the live modules. A model class with its own
+    ``forward()`` goes through :func:`.trace.import_traced` instead (see :func:`.trace.import_model`).
 
     Args:
         net: the source network, an ``nn.Sequential`` (nested containers are opened).
         framework: the framework's table.
         input_shape: ``(C, H, W)`` of one image.
-        timesteps: steps per image of the imported network.
+        timesteps: steps per image of the imported network (an ``nn.Sequential`` has no number of its own).
         **options: :class:`ImportOptions` (``num_classes``, ``mean``, ``std``, ``name``).
 
     Returns:
@@ -444,22 +523,12 @@ def import_chain(
         InteropError: before anything is built, naming the first module (path and type) that
             has no exact albsnn form and listing what is supported; or a bad argument.
     """
-    shape = check_input_shape(input_shape, framework.name)
-    means = input_stats(options.get("mean"), shape[0], 0.0, "mean", framework.name)
-    stds = input_stats(options.get("std"), shape[0], 1.0, "std", framework.name)
+    checked = checked_options(framework, input_shape, options)
     links = chain_of(net, framework.name, framework.containers, framework.supported)
-    builder = ChainBuilder(framework.name, framework.supported, shape)
-    for link in links:  # every module's kind, then the framework's placement rules, before any mapping
-        _check_kind(builder, framework, link)
-    source = framework.check_chain(builder, links)
-    index = 0
-    while index < len(links):
-        if type(links[index].module) in framework.neurons:
-            framework.map_neuron(builder, links[index], index == len(links) - 1)
-            index += 1
-        else:
-            index += add_torch_layer(builder, links, index, framework.layers)
-    name = options.get("name", f"{framework.package}-import")
-    spec = builder.spec(name, options.get("num_classes"), means, stds, shape)
-    version = package_version(framework.package)
-    return builder.build(spec, timesteps, {"source": {"framework": framework.package, "version": version, **source}})
+    if timesteps is None:
+        raise InteropError(
+            f"cannot import the {framework.name} network: an {type(net).__name__} has no number of time steps of its "
+            "own (you loop it yourself): give timesteps (--timesteps T)"
+        )
+    builder, source = map_links(links, framework, checked.shape)
+    return import_links(builder, source, framework, checked, timesteps)

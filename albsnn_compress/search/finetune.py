@@ -27,6 +27,7 @@ from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.search.model_copy import copy_model
 from albsnn_compress.training.distributed import LOCAL, DistContext
+from albsnn_compress.training.outcomes import bounded_batch_size
 from albsnn_compress.training.trainer import LossFn
 
 __all__ = ["distillation_loss", "recalibrate_batchnorm", "frozen_teacher"]
@@ -58,10 +59,20 @@ def distillation_loss(teacher: nn.Module, weight: float = 0.5, temperature: floa
 def recalibrate_batchnorm(
     model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, batches: int = 20, batch_size: int = 256, seed: int = 0
 ) -> None:
-    """Recompute every batch norm's running mean/variance over ``batches`` training batches."""
+    """Recompute every batch norm's running mean/variance over ``batches`` training batches.
+
+    A batch holds ``batch_size`` images, fewer where the split is smaller (each process's shard
+    gives one batch then, rather than none: statistics reset and never recomputed would break
+    the model) or where one forward pass would need more than 1 GiB of activations
+    (:func:`~albsnn_compress.training.outcomes.bounded_batch_size`, as ``eval`` bounds its batches).
+    """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
+    shard = len(data) // ctx.world_size
+    if shard == 0:
+        return  # no image to estimate from on some process: the statistics stay as they are
+    batch_size = bounded_batch_size(model, min(batch_size, shard))
     momenta = [m.momentum for m in norms]
     for norm in norms:
         norm.reset_running_stats()

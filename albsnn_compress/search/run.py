@@ -48,6 +48,14 @@ def _check_packable(model: nn.Module) -> None:
         )
 
 
+def _nonempty(data: SplitData, what: str) -> ImageSet:
+    """``data`` as an :class:`ImageSet`, refused when it holds no image (an accuracy over 0 images means nothing)."""
+    split = as_imageset(data, what)
+    if len(split) == 0:
+        raise CompressionError(f"{what}: 0 images; pass a split with at least one image")
+    return split
+
+
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators for the run and give the caller's random state back after it."""
@@ -97,7 +105,9 @@ def compress(
         BudgetError: ``budget`` is negative, above 100 or not a number
             (:func:`~albsnn_compress.search.budget.check_budget`).
         CompressionError: the model cannot be packed, there is no candidate layer, a
-            layer name, strategy or estimator is unknown, or the data is malformed.
+            layer name, strategy or estimator is unknown, the data is malformed or a split
+            holds no image, or (when the run finetunes) ``config.batch_size`` is larger than
+            ``train_data`` so no batch could be drawn; all before the search starts.
 
     Warns:
         BudgetWarning: ``budget`` is above 0 but below one validation image (``100 / len(val_data)``
@@ -118,10 +128,10 @@ def compress(
     strategy_name, strategy = resolve_strategy(config.strategy)
     started = time.perf_counter()
     with _seeded(config.seed, ctx.device):
-        train, val = as_imageset(train_data, "train_data"), as_imageset(val_data, "val_data")
+        train, val = _nonempty(train_data, "train_data"), _nonempty(val_data, "val_data")
         if (why := implausible_budget(budget, len(val))) is not None:
             warnings.warn(why, BudgetWarning, stacklevel=2)
-        test = as_imageset(test_data, "test_data") if test_data is not None else None
+        test = _nonempty(test_data, "test_data") if test_data is not None else None
         session = SearchSession(model, train, val, budget, config, ctx, on_progress)
         if why is None and (why := unresolvable_budget(budget, len(val), config.confidence)) is not None:
             warnings.warn(why, BudgetWarning, stacklevel=2)  # once the settings are known good, before the search

@@ -20,6 +20,7 @@ from torch import nn
 from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
+from albsnn_compress.errors import CompressionError
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.search.calibration import Calibration
 from albsnn_compress.search.candidates import resolve_candidates
@@ -32,12 +33,14 @@ from albsnn_compress.search.protocol import Strategy
 from albsnn_compress.search.result import LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, total_bits
 from albsnn_compress.training.distributed import LOCAL, DistContext
-from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
-from albsnn_compress.training.trainer import TrainConfig, Trainer, cross_entropy_loss
+from albsnn_compress.training.outcomes import accuracy_percent, bounded_batch_size, correct_answers
+from albsnn_compress.training.trainer import TrainConfig, Trainer, check_batch_size, cross_entropy_loss
 
 __all__ = ["SearchSession", "Snapshot"]
 
 Snapshot = tuple[list[str], dict[str, torch.Tensor], PairedDrop]  # binarized layers, state dict, its measurement
+
+_PROBE_BATCH = 128
 
 
 class SearchSession:
@@ -54,8 +57,14 @@ class SearchSession:
         on_progress: receives a ``"search"`` event per trajectory step, and the
             finetuning slices' ``"slice"`` events.
 
+    Every evaluation (validation answers, batch-norm re-estimation, probe batches) runs batches
+    bounded like ``eval``'s (:func:`~albsnn_compress.training.outcomes.bounded_batch_size`: at most
+    1 GiB of activations per forward pass), whatever the model's time steps.
+
     Raises:
-        CompressionError: an unknown estimator, a wrong layer name, or no candidate.
+        CompressionError: an unknown estimator, a wrong layer name, or no candidate; or, when the run
+            finetunes (``epochs`` or ``trial_epochs`` above 0), a batch size larger than ``train``
+            (no batch could be drawn), before any work.
     """
 
     def __init__(
@@ -68,6 +77,10 @@ class SearchSession:
         ctx: DistContext = LOCAL,
         on_progress: ProgressCallback | None = None,
     ) -> None:
+        if config.epochs > 0 or config.trial_epochs > 0:  # every finetuning slice would draw no batch: refuse now
+            check_batch_size(
+                config.batch_size, len(train), ctx.world_size, "training split (train_data)", CompressionError
+            )
         self.estimator: Estimator = resolve_estimator(config.estimator)
         self.candidates = resolve_candidates(model, config.layers, config.exclude, config.binarize_first_last)
         self.model = copy_model(model).to(ctx.device)
@@ -100,7 +113,10 @@ class SearchSession:
         return {name: rows[name].saved_bits for name in self.candidates}
 
     def _make_probe(self) -> Probe:
-        loader = BatchLoader(self.train, 128, shuffle=True, seed=self.config.seed + 7919, drop_last=True)
+        """``probe_batches`` training batches of 128 images (the whole split when smaller; fewer images where one
+        forward pass of 128 would need more than 1 GiB, :func:`bounded_batch_size`)."""
+        size = bounded_batch_size(self.model, max(1, min(_PROBE_BATCH, len(self.train))))
+        loader = BatchLoader(self.train, size, shuffle=True, seed=self.config.seed + 7919, drop_last=True)
         batches = []
         for index, (images, labels) in enumerate(loader):
             if index >= self.config.probe_batches:

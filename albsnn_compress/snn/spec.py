@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from albsnn_compress.errors import SpecError
+from albsnn_compress.errors import SpecError, one_line
+from albsnn_compress.limits import MAX_ELEMENTS, MAX_NAME_CHARS, check_name, element_count
 from albsnn_compress.snn.fields import finite_float, positive_float, positive_int
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape, layer_type
 from albsnn_compress.snn.neurons import DEFAULT_NEURON, NEURON_FIELDS, normalize_neuron
@@ -43,6 +44,8 @@ from albsnn_compress.snn.neurons import DEFAULT_NEURON, NEURON_FIELDS, normalize
 __all__ = [
     "SpikingNet",
     "normalize_spec",
+    "check_spec_name",
+    "MAX_INPUT_CHANNELS",
     "build_model",
     "spec_bounds",
     "layer_shapes",
@@ -54,6 +57,10 @@ __all__ = [
 
 
 _MAX_LAYERS = 4096
+
+MAX_INPUT_CHANNELS = 1 << 16
+"""Channels of a spec's input: far above any image (1 grey, 3 RGB, 2 event polarities, hundreds of spectral bands),
+and small enough that the per-channel ``mean``/``std`` lists cost at most 512 KiB each."""
 
 
 def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str, Any]:
@@ -68,9 +75,10 @@ def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str
     if unknown:
         raise SpecError(f"layer {index} ({kind}): unknown keys {sorted(unknown)}; allowed {sorted(record.fields)}")
     counters[kind] = counters.get(kind, 0) + 1
-    layer: dict[str, Any] = {"type": kind, "name": raw.get("name", f"{kind}{counters[kind]}")}
-    if not isinstance(layer["name"], str) or not layer["name"].isidentifier():
-        raise SpecError(f"layer {index}: name must be a Python identifier, got {layer['name']!r}")
+    name = check_name(raw.get("name", f"{kind}{counters[kind]}"), f"layer {index} name", SpecError, MAX_NAME_CHARS)
+    if not name.isidentifier():
+        raise SpecError(f"layer {index}: name must be a Python identifier, got {name!r}")
+    layer: dict[str, Any] = {"type": kind, "name": name}
     for key, spec_field in record.fields.items():
         if key not in raw and spec_field.required:
             raise SpecError(f"layer {index} ({kind}): missing required key {key!r}")
@@ -79,20 +87,37 @@ def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str
     return layer
 
 
+def _shown(value: Any) -> str:
+    """``value`` for a message: short, on one line, and never an exception (a 5,000-digit int has no repr)."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value)} items"
+    try:
+        return one_line(repr(value), 80)
+    except ValueError:
+        holder = "" if type(value) is int else f"a {type(value).__name__} holding "
+        return f"{holder}an integer too large to print"
+
+
 def _normalize_input(inp: Any) -> dict[str, Any]:
     if not isinstance(inp, dict) or "shape" not in inp:
         raise SpecError("spec 'input' must be an object with 'shape' [C, H, W]")
     shape = inp["shape"]
     if not isinstance(shape, list) or len(shape) != 3:
-        raise SpecError(f"spec input shape must be [C, H, W], got {shape!r}")
+        raise SpecError(f"spec input shape must be [C, H, W], got {_shown(shape)}")
     for i, dim in enumerate(shape):
-        positive_int(dim, f"spec input shape[{i}]")
+        if type(dim) is not int or dim < 1:
+            raise SpecError(f"spec input shape[{i}] must be an integer >= 1, got {_shown(dim)}")
+        if dim > MAX_ELEMENTS:  # before element_count prints the shape: a 5,000-digit int has no repr
+            raise SpecError(f"spec input shape[{i}] is more than {MAX_ELEMENTS}; the spec is damaged or hostile")
+    element_count(shape, "spec input", SpecError, MAX_ELEMENTS)
     channels = shape[0]
+    if channels > MAX_INPUT_CHANNELS:
+        raise SpecError(f"spec input shape[0]: {channels} channels, at most {MAX_INPUT_CHANNELS} allowed")
     stats = {}
     for label, default, check in (("mean", 0.0, finite_float), ("std", 1.0, positive_float)):
-        values = inp.get(label, [default] * channels)
+        values = inp[label] if label in inp else [default] * channels  # built only when absent, and bounded
         if not isinstance(values, list) or len(values) != channels:
-            raise SpecError(f"spec input {label} must be a list of {channels} numbers, got {values!r}")
+            raise SpecError(f"spec input {label} must be a list of {channels} numbers, got {_shown(values)}")
         stats[label] = [check(v, f"spec input {label}[{i}]") for i, v in enumerate(values)]
     return {"shape": list(shape), "mean": stats["mean"], "std": stats["std"]}
 
@@ -102,6 +127,11 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
 
     Every number is checked where it enters: its type (``true`` is not an integer,
     ``"nan"`` is not a number), finiteness and range, with the layer and key named.
+    Names (the model's and each layer's) are non-empty, at most
+    :data:`~albsnn_compress.limits.MAX_NAME_CHARS` (256) characters and free of
+    control characters, so any reader or importer refuses a bad one before a run.
+    The input shape holds at most :data:`~albsnn_compress.limits.MAX_ELEMENTS`
+    elements and :data:`MAX_INPUT_CHANNELS` channels, checked before anything is built from it.
 
     Raises:
         SpecError: naming the layer and key that is wrong.
@@ -122,7 +152,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise SpecError(f"spec layer names must be unique, got {names}")
     return {
-        "name": str(spec.get("name", "custom")),
+        "name": check_spec_name(spec.get("name", "custom")),
         "input": inp,
         "num_classes": _num_classes(spec["num_classes"]),
         "neuron": neuron,
@@ -130,9 +160,19 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     }
 
 
+def check_spec_name(value: Any, where: str = "spec name") -> str:
+    """``value`` as a model's name: a non-empty string of at most ``MAX_NAME_CHARS`` (256) characters, no control
+    characters.
+
+    Raises:
+        SpecError: naming ``where``.
+    """
+    return check_name(value, where, SpecError, MAX_NAME_CHARS)
+
+
 def _num_classes(value: Any) -> int:
     if type(value) is not int or value < 2:
-        raise SpecError(f"spec num_classes must be an integer >= 2, got {value!r}")
+        raise SpecError(f"spec num_classes must be an integer >= 2, got {_shown(value)}")
     return value
 
 

@@ -28,13 +28,13 @@ import torch
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
-from albsnn_compress.errors import SpecError
+from albsnn_compress.errors import DatasetError, SpecError
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.snn.presets import PRESETS, make_preset
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec
 from albsnn_compress.training.distributed import LOCAL, DistContext
-from albsnn_compress.training.trainer import TrainConfig, Trainer, evaluate
+from albsnn_compress.training.trainer import TrainConfig, Trainer, check_batch_size, evaluate
 from albsnn_compress.versions import package_versions
 
 __all__ = ["TrainRequest", "TrainResult", "train_model", "resolve_architecture"]
@@ -99,7 +99,9 @@ def train_model(
 
     Raises:
         OutputError: ``request.output`` cannot be written (checked before any work).
-        SpecError, DatasetError: the architecture or the dataset is unusable.
+        SpecError, DatasetError: the architecture or the dataset is unusable (a split with no image included).
+        AlbsnnError: the batch size is larger than the training split (no batch could be drawn), checked
+            before the model is built.
     """
     start = time.perf_counter()
     if request.output is not None and ctx.is_main:
@@ -107,6 +109,13 @@ def train_model(
     config = request.config
     spec = resolve_architecture(request.arch, request.dataset)
     splits = request.splits or load_splits(request.dataset, request.data_root)
+    for split in ("train", "val", "test"):
+        if split not in splits or len(splits[split]) == 0:
+            found = "is missing" if split not in splits else "holds 0 images"
+            raise DatasetError(
+                f"the {split} split of {request.dataset} {found}; train needs train, val and test images"
+            )
+    check_batch_size(config.batch_size, len(splits["train"]), ctx.world_size)  # before the model is built
     torch.manual_seed(config.seed)
     model = SpikingNet(spec, request.timesteps)
     trainer = Trainer(model, splits["train"], config, ctx)

@@ -9,6 +9,13 @@ accuracy is over the whole split whatever the number of processes.
 Learning-rate rule under DDP: ``batch_size`` is the *global* batch; each of the
 N processes takes ``batch_size / N``. The same global batch keeps the same
 learning rate; if you grow the global batch, scale ``lr`` linearly with it.
+
+Training drops the last incomplete batch, so a batch size larger than the training
+split would yield no batch at all and the schedule would never advance: such a batch
+size is refused (:func:`check_batch_size`) before any step, naming the split's size and
+the largest batch size that works. It is refused rather than lowered because the batch
+size sets the learning-rate scale and the results of a seeded run: a run never trains
+with a batch size it was not given.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 from albsnn_compress.training.sync_batchnorm import synchronized_batchnorm
 
-__all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn"]
+__all__ = ["TrainConfig", "Trainer", "evaluate", "cross_entropy_loss", "LossFn", "check_batch_size"]
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -97,6 +104,42 @@ def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     return F.cross_entropy(model(images), labels)
 
 
+def check_batch_size(
+    batch_size: object,
+    images: int,
+    world_size: int = 1,
+    split: str = "training split",
+    error: type[AlbsnnError] = AlbsnnError,
+) -> int:
+    """``batch_size`` if training over ``images`` images on ``world_size`` processes draws at least one full batch.
+
+    Each process draws ``batch_size / world_size`` images per step from its ``images // world_size``
+    (:class:`~torch.utils.data.DistributedSampler` with ``drop_last``), and the last incomplete batch is
+    dropped; a batch size above that would make every epoch empty and training loop forever.
+
+    Raises:
+        AlbsnnError: (``error``) not a positive integer, not divisible by ``world_size``, or larger
+            than the split allows; the message names the split's size and the fix.
+    """
+    if type(batch_size) is not int or batch_size < 1:
+        raise error(f"batch size must be an integer >= 1, got {batch_size!r}")
+    if batch_size % world_size:
+        raise error(f"batch size {batch_size} is not divisible by {world_size} processes; pick a multiple")
+    largest = images // world_size * world_size
+    if batch_size > largest:
+        processes = f" shared by {world_size} processes" if world_size > 1 else ""
+        if largest == 0:
+            raise error(
+                f"the {split} holds {images} images{processes}: too few for even one batch; use more images"
+                + (" or fewer processes" if world_size > 1 else "")
+            )
+        raise error(
+            f"batch size {batch_size} is larger than the {images} images of the {split}{processes}, so no "
+            f"batch could be drawn; pass a batch size of at most {largest} (--batch-size {largest}) or use more images"
+        )
+    return batch_size
+
+
 class Trainer:
     """Run optimisation steps on ``model`` over ``train_set``, in slices.
 
@@ -108,6 +151,9 @@ class Trainer:
         loss_fn: ``loss_fn(model, images, labels)``; cross-entropy by default.
         after_backward: called with the model after each backward pass, before the
             optimizer step (the loss estimator gathers gradient statistics there).
+
+    Raises:
+        AlbsnnError: the batch size yields no batch of ``train_set`` (:func:`check_batch_size`).
     """
 
     def __init__(
@@ -119,10 +165,7 @@ class Trainer:
         loss_fn: LossFn = cross_entropy_loss,
         after_backward: Callable[[nn.Module], None] | None = None,
     ) -> None:
-        if config.batch_size % ctx.world_size:
-            raise AlbsnnError(
-                f"batch size {config.batch_size} is not divisible by {ctx.world_size} processes; pick a multiple"
-            )
+        check_batch_size(config.batch_size, len(train_set), ctx.world_size)  # before anything is built
         self.model = model.to(ctx.device)
         self.ctx = ctx
         self.config = config
@@ -161,11 +204,18 @@ class Trainer:
         self._batches = self._batch_stream()
 
     def _batch_stream(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The loader's batches, epoch after epoch, without end."""
+        """The loader's batches, epoch after epoch, without end (an epoch without a batch is an error, not a loop)."""
         epoch = 0
         while True:
             self.loader.set_epoch(epoch)
-            yield from self.loader
+            drawn = 0
+            for batch in self.loader:
+                drawn += 1
+                yield batch
+            if not drawn:  # check_batch_size rules this out; never spin on empty epochs whatever changed since
+                raise AlbsnnError(
+                    f"epoch {epoch + 1} drew no batch of {self.loader.batch_size} from {len(self.loader.data)} images"
+                )
             epoch += 1
 
     @property

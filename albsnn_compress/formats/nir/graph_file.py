@@ -42,7 +42,7 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import NirError, one_line
-from albsnn_compress.files.limits import (
+from albsnn_compress.limits import (
     MAX_ELEMENTS,
     MAX_NAME_CHARS,
     MAX_TEXT_CHARS,

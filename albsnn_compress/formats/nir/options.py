@@ -29,7 +29,7 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import AlbsnnError, NirError, StrictJSONError, one_line
-from albsnn_compress.files.limits import check_text, element_count
+from albsnn_compress.limits import check_text, element_count
 from albsnn_compress.files.model_cost import MAX_ACTIVATION, MAX_TIMESTEPS
 from albsnn_compress.files.strict_json import strict_loads
 from albsnn_compress.formats.nir.chain import Chain

@@ -30,7 +30,7 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import NirError
-from albsnn_compress.files.limits import MAX_NAME_CHARS, check_text
+from albsnn_compress.limits import MAX_NAME_CHARS, check_text
 from albsnn_compress.files.model_cost import MAX_ACTIVATION
 from albsnn_compress.formats.nir.chain import Chain
 from albsnn_compress.formats.nir.graph_file import checked_name

@@ -65,10 +65,10 @@ def element_count(shape: Sequence[object], where: str, error: ErrorClass, limit:
     count = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
-            raise error(f"{where}: shape {list(shape)} has {dim!r}, not a non-negative integer; the file is damaged")
+            raise error(f"{where}: shape has {_short(dim)}, not a non-negative integer; the file is damaged")
         count *= dim
     if count > limit:
-        shown = list(shape) if len(shape) <= 8 else f"of rank {len(shape)}"
+        shown = f"[{', '.join(_short(dim) for dim in shape)}]" if len(shape) <= 8 else f"of rank {len(shape)}"
         raise error(f"{where}: shape {shown} holds more than {limit} elements; the file is damaged or not a model")
     return count
 
@@ -128,6 +128,13 @@ def regular_file_size(path: str | os.PathLike[str], what: str, error: ErrorClass
     if limit is not None and status.st_size > limit:
         raise error(f"{shown}: {status.st_size} bytes, more than {what} can be ({limit} bytes); the file is damaged")
     return status.st_size
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, or for an integer of more than 30 digits its digit count (printing a huge one can fail)."""
+    if type(value) is int and value.bit_length() > 100:
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return repr(value)[:60]
 
 
 def _is_control(char: str) -> bool:
