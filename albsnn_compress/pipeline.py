@@ -1,9 +1,10 @@
 """The whole ``compress`` run on a checkpoint: load -> search -> pack -> report.
 
 This is the one place where the stages meet (the command line calls it, tests
-call it too): check that the output folder can be written (before any work),
-read and validate the checkpoint, load the dataset splits named in its metadata,
-run :func:`~albsnn_compress.search.run.compress`, then (main process only) write the
+call it too): check that the output folder can be written and that no file of the
+set would replace the input, follow a symbolic link or replace a non-regular file
+(before any work), read and validate the checkpoint, load the dataset splits named
+in its metadata, run :func:`~albsnn_compress.search.run.compress`, then (main process only) write the
 ``.albsnn`` container, the ONNX file (and, on request, a NIR file) and the report as one set
 (:class:`~albsnn_compress.files.output_set.OutputSet`: staged, renamed into place
 together, ``manifest.json`` last), so an interrupted run leaves the previous
@@ -150,7 +151,8 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
 
 def _output_set(request: CompressRequest, outdir: Path) -> OutputSet:
     """The files a run writes: ``<stem>.albsnn``, ``<stem>.onnx``, ``report.json``, ``report.html`` (then
-    ``<stem>.nir`` if asked)."""
+    ``<stem>.nir`` if asked); none of them may be the input (``report.json`` as the input, or ``d/m.nir
+    -o d --formats nir``, is refused before any work)."""
     stem = request.checkpoint.stem
     names = (
         f"{stem}.albsnn",
@@ -158,7 +160,7 @@ def _output_set(request: CompressRequest, outdir: Path) -> OutputSet:
         *(f"report.{form}" for form in REPORT_FORMATS),
     )  # write_report's names in a folder
     names += (f"{stem}.nir",) if "nir" in request.formats else ()
-    return OutputSet(outdir, names)
+    return OutputSet(outdir, names, inputs=(request.checkpoint,))  # no name of the set may replace the input
 
 
 def _write_outputs(

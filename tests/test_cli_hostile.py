@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -176,6 +177,46 @@ CASES = {
         r"cannot write .*m.pt: the file system is read-only",
         True,
     ),
+    # issue 30, class 4: an output is never an input, never a symbolic link, only a regular file
+    # (tests/test_output_rules.py runs every writer against every hazard)
+    "export -o is the input container": Case(
+        lambda p: ["export", p / "in.albsnn", "-o", p / "in.albsnn"],
+        r"cannot write .*in.albsnn: it is the input .*in.albsnn \(rule: an output never replaces an input\); "
+        "choose another output path",
+    ),
+    "export -o is a symlink out of the folder": Case(
+        lambda p: ["export", p / "in.albsnn", "-o", p / "link.onnx"],
+        r"cannot write .*link.onnx: it is a symbolic link to .*a_file \(rule: an output never follows or replaces "
+        r"a symbolic link\); remove the link or choose another output path",
+    ),
+    "export -o is a FIFO": Case(
+        lambda p: ["export", p / "in.albsnn", "-o", p / "fifo"],
+        r"cannot write .*fifo: it is a FIFO \(named pipe\), not a regular file \(rule: outputs are written only",
+    ),
+    "export nir -o is the input container": Case(
+        lambda p: ["export", p / "in.albsnn", "--format", "nir", "-o", p / "in.albsnn"],
+        r"it is the input .*in.albsnn \(rule: an output never replaces an input\)",
+    ),
+    "export c -o holds the input under a C file name": Case(
+        lambda p: ["export", p / "c_in/albsnn_model.c", "--format", "c", "-o", p / "c_in"],
+        r"cannot write .*c_in/albsnn_model.c: it is the input .*\(rule: an output never replaces an input\); "
+        "choose another output folder",
+    ),
+    "export c -o holds a symlink named like an output": Case(
+        lambda p: ["export", p / "in.albsnn", "--format", "c", "-o", p / "c_link"],
+        r"cannot write .*c_link/albsnn_model.h: it is a symbolic link .*\(rule: an output never follows",
+    ),
+    "export c -o is a dangling symlink": Case(
+        lambda p: ["export", p / "in.albsnn", "--format", "c", "-o", p / "gone_c"],
+        r"cannot write into .*gone_c: it is a symbolic link to .*nowhere, which does not exist; remove the link",
+    ),
+    "compress -o is a dangling symlink": Case(
+        _compress("-o", "{tmp}/gone_c"), r"cannot write into .*gone_c: it is a symbolic link to .*nowhere"
+    ),
+    "compress input named like an output of its set": Case(
+        lambda p: [p / "same/report.json", "--budget", "0.2", "--quiet", "-o", p / "same"],
+        r"cannot write .*same/report.json: it is the input .*same/report.json \(rule: an output never replaces",
+    ),
     # class 5: budgets that are impossible or not plain decimals
     "budget 150": Case(
         _compress("--budget", "150"), r"budget '150' is more than 100 percentage points, all of top-1 accuracy"
@@ -201,6 +242,16 @@ def place(tmp_path: Path, digits_checkpoint: Path) -> Place:
     (tmp_path / "web_app" / "manifest.json").write_text('{"name": "my web app", "start_url": "/"}')
     (tmp_path / "clash" / "model.onnx").mkdir(parents=True)
     (tmp_path / "locked").mkdir(mode=stat.S_IRUSR | stat.S_IXUSR)
+    shutil.copyfile(GOLDEN, tmp_path / "in.albsnn")
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "a_file")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "c_in").mkdir()
+    shutil.copyfile(GOLDEN, tmp_path / "c_in" / "albsnn_model.c")
+    (tmp_path / "c_link").mkdir()
+    (tmp_path / "c_link" / "albsnn_model.h").symlink_to(tmp_path / "a_file")
+    (tmp_path / "gone_c").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "same").mkdir()
+    (tmp_path / "same" / "report.json").write_bytes(b"a checkpoint named report.json")
     report = write_report(
         build_report(digits_result(), versions={"albsnn-compress": "test"}), tmp_path / "run", formats=("json",)
     )
@@ -245,6 +296,9 @@ def test_hostile_command_line_is_one_line_exit_2_before_any_work(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert re.search(case.message, lines[0]), lines[0]
     assert "Traceback" not in result.output and result.stdout.strip() == ""
+    assert (place.tmp / "in.albsnn").read_bytes() == (place.tmp / "c_in" / "albsnn_model.c").read_bytes()
+    assert (place.tmp / "in.albsnn").read_bytes() == GOLDEN.read_bytes() and (place.tmp / "a_file").read_text() == "x"
+    assert stat.S_ISFIFO(os.lstat(place.tmp / "fifo").st_mode) and (place.tmp / "link.onnx").is_symlink()
 
 
 def test_a_budget_below_one_validation_image_is_one_warning_line(digits_checkpoint: Path, tmp_path: Path) -> None:

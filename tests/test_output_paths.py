@@ -12,9 +12,14 @@ import pytest
 from albsnn_compress.errors import AlbsnnError
 from albsnn_compress.files import output_paths
 from albsnn_compress.files.output_paths import (
+    PROBE_PREFIX,
+    RULE_INPUT,
+    RULE_REGULAR,
+    RULE_SYMLINK,
     OutputError,
     check_output_file,
     check_output_folder,
+    check_output_target,
     output_error,
     writing,
 )
@@ -130,3 +135,92 @@ def test_a_file_on_the_way_is_named_when_the_write_finds_it(place: Path) -> None
     except OSError as exc:
         error = output_error(place / "a_file" / "x.pt", exc)
     assert str(error).endswith("a_file is a file, not a folder; choose another output path")
+
+
+# -- the output rules: not an input, no symbolic link, regular files only ----------------------------------
+
+
+@pytest.fixture()
+def inputs(place: Path) -> Path:
+    (place / "in.albsnn").write_bytes(b"the input")
+    return place / "in.albsnn"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda place, inp: inp, rf"cannot write .*in.albsnn: it is the input .*in.albsnn \(rule: {RULE_INPUT}\)"),
+        (
+            lambda place, inp: (os.link(inp, place / "hard.onnx"), place / "hard.onnx")[1],
+            rf"cannot write .*hard.onnx: it is the same file as the input .*in.albsnn .*\(rule: {RULE_INPUT}\)",
+        ),
+        (
+            lambda place, inp: ((place / "soft.onnx").symlink_to(inp), place / "soft.onnx")[1],
+            rf"cannot write .*soft.onnx: it is a symbolic link to the input .*in.albsnn \(rule: {RULE_INPUT}\)",
+        ),
+        (  # another spelling of the same path, through a linked folder
+            lambda place, inp: ((place / "via").symlink_to(place), place / "via" / "in.albsnn")[1],
+            rf"cannot write .*via/in.albsnn: it is the same file as the input .*\(rule: {RULE_INPUT}\)",
+        ),
+        (
+            lambda place, inp: ((place / "l.onnx").symlink_to(place / "a_file"), place / "l.onnx")[1],
+            rf"cannot write .*l.onnx: it is a symbolic link to .*a_file \(rule: {RULE_SYMLINK}\); remove the link",
+        ),
+        (
+            lambda place, inp: ((place / "d.onnx").symlink_to("gone\n\x1b[2J"), place / "d.onnx")[1],
+            rf"cannot write .*d.onnx: it is a symbolic link to gone\\n\\x1b\[2J \(rule: {RULE_SYMLINK}\)",
+        ),
+        (
+            lambda place, inp: (os.mkfifo(place / "f.onnx"), place / "f.onnx")[1],
+            rf"cannot write .*f.onnx: it is a FIFO \(named pipe\), not a regular file \(rule: {RULE_REGULAR}\)",
+        ),
+        (
+            lambda place, inp: Path("/dev/full"),
+            rf"cannot write /dev/full: it is a character device, not a regular file \(rule: {RULE_REGULAR}\)",
+        ),
+    ],
+    ids=["same path", "hard link", "symlink to it", "linked folder", "symlink", "dangling", "FIFO", "device"],
+)
+def test_an_output_that_breaks_a_rule_is_refused_in_one_line(
+    place: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch, make, message: str
+) -> None:
+    target = make(place, inputs)
+    if not os.path.lexists(target):
+        pytest.skip(f"{target} does not exist here")
+
+    def no_probe(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("probed before the rules were checked")
+
+    monkeypatch.setattr(output_paths.tempfile, "mkstemp", no_probe)
+    for check in (lambda: check_output_file(target, inputs=[inputs]), lambda: check_output_target(target, [inputs])):
+        with pytest.raises(OutputError, match=message) as caught:
+            check()
+        assert "\n" not in str(caught.value) and "\x1b" not in str(caught.value)
+    assert inputs.read_bytes() == b"the input"
+
+
+def test_the_rules_pass_a_new_name_and_a_regular_file_that_is_no_input(place: Path, inputs: Path) -> None:
+    check_output_target(place / "new.onnx", [inputs])
+    check_output_target(place / "a_file", [inputs, place / "missing-input"])  # replaced later
+    os.link(place / "a_file", place / "second_link")
+    check_output_target(place / "second_link", [inputs])  # a hard link to no input is an ordinary file
+    assert check_output_file(place / "a_folder" / "new.onnx", inputs=[inputs]) == place / "a_folder" / "new.onnx"
+
+
+def test_a_folder_reached_through_a_link_is_followed_and_a_dangling_one_refused(place: Path) -> None:
+    (place / "via").symlink_to(place / "a_folder", target_is_directory=True)
+    assert check_output_folder(place / "via") == place / "via"
+    assert check_output_file(place / "via" / "m.onnx") == place / "via" / "m.onnx"
+    (place / "gone").symlink_to(place / "nowhere")
+    with pytest.raises(OutputError, match=r"cannot write into .*gone: it is a symbolic link to .*nowhere, which does"):
+        check_output_folder(place / "gone")
+
+
+def test_probe_files_a_killed_run_left_are_removed_and_nothing_else(place: Path) -> None:
+    (place / f"{PROBE_PREFIX}k2j4h5g6.tmp").write_bytes(b"")
+    (place / f"{PROBE_PREFIX}notmine.txt").write_bytes(b"")
+    (place / f"{PROBE_PREFIX}a1b2c3d4.tmp").mkdir()
+    check_output_file(place / "m.onnx")
+    assert sorted(p.name for p in place.iterdir()) == sorted(
+        ["a_file", "a_folder", f"{PROBE_PREFIX}notmine.txt", f"{PROBE_PREFIX}a1b2c3d4.tmp"]
+    )

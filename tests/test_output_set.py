@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from albsnn_compress.errors import OutputError
+from albsnn_compress.files.output_paths import RULE_INPUT, RULE_REGULAR, RULE_SYMLINK
 from albsnn_compress.files.output_set import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
+    STAGING_PREFIX,
     OutputSet,
     OutputSetError,
     read_manifest,
@@ -204,3 +206,94 @@ def test_hostile_names_in_a_manifest_are_shown_escaped(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"abc")
     check = verify_output_set(tmp_path / "m.onnx")
     assert check.problem is not None and "\x1b" not in check.problem and "\\x1b[2Jx" in check.problem
+
+
+# -- the output rules on every name of a set --------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            out[str(path)] = ("link", os.readlink(path))
+        elif path.is_file():
+            out[str(path)] = path.read_bytes()
+        else:
+            out[str(path)] = path.stat().st_mode
+    return out
+
+
+@pytest.mark.parametrize(
+    ("plant", "message"),
+    [
+        (lambda folder, inp: inp.rename(folder / "m.onnx"), rf"m.onnx: it is the input .*\(rule: {RULE_INPUT}\)"),
+        (lambda folder, inp: os.link(inp, folder / "report.json"), r"report.json: it is the same file as the input"),
+        (lambda folder, inp: (folder / "m.albsnn").symlink_to(inp), r"m.albsnn: it is a symbolic link to the input"),
+        (lambda folder, inp: (folder / "m.onnx").symlink_to(folder.parent / "secret"), RULE_SYMLINK),
+        (lambda folder, inp: (folder / MANIFEST_NAME).symlink_to(folder.parent / "secret"), RULE_SYMLINK),
+        (lambda folder, inp: os.mkfifo(folder / MANIFEST_NAME), rf"it is a FIFO .*{RULE_REGULAR}"),
+        (lambda folder, inp: os.mkfifo(folder / "report.json"), RULE_REGULAR),
+    ],
+    ids=[
+        "input named like a member",
+        "hard link",
+        "symlink to the input",
+        "symlink",
+        "manifest symlink",
+        "manifest FIFO",
+        "FIFO",
+    ],
+)
+def test_a_name_of_the_set_that_breaks_a_rule_is_refused_before_anything_changes(
+    tmp_path: Path, plant, message: str
+) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (tmp_path / "secret").write_text("outside")
+    (folder / ".albsnn-staging-abcd1234").mkdir()  # a leftover: removed only once every name passed
+    inp = tmp_path / "m.pt"
+    inp.write_bytes(b"the input")
+    plant(folder, inp)
+    inputs = (folder / "m.onnx",) if not inp.exists() else (inp,)
+    before = _tree(tmp_path)
+    with pytest.raises(OutputError, match=message) as caught:
+        OutputSet(folder, NAMES, inputs=inputs).prepare()
+    assert "\n" not in str(caught.value) and "choose another output folder" in str(caught.value)
+    assert _tree(tmp_path) == before
+
+
+def test_a_link_planted_during_the_run_is_refused_at_commit_and_the_old_set_stays(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    _write_set(folder, "old")
+    before = _contents(folder)
+    outputs = OutputSet(folder, NAMES)
+    outputs.prepare()
+    with pytest.raises(OutputError, match=rf"m.onnx: it is a symbolic link .*{RULE_SYMLINK}"):
+        with outputs.staging() as stage:
+            for name in NAMES:
+                (stage / name).write_text(f"new {name}")
+            (folder / "m.onnx").unlink()
+            (folder / "m.onnx").symlink_to(tmp_path / "elsewhere")
+    (folder / "m.onnx").unlink()
+    (folder / "m.onnx").write_text("old m.onnx")
+    assert _contents(folder) == before and verify_output_set(folder / "m.onnx").complete  # manifest kept, no stage
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_cleanup_of_leftovers_never_removes_an_input(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    temporary_named = folder / ".m.onnx.abcd1234.tmp"
+    temporary_named.write_bytes(b"an input named like a temporary")
+    staging_with_input = folder / f"{STAGING_PREFIX}k2j4h5g6"
+    staging_with_input.mkdir()
+    (staging_with_input / "model.pt").write_bytes(b"an input in a folder named like a staging folder")
+    stale = folder / f"{STAGING_PREFIX}q1w2e3r4"
+    stale.mkdir()
+    outputs = OutputSet(folder, NAMES, inputs=(temporary_named, staging_with_input / "model.pt"))
+    outputs.prepare()
+    assert temporary_named.exists() and (staging_with_input / "model.pt").exists() and not stale.exists()
+    with outputs.staging() as stage:
+        for name in NAMES:
+            (stage / name).write_text(name)
+    assert temporary_named.exists() and (staging_with_input / "model.pt").exists()

@@ -11,6 +11,7 @@ import torch
 from albsnn_compress import pipeline
 from albsnn_compress.data import load_split
 from albsnn_compress.errors import OutputError
+from albsnn_compress.files.output_paths import RULE_INPUT, RULE_SYMLINK
 from albsnn_compress.files.output_set import MANIFEST_NAME, verify_output_set
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.pipeline import CompressRequest, compress_checkpoint
@@ -155,3 +156,44 @@ def test_the_report_carries_the_c_exports_flash_and_ram(digits_checkpoint: Path,
     assert f"{plan.weight_bytes:,} B / {plan.arena_bytes:,} B" in render_text(outcome.report)
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
     assert on_disk["storage"]["c_export"]["flash_bytes"] == plan.weight_bytes
+
+
+@pytest.mark.parametrize(
+    ("input_name", "formats", "refused"),
+    [
+        ("report.json", ("albsnn", "onnx"), "report.json"),  # stem "report": the set writes report.json
+        ("m.nir", ("albsnn", "onnx", "nir"), "m.nir"),  # compress d/m.nir -o d --formats nir
+        ("m.onnx", ("albsnn", "onnx"), "m.onnx"),
+        ("m.albsnn", ("albsnn", "onnx"), "m.albsnn"),
+    ],
+)
+def test_an_input_named_like_an_output_of_its_set_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, input_name: str, formats: tuple[str, ...], refused: str
+) -> None:
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the input was read before the output set was checked")
+
+    monkeypatch.setattr(pipeline, "read_checkpoint", no_work)
+    monkeypatch.setattr(pipeline, "is_nir_file", no_work)
+    checkpoint = tmp_path / input_name
+    checkpoint.write_bytes(b"the input")
+    request = CompressRequest(checkpoint, 1.0, QUICK, tmp_path, formats=formats)
+    with pytest.raises(OutputError, match=rf"cannot write .*/{refused}: it is the input .*\(rule: {RULE_INPUT}\)"):
+        compress_checkpoint(request)
+    assert checkpoint.read_bytes() == b"the input" and sorted(p.name for p in tmp_path.iterdir()) == [input_name]
+
+
+def test_a_symlink_in_the_output_folder_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_checkpoint: Path
+) -> None:
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the checkpoint was read before the output set was checked")
+
+    monkeypatch.setattr(pipeline, "read_checkpoint", no_work)
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "secret").write_text("outside")
+    (out / "model.onnx").symlink_to(tmp_path / "secret")
+    with pytest.raises(OutputError, match=rf"cannot write .*out/model.onnx: it is a symbolic link .*{RULE_SYMLINK}"):
+        compress_checkpoint(CompressRequest(digits_checkpoint, 1.0, QUICK, out))
+    assert (tmp_path / "secret").read_text() == "outside" and (out / "model.onnx").is_symlink()

@@ -5,6 +5,13 @@ target's own folder (same file system, so the rename is atomic), write, flush,
 ``os.fsync``, ``os.replace``, then fsync the folder so the rename itself is
 durable. On any failure the temporary file is removed and the old target stays.
 
+Only a regular file is ever replaced: a symbolic link, a FIFO, a device
+(``/dev/full``), a socket or a folder at the target's name is refused with a
+one-line :class:`~albsnn_compress.errors.OutputError` naming the rule
+(:func:`~albsnn_compress.files.output_paths.check_output_target`), before the
+temporary file is made and again just before the rename, so the link is never
+followed and the node never replaced by a regular file.
+
 The temporary file of ``NAME`` is ``.NAME.XXXXXXXX.tmp`` (eight random characters
 from ``tempfile``). Only a killed process (SIGKILL, power loss) leaves one behind;
 :func:`remove_stale_temporaries` removes those of given names, and a command calls
@@ -18,9 +25,11 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from albsnn_compress.files.output_paths import check_output_target
 
 __all__ = [
     "atomic_write",
@@ -61,12 +70,17 @@ def fsync_directory(folder: Path) -> None:
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a binary stream whose content replaces ``path`` only on success.
 
+    Raises:
+        OutputError: ``path`` is a symbolic link, a folder or not a regular file (checked
+            before writing and again before the rename; the temporary file is removed).
+
     Example:
         >>> with atomic_write("out.bin") as f:  # doctest: +SKIP
         ...     f.write(b"data")
     """
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
+    check_output_target(target)
     fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TEMP_SUFFIX)
     os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
     try:
@@ -74,6 +88,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        check_output_target(target)  # again: a link or a node may have appeared while writing
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -98,17 +113,28 @@ def temporary_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(f".{name}.") + _RANDOM_PART + re.escape(_TEMP_SUFFIX))
 
 
-def remove_stale_temporaries(folder: str | os.PathLike[str], names: list[str] | tuple[str, ...]) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | os.PathLike[str],
+    names: list[str] | tuple[str, ...],
+    *,
+    keep: Iterable[str | os.PathLike[str]] = (),
+) -> list[Path]:
     """Remove the temporary files a killed :func:`atomic_write` left in ``folder`` for targets ``names``.
 
     Only regular files whose whole name matches :func:`temporary_pattern` of one of
-    ``names`` are removed (nothing else, no symlink, no folder). Call it only where
-    no other process is writing those names at the same time.
+    ``names`` are removed (nothing else, no symlink, no folder), and never one that is
+    the same file as a path in ``keep`` (the run's inputs). Call it only where no other
+    process is writing those names at the same time.
 
     Returns:
         The paths removed.
     """
     patterns = [temporary_pattern(name) for name in names]
+    kept = set()
+    for item in keep:
+        with contextlib.suppress(OSError):
+            info = os.stat(item)
+            kept.add((info.st_dev, info.st_ino))
     removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
@@ -118,7 +144,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], names: list[str] | 
         if not any(pattern.fullmatch(entry.name) for pattern in patterns):
             continue
         try:
-            if stat.S_ISREG(entry.stat(follow_symlinks=False).st_mode):
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in kept:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
         except FileNotFoundError:

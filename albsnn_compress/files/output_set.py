@@ -5,15 +5,20 @@ Written one by one in place, an interrupted run would leave a new ``.albsnn``
 beside an old ``.onnx`` and report: each file whole, the set mixed. So:
 
 1. **Before any work** (:meth:`OutputSet.prepare`): the folder can be written
-   (:func:`~albsnn_compress.files.output_paths.check_output_folder`), no target name is
-   a folder, an existing ``manifest.json`` is ours, and what a killed earlier run
-   left behind (staging folders ``.albsnn-staging-*``, temporaries
-   ``.NAME.XXXXXXXX.tmp`` of our names) is removed.
+   (:func:`~albsnn_compress.files.output_paths.check_output_folder`), every target
+   name (``manifest.json`` included) obeys the output rules
+   (:func:`~albsnn_compress.files.output_paths.check_output_target`: it is none of the
+   run's ``inputs``, not a symbolic link, not a folder, FIFO or device), an existing
+   ``manifest.json`` is ours, and what a killed earlier run left behind (staging
+   folders ``.albsnn-staging-*``, temporaries ``.NAME.XXXXXXXX.tmp`` of our names) is
+   removed (never an input, nor a staging folder holding one).
 2. **Staging** (:meth:`OutputSet.staging`): every file is written into a fresh
    ``.albsnn-staging-XXXXXXXX/`` folder inside the output folder (same file
    system). Meanwhile the previous complete set, with its manifest, is untouched;
    an exception removes the staging folder.
-3. **Commit**, once every file is complete: the old ``manifest.json`` is removed,
+3. **Commit**, once every file is complete: the rules are checked again on every
+   name (a link planted during a long run is refused with the old set intact), the
+   old ``manifest.json`` is removed,
    each staged file is renamed into place (``os.replace``: microseconds), and the
    new ``manifest.json`` is written last, atomically: names, byte sizes and
    SHA-256 of the files, and the package versions.
@@ -42,7 +47,12 @@ from typing import Any
 
 from albsnn_compress.errors import OutputError, OutputSetError, StrictJSONError
 from albsnn_compress.files.atomic import atomic_write_text, fsync_directory, remove_stale_temporaries
-from albsnn_compress.files.output_paths import PROBE_PREFIX, check_output_folder, writing
+from albsnn_compress.files.output_paths import (
+    PROBE_PREFIX,
+    check_output_folder,
+    check_output_target,
+    writing,
+)
 from albsnn_compress.files.strict_json import strict_loads
 from albsnn_compress.versions import package_versions
 
@@ -86,12 +96,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _remove_leftovers(folder: Path, names: list[str]) -> None:
-    """Staging folders, probe files and our names' temporaries that a killed run left in ``folder``."""
-    remove_stale_temporaries(folder, [*names, MANIFEST_NAME])
+def _holds_an_input(path: str, inputs: tuple[Path, ...]) -> bool:
+    """Whether the folder ``path`` holds (at any depth) one of ``inputs``."""
+    inside = os.path.realpath(path) + os.sep
+    return any(os.path.realpath(item).startswith(inside) for item in inputs)
+
+
+def _remove_leftovers(folder: Path, names: list[str], inputs: tuple[Path, ...] = ()) -> None:
+    """Staging folders, probe files and our names' temporaries that a killed run left in ``folder``.
+
+    Never an input, nor a staging folder that holds one.
+    """
+    remove_stale_temporaries(folder, [*names, MANIFEST_NAME], keep=inputs)
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            if _STAGING.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            if (
+                _STAGING.fullmatch(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+                and not _holds_an_input(entry.path, inputs)
+            ):
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif _PROBE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
@@ -100,7 +123,13 @@ def _remove_leftovers(folder: Path, names: list[str]) -> None:
 
 @dataclass
 class OutputSet:
-    """The files ``names`` of one run in ``folder``; see the module docstring.
+    """The files ``names`` of one run in ``folder``, made from ``inputs``; see the module docstring.
+
+    Attributes:
+        folder: where the set lands.
+        names: the file names of the set (plain, distinct, not hidden, not ``manifest.json``).
+        inputs: the files the run reads: no name of the set may be one of them (same path,
+            hard link or symbolic link), and the cleanup of leftovers never removes one.
 
     Example:
         >>> outputs = OutputSet(Path("out"), ("model.albsnn", "report.json"))  # doctest: +SKIP
@@ -113,10 +142,12 @@ class OutputSet:
 
     folder: Path
     names: tuple[str, ...]
+    inputs: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
         self.names = tuple(self.names)
+        self.inputs = tuple(Path(item) for item in self.inputs)
         bad = [name for name in self.names if not _plain_name(name) or name == MANIFEST_NAME]
         if bad or len(set(self.names)) != len(self.names):
             raise OutputError(
@@ -134,16 +165,12 @@ class OutputSet:
         """Check, before any work, that the set can be written; remove what a killed run left.
 
         Raises:
-            OutputError: the folder cannot be written, or a target name is a folder.
+            OutputError: the folder cannot be written, or a target name breaks an output
+                rule (an input, a symbolic link, a folder, not a regular file).
             OutputSetError: the folder holds a ``manifest.json`` that is not ours.
         """
         check_output_folder(self.folder, parents=True)
-        for name in (*self.names, MANIFEST_NAME):
-            target = self.folder / name
-            if target.is_dir() and not target.is_symlink():
-                raise OutputError(
-                    errno.EISDIR, f"cannot write {target}: it is a folder; move it or choose another output folder"
-                )
+        self._check_targets()
         manifest = self.folder / MANIFEST_NAME
         if manifest.exists():
             try:
@@ -152,7 +179,17 @@ class OutputSet:
                 raise OutputSetError(f"{exc}; it would be replaced: move it or choose another output folder") from exc
         if self.folder.is_dir():
             with writing(self.folder):
-                _remove_leftovers(self.folder, list(self.names))
+                _remove_leftovers(self.folder, list(self.names), self.inputs)
+
+    def _check_targets(self) -> None:
+        """Every name of the set, and the manifest's, against the output rules (nothing followed)."""
+        for name in (*self.names, MANIFEST_NAME):
+            check_output_target(
+                self.folder / name,
+                self.inputs,
+                fix="choose another output folder",
+                folder_fix="move it or choose another output folder",
+            )
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -164,7 +201,7 @@ class OutputSet:
         """
         with writing(self.folder):
             self.folder.mkdir(parents=True, exist_ok=True)
-            _remove_leftovers(self.folder, list(self.names))
+            _remove_leftovers(self.folder, list(self.names), self.inputs)
             stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
         try:
             yield stage
@@ -185,6 +222,7 @@ class OutputSet:
         }
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         manifest_path = self.folder / MANIFEST_NAME
+        self._check_targets()  # again, with the old set still whole: the run may have been long
         with writing(manifest_path):
             manifest_path.unlink(missing_ok=True)  # from here on the folder is not a complete set ...
             fsync_directory(self.folder)

@@ -7,6 +7,15 @@
     model_c/albsnn_kernels.c   the kernels (+ albsnn_kernels.h), the same for every model
     model_c/README.md          how to build it for a host and for a Cortex-M
 
+The folder is one complete set (:class:`~albsnn_compress.files.output_set.OutputSet`,
+as ``compress`` writes its files): the files are staged in ``model_c/.albsnn-staging-*/``,
+renamed into place together and ``model_c/manifest.json`` (names, sizes, SHA-256) is
+written last, so a killed export leaves the previous complete set or a folder without a
+manifest (marked incomplete), never a header and a source from different runs passing
+for one; the next export removes what the killed one left. Each file name obeys the
+output rules (not the input, not a symbolic link, not a FIFO or device), checked before
+anything is written.
+
 ``albsnn_infer`` returns ``ALBSNN_OK`` (0) or a negative ``ALBSNN_ERR_*`` status (a
 ``NULL`` pointer, or a kernel that refused its arguments); the headers are usable
 from C++ (``extern "C"``).
@@ -29,19 +38,24 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from albsnn_compress.errors import ExportError
-from albsnn_compress.files.atomic import atomic_write_text, current_umask, fsync_directory
+from albsnn_compress.files.atomic import atomic_write_text, temporary_pattern
+from albsnn_compress.files.output_set import OutputSet
 from albsnn_compress.formats.c.plan import WEIGHT_MODES, plan_model
-from albsnn_compress.formats.c.source import HEADER, render_files
+from albsnn_compress.formats.c.source import HEADER, KERNELS_C, KERNELS_H, render_files
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["CExport", "WEIGHT_MODES", "HEADER", "build_c_sources", "export_c"]
+__all__ = ["CExport", "C_FILES", "WEIGHT_MODES", "HEADER", "build_c_sources", "c_output_set", "export_c"]
+
+C_FILES = (HEADER, "albsnn_model.c", KERNELS_H, KERNELS_C, "README.md")
+"""The files of an exported folder (besides its ``manifest.json``), in the order they are rendered."""
 
 
 @dataclass(frozen=True)
@@ -73,28 +87,56 @@ def build_c_sources(model: SpikingNet, *, weights: str = "packed") -> CExport:
     return CExport(render_files(model, plan, weights), plan.weight_bytes, plan.arena_bytes)
 
 
-def _write_new_folder(folder: Path, files: dict[str, str]) -> None:
-    """Write the files into a temporary sibling, then rename it into place: all files or none."""
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
-        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual folder mode
-        for name, text in files.items():
-            atomic_write_text(staging / name, text)
-        os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    fsync_directory(folder.parent)
+def c_output_set(folder: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> OutputSet:
+    """The exported folder as one :class:`OutputSet`: :data:`C_FILES` and ``manifest.json``.
+
+    ``OutputSet.prepare()`` on it checks, before any work, that the folder can be written
+    and that no name is one of ``inputs``, a symbolic link, a folder or a special file.
+    """
+    return OutputSet(Path(folder), C_FILES, inputs=tuple(Path(item) for item in inputs))
 
 
-def export_c(model: SpikingNet, folder: str | os.PathLike[str], *, weights: str = "packed") -> CExport:
+def _remove_old_sibling_staging(folder: Path) -> None:
+    """Remove the ``.NAME.XXXXXXXX.tmp/`` sibling folders a killed export of an earlier version left.
+
+    Only folders (not links) of exactly that name holding nothing but our file names and
+    their temporaries are removed.
+    """
+    ours = [temporary_pattern(name) for name in C_FILES]
+    sibling = temporary_pattern(folder.name)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder.parent):
+            if not (sibling.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False)):
+                continue
+            with contextlib.suppress(OSError):
+                names = os.listdir(entry.path)
+                if all(name in C_FILES or any(p.fullmatch(name) for p in ours) for name in names):
+                    shutil.rmtree(entry.path)
+
+
+def export_c(
+    model: SpikingNet,
+    folder: str | os.PathLike[str],
+    *,
+    weights: str = "packed",
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> CExport:
     """Write ``model``'s C files into ``folder``; see :func:`build_c_sources`. The same model gives the same bytes.
 
-    A new folder appears complete or not at all; in an existing folder each file is
-    replaced atomically (other files there are left alone).
+    The files land as one complete set with a ``manifest.json`` written last (see the
+    module docstring); other files in an existing folder are left alone. Nothing is
+    created when the model is refused.
+
+    Args:
+        model: the network.
+        folder: a new folder (its parent must exist) or an existing one.
+        weights: as :func:`build_c_sources`.
+        inputs: the files the caller read (the container): no exported file may be one of them.
 
     Raises:
         ExportError: as :func:`build_c_sources`; ``folder`` is a file; its parent does not exist.
+        OutputError: the folder cannot be written, or a file name breaks an output rule.
+        OutputSetError: the folder holds a ``manifest.json`` that is not ours.
     """
     target = Path(folder)
     if target.exists() and not target.is_dir():
@@ -102,9 +144,10 @@ def export_c(model: SpikingNet, folder: str | os.PathLike[str], *, weights: str 
     if not target.exists() and not target.parent.is_dir():
         raise ExportError(f"folder {target.parent} does not exist; create it first")
     export = build_c_sources(model, weights=weights)
-    if target.is_dir():
+    outputs = OutputSet(target, tuple(export.files), inputs=tuple(Path(item) for item in inputs))
+    outputs.prepare()
+    _remove_old_sibling_staging(target)
+    with outputs.staging() as stage:
         for name, text in export.files.items():
-            atomic_write_text(target / name, text)
-    else:
-        _write_new_folder(target, export.files)
+            atomic_write_text(stage / name, text)
     return export
