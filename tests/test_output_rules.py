@@ -96,7 +96,6 @@ class Writer:
     input: str  # which input of the layout it reads
     suffix: str = ""  # the -o file's suffix (single-file writers)
     member: str | None = None
-    knows_inputs: bool = True  # the command passes its input to the output check
     marks: tuple[pytest.MarkDecorator, ...] = ()
 
 
@@ -113,9 +112,7 @@ WRITERS = {
         marks=(NEEDS_NIR,),
     ),
     # `report -o` is checked by check_output_file without its input (albsnn_compress/cli/report.py does not pass it)
-    "report": Writer(
-        lambda inp, out: ["report", str(inp), "--format", "md", "-o", str(out)], "report", ".md", knows_inputs=False
-    ),
+    "report": Writer(lambda inp, out: ["report", str(inp), "--format", "md", "-o", str(out)], "report", ".md"),
     "c folder": Writer(
         lambda inp, out: ["export", str(inp), "--format", "c", "-o", str(out)], "container", member=HEADER
     ),
@@ -137,7 +134,6 @@ class Hazard:
     plant: Callable[[Path, Layout, Path], Path]
     rule: str  # a regex of the rule the one line must name
     device: str | None = None  # single-file writers: -o is this device itself
-    input_rule: bool = False  # only a command that knows its input can refuse it
     marks: tuple[pytest.MarkDecorator, ...] = field(default=())
 
 
@@ -177,8 +173,8 @@ def _nothing(_target: Path, _layout: Layout, inp: Path) -> Path:
 DEVICES_WRITABLE = all(stat.S_ISCHR(os.stat(d).st_mode) for d in ("/dev/null", "/dev/full") if os.path.exists(d))
 
 HAZARDS = {
-    "output is the input (same path)": Hazard(_same_path, RULE_INPUT, input_rule=True),
-    "output is a hard link to the input": Hazard(_hard_link, RULE_INPUT, input_rule=True),
+    "output is the input (same path)": Hazard(_same_path, RULE_INPUT),
+    "output is a hard link to the input": Hazard(_hard_link, RULE_INPUT),
     "output is a symlink to the input": Hazard(_link(lambda _l, inp: inp), f"{RULE_INPUT}|{RULE_SYMLINK}"),
     "output is a symlink to a file inside the folder": Hazard(
         _link(lambda lay, _i: lay.work / "inside.txt"), RULE_SYMLINK
@@ -244,12 +240,6 @@ def _rows() -> list[object]:
             if hazard.device is not None and (writer.member is not None or not os.path.exists(hazard.device)):
                 continue  # a set's member cannot be a device without mknod; its link to one is a row of its own
             marks = [*writer.marks, *hazard.marks]
-            if hazard.input_rule and not writer.knows_inputs:
-                marks.append(
-                    pytest.mark.xfail(
-                        strict=True, reason="albsnn_compress/cli/report.py calls check_output_file without inputs="
-                    )
-                )
             rows.append(pytest.param(writer_name, hazard_name, marks=marks, id=f"{writer_name} / {hazard_name}"))
     return rows
 

@@ -19,7 +19,7 @@ from albsnn_compress.cli.options import (
     sync_bn_option,
 )
 from albsnn_compress.cli.progress import progress_bars
-from albsnn_compress.cli.terminal import render_terminal
+from albsnn_compress.cli.terminal import plain, render_terminal
 from albsnn_compress.data.registry import DATASETS
 from albsnn_compress.errors import BudgetError
 from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
@@ -241,4 +241,4 @@ def _print_summary(outcome: CompressOutcome) -> None:
     if outcome.report is not None:
         render_terminal(outcome.report, console, brief=True)
     for label, path in outcome.files.items():
-        console.print(f"  {label}: {path}")
+        console.print(plain(f"  {label}: {path}"))

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from albsnn_compress.cli.terminal import plain, plain_line
 from albsnn_compress.errors import ExportError
 from albsnn_compress.files.output_set import OutputSetCheck, verify_output_set
 from albsnn_compress.formats.c.plan import plan_model
@@ -23,9 +24,9 @@ from albsnn_compress.snn.spec import SpikingNet
 __all__ = ["command"]
 
 
-def _safe(value: str) -> Text:
+def _safe(value: object) -> Text:
     """File-controlled text, shown literally: no rich markup, control characters escaped (no terminal injection)."""
-    return Text("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in value))
+    return plain(value)
 
 
 def _escaped_json(value: Any) -> str:
@@ -88,7 +89,9 @@ def _tensor_table(entries: list[TensorEntry]) -> Table:
     table.add_column("crc32")
     for entry in entries:
         shape = "[" + ", ".join(map(str, entry.shape)) + "]"
-        table.add_row(_safe(entry.name), entry.kind, shape, str(entry.nbytes), str(entry.offset), f"{entry.crc32:08x}")
+        table.add_row(
+            _safe(entry.name), _safe(entry.kind), shape, str(entry.nbytes), str(entry.offset), f"{entry.crc32:08x}"
+        )
     return table
 
 
@@ -114,7 +117,7 @@ def command(container: Path, as_json: bool) -> None:
     loaded = read_container(container)
     run_set = verify_output_set(container)
     if run_set.manifest is not None and run_set.problem is not None:  # a manifest its files do not match
-        click.echo(f"warning: {run_set.problem}", err=True)
+        click.echo(f"warning: {plain_line(run_set.problem)}", err=True)
     if as_json:
         click.echo(_escaped_json(loaded.header))
         return
@@ -157,6 +160,7 @@ def _inspect_nir(path: Path, as_json: bool) -> None:
         ),
     )
     head.add_row("NIR type check", _safe(summary["type_check"]))
+    head.add_row("import", _safe(summary["import"]))
     if "albsnn_model" in meta:
         head.add_row(
             "written by",
@@ -183,6 +187,8 @@ def _inspect_nir(path: Path, as_json: bool) -> None:
         params = ", ".join(f"{key} {value}" for key, value in node["params"].items())
         if node["metadata"].get("albsnn_binary") == "1":
             params += ", binary: +-scale per output channel"
-        nodes.add_row(_safe(node["name"]), node["type"], _dims(node["input"]), _dims(node["output"]), _safe(params))
+        nodes.add_row(
+            _safe(node["name"]), _safe(node["type"]), _dims(node["input"]), _dims(node["output"]), _safe(params)
+        )
     Console(width=200).print(nodes)
-    click.echo("edges: " + ", ".join(f"{a} -> {b}" for a, b in summary["edges"]))
+    click.echo("edges: " + plain_line(", ".join(f"{a} -> {b}" for a, b in summary["edges"])))

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO
 import click
 
 from albsnn_compress.errors import AlbsnnError
+from albsnn_compress.files.safe_text import visible
 from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.versions import __version__
 
@@ -53,12 +54,21 @@ class _DefaultCommandGroup(click.Group):
             click.echo("error: aborted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
-            click.echo(f"error: {exc.format_message()}", err=True)
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
             sys.exit(2)
         except AlbsnnError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(2)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: object) -> str:
+    """A message for stderr: one line, every control character a visible escape.
+
+    An error quotes what the user gave and what a file holds (a layer name, a path): an escape
+    sequence or bidi override in it would reach the terminal, a newline would break the one line.
+    """
+    return visible(str(message))
 
 
 def _one_line_warning(fallback: Callable[..., None]) -> Callable[..., None]:
@@ -73,7 +83,7 @@ def _one_line_warning(fallback: Callable[..., None]) -> Callable[..., None]:
         line: str | None = None,
     ) -> None:
         if issubclass(category, BudgetWarning):
-            click.echo(f"warning: {message}", err=True)
+            click.echo(f"warning: {_one_line(message)}", err=True)
         else:
             fallback(message, category, filename, lineno, file, line)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from albsnn_compress.cli.terminal import render_terminal
+from albsnn_compress.cli.terminal import plain_line, render_terminal
 from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.files.output_set import verify_output_set
@@ -36,11 +36,11 @@ __all__ = ["command"]
 def command(report_file: Path, form: str, output: Path | None) -> None:
     """Show a storage report (a compress run's report.json) as tables, JSON, Markdown or HTML."""
     if output is not None:
-        check_output_file(output)  # before reading and rendering
+        check_output_file(output, inputs=(report_file,))  # before reading and rendering; never the report itself
     report = load_report(report_file)
     run_set = verify_output_set(report_file)
     if not run_set.complete and run_set.problem is not None:  # no manifest, or one its files do not match
-        click.echo(f"warning: {run_set.problem}", err=True)
+        click.echo(f"warning: {plain_line(run_set.problem)}", err=True)
     if output is None:
         if form == "terminal":
             render_terminal(report, Console())
@@ -50,4 +50,4 @@ def command(report_file: Path, form: str, output: Path | None) -> None:
     text = render(report, form)
     with writing(output):
         atomic_write_text(output, text)
-    click.echo(f"{form} report -> {output}")
+    click.echo(f"{form} report -> {plain_line(output)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.report.html import render_html
 from albsnn_compress.report.markdown import render_markdown
 from albsnn_compress.report.schema import validate_report
+from albsnn_compress.report.tables import check_renderable
 from albsnn_compress.report.text import render_text
 
 __all__ = ["FORMATS", "FILE_SUFFIXES", "dump_json", "render", "write_report", "report_paths"]
@@ -22,9 +24,29 @@ FILE_SUFFIXES = {"json": ".json", "md": ".md", "html": ".html", "terminal": ".tx
 DEFAULT_STEM = "report"
 
 
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\n]")
+
+
 def dump_json(report: Mapping[str, Any]) -> str:
-    """The report as JSON text (2-space indent, UTF-8, no NaN), the form every other is rendered from."""
-    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The report as JSON text (2-space indent, UTF-8, no NaN), the form every other is rendered from.
+
+    Printable text stays as it is (``Größe``); every other character (C1 controls, bidi overrides,
+    a lone surrogate that UTF-8 cannot hold) is written as a ``\\uXXXX`` escape, so the JSON is
+    safe to print on a terminal, always encodes, and parses back to the same document.
+    """
+    text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"  # escapes C0 itself
+    return _UNPRINTABLE.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # a JSON escape is UTF-16: a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 def render(report: Mapping[str, Any], form: str) -> str:
@@ -65,17 +87,23 @@ def write_report(
         The path written for each form.
 
     Raises:
-        ReportError: if the document does not match the schema, a form is unknown,
-            or the target folder does not exist.
+        ReportError: if the document does not match the schema, a form is unknown, a form
+            other than JSON is asked of a report larger than the renderer draws
+            (:func:`~albsnn_compress.report.tables.check_renderable`), or the target folder does
+            not exist; in each case before any file is written.
     """
     forms = list(formats)
     unknown = [form for form in forms if form not in FORMATS]
     if unknown:
         raise ReportError(f"unknown report format(s) {unknown}; choose from {list(FORMATS)}")
     validate_report(report)
+    if any(form != "json" for form in forms):
+        check_renderable(report)  # at once, before a chart is drawn
     paths = report_paths(target, forms)
-    for form, path in paths.items():
+    for path in paths.values():
         if not path.parent.is_dir():
             raise ReportError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-        atomic_write_text(path, render(report, form))
+    texts = {form: render(report, form) for form in paths}  # every form, before the first file is written
+    for form, path in paths.items():
+        atomic_write_text(path, texts[form])
     return paths

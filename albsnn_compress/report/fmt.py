@@ -2,7 +2,8 @@
 
 Sizes use binary units (1 KiB = 1024 bytes); accuracies are percent, drops and
 budgets percentage points ("pts"); a missing figure is ``n/a``, one that does
-not apply is ``-``.
+not apply is ``-``. Text read from the report (names, reasons, settings) comes out through
+:func:`~albsnn_compress.files.safe_text.visible`: one line, no control character.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from albsnn_compress.files.safe_text import visible
 
 __all__ = [
     "MISSING",
@@ -23,6 +26,7 @@ __all__ = [
     "seconds",
     "number",
     "short",
+    "text",
     "shape",
     "names",
     "estimates",
@@ -94,9 +98,14 @@ def number(value: float | None) -> str:
     return NOT_APPLICABLE if value is None else f"{value:.4g}"
 
 
+def text(value: str) -> str:
+    """Text read from the report (a name, a reason, a path), shown on one line with every control character escaped."""
+    return visible(value)
+
+
 def short(name: str) -> str:
-    """A layer name without the ``layers.`` prefix every SpikingNet layer has."""
-    return name.removeprefix("layers.")
+    """A layer name without the ``layers.`` prefix every SpikingNet layer has, control characters escaped."""
+    return visible(name.removeprefix("layers."))
 
 
 def shape(dims: list[int]) -> str:
@@ -104,28 +113,39 @@ def shape(dims: list[int]) -> str:
     return "×".join(str(d) for d in dims) if dims else NOT_APPLICABLE
 
 
-def names(layers: list[str]) -> str:
-    """Short layer names, comma separated; ``(none)`` for an empty list."""
-    return ", ".join(short(name) for name in layers) if layers else "(none)"
+def names(layers: list[str], limit: int | None = None) -> str:
+    """Short layer names, comma separated; ``(none)`` for an empty list; beyond ``limit`` names, ``(+N more)``."""
+    if not layers:
+        return "(none)"
+    shown = ", ".join(short(name) for name in layers[:limit])
+    return shown + _more(len(layers), limit)
 
 
-def estimates(values: Mapping[str, float | None]) -> str:
-    """Per-layer estimates in points: ``conv2 0.12, conv3 0.30``."""
+def estimates(values: Mapping[str, float | None], limit: int | None = None) -> str:
+    """Per-layer estimates in points: ``conv2 0.12, conv3 0.30``; beyond ``limit`` layers, ``(+N more)``."""
     if not values:
         return NOT_APPLICABLE
-    return ", ".join(f"{short(k)} {NOT_APPLICABLE if v is None else f'{v:.2f}'}" for k, v in values.items())
+    items = list(values.items())[:limit]
+    shown = ", ".join(f"{short(k)} {NOT_APPLICABLE if v is None else f'{v:.2f}'}" for k, v in items)
+    return shown + _more(len(values), limit)
 
 
-def raw_estimates(values: Mapping[str, float | None]) -> str:
-    """Per-layer raw estimator values, four significant digits: ``conv2 0.3712, conv3 0.4``."""
+def raw_estimates(values: Mapping[str, float | None], limit: int | None = None) -> str:
+    """Per-layer raw estimator values, four significant digits: ``conv2 0.3712, conv3 0.4``; beyond ``limit``,
+    ``(+N more)``."""
     if not values:
         return NOT_APPLICABLE
-    return ", ".join(f"{short(k)} {number(v)}" for k, v in values.items())
+    shown = ", ".join(f"{short(k)} {number(v)}" for k, v in list(values.items())[:limit])
+    return shown + _more(len(values), limit)
+
+
+def _more(count: int, limit: int | None) -> str:
+    return f", ... (+{count - limit} more)" if limit is not None and count > limit else ""
 
 
 def setting(value: Any) -> str:
-    """A config value: strings as they are, anything else as compact JSON."""
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    """A config value: strings as they are (control characters escaped), anything else as compact ASCII JSON."""
+    return visible(value) if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def headline(report: Mapping[str, Any]) -> str:
@@ -136,7 +156,8 @@ def headline(report: Mapping[str, Any]) -> str:
     steps = f", T={model['timesteps']}" if model["timesteps"] is not None else ""
     verdict = "within budget" if acc["within_budget"] else "OVER budget"
     return (
-        f"{model['name']}{steps}: {size(computed['bytes_before'])} -> {size(computed['bytes_after'])} computed "
+        f"{visible(model['name'])}{steps}: "
+        f"{size(computed['bytes_before'])} -> {size(computed['bytes_after'])} computed "
         f"({ratio(computed['ratio'])}, {percent(computed['saved_percent'])} saved); "
         f"val accuracy {percent(acc['val_before'])} -> {percent(acc['val_after'])} "
         f"(drop {points(acc['val_drop_points'])}, budget {points(report['search']['budget_points'])}, {verdict})"

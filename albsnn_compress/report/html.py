@@ -3,6 +3,11 @@
 A Content-Security-Policy (``default-src 'none'``) makes the browser refuse any
 external load, so a page that opened without console errors provably needs no
 network. The output is deterministic: the same JSON gives the same bytes.
+
+Every text is HTML-escaped after :func:`~albsnn_compress.files.safe_text.visible` (no control
+character reaches the page, nor a terminal that shows its source), and a report larger than
+the renderer draws is refused before anything is drawn
+(:func:`~albsnn_compress.report.tables.check_renderable`).
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from albsnn_compress.files.safe_text import visible
 from albsnn_compress.report import fmt
-from albsnn_compress.report.charts import render_charts
-from albsnn_compress.report.tables import Table, report_tables
+from albsnn_compress.report.charts import left_out_charts, render_charts
+from albsnn_compress.report.tables import Table, check_renderable, report_tables
 
 __all__ = ["render_html", "NO_CHARTS_NOTE"]
 
@@ -55,11 +61,13 @@ footer { font-size: 12px; color: #5c6874; margin-top: 20px; }
 
 
 def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """One line of text for the page: control characters as visible escapes, then HTML-escaped."""
+    return html.escape(visible(str(text)), quote=True)
 
 
 def _cell(text: str) -> str:
-    return _esc(text).replace("\n", "<br>")
+    """A cell: its lines (``"\\n"`` separates them) escaped one by one, joined by ``<br>``."""
+    return "<br>".join(_esc(line) for line in text.split("\n"))
 
 
 def _table(table: Table) -> str:
@@ -112,10 +120,17 @@ def _drop_sub(report: Mapping[str, Any]) -> str:
     return f"{budget}; {100 * paired['interval_confidence']:g} % interval {fmt.interval(paired['interval_points'])}"
 
 
-def _figures(names: tuple[str, ...], charts: Mapping[str, str] | None) -> str:
+def _figures(names: tuple[str, ...], charts: Mapping[str, str] | None, left_out: Mapping[str, str]) -> str:
     if charts is None:
         return ""
-    return "".join(f'<figure id="chart-{name}">{charts[name]}</figure>' for name in names if name in charts)
+    parts = []
+    for name in names:
+        if name in charts:
+            parts.append(f'<figure id="chart-{name}">{charts[name]}</figure>')
+        elif name in left_out:
+            note = f"The {name} chart is left out: {left_out[name]}. The table above lists every figure."
+            parts.append(f'<p class="note" id="no-chart-{name}">{_esc(note)}</p>')
+    return "".join(parts)
 
 
 def render_html(report: Mapping[str, Any], *, charts: bool = True) -> str:
@@ -124,8 +139,15 @@ def render_html(report: Mapping[str, Any], *, charts: bool = True) -> str:
     Args:
         report: a report document (see :mod:`albsnn_compress.report.schema`).
         charts: draw the SVG charts (needs matplotlib; without it a note says so).
+
+    Raises:
+        ReportError: the report is larger than the renderer draws
+            (:func:`~albsnn_compress.report.tables.check_renderable`), before anything is drawn.
     """
+    check_renderable(report)
+    tables = report_tables(report)  # refuses a report too large to draw before a chart is drawn
     drawn = render_charts(report) if charts else None
+    left_out = left_out_charts(report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -139,13 +161,13 @@ def render_html(report: Mapping[str, Any], *, charts: bool = True) -> str:
     ]
     if charts and drawn is None:
         parts.append(f'<p class="note" id="no-charts">{_esc(NO_CHARTS_NOTE)}</p>')
-    for table in report_tables(report):
+    for table in tables:
         parts.append(
             f'<section id="{table.key}"><h2>{_esc(table.title)}</h2>{_table(table)}'
-            f"{_figures(_CHARTS_AFTER.get(table.key, ()), drawn)}</section>"
+            f"{_figures(_CHARTS_AFTER.get(table.key, ()), drawn, left_out)}</section>"
         )
     parts.append(
-        f"<footer>albsnn-compress report, schema {_esc(report['schema'])} v{report['schema_version']}.</footer>"
+        f"<footer>albsnn-compress report, schema {_esc(report['schema'])} v{_esc(report['schema_version'])}.</footer>"
     )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"

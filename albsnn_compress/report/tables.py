@@ -3,6 +3,11 @@
 The terminal, Markdown and HTML forms all draw these same :class:`Table` objects,
 so every figure reads the same in each form; a form only decides how a table
 looks (and the terminal leaves out the columns marked ``wide``).
+
+Every text read from the report reaches a cell through :func:`albsnn_compress.report.fmt.text`
+(control characters escaped, one line), and a report larger than the renderer draws
+(:data:`MAX_RENDER_LAYERS`, :data:`MAX_RENDER_STEPS`, :data:`MAX_RENDER_ITEMS`) is refused by
+:func:`check_renderable` before anything is drawn.
 """
 
 from __future__ import annotations
@@ -11,11 +16,66 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from albsnn_compress.errors import ReportError
 from albsnn_compress.report import fmt
 
-__all__ = ["Table", "report_tables", "BRIEF_TABLES"]
+__all__ = [
+    "Table",
+    "report_tables",
+    "check_renderable",
+    "BRIEF_TABLES",
+    "MAX_RENDER_LAYERS",
+    "MAX_RENDER_STEPS",
+    "MAX_RENDER_ITEMS",
+    "MAX_RENDER_CHARS",
+    "MAX_LISTED_NAMES",
+]
 
 BRIEF_TABLES = ("storage", "accuracy", "layers")  # what a compress run shows at its end
+
+MAX_RENDER_LAYERS = 4096
+"""Layers the text, Markdown, HTML and terminal forms draw: the most a spec may have (``snn.spec``)."""
+MAX_RENDER_STEPS = 4096
+"""Search steps those forms draw: each step finetunes and measures, so a real search stops far below."""
+MAX_RENDER_ITEMS = 1 << 16
+"""Rows and lines those forms draw in all: layers, their tensors, steps, settings, timings and versions
+(a report of 4096 layers and 4096 steps holds about 25,000)."""
+MAX_RENDER_CHARS = 1 << 22
+"""Characters the tables hold in all (cells, headings, notes): long texts in a report, however few, are drawn
+in seconds (rich takes about 15 s per million characters)."""
+MAX_LISTED_NAMES = 16
+"""Layer names (or estimates) a cell lists (the run's candidates, a step's layers); beyond, ``(+N more)``: the
+Layers table and the JSON hold them all."""
+_JSON_ONLY = "the JSON form (--format json) shows any report"
+
+
+def check_renderable(report: Mapping[str, Any]) -> None:
+    """Refuse a report larger than the renderers draw, before anything is drawn.
+
+    The JSON form has no such limit: only the tables (and the HTML page's charts) do. With at
+    most :data:`MAX_LISTED_NAMES` names in a cell, these limits bound the time any form
+    takes (seconds for plain text, Markdown and HTML; under a minute for rich on a terminal).
+
+    Raises:
+        ReportError: more than :data:`MAX_RENDER_LAYERS` layers, :data:`MAX_RENDER_STEPS` steps
+            or :data:`MAX_RENDER_ITEMS` rows and lines in all, in one line.
+    """
+    layers, steps = len(report["layers"]), len(report["trajectory"])
+    if layers > MAX_RENDER_LAYERS:
+        raise ReportError(
+            f"the report lists {layers} layers, more than the {MAX_RENDER_LAYERS} its tables draw; {_JSON_ONLY}"
+        )
+    if steps > MAX_RENDER_STEPS:
+        raise ReportError(
+            f"the report lists {steps} search steps, more than the {MAX_RENDER_STEPS} its tables draw; {_JSON_ONLY}"
+        )
+    items = layers + steps + len(report["search"]["config"]) + len(report["timings"]) + len(report["versions"])
+    items += sum(len(layer["tensors"]) for layer in report["layers"])
+    if items > MAX_RENDER_ITEMS:
+        raise ReportError(
+            f"the report's tables would hold {items} rows and lines (layers, tensors, steps, settings, timings, "
+            f"versions), more than the {MAX_RENDER_ITEMS} the renderer draws; {_JSON_ONLY}"
+        )
 
 
 @dataclass(frozen=True)
@@ -44,7 +104,13 @@ class Table:
 
 
 def report_tables(report: Mapping[str, Any]) -> list[Table]:
-    """All tables of a report, in reading order (empty ones left out)."""
+    """All tables of a report, in reading order (empty ones left out).
+
+    Raises:
+        ReportError: the report is larger than the tables draw (:func:`check_renderable`), or
+            the tables would hold more than :data:`MAX_RENDER_CHARS` characters; before any is drawn.
+    """
+    check_renderable(report)
     tables = [
         _summary(report),
         _storage(report),
@@ -56,23 +122,35 @@ def report_tables(report: Mapping[str, Any]) -> list[Table]:
         _settings(report),
         _versions(report),
     ]
+    chars = sum(_chars(table) for table in tables)
+    if chars > MAX_RENDER_CHARS:
+        raise ReportError(
+            f"the report's tables would hold {chars} characters, more than the {MAX_RENDER_CHARS} the renderer "
+            f"draws (its names or texts are that long); {_JSON_ONLY}"
+        )
     return [table for table in tables if table.rows]
+
+
+def _chars(table: Table) -> int:
+    """Characters of a table's text: heading, column names, cells and note."""
+    cells = sum(len(cell) for row in table.rows for cell in row)
+    return len(table.title) + sum(map(len, table.columns)) + cells + len(table.note or "")
 
 
 def _summary(report: Mapping[str, Any]) -> Table:
     model, search = report["model"], report["search"]
     rows = [
-        ["model", model["name"]],
+        ["model", fmt.text(model["name"])],
         ["input shape", fmt.shape(model["input_shape"])],
         ["classes", fmt.MISSING if model["num_classes"] is None else str(model["num_classes"])],
         ["time steps", fmt.MISSING if model["timesteps"] is None else str(model["timesteps"])],
-        ["strategy", search["strategy"]],
-        ["estimator", search["estimator"]],
+        ["strategy", fmt.text(search["strategy"])],
+        ["estimator", fmt.text(search["estimator"])],
         ["budget (val top-1)", fmt.points(search["budget_points"])],
         ["seed", str(search["seed"])],
         ["finetune epochs", f"{search['finetune_epochs']:g}"],
-        ["candidates", f"{len(search['candidates'])}: {fmt.names(search['candidates'])}"],
-        ["binarized", f"{len(search['binarized'])}: {fmt.names(search['binarized'])}"],
+        ["candidates", f"{len(search['candidates'])}: {fmt.names(search['candidates'], MAX_LISTED_NAMES)}"],
+        ["binarized", f"{len(search['binarized'])}: {fmt.names(search['binarized'], MAX_LISTED_NAMES)}"],
     ]
     return Table("summary", "Run", ["Item", "Value"], rows, "ll")
 
@@ -121,7 +199,7 @@ def _storage(report: Mapping[str, Any]) -> Table:
         f"no file overhead; {fmt.count(computed['params'])} stored values, "
         f"{fmt.count(computed['binarized_weight_params'])} of them 1-bit in {computed['binarized_layers']} layers. "
         "On disk: the files' sizes (os.stat); n/a where a file was not written."
-        + (f" {report['storage']['nir']['note']}" if "nir" in report["storage"] else "")
+        + (f" {fmt.text(report['storage']['nir']['note'])}" if "nir" in report["storage"] else "")
     )
     return Table(
         "storage",
@@ -148,7 +226,7 @@ def _files(report: Mapping[str, Any]) -> Table:
         rows.append(
             [
                 label,
-                disk[key]["path"] or fmt.MISSING,
+                fmt.text(disk[key]["path"]) if disk[key]["path"] else fmt.MISSING,
                 fmt.exact_bytes(on_disk),
                 fmt.MISSING if reference is None else fmt.exact_bytes(reference),
                 fmt.MISSING if on_disk is None or reference is None else fmt.exact_bytes(on_disk - reference),
@@ -203,7 +281,7 @@ def _paired_cells(paired: Mapping[str, Any] | None) -> list[str]:
 
 def _paired_note(paired: Mapping[str, Any]) -> str:
     """What one validation image is worth, and the bound decisions used when they used one."""
-    note = f"One validation image is {paired['resolution_points']:.3f} pts; intervals are {paired['method']}."
+    note = f"One validation image is {paired['resolution_points']:.3f} pts; intervals are {fmt.text(paired['method'])}."
     if paired["decision_confidence"] is not None:
         note += (
             f" Decisions judged the drop's {100 * paired['decision_confidence']:g} % upper bound, now "
@@ -213,11 +291,11 @@ def _paired_note(paired: Mapping[str, Any]) -> str:
 
 
 def _tensors_text(layer: Mapping[str, Any]) -> str:
-    return "\n".join(f"{t['name']} {t['elements']}×{t['precision_after']}b" for t in layer["tensors"])
+    return "\n".join(f"{fmt.text(t['name'])} {t['elements']}×{t['precision_after']}b" for t in layer["tensors"])
 
 
 def _decision(layer: Mapping[str, Any]) -> str:
-    return f"{'binarized' if layer['binarized'] else 'kept'}: {layer['reason']}"
+    return f"{'binarized' if layer['binarized'] else 'kept'}: {fmt.text(layer['reason'])}"
 
 
 def _measured(layer: Mapping[str, Any]) -> str:
@@ -257,7 +335,7 @@ def _layers(report: Mapping[str, Any]) -> Table:
         rows.append(
             [
                 fmt.short(layer["name"]),
-                layer["type"],
+                fmt.text(layer["type"]),
                 fmt.shape(layer["weight_shape"]),
                 fmt.count(layer["params"]),
                 precision,
@@ -325,11 +403,11 @@ def _trajectory(report: Mapping[str, Any]) -> Table:
         rows.append(
             [
                 str(step["index"]),
-                step["action"],
-                fmt.names(step["layers"]) if step["layers"] else fmt.NOT_APPLICABLE,
-                fmt.names(step["binarized"]),
-                fmt.estimates(step["estimates_points"]),
-                fmt.raw_estimates(step["estimates_raw"]),
+                fmt.text(step["action"]),
+                fmt.names(step["layers"], MAX_LISTED_NAMES) if step["layers"] else fmt.NOT_APPLICABLE,
+                fmt.names(step["binarized"], MAX_LISTED_NAMES),
+                fmt.estimates(step["estimates_points"], MAX_LISTED_NAMES),
+                fmt.raw_estimates(step["estimates_raw"], MAX_LISTED_NAMES),
                 fmt.percent(step["val_accuracy"]),
                 fmt.points(step["drop_points"]),
                 fmt.interval(step.get("interval_points")),
@@ -355,15 +433,15 @@ def _trajectory(report: Mapping[str, Any]) -> Table:
 
 
 def _timings(report: Mapping[str, Any]) -> Table:
-    rows = [[phase, fmt.seconds(value)] for phase, value in report["timings"].items()]
+    rows = [[fmt.text(phase), fmt.seconds(value)] for phase, value in report["timings"].items()]
     return Table("timings", "Wall time", ["Phase", "Time"], rows, "lr")
 
 
 def _settings(report: Mapping[str, Any]) -> Table:
-    rows = [[key, fmt.setting(value)] for key, value in sorted(report["search"]["config"].items())]
+    rows = [[fmt.text(key), fmt.setting(value)] for key, value in sorted(report["search"]["config"].items())]
     return Table("settings", "Settings", ["Setting", "Value"], rows, "ll")
 
 
 def _versions(report: Mapping[str, Any]) -> Table:
-    rows = [[name, version] for name, version in report["versions"].items()]
+    rows = [[fmt.text(name), fmt.text(version)] for name, version in report["versions"].items()]
     return Table("versions", "Versions", ["Package", "Version"], rows, "ll")

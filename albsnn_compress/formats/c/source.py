@@ -7,6 +7,12 @@ arrays (flash), the operations' parameters, the one static arena (RAM, a union o
 array per element type) and the sequence of kernel calls, each call's status checked.
 ``albsnn_kernels.c``/``.h`` are the templates as they are, the same for every model:
 each compiles on its own.
+
+Names come from the model's spec (layer names are identifiers; the model's ``name`` is any
+printable text, ``*/`` and ``<script>`` included): in C they appear only inside comments,
+through :func:`~albsnn_compress.formats.c.text.c_comment` (no ``*/``, ``/*``, trigraph or newline
+survives, whatever the spec allowed), and in the README through
+:func:`~albsnn_compress.files.safe_text.markdown_text` (no HTML, no heading, no table cell boundary).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from importlib import resources
 from string import Template
 
+from albsnn_compress.files.safe_text import markdown_text
 from albsnn_compress.formats.c.ops import ARENA, ARENA_MEMBERS
 from albsnn_compress.formats.c.plan import Plan
 from albsnn_compress.formats.c.text import c_comment, render_array
@@ -50,10 +57,16 @@ def _status_macros() -> str:
     return "\n".join(lines)
 
 
-def _title(model: SpikingNet, weights: str) -> str:
-    return c_comment(
+def _title_text(model: SpikingNet, weights: str) -> str:
+    """The export's title as plain text (the spec's name as it is): pass it through a medium's escaping."""
+    return (
         f"{model.spec['name']} spiking network, T={model.timesteps}, weights={weights}, albsnn-compress {__version__}"
     )
+
+
+def _title(model: SpikingNet, weights: str) -> str:
+    """The title for a C comment."""
+    return c_comment(_title_text(model, weights))
 
 
 def _header(model: SpikingNet, plan: Plan, weights: str) -> str:
@@ -139,7 +152,10 @@ def _model_source(model: SpikingNet, plan: Plan, weights: str) -> str:
 def _layer_table(plan: Plan) -> str:
     rows = ["| step | layers | input | output | kernel |", "|---|---|---|---|---|"]
     for i, op in enumerate(plan.ops):
-        rows.append(f"| {i} | {c_comment(op.label)} | {op.inp.describe()} | {op.out.describe()} | `{op.function}` |")
+        rows.append(
+            f"| {i} | {markdown_text(op.label)} | {markdown_text(op.inp.describe())} | "
+            f"{markdown_text(op.out.describe())} | `{op.function}` |"
+        )
     return "\n".join(rows)
 
 
@@ -147,7 +163,7 @@ def render_files(model: SpikingNet, plan: Plan, weights: str) -> dict[str, str]:
     """File name -> text of every file of the exported folder; the same model gives the same text."""
     channels, height, width = model.spec["input"]["shape"]
     readme = Template(template("README.md")).substitute(
-        title=_title(model, weights),
+        title=markdown_text(_title_text(model, weights)),
         input=f"{channels}x{height}x{width}",
         classes=model.spec["num_classes"],
         timesteps=model.timesteps,

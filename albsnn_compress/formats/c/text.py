@@ -7,6 +7,7 @@ float32 (``numpy.format_float_scientific(..., unique=True)``), bytes in hex.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +37,27 @@ def c_uint(value: int) -> str:
     return f"{int(value)}u"
 
 
+_COMMENT_MARKERS = re.compile(r"\*(?=/)|/(?=\*)")
+"""A ``*`` before a ``/`` (``*/`` ends the comment) or a ``/`` before a ``*`` (``/*`` inside a comment is
+``-Wcomment``, an error under ``-Werror``): a space goes after each."""
+_TRIGRAPH = re.compile(r"\?(?=\?)")
+"""``??`` starts a trigraph in C99 (``??/`` is a backslash): a space goes between the two."""
+
+
 def c_comment(text: str) -> str:
-    """``text`` made safe inside a ``/* ... */`` comment: printable ASCII only, no ``*/``."""
+    """``text`` made safe inside a ``/* ... */`` comment, on one line.
+
+    Printable ASCII only (anything else, newlines and control characters included, becomes ``?``),
+    no ``*/`` and no ``/*`` (a space goes between the two characters: ``* /``, ``/ *``), no
+    trigraph (``? ?``), and no backslash at the end (it would join the next line in a ``//`` comment).
+
+    Example:
+        >>> c_comment("net */ int x; /* \\n")
+        'net * / int x; / * ?'
+    """
     ascii_text = "".join(c if " " <= c <= "~" else "?" for c in text)
-    return ascii_text.replace("*/", "* /")
+    safe = _TRIGRAPH.sub("? ", _COMMENT_MARKERS.sub(lambda match: match.group() + " ", ascii_text))
+    return safe.rstrip("\\")
 
 
 @dataclass(frozen=True)
