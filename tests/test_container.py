@@ -481,10 +481,10 @@ def test_a_damaged_magic_is_reported_as_a_damaged_container(tmp_path: Path) -> N
 
 def test_cli_inspect_json_escapes_what_a_terminal_would_interpret(tmp_path: Path, model: SpikingNet) -> None:
     path = tmp_path / "m.albsnn"
-    names = ["\x9b31mred", "del\x7f", "bidi\u202eevil", "bell\x07", "é ok", "\U0001f600", "\U000e0041tag"] + [
-        str(i) for i in range(3)
-    ]
-    write_container(path, model, class_names=names)
+    texts = ["\x9b31mred", "del\x7f", "bidi\u202eevil", "bell\x07", "é ok", "\U0001f600", "\U000e0041tag"]
+    with pytest.raises(ContainerError, match="control character"):  # names never hold one (the shared rule)
+        write_container(path, model, class_names=texts + [str(i) for i in range(3)])
+    write_container(path, model, metadata={f"note{i}": text for i, text in enumerate(texts)})  # free text may
     out = run_cli(["inspect", str(path), "--json"]).stdout
     assert not [c for c in out if not c.isprintable() and c != "\n"], "no raw control character reaches the terminal"
     assert "é ok" in out and "\U0001f600" in out  # printable text stays readable

@@ -245,14 +245,14 @@ class Case(enum.Enum):
     TENSOR_UNKNOWN_KEY = r"tensors\[0\]: unknown field 'dtype'"
     EMPTY_NAME = r"field 'tensors\[0\]\.name': expected a non-empty string"
     NUL_IN_NAME = r"name 'layers\.conv1\\x00\.weight' contains a NUL character"
-    LONG_NAME = r"name is longer than 256 bytes"
+    LONG_NAME = r"300 characters, more than 256"  # the readers' shared name limit
     DUPLICATE_NAME = r"tensor 'layers\.conv1\.weight': duplicate tensor name"
     UNKNOWN_KIND = r"tensor 'layers\.conv1\.weight': unknown kind 'int4'"
     BOOL_DIM = r"shape\[0\] must be an integer >= 0, got True \(bool\)"
     FLOAT_DIM = r"shape\[0\] must be an integer >= 0, got 16\.0 \(float\)"
     NEGATIVE_DIM = r"shape\[0\] must be an integer >= 0, got -16 \(int\)"
     RANK_TOO_HIGH = r"shape must be a list of at most 8 dimensions"
-    OVERFLOWING_SHAPE = r"nbytes is 576, a binary tensor of shape \[1099511627776, 1099511627776, 3, 3\] needs"
+    OVERFLOWING_SHAPE = r"shape \[1099511627776, 1099511627776, 3, 3\] holds more than 268435456 elements"
     WRONG_NBYTES = r"tensor 'layers\.conv1\.weight': nbytes is 577, a float32 tensor of shape \[16, 1, 3, 3\] needs 576"
     CRC_TOO_BIG = r"crc32 4294967296 does not fit in 32 bits"
     MISALIGNED_OFFSET = r"tensor 'layers\.bn1\.weight': offset 584 is not a multiple of 64"
@@ -299,6 +299,7 @@ class Case(enum.Enum):
         r"use fewer time steps or smaller layers"
     )
     SPEC_HUGE_ACTIVATION = r"field 'spec': a layer outputs \d+ elements per sample \(at most 4194304\)"
+    SPEC_HUGE_INPUT = r"field 'spec': spec input: shape \[1, 100000, 100000\] holds more than 268435456 elements"
     SPEC_TOO_MANY_PARAMETERS = (
         r"field 'spec': the architecture has \d+ parameters, more than a \d+-byte data section can hold"
     )
@@ -401,7 +402,8 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.SPEC_BOOL_CHANNELS: lambda: _edit(_set("spec/layers/0/out_channels", True)),
     Case.SPEC_STRING_STD: lambda: _edit(_set("spec/input/std", ["inf"])),
     Case.SPEC_HUGE_FORWARD: lambda: _edit(_huge_forward),
-    Case.SPEC_HUGE_ACTIVATION: lambda: _edit(_set("spec/input/shape", [1, 100_000, 100_000])),
+    Case.SPEC_HUGE_ACTIVATION: lambda: _edit(_set("spec/input/shape", [1, 1024, 1024])),
+    Case.SPEC_HUGE_INPUT: lambda: _edit(_set("spec/input/shape", [1, 100_000, 100_000])),
     Case.SPEC_TOO_MANY_PARAMETERS: lambda: _edit(
         lambda h, b: h["spec"]["layers"][7].update(kernel_size=61, padding=30)  # conv3: 32*32*61*61 weights
     ),

@@ -279,7 +279,7 @@ def _bad_reports(report: dict) -> list[tuple[str, bytes, str]]:
         ),
         ("nan", text.replace('"val_before": 90.0', '"val_before": NaN', 1).encode(), "NaN is not allowed"),
         ("huge int", text.replace('"seed": 0', '"seed": ' + "9" * 5000, 1).encode(), "integer with 5000 digits"),
-        ("deep", b"[" * 100000 + b"]" * 100000, "nesting deeper than 64 levels"),
+        ("deep", b"[" * 100000 + b"]" * 100000, "nesting deeper than 32 levels"),
         ("other schema", json.dumps(dict(report, schema="x")).encode(), "not an albsnn-compress report"),
         (
             "future version",

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from albsnn_compress import limits
 from albsnn_compress.errors import ReportError, StrictJSONError
 from albsnn_compress.files.strict_json import strict_loads
 
@@ -41,7 +42,7 @@ SCHEMA_ID = "albsnn-compress/report"
 SCHEMA_VERSION = 2
 SUPPORTED_VERSIONS = (2,)  # 1 named raw estimates as points; see docs/report.md, Versioning
 MAX_REPORT_BYTES = 64 * 1024 * 1024
-_MAX_DEPTH = 64  # a report nests 5 levels; anything near this is not a report
+_MAX_DEPTH = limits.MAX_JSON_DEPTH  # a report nests 5 levels; anything near this is not a report
 _MAX_INT_DIGITS = 40  # bit counts fit in 20 digits
 
 _COUNT = {"type": "integer", "minimum": 0}

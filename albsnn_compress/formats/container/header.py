@@ -25,6 +25,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from albsnn_compress import limits
 from albsnn_compress.errors import ContainerError, StrictJSONError
 from albsnn_compress.files.file_kind import CONTAINER_MAGIC, sniff
 from albsnn_compress.files.model_cost import MAX_TIMESTEPS
@@ -72,7 +73,7 @@ HEADER_FIELDS = (
 TENSOR_FIELDS = ("crc32", "kind", "name", "nbytes", "offset", "shape")
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = limits.MAX_JSON_DEPTH
 MAX_JSON_CONTAINERS = 1 << 18  # objects and arrays; 65536 tensors and 4096 layers need about 145000
 MAX_INT_DIGITS = 20
 MAX_TENSORS = 65536
@@ -242,6 +243,7 @@ def _check_name(name: Any, field: str) -> str:
         raise ContainerError(f"field {field!r}: expected a non-empty string, got {name!r}")
     if "\x00" in name:
         raise ContainerError(f"field {field!r}: name {name!r} contains a NUL character")
+    limits.check_name(name, f"field {field!r}", ContainerError)  # the readers' shared name rule
     if _utf8_len(name) > MAX_NAME_BYTES:
         raise ContainerError(f"field {field!r}: name is longer than {MAX_NAME_BYTES} bytes")
     return name
@@ -271,6 +273,7 @@ def _check_tensor(raw: Any, index: int) -> TensorEntry:
     for axis, dim in enumerate(shape):
         if not _is_int(dim) or dim < 0:
             raise ContainerError(f"{where}: shape[{axis}] must be an integer >= 0, got {dim!r} ({type(dim).__name__})")
+    limits.element_count(shape, where, ContainerError)  # before any size is computed from it
     for key in ("offset", "nbytes", "crc32"):
         if not _is_int(raw[key]) or raw[key] < 0:
             raise ContainerError(f"{where}: {key} must be an integer >= 0, got {raw[key]!r}")
