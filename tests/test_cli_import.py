@@ -337,7 +337,7 @@ def test_import_spikingjelly_factory(tmp_path: Path) -> None:
                 "-o",
                 "{tmp}/m.pt",
             ],
-            "needs --timesteps T",
+            r"runs one time step per call and you loop it yourself: give timesteps \(--timesteps T\)",
         ),
         (
             [
@@ -459,3 +459,121 @@ def test_nir_import_writes_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "m.pt"
     run_cli(["import", str(source), "--dataset", "digits", "-T", "2", "-o", str(out)])
     assert load_checkpoint(out).metadata["imported"]["file"] == "net.nir"
+
+
+CLASS_FACTORY = """
+import torch
+import torch.nn.functional as F
+from torch import nn
+import snntorch as snn
+
+num_steps = 3
+batch_size = 16
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = nn.Linear(64, 32)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.fc2 = nn.Linear(32, 10)
+        self.lif2 = snn.Leaky(beta=0.9)
+        self.skip = nn.Linear(64, 10)
+        self.feedback = nn.Linear(10, 32)
+
+    def forward(self, x):
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk2_rec = []
+        mem2_rec = []
+        for step in range(num_steps):
+            spk1, mem1 = self.lif1(self.first(x, spk2_rec), mem1)
+            spk2, mem2 = self.lif2(self.second(spk1, x), mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        return self.readout(spk2_rec), torch.stack(mem2_rec)
+
+    def first(self, x, spk2_rec):
+        return self.fc1(x.flatten(1))
+
+    def second(self, spk1, x):
+        return self.fc2(spk1)
+
+    def readout(self, spk2_rec):
+        return torch.stack(spk2_rec)
+
+
+class Residual(Net):
+    def second(self, spk1, x):
+        return self.fc2(spk1) + self.skip(x.flatten(1))
+
+
+class Recurrent(Net):
+    def first(self, x, spk2_rec):
+        cur = self.fc1(x.flatten(1))
+        return cur + self.feedback(spk2_rec[-1]) if spk2_rec else cur
+
+
+class SumReadout(Net):
+    def readout(self, spk2_rec):
+        return torch.stack(spk2_rec).sum(0)
+
+
+class Relu(Net):
+    def second(self, spk1, x):
+        return F.relu(self.fc2(spk1))
+
+
+class HardCodedBatch(Net):
+    def first(self, x, spk2_rec):
+        return self.fc1(x.view(batch_size, -1))
+"""
+
+
+def _class_import(tmp_path: Path, name: str, *extra: str, exit_code: int = 0):  # type: ignore[no-untyped-def]
+    pytest.importorskip("snntorch", reason="snntorch is not installed")
+    factory = tmp_path / "tutorial.py"
+    factory.write_text(CLASS_FACTORY)
+    out = tmp_path / f"{name}.pt"
+    args = ["import", "--from", "snntorch", "--factory", f"{factory}:{name}", "--dataset", "digits", *extra]
+    return run_cli([*args, "-o", str(out)], expected_exit=exit_code), out
+
+
+def test_import_a_model_class_takes_its_time_steps_from_its_loop(tmp_path: Path) -> None:
+    result, out = _class_import(tmp_path, "Net")
+    assert "T=3" in result.stdout
+    model = load_checkpoint(out)
+    traced = model.metadata["imported"]["traced"]
+    assert traced["class"] == "Net" and traced["readout"] == "stack" and not traced["flattened_input"]
+    spec = importlib.util.spec_from_file_location("class_factory", tmp_path / "tutorial.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    net = module.Net().eval()
+    images = load_split("digits", None, "test").as_float()[:64]
+    with torch.no_grad():
+        assert torch.equal(model(images), net(images)[0].mean(0))
+    # a forward() that hard-codes its batch size is traced at that size; --timesteps may repeat the loop's
+    _, hard = _class_import(tmp_path, "HardCodedBatch", "--trace-batch", "16", "-T", "3")
+    assert load_checkpoint(hard).timesteps == 3
+    message = _error(_class_import(tmp_path, "HardCodedBatch", exit_code=2)[0])
+    assert "pass trace_batch=that size (--trace-batch)" in message
+    message = _error(_class_import(tmp_path, "Net", "-T", "4", exit_code=2)[0])
+    assert "its time loop runs 3 steps, timesteps 4 was asked" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("Residual", r"Tensor.add\(\.\.\.\) combines module fc2 \(Linear\) and module skip \(Linear\) .*not a chain"),
+        ("Recurrent", r"computed from the output of module lif2 at an earlier step: a recurrent connection"),
+        ("SumReadout", r"its output is Tensor.sum\(\.\.\.\) of torch.stack of module lif2's per-step outputs"),
+        ("Relu", r"F.relu\(\.\.\.\) on module fc2: no albsnn layer computes this functional call"),
+    ],
+)
+def test_model_class_constructs_are_refused_in_one_line(tmp_path: Path, name: str, message: str) -> None:
+    result, out = _class_import(tmp_path, name, exit_code=2)
+    line = _error(result)
+    assert re.search(message, line), line
+    assert line.startswith(f"error: cannot import the snnTorch network: forward() of {name}: ")
+    assert not out.exists()

@@ -4,6 +4,10 @@
 albsnn-compress import net.nir --dataset fashion-mnist --timesteps 4 -o model.pt
 albsnn-compress import --from snntorch --factory my_models.py:build_net --weights w.pt \\
     --input-shape 1,28,28 --dataset fashion-mnist --timesteps 4 -o model.pt
+albsnn-compress import --from snntorch --factory tutorial.py:Net --weights w.pt --dataset fashion-mnist -o model.pt
+
+The factory returns an nn.Sequential (looped --timesteps times) or a model class with its own forward(),
+whose time loop is traced (docs/interop.md).
 
 The checkpoint is then compressed as usual (``albsnn-compress model.pt --budget 0.2``).
 """
@@ -63,10 +67,11 @@ def _from_factory(
     factory: str,
     weights: Path | None,
     shape: tuple[int, ...],
-    timesteps: int,
+    timesteps: int | None,
     mean: list[float] | None,
     std: list[float] | None,
     num_classes: int,
+    trace_batch: int | None,
 ) -> SpikingNet:
     """Build the factory's network, load ``weights`` into it and import it from ``framework``."""
     from albsnn_compress.interop import from_snntorch, from_spikingjelly
@@ -76,6 +81,8 @@ def _from_factory(
     if weights is not None:
         load_weights(net, weights)
     convert = from_snntorch if framework == "snntorch" else from_spikingjelly
+    if trace_batch is not None:
+        return convert(net, shape, timesteps, mean=mean, std=std, num_classes=num_classes, trace_batch=trace_batch)
     return convert(net, shape, timesteps, mean=mean, std=std, num_classes=num_classes)
 
 
@@ -92,7 +99,7 @@ def _from_factory(
     "--factory",
     metavar="FILE.py:FUNCTION",
     default=None,
-    help="Python file and function that build the snnTorch/SpikingJelly network (runs your code).",
+    help="Python file and function (or class) that build the snnTorch/SpikingJelly network (runs your code).",
 )
 @click.option(
     "--weights",
@@ -109,7 +116,14 @@ def _from_factory(
     "-T",
     type=click.IntRange(min=1),
     default=None,
-    help="Time steps per image of the imported model (required, except for a NIR file that records it).",
+    help="Time steps per image of the imported model (required for an nn.Sequential; a model class's forward() "
+    "loop and a NIR file may record it).",
+)
+@click.option(
+    "--trace-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images a model class's forward() is traced on (default 2); the batch size it hard-codes, if it does.",
 )
 @click.option(
     "--mean",
@@ -135,6 +149,7 @@ def command(
     timesteps: int | None,
     mean: str | None,
     std: str | None,
+    trace_batch: int | None,
     output: Path,
 ) -> None:
     """Import a NIR file or an snnTorch/SpikingJelly network as a checkpoint to compress."""
@@ -143,8 +158,8 @@ def command(
         raise click.UsageError("give a NIR file, or --from snntorch|spikingjelly with --factory FILE.py:FUNCTION")
     origin: dict[str, Any]
     if framework == "nir":
-        if source is None or factory or weights:
-            raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights")
+        if source is None or factory or weights or trace_batch is not None:
+            raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights/--trace-batch")
         check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
         model = read_nir_file(source, timesteps, _numbers(mean, "--mean", float), _numbers(std, "--std", float))
         origin = {"file": source.name}
@@ -153,13 +168,11 @@ def command(
             raise click.UsageError(
                 f"--from {framework} takes --factory FILE.py:FUNCTION (and --weights), not a SOURCE file"
             )
-        if timesteps is None:
-            raise click.UsageError(f"--from {framework} needs --timesteps T (the network has no fixed number of steps)")
         check_output_file(output)
         means, stds = _numbers(mean, "--mean", float), _numbers(std, "--std", float)
         shape = tuple(_numbers(input_shape, "--input-shape", int) or dataset_info(dataset).input_shape)
         num_classes = dataset_info(dataset).num_classes
-        model = _from_factory(framework, factory, weights, shape, timesteps, means, stds, num_classes)
+        model = _from_factory(framework, factory, weights, shape, timesteps, means, stds, num_classes, trace_batch)
         origin = {"factory": factory, "weights": weights.name if weights else None}
     from albsnn_compress.interop.sources import import_metadata
 

@@ -23,6 +23,9 @@ maps, which placements it refuses). The steps are the same for both:
 
 Every refusal is one line: the module path, its type, what is wrong and what the
 importer supports (:class:`~albsnn_compress.errors.InteropError`).
+
+A model class with its own ``forward()`` takes the same steps 3 to 5 (:func:`map_links`,
+:func:`import_links`) on the chain that :mod:`.trace` finds by tracing its ``forward()``.
 """
 
 from __future__ import annotations
@@ -82,9 +85,9 @@ class Link:
 
     @property
     def label(self) -> str:
-        """``module 3 (Conv2d)``, or ``F.max_pool2d after conv1 in forward()``: how a message names it."""
+        """``module 3 (Conv2d)``, or ``forward(): F.max_pool2d after conv1``: how a message names it."""
         if self.call is not None:
-            return f"{self.path} in forward()"
+            return self.path
         return f"module {self.path} ({type(self.module).__name__})"
 
 
@@ -464,9 +467,7 @@ def checked_options(framework: Framework, input_shape: object, options: Mapping[
     return CheckedOptions(name, shape, means, stds, options.get("num_classes"))
 
 
-def map_links(
-    links: list[Link], framework: Framework, shape: Shape
-) -> tuple[ChainBuilder, dict[str, Any]]:
+def map_links(links: list[Link], framework: Framework, shape: Shape) -> tuple[ChainBuilder, dict[str, Any]]:
     """Recognise every link, run the framework's rules, then map each onto a :class:`ChainBuilder`.
 
     Returns:
@@ -527,8 +528,8 @@ def import_chain(
     links = chain_of(net, framework.name, framework.containers, framework.supported)
     if timesteps is None:
         raise InteropError(
-            f"cannot import the {framework.name} network: an {type(net).__name__} has no number of time steps of its "
-            "own (you loop it yourself): give timesteps (--timesteps T)"
+            f"cannot import the {framework.name} network: an nn.{type(net).__name__} runs one time step per call and "
+            "you loop it yourself: give timesteps (--timesteps T)"
         )
     builder, source = map_links(links, framework, checked.shape)
     return import_links(builder, source, framework, checked, timesteps)

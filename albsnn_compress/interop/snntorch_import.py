@@ -38,8 +38,10 @@ compressing finetunes) is ours, ``arctan`` with ``alpha=2``: the same as
 snnTorch's default ``atan()``.
 
 Refused, with the reason: ``Synaptic``, ``Alpha``, ``Lapicque``, recurrent and
-LSTM neurons; ``init_hidden=False``; ``inhibition``; ``state_quant``;
-``graded_spikes_factor`` other than 1; ``output=True`` before the last module;
+LSTM neurons; in an ``nn.Sequential``, ``init_hidden=False`` and ``output=True`` before the
+last module (a traced model class may have both: :mod:`.trace` checks how its ``forward()``
+passes the membrane and the spikes); ``inhibition``; ``state_quant``;
+``graded_spikes_factor`` other than 1;
 ``reset_mechanism="subtract"`` with ``reset_delay=False`` (snnTorch 1.0 then
 decides a spike on :math:`U_t - R_t\theta` while it keeps :math:`U_t`, a rule no
 albsnn neuron computes); a spike function that is not ``1[x > 0]``; a
@@ -67,10 +69,10 @@ from albsnn_compress.interop.chain import (
     ImportOptions,
     Link,
     channel_values,
-    import_chain,
     step_mismatch,
 )
 from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED
+from albsnn_compress.interop.trace import import_model
 from albsnn_compress.snn.spec import SpikingNet
 
 if TYPE_CHECKING:
@@ -79,7 +81,10 @@ if TYPE_CHECKING:
 __all__ = ["from_snntorch", "snntorch_framework", "SUPPORTED", "IF_TAU"]
 
 FRAMEWORK = "snnTorch"
-SUPPORTED = f"nn.Sequential of {TORCH_SUPPORTED}, snn.Leaky (init_hidden=True)"
+SUPPORTED = (
+    f"nn.Sequential of {TORCH_SUPPORTED}, snn.Leaky (init_hidden=True); or a model class whose forward() runs "
+    "one chain of them per time step (snn.Leaky with init_hidden=False too)"
+)
 IF_TAU = 2.0**40
 """The time constant of a per-channel ``beta = 1`` channel: ``v - v / IF_TAU`` rounds to ``v`` in float32."""
 
@@ -149,17 +154,17 @@ def _channel_setting(
 def _leaky(builder: ChainBuilder, link: Link, last: bool, snn: ModuleType) -> None:
     """Add the ``lif`` layer of an ``snn.Leaky``, or refuse what has no exact form."""
     leaky = cast(_Leaky, link.module)  # the chain checked type(link.module) is snn.Leaky
-    if not leaky.init_hidden:
+    if not leaky.init_hidden and not link.traced:  # a traced forward() checked how the membrane is passed
         builder.refuse(
             link,
             "init_hidden=False: in an nn.Sequential each neuron must keep its own state; "
-            "build it with init_hidden=True",
+            "build it with init_hidden=True, or import the model class whose forward() passes mem",
         )
     if leaky.inhibition:
         builder.refuse(link, "inhibition=True (winner-take-all across neurons) has no albsnn form")
     if leaky.state_quant:
         builder.refuse(link, "state_quant quantizes the membrane, which no albsnn neuron does")
-    if leaky.output and not last:
+    if leaky.output and not last and not link.traced:  # a traced forward() passes on the spikes only
         builder.refuse(link, "output=True returns (spikes, membrane), which only the last module may do")
     graded = torch.as_tensor(leaky.graded_spikes_factor).detach()
     if not bool((graded == 1).all()):
@@ -202,6 +207,16 @@ def _leaky(builder: ChainBuilder, link: Link, last: bool, snn: ModuleType) -> No
     builder.add_neuron(link, settings, per_channel)
 
 
+def _reset(net: nn.Module, snn: ModuleType) -> None:
+    """Every ``Leaky`` of ``net`` at rest, as ``utils.reset`` leaves it (which resets snnTorch's global list of
+    neurons, not the modules of one network)."""
+    for module in net.modules():
+        if isinstance(module, snn.SpikingNeuron):
+            reset = getattr(module, "reset_mem", None)
+            if callable(reset):
+                reset()
+
+
 def _refused_neuron(kind: type[nn.Module]) -> str | None:
     """Why one of snnTorch's other neuron models is refused."""
     return _REFUSED_NEURONS.get(kind.__name__) if kind.__module__.startswith("snntorch") else None
@@ -228,11 +243,12 @@ def snntorch_framework() -> Framework:
         neurons=(snn.Leaky,),
         map_neuron=lambda builder, link, last: _leaky(builder, link, last, snn),
         refusal=_refused_neuron,
+        reset=lambda net: _reset(net, snn),
     )
 
 
 def from_snntorch(
-    net: nn.Module, input_shape: Sequence[int], timesteps: int, **options: Unpack[ImportOptions]
+    net: nn.Module, input_shape: Sequence[int], timesteps: int | None = None, **options: Unpack[ImportOptions]
 ) -> SpikingNet:
     """The :class:`SpikingNet` that computes what snnTorch network ``net`` computes with direct input encoding.
 
@@ -243,8 +259,13 @@ def from_snntorch(
     keywords of :class:`~albsnn_compress.interop.chain.ImportOptions`), the model returned and
     the refusals are those of :func:`~albsnn_compress.interop.chain.import_chain`.
 
+    ``net`` may also be a model class with its own ``forward()`` looping over time, as snnTorch's
+    tutorials write them (``mem = lif.init_leaky()``, ``spk, mem = lif(cur, mem)``, ``return
+    torch.stack(spk_rec), torch.stack(mem_rec)``): :func:`~albsnn_compress.interop.trace.import_traced`
+    traces it, and ``timesteps`` may be left out (the loop has its own).
+
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), snn.Leaky(0.9, init_hidden=True), nn.Linear(32, 10))
         >>> model = from_snntorch(net, input_shape=(1, 8, 8), timesteps=4)   # doctest: +SKIP
     """
-    return import_chain(net, snntorch_framework(), input_shape, timesteps, **options)
+    return import_model(net, snntorch_framework(), input_shape, timesteps, **options)

@@ -53,8 +53,9 @@ import torch
 from torch import nn
 
 from albsnn_compress.errors import InteropError
-from albsnn_compress.interop.chain import ChainBuilder, Framework, ImportOptions, Link, import_chain, step_mismatch
+from albsnn_compress.interop.chain import ChainBuilder, Framework, ImportOptions, Link, step_mismatch
 from albsnn_compress.interop.torch_layers import TORCH_KINDS, TORCH_SUPPORTED, LayerKind
+from albsnn_compress.interop.trace import import_model
 from albsnn_compress.snn.spec import SpikingNet
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ FRAMEWORK = "SpikingJelly"
 SUPPORTED = (
     "nn.Sequential (step_mode 'm' or 's') of neuron.LIFNode, neuron.IFNode, neuron.ParametricLIFNode, "
     "layer.Conv2d/Linear/BatchNorm1d/BatchNorm2d/AvgPool2d/MaxPool2d/AdaptiveAvgPool2d/Flatten/Dropout, "
-    f"and layer.SeqToANNContainer of torch.nn {TORCH_SUPPORTED}"
+    f"and layer.SeqToANNContainer of torch.nn {TORCH_SUPPORTED}; or a model class whose forward() runs one chain of "
+    "them (per step, or multi-step on the input repeated over time)"
 )
 _POINTWISE = ("linear", "skip")  # plain torch kinds that act the same on [T, B, ...] as on [B, ...]
 _LAYERS: dict[str, LayerKind] = {
@@ -207,7 +209,7 @@ def spikingjelly_framework() -> Framework:
         InteropError: SpikingJelly is not installed.
     """
     try:
-        from spikingjelly.activation_based import layer, neuron
+        from spikingjelly.activation_based import functional, layer, neuron
     except ImportError as exc:  # an optional dependency: say what to install, and how
         raise InteropError(
             f"importing a SpikingJelly network needs spikingjelly ({exc}); "
@@ -233,11 +235,12 @@ def spikingjelly_framework() -> Framework:
         map_neuron=lambda builder, link, _last: _neuron(builder, link, neuron),
         refusal=_other_node,
         check_chain=check_chain,
+        reset=functional.reset_net,
     )
 
 
 def from_spikingjelly(
-    net: nn.Module, input_shape: Sequence[int], timesteps: int, **options: Unpack[ImportOptions]
+    net: nn.Module, input_shape: Sequence[int], timesteps: int | None = None, **options: Unpack[ImportOptions]
 ) -> SpikingNet:
     """The :class:`SpikingNet` that computes what SpikingJelly network ``net`` computes with direct input encoding.
 
@@ -249,5 +252,10 @@ def from_spikingjelly(
     ``input_shape``, ``timesteps``, the keyword ``options``
     (:class:`~albsnn_compress.interop.chain.ImportOptions`), the model returned and the refusals
     are as for :func:`~albsnn_compress.interop.chain.import_chain`.
+
+    ``net`` may also be a model class with its own ``forward()``, as SpikingJelly's examples write
+    them (``conv_fashion_mnist``'s ``CSNN``: ``self.conv_fc(x.unsqueeze(0).expand(T, ...)).mean(0)``,
+    or a loop calling single-step modules): :func:`~albsnn_compress.interop.trace.import_traced`
+    traces it, and ``timesteps`` may be left out (the model has its own).
     """
-    return import_chain(net, spikingjelly_framework(), input_shape, timesteps, **options)
+    return import_model(net, spikingjelly_framework(), input_shape, timesteps, **options)
