@@ -4,7 +4,10 @@ This is the one place where the stages meet (the command line calls it, tests
 call it too): check that the output folder can be written and that no file of the
 set would replace the input, follow a symbolic link or replace a non-regular file
 (before any work), read and validate the checkpoint, load the dataset splits named
-in its metadata, run :func:`~albsnn_compress.search.run.compress`, then (main process only) write the
+in its metadata, run :func:`~albsnn_compress.search.run.compress`, then (main process only) count what
+the input and the compressed model cost to run on the same images (at most
+:data:`~albsnn_compress.operations.MAX_IMAGES` of the test split:
+:func:`~albsnn_compress.operations.count_operations`) and write the
 ``.albsnn`` container, the ONNX file (and, on request, a NIR file) and the report as one set
 (:class:`~albsnn_compress.files.output_set.OutputSet`: staged, renamed into place
 together, ``manifest.json`` last), so an interrupted run leaves the previous
@@ -17,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import torch
+
 from albsnn_compress.checkpoint import read_checkpoint
+from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.registry import dataset_info, load_splits
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
 from albsnn_compress.files.output_paths import writing
@@ -26,6 +32,7 @@ from albsnn_compress.formats.c.plan import plan_model
 from albsnn_compress.formats.container.file import sha256_file, write_container
 from albsnn_compress.formats.nir.optional import check_nir_exportable, export_nir, is_nir_file, read_nir
 from albsnn_compress.formats.onnx.export import export_onnx
+from albsnn_compress.operations import MAX_IMAGES, check_countable, count_operations, operations_section
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.search import SearchConfig, compress
@@ -33,7 +40,15 @@ from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.distributed import LOCAL, DistContext
 
-__all__ = ["CompressRequest", "CompressOutcome", "compress_checkpoint", "c_footprint", "OUTPUT_FORMATS"]
+__all__ = [
+    "CompressRequest",
+    "CompressOutcome",
+    "compress_checkpoint",
+    "c_footprint",
+    "cost_of",
+    "OUTPUT_FORMATS",
+    "OPERATIONS_SPLIT",
+]
 
 OUTPUT_FORMATS = ("albsnn", "onnx", "nir")
 """What a run can write besides its report: the container and ONNX (always), NIR (on request)."""
@@ -91,6 +106,7 @@ def compress_checkpoint(
         raise DatasetError(f"{exc} (the model was trained on {dataset})") from exc
     if "nir" in request.formats:
         check_nir_exportable(model)  # a layer NIR cannot hold is refused now, not after the search
+    check_countable(model)  # so is a weighted layer type the report cannot count the operations of
     result = compress(
         model,
         splits["train"],
@@ -104,12 +120,28 @@ def compress_checkpoint(
     files: dict[str, Path] = {}
     report = None
     if outputs is not None:
-        files, report = _write_outputs(request, outputs, metadata, result)
+        operations = cost_of(model, cast(SpikingNet, result.model), splits[OPERATIONS_SPLIT], OPERATIONS_SPLIT)
+        files, report = _write_outputs(request, outputs, metadata, result, operations)
     ctx.barrier()
     return CompressOutcome(result, files, report)
 
 
 REPORT_FORMATS = ("json", "html")
+OPERATIONS_SPLIT = "test"
+"""The split whose first images the report's operations are measured on (a run always evaluates it)."""
+
+
+def cost_of(
+    input_model: SpikingNet, compressed: SpikingNet, split: ImageSet, split_name: str, limit: int = MAX_IMAGES
+) -> dict[str, Any]:
+    """The report's ``operations`` section: both models run on the first ``limit`` images of ``split``."""
+    images = split.as_float(torch.arange(min(len(split), limit)))
+    return operations_section(
+        count_operations(input_model, images),
+        count_operations(compressed, images),
+        split=split_name,
+        image_limit=limit,
+    )
 
 
 def c_footprint(model: SpikingNet) -> dict[str, Any]:
@@ -164,9 +196,14 @@ def _output_set(request: CompressRequest, outdir: Path) -> OutputSet:
 
 
 def _write_outputs(
-    request: CompressRequest, outputs: OutputSet, metadata: dict[str, Any], result: CompressionResult
+    request: CompressRequest,
+    outputs: OutputSet,
+    metadata: dict[str, Any],
+    result: CompressionResult,
+    operations: dict[str, Any],
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Write the container, the ONNX file and the JSON + HTML report as one set into the output folder."""
+    """Write the container, the ONNX file and the JSON + HTML report (with ``operations``) as one set into the
+    output folder."""
     container_name, onnx_name, *_ = outputs.names
     model = cast(SpikingNet, result.model)  # compress() refuses a model it could not pack: it is a SpikingNet
     final = outputs.paths
@@ -198,6 +235,7 @@ def _write_outputs(
             nir=stage / nir_name if nir_name else None,
             nir_binary_layers=nir_info.binary_layers if nir_info else (),
             c_export=c_footprint(model),
+            operations=operations,
         )
         # the sizes were measured on the staged files; the paths are where they end up
         report["storage"]["on_disk"]["container"]["path"] = str(final[container_name])

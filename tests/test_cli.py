@@ -108,7 +108,7 @@ def test_compress_takes_short_layer_names_and_names_a_wrong_one(digits_checkpoin
     run_cli([str(digits_checkpoint), "--budget", "1.0", "--layers", "conv3,conv4", "--exclude", "layers.conv4", *fast])
     report = json.loads((out / "report.json").read_text())
     assert report["search"]["candidates"] == ["layers.conv3"]
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
     result = run_cli([str(digits_checkpoint), "--budget", "1.0", "--layers", "conv9", *fast], expected_exit=2)
     assert result.stderr.startswith("error: layers: 'conv9' is not a binarizable layer; choose from conv1, conv2")
     assert result.stderr.count("\n") == 1

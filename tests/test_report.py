@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 from clihelp import run_cli
 from report_samples import digits_result, make_result, tiny_model
+from test_operations import hand_report
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.errors import ReportError
@@ -255,6 +256,44 @@ def test_validator_names_the_path_and_checks_the_accounting(digits_report: dict)
         validate_report(doc)
 
 
+def test_a_version_2_report_still_reads_as_version_2_described_it(tmp_path: Path, digits_report: dict) -> None:
+    """Version 3 added ``operations``; a version-2 document (none) reads and renders, and holds no such field."""
+    assert digits_report["schema_version"] == 3 and "operations" not in digits_report
+    old = dict(digits_report, schema_version=2)
+    path = tmp_path / "old.json"
+    path.write_text(dump_json(old))
+    assert load_report(path) == old
+    assert "Cost per inference" not in render_text(old) and "Storage: computed vs on disk" in render_text(old)
+    assert "Cost per inference" not in render_markdown(old) + render_html(old, charts=False)
+    with_operations = dict(old, operations=hand_report()["operations"])
+    with pytest.raises(ReportError, match=r"at /: unknown field 'operations'"):
+        validate_report(with_operations)
+    validate_report(dict(with_operations, schema_version=3))
+    assert schema_module.SCHEMAS[2]["properties"]["schema_version"] == {"const": 2}
+    jsonschema.Draft202012Validator.check_schema(schema_module.SCHEMAS[2])
+    jsonschema.Draft202012Validator(schema_module.SCHEMAS[2]).validate(json.loads(dump_json(old)))
+
+
+def test_the_operations_section_validates_against_the_json_schema() -> None:
+    report = hand_report()
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    validator.validate(json.loads(dump_json(report)))
+    for path, value in (
+        (("input_model", "layers", 0, "ac"), -1.0),
+        (("compressed_model", "total", "dense"), 1.5),
+        (("energy", "label"), None),
+        (("images",), 0),
+    ):
+        doc = copy.deepcopy(report)
+        node = doc["operations"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        assert not validator.is_valid(doc), path
+        with pytest.raises(ReportError, match="at /operations/"):
+            validate_report(doc)
+
+
 # --- reading ---------------------------------------------------------------------------------
 
 
@@ -274,7 +313,7 @@ def _bad_reports(report: dict) -> list[tuple[str, bytes, str]]:
         ("list", b"[1, 2]", "must be a JSON object, found list"),
         (
             "duplicate key",
-            text.replace('"schema_version": 2,', '"schema_version": 2, "schema_version": 2,', 1).encode(),
+            text.replace('"schema_version": 3,', '"schema_version": 3, "schema_version": 3,', 1).encode(),
             "duplicate key 'schema_version'",
         ),
         ("nan", text.replace('"val_before": 90.0', '"val_before": NaN', 1).encode(), "NaN is not allowed"),
@@ -284,12 +323,12 @@ def _bad_reports(report: dict) -> list[tuple[str, bytes, str]]:
         (
             "future version",
             json.dumps(future).encode(),
-            r"schema version 99 is not supported \(this reader reads \[2\]\).*upgrade",
+            r"schema version 99 is not supported \(this reader reads \[2, 3\]\).*upgrade",
         ),
         (
             "version 1",
             json.dumps(dict(report, schema_version=1)).encode(),
-            r"report schema version 1 is not supported \(this reader reads \[2\]\); regenerate it",
+            r"report schema version 1 is not supported \(this reader reads \[2, 3\]\); regenerate it",
         ),
     ]
 
@@ -400,7 +439,7 @@ def report_json(tmp_path: Path, digits_report: dict) -> Path:
     "form, marker",
     [
         ("terminal", "Search trajectory"),
-        ("json", '"schema_version": 2'),
+        ("json", '"schema_version": 3'),
         ("md", "# Storage report"),
         ("html", "<!DOCTYPE html>"),
     ],

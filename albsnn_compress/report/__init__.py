@@ -1,5 +1,8 @@
 """The storage-savings report: one versioned JSON document, rendered as text tables, Markdown or HTML.
 
+It says what a run saved in storage and, with an ``operations`` section (schema version 3; the
+pipeline always adds it), in synaptic operations, bytes moved and estimated energy per inference.
+
 Flow: :func:`build_report` turns a :class:`~albsnn_compress.search.result.CompressionResult`
 and the files a run wrote into the JSON document; every other form is rendered
 from that document (never from the result object), so ``albsnn-compress report

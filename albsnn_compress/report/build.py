@@ -9,7 +9,11 @@ Three sources, kept apart in the document:
 * the *measured* bytes on disk of the input checkpoint, the ``.albsnn``
   container and the ONNX file (``os.stat``; ``null`` where a file is absent),
   and of the NIR file when the run wrote one (``storage.on_disk.nir``, with
-  ``storage.nir`` saying which layers it holds as binary up to a scale).
+  ``storage.nir`` saying which layers it holds as binary up to a scale);
+* what each model costs to run, when the caller measured it (``operations``: synaptic
+  operations split into AC and MAC, bytes moved and an energy estimate, for the input
+  and the compressed model on the same images; :func:`albsnn_compress.operations.operations_section`
+  builds it, the pipeline always does).
 
 Units: accuracies in percent, drops and budgets in percentage points, storage
 in bits (integers) and bytes (bits / 8, so a 36-bit tensor is 4.5 bytes), times
@@ -18,6 +22,7 @@ in seconds.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import stat
@@ -55,6 +60,7 @@ def build_report(
     nir: PathLike | None = None,
     nir_binary_layers: Sequence[str] = (),
     c_export: Mapping[str, Any] | None = None,
+    operations: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report document (schema :data:`~albsnn_compress.report.schema.SCHEMA`) of one run.
 
@@ -71,13 +77,16 @@ def build_report(
             (``NirExport.binary_layers``).
         c_export: the model's C export memory, ``{"flash_bytes", "ram_bytes", "refused"}``
             (adds ``storage.c_export``; the pipeline computes it with ``plan_model``).
+        operations: the ``operations`` section, both models' operations on the same images
+            (:func:`albsnn_compress.operations.operations_section`; the pipeline always adds it).
 
     Returns:
         A JSON-able dict that passes :func:`~albsnn_compress.report.schema.validate_report`.
 
     Raises:
-        ReportError: if the result names a binarized layer the model lacks, or holds
-            a non-finite accuracy, budget or time.
+        ReportError: if the result names a binarized layer the model lacks, holds
+            a non-finite accuracy, budget or time, or ``operations`` does not match the schema
+            or does not add up.
     """
     rows = layer_storage(result.model, result.binarized)
     _check_binarized(result.binarized, rows)
@@ -141,6 +150,7 @@ def build_report(
         "trajectory": [_step(step, bits_before) for step in result.trajectory],
         "timings": {str(phase): _finite(seconds, f"timings[{phase!r}]") for phase, seconds in result.timings.items()},
         "versions": {str(k): str(v) for k, v in (versions if versions is not None else package_versions()).items()},
+        **({"operations": copy.deepcopy(dict(operations))} if operations is not None else {}),
     }
     validate_report(report)
     return report

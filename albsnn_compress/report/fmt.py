@@ -9,7 +9,8 @@ not apply is ``-``. Text read from the report (names, reasons, settings) comes o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from albsnn_compress.files.safe_text import visible
@@ -25,6 +26,10 @@ __all__ = [
     "ratio",
     "seconds",
     "number",
+    "operations",
+    "energy",
+    "rate",
+    "change",
     "short",
     "text",
     "shape",
@@ -96,6 +101,46 @@ def seconds(value: float | None) -> str:
 def number(value: float | None) -> str:
     """An estimator value in its own units, four significant digits."""
     return NOT_APPLICABLE if value is None else f"{value:.4g}"
+
+
+def operations(value: float | None) -> str:
+    """Operations per inference (an average over images): ``1,234,567``; below 100 and not whole, three significant
+    digits (``72.3``); from 1e15 on, ``1.235e+15``."""
+    if value is None:
+        return MISSING
+    if not math.isfinite(value):  # only in a document built in memory
+        return str(value)
+    if abs(value) >= 1e15:
+        return f"{value:.3e}"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{round(value):,}"
+    return f"{value:.3g}"
+
+
+_ENERGY_UNITS = (("J", 1e12), ("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3), ("pJ", 1.0))
+
+
+def energy(picojoules: float | None) -> str:
+    """An energy given in picojoules, in the largest unit that keeps it at 1 or more: ``326.70 pJ``, ``1.23 µJ``."""
+    if picojoules is None:
+        return MISSING
+    if not math.isfinite(picojoules):
+        return f"{picojoules} pJ"
+    for unit, scale in _ENERGY_UNITS:
+        if abs(picojoules) >= scale or unit == "pJ":
+            return f"{picojoules / scale:.2f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def rate(fraction: float | None) -> str:
+    """A fraction (a spike rate) in percent: ``12.50%``."""
+    return MISSING if fraction is None else percent(100 * fraction)
+
+
+def change(before: Any, after: Any, form: Callable[[Any], str]) -> str:
+    """``before -> after``, each written by ``form``; one figure when both read the same."""
+    first, second = form(before), form(after)
+    return first if first == second else f"{first} -> {second}"
 
 
 def text(value: str) -> str:

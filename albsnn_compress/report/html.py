@@ -78,6 +78,7 @@ def _table(table: Table) -> str:
         cells = "".join(f'<td class="{table.align[i]}">{_cell(c)}</td>' for i, c in enumerate(row))
         body.append(f'<tr class="hl">{cells}</tr>' if emphasised else f"<tr>{cells}</tr>")
     note = f'<p class="note">{_esc(table.note)}</p>' if table.note else ""
+    note += f'<p class="note">{_esc(table.details)}</p>' if table.details else ""
     kind = ' class="kv"' if len(table.columns) <= 2 else ""
     return (
         f'<div class="scroll"><table{kind}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
@@ -107,8 +108,30 @@ def _cards(report: Mapping[str, Any]) -> str:
         ),
         _card("Val accuracy", fmt.percent(acc["val_after"]), f"from {fmt.percent(acc['val_before'])}"),
         _card("Drop / budget", fmt.points(acc["val_drop_points"]), _drop_sub(report), bad=not acc["within_budget"]),
+        *_cost_cards(report),
     ]
     return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _cost_cards(report: Mapping[str, Any]) -> list[str]:
+    """Synaptic operations and the energy estimate per inference, when the report has them (schema version 3)."""
+    operations = report.get("operations")
+    if operations is None:
+        return []
+    before, after = operations["input_model"]["total"], operations["compressed_model"]["total"]
+    saved = operations["saved_percent"]
+    return [
+        _card(
+            "Synaptic ops / inference",
+            fmt.operations(after["synaptic_ops"]),
+            f"from {fmt.operations(before['synaptic_ops'])} ({fmt.percent(saved['synaptic_ops'])} saved)",
+        ),
+        _card(
+            "Energy (estimate)",
+            fmt.energy(after["energy_pj"]),
+            f"from {fmt.energy(before['energy_pj'])}; {operations['energy']['label']}",
+        ),
+    ]
 
 
 def _drop_sub(report: Mapping[str, Any]) -> str:

@@ -35,6 +35,8 @@ def _table(table: Table) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     if table.note:
         lines += ["", markdown_text(table.note, line_start=True)]
+    if table.details:
+        lines += ["", markdown_text(table.details, line_start=True)]
     return lines + [""]
 
 

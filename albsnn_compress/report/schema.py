@@ -11,13 +11,16 @@ extra dependency; the tests check that ``jsonschema`` agrees with it. On top of
 the schema it checks the accounting: every layer's tensors sum to the layer's
 bits, and the layers sum to the totals.
 
-Versioning: :data:`SCHEMA_VERSION` is bumped whenever a field is removed,
+Versioning: :data:`SCHEMA_VERSION` is bumped whenever a field is added, removed,
 renamed or changes meaning; a reader accepts only the versions in
-:data:`SUPPORTED_VERSIONS` and names the fix for any other.
+:data:`SUPPORTED_VERSIONS` and names the fix for any other. Each supported version is
+validated against its own schema (:data:`SCHEMAS`): a version-2 document (no
+``operations``) still reads, exactly as version 2 described it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -29,6 +32,7 @@ from albsnn_compress.files.strict_json import strict_loads
 
 __all__ = [
     "SCHEMA",
+    "SCHEMAS",
     "SCHEMA_ID",
     "SCHEMA_VERSION",
     "SUPPORTED_VERSIONS",
@@ -39,13 +43,14 @@ __all__ = [
 ]
 
 SCHEMA_ID = "albsnn-compress/report"
-SCHEMA_VERSION = 2
-SUPPORTED_VERSIONS = (2,)  # 1 named raw estimates as points; see docs/report.md, Versioning
+SCHEMA_VERSION = 3
+SUPPORTED_VERSIONS = (2, 3)  # 1 named raw estimates as points; 2 lacks operations; see docs/report.md, Versioning
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 _MAX_DEPTH = limits.MAX_JSON_DEPTH  # a report nests 5 levels; anything near this is not a report
 _MAX_INT_DIGITS = 40  # bit counts fit in 20 digits
 
 _COUNT = {"type": "integer", "minimum": 0}
+_AMOUNT = {"type": "number", "minimum": 0}
 _NUMBER = {"type": "number"}
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -152,11 +157,75 @@ _C_EXPORT = _object(
     }
 )
 
+_OPERATIONS_LAYER = _object(
+    {  # one weighted layer's operations per inference (albsnn_compress.operations.LayerOperations)
+        "name": {"type": "string"},
+        "type": {"type": "string"},
+        "weight_bits": {"type": "integer", "minimum": 1},
+        "input": {"type": "string", "enum": ["spikes", "analog", "mixed"]},
+        "spiking_images": _COUNT,
+        "steps": {"type": "integer", "minimum": 1},
+        "fan_in": _COUNT,
+        "outputs_per_step": _COUNT,
+        "dense": _COUNT,
+        "input_rate": _AMOUNT,
+        "ac": _AMOUNT,
+        "mac": _AMOUNT,
+        "energy_pj": _AMOUNT,
+        "weight_bytes": _AMOUNT,
+        "activation_bytes": _AMOUNT,
+    }
+)
+
+_OPERATIONS_MODEL = _object(
+    {
+        "layers": {"type": "array", "items": {"$ref": "#/$defs/operations_layer"}},
+        "total": _object(
+            {
+                "dense": _COUNT,
+                "ac": _AMOUNT,
+                "mac": _AMOUNT,
+                "synaptic_ops": _AMOUNT,
+                "energy_pj": _AMOUNT,
+                "weight_bytes": _AMOUNT,
+                "activation_bytes": _AMOUNT,
+                "bytes_moved": _AMOUNT,
+                "neuron_updates": _AMOUNT,
+                "batch_norm_elements": _AMOUNT,
+            }
+        ),
+    }
+)
+
+OPERATIONS_TOTALS = ("synaptic_ops", "ac", "mac", "energy_pj", "weight_bytes", "activation_bytes", "bytes_moved")
+"""The totals whose saving ``operations.saved_percent`` states."""
+
+_OPERATIONS = _object(
+    {  # added in version 3: what each model costs to run on the same images (docs/report.md, Operations)
+        "split": {"type": "string"},
+        "images": {"type": "integer", "minimum": 1},
+        "image_limit": {"type": "integer", "minimum": 1},
+        "energy": _object(
+            {"ac_pj": _AMOUNT, "mac_pj": _AMOUNT, "label": {"type": "string"}, "source": {"type": "string"}}
+        ),
+        "definitions": {"type": "object", "additionalProperties": {"type": "string"}},
+        "input_model": _OPERATIONS_MODEL,
+        "compressed_model": _OPERATIONS_MODEL,
+        "saved_percent": _object({key: _NUMBER_OR_NULL for key in OPERATIONS_TOTALS}),
+    }
+)
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": f"albsnn-compress/report/v{SCHEMA_VERSION}",
     "title": "albsnn-compress storage report",
-    "$defs": {"tensor": _TENSOR, "layer": _LAYER, "step": _STEP, "file": _FILE},
+    "$defs": {
+        "tensor": _TENSOR,
+        "layer": _LAYER,
+        "step": _STEP,
+        "file": _FILE,
+        "operations_layer": _OPERATIONS_LAYER,
+    },
     **_object(
         {
             "schema": {"const": SCHEMA_ID},
@@ -232,9 +301,26 @@ SCHEMA: dict[str, Any] = {
             "trajectory": {"type": "array", "items": {"$ref": "#/$defs/step"}},
             "timings": {"type": "object", "additionalProperties": _NUMBER},
             "versions": {"type": "object", "additionalProperties": {"type": "string"}},
-        }
+            "operations": _OPERATIONS,
+        },
+        optional=("operations",),
     ),
 }
+"""The current version's schema (the one :func:`validate_report` holds a version-3 document to)."""
+
+
+def _version_2() -> dict[str, Any]:
+    """Version 2: the same document without ``operations``."""
+    schema = copy.deepcopy(SCHEMA)
+    schema["$id"] = "albsnn-compress/report/v2"
+    del schema["$defs"]["operations_layer"]
+    del schema["properties"]["operations"]
+    schema["properties"]["schema_version"] = {"const": 2}
+    return schema
+
+
+SCHEMAS: dict[int, dict[str, Any]] = {2: _version_2(), SCHEMA_VERSION: SCHEMA}
+"""The schema of every version this reader reads."""
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -315,6 +401,44 @@ def _check_accounting(report: dict[str, Any]) -> None:
             )
 
 
+def _close(total: float, parts: float) -> bool:
+    return math.isclose(total, parts, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _check_operations(operations: dict[str, Any]) -> None:
+    """The operations add up: layers to each model's totals, AC + MAC to the synaptic operations, each layer's
+    energy to its counts at the recorded constants; both models list the same layers."""
+    energy = operations["energy"]
+    names = {
+        model: [layer["name"] for layer in operations[model]["layers"]] for model in ("input_model", "compressed_model")
+    }
+    if names["input_model"] != names["compressed_model"]:
+        raise ReportError("at /operations: the input and compressed models list different layers")
+    for model in ("input_model", "compressed_model"):
+        layers, total = operations[model]["layers"], operations[model]["total"]
+        where = f"/operations/{model}"
+        for index, layer in enumerate(layers):
+            expected = layer["ac"] * energy["ac_pj"] + layer["mac"] * energy["mac_pj"]
+            if not _close(layer["energy_pj"], expected):
+                raise ReportError(
+                    f"at {where}/layers/{index}/energy_pj: {layer['energy_pj']!r}, but AC and MAC at the recorded "
+                    f"constants give {expected!r}"
+                )
+        dense = sum(layer["dense"] for layer in layers)
+        if dense != total["dense"]:
+            raise ReportError(f"at {where}/total/dense: layers sum to {dense}, total says {total['dense']}")
+        for key in ("ac", "mac", "energy_pj", "weight_bytes", "activation_bytes"):
+            parts = math.fsum(layer[key] for layer in layers)
+            if not _close(total[key], parts):
+                raise ReportError(f"at {where}/total/{key}: layers sum to {parts!r}, total says {total[key]!r}")
+        for key, parts in (
+            ("synaptic_ops", total["ac"] + total["mac"]),
+            ("bytes_moved", total["weight_bytes"] + total["activation_bytes"]),
+        ):
+            if not _close(total[key], parts):
+                raise ReportError(f"at {where}/total/{key}: {total[key]!r}, but its parts sum to {parts!r}")
+
+
 def validate_report(report: Any) -> None:
     """Check a report document against :data:`SCHEMA` and its bit accounting.
 
@@ -335,8 +459,10 @@ def validate_report(report: Any) -> None:
         raise ReportError(
             f"report schema version {version!r} is not supported (this reader reads {list(SUPPORTED_VERSIONS)}); {fix}"
         )
-    _check(report, SCHEMA, "")
+    _check(report, SCHEMAS[version], "")
     _check_accounting(report)
+    if "operations" in report:
+        _check_operations(report["operations"])
 
 
 def parse_report(data: bytes | str, source: str = "report") -> dict[str, Any]:

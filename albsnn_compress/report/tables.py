@@ -31,7 +31,7 @@ __all__ = [
     "MAX_LISTED_NAMES",
 ]
 
-BRIEF_TABLES = ("storage", "accuracy", "layers")  # what a compress run shows at its end
+BRIEF_TABLES = ("storage", "accuracy", "layers", "cost", "operations")  # what a compress run shows at its end
 
 MAX_RENDER_LAYERS = 4096
 """Layers the text, Markdown, HTML and terminal forms draw: the most a spec may have (``snn.spec``)."""
@@ -61,9 +61,12 @@ def check_renderable(report: Mapping[str, Any]) -> None:
             or :data:`MAX_RENDER_ITEMS` rows and lines in all, in one line.
     """
     layers, steps = len(report["layers"]), len(report["trajectory"])
-    if layers > MAX_RENDER_LAYERS:
+    operations = report.get("operations")
+    counted = len(operations["input_model"]["layers"]) if operations is not None else 0
+    if max(layers, counted) > MAX_RENDER_LAYERS:
         raise ReportError(
-            f"the report lists {layers} layers, more than the {MAX_RENDER_LAYERS} its tables draw; {_JSON_ONLY}"
+            f"the report lists {max(layers, counted)} layers, more than the {MAX_RENDER_LAYERS} its tables draw; "
+            f"{_JSON_ONLY}"
         )
     if steps > MAX_RENDER_STEPS:
         raise ReportError(
@@ -71,10 +74,11 @@ def check_renderable(report: Mapping[str, Any]) -> None:
         )
     items = layers + steps + len(report["search"]["config"]) + len(report["timings"]) + len(report["versions"])
     items += sum(len(layer["tensors"]) for layer in report["layers"])
+    items += counted + (len(operations["definitions"]) if operations is not None else 0)
     if items > MAX_RENDER_ITEMS:
         raise ReportError(
             f"the report's tables would hold {items} rows and lines (layers, tensors, steps, settings, timings, "
-            f"versions), more than the {MAX_RENDER_ITEMS} the renderer draws; {_JSON_ONLY}"
+            f"versions, operations), more than the {MAX_RENDER_ITEMS} the renderer draws; {_JSON_ONLY}"
         )
 
 
@@ -91,6 +95,8 @@ class Table:
         highlight: per row, whether to emphasise it (binarized layers, the final step).
         wide: indices of columns the terminal leaves out to stay readable.
         note: a sentence shown under the table, or ``None``.
+        details: sentences shown after the note in Markdown and HTML only (definitions the JSON holds
+            too); the terminal and plain text leave them out to stay readable, like the ``wide`` columns.
     """
 
     key: str
@@ -101,6 +107,7 @@ class Table:
     highlight: list[bool] = field(default_factory=list)
     wide: frozenset[int] = frozenset()
     note: str | None = None
+    details: str | None = None
 
 
 def report_tables(report: Mapping[str, Any]) -> list[Table]:
@@ -117,6 +124,8 @@ def report_tables(report: Mapping[str, Any]) -> list[Table]:
         _files(report),
         _accuracy(report),
         _layers(report),
+        _cost(report),
+        _operations(report),
         _trajectory(report),
         _timings(report),
         _settings(report),
@@ -134,7 +143,7 @@ def report_tables(report: Mapping[str, Any]) -> list[Table]:
 def _chars(table: Table) -> int:
     """Characters of a table's text: heading, column names, cells and note."""
     cells = sum(len(cell) for row in table.rows for cell in row)
-    return len(table.title) + sum(map(len, table.columns)) + cells + len(table.note or "")
+    return len(table.title) + sum(map(len, table.columns)) + cells + len(table.note or "") + len(table.details or "")
 
 
 def _summary(report: Mapping[str, Any]) -> Table:
@@ -381,6 +390,137 @@ def _layers(report: Mapping[str, Any]) -> Table:
         "tried in."
     )
     return Table("layers", "Layers", columns, rows, "lllrrrrrrlrrrl", highlight, frozenset({5, 6, 9}), note)
+
+
+def _definitions(operations: Mapping[str, Any], keys: tuple[str, ...]) -> str:
+    """The document's own definitions of ``keys`` (those it has), one after the other."""
+    definitions = operations["definitions"]
+    return " ".join(fmt.text(definitions[key]) for key in keys if key in definitions)
+
+
+def _cost(report: Mapping[str, Any]) -> Table:
+    """Both models' totals per inference side by side, with the saving in percent (empty before schema version 3)."""
+    operations = report.get("operations")
+    if operations is None:
+        return Table("cost", "Cost per inference", [], [], "")
+    before, after = operations["input_model"]["total"], operations["compressed_model"]["total"]
+    saved, energy = operations["saved_percent"], operations["energy"]
+    dense_saved = 100.0 * (before["dense"] - after["dense"]) / before["dense"] if before["dense"] else None
+
+    rows = [
+        [label, form(before[key]), form(after[key]), fmt.percent(saved[key])]
+        for label, key, form in (
+            ("synaptic operations (AC + MAC)", "synaptic_ops", fmt.operations),
+            ("accumulates (AC)", "ac", fmt.operations),
+            ("multiply-accumulates (MAC)", "mac", fmt.operations),
+        )
+    ]
+    rows.append(
+        ["dense synaptic operations", fmt.count(before["dense"]), fmt.count(after["dense"]), fmt.percent(dense_saved)]
+    )
+    rows.append(
+        [
+            f"energy, {fmt.text(energy['label'])}",
+            fmt.energy(before["energy_pj"]),
+            fmt.energy(after["energy_pj"]),
+            fmt.percent(saved["energy_pj"]),
+        ]
+    )
+    rows += [
+        [label, fmt.size(before[key]), fmt.size(after[key]), fmt.percent(saved[key])]
+        for label, key in (
+            ("weight bytes read", "weight_bytes"),
+            ("activation bytes", "activation_bytes"),
+            ("bytes moved", "bytes_moved"),
+        )
+    ]
+    rows += [
+        [label, fmt.operations(before[key]), fmt.operations(after[key]), fmt.NOT_APPLICABLE]
+        for label, key in (
+            ("neuron updates (not in AC, MAC or energy)", "neuron_updates"),
+            ("batch-norm elements (not in AC, MAC or energy)", "batch_norm_elements"),
+        )
+    ]
+    note = (
+        f"Measured on the first {operations['images']} images of the {fmt.text(operations['split'])} split "
+        f"(at most {operations['image_limit']}), both models on the same images; per inference: one image, all its "
+        "time steps. AC: accumulates (input spikes); MAC: multiply-accumulates (analog input); only nonzero inputs "
+        f"count. Energy, {fmt.text(energy['label'])}: AC × {energy['ac_pj']:g} pJ + MAC × {energy['mac_pj']:g} pJ, "
+        "arithmetic only. Definitions: docs/report.md, and operations.definitions in report.json."
+    )
+    details = f"Energy constants: {fmt.text(energy['source'])}. " + _definitions(
+        operations, ("ac", "mac", "excluded", "bytes_moved", "neurobench")
+    )
+    return Table(
+        "cost",
+        "Cost per inference: input vs compressed model",
+        ["Measure", "Input model", "Compressed", "Saved"],
+        rows,
+        "lrrr",
+        [True] + [False] * (len(rows) - 1),
+        note=note,
+        details=details,
+    )
+
+
+def _operations(report: Mapping[str, Any]) -> Table:
+    """Each weighted layer's operations per inference, input model -> compressed model (empty before version 3)."""
+    operations = report.get("operations")
+    if operations is None:
+        return Table("operations", "Operations per layer", [], [], "")
+    columns = ["Layer", "Input", "Weights", "Steps", "Dense", "Rate", "AC", "MAC", "Energy", "Weight bytes"]
+    rows, highlight = [], []
+    pairs = zip(operations["input_model"]["layers"], operations["compressed_model"]["layers"])
+    for before, after in pairs:
+        rows.append(
+            [
+                fmt.short(after["name"]),
+                fmt.change(before["input"], after["input"], fmt.text),
+                fmt.change(before["weight_bits"], after["weight_bits"], str),
+                fmt.change(before["steps"], after["steps"], str),
+                fmt.change(before["dense"], after["dense"], fmt.count),
+                fmt.change(before["input_rate"], after["input_rate"], fmt.rate),
+                fmt.change(before["ac"], after["ac"], fmt.operations),
+                fmt.change(before["mac"], after["mac"], fmt.operations),
+                fmt.change(before["energy_pj"], after["energy_pj"], fmt.energy),
+                fmt.change(before["weight_bytes"], after["weight_bytes"], fmt.size),
+            ]
+        )
+        highlight.append(after["weight_bits"] < before["weight_bits"])
+    before, after = operations["input_model"]["total"], operations["compressed_model"]["total"]
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            fmt.change(before["dense"], after["dense"], fmt.count),
+            "",
+            fmt.change(before["ac"], after["ac"], fmt.operations),
+            fmt.change(before["mac"], after["mac"], fmt.operations),
+            fmt.change(before["energy_pj"], after["energy_pj"], fmt.energy),
+            fmt.change(before["weight_bytes"], after["weight_bytes"], fmt.size),
+        ]
+    )
+    highlight.append(False)
+    note = (
+        "Per inference; a cell reads input model -> compressed model where the two differ. Input: spikes (0 and 1 "
+        "only), analog, or mixed (some images each). Weights: bits per weight. Rate: the share of nonzero input "
+        "elements (the input spike rate over spikes). Energy: "
+        f"{fmt.text(operations['energy']['label'])}."
+    )
+    details = _definitions(operations, ("dense", "effective", "rate", "binary_weights"))
+    return Table(
+        "operations",
+        "Operations per layer",
+        columns,
+        rows,
+        "lllrrrrrrr",
+        highlight,
+        frozenset({3, 8, 9}),
+        note,
+        details,
+    )
 
 
 def _trajectory(report: Mapping[str, Any]) -> Table:
