@@ -37,7 +37,7 @@ from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.report import build_report, write_report
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.result import CompressionResult
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.snn.spec import SpikingNet, accepts_input_shape
 from albsnn_compress.training.distributed import LOCAL, DistContext
 
 __all__ = [
@@ -165,7 +165,7 @@ def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:
             raise CompressionError(f"{path}: a NIR file names no dataset; pass --dataset (the one it was trained on)")
         info = dataset_info(request.dataset)
         model = read_nir(path, request.timesteps)
-        if tuple(model.spec["input"]["shape"]) != tuple(info.input_shape):
+        if not accepts_input_shape(model.spec, info.input_shape):
             raise DatasetError(
                 f"{path}: the network takes inputs of shape {model.spec['input']['shape']}, {request.dataset} images "
                 "are "

@@ -354,8 +354,8 @@ def test_refusals_name_the_module_and_what_is_supported(case: tuple[str, Callabl
 
 def test_bad_arguments_are_refused() -> None:
     net = _mlp(_leaky())
-    with pytest.raises(InteropError, match="input_shape must be three positive integers"):
-        from_snntorch(net, (64,), 4)
+    with pytest.raises(InteropError, match=r"input_shape must be three positive integers \(C, H, W\) or one \(F,\)"):
+        from_snntorch(net, (8, 8), 4)
     with pytest.raises(InteropError, match="std must be one or 1 positive numbers"):
         from_snntorch(net, SHAPE, 4, std=0.0)
     with pytest.raises(InteropError, match=r"expected \[12\]"):

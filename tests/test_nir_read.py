@@ -522,9 +522,13 @@ BAD_GRAPHS = {
         lambda: _chain(_conv(1, 4, 0), nir.IF(r=np.ones((4, 8, 8)), v_threshold=np.ones((4, 8, 8))), *_head(4, 8)),
         r"r \* dt = 0.0001; an IF neuron maps exactly only with r = 1/dt",
     ),
-    "flat-input": (
-        lambda: _chain(_head(4, 8)[1], input_shape=(256,)),
-        r"node 'input' \(Input\): input shape \[256\] is not \[C, H, W\]",
+    "rank-2-input": (
+        lambda: _chain(_head(4, 8)[1], input_shape=(16, 16)),
+        r"node 'input' \(Input\): input shape \[16, 16\] is neither \[C, H, W\] \(images\) nor \[F\]",
+    ),
+    "conv-on-flat-input": (
+        lambda: _chain(_conv(1, 4, 0), *_head(4, 8), input_shape=(64,)),
+        r"node 'n0' \(Conv2d\): needs a \[C, H, W\] input, gets \[64\]",
     ),
     "ends-with-map": (
         lambda: _chain(_conv(1, 10, 0)),
@@ -644,7 +648,7 @@ def test_options_resolve_from_the_arguments_and_the_file(tmp_path: Path) -> None
     again = resolve_options(path, _our_graph(), chain_of(_our_graph(), path), timesteps=1, dt=1e-4, name="net")
     assert (again.timesteps, again.dt, again.name) == (1, 1e-4, "net")
 
-    flat = _chain(_head(4, 8)[1], input_shape=(256,))
+    flat = _chain(_head(4, 8)[1], input_shape=(16, 16))
     refusals: list[tuple[nir.NIRGraph, dict[str, Any], str]] = [
         (foreign, {}, "does not say how many time steps it runs; pass timesteps"),
         (foreign, {"timesteps": 0}, r"timesteps must be an integer in \[1, 4096\], got 0"),
@@ -652,7 +656,7 @@ def test_options_resolve_from_the_arguments_and_the_file(tmp_path: Path) -> None
         (foreign, {"timesteps": 1, "dt": float("nan")}, "dt must be a positive number of seconds, got nan"),
         (foreign, {"timesteps": 1, "strict_threshold": "yes"}, "strict_threshold must be True, False or None"),
         (foreign, {"timesteps": 1, "std": [1.0, 2.0]}, r"std must list 1 numbers \(one per input channel\)"),
-        (flat, {"timesteps": 1}, r"node 'input' \(Input\): input shape \[256\] is not \[C, H, W\]"),
+        (flat, {"timesteps": 1}, r"node 'input' \(Input\): input shape \[16, 16\] is neither \[C, H, W\]"),
         (_our_graph(), {"mean": [0.5]}, r"normalizes its input itself \(node 'input_norm'\); leave mean and std unset"),
         (_our_graph(albsnn_timesteps="four"), {}, "graph metadata albsnn_timesteps must be one number, got four"),
         (_our_graph(albsnn_dt=np.ones(2)), {}, "graph metadata albsnn_dt must be one number"),

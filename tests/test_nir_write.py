@@ -227,7 +227,9 @@ def test_per_channel_tau_is_written_per_neuron(digits: torch.Tensor) -> None:
 @pytest.mark.parametrize("reset", ["soft", "soft_deferred", "none"])
 def test_resets_nir_has_no_form_for_are_refused(reset: str, tmp_path: Path) -> None:
     model = SpikingNet(variant("digits-small", reset=reset), 1)
-    with pytest.raises(ExportError, match=f"layer lif1: reset '{reset}' has no NIR neuron .* train with reset 'hard'"):
+    with pytest.raises(
+        ExportError, match=f"layer lif1: reset '{reset}' cannot be written to NIR: .* retrain with reset 'hard'"
+    ):
         export_nir(model, tmp_path / "m.nir")
     assert not list(tmp_path.iterdir())
 
@@ -351,7 +353,7 @@ def test_cli_exports_a_container_to_nir(trained: SpikingNet, tmp_path: Path) -> 
     result = run_cli(
         ["export", str(tmp_path / "soft.albsnn"), "--format", "nir", "-o", str(tmp_path / "s.nir")], expected_exit=2
     )
-    assert "error: layer lif1: reset 'soft' has no NIR neuron" in result.stderr
+    assert "error: layer lif1: reset 'soft' cannot be written to NIR" in result.stderr
 
 
 # -- the proof: other people's runtimes ----------------------------------------------------------------
@@ -553,7 +555,7 @@ def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
     result = run_cli(
         [str(tmp_path / "soft.pt"), "--budget", "1", "--formats", "nir", "-o", str(tmp_path / "soft")], expected_exit=2
     )
-    assert "layer lif1: reset 'soft' has no NIR neuron" in result.stderr  # refused before the search
+    assert "layer lif1: reset 'soft' cannot be written to NIR" in result.stderr  # refused before the search
 
 
 def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,6 +128,26 @@ def _make_model(
     return model.eval()
 
 
+def _flat_spec(dataset: str) -> dict[str, Any]:
+    """An MLP on the images flattened (issue 31): a flat input with one mean per feature, linear, BN1d and LIF only."""
+    images = resolve_architecture("digits-fc", dataset)["input"]
+    features = int(np.prod(images["shape"]))
+    return {
+        "name": "flat-mlp",
+        "input": {"shape": [features], "mean": [0.1 + 0.2 * (i % 3) for i in range(features)], "std": images["std"]},
+        "num_classes": 10,
+        "layers": [
+            {"type": "linear", "out_features": 48, "bias": False},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": 32},
+            {"type": "bn"},
+            {"type": "lif"},
+            {"type": "linear", "out_features": 10},
+        ],
+    }
+
+
 def _per_channel_spec(dataset: str) -> dict[str, Any]:
     """fmnist-vgg with per-channel time constants in every LIF layer (snnTorch's learned per-channel beta)."""
     spec = resolve_architecture("fmnist-vgg", dataset)
@@ -158,6 +178,16 @@ CASES = [
         SMALL_SUBSET,
     ),
     ("no-reset-T3", "fmnist-vgg", 3, {"reset": "none", "tau": 1.5}, "candidates", SMALL_SUBSET),
+    # flat input: an MLP fed the images flattened (onnxruntime takes [batch, F])
+    ("flat-mlp-T3-hard", _flat_spec, 3, {"reset": "hard"}, "all-but-first", SMALL_SUBSET),
+    (
+        "flat-mlp-T3-deferred",
+        _flat_spec,
+        3,
+        {"reset": "soft_deferred", "decay_input": False},
+        "candidates",
+        SMALL_SUBSET,
+    ),
     ("per-channel-tau-T3", _per_channel_spec, 3, {"decay_input": False}, "candidates", SMALL_SUBSET),
 ]
 
@@ -185,9 +215,15 @@ def _session(proto: onnx.ModelProto, level: str) -> ort.InferenceSession:
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _feed(proto: onnx.ModelProto, images: torch.Tensor) -> dict[str, np.ndarray]:
+    """``images`` as the graph takes them: ``[batch, C, H, W]``, or flattened row-major for a flat model."""
+    rank = len(proto.graph.input[0].type.tensor_type.shape.dim)
+    return {"images": (images if rank == 4 else images.flatten(1)).numpy()}
+
+
 def _run_ort(proto: onnx.ModelProto, images: torch.Tensor, level: str) -> np.ndarray:
     session = _session(proto, level)
-    return np.concatenate([session.run(["logits"], {"images": b.numpy()})[0] for b in images.split(CHUNK)])
+    return np.concatenate([session.run(["logits"], _feed(proto, b))[0] for b in images.split(CHUNK)])
 
 
 def _torch_spikes(model: SpikingNet, images: torch.Tensor) -> list[torch.Tensor]:
@@ -224,7 +260,7 @@ def _check_flips_are_ties(
         if start not in cache:
             cache[start] = _torch_spikes(model, images[start : start + CHUNK])
         torch_spikes = [s[:, row - start].numpy() for s in cache[start]]
-        outputs = session.run(None, {"images": images[row : row + 1].numpy()})
+        outputs = session.run(None, _feed(proto, images[row : row + 1]))
         for k in range(len(taps)):
             h, spike = outputs[1 + 2 * k][0], outputs[2 + 2 * k][0]
             differ = spike != (torch_spikes[k // steps][k % steps] > 0)

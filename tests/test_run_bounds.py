@@ -32,8 +32,8 @@ from albsnn_compress import load_checkpoint
 from albsnn_compress.data import BatchLoader, ImageSet, load_splits
 from albsnn_compress.data.cifar import CIFAR10_CLASSES
 from albsnn_compress.errors import AlbsnnError, CompressionError, InteropError, SpecError
-from albsnn_compress.limits import MAX_NAME_CHARS
 from albsnn_compress.files.model_cost import MAX_INFERENCE_BYTES, fitting_batch_size, inference_bytes
+from albsnn_compress.limits import MAX_NAME_CHARS
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.finetune import recalibrate_batchnorm
 from albsnn_compress.search.session import SearchSession

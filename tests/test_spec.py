@@ -189,6 +189,13 @@ def test_bad_lif_overrides_are_named(update: dict, message: str) -> None:
         ([1, 20_000, 20_000], {}, r"spec input: shape \[1, 20000, 20000\] holds more than 268435456 elements"),
         ([3, 8, 8], {"mean": [0.0] * 1_000_000}, r"mean must be a list of 3 numbers, got a list of 1000000 items$"),
         ([True, 8, 8], {}, r"spec input shape\[0\] must be an integer >= 1, got True"),
+        ([10**9], {"mean": [0.0] * 1_000_000}, r"spec input shape\[0\] is more than 268435456"),
+        (
+            [1 << 27],
+            {"std": [1.0] * 1_000_000},
+            r"std must be a list of 1 number \(for every feature; one per feature only up to 65536 features\), "
+            r"got a list of 1000000 items$",
+        ),
     ],
     ids=[
         "1e9-channels-with-stats",
@@ -199,6 +206,8 @@ def test_bad_lif_overrides_are_named(update: dict, message: str) -> None:
         "400-megapixels",
         "a-million-means",
         "bool",
+        "1e9-features",
+        "a-million-stds-for-a-flat-input",
     ],
 )
 def test_a_huge_input_shape_is_refused_before_anything_is_built(shape: list, extra: dict, message: str) -> None:
@@ -216,3 +225,38 @@ def test_a_huge_input_shape_is_refused_before_anything_is_built(shape: list, ext
     finally:
         tracemalloc.stop()
     assert time.perf_counter() - start < 1.0 and peak < (1 << 20)
+
+
+def test_a_flat_input_of_the_largest_size_builds_no_per_feature_list() -> None:
+    """A flat input's default statistics are one number each, whatever F: [2**28] costs two floats, not 2 GB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        spec = normalize_spec({"input": {"shape": [1 << 28]}, "num_classes": 10, "layers": [{"type": "flatten"}]})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert spec["input"] == {"shape": [1 << 28], "mean": [0.0], "std": [1.0]} and peak < (1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("inp", "stats_shape"),
+    [
+        ({"shape": [12]}, (1, 1)),
+        ({"shape": [12], "mean": [0.5] * 12, "std": [2.0]}, (1, 12)),
+        ({"shape": [3, 2, 2], "mean": [0.1, 0.2, 0.3], "std": [1.0, 2.0, 4.0]}, (1, 3, 1, 1)),
+    ],
+)
+def test_input_statistics_broadcast_over_a_batch(inp: dict, stats_shape: tuple[int, ...]) -> None:
+    spec = {"input": inp, "num_classes": 2, "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 2}]}
+    model = SpikingNet(spec).eval()
+    assert tuple(model.input_mean.shape) == stats_shape and normalize_spec(model.spec) == model.spec
+    images = torch.rand(4, 3, 2, 2)
+    mean = torch.tensor(model.spec["input"]["mean"])
+    std = torch.tensor(model.spec["input"]["std"])
+    shaped = (lambda t: t.view(1, -1, 1, 1)) if len(inp["shape"]) == 3 else (lambda t: t.view(1, -1))
+    x = images if len(inp["shape"]) == 3 else images.flatten(1)
+    with torch.no_grad():
+        expected = model.layers(((x - shaped(mean)) / shaped(std)).unsqueeze(0)).mean(0)
+        assert torch.equal(model(images), expected)

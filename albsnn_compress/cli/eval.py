@@ -11,6 +11,7 @@ from albsnn_compress.data.registry import DATASETS, dataset_info, load_split
 from albsnn_compress.errors import DatasetError
 from albsnn_compress.files.model_cost import fitting_batch_size
 from albsnn_compress.model_file import load_model_file
+from albsnn_compress.snn.spec import accepts_input_shape
 from albsnn_compress.training.distributed import init_distributed
 from albsnn_compress.training.trainer import evaluate
 
@@ -48,7 +49,7 @@ def command(
             f"{model_file} names no dataset (metadata key 'dataset'); pass one", param_hint="--dataset"
         )
     expected = tuple(dataset_info(dataset).input_shape)
-    if tuple(model.spec["input"]["shape"]) != expected:
+    if not accepts_input_shape(model.spec, expected):
         raise DatasetError(
             f"{model_file}: the model takes inputs of shape {model.spec['input']['shape']}, "
             f"{dataset} images are {list(expected)}; pass the dataset it was trained on with --dataset"

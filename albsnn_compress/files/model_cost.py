@@ -7,7 +7,8 @@ and the layer types' output shapes), so a 2 KB file that claims a huge model is
 measured, and refused, before anything is allocated.
 
 The memory of one forward pass (no gradients, CPU) of a batch of ``B`` images:
-the network normalizes the ``[B, C, H, W]`` input, runs the layers ahead of the
+the network normalizes the ``[B, C, H, W]`` input (a flat spec's ``[B, F]``; images
+given to a flat model are flattened as a view, which costs nothing), runs the layers ahead of the
 first neuron once (:func:`~albsnn_compress.snn.spec.shared_layer_count`), repeats
 their output over ``T`` steps as a view and runs the rest on ``[T, B, ...]``.
 While a layer runs, its input, its output and up to five output-sized temporaries
@@ -17,6 +18,9 @@ a convolution's output), and the previous layer's tensors are freed. So, in
 float32 elements, with ``T_l`` = 1 for the layers run once and ``T`` for the rest::
 
     inference_elements = B * (input + max over layers T_l * (in_l + 6 * out_l))
+
+with ``input`` the elements of one sample (``C*H*W``, or ``F``): the same formula for images and
+feature vectors, since every term is an element count of the layers' shapes.
 
 and :func:`inference_bytes` is four times that. It counts activations only, not
 the weights (:func:`parameter_bytes`) nor the dataset. ``tests/test_model_cost.py``

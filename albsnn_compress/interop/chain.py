@@ -43,7 +43,14 @@ from albsnn_compress.errors import InteropError, SpecError, one_line
 from albsnn_compress.interop.torch_layers import LayerKind, add_torch_layer
 from albsnn_compress.snn.layer_types import LAYER_TYPES, Shape
 from albsnn_compress.snn.neurons import DEFAULT_NEURON
-from albsnn_compress.snn.spec import SpikingNet, check_spec_name, normalize_spec
+from albsnn_compress.snn.spec import (
+    INPUT_RANKS,
+    MAX_INPUT_CHANNELS,
+    SpikingNet,
+    check_spec_name,
+    flat_statistics,
+    normalize_spec,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11 on
@@ -64,6 +71,7 @@ __all__ = [
     "step_mismatch",
     "input_stats",
     "check_input_shape",
+    "flattened",
     "package_version",
 ]
 
@@ -135,34 +143,43 @@ def package_version(package: str) -> str:
 
 
 def check_input_shape(input_shape: object, framework: str) -> Shape:
-    """``(C, H, W)`` as positive ints, or a refusal."""
+    """``(C, H, W)`` (images) or ``(F,)`` (feature vectors) as positive ints, or a refusal."""
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
-    if shape is None or len(shape) != 3 or any(type(d) is not int or d < 1 for d in shape):
+    if shape is None or len(shape) not in INPUT_RANKS or any(type(d) is not int or d < 1 for d in shape):
         raise InteropError(
-            f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W), "
-            f"got {input_shape!r}"
+            f"cannot import the {framework} network: input_shape must be three positive integers (C, H, W) or one "
+            f"(F,) for feature vectors, got {input_shape!r}"
         )
     return shape
 
 
-def input_stats(values: object, channels: int, default: float, label: str, framework: str) -> list[float]:
-    """A per-channel list from ``None`` (``default``), one number, or ``channels`` numbers."""
+def input_stats(values: object, shape: Shape, default: float, label: str, framework: str) -> list[float]:
+    """The spec's ``mean`` or ``std`` for an input of ``shape`` from ``None`` (``default``), one number, or one per
+    channel (images: ``C`` numbers) or per feature (a flat input: ``F``); one number stays one for a flat input."""
+    size = shape[0]
     if values is None:
-        return [default] * channels
+        return [default] * (size if len(shape) == 3 else 1)
     if isinstance(values, (int, float)) and not isinstance(values, bool):
         items: list[object] = [values]
     elif isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
         items = list(values)
     else:
         items = []
-    if len(items) == 1:
-        items = items * channels
+    if len(items) == 1 and len(shape) == 3:
+        items = items * size
     numbers = [float(v) for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(numbers) != channels or not all(math.isfinite(v) for v in numbers) or (label == "std" and min(numbers) <= 0):
+    counts = (size,) if len(shape) == 3 else (1, size)
+    if (
+        len(numbers) != len(items)
+        or len(numbers) not in counts
+        or not all(math.isfinite(v) for v in numbers)
+        or (label == "std" and min(numbers) <= 0)
+    ):
         wanted = "positive" if label == "std" else "finite"
+        per = "per input channel" if len(shape) == 3 else "per feature"
         raise InteropError(
-            f"cannot import the {framework} network: {label} must be one or {channels} {wanted} numbers "
-            f"(one per input channel), got {values!r}"
+            f"cannot import the {framework} network: {label} must be one or {size} {wanted} numbers "
+            f"(one {per}), got {values!r}"
         )
     return numbers
 
@@ -462,9 +479,30 @@ def checked_options(framework: Framework, input_shape: object, options: Mapping[
     except SpecError as exc:
         raise InteropError(f"cannot import the {framework.name} network: {exc}") from exc
     shape = check_input_shape(input_shape, framework.name)
-    means = input_stats(options.get("mean"), shape[0], 0.0, "mean", framework.name)
-    stds = input_stats(options.get("std"), shape[0], 1.0, "std", framework.name)
+    means = input_stats(options.get("mean"), shape, 0.0, "mean", framework.name)
+    stds = input_stats(options.get("std"), shape, 1.0, "std", framework.name)
     return CheckedOptions(name, shape, means, stds, options.get("num_classes"))
+
+
+def flattened(checked: CheckedOptions, framework: Framework) -> CheckedOptions:
+    """``checked`` for a network fed its ``[C, H, W]`` images flattened: the input ``[C*H*W]`` and the per-channel
+    normalization as the flattened images' (:func:`~albsnn_compress.snn.spec.flat_statistics`).
+
+    Raises:
+        InteropError: per-channel statistics that differ, over more features than a spec holds one per feature.
+    """
+    shape = checked.shape
+    if len(shape) == 1:
+        return checked
+    features = math.prod(shape)
+    means, stds = flat_statistics(checked.means, shape), flat_statistics(checked.stds, shape)
+    if max(len(means), len(stds)) > MAX_INPUT_CHANNELS:
+        raise InteropError(
+            f"cannot import the {framework.name} network: it takes its {list(shape)} images flattened to "
+            f"{features} features, and its per-channel mean/std would become {features} per-feature values (at most "
+            f"{MAX_INPUT_CHANNELS}); normalize outside the network or use one mean and std for all channels"
+        )
+    return CheckedOptions(checked.name, (features,), means, stds, checked.num_classes)
 
 
 def map_links(links: list[Link], framework: Framework, shape: Shape) -> tuple[ChainBuilder, dict[str, Any]]:
@@ -512,7 +550,9 @@ def import_chain(
     Args:
         net: the source network, an ``nn.Sequential`` (nested containers are opened).
         framework: the framework's table.
-        input_shape: ``(C, H, W)`` of one image.
+        input_shape: ``(C, H, W)`` of one image, or ``(F,)`` for feature vectors. A chain whose first layer is a
+            ``Linear`` is fed its images flattened: given ``(C, H, W)``, the imported network takes ``[C*H*W]``
+            (and runs on the images too, flattening them; ``metadata["source"]["flattened_input"]``).
         timesteps: steps per image of the imported network (an ``nn.Sequential`` has no number of its own).
         **options: :class:`ImportOptions` (``num_classes``, ``mean``, ``std``, ``name``).
 
@@ -531,5 +571,11 @@ def import_chain(
             f"cannot import the {framework.name} network: an nn.{type(net).__name__} runs one time step per call and "
             "you loop it yourself: give timesteps (--timesteps T)"
         )
+    first = next((link for link in links if framework.layers.get(type(link.module)) != "skip"), None)
+    flat = len(checked.shape) == 3 and first is not None and framework.layers.get(type(first.module)) == "linear"
+    if flat:  # a chain that starts with a Linear is fed its images flattened (snnTorch's data.view(batch_size, -1))
+        checked = flattened(checked, framework)
     builder, source = map_links(links, framework, checked.shape)
-    return import_links(builder, source, framework, checked, timesteps)
+    return import_links(
+        builder, {**source, **({"flattened_input": True} if flat else {})}, framework, checked, timesteps
+    )

@@ -255,7 +255,7 @@ def from_snntorch(
     ``net`` is an ``nn.Sequential`` (nested ones are opened) of the modules in
     :data:`SUPPORTED`, in any mode (batch norms are read, not run), run the snnTorch way:
     ``utils.reset(net)``, then ``net(x)`` with the same image ``x`` at each of ``timesteps``
-    steps; ``net`` is not modified. The other arguments (``input_shape`` ``(C, H, W)``, and the
+    steps; ``net`` is not modified. The other arguments (``input_shape`` ``(C, H, W)`` or ``(F,)``, and the
     keywords of :class:`~albsnn_compress.interop.chain.ImportOptions`), the model returned and
     the refusals are those of :func:`~albsnn_compress.interop.chain.import_chain`.
 

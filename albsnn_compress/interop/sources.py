@@ -22,7 +22,7 @@ from torch import nn
 
 from albsnn_compress.data.registry import dataset_info
 from albsnn_compress.errors import InteropError, one_line
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.snn.spec import SpikingNet, accepts_input_shape
 from albsnn_compress.versions import package_versions
 
 __all__ = ["parse_factory", "load_factory_net", "load_weights", "import_metadata"]
@@ -106,11 +106,13 @@ def import_metadata(model: SpikingNet, dataset: str, source: dict[str, Any]) -> 
 
     Raises:
         DatasetError: unknown dataset name.
-        InteropError: the model's input shape or class count differs from the dataset's.
+        InteropError: the model does not take the dataset's images (its input shape, or for a flat model its
+            number of features, differs; :func:`~albsnn_compress.snn.spec.accepts_input_shape`) or has another
+            class count.
     """
     info = dataset_info(dataset)
     shape, classes = tuple(model.spec["input"]["shape"]), model.spec["num_classes"]
-    if shape != info.input_shape or classes != info.num_classes:
+    if not accepts_input_shape(model.spec, info.input_shape) or classes != info.num_classes:
         raise InteropError(
             f"the imported model takes {list(shape)} images and has {classes} classes; dataset {dataset} has "
             f"{list(info.input_shape)} images and {info.num_classes} classes; "

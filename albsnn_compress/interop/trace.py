@@ -68,6 +68,7 @@ from albsnn_compress.interop.chain import (
     chain_of,
     check_kind,
     checked_options,
+    flattened,
     import_chain,
     import_links,
     map_links,
@@ -603,12 +604,10 @@ def _op_module(tracer: _Tracer, op: _Op, before: str, lead: int) -> nn.Module | 
     )
 
 
-def _links(tracer: _Tracer, step: _Step, lead: int, flat_input: bool) -> list[Link]:
+def _links(tracer: _Tracer, step: _Step, lead: int) -> list[Link]:
     """The per-step chain as links: calls as modules (containers opened), functional calls as their modules."""
     root = type(tracer.net)
     links: list[Link] = []
-    if flat_input:
-        links.append(Link("forward(): the input, taken flattened", nn.Flatten(), (root,), True, "flatten"))
     previous = "the input"
     for item in step.items:
         if isinstance(item, _Call):
@@ -863,7 +862,9 @@ def import_traced(
         net: the source model, any ``nn.Module`` whose ``forward(x)`` takes images ``[B, C, H, W]`` (or flattened
             ``[B, C*H*W]``) and loops over time itself (or runs one step per call).
         framework: the framework's table.
-        input_shape: ``(C, H, W)`` of one image.
+        input_shape: ``(C, H, W)`` of one image, or ``(F,)``. A ``forward()`` that takes the images flattened
+            (snnTorch tutorial 5) gives a network of flat input ``[C*H*W]``, which runs on the images too,
+            flattening them (:meth:`~albsnn_compress.snn.spec.SpikingNet.samples`).
         timesteps: ``None`` to take the number of steps from ``forward()``'s loop, or that same number; needed for
             a ``forward()`` that runs one step per call.
         **options: :class:`~.chain.ImportOptions`.
@@ -885,6 +886,8 @@ def import_traced(
     source_net = _copy(net, framework)
     watched = _watched(source_net, framework)
     graph, output, flat = _traced_pass(source_net, framework, checked, batch, watched)
+    if flat:  # forward() takes the images flattened: so does the imported network, whose input is [C*H*W]
+        checked = flattened(checked, framework)
     builder = ChainBuilder(framework.name, framework.supported, checked.shape)
     tracer = _Tracer(framework, source_net, graph, builder)
     readout = _readout(tracer, output)
@@ -922,7 +925,7 @@ def import_traced(
                 f"it starts module {handed.path}'s membrane at zero on every call, so the calls of your time loop are "
                 "independent single steps; move the time loop into forward() (or import with timesteps=1)"
             )
-    links = _links(tracer, steps[0], 2 if multi else 1, flat)
+    links = _links(tracer, steps[0], 2 if multi else 1)
     mapped, source = map_links(links, framework, checked.shape)
     mode = source.get("step_mode", "s")
     if multi and mode != "m":

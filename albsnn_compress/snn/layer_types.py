@@ -130,7 +130,10 @@ class LayerType:
         if self.input_ranks is None or len(shape) in self.input_ranks:
             return
         wanted = " or ".join("a [C, H, W]" if rank == 3 else "a flat" for rank in self.input_ranks)
-        fix = "add a flatten or gap" if self.input_ranks == (1,) else "add or remove a flatten"
+        if self.input_ranks == (1,):
+            fix = "add a flatten or gap (or give the spec a flat [F] input)"
+        else:
+            fix = "remove the flatten before it, or give the spec a [C, H, W] input instead of a flat one"
         raise SpecError(f"layer {layer['name']} ({self.name}) needs {wanted} input, got {list(shape)}; {fix}")
 
 

@@ -16,16 +16,20 @@ fmnist-wide    64, 128p, 256, 256p, 512         paper-scale FashionMNIST, for GP
 cifar-vgg      64, 128p, 256, 256p, 512, 512p   CIFAR-10/100 (32x32x3), for GPUs
 depth-4/8/16   4, 8 or 16 candidate convs       search-cost scaling benchmarks
 ============== ================================ ===================================
+
+:func:`mlp_spec` builds a fully connected network on the flattened input (a flat spec, input ``[C*H*W]``):
+snnTorch's first tutorials' kind of network, for any widths.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from albsnn_compress.errors import SpecError
-from albsnn_compress.snn.spec import normalize_spec
+from albsnn_compress.snn.spec import flat_statistics, normalize_spec
 
-__all__ = ["PRESETS", "make_preset", "vgg_spec"]
+__all__ = ["PRESETS", "make_preset", "vgg_spec", "mlp_spec"]
 
 Block = tuple[int, bool]  # (out_channels, pool after this block)
 
@@ -80,6 +84,43 @@ def _digits_fc(input_shape: list[int], num_classes: int, mean: list[float], std:
     spec = {
         "name": "digits-fc",
         "input": {"shape": list(input_shape), "mean": list(mean), "std": list(std)},
+        "num_classes": num_classes,
+        "layers": layers,
+    }
+    return normalize_spec(spec)
+
+
+def mlp_spec(
+    name: str,
+    hidden: list[int],
+    input_shape: list[int],
+    num_classes: int,
+    mean: list[float],
+    std: list[float],
+) -> dict[str, Any]:
+    """A fully connected spec on the flattened input: ``linear-bn-lif`` per hidden width, then a linear readout.
+
+    The spec's input is flat, ``[C*H*W]`` (a dataset's images are flattened row-major by the model,
+    :func:`~albsnn_compress.snn.spec.accepts_input_shape`); per-channel ``mean``/``std`` of
+    ``input_shape`` become one number when the channels agree (a one-channel dataset), else one per
+    feature (each channel's value over its ``H * W`` pixels).
+
+    Example:
+        >>> spec = mlp_spec("fmnist-mlp", [256], [1, 28, 28], 10, [0.286], [0.353])
+        >>> spec["input"], [layer["type"] for layer in spec["layers"]]
+        ({'shape': [784], 'mean': [0.286], 'std': [0.353]}, ['linear', 'bn', 'lif', 'linear'])
+    """
+    layers: list[dict[str, Any]] = []
+    for width in hidden:
+        layers += [{"type": "linear", "out_features": width, "bias": False}, {"type": "bn"}, {"type": "lif"}]
+    layers.append({"type": "linear", "out_features": num_classes})
+    spec = {
+        "name": name,
+        "input": {
+            "shape": [math.prod(input_shape)],
+            "mean": flat_statistics(mean, input_shape),
+            "std": flat_statistics(std, input_shape),
+        },
         "num_classes": num_classes,
         "layers": layers,
     }

@@ -24,12 +24,24 @@ layer a unique ``name`` (``conv1``, ``bn1``, ``lif1``, ... unless given), so
 (``layers.conv3.weight``). Input images are in ``[0, 1]``; the network applies
 the spec's ``mean``/``std`` itself, so every exported form needs no extra
 preprocessing beyond scaling pixels to ``[0, 1]``.
+
+An input is ``[C, H, W]`` (images; ``mean``/``std`` one per channel) or ``[F]``
+(feature vectors: fully connected networks, snnTorch's first tutorials, most NIR
+graphs of MLPs; ``mean``/``std`` one number for every feature, the default, or
+one per feature). A vector's channels are its features (``bn`` and per-channel
+neurons on ``[F]`` hold one value per feature), so one per feature is the general
+form (standardized features, a flattened multi-channel image); one number is what
+a flattened one-channel image was normalized with
+(``transforms.Normalize((m,), (s,))`` before ``view(batch, -1)``) and keeps the
+spec small. A flat model runs on any samples of ``F`` elements, flattened
+row-major (:func:`accepts_input_shape`): that is how it takes a dataset's images.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -46,6 +58,10 @@ __all__ = [
     "normalize_spec",
     "check_spec_name",
     "MAX_INPUT_CHANNELS",
+    "INPUT_RANKS",
+    "is_flat_input",
+    "accepts_input_shape",
+    "flat_statistics",
     "build_model",
     "spec_bounds",
     "layer_shapes",
@@ -60,7 +76,12 @@ _MAX_LAYERS = 4096
 
 MAX_INPUT_CHANNELS = 1 << 16
 """Channels of a spec's input: far above any image (1 grey, 3 RGB, 2 event polarities, hundreds of spectral bands),
-and small enough that the per-channel ``mean``/``std`` lists cost at most 512 KiB each."""
+and small enough that the per-channel ``mean``/``std`` lists cost at most 512 KiB each. A flat input of at most
+this many features may have one ``mean``/``std`` per feature (more features: one number for all)."""
+
+INPUT_RANKS = (1, 3)
+"""Ranks of a spec's per-sample input: ``[F]`` feature vectors (an MLP on flattened images, most NIR graphs of
+fully connected networks) and ``[C, H, W]`` images."""
 
 
 def _normalize_layer(raw: Any, index: int, counters: dict[str, int]) -> dict[str, Any]:
@@ -100,26 +121,72 @@ def _shown(value: Any) -> str:
 
 def _normalize_input(inp: Any) -> dict[str, Any]:
     if not isinstance(inp, dict) or "shape" not in inp:
-        raise SpecError("spec 'input' must be an object with 'shape' [C, H, W]")
+        raise SpecError("spec 'input' must be an object with 'shape' [C, H, W] (images) or [F] (feature vectors)")
     shape = inp["shape"]
-    if not isinstance(shape, list) or len(shape) != 3:
-        raise SpecError(f"spec input shape must be [C, H, W], got {_shown(shape)}")
+    if not isinstance(shape, list) or len(shape) not in INPUT_RANKS:
+        raise SpecError(f"spec input shape must be [C, H, W] (images) or [F] (feature vectors), got {_shown(shape)}")
     for i, dim in enumerate(shape):
         if type(dim) is not int or dim < 1:
             raise SpecError(f"spec input shape[{i}] must be an integer >= 1, got {_shown(dim)}")
         if dim > MAX_ELEMENTS:  # before element_count prints the shape: a 5,000-digit int has no repr
             raise SpecError(f"spec input shape[{i}] is more than {MAX_ELEMENTS}; the spec is damaged or hostile")
     element_count(shape, "spec input", SpecError, MAX_ELEMENTS)
-    channels = shape[0]
-    if channels > MAX_INPUT_CHANNELS:
-        raise SpecError(f"spec input shape[0]: {channels} channels, at most {MAX_INPUT_CHANNELS} allowed")
+    if len(shape) == 3 and shape[0] > MAX_INPUT_CHANNELS:
+        raise SpecError(f"spec input shape[0]: {shape[0]} channels, at most {MAX_INPUT_CHANNELS} allowed")
+    counts = _stat_counts(shape)
     stats = {}
     for label, default, check in (("mean", 0.0, finite_float), ("std", 1.0, positive_float)):
-        values = inp[label] if label in inp else [default] * channels  # built only when absent, and bounded
-        if not isinstance(values, list) or len(values) != channels:
-            raise SpecError(f"spec input {label} must be a list of {channels} numbers, got {_shown(values)}")
+        values = inp[label] if label in inp else [default] * counts[0]  # built only when absent, and bounded
+        if not isinstance(values, list) or len(values) not in counts:
+            raise SpecError(f"spec input {label} must be a list of {_stat_wording(shape)}, got {_shown(values)}")
         stats[label] = [check(v, f"spec input {label}[{i}]") for i, v in enumerate(values)]
     return {"shape": list(shape), "mean": stats["mean"], "std": stats["std"]}
+
+
+def _stat_counts(shape: list[int]) -> tuple[int, ...]:
+    """How many numbers ``mean`` and ``std`` may hold for an input of ``shape`` (the first is the default's)."""
+    if len(shape) == 3:
+        return (shape[0],)
+    return (1, shape[0]) if 1 < shape[0] <= MAX_INPUT_CHANNELS else (1,)
+
+
+def _stat_wording(shape: list[int]) -> str:
+    if len(shape) == 3:
+        return f"{shape[0]} numbers"
+    if 1 < shape[0] <= MAX_INPUT_CHANNELS:
+        return f"1 number (for every feature) or {shape[0]} (one per feature)"
+    if shape[0] == 1:
+        return "1 number"
+    return f"1 number (for every feature; one per feature only up to {MAX_INPUT_CHANNELS} features)"
+
+
+def is_flat_input(spec: dict[str, Any]) -> bool:
+    """Whether a normalized spec takes feature vectors ``[F]`` (rank 1) rather than images ``[C, H, W]``."""
+    return len(spec["input"]["shape"]) == 1
+
+
+def flat_statistics(values: Sequence[float], shape: Sequence[int]) -> list[float]:
+    """Per-channel ``mean`` or ``std`` of ``[C, H, W]`` inputs as those of the inputs flattened row-major: one number
+    when every channel has the same (a one-channel image), else each channel's value over its ``H * W`` features.
+    Statistics of a flat ``shape`` are returned as they are."""
+    if len(shape) != 3:
+        return list(values)
+    if len(set(values)) <= 1:
+        return list(values[:1])
+    return [value for value in values for _ in range(shape[1] * shape[2])]
+
+
+def accepts_input_shape(spec: dict[str, Any], shape: Sequence[int]) -> bool:
+    """Whether a model of a normalized spec runs on samples of per-sample ``shape`` (a dataset's ``[C, H, W]``).
+
+    The spec's own shape always; and for a flat spec (input ``[F]``) any shape of ``F`` elements, which
+    :meth:`SpikingNet.forward_steps` flattens row-major (``x.flatten(1)``: channel, then row, then column,
+    the ``x.view(batch, -1)`` of snnTorch's tutorials). So an MLP of input ``[784]`` runs on FashionMNIST's
+    ``[1, 28, 28]`` images, for training, ``compress`` and ``eval`` alike.
+    """
+    wanted = tuple(spec["input"]["shape"])
+    given = tuple(int(size) for size in shape)
+    return given == wanted or (len(wanted) == 1 and len(given) >= 1 and math.prod(given) == wanted[0])
 
 
 def normalize_spec(spec: Any) -> dict[str, Any]:
@@ -218,7 +285,7 @@ def shared_layer_count(spec: dict[str, Any]) -> int:
 
 
 class SpikingNet(nn.Module):
-    """A spiking network built from a spec; maps images in ``[0, 1]`` to logits.
+    """A spiking network built from a spec; maps images in ``[0, 1]`` (or feature vectors, for a flat spec) to logits.
 
     The forward pass normalizes the input, feeds the same analog image at every one
     of ``timesteps`` steps (direct encoding), runs the layers on ``[T, B, ...]`` and
@@ -232,9 +299,11 @@ class SpikingNet(nn.Module):
     """
 
     input_mean: torch.Tensor
-    """The spec's input ``mean`` as a ``[1, C, 1, 1]`` buffer (not stored in the state dict)."""
+    """The spec's input ``mean`` as a ``[1, C, 1, 1]`` buffer (a flat spec: ``[1, 1]`` or ``[1, F]``; not stored in
+    the state dict)."""
     input_std: torch.Tensor
-    """The spec's input ``std`` as a ``[1, C, 1, 1]`` buffer (not stored in the state dict)."""
+    """The spec's input ``std``, shaped as ``input_mean`` (a flat spec may hold one ``std`` and ``F`` means, or the
+    reverse; not stored in the state dict)."""
     metadata: dict[str, Any]
     """What the file (or the import) the model came from records; set by the readers, absent on a new model."""
 
@@ -243,9 +312,9 @@ class SpikingNet(nn.Module):
         self.spec = normalize_spec(spec)
         self.timesteps = positive_int(timesteps, "timesteps")
         inp = self.spec["input"]
-        channels = inp["shape"][0]
-        self.register_buffer("input_mean", torch.tensor(inp["mean"]).view(1, channels, 1, 1), persistent=False)
-        self.register_buffer("input_std", torch.tensor(inp["std"]).view(1, channels, 1, 1), persistent=False)
+        trailing = (1, 1) if len(inp["shape"]) == 3 else ()
+        self.register_buffer("input_mean", torch.tensor(inp["mean"]).view(1, -1, *trailing), persistent=False)
+        self.register_buffer("input_std", torch.tensor(inp["std"]).view(1, -1, *trailing), persistent=False)
         modules: OrderedDict[str, nn.Module] = OrderedDict()
         shapes = layer_shapes(self.spec)
         for layer, (shape, _) in zip(self.spec["layers"], shapes):
@@ -259,9 +328,27 @@ class SpikingNet(nn.Module):
         self.layers = nn.Sequential(modules)
         self.shared_layers = shared_layer_count(self.spec)
 
+    def samples(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as a batch of the spec's input: unchanged, or, for a flat spec ``[F]``, samples of ``F`` elements of
+        any shape (images ``[B, C, H, W]``) flattened row-major (:func:`accepts_input_shape`); a view, no copy.
+
+        Raises:
+            ValueError: a flat spec's batch whose samples do not hold ``F`` elements.
+        """
+        shape = self.spec["input"]["shape"]
+        if len(shape) != 1 or x.dim() == 2:
+            return x
+        if x.dim() < 2 or math.prod(x.shape[1:]) != shape[0]:
+            raise ValueError(
+                f"the network takes [batch, {shape[0]}] feature vectors (or samples of {shape[0]} elements, "
+                f"flattened), got a batch of shape {list(x.shape)}"
+            )
+        return x.flatten(1)
+
     def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-step outputs ``[T, B, num_classes]`` for images ``x`` of ``[B, C, H, W]``."""
-        steps = ((x - self.input_mean) / self.input_std).unsqueeze(0)
+        """Per-step outputs ``[T, B, num_classes]`` for images ``x`` of ``[B, C, H, W]`` (a flat spec: ``[B, F]``, or
+        samples of ``F`` elements flattened, see :meth:`samples`)."""
+        steps = ((self.samples(x) - self.input_mean) / self.input_std).unsqueeze(0)
         for index, module in enumerate(self.layers):
             if index == self.shared_layers:
                 steps = steps.expand(self.timesteps, *steps.shape[1:])

@@ -32,7 +32,7 @@ from albsnn_compress.errors import DatasetError, SpecError
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.snn.presets import PRESETS, make_preset
-from albsnn_compress.snn.spec import SpikingNet, normalize_spec
+from albsnn_compress.snn.spec import SpikingNet, accepts_input_shape, normalize_spec
 from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.trainer import TrainConfig, Trainer, check_batch_size, evaluate
 from albsnn_compress.versions import package_versions
@@ -78,7 +78,7 @@ def resolve_architecture(arch: str, dataset: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SpecError(f"{path}: not a readable JSON spec ({exc})") from exc
     spec = normalize_spec(spec)
-    if tuple(spec["input"]["shape"]) != info.input_shape or spec["num_classes"] != info.num_classes:
+    if not accepts_input_shape(spec, info.input_shape) or spec["num_classes"] != info.num_classes:
         raise SpecError(
             f"{path}: spec is for input {spec['input']['shape']} with {spec['num_classes']} classes, "
             f"dataset {dataset} has {list(info.input_shape)} with {info.num_classes}"

@@ -57,7 +57,8 @@ class Run:
 
 
 Runner = Callable[[torch.Tensor, bool], Run]
-"""``(images [B, C, H, W] in [0, 1], record) -> Run``."""
+"""``(images [B, C, H, W] in [0, 1], record) -> Run``; a file's runner reshapes each image to the graph's Input
+shape (flattens it, for a flat network)."""
 
 
 def model_runner(model: SpikingNet) -> Runner:
@@ -121,7 +122,9 @@ def snntorch_runner(path: str | Path, timesteps: int, neurons: list[str] | None 
     import snntorch as snn
     from snntorch.import_nir import import_from_nir
 
-    net = _quiet(lambda: import_from_nir(nir.read(str(path))))
+    graph = nir.read(str(path))
+    shape = _input_shape(graph)
+    net = _quiet(lambda: import_from_nir(graph))
     net.eval()
     leaky = (
         [net.get_submodule(n) for n in neurons]
@@ -133,7 +136,7 @@ def snntorch_runner(path: str | Path, timesteps: int, neurons: list[str] | None 
         logits: list[torch.Tensor] = []
         spikes: list[list[torch.Tensor]] = []  # per image: [T, ...] per layer
         with record_outputs(leaky if record else []) as steps, torch.no_grad():
-            for image in images:
+            for image in images.reshape(len(images), *shape):
                 for module in leaky:
                     module.reset_mem()
                 outputs = [net(image)[0] for _ in range(timesteps)]
@@ -161,14 +164,28 @@ def spikingjelly_runner(path: str | Path, timesteps: int, neurons: list[str] | N
     import nir
     from spikingjelly.activation_based.nir_exchange import from_nir
 
-    net = from_nir.import_from_nir(nir.read(str(path)), step_mode="m")
+    graph = nir.read(str(path))
+    shape = _input_shape(graph)
+    net = from_nir.import_from_nir(graph, step_mode="m")
     net.eval()
     wrappers = (
         [net.get_submodule(n) for n in neurons]
         if neurons is not None
         else [m for m in net.modules() if isinstance(m, from_nir._NIRStatefulModule)]
     )
-    return _sequence_runner(lambda x: net(x)[0], wrappers, timesteps)
+    run = _sequence_runner(lambda x: net(x)[0], wrappers, timesteps)
+    return lambda images, record: run(images.reshape(len(images), *shape), record)
+
+
+def _input_shape(graph: Any) -> tuple[int, ...]:
+    """The per-sample shape of the graph's Input node: what each image is reshaped to before it is fed (a flat
+    network's images flattened row-major, as :meth:`SpikingNet.samples` does)."""
+    import nir
+
+    inputs = [node for node in graph.nodes.values() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise ValueError(f"a NIR chain has one Input node, this graph has {len(inputs)}")
+    return tuple(int(size) for size in inputs[0].input_type["input"])
 
 
 def spikingjelly_model_runner(net: nn.Module, timesteps: int, neurons: list[nn.Module]) -> Runner:

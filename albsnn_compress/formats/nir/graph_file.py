@@ -42,6 +42,10 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import NirError, one_line
+from albsnn_compress.files.model_cost import MAX_ACTIVATION
+from albsnn_compress.formats.nir.optional import HDF5_MAGIC, is_nir_file
+from albsnn_compress.formats.nir.params import Unread
+from albsnn_compress.formats.nir.write import NIR_FORMAT
 from albsnn_compress.limits import (
     MAX_ELEMENTS,
     MAX_NAME_CHARS,
@@ -51,10 +55,6 @@ from albsnn_compress.limits import (
     element_count,
     regular_file_size,
 )
-from albsnn_compress.files.model_cost import MAX_ACTIVATION
-from albsnn_compress.formats.nir.optional import HDF5_MAGIC, is_nir_file
-from albsnn_compress.formats.nir.params import Unread
-from albsnn_compress.formats.nir.write import NIR_FORMAT
 
 __all__ = [
     "MAX_METADATA_ELEMENTS",

@@ -46,7 +46,8 @@ by ``w``: the same spikes, up to rounding.
 
 What does not map (the writer refuses it, naming the layer): reset by
 subtraction (``soft``, ``soft_deferred``) and no reset (``none``), since NIR's
-spiking neurons only reset to ``v_reset``. NIR fires on ``v > v_th``; our
+spiking neurons only reset to ``v_reset`` and neither importer runs a recurrent
+or ``LI`` + ``Threshold`` construction as those rules (:data:`RESET_REFUSALS`). NIR fires on ``v > v_th``; our
 non-strict neurons fire on ``>=``: the two differ only where the membrane equals
 the threshold exactly (SpikingJelly fires on ``>=``, snnTorch on ``>``). The
 metadata key ``albsnn_threshold`` records which one the network was trained with.
@@ -72,6 +73,7 @@ from albsnn_compress.snn.neurons import LIF
 __all__ = [
     "DT",
     "NirError",
+    "RESET_REFUSALS",
     "RTOL",
     "check_neuron",
     "neuron_node",
@@ -113,17 +115,38 @@ def _tau_values(neuron: LIF) -> np.ndarray | float:
     return tau
 
 
+RESET_REFUSALS: dict[str, str] = {
+    "soft": (
+        "NIR's spiking neurons (LIF, IF, CubaLIF) reset the membrane to v_reset, and a -v_threshold feedback edge "
+        "around one is not a subtraction in either importer (SpikingJelly keeps the reset to v_reset and adds the "
+        "feedback, snnTorch routes the layer's input through the feedback weight)"
+    ),
+    "soft_deferred": (
+        "snnTorch's subtract reset (the previous step's spike subtracted after the decay) has no NIR neuron: LIF, IF "
+        "and CubaLIF reset the membrane to v_reset, and the recurrent construction (a -v_threshold Linear from the "
+        "neuron back to itself) runs in SpikingJelly as that reset plus the feedback, and in snnTorch with the "
+        "layer's input routed through the feedback weight: neither is the subtraction"
+    ),
+    "none": (
+        "a neuron that never resets is NIR's LI followed by a Threshold node, and neither snnTorch's nor "
+        "SpikingJelly's importer reads LI or Threshold (LIF, IF and CubaLIF always reset to v_reset)"
+    ),
+}
+"""Why each reset rule other than ``hard`` has no NIR form both importers run (``tests/test_nir_resets.py`` shows
+each reason with the importers themselves)."""
+
+
 def check_neuron(name: str, neuron: LIF) -> None:
-    """Refuse a neuron NIR has no node for.
+    """Refuse a neuron NIR has no node for, in one line with the reason and the alternatives.
 
     Raises:
-        ExportError: the reset rule is soft, soft_deferred or none (NIR's neurons reset to ``v_reset``).
+        ExportError: the reset rule is soft, soft_deferred or none (:data:`RESET_REFUSALS`).
     """
     if neuron.reset != "hard":
+        reason = RESET_REFUSALS.get(neuron.reset, "NIR's spiking neurons only reset the membrane to v_reset")
         raise ExportError(
-            f"layer {name}: reset {neuron.reset!r} has no NIR neuron (nir.LIF and nir.IF reset the membrane to "
-            "v_reset, NIR has no reset by subtraction or neuron without reset); train with reset 'hard' to export "
-            "NIR, or export ONNX or C, which keep every reset rule"
+            f"layer {name}: reset {neuron.reset!r} cannot be written to NIR: {reason}; export ONNX or C, which keep "
+            "every reset rule, or retrain with reset 'hard' (snnTorch: reset_mechanism='zero') to export NIR"
         )
 
 

@@ -29,7 +29,6 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import AlbsnnError, NirError, StrictJSONError, one_line
-from albsnn_compress.limits import check_text, element_count
 from albsnn_compress.files.model_cost import MAX_ACTIVATION, MAX_TIMESTEPS
 from albsnn_compress.files.strict_json import strict_loads
 from albsnn_compress.formats.nir.chain import Chain
@@ -45,7 +44,9 @@ from albsnn_compress.formats.nir.params import (
     metadata_scalar,
     node_where,
 )
+from albsnn_compress.limits import check_text, element_count
 from albsnn_compress.snn.neurons import normalize_neuron
+from albsnn_compress.snn.spec import INPUT_RANKS
 
 __all__ = ["NEURON_JSON_CONTAINERS", "NEURON_JSON_DEPTH", "ReadOptions", "parse_neuron", "resolve_options"]
 
@@ -67,8 +68,9 @@ class ReadOptions:
         timesteps: steps per image the model runs.
         dt: seconds per step the neuron parameters were written for.
         strict_threshold: the caller's threshold rule; ``None``: each node's recorded rule, else NIR's ``>``.
-        input_shape: ``[C, H, W]`` of the Input node.
-        mean, std: the per-channel input normalization ``(x - mean) / std``, one value per channel.
+        input_shape: ``[C, H, W]`` or ``[F]`` of the Input node.
+        mean, std: the input normalization ``(x - mean) / std``: one value per channel; a flat input: one value
+            for every feature, or one per feature.
         normalization_node: the node holding that normalization (our ``input_norm``), which the translation skips.
         name: the architecture's name in the spec.
         neuron: the spec's neuron settings our writer recorded (``{}`` for other files).
@@ -79,7 +81,7 @@ class ReadOptions:
     timesteps: int
     dt: float
     strict_threshold: bool | None
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     mean: list[float]
     std: list[float]
     normalization_node: str | None
@@ -114,7 +116,7 @@ def resolve_options(
         raise NirError(f"{path}: strict_threshold must be True, False or None, got {strict_threshold!r}")
     neuron = parse_neuron(f"{path}: graph metadata albsnn_neuron", metadata.get("albsnn_neuron", "{}")) if ours else {}
     input_shape = _input_shape(path, *chain[0])
-    resolved_mean, resolved_std, normalization_node = _normalization(path, chain, input_shape[0], ours, mean, std)
+    resolved_mean, resolved_std, normalization_node = _normalization(path, chain, input_shape, ours, mean, std)
     return ReadOptions(
         path=path,
         ours=ours,
@@ -195,26 +197,33 @@ def parse_neuron(where: str, text: Any, partial: bool = False) -> dict[str, Any]
         raise NirError(f"{where}: our writer's neuron settings do not parse: {one_line(exc, 200)}") from exc
 
 
-def _input_shape(path: Path, name: str, node: Any) -> tuple[int, int, int]:
+def _input_shape(path: Path, name: str, node: Any) -> tuple[int, ...]:
+    """The Input node's per-sample shape: ``[C, H, W]`` images or ``[F]`` feature vectors (an MLP's input)."""
     where = node_where(path, name, node)
     types = node.input_type if isinstance(node.input_type, Mapping) else {}
     shape = as_array(types.get("input"), where, "input shape")
-    if shape.ndim != 1 or shape.dtype.kind not in "iu" or len(shape) != 3 or (shape < 1).any():
+    if shape.ndim != 1 or shape.dtype.kind not in "iu" or len(shape) not in INPUT_RANKS or (shape < 1).any():
         raise NirError(
-            f"{where}: input shape {one_line(shape.tolist(), 80)} is not [C, H, W]; the network takes images"
+            f"{where}: input shape {one_line(shape.tolist(), 80)} is neither [C, H, W] (images) nor [F] (feature "
+            "vectors); a network of ours takes one of these"
         )
-    channels, height, width = (int(size) for size in shape)
-    element_count([channels, height, width], f"{where}: input shape", NirError, MAX_ACTIVATION)
-    return channels, height, width
+    sizes = tuple(int(size) for size in shape)
+    element_count(list(sizes), f"{where}: input shape", NirError, MAX_ACTIVATION)
+    return sizes
 
 
 def _normalization(
-    path: Path, chain: Chain, channels: int, ours: bool, mean: Sequence[float] | None, std: Sequence[float] | None
+    path: Path,
+    chain: Chain,
+    shape: tuple[int, ...],
+    ours: bool,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
 ) -> tuple[list[float], list[float], str | None]:
     """``(mean, std, node)``: our writer's ``input_norm`` node if the file has one, else the caller's (or 0 and 1)."""
-    recorded = _recorded_normalization(path, chain, channels) if ours else None
+    recorded = _recorded_normalization(path, chain, shape) if ours else None
     if recorded is None:
-        return (*_requested_normalization(path, channels, mean, std), None)
+        return (*_requested_normalization(path, shape, mean, std), None)
     if mean is not None or std is not None:
         raise NirError(
             f"{path}: the graph normalizes its input itself (node {recorded[2]!r}); leave mean and std unset"
@@ -222,28 +231,43 @@ def _normalization(
     return recorded
 
 
+def _stat_counts(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How many values ``mean`` and ``std`` may hold: one per channel; a flat input: 1, or one per feature."""
+    return (shape[0],) if len(shape) == 3 else (1, shape[0])
+
+
 def _requested_normalization(
-    path: Path, channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+    path: Path, shape: tuple[int, ...], mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> tuple[list[float], list[float]]:
-    """The caller's mean and std (each checked to hold one value per channel), default 0 and 1."""
+    """The caller's mean and std (each checked to hold one value per channel, or for a flat input one value or one
+    per feature), default 0 and 1."""
+    counts = _stat_counts(shape)
+    wanted = (
+        f"list {shape[0]} numbers (one per input channel)"
+        if len(shape) == 3
+        else f"list 1 number (for every feature) or {shape[0]} (one per feature)"
+    )
     resolved = []
     for label, values, default in (("mean", mean, 0.0), ("std", std, 1.0)):
         if values is None:
-            resolved.append([default] * channels)
-        elif not isinstance(values, (list, tuple)) or len(values) != channels:
-            raise NirError(f"{path}: {label} must list {channels} numbers (one per input channel), got {values!r}")
+            resolved.append([default] * counts[0])
+        elif not isinstance(values, (list, tuple)) or len(values) not in counts:
+            raise NirError(f"{path}: {label} must {wanted}, got {one_line(repr(values), 80)}")
         else:
             resolved.append(list(values))  # normalize_spec checks each is a finite number (std > 0)
     return resolved[0], resolved[1]
 
 
-def _recorded_normalization(path: Path, chain: Chain, channels: int) -> tuple[list[float], list[float], str] | None:
+def _recorded_normalization(
+    path: Path, chain: Chain, shape: tuple[int, ...]
+) -> tuple[list[float], list[float], str] | None:
     """``(mean, std, node name)`` of our writer's ``input_norm`` node (right after Input), ``None`` if it has none.
 
-    The node is a 1x1 Conv2d whose weights must be exactly what its metadata ``albsnn_mean`` and ``albsnn_std``
-    say: ``1/std`` on the diagonal, bias ``-mean/std``.
+    For images the node is a 1x1 Conv2d, for a flat input a diagonal Affine; its weights must be exactly what its
+    metadata ``albsnn_mean`` and ``albsnn_std`` say: ``1/std`` on the diagonal, bias ``-mean/std``.
     """
-    if len(chain) < 2 or not isinstance(chain[1][1], nir.Conv2d):
+    flat = len(shape) == 1
+    if len(chain) < 2 or not isinstance(chain[1][1], nir.Affine if flat else nir.Conv2d):
         return None
     name, node = chain[1]
     metadata = metadata_of(node, True)
@@ -252,17 +276,18 @@ def _recorded_normalization(path: Path, chain: Chain, channels: int) -> tuple[li
     where = node_where(path, name, node)
     mean = finite_floats(metadata.get("albsnn_mean"), where, "metadata albsnn_mean").reshape(-1)
     std = finite_floats(metadata.get("albsnn_std"), where, "metadata albsnn_std").reshape(-1)
-    if not (mean.shape == std.shape == (channels,) and (std > 0).all() and _is_normalization(node, where, mean, std)):
+    counts = _stat_counts(shape)
+    fits = len(mean) in counts and len(std) in counts and bool((std > 0).all())
+    if not (fits and (_is_flat_normalization if flat else _is_normalization)(node, where, mean, std, shape[0])):
         raise NirError(f"{where}: the input normalization's weights disagree with its metadata albsnn_mean/albsnn_std")
     return mean.tolist(), std.tolist(), name
 
 
-def _is_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray) -> bool:
+def _is_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray, channels: int) -> bool:
     """Whether the Conv2d computes ``(x - mean) / std`` exactly as our writer writes it.
 
     The weight is compared as the file holds it (``[C, C, 1, 1]``, ``1/std`` on the diagonal, zeros elsewhere):
     no ``C x C`` array is made, so metadata that claims millions of channels costs nothing."""
-    channels = len(mean)
     plain = all(
         int_pair(getattr(node, key), where, key) == value
         for key, value in (("stride", (1, 1)), ("padding", (0, 0)), ("dilation", (1, 1)))
@@ -270,10 +295,24 @@ def _is_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray) 
     weight, bias = as_array(node.weight, where, "weight"), as_array(node.bias, where, "bias")
     if not (plain and integer(node.groups, where, "groups") == 1 and weight.shape == (channels, channels, 1, 1)):
         return False
-    square = weight.reshape(channels, channels)
+    return _diagonal_is(weight.reshape(channels, channels), bias, mean, std)
+
+
+def _is_flat_normalization(node: Any, where: str, mean: np.ndarray, std: np.ndarray, features: int) -> bool:
+    """Whether the Affine computes a flat input's ``(x - mean) / std`` exactly as our writer writes it (``F x F``,
+    ``1/std`` on the diagonal, zeros elsewhere; the file's own arrays, already bounded by the read)."""
+    weight, bias = as_array(node.weight, where, "weight"), as_array(node.bias, where, "bias")
+    return weight.shape == (features, features) and _diagonal_is(weight, bias, mean, std)
+
+
+def _diagonal_is(square: np.ndarray, bias: np.ndarray, mean: np.ndarray, std: np.ndarray) -> bool:
+    """``square`` holds ``1/std`` on its diagonal and zeros elsewhere, ``bias`` is ``-mean/std`` (each rounded once
+    to float32 from float64, ``mean``/``std`` broadcast over the diagonal)."""
+    size = square.shape[0]
     diagonal = np.diagonal(square)
     return (
-        bool(np.array_equal(diagonal, (1.0 / std).astype(np.float32)))
+        bias.shape == (size,)
+        and bool(np.array_equal(diagonal, np.broadcast_to(1.0 / std, (size,)).astype(np.float32)))
         and int(np.count_nonzero(square)) == int(np.count_nonzero(diagonal))
-        and bool(np.array_equal(bias, (-mean / std).astype(np.float32)))
+        and bool(np.array_equal(bias, np.broadcast_to(-mean / std, (size,)).astype(np.float32)))
     )

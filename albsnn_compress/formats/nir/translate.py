@@ -30,7 +30,6 @@ import nir
 import numpy as np
 
 from albsnn_compress.errors import NirError
-from albsnn_compress.limits import MAX_NAME_CHARS, check_text
 from albsnn_compress.files.model_cost import MAX_ACTIVATION
 from albsnn_compress.formats.nir.chain import Chain
 from albsnn_compress.formats.nir.graph_file import checked_name
@@ -48,6 +47,7 @@ from albsnn_compress.formats.nir.params import (
     square,
     weight_array,
 )
+from albsnn_compress.limits import MAX_NAME_CHARS, check_text
 
 __all__ = ["Translation", "translate_chain"]
 

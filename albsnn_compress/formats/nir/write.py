@@ -4,9 +4,11 @@ The graph is a chain, one node per layer, named after the layer::
 
     input -> [input_norm] -> conv1 -> lif1 -> ... -> conv5 -> gap1 -> gap1_flatten -> output
 
+* ``input``: ``[C, H, W]``, or ``[F]`` for a flat spec (an MLP: no flatten node, as snnTorch's and
+  NIR's own fully connected graphs have it).
 * ``input_norm``: the network's ``(x - mean) / std`` as a 1x1 ``Conv2d`` (weight ``1/std`` on
-  the diagonal, bias ``-mean/std``), left out when mean is 0 and std is 1. So the graph, like the
-  ONNX file, takes images scaled to ``[0, 1]``.
+  the diagonal, bias ``-mean/std``; a flat input: an ``F x F`` diagonal ``Affine``), left out when
+  mean is 0 and std is 1. So the graph, like the ONNX file, takes images scaled to ``[0, 1]``.
 * ``conv`` -> ``Conv2d`` (2-element stride, padding and dilation; a zero bias if it has none),
   ``linear`` -> ``Affine`` (``Linear`` without bias). A batch norm is folded into the conv or
   linear right before it (:func:`fold_batch_norm`; NIR has no batch norm).
@@ -58,6 +60,7 @@ __all__ = [
     "fold_batch_norm",
     "check_exportable",
     "RESERVED_NAMES",
+    "MAX_NORMALIZED_FEATURES",
 ]
 
 NIR_FORMAT = "albsnn-compress NIR 1"
@@ -161,6 +164,7 @@ def check_exportable(model: SpikingNet) -> None:
     Raises:
         ExportError: see the module docs.
     """
+    _check_normalization(model.spec)
     layers = model.spec["layers"]
     for index, (layer, module) in enumerate(zip(layers, model.layers)):
         kind = _kind(module)
@@ -399,12 +403,22 @@ _NODE_WRITERS: dict[str, Callable[..., Nodes]] = {
 }
 
 
+MAX_NORMALIZED_FEATURES = 4096
+"""Features of a flat input whose normalization the writer holds as an ``F x F`` diagonal ``Affine`` (64 MiB of
+float32 at most; mostly zeros, which gzip stores in little)."""
+
+
 def _normalization_node(spec: dict[str, Any]) -> Nodes:
+    """``input_norm``: ``(x - mean) / std`` as a 1x1 ``Conv2d`` (images) or a diagonal ``Affine`` (flat input)."""
     mean = np.asarray(spec["input"]["mean"], dtype=np.float64)
     std = np.asarray(spec["input"]["std"], dtype=np.float64)
     if (mean == 0).all() and (std == 1).all():
         return []
-    channels, height, width = spec["input"]["shape"]
+    metadata = {"albsnn_role": "input_normalization", "albsnn_mean": mean, "albsnn_std": std}
+    shape = spec["input"]["shape"]
+    if len(shape) == 1:
+        return [("input_norm", _flat_normalization(shape[0], mean, std, metadata))]
+    channels, height, width = shape
     weight = np.zeros((channels, channels, 1, 1), np.float32)
     weight[np.arange(channels), np.arange(channels), 0, 0] = (1.0 / std).astype(np.float32)
     return [
@@ -418,10 +432,35 @@ def _normalization_node(spec: dict[str, Any]) -> Nodes:
                 dilation=_pair(1),
                 groups=1,
                 bias=(-mean / std).astype(np.float32),
-                metadata={"albsnn_role": "input_normalization", "albsnn_mean": mean, "albsnn_std": std},
+                metadata=metadata,
             ),
         )
     ]
+
+
+def _check_normalization(spec: dict[str, Any]) -> None:
+    """Refuse a flat input normalization too wide for the diagonal ``Affine`` that holds it."""
+    shape = spec["input"]["shape"]
+    trivial = all(value == 0 for value in spec["input"]["mean"]) and all(value == 1 for value in spec["input"]["std"])
+    features = shape[0]
+    if len(shape) != 1 or trivial:
+        return
+    if features > MAX_NORMALIZED_FEATURES:
+        raise ExportError(
+            f"the input normalization of {features} features would be a {features} x {features} NIR Affine (NIR "
+            f"has no per-feature scale-and-shift node that snnTorch and SpikingJelly read); at most "
+            f"{MAX_NORMALIZED_FEATURES} features are written this way: normalize outside the network (mean 0, "
+            "std 1 in the spec), or export ONNX or C"
+        )
+
+
+def _flat_normalization(features: int, mean: np.ndarray, std: np.ndarray, metadata: dict[str, Any]) -> nir.Affine:
+    """A flat input's ``(x - mean) / std`` (one value for all features, or one per feature) as a diagonal ``Affine``:
+    weight ``1/std`` on the diagonal, bias ``-mean/std`` (float64, rounded once, as the 1x1 conv of images)."""
+    weight = np.zeros((features, features), np.float32)
+    weight[np.arange(features), np.arange(features)] = np.broadcast_to(1.0 / std, (features,)).astype(np.float32)
+    bias = np.broadcast_to(-mean / std, (features,)).astype(np.float32)
+    return nir.Affine(weight=weight, bias=bias, metadata=metadata)
 
 
 def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, NirExport]:

@@ -4,7 +4,8 @@ The graph is built node by node with ``onnx.helper`` (not ``torch.onnx.export``)
 so that we control the initializers and reproduce the LIF arithmetic exactly;
 each layer's nodes come from its layer type (:mod:`albsnn_compress.snn.onnx_mapping`):
 
-* ``images`` float32 ``[batch, C, H, W]`` in ``[0, 1]`` -> ``Sub`` mean -> ``Div`` std;
+* ``images`` float32 ``[batch, C, H, W]`` in ``[0, 1]`` (a flat spec: ``[batch, F]``) -> ``Sub`` mean -> ``Div``
+  std (one value per channel, or for a flat spec one for all features or one per feature);
 * the time steps are unrolled: stateless layers run once on the time-folded
   tensor ``[T*batch, ...]`` (before the first LIF the input is the same at every
   step, so they run once on ``[batch, ...]``), each LIF layer is unrolled step by
@@ -183,7 +184,8 @@ def build_onnx_model(model: SpikingNet, *, weights: str = "packed", opset: int =
 
     Returns:
         A self-contained ``onnx.ModelProto`` (no external data) with input ``images``
-        ``[batch, C, H, W]`` and output ``logits`` ``[batch, num_classes]``.
+        ``[batch, C, H, W]`` (a flat spec: ``[batch, F]``; flatten images row-major before feeding them)
+        and output ``logits`` ``[batch, num_classes]``.
 
     Raises:
         ExportError: an unknown weights mode or opset, or a layer ONNX cannot express.
@@ -192,10 +194,9 @@ def build_onnx_model(model: SpikingNet, *, weights: str = "packed", opset: int =
     exporter = _Exporter(model, packed=weights == "packed")
     with torch.no_grad():
         exporter.run()
-    channels, height, width = model.spec["input"]["shape"]
     graph = exporter.builder.graph(
         model.spec["name"],
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", channels, height, width])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *model.spec["input"]["shape"]])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", model.spec["num_classes"]])],
     )
     opsets = [helper.make_opsetid("", opset)]
