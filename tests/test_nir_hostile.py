@@ -507,6 +507,7 @@ def dataset_keys(files: dict[str, Path]) -> dict[str, list[str]]:
     return keys
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), value=HOSTILE_VALUES)
 def test_any_dataset_replaced_by_a_hostile_value_is_read_or_refused(
@@ -563,6 +564,7 @@ _PEAK = 128 << 20
 4M-channel normalization's metadata, 2 x 32 MB, is read and checked."""
 
 
+@pytest.mark.subprocess
 @pytest.mark.subprocess
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status are Linux")
 def test_allocation_bombs_are_refused_under_a_memory_cap(files: dict[str, Path], tmp_path: Path) -> None:

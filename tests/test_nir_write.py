@@ -558,6 +558,7 @@ def test_compress_writes_nir_on_request(tmp_path: Path) -> None:
     assert "layer lif1: reset 'soft' cannot be written to NIR" in result.stderr  # refused before the search
 
 
+@pytest.mark.subprocess
 def test_nir_stays_optional(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The package, the CLI and the pipeline import without nir; asking for NIR without it names the package."""
     import subprocess

@@ -487,6 +487,7 @@ def _reference_sets(runner: Runner, folder: Path, old_model: SpikingNet) -> tupl
     return old, new
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("existing", [True, False], ids=["into an existing folder", "into a new folder"])
 def test_a_c_export_killed_at_every_step_leaves_old_new_or_marked_incomplete(tmp_path: Path, existing: bool) -> None:
     folder = tmp_path / "out" / "model_c"
@@ -517,6 +518,7 @@ def test_a_c_export_killed_at_every_step_leaves_old_new_or_marked_incomplete(tmp
     assert {"incomplete", "new"} <= seen and ("old" in seen) == existing
 
 
+@pytest.mark.subprocess
 def test_a_c_export_killed_at_random_moments_leaves_old_new_or_marked_incomplete(tmp_path: Path) -> None:
     folder = tmp_path / "model_c"
     old_model = read_container(OLD_GOLDEN).model

@@ -191,6 +191,7 @@ def _cells_by_kind(tables: list[Any]) -> list[str]:
     return heads + cells
 
 
+@pytest.mark.slow
 @CHARTED
 @given(st.lists(st.sampled_from(PIECES) | hostile_text, min_size=1, max_size=4))
 def test_charts_draw_any_name_literally(texts: list[str]) -> None:
@@ -290,6 +291,7 @@ def test_a_report_without_layers_or_steps_still_renders() -> None:
     assert render_charts(report) == {}
 
 
+@pytest.mark.slow
 @FEW
 @given(st.lists(finite, min_size=3, max_size=3))
 def test_valid_documents_with_degenerate_figures_round_trip_and_render(values: list[float]) -> None:

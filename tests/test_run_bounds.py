@@ -333,6 +333,7 @@ _CAPPED = textwrap.dedent("""
 
 
 @pytest.mark.subprocess
+@pytest.mark.subprocess
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc/self/status are Linux")
 def test_evaluating_a_many_step_model_stays_under_a_2_gib_cap() -> None:
     """100 images at once would need 2.7 GiB; bounded batches of 36 need at most 1 GiB of activations."""

@@ -200,6 +200,7 @@ HOSTILE_SPEC_NAME = "net */ int evil = 1; /* <script>alert(1)</script> | # $x$ ?
 
 
 @pytest.mark.subprocess
+@pytest.mark.subprocess
 @pytest.mark.skipif(CC is None, reason="no C compiler (cc) on PATH")
 @pytest.mark.parametrize("bypass", [False, True], ids=["spec-name", "control-characters-past-the-spec"])
 def test_c_export_with_a_hostile_model_name_compiles_with_werror(tmp_path: Path, bypass: bool) -> None:
