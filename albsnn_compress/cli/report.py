@@ -12,6 +12,7 @@ from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.files.output_set import verify_output_set
 from albsnn_compress.report import FORMATS, load_report, render
+from albsnn_compress.report.tables import check_renderable
 
 __all__ = ["command"]
 
@@ -38,6 +39,8 @@ def command(report_file: Path, form: str, output: Path | None) -> None:
     if output is not None:
         check_output_file(output, inputs=(report_file,))  # before reading and rendering; never the report itself
     report = load_report(report_file)
+    if form != "json":
+        check_renderable(report)  # a refusal is the only line printed, before the manifest's warning
     run_set = verify_output_set(report_file)
     if not run_set.complete and run_set.problem is not None:  # no manifest, or one its files do not match
         click.echo(f"warning: {plain_line(run_set.problem)}", err=True)
