@@ -6,6 +6,7 @@ Run from the repository root::
     python -m benchmarks.bench_c --label budget-1.0 \
         --container benchmarks/checkpoints/fmnist-vgg-T1-albsnn/fmnist-vgg-T1.albsnn
     python -m benchmarks.bench_c --quick           # digits-small trained for one epoch, seconds
+    python -m benchmarks.bench_c --crossover       # dense against event kernels by input density (one layer)
 
 The default model is the committed checkpoint ``benchmarks/checkpoints/fmnist-vgg-T1.pt``
 with every candidate layer binarized by ``binarize_`` and no finetuning: latency and
@@ -14,10 +15,16 @@ implementations of the same model (its accuracy is not the point; a compressed
 container can be passed with ``--container``). Variants, each measured in a fresh
 process, in interleaved rounds (``--rounds``), medians over rounds:
 
-* ``c-packed``: ``export --format c`` (1-bit weights, AND + popcount), ``cc -std=c99 -O3``;
-* ``c-packed-native``: the same with ``-march=native`` (hardware popcount);
+* ``c-packed``: ``export --format c`` (1-bit weights; every layer over spikes event-driven:
+  ``albsnn_conv_bit_events`` and ``albsnn_conv_events``), ``cc -std=c99 -O3``;
+* ``c-packed-native``: the same with ``-march=native``;
+* ``c-dense``: the same model with ``plan_model(kernels="dense")`` (AND + popcount and the dense
+  float kernel over every input element), ``-O3``: what the event kernels replace;
 * ``c-float`` / ``c-float-native``: the same C code exported with ``weights="float"``;
 * ``ort-packed``: onnxruntime on the packed ONNX, 1 intra-op thread, default optimizations.
+
+It also records each conv/linear layer's input density (the fraction of non-zero inputs, measured
+on 256 test images with ``input_densities``) and the kernel ``plan_model(calibration=...)`` picks for it.
 
 Latency is per image at batch 1, cycling over 64 test images, after 20 warm-up runs:
 the median of the per-run times (wall clock; the C harness also reports process CPU
@@ -53,13 +60,17 @@ __all__ = ["main", "run_benchmark", "VARIANTS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "benchmarks" / "checkpoints" / "fmnist-vgg-T1.pt"
-VARIANTS = ("c-packed", "c-packed-native", "c-float", "c-float-native", "ort-packed")
+VARIANTS = ("c-packed", "c-packed-native", "c-dense", "c-float", "c-float-native", "ort-packed")
 _C_FLAGS = {
     "c-packed": ["-O3"],
     "c-packed-native": ["-O3", "-march=native"],
+    "c-dense": ["-O3"],
     "c-float": ["-O3"],
     "c-float-native": ["-O3", "-march=native"],
 }
+_EXPORTS = ("packed", "dense", "float")  # the folders c-<name>: (weights, kernels) below
+_EXPORT_MODES = {"packed": ("packed", "auto"), "dense": ("packed", "dense"), "float": ("float", "auto")}
+_CALIBRATION_IMAGES = 256
 _TIMED_IMAGES = 64
 _TOLERANCE = 1e-4
 _BATCH = 500  # PyTorch reference batch size
@@ -314,7 +325,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     from albsnn_compress.binarize import binarized_layers
     from albsnn_compress.data import load_split
-    from albsnn_compress.formats.c.export import export_c
+    from albsnn_compress.formats.c.export import CExport
+    from albsnn_compress.formats.c.ops import ConvOp
+    from albsnn_compress.formats.c.plan import input_densities, plan_model
+    from albsnn_compress.formats.c.source import render_files
     from albsnn_compress.formats.onnx.export import export_onnx
 
     torch.set_num_threads(1)
@@ -326,7 +340,27 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         images.numpy().tofile(work / "all.f32")
         images[:_TIMED_IMAGES].numpy().tofile(work / "timed.f32")
         (work / "shape.json").write_text(json.dumps(list(images.shape[2:])))
-        exports = {weights: export_c(model, work / f"c-{weights}", weights=weights) for weights in ("packed", "float")}
+        exports = {}
+        for name in _EXPORTS:
+            weights, kernels = _EXPORT_MODES[name]
+            plan = plan_model(model, weights=weights, kernels=kernels)
+            (work / f"c-{name}").mkdir()
+            for file, text in render_files(model, plan, weights).items():
+                (work / f"c-{name}" / file).write_text(text)
+            exports[name] = CExport({}, plan.weight_bytes, plan.arena_bytes)
+        calibration = images[:_CALIBRATION_IMAGES]
+        densities = input_densities(model, calibration)
+        chosen = plan_model(model, calibration=calibration)
+        layers = {
+            op.label: {
+                "input": op.inp.describe(),
+                "density": densities.get(op.label.split(" ")[0]),
+                "kernel_exported": next(o.function for o in plan_model(model).ops if o.label == op.label),
+                "kernel_with_calibration": op.function,
+            }
+            for op in chosen.ops
+            if isinstance(op, ConvOp)
+        }
         export_onnx(model, work / "packed.onnx")
         binaries = {
             v: _compile(work / f"c-{v.split('-')[1]}", flags, work / f"{v}.bin") for v, flags in _C_FLAGS.items()
@@ -378,6 +412,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             clock: {
                 "c_packed_over_ort": t["c-packed"] / t["ort-packed"],
                 "c_packed_native_over_ort": t["c-packed-native"] / t["ort-packed"],
+                "c_dense_over_ort": t["c-dense"] / t["ort-packed"],
+                "c_packed_over_c_dense": t["c-packed"] / t["c-dense"],
                 "c_packed_over_c_float": t["c-packed"] / t["c-float"],
                 "c_packed_native_over_c_float_native": t["c-packed-native"] / t["c-float-native"],
             }
@@ -389,6 +425,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 "arena_bytes": exports["packed"].arena_bytes,
                 "size_O3": sizes["packed"],
             },
+            "c_dense": {
+                "weight_bytes": exports["dense"].weight_bytes,
+                "arena_bytes": exports["dense"].arena_bytes,
+                "size_O3": sizes["dense"],
+            },
             "c_float": {
                 "weight_bytes": exports["float"].weight_bytes,
                 "arena_bytes": exports["float"].arena_bytes,
@@ -397,6 +438,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "ort_packed_resident_bytes": ort_bytes,
         },
         "agreement": agreement,
+        "layers": layers,
         "settings": {
             "rounds": args.rounds,
             "seconds_per_measurement": args.seconds,
@@ -406,6 +448,132 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "compiler": subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         },
     }
+
+
+# -- dense against event kernels by density: one layer, random spikes -------------------------------------
+
+CROSSOVER_DENSITIES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+_CROSSOVER_LAYER = {"channels": 64, "size": 14, "kernel": 3}  # conv4 of fmnist-vgg: 64 -> 64, 3x3, 14x14
+
+_CROSSOVER_MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "albsnn_kernels.h"
+
+static union { uint64_t u64[1 << 16]; int32_t i32[1 << 16]; float f[1 << 16]; uint32_t u32[1 << 16]; } mem;
+
+static double seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+int main(int argc, char **argv)
+{
+    static uint32_t input[1 << 14];
+    const double budget = atof(argv[2]);
+    FILE *f = fopen(argv[1], "rb");
+    size_t words = fread(input, sizeof input[0], sizeof input / sizeof input[0], f);
+    int calls = 0, status = 0;
+    double start;
+    (void)words;
+    for (start = seconds(); seconds() - start < budget; ++calls) {
+        status |= CALL;
+    }
+    printf("%.3f\n", 1e6 * (seconds() - start) / calls);
+    return status != 0;
+}
+"""
+
+
+def _crossover_calls(op: Any) -> str:
+    """The kernel call of ``op`` on the harness's ``input`` with scratch from ``mem`` (output after it)."""
+    y = "mem.u32 + 60000" if op.out.is_bits else "mem.f + 60000"
+    if op.function in ("albsnn_conv_bits", "albsnn_conv_bit_events"):
+        counts = f"mem.i32 + 50000, {op.scratch_counts}u"
+        return f"{op.function}(&{op.ident}, input, {y}, mem.u64, {op.scratch_words}u, {counts})"
+    if op.function == "albsnn_conv_events":
+        return (
+            f"{op.function}(&{op.ident}, input, {y}, mem.u64, {op.scratch_words}u, mem.f + 40000, {op.scratch_floats}u)"
+        )
+    return f"{op.function}(&{op.ident}, input, {y}, mem.f, {op.scratch_floats}u)"
+
+
+def run_crossover(seconds: float) -> dict[str, Any]:
+    """Per-call time of the dense and the event kernel of one layer (1-bit and float weights) over random spike
+    maps of each density in CROSSOVER_DENSITIES, ``-O3`` and ``-O3 -march=native``: where events stop paying."""
+    from albsnn_compress.formats.bitpack import pack_signs
+    from albsnn_compress.formats.c.ops import ConvOp, CTensor, LifParams
+    from albsnn_compress.formats.c.source import KERNELS_C, KERNELS_H, template
+    from albsnn_compress.formats.c.text import render_array
+
+    channels, size, kernel = (_CROSSOVER_LAYER[key] for key in ("channels", "size", "kernel"))
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((channels, channels, kernel, kernel)).astype(np.float32)
+    lif = LifParams(2.0, 1.0, 0.0, "ALBSNN_RESET_HARD", "hard", 0)
+    spikes = CTensor(channels, size, size, 1, planes=1)
+    work = Path(tempfile.mkdtemp(prefix="bench-c-crossover-"))
+    result: dict[str, Any] = {"layer": dict(_CROSSOVER_LAYER), "densities": list(CROSSOVER_DENSITIES)}
+    try:
+        (work / KERNELS_C).write_text(template(KERNELS_C))
+        (work / KERNELS_H).write_text(template(KERNELS_H))
+        for kind in ("bits", "float"):
+            scale = np.full(channels, 1.0 / (kernel * np.sqrt(channels)))
+            bias = np.zeros(channels)
+            bits, floats = (pack_signs(weight), None) if kind == "bits" else (None, weight)
+            ops = {}
+            for variant in ("dense", "events"):
+                op = ConvOp(
+                    f"l_{variant}", kind, spikes, spikes, kernel, 1, kernel // 2, 1, bits, floats, scale, bias, lif
+                )
+                op.choose(variant)
+                ops[variant] = op
+            for flags in (["-O3"], ["-O3", "-march=native"]):
+                times: dict[str, list[float]] = {variant: [] for variant in ops}
+                for variant, op in ops.items():
+                    source = '#define _POSIX_C_SOURCE 199309L\n#include "albsnn_kernels.h"\n'
+                    source += "".join(render_array(a) for a in op.arrays())
+                    source += op.declarations() + _CROSSOVER_MAIN.replace("CALL", _crossover_calls(op))
+                    (work / "main.c").write_text(source)
+                    binary = work / f"{kind}-{variant}.bin"
+                    subprocess.run(
+                        [
+                            "cc",
+                            "-std=c99",
+                            *flags,
+                            "-I",
+                            str(work),
+                            str(work / "main.c"),
+                            str(work / KERNELS_C),
+                            "-o",
+                            str(binary),
+                        ],
+                        check=True,
+                    )
+                    for density in CROSSOVER_DENSITIES:
+                        plane = (rng.random(channels * size * size) < density).astype(np.uint8)
+                        words = np.packbits(np.concatenate([plane, np.zeros(-len(plane) % 32, np.uint8)]))
+                        words.view(">u4").astype(np.uint32).tofile(work / "input.u32")
+                        done = subprocess.run(
+                            [str(binary), str(work / "input.u32"), str(seconds)],
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        )
+                        times[variant].append(float(done.stdout))
+                crossing = next(
+                    (d for d, e, t in zip(CROSSOVER_DENSITIES, times["events"], times["dense"]) if e > t), None
+                )
+                result[f"{kind} {' '.join(flags)}"] = {
+                    "dense_us": times["dense"],
+                    "events_us": times["events"],
+                    "first_density_where_dense_wins": crossing,
+                }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -420,7 +588,11 @@ def _print(result: dict[str, Any]) -> None:
     for clock, ratios in result["ratios"].items():
         print(f"ratios ({clock} clock):", ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()))
     memory = result["memory"]
-    for key in ("c_packed", "c_float"):
+    for name, layer in result["layers"].items():
+        density = "-" if layer["density"] is None else f"{layer['density']:.3f}"
+        kernels = f"{layer['kernel_exported']} (with calibration: {layer['kernel_with_calibration']})"
+        print(f"{name}: {layer['input']}, density {density}, {kernels}")
+    for key in ("c_packed", "c_dense", "c_float"):
         sizes = memory[key]
         print(f"{key}: {sizes['weight_bytes']} B const, {sizes['arena_bytes']} B arena, size -O3 {sizes['size_O3']}")
     print(f"ort-packed: {memory['ort_packed_resident_bytes']} B resident growth")
@@ -455,6 +627,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="result JSON (default benchmarks/results/c-<label>.json)"
     )
+    parser.add_argument(
+        "--crossover", action="store_true", help="time dense against event kernels by input density (one layer)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -462,6 +637,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     if shutil.which("cc") is None:
         sys.exit("bench_c: no C compiler (cc) on PATH")
+    if args.crossover:
+        from benchmarks.machine import RESULTS, write_result
+
+        crossover = run_crossover(args.seconds or 0.5)
+        for key, row in crossover.items():
+            if isinstance(row, dict) and "dense_us" in row:
+                print(f"{key}: density " + ", ".join(f"{d}" for d in CROSSOVER_DENSITIES))
+                print(f"  dense  us: {', '.join(f'{t:.1f}' for t in row['dense_us'])}")
+                print(f"  events us: {', '.join(f'{t:.1f}' for t in row['events_us'])}")
+                print(f"  dense wins from density {row['first_density_where_dense_wins']}")
+        output = args.output or RESULTS / "c-crossover.json"
+        path = write_result(output.stem, crossover, output.parent, module="benchmarks.bench_c", argv=argv)
+        print(f"wrote {path}")
+        return
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.seconds = args.seconds or (0.3 if args.quick else 3.0)
     from benchmarks.machine import RESULTS, write_result

@@ -29,7 +29,7 @@ from albsnn_compress.formats.bitpack import pack_signs
 from albsnn_compress.formats.c.export import build_c_sources, export_c
 from albsnn_compress.formats.c.ops import ConvOp
 from albsnn_compress.formats.c.plan import C_EMITTERS, RESET_C, plan_model
-from albsnn_compress.formats.c.source import HEADER, KERNELS_C, KERNELS_H, TEMPLATES, status_codes
+from albsnn_compress.formats.c.source import HEADER, KERNELS_C, KERNELS_H, TEMPLATES, render_files, status_codes
 from albsnn_compress.formats.c.text import render_array
 from albsnn_compress.formats.c.trace import TRACE_HOOK_C, TRACE_RECORD, first_flip
 from albsnn_compress.formats.container.file import read_container, write_container
@@ -192,6 +192,8 @@ int main(void)
     static const float w[2 * 9] = {1.0f, 0.0f, -1.0f, 0.5f, 0.5f, 0.5f, 0.0f, 1.0f, 0.0f,
                                    0.0f, 1.0f, 0.0f, 1.0f, 1.0f, 1.0f, -0.5f, 0.0f, 0.5f};
     static const uint8_t bits[3] = {0xA5u, 0x3Cu, 0x80u}; /* 2 x 1 x 3 x 3 sign bits */
+    /* 2 output lanes per tap (ky, kx, c), 8 bytes each */
+    static const uint8_t masks[9 * 8] = {0x01u, 0, 0, 0, 0, 0, 0, 0, 0x02u, 0, 0, 0, 0, 0, 0, 0, 0x03u};
     static const float scale[2] = {1.0f, 0.5f}, bias[2] = {0.0f, 0.25f}, mean[1] = {0.5f}, std[1] = {0.25f};
     static const albsnn_lif hard = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_HARD, 0u};
     static const albsnn_lif bad_reset = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_RULES, 0u};
@@ -202,10 +204,12 @@ int main(void)
                         NULL, w, scale, bias, NULL, NULL};
     albsnn_conv bconv = {{1u, 4u, 4u, 1u, 1u, 1u}, {2u, 4u, 4u, 1u, 1u, 1u}, 3u, 1u, 1u, 1u,
                          bits, NULL, scale, bias, &hard, NULL};
+    albsnn_conv fconv = {{1u, 4u, 4u, 1u, 1u, 1u}, {2u, 4u, 4u, 1u, 0u, 1u}, 3u, 1u, 1u, 1u,
+                         NULL, w, scale, bias, NULL, NULL};
     albsnn_pool pool = {{2u, 4u, 4u, 1u, 0u, 1u}, {2u, 2u, 2u, 1u, 0u, 1u}, 2u, 2u, 0u};
-    float pixels[16], x[16], y[32], small[8], scratch[64];
+    float pixels[16], x[16], y[32], small[8], scratch[128];
     uint32_t planes[1] = {0xF00F0000u}, out_planes[2];
-    uint64_t words[64];
+    uint64_t words[128];
     int32_t counts[64];
     size_t n_rows, n_words, n_counts;
     fill_floats(pixels, 16);
@@ -273,6 +277,51 @@ int main(void)
     bconv.bits = bits;
     EXPECT_UNTOUCHED(out_planes);
     EXPECT(albsnn_conv_bits(&bconv, planes, out_planes, words, n_words, counts, n_counts), ALBSNN_OK);
+
+    /* the event-driven kernels: 1-bit weights as lane masks (bit-sliced counters), float weights tap-major */
+    bconv.bits = masks;
+    n_words = albsnn_conv_bit_events_scratch_words(&bconv);
+    n_counts = albsnn_conv_bit_events_scratch_counts(&bconv);
+    EXPECT(n_words, 4 * 2 + 3 + (5 + 16)); /* 4 pixel rows of 2 words, 3 row starts, 5 counter planes, a tree */
+    EXPECT(n_counts, 2);                   /* one output's sums: no firing range, so unpacked */
+    fill_words(out_planes, 2);
+    EXPECT(albsnn_conv_bit_events(&bconv, NULL, out_planes, words, n_words, counts, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, NULL, words, n_words, counts, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, NULL, n_words, counts, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, n_words, NULL, n_counts), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, n_words - 1u, counts, n_counts),
+           ALBSNN_ERR_SCRATCH);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, n_words, counts, n_counts - 1u),
+           ALBSNN_ERR_SCRATCH);
+    bconv.in = image;
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, 64u, counts, 64u), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_conv_bit_events_scratch_counts(&bconv), 0);
+    bconv.in = spikes_in;
+    bconv.out.w = 5u; /* does not follow from 4 columns, kernel 3, padding 1 */
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, 64u, counts, 64u), ALBSNN_ERR_DESCRIPTOR);
+    bconv.out.w = 4u;
+    EXPECT_UNTOUCHED(out_planes);
+    EXPECT(albsnn_conv_bit_events(&bconv, planes, out_planes, words, n_words, counts, n_counts), ALBSNN_OK);
+    fconv.in = spikes_in;
+    n_words = albsnn_conv_events_scratch_words(&fconv);
+    n_rows = albsnn_conv_events_scratch_floats(&fconv);
+    EXPECT(n_words, 4 * 2 + 3 + 65); /* the pixel rows, 3 row starts, a batch of 64 event positions and its end */
+    EXPECT(n_rows, 2 + 64 + 2);      /* one output's sums, the batch's values, 2 count values */
+    fill_floats(y, 32);
+    EXPECT(albsnn_conv_events(NULL, planes, y, words, n_words, scratch, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_events(&fconv, planes, y, NULL, n_words, scratch, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, n_words, NULL, n_rows), ALBSNN_ERR_NULL);
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, n_words - 1u, scratch, n_rows), ALBSNN_ERR_SCRATCH);
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, n_words, scratch, n_rows - 1u), ALBSNN_ERR_SCRATCH);
+    fconv.in = image; /* floats in: events need bit planes */
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, 128u, scratch, 128u), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_conv_events_scratch_floats(&fconv), 0);
+    fconv.in = spikes_in;
+    fconv.weight = NULL;
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, 128u, scratch, 128u), ALBSNN_ERR_NULL);
+    fconv.weight = w;
+    EXPECT_UNTOUCHED(y);
+    EXPECT(albsnn_conv_events(&fconv, planes, y, words, n_words, scratch, n_rows), ALBSNN_OK);
 
     /* pooling, batch norm, neurons, the head */
     fill_floats(small, 8);
@@ -389,6 +438,15 @@ def _lively(spec: dict[str, Any], timesteps: int, images: torch.Tensor, reset: s
     return model.eval()
 
 
+def _export(model: SpikingNet, folder: Path, weights: str = "packed", kernels: str = "auto") -> dict[str, str]:
+    """The folder of ``plan_model(model, weights=..., kernels=...)`` (``export_c`` with a kernel choice)."""
+    files = render_files(model, plan_model(model, weights=weights, kernels=kernels), weights)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return files
+
+
 def _compile(folder: Path, flags: list[str], output: Path, extra: tuple[str, ...] = ()) -> Path:
     """The harness and the folder's C files; with ``-DALBSNN_TRACE`` in ``extra`` also the trace hook."""
     (folder.parent / "harness.c").write_text(HARNESS)
@@ -477,6 +535,78 @@ def test_compiled_c_matches_pytorch_on_the_digits_test_split(
     assert binarized_layers(model)
     export_c(model, tmp_path / "model_c", weights=weights)
     _agreement(model, tmp_path / "model_c", digits["test"], tmp_path)
+
+
+# (id, how to build the model, weights, the kernels the event plan must use): between them every event kernel
+# path (one step and several, firing ranges and unpacked sums, spikes and count planes, groups, strides, 5x5,
+# linear layers, float outputs) against the dense kernels
+EVENT_CASES = [
+    ("trained-T1-middle", lambda ckpt, d: _trained(ckpt, 1, "hard", "middle"), "packed", {"albsnn_conv_bit_events"}),
+    ("trained-T4-soft", lambda ckpt, d: _trained(ckpt, 4, "soft", "candidates"), "packed", {"albsnn_conv_bit_events"}),
+    (
+        "trained-T4-float-weights",
+        lambda ckpt, d: _trained(ckpt, 4, "hard", "candidates"),
+        "float",
+        {"albsnn_conv_events"},
+    ),
+    (
+        "trained-T1-float-weights",
+        lambda ckpt, d: _trained(ckpt, 1, "hard", "candidates"),
+        "float",
+        {"albsnn_conv_events"},
+    ),
+    (
+        "maxpool-linear-T2",
+        lambda ckpt, d: _lively(_pool_head_spec(), 2, d["train"]),
+        "packed",
+        {"albsnn_conv_bit_events"},
+    ),
+    (
+        "maxpool-linear-T1",
+        lambda ckpt, d: _lively(_pool_head_spec(), 1, d["train"]),
+        "packed",
+        {"albsnn_conv_bit_events"},
+    ),
+    (
+        "maxpool-linear-T3-float",
+        lambda ckpt, d: _lively(_pool_head_spec(), 3, d["train"], "soft"),
+        "float",
+        {"albsnn_conv_events"},
+    ),
+    ("counts-T1", lambda ckpt, d: _lively(_small_spec(), 1, d["train"]), "packed", {"albsnn_conv_bit_events"}),
+    ("counts-T2-float", lambda ckpt, d: _lively(_small_spec(), 2, d["train"]), "float", {"albsnn_conv_events"}),
+]
+
+
+@pytest.mark.parametrize("case", EVENT_CASES, ids=[c[0] for c in EVENT_CASES])
+def test_event_kernels_give_the_dense_kernels_bits(
+    case: tuple[Any, ...], digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """Event-driven and dense kernels compute the same thing: the same logits bit for bit, and every neuron's
+    traced membrane and spike identical (float sums in the same order, integer sums exact)."""
+    _, make, weights, kernels = case
+    model = make(digits_checkpoint, digits)
+    images = digits["test"][:48]
+    traces = {}
+    for variant in ("dense", "events"):
+        files = _export(model, tmp_path / variant, weights, variant)
+        used = set(re.findall(r"status = (albsnn_conv_\w+)\(", files["albsnn_model.c"]))
+        assert (used & kernels) == (kernels if variant == "events" else set()), used
+        logits, _ = _run(_compile(tmp_path / variant, STRICT, tmp_path / f"{variant}.bin"), images, tmp_path)
+        traced = _compile(tmp_path / variant, STRICT, tmp_path / f"{variant}-traced.bin", ("-DALBSNN_TRACE",))
+        _run(traced, images, tmp_path, str(tmp_path / "trace.bin"))
+        records = np.fromfile(tmp_path / "trace.bin", dtype=TRACE_RECORD)
+        traces[variant] = (logits, records)
+    np.testing.assert_array_equal(traces["events"][0], traces["dense"][0])
+    per_image = [len(r) // len(images) for _, r in traces.values()]
+    assert per_image[0] == per_image[1] > 0
+    for variant, (_, records) in traces.items():  # one image after another: order each image's records
+        image = np.repeat(np.arange(len(images)), per_image[0])
+        traces[variant] = (None, records[np.lexsort((records["index"], records["step"], records["layer"], image))])
+    dense, events = traces["dense"][1], traces["events"][1]
+    for field in ("layer", "step", "index", "spike"):
+        np.testing.assert_array_equal(events[field], dense[field])
+    np.testing.assert_array_equal(events["h"].view(np.uint32), dense["h"].view(np.uint32))  # bit for bit
 
 
 def test_integer_firing_ranges_give_the_float_decision(
@@ -574,13 +704,21 @@ def test_header_macros_and_packed_bits(digits_checkpoint: Path) -> None:
         defined = dict(re.findall(r"^#define (ALBSNN_(?:OK|ERR_\w+)) (\S+)", header, re.M))
         assert defined == {name: str(value) if value >= 0 else f"({value})" for name, value in STATUS.items()}
     source = packed.files["albsnn_model.c"]
+    dense = render_files(model, plan_model(model, kernels="dense"), "packed")["albsnn_model.c"]
     for index, (name, module) in enumerate(model.layers.named_children()):
         if f"layers.{name}" in binarized_layers(model):
             weight = module.weight
             assert isinstance(weight, torch.Tensor)
-            assert _array_bytes(source, f"l{index}_{name}_bits") == pack_signs(weight)  # the container's bytes
-            assert f"l{index}_{name}_w[" not in source
+            assert _array_bytes(dense, f"l{index}_{name}_bits") == pack_signs(weight)  # the container's bytes
+            # the event kernel's lane masks: the same sign bits, [ky][kx][c][out c] in 64-bit words, LSB first
+            masks = np.frombuffer(_array_bytes(source, f"l{index}_{name}_masks"), np.uint8)
+            lanes = np.unpackbits(masks, bitorder="little").reshape(*weight.shape[2:], weight.shape[1], -1)
+            signs = (weight.detach() >= 0).numpy().transpose(2, 3, 1, 0)
+            np.testing.assert_array_equal(lanes[..., : weight.shape[0]], signs)
+            assert not lanes[..., weight.shape[0] :].any()
+            assert f"l{index}_{name}_w[" not in source and f"l{index}_{name}_bits[" not in source
     assert "l0_conv1_w[" in source and "_bits[" not in floats.files["albsnn_model.c"]
+    assert "_masks[" not in floats.files["albsnn_model.c"] and "_wt[" in floats.files["albsnn_model.c"]
     assert packed.weight_bytes * 4 < floats.weight_bytes
     for text in packed.files.values():
         assert "#include <" not in text.replace("#include <stddef.h>", "").replace("#include <stdint.h>", "")
@@ -675,12 +813,16 @@ TEMPLATE_DIR = Path(str(resources.files("albsnn_compress.formats.c") / "template
 DOUBLE_CAST = re.compile(r"\(\s*(?:const\s+)?\w+\s*\*\s*\)\s*\(\s*(?:const\s+)?void\s*\*\s*\)")
 POINTER_CAST = re.compile(r"\(\s*(?:const\s+)?(?:float|u?int\d+_t|void)\s*\*\s*\)")
 
-# (id, how to build the model, weights): between them every kernel and both kinds of input of each
+# (id, how to build the model, weights, kernels): between them every kernel and both kinds of input of each
 ALIASING_CASES = [
-    ("maxpool-linear-T3-soft", lambda d: _lively(_pool_head_spec(), 3, d["train"], "soft"), "packed"),
-    ("small-T2", lambda d: _lively(_small_spec(), 2, d["train"]), "packed"),
-    ("small-T1-float-weights", lambda d: _lively(_small_spec(), 1, d["train"]), "float"),
-    ("no-lif-T2", lambda d: _lively(_no_lif_spec(), 2, d["train"]), "packed"),
+    ("maxpool-linear-T3-soft", lambda d: _lively(_pool_head_spec(), 3, d["train"], "soft"), "packed", "auto"),
+    ("maxpool-linear-T1-dense", lambda d: _lively(_pool_head_spec(), 1, d["train"]), "packed", "dense"),
+    ("small-T2", lambda d: _lively(_small_spec(), 2, d["train"]), "packed", "auto"),
+    ("small-T1", lambda d: _lively(_small_spec(), 1, d["train"]), "packed", "auto"),
+    ("small-T2-dense", lambda d: _lively(_small_spec(), 2, d["train"]), "packed", "dense"),
+    ("small-T1-float-weights", lambda d: _lively(_small_spec(), 1, d["train"]), "float", "auto"),
+    ("small-T1-float-weights-dense", lambda d: _lively(_small_spec(), 1, d["train"]), "float", "dense"),
+    ("no-lif-T2", lambda d: _lively(_no_lif_spec(), 2, d["train"]), "packed", "auto"),
 ]
 
 
@@ -690,13 +832,13 @@ def test_strict_aliasing_warnings_and_the_alignment_sanitizer_are_clean(
 ) -> None:
     """Each object is read and written through a pointer of its own type, aligned for it, so the same
     logits come out with -fstrict-aliasing -Wstrict-aliasing=1 -Wcast-align=strict and under UBSan."""
-    _, make, weights = case
+    _, make, weights, kernels = case
     folder = tmp_path / "model_c"
-    export = export_c(make(digits), folder, weights=weights)
-    model_c = export.files["albsnn_model.c"]
+    files = _export(make(digits), folder, weights, kernels)
+    model_c = files["albsnn_model.c"]
     assert re.search(r"static union \{\n(    \w+ \w+\[ALBSNN_ARENA_BYTES / \d\];\n){4}\} albsnn_arena;", model_c)
     assert POINTER_CAST.search(model_c) is None  # every pointer into the arena comes from the member of its type
-    assert DOUBLE_CAST.search(export.files[KERNELS_C]) is None
+    assert DOUBLE_CAST.search(files[KERNELS_C]) is None
     images = digits["test"][:24]
     reference, _ = _run(_compile(folder, STRICT, tmp_path / "plain"), images, tmp_path)
     aliased, _ = _run(_compile(folder, STRICT_ALIASING, tmp_path / "aliasing"), images, tmp_path)
@@ -764,16 +906,26 @@ def test_infer_returns_the_status_of_a_kernel_that_refuses_its_arguments(
         assert done.stdout == f"{status}\n", name
 
 
+# Each kernel's scratch-size functions (floats; uint64_t words and int32_t counts), by kernel name.
+SCRATCH_FUNCTIONS = {
+    "albsnn_conv_rows": ("albsnn_conv_rows_scratch", None, None),
+    "albsnn_conv_events": ("albsnn_conv_events_scratch_floats", "albsnn_conv_events_scratch_words", None),
+    "albsnn_conv_bits": (None, "albsnn_conv_bits_scratch_words", "albsnn_conv_bits_scratch_counts"),
+    "albsnn_conv_bit_events": (None, "albsnn_conv_bit_events_scratch_words", "albsnn_conv_bit_events_scratch_counts"),
+}
+
+
 def _scratch_program(ops: list[ConvOp]) -> str:
-    """A C file with the ops' arrays and descriptors that prints each one's scratch-size functions."""
+    """A C file with the ops' arrays and descriptors that prints each one's scratch sizes (floats, words, counts)
+    from the scratch-size functions of its kernel."""
     parts = ['#include <stdio.h>\n#include "albsnn_kernels.h"\n']
     for op in ops:
         parts += [render_array(array) for array in op.arrays()] + [op.declarations()]
     parts.append("int main(void)\n{\n")
     for op in ops:
         sizes = ", ".join(
-            f"(unsigned long)albsnn_conv_{kind}(&{op.ident})"
-            for kind in ("rows_scratch", "bits_scratch_words", "bits_scratch_counts")
+            "0ul" if function is None else f"(unsigned long){function}(&{op.ident})"
+            for function in SCRATCH_FUNCTIONS[op.function]
         )
         parts.append(f'    printf("%lu %lu %lu\\n", {sizes});\n')
     parts.append("    return 0;\n}\n")
@@ -781,27 +933,33 @@ def _scratch_program(ops: list[ConvOp]) -> str:
 
 
 def test_scratch_size_functions_agree_with_the_plan(digits: dict[str, torch.Tensor], tmp_path: Path) -> None:
-    """albsnn_conv_*_scratch from the descriptors give what the planner reserved for each call."""
-    for timesteps, spec, weights in [
-        (3, _pool_head_spec(), "packed"),
-        (2, _small_spec(), "packed"),
-        (2, _small_spec(), "float"),
+    """albsnn_conv_*_scratch from the descriptors give what the planner reserved for each call, for every
+    kernel (dense and event-driven, float and 1-bit weights, spikes and count planes, one step and several)."""
+    functions = set()
+    for timesteps, spec, weights, kernels in [
+        (3, _pool_head_spec(), "packed", "events"),
+        (3, _pool_head_spec(), "packed", "dense"),
+        (1, _pool_head_spec(), "packed", "events"),
+        (2, _small_spec(), "packed", "events"),
+        (1, _small_spec(), "packed", "events"),
+        (2, _small_spec(), "packed", "dense"),
+        (2, _small_spec(), "float", "events"),
+        (2, _small_spec(), "float", "dense"),
     ]:
-        plan = plan_model(_lively(spec, timesteps, digits["train"][:64]), weights=weights)
+        plan = plan_model(_lively(spec, timesteps, digits["train"][:64]), weights=weights, kernels=kernels)
         ops = [op for op in plan.ops if isinstance(op, ConvOp)]
-        assert any(op.uses_popcount for op in ops) == (weights == "packed")
+        assert any(op.uses_popcount for op in ops) == (weights == "packed" and kernels == "dense")
+        assert any(op.uses_bit_events for op in ops) == (weights == "packed" and kernels == "events")
+        functions |= {op.function for op in ops}
         (tmp_path / "scratch.c").write_text(_scratch_program(ops))
         binary = tmp_path / "scratch"
         _build([CC, *STRICT, "-I", TEMPLATE_DIR, tmp_path / "scratch.c", TEMPLATE_DIR / KERNELS_C, "-o", binary])
         lines = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout.splitlines()
         for op, line in zip(ops, lines, strict=True):
             floats, words, counts = map(int, line.split())
-            if op.uses_popcount:
-                assert (words, counts) == (op.scratch_words, op.scratch_counts) != (0, 0), op.label
-                assert op.scratch_bytes == 8 * words + 4 * counts
-            else:
-                assert (floats, words, counts) == (op.scratch_floats, 0, 0), op.label  # float weights or input
-                assert op.scratch_bytes == 4 * floats > 0
+            assert (floats, words, counts) == (op.scratch_floats, op.scratch_words, op.scratch_counts), op.label
+            assert op.scratch_bytes == 4 * floats + 8 * words + 4 * counts > 0, op.label
+    assert functions == set(SCRATCH_FUNCTIONS)
 
 
 @needs_cxx

@@ -457,3 +457,20 @@ def test_per_channel_statistics_of_flattened_images_become_per_feature() -> None
     with torch.no_grad():  # the per-feature normalization of the flat input is the per-channel one of the images
         expected = model.layers(((images - mean) / 0.25).flatten(1).unsqueeze(0)).mean(0)
         assert torch.equal(model(images), expected)
+
+
+def test_the_c_export_refuses_a_flat_model_in_one_line() -> None:
+    from albsnn_compress.errors import ExportError
+    from albsnn_compress.formats.c.plan import plan_model
+    from albsnn_compress.pipeline import c_footprint
+
+    spec = {
+        "name": "mlp",
+        "input": {"shape": [64], "mean": [0.0], "std": [1.0]},
+        "num_classes": 10,
+        "layers": [{"type": "linear", "out_features": 16}, {"type": "lif"}, {"type": "linear", "out_features": 10}],
+    }
+    model = SpikingNet(spec, timesteps=2)
+    with pytest.raises(ExportError, match=r"flat input \[64\]; the C kernels take \[C, H, W\] images"):
+        plan_model(model)
+    assert "flat input" in c_footprint(model)["refused"]  # compress reports it instead of failing

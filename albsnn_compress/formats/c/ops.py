@@ -9,10 +9,19 @@ kernels index, so the arena the planner sizes from them is exactly what runs;
 the kernels check the scratch they are given against their own
 ``albsnn_*_scratch`` functions and return an error status if it is short.
 
+A conv or linear layer over bit planes (spikes, or counts of spikes) runs in one of two
+variants (:data:`CONV_VARIANTS`, chosen per layer by the planner): ``dense`` visits every
+input (``albsnn_conv_rows`` for float weights, the AND + popcount ``albsnn_conv_bits`` for
+1-bit weights) and ``events`` visits only the non-zero inputs (``albsnn_conv_events``,
+``albsnn_conv_bit_events``), its weights stored pixel-major (``[group][ky][kx][c][out c]``)
+so that one event reads one contiguous row of weights or one 64-bit mask per 64 output
+channels. Both give the same bits: the float variants add the same terms in the same order
+(over bit planes, ``(ky, kx, c)``), the 1-bit variants the same integers.
+
 The arena is a union of one array per element type (:data:`ARENA_MEMBERS`), and
 every pointer into it is taken from the member of the type its buffer holds
-(:func:`arena_pointer`): float values, ``uint32_t`` bit planes, the popcount
-kernel's ``uint64_t`` receptive fields and ``int32_t`` sums. So the C never reads
+(:func:`arena_pointer`): float values, ``uint32_t`` bit planes, the 1-bit kernels'
+``uint64_t`` receptive fields, bit rows and counters and their ``int32_t`` sums. So the C never reads
 an object through a pointer of another type, and each access is aligned for its
 type (buffers start at 16-byte offsets).
 """
@@ -27,6 +36,7 @@ import numpy as np
 from albsnn_compress.formats.c.text import CArray, c_float, c_uint
 
 __all__ = [
+    "CONV_VARIANTS",
     "FLOAT_BYTES",
     "WORD_BYTES",
     "FIELD_BYTES",
@@ -44,6 +54,9 @@ __all__ = [
     "GapOp",
     "StepMeanOp",
 ]
+
+CONV_VARIANTS = ("dense", "events")
+"""How a conv or linear layer over bit planes visits its input: every element, or only the non-zero ones."""
 
 FLOAT_BYTES = 4
 WORD_BYTES = 4  # bit planes are stored in uint32 words, most significant bit first
@@ -247,7 +260,10 @@ class ConvOp(Operation):
 
     ``scale`` and ``bias`` (float64, per output channel) hold ``alpha``, the input's
     divisor, the layer's bias and any batch norm folded in; they are rounded to float32
-    once, when written. ``bits`` (packed signs) selects the binarized kernels.
+    once, when written. ``bits`` (packed signs) selects the binarized kernels; ``variant``
+    (:data:`CONV_VARIANTS`, set with :meth:`choose`) the dense or the event-driven one over
+    bit planes; ``density`` is the measured fraction of non-zero inputs it was chosen by
+    (``None``: not measured).
     """
 
     kernel: int
@@ -259,33 +275,88 @@ class ConvOp(Operation):
     scale: np.ndarray
     bias: np.ndarray
     lif: LifParams | None = None
+    variant: str = "dense"
+    density: float | None = None
+
+    def choose(self, variant: str, density: float | None = None) -> None:
+        """Set the kernel variant (:data:`CONV_VARIANTS`); ``events`` needs bit planes in.
+
+        Raises:
+            ValueError: an unknown variant, or events over float values.
+        """
+        if variant not in CONV_VARIANTS or (variant == "events" and not self.inp.is_bits):
+            raise ValueError(f"layer {self.label}: no {variant!r} kernel over {self.inp.describe()}")
+        self.variant, self.density = variant, density
 
     @property
     def fan_in(self) -> int:
         return self.inp.channels // self.groups * self.kernel**2
 
     @property
+    def events(self) -> bool:
+        """The event-driven kernels: only the non-zero inputs are visited."""
+        return self.variant == "events"
+
+    @property
     def uses_popcount(self) -> bool:
-        """Binarized weights over bit planes: the AND + popcount kernel."""
-        return self.bits is not None and self.inp.is_bits
+        """Binarized weights over bit planes, dense: the AND + popcount kernel."""
+        return self.bits is not None and self.inp.is_bits and not self.events
+
+    @property
+    def uses_bit_events(self) -> bool:
+        """Binarized weights over bit planes, event by event: bit-sliced counters (``albsnn_conv_bit_events``)."""
+        return self.bits is not None and self.events
 
     @property
     def views(self) -> tuple[CTensor, CTensor]:
-        """Input and output as the kernel sees them: the float kernel runs a 1x1 conv over one long row."""
+        """Input and output as the kernel sees them: the dense float kernel runs a 1x1 conv over one long row."""
         inp, out = self.inp, self.out
-        if self.uses_popcount or (self.kernel, self.stride, self.padding) != (1, 1, 0):
+        if self.function != "albsnn_conv_rows" or (self.kernel, self.stride, self.padding) != (1, 1, 0):
             return inp, out
         flat_in = CTensor(inp.channels, 1, inp.height * inp.width, inp.steps, inp.planes, inp.divisor)
         return flat_in, CTensor(out.channels, 1, out.height * out.width, out.steps, out.planes, out.divisor)
 
     @property
     def function(self) -> str:
+        if self.events:
+            return "albsnn_conv_bit_events" if self.bits is not None else "albsnn_conv_events"
         return "albsnn_conv_bits" if self.uses_popcount else "albsnn_conv_rows"
 
     @property
+    def lane_words(self) -> int:
+        """``albsnn_conv_bit_events``: 64-bit words of a group's output channels."""
+        return math.ceil(self.out.channels // self.groups / 64)
+
+    @property
+    def pixel_row_words(self) -> int:
+        """``albsnn_conv_bit_events``: 64-bit words of a pixel-major bit row (padded), one spare."""
+        return math.ceil((self.inp.width + 2 * self.padding) * (self.inp.channels // self.groups) / 64) + 1
+
+    @property
+    def lane_planes(self) -> int:
+        """``albsnn_conv_bit_events``: counter planes, the bits of the largest sum ``fan_in (2^planes - 1)``,
+        and room for a carry-save tree (ones to sixteens) at the top input plane: ``planes + 4``."""
+        return max(self.inp.planes + 4, int(self.fan_in * ((1 << self.inp.planes) - 1)).bit_length())
+
+    @property
     def scratch_words(self) -> int:
-        """The popcount kernel's ``uint64_t`` scratch (``albsnn_conv_bits_scratch_words``): a weight row,
-        one partial sum per output, every receptive field of one output row; 0 for the float kernel."""
+        """The ``uint64_t`` scratch of the kernels over bit planes; 0 for ``albsnn_conv_rows``.
+
+        ``albsnn_conv_bits_scratch_words``: a weight row, one partial sum per output, every
+        receptive field of one output row. ``albsnn_conv_bit_events_scratch_words`` and
+        ``albsnn_conv_events_scratch_words``: the input as pixel-major bit rows and where an output
+        row's kernel rows start; then one output's counters and carry-save tree (16 masks) per 64
+        output channels and, with a firing range, the bit-sliced bounds (1-bit), or a batch of 64
+        event positions and its end (float).
+        """
+        if self.events:
+            rows = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
+            rows += self.inp.steps * self.groups * self.inp.planes * self.kernel  # where an output row's rows start
+            if self.bits is None:
+                return rows + 64 + 1  # a batch of event positions and its end
+            planes, lanes = self.lane_planes, self.lane_words
+            bounds = self.groups * lanes * (2 * (planes + 2) + 2) if self.fire_ranges() is not None else 0
+            return rows + lanes * (planes + 16) + bounds
         if not self.uses_popcount:
             return 0
         words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
@@ -293,8 +364,14 @@ class ConvOp(Operation):
 
     @property
     def scratch_counts(self) -> int:
-        """The popcount kernel's ``int32_t`` scratch (``albsnn_conv_bits_scratch_counts``): the fields'
-        popcounts, ``popcount(w & field)`` per output, the sums per step and output; 0 for the float kernel."""
+        """The 1-bit kernels' ``int32_t`` scratch; 0 for the float kernels.
+
+        ``albsnn_conv_bits_scratch_counts``: the fields' popcounts, ``popcount(w & field)`` per
+        output, the sums per step and output. ``albsnn_conv_bit_events_scratch_counts``: without a
+        firing range, one output's sums per step and channel of its group.
+        """
+        if self.uses_bit_events:
+            return 0 if self.fire_ranges() is not None else self.inp.steps * (self.out.channels // self.groups)
         if not self.uses_popcount:
             return 0
         fields = self.out.width * self.inp.steps * self.inp.planes
@@ -302,12 +379,19 @@ class ConvOp(Operation):
 
     @property
     def scratch_floats(self) -> int:
-        """The float kernel's scratch (``albsnn_conv_rows_scratch``): one padded input row, one output row
-        of sums and, with neurons over several steps, one of membranes; 0 for the popcount kernel."""
-        if self.uses_popcount:
+        """The float kernels' scratch; 0 for the 1-bit kernels over bit planes.
+
+        ``albsnn_conv_rows_scratch``: one padded input row, one output row of sums and, with
+        neurons over several steps, one of membranes. ``albsnn_conv_events_scratch_floats``: one
+        output's sums over the channels of its group, with neurons over several steps their
+        membranes, the values of a batch of 64 events and the value ``count / divisor`` of every count.
+        """
+        if self.bits is not None and self.inp.is_bits:
             return 0
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
+        if self.events:  # one output's sums and membranes, a batch's values, the value of every count
+            return (1 + membranes) * (out.channels // self.groups) + 64 + (1 << inp.planes)
         return inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width
 
     @property
@@ -323,21 +407,57 @@ class ConvOp(Operation):
         ``|acc| <= fan_in (2^planes - 1)`` with numpy float32 (the same IEEE operations)
         finds it. ``None`` when it does not apply (several steps, no neuron, float kernel).
         """
-        if not self.uses_popcount or self.lif is None or self.out.steps != 1:
+        if self.bits is None or not self.inp.is_bits or self.lif is None or self.out.steps != 1:
             return None
         bound = self.fan_in * (2**self.inp.planes - 1)
         scales, biases = self.scale.astype(np.float32), self.bias.astype(np.float32)
         return np.array([_fire_range(s, b, self.lif, bound) for s, b in zip(scales, biases)], dtype=np.int32)
 
+    def pixel_major(self) -> np.ndarray:
+        """The float weights as ``albsnn_conv_events`` reads them: ``[group][ky][kx][c][out c of the group]``."""
+        cout, k = self.out.channels // self.groups, self.kernel
+        weight = np.asarray(self.weight, np.float32).reshape(self.groups, cout, -1, k, k)
+        return np.ascontiguousarray(weight.transpose(0, 3, 4, 2, 1)).reshape(-1)
+
+    def lane_masks(self) -> bytes:
+        """The sign bits as ``albsnn_conv_bit_events`` reads them: per ``(group, ky, kx, c)``, the group's
+        output channels in 64-bit words of 8 bytes, least significant byte first, bit ``l`` of word ``q``
+        for channel ``64 q + l`` (1 = +1), the bits past the last channel zero."""
+        if self.bits is None:
+            raise ValueError(f"layer {self.label} has float weights")
+        cout, k = self.out.channels // self.groups, self.kernel
+        count = self.out.channels * self.fan_in
+        signs = np.unpackbits(np.frombuffer(self.bits, np.uint8), count=count)
+        taps = signs.reshape(self.groups, cout, -1, k, k).transpose(0, 3, 4, 2, 1)  # [g][ky][kx][c][co]
+        lanes = np.zeros((*taps.shape[:-1], 64 * math.ceil(cout / 64)), np.uint8)
+        lanes[..., :cout] = taps
+        return np.packbits(lanes, axis=-1, bitorder="little").tobytes()
+
+    @property
+    def weight_name(self) -> str:
+        """The C name of its weight array: ``_bits``, ``_masks`` (1-bit, pixel-major), ``_w``, ``_wt`` (pixel-major)."""
+        suffix = ("_masks" if self.events else "_bits") if self.bits is not None else ("_wt" if self.events else "_w")
+        return self.ident + suffix
+
     def arrays(self) -> list[CArray]:
         shape = f"{self.out.channels}x{self.inp.channels // self.groups}x{self.kernel}x{self.kernel}"
-        if self.bits is not None:
+        order = f"pixel-major [group][ky][kx][c][out c], {self.groups} group(s)"
+        if self.bits is not None and self.events:
             weights = CArray(
-                f"{self.ident}_bits", "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1"
+                self.weight_name,
+                "uint8_t",
+                self.lane_masks(),
+                f"{self.label}: {shape} sign bits, pixel-major [group][ky][kx][c][out c] in 64-bit lanes",
             )
+        elif self.bits is not None:
+            weights = CArray(
+                self.weight_name, "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1"
+            )
+        elif self.events:
+            weights = CArray(self.weight_name, "float", self.pixel_major(), f"{self.label}: {shape} weights, {order}")
         else:
             weights = CArray(
-                f"{self.ident}_w", "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights"
+                self.weight_name, "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights"
             )
         arrays = [
             weights,
@@ -363,7 +483,7 @@ class ConvOp(Operation):
             )
             lif = f"&{self.ident}_lif"
         geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
-        bits, weight = (f"{self.ident}_bits", "NULL") if self.bits is not None else ("NULL", f"{self.ident}_w")
+        bits, weight = (self.weight_name, "NULL") if self.bits is not None else ("NULL", self.weight_name)
         fires = "NULL" if self.fire_ranges() is None else f"{self.ident}_fires"
         inp, out = self.views
         return text + (
@@ -373,12 +493,19 @@ class ConvOp(Operation):
         )
 
     def call(self, x: int | None, y: int | None, scratch: int) -> str:
-        if self.uses_popcount:  # uint64_t words first (scratch is 16-byte aligned), then the int32_t counts
+        if self.bits is not None and self.inp.is_bits:  # uint64_t words first (16-byte aligned), then int32_t
             words = arena_pointer("uint64_t", scratch)
             counts = arena_pointer("int32_t", scratch + FIELD_BYTES * self.scratch_words)
             return (
                 f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, "
                 f"{words}, {c_uint(self.scratch_words)}, {counts}, {c_uint(self.scratch_counts)})"
+            )
+        if self.events:  # uint64_t words first, then the floats
+            words = arena_pointer("uint64_t", scratch)
+            floats = arena_pointer("float", scratch + FIELD_BYTES * self.scratch_words)
+            return (
+                f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, "
+                f"{words}, {c_uint(self.scratch_words)}, {floats}, {c_uint(self.scratch_floats)})"
             )
         floats = arena_pointer("float", scratch)
         return f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, {floats}, {c_uint(self.scratch_floats)})"

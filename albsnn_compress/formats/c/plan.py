@@ -13,6 +13,15 @@ and fuse where the arithmetic allows it:
 * spikes are bits; an average pool of spikes is a count of spikes in bit planes with a
   divisor, which a binarized layer after it folds into its scale.
 
+A conv or linear layer over bit planes runs event by event (``albsnn_conv_events``,
+``albsnn_conv_bit_events``: work in proportion to the non-zero inputs) or densely
+(``albsnn_conv_rows``, the AND + popcount ``albsnn_conv_bits``); both give the same bits.
+:func:`plan_model` picks per layer by the fraction of its inputs that are not zero, measured
+on calibration images when they are given (:func:`input_densities`): events up to
+:data:`EVENT_DENSITY`, dense above. Without calibration images spike maps are taken as sparse
+(every such layer runs event by event). The same model and images give the same choice, so
+the same C text.
+
 The arena: operation ``i`` reads buffer ``i`` and writes buffer ``i + 1``; buffers
 alternate between the arena's low end and its high end, with the operation's scratch
 right after the low one. So ``ALBSNN_ARENA_BYTES`` is the largest
@@ -22,7 +31,7 @@ largest set of buffers that are live at the same time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +57,31 @@ from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["WEIGHT_MODES", "RESET_C", "C_EMITTERS", "ALIGN_BYTES", "Placement", "Plan", "lif_setting", "plan_model"]
+__all__ = [
+    "WEIGHT_MODES",
+    "KERNEL_CHOICES",
+    "EVENT_DENSITY",
+    "RESET_C",
+    "C_EMITTERS",
+    "ALIGN_BYTES",
+    "Placement",
+    "Plan",
+    "lif_setting",
+    "input_densities",
+    "plan_model",
+]
 
 WEIGHT_MODES = ("packed", "float")
+KERNEL_CHOICES = ("auto", "dense", "events")
+"""``plan_model(kernels=...)``: by measured density, dense everywhere, or event-driven wherever the input is bits."""
+
+EVENT_DENSITY: dict[str, float] = {"bits": 0.5, "float": 1.0}
+"""The largest fraction of non-zero inputs at which ``kernels="auto"`` picks the event-driven kernel, for
+1-bit weights (against AND + popcount) and float weights (against the dense float kernel). Measured on
+one layer (64 -> 64 channels, 3x3, 14x14; ``python -m benchmarks.bench_c --crossover``, x86-64, gcc
+12, ``-O3`` and ``-O3 -march=native``): the bit-sliced 1-bit events win up to a density between 0.5
+and 0.7, the float events at every density."""
+
 ALIGN_BYTES = 16
 _MAX_BYTES = 1 << 31  # the kernels index with uint32_t
 
@@ -93,8 +124,9 @@ class Plan:
 class _Planner:
     """Walks the layers; the emitters append operations and fuse into the last one."""
 
-    def __init__(self, model: SpikingNet, packed: bool) -> None:
+    def __init__(self, model: SpikingNet, packed: bool, kernels: str, densities: Mapping[str, float]) -> None:
         self.model, self.packed, self.steps = model, packed, model.timesteps
+        self.kernels, self.densities = kernels, densities
         self.ops: list[Operation] = []
         self.neurons = 0
         channels, height, width = model.spec["input"]["shape"]
@@ -169,22 +201,26 @@ def _weighted(
             f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums"
         )
     out = CTensor(out_channels, height, width, steps=flow.steps)
-    planner.add(
-        ConvOp(
-            planner.ident(index, name),
-            name,
-            flow,
-            out,
-            kernel,
-            stride,
-            padding,
-            groups,
-            bits,
-            float_weight,
-            scale,
-            bias,
-        )
+    op = ConvOp(
+        planner.ident(index, name),
+        name,
+        flow,
+        out,
+        kernel,
+        stride,
+        padding,
+        groups,
+        bits,
+        float_weight,
+        scale,
+        bias,
     )
+    if flow.is_bits:
+        density = planner.densities.get(name)
+        limit = EVENT_DENSITY["bits" if bits is not None else "float"]
+        events = planner.kernels == "events" or (planner.kernels == "auto" and (density is None or density <= limit))
+        op.choose("events" if events else "dense", density)
+    planner.add(op)
 
 
 def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
@@ -375,22 +411,73 @@ def _place(ops: list[Operation]) -> tuple[list[Placement], int]:
     return placements, arena
 
 
-def plan_model(model: SpikingNet, *, weights: str = "packed") -> Plan:
+def input_densities(model: SpikingNet, images: torch.Tensor) -> dict[str, float]:
+    """The fraction of non-zero inputs of every conv and linear layer of ``model`` over ``images``.
+
+    Args:
+        model: the network (run in eval mode, without gradients; its mode is restored).
+        images: ``[B, C, H, W]`` in ``[0, 1]``.
+
+    Returns:
+        layer name -> non-zero elements / elements of its input, over every image and time step.
+    """
+    counts: dict[str, list[int]] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            total = counts.setdefault(name, [0, 0])
+            total[0] += int(torch.count_nonzero(inputs[0]))
+            total[1] += inputs[0].numel()
+
+        return record
+
+    handles = [
+        module.register_forward_pre_hook(hook(name))
+        for name, module in model.layers.named_children()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return {name: nonzero / max(total, 1) for name, (nonzero, total) in counts.items()}
+
+
+def plan_model(
+    model: SpikingNet, *, weights: str = "packed", calibration: torch.Tensor | None = None, kernels: str = "auto"
+) -> Plan:
     """The operations, arena placements and byte totals of ``model``'s C form (eval mode arithmetic).
 
     Args:
         model: the network; binarized layers are found with :func:`is_binarized`.
-        weights: ``"packed"`` (binarized layers keep 1 bit per weight and run AND + popcount)
-            or ``"float"`` (every weight float32, the same kernels otherwise).
+        weights: ``"packed"`` (binarized layers keep 1 bit per weight: AND + popcount or bit-sliced
+            events over spikes) or ``"float"`` (every weight float32, the float kernels).
+        calibration: images ``[B, C, H, W]`` to measure each layer's input density on
+            (:func:`input_densities`); ``None``: spike maps are taken as sparse.
+        kernels: :data:`KERNEL_CHOICES`: ``"auto"`` (events up to :data:`EVENT_DENSITY`, else dense),
+            ``"dense"`` or ``"events"`` (for every layer over bit planes).
 
     Raises:
-        ExportError: an unknown weights mode, or a layer the C kernels cannot compute (named).
+        ExportError: an unknown weights mode or kernel choice, or a layer the C kernels cannot compute (named).
     """
     if not isinstance(model, SpikingNet):
         raise ExportError(f"expected a SpikingNet (from a checkpoint or container), got {type(model).__name__}")
     if weights not in WEIGHT_MODES:
         raise ExportError(f"unknown weights mode {weights!r}; choose one of {list(WEIGHT_MODES)}")
-    planner = _Planner(model, packed=weights == "packed")
+    if kernels not in KERNEL_CHOICES:
+        raise ExportError(f"unknown kernel choice {kernels!r}; choose one of {list(KERNEL_CHOICES)}")
+    if len(model.spec["input"]["shape"]) != 3:
+        raise ExportError(
+            f"the model takes a flat input {model.spec['input']['shape']}; the C kernels take [C, H, W] images "
+            "(export ONNX instead)"
+        )
+    densities = input_densities(model, calibration) if calibration is not None and kernels == "auto" else {}
+    planner = _Planner(model, weights == "packed", kernels, densities)
     inp = model.spec["input"]
     mean, std = (np.asarray(inp[key], dtype=np.float32) for key in ("mean", "std"))
     planner.add(NormalizeOp("input", "input", planner.flow, planner.flow, mean, std))

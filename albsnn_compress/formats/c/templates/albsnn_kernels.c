@@ -16,6 +16,11 @@
  * step, scale, bias and the neuron fold further into an integer range of acc in which it fires
  * (the float expression is monotone in acc, so the range gives exactly its spikes).
  *
+ * Layers over spikes have event-driven kernels too (albsnn_conv_bit_events, albsnn_conv_events):
+ * spike maps are mostly zeros, and these do work only where an input is not zero, with the same
+ * results as the dense kernels bit for bit (see "event-driven layers" below). The exporter picks
+ * one per layer.
+ *
  * Every public kernel checks its arguments first (NULL pointers, scratch sizes, descriptors whose
  * shapes do not follow from each other) and returns an ALBSNN_ERR_* status without writing
  * anything; the work itself is done by a static function that trusts them. Each buffer is used
@@ -251,6 +256,61 @@ int albsnn_normalize(const float *pixels, const float *mean, const float *std, c
     return ALBSNN_OK;
 }
 
+/* y = y * scale + bias in place, n values: one channel's row (vectorizable: no pointer can alias). */
+static void row_affine(float *ALBSNN_RESTRICT y, float scale, float bias, uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = y[i] * scale + bias;
+    }
+}
+
+/* y[c] = y[c] * scale[c] + bias[c] in place, n channels of one output. */
+static void channels_affine(float *ALBSNN_RESTRICT y, const float *ALBSNN_RESTRICT scale, const float *ALBSNN_RESTRICT bias,
+                            uint32_t n)
+{
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        y[i] = y[i] * scale[i] + bias[i];
+    }
+}
+
+/* The charged membranes of step 0 in place, h = x / tau + v_reset (lif_step's first step), n values. */
+static void row_fire(const albsnn_lif *lif, float *ALBSNN_RESTRICT x, uint32_t n)
+{
+    const float inv_tau = lif->inv_tau, tau = lif->tau, v_reset = lif->v_reset;
+    uint32_t i;
+    if (lif->tau_is_pow2) {
+        for (i = 0; i < n; ++i) {
+            x[i] = x[i] * inv_tau + v_reset;
+        }
+    } else {
+        for (i = 0; i < n; ++i) {
+            x[i] = x[i] / tau + v_reset;
+        }
+    }
+}
+
+/* Writes the spikes h[i] >= v_threshold of n charged membranes into a cleared plane from element `at`
+ * on, 32 at a time (no branch per neuron). */
+static void row_spikes(const albsnn_lif *lif, const float *h, uint32_t n, uint32_t *plane, uint32_t at)
+{
+    const float threshold = lif->v_threshold;
+    uint32_t i0, i;
+    for (i0 = 0; i0 < n; i0 += 32u) {
+        const uint32_t count = n - i0 < 32u ? n - i0 : 32u;
+        uint32_t bits = 0u;
+        for (i = 0; i < count; ++i) {
+            const int spike = h[i0 + i] >= threshold;
+            ALBSNN_TRACE_LIF(lif, 0u, at + i0 + i, h[i0 + i], spike);
+            bits = (bits << 1) | (uint32_t)spike;
+        }
+        if (bits != 0u) {
+            or_bits(plane, at + i0, bits, count);
+        }
+    }
+}
+
 /* -- convolution and linear layers, one output row at a time ------------------------------------ */
 
 static void load_row(const albsnn_tensor *t, const void *x, uint32_t step, uint32_t c, uint32_t iy, float *row)
@@ -292,12 +352,13 @@ static void row_axpy(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT ro
 static void row_taps3(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row, const float *ALBSNN_RESTRICT w, uint32_t n)
 {
     const float w0 = w[0], w1 = w[1], w2 = w[2];
-    uint32_t i;
+    const float *ALBSNN_RESTRICT r1 = row + 1, *ALBSNN_RESTRICT r2 = row + 2;
+    size_t i; /* size_t: i + 1 cannot wrap, so the compiler loads contiguous vectors */
     for (i = 0; i < n; ++i) {
         float a = acc[i];
         a += w0 * row[i];
-        a += w1 * row[i + 1u];
-        a += w2 * row[i + 2u];
+        a += w1 * r1[i];
+        a += w2 * r2[i];
         acc[i] = a;
     }
 }
@@ -319,7 +380,39 @@ static void row_add(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row
 
 static int sign_bit(const uint8_t *bits, uint32_t i) { return (bits[i >> 3] >> (7u - (i & 7u))) & 1u; }
 
-/* acc[co][ox] of output row oy at one step: sum over (c, ky, kx), in that order, of w * x. */
+/* acc[co][ox] of output row oy at one step over bit planes: sum over (ky, kx, c), in that order, of
+ * w * x, the order of albsnn_conv_events (which adds the same terms, skipping the zeros). */
+static void conv_row_bits(const albsnn_conv *p, const void *x, uint32_t step, uint32_t oy, float *row, float *acc)
+{
+    const albsnn_tensor *in = &p->in;
+    const uint32_t k = p->kernel, s = p->stride, pad = p->padding, wo = p->out.w;
+    const uint32_t cin = in->c / p->groups, cout = p->out.c / p->groups;
+    uint32_t g, cl, ky, col, kx;
+    for (g = 0; g < p->groups; ++g) {
+        for (ky = 0; ky < k; ++ky) {
+            const int32_t iy = (int32_t)(oy * s + ky) - (int32_t)pad;
+            if (iy < 0 || iy >= (int32_t)in->h) {
+                continue; /* zero padding adds nothing */
+            }
+            for (kx = 0; kx < k; ++kx) {
+                for (cl = 0; cl < cin; ++cl) {
+                    load_row(in, x, step, g * cin + cl, (uint32_t)iy, row + pad);
+                    for (col = 0; col < cout; ++col) {
+                        const uint32_t co = g * cout + col, w0 = ((co * cin + cl) * k + ky) * k;
+                        if (p->bits != NULL) {
+                            row_add(acc + co * wo, row + kx, sign_bit(p->bits, w0 + kx), wo, s);
+                        } else {
+                            row_axpy(acc + co * wo, row + kx, p->weight[w0 + kx], wo, s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* acc[co][ox] of output row oy at one step: sum over (c, ky, kx), in that order, of w * x; over bit
+ * planes over (ky, kx, c) (conv_row_bits). */
 static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_t oy, float *row, float *acc)
 {
     const albsnn_tensor *in = &p->in;
@@ -332,6 +425,10 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
     for (j = 0; j < pad; ++j) {
         row[j] = 0.0f;
         row[pad + in->w + j] = 0.0f;
+    }
+    if (in->planes > 0u) {
+        conv_row_bits(p, x, step, oy, row, acc);
+        return;
     }
     for (g = 0; g < p->groups; ++g) {
         for (cl = 0; cl < cin; ++cl) {
@@ -388,10 +485,15 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
             if (t == 0u || in->steps > 1u) {
                 conv_row(p, x, step_of(in, t), oy, row, acc);
                 for (co = 0; co < out->c; ++co) {
-                    for (ox = 0; ox < wo; ++ox) {
-                        acc[co * wo + ox] = acc[co * wo + ox] * p->scale[co] + p->bias[co];
-                    }
+                    row_affine(acc + co * wo, p->scale[co], p->bias[co], wo);
                 }
+            }
+            if (p->lif != NULL && out->steps == 1u) { /* one step: charge the row (vectorizable), then fire */
+                row_fire(p->lif, acc, cw);
+                for (co = 0; co < out->c; ++co) {
+                    row_spikes(p->lif, acc + co * wo, wo, (uint32_t *)y, co * hwo + oy * wo);
+                }
+                continue;
             }
             for (co = 0; co < out->c; ++co) {
                 for (ox = 0; ox < wo; ++ox) {
@@ -824,6 +926,807 @@ int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t 
     return ALBSNN_OK;
 }
 
+/* -- event-driven layers over bit planes: work in proportion to the spikes ----------------------- */
+
+/* A layer over spikes needs its weights only where a spike arrived. These kernels gather each input
+ * bit plane once into pixel-major bit rows (the channels of a pixel side by side) and then, output by
+ * output, walk the set bits of its receptive field: each is an event (kernel row ky, column kx, input
+ * channel c, and its count), and only events cost work. */
+
+/* Leading zeros of a non-zero x: the position of its first set bit, most significant first. */
+ALBSNN_INLINE uint32_t lead64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (uint32_t)__builtin_clzll((unsigned long long)x);
+#else
+    uint32_t n = 0u;
+    if ((x >> 32) == 0u) {
+        n += 32u;
+        x <<= 32;
+    }
+    if ((x >> 48) == 0u) {
+        n += 16u;
+        x <<= 16;
+    }
+    if ((x >> 56) == 0u) {
+        n += 8u;
+        x <<= 8;
+    }
+    if ((x >> 60) == 0u) {
+        n += 4u;
+        x <<= 4;
+    }
+    if ((x >> 62) == 0u) {
+        n += 2u;
+        x <<= 2;
+    }
+    return (x >> 63) == 0u ? n + 1u : n;
+#endif
+}
+
+/* Trailing zeros of a non-zero x: the position of its lowest set bit, least significant first. */
+ALBSNN_INLINE uint32_t trail64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (uint32_t)__builtin_ctzll((unsigned long long)x);
+#else
+    return 63u - lead64(x & (~x + 1u));
+#endif
+}
+
+/* The number of bits of n: 0 for 0, else 1 + floor(log2 n). */
+ALBSNN_INLINE uint32_t bit_length(uint32_t n) { return n == 0u ? 0u : 64u - lead64(n); }
+
+/* Binarized weights over bit planes, event by event, 64 output channels per 64-bit word.
+ *
+ * The kernel first gathers its input into pixel-major bit rows, reading each bit plane once and
+ * setting, for each of its events, per (step, group, input row, plane), bit (ix + padding) * C + c
+ * for input column ix and channel c of the group (C channels). The receptive field of output ox in such a row is
+ * then one run of k * C bits from bit ox * stride * C on, and bit j of that run is the tap
+ * (kx, c) = (j / C, j % C). Each set bit is an event; it adds one 64-bit lane mask, the sign bits of
+ * that tap's weights for 64 output channels, to bit-sliced counters: word i holds bit i of the 64
+ * channels' counts of agreements, agree = sum over events of count * b (b the sign bit). Sixteen
+ * masks at a time go through a carry-save adder tree (Harley and Seal), about five AND/XOR/OR per
+ * mask for 64 channels; bit plane p of a count map adds its masks at bit p. The integer sum of
+ * albsnn_conv_bits follows as acc = 2 agree - n, n the sum of the counts in the receptive field
+ * (the same for every channel). With one time step the integer firing range [lo, hi] is compared
+ * bit-sliced as well (lo <= 2 agree - n <= hi, 64 neurons at a time) and only the spikes are
+ * written; otherwise the counts are unpacked and the neurons run as in albsnn_conv_bits.
+ *
+ * The masks, pixel-major: for each (group, ky, kx, c), ceil(out c per group / 64) 64-bit words of 8
+ * bytes, least significant byte first; bit l of word q is the sign bit of output channel 64 q + l of
+ * the group (1 = +1), the bits past the group's channels zero. */
+
+#define ALBSNN_TREE 16u /* masks per carry-save tree */
+
+/* The 64-bit mask word at b: 8 bytes, least significant first (compilers merge this into one load). */
+ALBSNN_INLINE uint64_t mask_at(const uint8_t *b)
+{
+    return (uint64_t)b[0] | ((uint64_t)b[1] << 8) | ((uint64_t)b[2] << 16) | ((uint64_t)b[3] << 24)
+         | ((uint64_t)b[4] << 32) | ((uint64_t)b[5] << 40) | ((uint64_t)b[6] << 48) | ((uint64_t)b[7] << 56);
+}
+
+/* Adds the lanes of m (each 0 or 1) to the bit-sliced counters planes[0..depth). */
+ALBSNN_INLINE void lanes_add(uint64_t *planes, uint32_t depth, uint64_t m)
+{
+    uint32_t i;
+    for (i = 0; i < depth; ++i) {
+        const uint64_t carry = planes[i] & m;
+        planes[i] ^= m;
+        m = carry;
+    }
+}
+
+/* Carry-save adder: a + b + c = low + 2 high, lane by lane. */
+#define ALBSNN_CSA(high, low, a, b, c)                                                              \
+    do {                                                                                            \
+        const uint64_t u_ = (a) ^ (b);                                                              \
+        (high) = ((a) & (b)) | (u_ & (c));                                                          \
+        (low) = u_ ^ (c);                                                                           \
+    } while (0)
+
+/* Adds the 16 masks of d to the counters planes[0..depth) (Harley and Seal's tree): planes 0..3 take
+ * the ones, twos, fours and eights (they exist: P >= planes + 4), the sixteens ripple in from plane 4
+ * up to `depth`, above which no count reaches. */
+static void lanes_add16(uint64_t *planes, uint32_t depth, const uint64_t *d)
+{
+    uint64_t ones = planes[0], twos = planes[1], fours = planes[2], eights = planes[3];
+    uint64_t twos_a, twos_b, fours_a, fours_b, eights_a, eights_b, sixteens;
+    ALBSNN_CSA(twos_a, ones, ones, d[0], d[1]);
+    ALBSNN_CSA(twos_b, ones, ones, d[2], d[3]);
+    ALBSNN_CSA(fours_a, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(twos_a, ones, ones, d[4], d[5]);
+    ALBSNN_CSA(twos_b, ones, ones, d[6], d[7]);
+    ALBSNN_CSA(fours_b, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(eights_a, fours, fours, fours_a, fours_b);
+    ALBSNN_CSA(twos_a, ones, ones, d[8], d[9]);
+    ALBSNN_CSA(twos_b, ones, ones, d[10], d[11]);
+    ALBSNN_CSA(fours_a, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(twos_a, ones, ones, d[12], d[13]);
+    ALBSNN_CSA(twos_b, ones, ones, d[14], d[15]);
+    ALBSNN_CSA(fours_b, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(eights_b, fours, fours, fours_a, fours_b);
+    ALBSNN_CSA(sixteens, eights, eights, eights_a, eights_b);
+    planes[0] = ones;
+    planes[1] = twos;
+    planes[2] = fours;
+    planes[3] = eights;
+    if (depth > 4u) { /* else the sixteens are zero: no count reaches 2^depth */
+        lanes_add(planes + 4, depth - 4u, sixteens);
+    }
+}
+
+/* The same tree for 8 masks (the eights ripple in from plane 3) and for 4 (the fours from plane 2). */
+static void lanes_add8(uint64_t *planes, uint32_t depth, const uint64_t *d)
+{
+    uint64_t ones = planes[0], twos = planes[1], fours = planes[2];
+    uint64_t twos_a, twos_b, fours_a, fours_b, eights;
+    ALBSNN_CSA(twos_a, ones, ones, d[0], d[1]);
+    ALBSNN_CSA(twos_b, ones, ones, d[2], d[3]);
+    ALBSNN_CSA(fours_a, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(twos_a, ones, ones, d[4], d[5]);
+    ALBSNN_CSA(twos_b, ones, ones, d[6], d[7]);
+    ALBSNN_CSA(fours_b, twos, twos, twos_a, twos_b);
+    ALBSNN_CSA(eights, fours, fours, fours_a, fours_b);
+    planes[0] = ones;
+    planes[1] = twos;
+    planes[2] = fours;
+    if (depth > 3u) {
+        lanes_add(planes + 3, depth - 3u, eights);
+    }
+}
+
+static void lanes_add4(uint64_t *planes, uint32_t depth, const uint64_t *d)
+{
+    uint64_t ones = planes[0], twos = planes[1];
+    uint64_t twos_a, twos_b, fours;
+    ALBSNN_CSA(twos_a, ones, ones, d[0], d[1]);
+    ALBSNN_CSA(twos_b, ones, ones, d[2], d[3]);
+    ALBSNN_CSA(fours, twos, twos, twos_a, twos_b);
+    planes[0] = ones;
+    planes[1] = twos;
+    if (depth > 2u) {
+        lanes_add(planes + 2, depth - 2u, fours);
+    }
+}
+
+/* Adds the first `pending` (< 16) masks of d (room for 16): a ripple each for one or two, else the
+ * smallest tree that holds them, d padded with zeros. */
+static void lanes_flush(uint64_t *planes, uint32_t depth, uint64_t *d, uint32_t pending)
+{
+    const uint32_t size = pending <= 4u ? 4u : pending <= 8u ? 8u : ALBSNN_TREE;
+    uint32_t i;
+    if (pending <= 2u) {
+        for (i = 0; i < pending; ++i) {
+            lanes_add(planes, depth, d[i]);
+        }
+        return;
+    }
+    for (i = pending; i < size; ++i) {
+        d[i] = 0u;
+    }
+    if (size == 4u) {
+        lanes_add4(planes, depth, d);
+    } else if (size == 8u) {
+        lanes_add8(planes, depth, d);
+    } else {
+        lanes_add16(planes, depth, d);
+    }
+}
+
+/* Lane l's count from its bit-sliced counter. */
+ALBSNN_INLINE uint32_t lane_count(const uint64_t *planes, uint32_t depth, uint32_t lane)
+{
+    uint32_t i, v = 0u;
+    for (i = 0; i < depth; ++i) {
+        v |= (uint32_t)((planes[i] >> lane) & 1u) << i;
+    }
+    return v;
+}
+
+/* Counter planes: the bits of fan-in * (2^planes - 1), the largest sum, and room for a tree (ones to
+ * sixteens) at the top bit plane of the input: planes + 4. */
+static uint32_t lane_planes(const albsnn_conv *p)
+{
+    const uint32_t fan_in = p->in.c / p->groups * p->kernel * p->kernel;
+    const uint32_t bits = bit_length(fan_in * ((1u << p->in.planes) - 1u)); /* < 2^31: conv_bits_check */
+    return bits < p->in.planes + 4u ? p->in.planes + 4u : bits;
+}
+
+/* The output channels' 64-bit words per group. */
+ALBSNN_INLINE uint32_t lane_words(const albsnn_conv *p) { return ALBSNN_WORDS64(p->out.c / p->groups); }
+
+/* 64-bit words of one pixel-major bit row, with one word to spare (runs are read two words at a time). */
+ALBSNN_INLINE uint32_t pixel_row_words(const albsnn_conv *p)
+{
+    return ALBSNN_WORDS64((p->in.w + 2u * p->padding) * (p->in.c / p->groups)) + 1u;
+}
+
+/* Scratch of albsnn_conv_bit_events, with L = ceil(out c per group / 64) lane words, R the words of
+ * a pixel-major bit row (ceil((in.w + 2 padding) * in c per group / 64) + 1) and
+ * P = max(planes + 4, bit_length(fan-in * (2^planes - 1))) counter planes. uint64_t: the input as
+ * pixel-major bit rows (in.steps * groups * in.h * planes * R), where the k rows of one output row
+ * start, per step (in.steps * groups * planes * k), one output's counters and carry-save tree per lane
+ * word (L * (P + 16)) and, with a firing range, the bit-sliced bounds (groups * L * (2 (P + 2) + 2)).
+ * int32_t, without a firing range only: one output's integer sums per step (in.steps * out c / groups). */
+static size_t bit_events_scratch_words(const albsnn_conv *p)
+{
+    const size_t planes = lane_planes(p), lw = lane_words(p);
+    const size_t rows = (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
+                      + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel;
+    const size_t bounds = p->fires != NULL ? (size_t)p->groups * lw * (2u * (planes + 2u) + 2u) : 0u;
+    return rows + lw * (planes + ALBSNN_TREE) + bounds;
+}
+
+static size_t bit_events_scratch_counts(const albsnn_conv *p)
+{
+    return p->fires != NULL ? 0u : (size_t)p->in.steps * (p->out.c / p->groups);
+}
+
+size_t albsnn_conv_bit_events_scratch_words(const albsnn_conv *p)
+{
+    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bit_events_scratch_words(p);
+}
+
+size_t albsnn_conv_bit_events_scratch_counts(const albsnn_conv *p)
+{
+    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bit_events_scratch_counts(p);
+}
+
+/* The firing ranges of every 64-channel word, bit-sliced in Q = P + 2 planes: lo[Q], hi[Q], then
+ * two flags (whether any lane's lo, hi can fail), per word. X = 2 agree - n lies in (-2^P, 2^P),
+ * so clamping the bounds to the Q-bit range [-2^(Q-1), 2^(Q-1)) changes no decision; each bound is
+ * stored offset by 2^(Q-1), so that signed order is unsigned order. */
+static void lane_bounds(const albsnn_conv *p, uint32_t planes, uint64_t *bounds)
+{
+    const uint32_t q_planes = planes + 2u, cout = p->out.c / p->groups, lw = lane_words(p);
+    const int64_t half = (int64_t)1 << (q_planes - 1u);
+    uint32_t word, lane, i;
+    for (word = 0; word < p->groups * lw; ++word) {
+        uint64_t *lo = bounds + (size_t)word * (2u * q_planes + 2u), *hi = lo + q_planes, *flags = hi + q_planes;
+        const uint32_t g = word / lw, first = (word % lw) * 64u;
+        for (i = 0; i < 2u * q_planes + 2u; ++i) {
+            lo[i] = 0u;
+        }
+        for (lane = 0; lane < 64u && first + lane < cout; ++lane) {
+            const uint32_t co = g * cout + first + lane;
+            int64_t low = p->fires[2u * co], high = p->fires[2u * co + 1u];
+            low = low < -half ? -half : low >= half ? half - 1 : low;
+            high = high < -half ? -half : high >= half ? half - 1 : high;
+            for (i = 0; i < q_planes; ++i) {
+                lo[i] |= (((uint64_t)(low + half) >> i) & 1u) << lane;
+                hi[i] |= (((uint64_t)(high + half) >> i) & 1u) << lane;
+            }
+            flags[0] |= (uint64_t)(low > -half);
+            flags[1] |= (uint64_t)(high < half - 1);
+        }
+    }
+}
+
+/* The lanes whose 2 agree - n lies in their range: agree from `depth` counter planes, n the sum of
+ * counts, the bounds as lane_bounds stores them. Borrow chains run from bit 0 up: x = 2 agree - n
+ * (two's complement, its sign bit flipped at the top), x - lo and hi - x; no borrow out means >=. */
+static uint64_t lanes_fire(const uint64_t *agree, uint32_t depth, uint32_t n, const uint64_t *bounds, uint32_t q_planes)
+{
+    const uint64_t *lo = bounds, *hi = bounds + q_planes, *flags = hi + q_planes;
+    const int low = flags[0] != 0u, high = flags[1] != 0u;
+    uint64_t borrow = 0u, below = 0u, above = 0u;
+    uint32_t i;
+    for (i = 0; i < q_planes; ++i) {
+        const uint64_t a = i >= 1u && i - 1u < depth ? agree[i - 1u] : 0u; /* 2 agree: shifted by one */
+        const uint64_t m = i < 32u ? (uint64_t)0u - (uint64_t)((n >> i) & 1u) : 0u;
+        uint64_t u = a ^ m ^ borrow;
+        borrow = (~a & m) | (~(a ^ m) & borrow);
+        if (i == q_planes - 1u) {
+            u = ~u; /* offset binary: signed order becomes unsigned order */
+        }
+        if (low) {
+            below = (~u & lo[i]) | (~(u ^ lo[i]) & below); /* borrow of u - lo */
+        }
+        if (high) {
+            above = (~hi[i] & u) | (~(hi[i] ^ u) & above); /* borrow of hi - u */
+        }
+    }
+    return ~below & ~above;
+}
+
+/* floor(n / d) for a divisor d > 0 with inv = floor((2^32 - 1) / d): the product is at most 2 short. */
+ALBSNN_INLINE uint32_t div_by(uint32_t n, uint32_t d, uint64_t inv)
+{
+    uint32_t q = (uint32_t)(((uint64_t)n * inv) >> 32);
+    while (n - q * d >= d) {
+        ++q;
+    }
+    return q;
+}
+
+/* The input as pixel-major bit rows, [step][group][input row][plane][R words]: each plane of each
+ * step is read once, 64 elements at a time, and every event (a set bit: channel c, row iy, column ix)
+ * sets bit (ix + padding) * C + c of its row (C channels per group). */
+static void gather_pixels(const albsnn_conv *p, const uint32_t *x, uint64_t *rows)
+{
+    const albsnn_tensor *in = &p->in;
+    const uint32_t cin = in->c / p->groups, row_words = pixel_row_words(p), hw = in->h * in->w;
+    const uint32_t region = cin * hw; /* one group's channels */
+    const uint64_t inv_hw = 0xFFFFFFFFu / hw, inv_w = 0xFFFFFFFFu / in->w;
+    uint32_t ts, b, g, j;
+    size_t i;
+    for (i = 0; i < (size_t)in->steps * p->groups * in->h * in->planes * row_words; ++i) {
+        rows[i] = 0u;
+    }
+    for (ts = 0; ts < in->steps; ++ts) {
+        for (b = 0; b < in->planes; ++b) {
+            const uint32_t *plane = plane_of(in, x, ts, b);
+            for (g = 0; g < p->groups; ++g) {
+                uint64_t *group_rows = rows + ((size_t)ts * p->groups + g) * in->h * in->planes * row_words;
+                for (j = 0; j < region; j += 64u) {
+                    const uint32_t n = region - j < 64u ? region - j : 64u;
+                    uint64_t bits = plane_bits64(plane, g * region + j, n);
+                    uint32_t base = j;
+                    while (bits != 0u) {
+                        const uint32_t lead = lead64(bits), at = base + lead;
+                        const uint32_t c = div_by(at, hw, inv_hw), rest = at - c * hw, iy = div_by(rest, in->w, inv_w);
+                        const uint32_t bit = (rest - iy * in->w + p->padding) * cin + c;
+                        uint64_t *row = group_rows + ((size_t)iy * in->planes + b) * row_words;
+                        row[bit / 64u] |= (uint64_t)1 << (bit % 64u);
+                        bits = (bits << lead) << 1;
+                        base += lead + 1u;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* n bits (1..64) of a bit row from bit `at` on, least significant first. */
+ALBSNN_INLINE uint64_t row_run(const uint64_t *row, uint32_t at, uint32_t n)
+{
+    const uint32_t shift = at % 64u;
+    const uint64_t *w = row + at / 64u;
+    return ((w[0] >> shift) | ((w[1] << 1) << (63u - shift))) & (~(uint64_t)0 >> (64u - n));
+}
+
+/* What lanes_count needs of a descriptor, computed once per call. */
+typedef struct {
+    const uint8_t *masks;
+    uint32_t k, stride, padding, h, in_planes; /* kernel, stride, padding, input rows and bit planes */
+    uint32_t cin, run, lw, row_words, planes;  /* channels per group, k * cin, lane and row words, counter planes */
+    size_t tap_bytes;                          /* bytes of one tap's masks: 8 lw */
+} lane_layer;
+
+static void lane_layer_of(const albsnn_conv *p, lane_layer *l)
+{
+    l->masks = p->bits;
+    l->k = p->kernel;
+    l->stride = p->stride;
+    l->padding = p->padding;
+    l->h = p->in.h;
+    l->in_planes = p->in.planes;
+    l->cin = p->in.c / p->groups;
+    l->run = l->k * l->cin;
+    l->lw = lane_words(p);
+    l->row_words = pixel_row_words(p);
+    l->planes = lane_planes(p);
+    l->tap_bytes = 8u * (size_t)l->lw;
+}
+
+/* The counter planes from plane b up that a sum of at most n can reach: bit_length(n) - b, or 0. */
+ALBSNN_INLINE uint32_t depth_from(uint32_t n, uint32_t b)
+{
+    const uint32_t depth = bit_length(n);
+    return depth > b ? depth - b : 0u;
+}
+
+#define ALBSNN_PADDING_ROW (~(uint64_t)0) /* row_at entry of a kernel row in the zero padding */
+
+/* The counters of one output in group g, one set of `planes` planes per lane word (counters[q * planes]):
+ * rows + row_at[b * k + ky] is the bit row of plane b that kernel row ky reads (ALBSNN_PADDING_ROW: zero
+ * padding), `first` the bit where the output's run starts in it. Returns n, the sum of the counts in its
+ * receptive field. trees: ALBSNN_TREE words per lane word. */
+static uint32_t lanes_count(const lane_layer *l, const uint64_t *rows, const uint64_t *row_at, uint32_t first, uint32_t g,
+                            uint64_t *counters, uint64_t *trees)
+{
+    const uint32_t planes = l->planes, lw = l->lw, run = l->run;
+    const uint8_t *group_taps = l->masks + (size_t)g * l->k * run * l->tap_bytes; /* [ky][kx][c][lanes] */
+    uint32_t ky, b, j, q, i, n = 0u;
+    for (i = 0; i < lw * planes; ++i) {
+        counters[i] = 0u;
+    }
+    for (b = 0; b < l->in_planes; ++b) { /* bit plane b of the counts: its events count 2^b, a tree at bit b */
+        uint32_t events = 0u, pending = 0u;
+        for (ky = 0; ky < l->k; ++ky) {
+            const uint64_t at_row = row_at[b * l->k + ky];
+            const uint64_t *row = rows + (size_t)at_row;
+            const uint8_t *taps = group_taps + (size_t)ky * run * l->tap_bytes;
+            if (at_row == ALBSNN_PADDING_ROW) {
+                continue; /* zero padding */
+            }
+            for (j = 0; j < run; j += 64u) {
+                uint64_t bits = row_run(row, first + j, run - j < 64u ? run - j : 64u);
+                const uint8_t *at = taps + (size_t)j * l->tap_bytes;
+                if (lw == 1u) { /* up to 64 output channels: one mask per event */
+                    while (bits != 0u) {
+                        trees[pending] = mask_at(at + 8u * (size_t)trail64(bits));
+                        bits &= bits - 1u;
+                        ++events;
+                        if (++pending == ALBSNN_TREE) {
+                            lanes_add16(counters + b, depth_from(n + (events << b), b), trees);
+                            pending = 0u;
+                        }
+                    }
+                    continue;
+                }
+                while (bits != 0u) {
+                    const uint8_t *mask = at + trail64(bits) * l->tap_bytes;
+                    bits &= bits - 1u;
+                    ++events;
+                    for (q = 0; q < lw; ++q) {
+                        trees[q * ALBSNN_TREE + pending] = mask_at(mask + 8u * q);
+                    }
+                    if (++pending == ALBSNN_TREE) {
+                        for (q = 0; q < lw; ++q) {
+                            lanes_add16(counters + q * planes + b, depth_from(n + (events << b), b), trees + q * ALBSNN_TREE);
+                        }
+                        pending = 0u;
+                    }
+                }
+            }
+        }
+        n += events << b;
+        for (q = 0; q < lw; ++q) {
+            lanes_flush(counters + q * planes + b, depth_from(n, b), trees + q * ALBSNN_TREE, pending);
+        }
+    }
+    return n;
+}
+
+/* Where the bit rows that output row oy reads start, per (group, plane, ky), for one step whose rows
+ * start at `base`: ALBSNN_PADDING_ROW for a kernel row in the zero padding. */
+static void rows_of_output_row(const albsnn_conv *p, const lane_layer *l, size_t base, uint32_t oy, uint64_t *row_at)
+{
+    uint32_t g, b, ky;
+    for (g = 0; g < p->groups; ++g) {
+        for (b = 0; b < l->in_planes; ++b) {
+            for (ky = 0; ky < l->k; ++ky) {
+                const int32_t iy = (int32_t)(oy * l->stride + ky) - (int32_t)l->padding;
+                row_at[(g * l->in_planes + b) * l->k + ky] =
+                    iy < 0 || iy >= (int32_t)l->h
+                        ? ALBSNN_PADDING_ROW
+                        : base + (((size_t)g * l->h + (uint32_t)iy) * l->in_planes + b) * l->row_words;
+            }
+        }
+    }
+}
+
+static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *scratch, int32_t *acc)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups;
+    const uint32_t lw = lane_words(p), planes = lane_planes(p), q_planes = planes + 2u;
+    const uint32_t row_starts = groups * in->planes * p->kernel;
+    const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
+    uint64_t *rows = scratch, *row_at = rows + in->steps * step_words, *counters = row_at + in->steps * row_starts;
+    uint64_t *trees = counters + (size_t)lw * planes, *bounds = trees + (size_t)lw * ALBSNN_TREE;
+    uint32_t oy, ts, t, ox, g, q, lane, co;
+    lane_layer layer;
+    lane_layer_of(p, &layer);
+    if (p->lif != NULL) {
+        clear_words((uint32_t *)y, tensor_words(out));
+    }
+    if (p->fires != NULL) {
+        lane_bounds(p, planes, bounds);
+    }
+    gather_pixels(p, x, rows);
+    for (oy = 0; oy < out->h; ++oy) {
+        for (ts = 0; ts < in->steps; ++ts) {
+            rows_of_output_row(p, &layer, ts * step_words, oy, row_at + (size_t)ts * row_starts);
+        }
+        for (ox = 0; ox < wo; ++ox) {
+            for (g = 0; g < groups; ++g) {
+                for (ts = 0; ts < in->steps; ++ts) {
+                    const uint64_t *starts = row_at + (size_t)ts * row_starts + g * in->planes * p->kernel;
+                    const uint32_t sum = lanes_count(&layer, rows, starts, ox * p->stride * layer.cin, g, counters, trees);
+                    const uint32_t depth = bit_length(sum);
+                    for (q = 0; q < lw; ++q) {
+                        const uint32_t first = q * 64u, lanes = cout - first < 64u ? cout - first : 64u;
+                        const uint64_t *agree = counters + (size_t)q * planes;
+                        if (p->fires != NULL) { /* one step: bit-sliced range check, then only the spikes */
+                            const uint64_t *range = bounds + (size_t)(g * lw + q) * (2u * q_planes + 2u);
+                            uint64_t fire = lanes_fire(agree, depth, sum, range, q_planes);
+                            fire &= lanes == 64u ? ~(uint64_t)0 : ((uint64_t)1 << lanes) - 1u;
+#ifdef ALBSNN_TRACE
+                            for (lane = 0; lane < lanes; ++lane) {
+                                const int32_t a = 2 * (int32_t)lane_count(agree, depth, lane) - (int32_t)sum;
+                                co = g * cout + first + lane;
+                                ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox,
+                                                 over_tau(p->lif, (float)a * p->scale[co] + p->bias[co]) + p->lif->v_reset,
+                                                 (int)((fire >> lane) & 1u));
+                            }
+#endif
+                            while (fire != 0u) {
+                                co = g * cout + first + trail64(fire);
+                                set_bit((uint32_t *)y, co * hwo + oy * wo + ox);
+                                fire &= fire - 1u;
+                            }
+                            continue;
+                        }
+                        for (lane = 0; lane < lanes; ++lane) { /* the integer sums of this output, per step */
+                            acc[(size_t)ts * cout + first + lane] = 2 * (int32_t)lane_count(agree, depth, lane) - (int32_t)sum;
+                        }
+                    }
+                }
+                if (p->fires != NULL) {
+                    continue;
+                }
+                for (lane = 0; lane < cout; ++lane) {
+                    const uint32_t index = (g * cout + lane) * hwo + oy * wo + ox;
+                    float v = 0.0f, pre = 0.0f;
+                    co = g * cout + lane;
+                    for (t = 0; t < out->steps; ++t) {
+                        if (t == 0u || in->steps > 1u) {
+                            pre = (float)acc[(size_t)step_of(in, t) * cout + lane] * p->scale[co] + p->bias[co];
+                        }
+                        if (p->lif == NULL) {
+                            ((float *)y)[(size_t)t * numel(out) + index] = pre;
+                        } else if (lif_step(p->lif, t, index, &v, pre)) {
+                            set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Binarized weights (pixel-major lane masks) over bit planes, event by event. x: bit planes; y: floats,
+ * or a spike map (uint32_t) with neurons; words and counts: the scratch
+ * albsnn_conv_bit_events_scratch_words and _counts size, n_words and n_counts elements long (counts
+ * may be NULL when that size is 0). */
+int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words,
+                           int32_t *counts, size_t n_counts)
+{
+    int status;
+    if (p == NULL || x == NULL || y == NULL || words == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = conv_bits_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (counts == NULL && bit_events_scratch_counts(p) > 0u) {
+        return ALBSNN_ERR_NULL;
+    }
+    if (n_words < bit_events_scratch_words(p) || n_counts < bit_events_scratch_counts(p)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    bit_events_run(p, x, y, words, counts);
+    return ALBSNN_OK;
+}
+
+/* Float weights over bit planes, event by event. The input is gathered into the same pixel-major bit
+ * rows as for the 1-bit kernel, and each output sums the weights of the events of its receptive field
+ * in (ky, kx, c) order (times the event's value count / divisor over count planes), ALBSNN_BLOCK
+ * output channels at a time in registers: for an event of a spike map that is one vector add of the
+ * weights, read once, per 4 (SSE) or 16 (AVX-512) channels. albsnn_conv_rows sums a layer over bit
+ * planes in the same (ky, kx, c) order, and the inputs that are zero add w * 0 = +-0 to a sum that
+ * started at +0.0f, which leaves it unchanged: both kernels give the same floats bit for bit.
+ *
+ * The weights, pixel-major: [group][ky][kx][c][output channel of the group]. */
+
+#define ALBSNN_BATCH 64u /* events listed before their weights are summed */
+#define ALBSNN_BLOCK 32u /* output channels summed in registers */
+
+#define ALBSNN_END_OF_BATCH (~(uint64_t)0) /* closes the list of event positions */
+
+/* acc[co] += the weights of the listed events (rows at[e] of cout floats, the list closed by
+ * ALBSNN_END_OF_BATCH), in order, times values[e] unless `spikes` (then the value is 1 and w * 1.0f is w).
+ * The list's end is a sentinel, not a count, so that compilers vectorize the sum over the channels of
+ * a block (in registers) and not the loop over the events. */
+static void events_sum(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT w, uint32_t cout, const uint64_t *at,
+                       const float *values, int spikes)
+{
+    uint32_t c0, i;
+    for (c0 = 0; c0 + ALBSNN_BLOCK <= cout; c0 += ALBSNN_BLOCK) {
+        float a[ALBSNN_BLOCK];
+        const uint64_t *e;
+        const float *v = values;
+        for (i = 0; i < ALBSNN_BLOCK; ++i) {
+            a[i] = acc[c0 + i];
+        }
+        if (spikes) {
+            for (e = at; *e != ALBSNN_END_OF_BATCH; ++e) {
+                const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
+                for (i = 0; i < ALBSNN_BLOCK; ++i) {
+                    a[i] += row[i];
+                }
+            }
+        } else {
+            for (e = at; *e != ALBSNN_END_OF_BATCH; ++e, ++v) {
+                const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
+                const float value = *v;
+                for (i = 0; i < ALBSNN_BLOCK; ++i) {
+                    a[i] += row[i] * value;
+                }
+            }
+        }
+        for (i = 0; i < ALBSNN_BLOCK; ++i) {
+            acc[c0 + i] = a[i];
+        }
+    }
+    for (; c0 < cout; ++c0) {
+        const uint64_t *e;
+        const float *v = values;
+        float a = acc[c0];
+        for (e = at; *e != ALBSNN_END_OF_BATCH; ++e, ++v) {
+            const float weight = w[(size_t)*e * cout + c0];
+            a += spikes ? weight : weight * *v;
+        }
+        acc[c0] = a;
+    }
+}
+
+/* The sums of output ox (its cout channels of group g, into acc), from the bit rows: rows + row_at[b * k
+ * + ky] is the row of plane b that kernel row ky reads (ALBSNN_PADDING_ROW: zero padding). at, values:
+ * ALBSNN_BATCH + 1 and ALBSNN_BATCH entries of scratch; value_of[count] = count / divisor. */
+static void events_output(const albsnn_conv *p, const lane_layer *l, const uint64_t *rows, const uint64_t *row_at,
+                          uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values, const float *value_of)
+{
+    const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run;
+    const int spikes = l->in_planes == 1u && p->in.divisor == 1u;
+    const float *weights = p->weight + (size_t)g * l->k * run * cout; /* [ky][kx][c][co] */
+    uint64_t runs[31];
+    uint32_t ky, j, b, i, pending = 0u;
+    for (i = 0; i < cout; ++i) {
+        acc[i] = 0.0f;
+    }
+    for (ky = 0; ky < l->k; ++ky) {
+        if (row_at[ky] == ALBSNN_PADDING_ROW) {
+            continue; /* zero padding adds nothing (every plane of a row is padding or none is) */
+        }
+        for (j = 0; j < run; j += 64u) {
+            const uint32_t n = run - j < 64u ? run - j : 64u;
+            uint64_t any = 0u;
+            for (b = 0; b < l->in_planes; ++b) { /* an event wherever a count is not zero */
+                runs[b] = row_run(rows + (size_t)row_at[b * l->k + ky], first + j, n);
+                any |= runs[b];
+            }
+            while (any != 0u) {
+                const uint32_t bit = trail64(any);
+                uint32_t count = 0u;
+                any &= any - 1u;
+                if (!spikes) {
+                    for (b = 0; b < l->in_planes; ++b) {
+                        count |= (uint32_t)((runs[b] >> bit) & 1u) << b;
+                    }
+                    values[pending] = value_of[count];
+                }
+                at[pending] = (uint64_t)ky * run + j + bit;
+                if (++pending == ALBSNN_BATCH) {
+                    at[pending] = ALBSNN_END_OF_BATCH;
+                    events_sum(acc, weights, cout, at, values, spikes);
+                    pending = 0u;
+                }
+            }
+        }
+    }
+    at[pending] = ALBSNN_END_OF_BATCH;
+    events_sum(acc, weights, cout, at, values, spikes);
+}
+
+/* Scratch of albsnn_conv_events. uint64_t: the input as pixel-major bit rows and where an output row's
+ * kernel rows start, per step (as albsnn_conv_bit_events), and a batch of event positions and its end
+ * (ALBSNN_BATCH + 1). floats: one output's sums (out c / groups), with neurons over several steps its
+ * membranes, the batch's values (ALBSNN_BATCH) and the value of every count, count / divisor (2^planes). */
+static size_t events_scratch_words(const albsnn_conv *p)
+{
+    return (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
+         + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + ALBSNN_BATCH + 1u;
+}
+
+static size_t events_scratch_floats(const albsnn_conv *p)
+{
+    const size_t sums = p->lif != NULL && p->out.steps > 1u ? 2u : 1u;
+    return sums * (p->out.c / p->groups) + ALBSNN_BATCH + ((size_t)1 << p->in.planes);
+}
+
+static int conv_events_check(const albsnn_conv *p)
+{
+    const int status = conv_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (p->weight == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    return p->in.planes == 0u || p->in.planes > 16u || p->fires != NULL ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+}
+
+size_t albsnn_conv_events_scratch_words(const albsnn_conv *p)
+{
+    return p == NULL || conv_events_check(p) != ALBSNN_OK ? 0u : events_scratch_words(p);
+}
+
+size_t albsnn_conv_events_scratch_floats(const albsnn_conv *p)
+{
+    return p == NULL || conv_events_check(p) != ALBSNN_OK ? 0u : events_scratch_floats(p);
+}
+
+static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, float *floats)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups;
+    const uint32_t row_starts = groups * in->planes * p->kernel;
+    const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
+    uint64_t *rows = words, *row_at = rows + in->steps * step_words, *at = row_at + in->steps * row_starts;
+    float *acc = floats, *mem = acc + cout; /* membranes: several steps only */
+    float *values = acc + (size_t)(p->lif != NULL && out->steps > 1u ? 2u : 1u) * cout;
+    float *value_of = values + ALBSNN_BATCH;
+    uint32_t oy, t, ox, g, i;
+    lane_layer layer;
+    lane_layer_of(p, &layer);
+    for (i = 0; i < (1u << in->planes); ++i) { /* as value_at computes it */
+        value_of[i] = in->divisor == 1u ? (float)i : (float)i / (float)in->divisor;
+    }
+    if (p->lif != NULL) {
+        clear_words((uint32_t *)y, tensor_words(out));
+    }
+    gather_pixels(p, x, rows);
+    for (oy = 0; oy < out->h; ++oy) {
+        for (t = 0; t < in->steps; ++t) {
+            rows_of_output_row(p, &layer, t * step_words, oy, row_at + (size_t)t * row_starts);
+        }
+        for (ox = 0; ox < wo; ++ox) {
+            for (g = 0; g < groups; ++g) {
+                for (t = 0; t < out->steps; ++t) {
+                    if (t == 0u || in->steps > 1u) {
+                        const uint64_t *starts = row_at + (size_t)step_of(in, t) * row_starts + g * in->planes * p->kernel;
+                        events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of);
+                        channels_affine(acc, p->scale + g * cout, p->bias + g * cout, cout);
+                        if (p->lif != NULL && out->steps == 1u) {
+                            row_fire(p->lif, acc, cout); /* one step: charge (vectorizable), then only the spikes */
+                        }
+                    }
+                    for (i = 0; i < cout; ++i) {
+                        const uint32_t index = (g * cout + i) * hwo + oy * wo + ox;
+                        if (p->lif != NULL && out->steps == 1u) {
+                            const int spike = acc[i] >= p->lif->v_threshold;
+                            ALBSNN_TRACE_LIF(p->lif, 0u, index, acc[i], spike);
+                            if (spike) {
+                                set_bit((uint32_t *)y, index);
+                            }
+                        } else if (p->lif == NULL) {
+                            ((float *)y)[(size_t)t * numel(out) + index] = acc[i];
+                        } else if (lif_step(p->lif, t, index, &mem[i], acc[i])) {
+                            set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Float weights (pixel-major) over bit planes, event by event. x: bit planes; y: floats, or a spike map
+ * (uint32_t) with neurons; words and floats: the scratch albsnn_conv_events_scratch_words and _floats
+ * size, n_words and n_floats elements long. */
+int albsnn_conv_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, float *floats,
+                       size_t n_floats)
+{
+    int status;
+    if (p == NULL || x == NULL || y == NULL || words == NULL || floats == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = conv_events_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (n_words < events_scratch_words(p) || n_floats < events_scratch_floats(p)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    conv_events_run(p, x, y, words, floats);
+    return ALBSNN_OK;
+}
+
 /* -- element-wise layers, pooling and the head --------------------------------------------------- */
 
 /* A batch norm that no conv or linear layer precedes: y = x * scale + bias per channel (y may be x). */
@@ -908,6 +1811,49 @@ static void pool_spikes(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
     }
 }
 
+/* The bits at even positions of x, counted from the most significant (63, 61, ..., 1), in the low 32
+ * bits in the same order: a 2:1 compress. */
+ALBSNN_INLINE uint64_t even_bits(uint64_t x)
+{
+    x = (x >> 1) & UINT64_C(0x5555555555555555);
+    x = (x | (x >> 1)) & UINT64_C(0x3333333333333333);
+    x = (x | (x >> 2)) & UINT64_C(0x0F0F0F0F0F0F0F0F);
+    x = (x | (x >> 4)) & UINT64_C(0x00FF00FF00FF00FF);
+    x = (x | (x >> 8)) & UINT64_C(0x0000FFFF0000FFFF);
+    return (x | (x >> 16)) & UINT64_C(0x00000000FFFFFFFF);
+}
+
+/* 2 x 2 pooling at stride 2 over a spike map whose rows fit a word: the four spikes of each window are
+ * compressed to one bit per output (even and odd columns of two rows) and added bit-sliced, so a
+ * whole output row of counts (or, for the maximum, of ORs) takes a few dozen word operations. */
+static void pool_spikes2(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w;
+    uint32_t t, c, oy, b;
+    for (t = 0; t < out->steps; ++t) {
+        const uint32_t *plane = plane_of(in, x, t, 0u);
+        for (c = 0; c < out->c; ++c) {
+            for (oy = 0; oy < out->h; ++oy) {
+                const uint32_t at = (c * in->h + 2u * oy) * in->w;
+                const uint64_t r0 = plane_bits64(plane, at, in->w), r1 = plane_bits64(plane, at + in->w, in->w);
+                const uint64_t a = even_bits(r0), b0 = even_bits(r0 << 1), c0 = even_bits(r1), d = even_bits(r1 << 1);
+                const uint64_t s1 = a ^ b0, s2 = c0 ^ d, k1 = a & b0, k2 = c0 & d, k3 = s1 & s2;
+                uint64_t counts[3];
+                counts[0] = p->is_max ? (a | b0 | c0 | d) : s1 ^ s2;
+                counts[1] = k1 ^ k2 ^ k3;
+                counts[2] = (k1 & k2) | (k3 & (k1 ^ k2));
+                for (b = 0; b < out->planes && b < 3u; ++b) {
+                    const uint32_t bits = (uint32_t)(counts[b] >> (32u - wo)); /* output ox at bit wo - 1 - ox */
+                    if (bits != 0u) {
+                        or_bits(y + ((size_t)t * out->planes + b) * plane_words(out), (c * out->h + oy) * wo, bits, wo);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* Average or max pooling without padding; over bit planes the average keeps the window's count. */
 static void pool_run(const albsnn_pool *p, const void *x, void *y)
 {
@@ -916,6 +1862,10 @@ static void pool_run(const albsnn_pool *p, const void *x, void *y)
     uint32_t t, c, oy, ox, ky, kx;
     if (out->planes > 0u) {
         clear_words((uint32_t *)y, tensor_words(out));
+    }
+    if (in->planes == 1u && k == 2u && s == 2u && in->w <= 64u && (p->is_max || out->planes >= 3u)) {
+        pool_spikes2(p, (const uint32_t *)x, (uint32_t *)y);
+        return;
     }
     if (in->planes == 1u && in->w <= 64u && out->w <= 64u) {
         pool_spikes(p, (const uint32_t *)x, (uint32_t *)y);

@@ -10,12 +10,16 @@
  * count / divisor. steps is 1 before the first neuron layer (the image is the same at every
  * time step), else ALBSNN_TIMESTEPS.
  *
- * Types: float values are read and written as float, bit planes as uint32_t, the popcount kernel's
- * receptive fields as uint64_t and its counts and sums as int32_t, each through a pointer of that
- * type to storage of that type (the model's arena is a union of one array per type) and aligned for
- * it. A kernel whose buffer is either values or bit planes takes `void *` and converts it back to
+ * Types: float values are read and written as float, bit planes as uint32_t, the 1-bit kernels'
+ * receptive fields, pixel-major bit rows and bit-sliced counters as uint64_t and their counts and
+ * sums as int32_t, each through a pointer of that type to storage of that type (the model's arena is
+ * a union of one array per type) and aligned for it. A kernel whose buffer is either values or bit planes takes `void *` and converts it back to
  * the type its tensor descriptor names, so the caller passes a float * for values and a uint32_t *
  * for bit planes.
+ *
+ * Layers over bit planes have two kernels each, with the same results bit for bit: dense ones that
+ * visit every input (albsnn_conv_rows, albsnn_conv_bits) and event-driven ones that visit only the
+ * non-zero inputs (albsnn_conv_events, albsnn_conv_bit_events); the exporter picks one per layer.
  *
  * Every kernel returns a status: ALBSNN_OK (0), or a negative ALBSNN_ERR_* code, before it writes
  * anything, when a pointer is NULL, a scratch buffer is smaller than its albsnn_*_scratch size, or
@@ -57,11 +61,17 @@ typedef struct {
     uint32_t trace_id;     /* the neuron layer's index, for ALBSNN_TRACE */
 } albsnn_lif;
 
+/* A conv or linear layer. Its weights are in the order its kernel reads them:
+ *   albsnn_conv_rows, albsnn_conv_bits: [out c][in c / groups][k][k], as PyTorch and the .albsnn container;
+ *   albsnn_conv_events, albsnn_conv_bit_events (pixel-major): [group][ky][kx][in c / groups][out c / groups]. */
 typedef struct {
     albsnn_tensor in, out;
     uint32_t kernel, stride, padding, groups;
-    const uint8_t *bits;     /* binarized: sign bits [out c][in c / groups][k][k], MSB first, 1 = +1; else NULL */
-    const float *weight;     /* float weights in the same order, or NULL */
+    const uint8_t *bits;     /* binarized: sign bits, 1 = +1, or NULL. albsnn_conv_rows, albsnn_conv_bits: MSB
+                                first, the container's bytes; albsnn_conv_bit_events: per (group, ky, kx, c),
+                                ceil(out c / groups / 64) 64-bit lane masks of 8 bytes, least significant byte
+                                first, bit l of mask q for output channel 64 q + l of the group */
+    const float *weight;     /* float weights, or NULL */
     const float *scale;      /* per output channel: y = acc * scale + bias (alpha, batch norm, bias folded) */
     const float *bias;
     const albsnn_lif *lif;   /* neurons fused after the affine (out is a spike map), or NULL (out is float) */
@@ -80,11 +90,20 @@ typedef struct {
 size_t albsnn_conv_rows_scratch(const albsnn_conv *p);        /* floats: albsnn_conv_rows */
 size_t albsnn_conv_bits_scratch_words(const albsnn_conv *p);  /* uint64_t: albsnn_conv_bits' words */
 size_t albsnn_conv_bits_scratch_counts(const albsnn_conv *p); /* int32_t: albsnn_conv_bits' counts */
+size_t albsnn_conv_events_scratch_words(const albsnn_conv *p);  /* uint64_t: albsnn_conv_events' bit rows */
+size_t albsnn_conv_events_scratch_floats(const albsnn_conv *p); /* floats: albsnn_conv_events' sums */
+size_t albsnn_conv_bit_events_scratch_words(const albsnn_conv *p);  /* uint64_t: albsnn_conv_bit_events' counters */
+size_t albsnn_conv_bit_events_scratch_counts(const albsnn_conv *p); /* int32_t: albsnn_conv_bit_events' sums */
 
 int albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y);
 int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, int32_t *counts,
                      size_t n_counts);
 int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch, size_t n_scratch);
+/* Event-driven, over bit planes: work in proportion to the spikes (float weights; binarized weights). */
+int albsnn_conv_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, float *floats,
+                       size_t n_floats);
+int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words,
+                           int32_t *counts, size_t n_counts);
 int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
 int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
 int albsnn_pool2d(const albsnn_pool *p, const void *x, void *y);
