@@ -355,6 +355,21 @@ def test_import_spikingjelly_factory(tmp_path: Path) -> None:
             ],
             "does not exist; create it first",
         ),
+        (
+            [
+                "import",
+                "{tmp}/my_models.py",
+                "--input-shape",
+                "1,8,8",
+                "--dataset",
+                "digits",
+                "-T",
+                "2",
+                "-o",
+                "{tmp}/m.pt",
+            ],
+            r"--from nir takes a \.nir file as SOURCE and no .*--input-shape \(the file declares its input shape\)",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -158,8 +158,11 @@ def command(
         raise click.UsageError("give a NIR file, or --from snntorch|spikingjelly with --factory FILE.py:FUNCTION")
     origin: dict[str, Any]
     if framework == "nir":
-        if source is None or factory or weights or trace_batch is not None:
-            raise click.UsageError("--from nir takes a .nir file as SOURCE and no --factory/--weights/--trace-batch")
+        if source is None or factory or weights or trace_batch is not None or input_shape is not None:
+            raise click.UsageError(
+                "--from nir takes a .nir file as SOURCE and no --factory/--weights/--trace-batch/--input-shape "
+                "(the file declares its input shape)"
+            )
         check_output_file(output)  # a missing or unwritable folder, a file on the way: refused before the import
         model = read_nir_file(source, timesteps, _numbers(mean, "--mean", float), _numbers(std, "--std", float))
         origin = {"file": source.name}
