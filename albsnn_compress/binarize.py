@@ -53,6 +53,7 @@ __all__ = [
     "is_binarized",
     "binarized_layers",
     "candidate_layers",
+    "weight_parametrizations",
 ]
 
 

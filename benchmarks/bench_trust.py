@@ -46,14 +46,24 @@ from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
 
-__all__ = ["Cell", "run_cell", "summarize", "plot", "plot_epochs", "plot_result", "markdown_table", "main"]
+__all__ = [
+    "Cell",
+    "paired_record",
+    "run_cell",
+    "summarize",
+    "plot",
+    "plot_epochs",
+    "plot_result",
+    "markdown_table",
+    "main",
+]
 
 DECISION_CONFIDENCE_SHOWN = 0.9  # the one-sided level every record also reports, whatever the run decided on
 
 Cell = tuple[int, float, float | None, float]  # seed, budget (points), confidence (None: point drop), epochs
 
 
-def _paired_record(drop: PairedDrop) -> dict[str, Any]:
+def paired_record(drop: PairedDrop) -> dict[str, Any]:
     low, high = drop.interval(0.95)
     return {
         "images": drop.images,
@@ -93,8 +103,8 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
         "binarized": result.binarized,
         "storage_saved_percent": 100.0 * (1 - after / before),
         "accuracy": result.accuracy,
-        "val": _paired_record(result.paired["val"]),
-        "test": _paired_record(test),
+        "val": paired_record(result.paired["val"]),
+        "test": paired_record(test),
         "test_exceeds_budget": test.points > budget,
         "finetune_epochs": result.finetune_epochs,
         "slices": result.finetune_slices,

@@ -31,9 +31,15 @@ class SearchConfig:
             or an estimator object (copied for each run; :data:`albsnn_compress.search.estimators.ESTIMATORS`).
         epochs: finetuning epochs of the whole run (the selection is decided during them).
         trial_epochs: finetuning epochs of each tried change.
-        lr: peak learning rate of each finetuning slice (AdamW, cosine).
+        lr: peak learning rate of each finetuning slice (AdamW, cosine) for the float parameters.
+        binary_lr: peak learning rate of the latent weights of binarized layers (no weight
+            decay on them); ``None``: ``lr``. A sign flips only when its latent weight crosses
+            zero, so binary layers need larger steps than float ones to move at all
+            (docs/method.md, "The binary-aware recipe").
         batch_size: global batch size.
         distill: distil from the input model (else plain cross-entropy).
+        distill_weight: the distillation term's share of the loss, λ in ``(1 - λ)·CE + λ·τ²·KL``
+            (0 to 1; 1 = the teacher's soft targets only).
         seed: fixes every random choice; same seed, same selection. An integer from 0 to
             :data:`~albsnn_compress.seeds.MAX_SEED` (2^32 - 1), checked whenever it is set
             (:class:`~albsnn_compress.errors.SeedError` otherwise).
@@ -67,8 +73,10 @@ class SearchConfig:
     epochs: float = 1.0
     trial_epochs: float = 0.25
     lr: float = 1e-3
+    binary_lr: float | None = None
     batch_size: int = 128
     distill: bool = True
+    distill_weight: float = 0.5
     seed: int = 0
     probe_batches: int = 4
     bn_batches: int = 20
@@ -88,6 +96,8 @@ class SearchConfig:
             value = check_seed(value, "SearchConfig.seed")
         elif name == "confidence":
             value = check_confidence(value, "SearchConfig.confidence")
+        elif name == "distill_weight" and not 0.0 <= value <= 1.0:
+            raise ValueError(f"SearchConfig.distill_weight must be between 0 and 1, got {value!r}")
         super().__setattr__(name, value)
 
     def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_
+from albsnn_compress.binarize import binarize_, binarized_layers, is_binarized, unbinarize_, weight_parametrizations
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.errors import CompressionError
@@ -91,7 +92,9 @@ class SearchSession:
         self.on_progress = on_progress
         self.input_model = frozen_teacher(self.model)  # the input as it came: teacher and test reference
         self.teacher = self.input_model if config.distill else None
-        self.loss_fn = distillation_loss(self.teacher) if self.teacher is not None else cross_entropy_loss
+        self.loss_fn = (
+            distillation_loss(self.teacher, config.distill_weight) if self.teacher is not None else cross_entropy_loss
+        )
         self.calibration = Calibration()
         self.trajectory: list[SearchStep] = []
         self.decisions: dict[str, LayerDecision] = {}
@@ -216,10 +219,21 @@ class SearchSession:
         )
         hook = getattr(self.estimator, "after_backward", None)
         after_backward = (lambda model: hook(model, self.candidates)) if hook is not None else None
-        trainer = Trainer(self.model, self.train, config, self.ctx, self.loss_fn, after_backward)
+        trainer = Trainer(self.model, self.train, config, self.ctx, self.loss_fn, after_backward, self._param_groups())
         trainer.run(trainer.total_steps, self.on_progress, description)
         self.finetune_epochs += trainer.total_steps / trainer.steps_per_epoch
         self.timings["finetune"] += time.perf_counter() - start
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay."""
+        latent = [weight_parametrizations(module).original for module in self.model.modules() if is_binarized(module)]
+        binary_ids = {id(weight) for weight in latent}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in binary_ids]
+        groups: list[dict[str, Any]] = [{"params": rest}]
+        if latent:
+            lr = self.config.binary_lr if self.config.binary_lr is not None else self.config.lr
+            groups.append({"params": latent, "lr": lr, "weight_decay": 0.0})
+        return groups
 
     def measure(self) -> float:
         """Re-estimate batch norm, then the validation drop (points) against the input model, image by image."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,10 @@ class Trainer:
         loss_fn: ``loss_fn(model, images, labels)``; cross-entropy by default.
         after_backward: called with the model after each backward pass, before the
             optimizer step (the loss estimator gathers gradient statistics there).
+        param_groups: AdamW parameter groups (``{"params": [...], "lr": ..., "weight_decay": ...}``),
+            for parameters that learn at their own rate (the latent weights of binarized layers);
+            default: every trainable parameter at ``config.lr`` and ``config.weight_decay``. The
+            cosine schedule scales every group's rate alike.
 
     Raises:
         AlbsnnError: the batch size yields no batch of ``train_set`` (:func:`check_batch_size`).
@@ -164,6 +168,7 @@ class Trainer:
         ctx: DistContext = LOCAL,
         loss_fn: LossFn = cross_entropy_loss,
         after_backward: Callable[[nn.Module], None] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
     ) -> None:
         check_batch_size(config.batch_size, len(train_set), ctx.world_size)  # before anything is built
         self.model = model.to(ctx.device)
@@ -185,9 +190,9 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.loader))
         self.total_steps = max(1, math.ceil(config.epochs * self.steps_per_epoch))
         self.step = 0
-        self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
-        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = param_groups if param_groups is not None else [{"params": trainable}]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
         )
