@@ -31,7 +31,8 @@ class ScriptedSession:
     """Drop = sum of the binarized layers' costs, less ``recovery`` per slice that only finetunes,
     ``extend_recovery`` per extension slice, plus ``final_penalty`` for the final finetune
     (a restore forgets what the reverted slices won). ``margin`` stands for a confidence bound:
-    decisions judge the drop plus it."""
+    decisions judge the drop plus it. ``control_drop`` is what a float control finetuned like the
+    run drops; ``estimates`` the estimator's raw values (1.0 for every layer when empty)."""
 
     costs: dict[str, float]
     budget: float
@@ -39,6 +40,8 @@ class ScriptedSession:
     extend_recovery: float = 0.0
     final_penalty: float = 0.0
     margin: float = 0.0
+    control_drop: float = 0.0
+    estimates: dict[str, float] = field(default_factory=dict)
     config: SearchConfig = field(default_factory=SearchConfig)
     calibration: Calibration = field(default_factory=Calibration)
     current_drop: float = 0.0
@@ -62,7 +65,7 @@ class ScriptedSession:
         return {name: (d.binarized, d.reason) for name, d in self.decisions.items()}
 
     def estimate(self, names: list[str]) -> dict[str, float]:
-        return {name: 1.0 for name in names}  # every layer looks alike to the estimator
+        return {name: self.estimates.get(name, 1.0) for name in names}  # alike unless scripted
 
     def binarized(self) -> list[str]:
         return [name for name in self.costs if name in self.selection]
@@ -76,7 +79,7 @@ class ScriptedSession:
     def finetune(self, epochs: float, description: str) -> None:
         self.slices.append(description)
         self.epochs.append(epochs)
-        if description in ("finetune the rest", "final finetune"):
+        if description in ("finetune the rest", "final finetune", "finetune, every candidate binary"):
             self.recovered += self.recovery
         if description == "final finetune":
             self.recovered -= self.final_penalty
@@ -89,6 +92,11 @@ class ScriptedSession:
 
     def judged_drop(self) -> float:
         return self.current_drop + self.margin
+
+    def control(self, epochs: float) -> bool:
+        self.slices.append("float control")
+        self.epochs.append(epochs)
+        return self.control_drop + self.margin <= self.budget
 
     def fits_budget(self) -> bool:
         return self.judged_drop() <= self.budget
@@ -269,7 +277,8 @@ def test_strategies_by_name_or_function() -> None:
 
     assert resolve_strategy(keep_nothing) == ("keep_nothing", keep_nothing)
     with pytest.raises(
-        CompressionError, match=r"unknown strategy 'random'; choose one of \['adaptive', 'oracle', 'all', 'none'"
+        CompressionError,
+        match=r"unknown strategy 'random'; choose one of \['recover', 'adaptive', 'oracle', 'all', 'none'",
     ):
         resolve_strategy("random")
     with pytest.raises(CompressionError, match="strategy 3 is not callable"):

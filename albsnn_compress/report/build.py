@@ -210,12 +210,17 @@ def _accuracy(result: CompressionResult) -> dict[str, Any]:
         "test_drop_points": test_before - test_after if test_before is not None and test_after is not None else None,
         "val_floor": val_before - budget,
         "within_budget": val_before - val_after <= budget,
-        **(
-            {"paired": {split: _paired(drop, result.config.get("confidence")) for split, drop in result.paired.items()}}
-            if result.paired
-            else {}
-        ),
+        **({"paired": _paired_splits(result)} if result.paired else {}),
     }
+
+
+def _paired_splits(result: CompressionResult) -> dict[str, Any]:
+    """Each split's paired drop, and the float control's on validation when the run measured one."""
+    confidence = result.config.get("confidence")
+    splits = {split: _paired(drop, confidence) for split, drop in result.paired.items()}
+    if result.control is not None:
+        splits["control"] = _paired(result.control, confidence)
+    return splits
 
 
 def _paired(drop: PairedDrop, confidence: float | None) -> dict[str, Any]:

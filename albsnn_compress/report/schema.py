@@ -260,7 +260,10 @@ SCHEMA: dict[str, Any] = {
                     "test_drop_points": _NUMBER_OR_NULL,
                     "val_floor": _NUMBER,
                     "within_budget": {"type": "boolean"},
-                    "paired": _object({"val": _PAIRED, "test": _PAIRED}, optional=("test",)),
+                    # control: the float control's validation drop (optional: schema version 3 still)
+                    "paired": _object(
+                        {"val": _PAIRED, "test": _PAIRED, "control": _PAIRED}, optional=("test", "control")
+                    ),
                 },
                 optional=("paired",),
             ),

@@ -264,6 +264,18 @@ def _accuracy(report: Mapping[str, Any]) -> Table:
         ]
         for label, split in (("validation", "val"), ("test", "test"))
     ]
+    if "control" in paired:  # what finetuning alone cost: the same validation images, a float model
+        control = paired["control"]
+        after = acc["val_before"] - control["drop_points"]
+        rows.append(
+            [
+                "validation, float control",
+                fmt.percent(acc["val_before"]),
+                fmt.percent(after),
+                fmt.points(control["drop_points"]),
+                *_paired_cells(control),
+            ]
+        )
     verdict = "within budget" if acc["within_budget"] else "OVER budget"
     note = (
         f"Budget {fmt.points(report['search']['budget_points'])} of validation top-1 accuracy: floor "

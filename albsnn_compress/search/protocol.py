@@ -103,6 +103,13 @@ class StrategySession(Protocol):
         """Measure the validation drop against the input model (points); it becomes ``current_drop``."""
         ...
 
+    def control(self, epochs: float) -> bool:
+        """Finetune a float copy of the input model as the run's first slice was finetuned (``epochs``, the
+        same data order), measure it, and say whether it fits the budget (judged as :meth:`fits_budget`
+        judges). What finetuning alone costs on the validation split, which no layer choice can undo.
+        The working model and ``current_drop`` are untouched."""
+        ...
+
     def judged_drop(self) -> float:
         """The drop of the last measurement as decisions judge it, points.
 

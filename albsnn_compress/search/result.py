@@ -118,6 +118,9 @@ class CompressionResult:
         paired: the final model against the input, image by image, per split (``val``, and
             ``test`` when given): images lost and gained, from which the drop's confidence
             interval follows (:class:`~albsnn_compress.search.paired_drop.PairedDrop`).
+        control: a float copy of the input finetuned like the run, against the input on the
+            validation split, when the strategy ran one (``recover`` does when the run ends over
+            budget): what finetuning alone cost, which no choice of layers can undo.
     """
 
     model: nn.Module
@@ -135,6 +138,7 @@ class CompressionResult:
     config: dict[str, Any] = field(default_factory=dict)
     finetune_slices: int = 0
     paired: dict[str, PairedDrop] = field(default_factory=dict)
+    control: PairedDrop | None = None
 
     @property
     def val_drop(self) -> float:

@@ -156,6 +156,7 @@ def compress(
         config=config.as_json(strategy_name, session.estimator.name),
         finetune_slices=session.slices,
         paired=paired,
+        control=session.control_measurement,
     )
 
 

@@ -107,6 +107,7 @@ class SearchSession:
         self.val_before = accuracy_percent(self.val_correct_before)
         self.current_drop = 0.0
         self.measurement = PairedDrop(len(val), 0, 0)  # the input against itself
+        self.control_measurement: PairedDrop | None = None  # the float control's drop, when a strategy ran one
         self.started = time.perf_counter()
         self._input = self.snapshot()  # the fallback that always meets the budget
 
@@ -206,34 +207,41 @@ class SearchSession:
         """Finetune the current model for ``epochs`` (one cosine slice), calling the estimator's hook."""
         if epochs <= 0:
             return
-        start = time.perf_counter()
         self.slices += 1
+        self._finetune(self.model, epochs, self.config.seed + self.slices, description)
+
+    def _finetune(self, model: nn.Module, epochs: float, seed: int, description: str) -> None:
+        """One cosine slice of ``epochs`` on ``model`` with the run's recipe; its epochs count to the run's cost."""
+        start = time.perf_counter()
         config = TrainConfig(
             epochs=epochs,
             batch_size=self.config.batch_size,
             lr=self.config.lr,
-            seed=self.config.seed + self.slices,
+            seed=seed,
             amp=self.config.amp,
             sync_bn=self.config.sync_bn,
             channels_last=self.config.channels_last,
         )
         hook = getattr(self.estimator, "after_backward", None)
-        after_backward = (lambda model: hook(model, self.candidates)) if hook is not None else None
-        trainer = Trainer(self.model, self.train, config, self.ctx, self.loss_fn, after_backward, self._param_groups())
+        after_backward = (lambda m: hook(m, self.candidates)) if hook is not None and model is self.model else None
+        groups = _param_groups(model, self.config)
+        trainer = Trainer(model, self.train, config, self.ctx, self.loss_fn, after_backward, groups)
         trainer.run(trainer.total_steps, self.on_progress, description)
         self.finetune_epochs += trainer.total_steps / trainer.steps_per_epoch
         self.timings["finetune"] += time.perf_counter() - start
 
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay."""
-        latent = [weight_parametrizations(module).original for module in self.model.modules() if is_binarized(module)]
-        binary_ids = {id(weight) for weight in latent}
-        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in binary_ids]
-        groups: list[dict[str, Any]] = [{"params": rest}]
-        if latent:
-            lr = self.config.binary_lr if self.config.binary_lr is not None else self.config.lr
-            groups.append({"params": latent, "lr": lr, "weight_decay": 0.0})
-        return groups
+    def control(self, epochs: float) -> bool:
+        """Finetune a float copy of the input model like the run's first slice and measure it (see the protocol)."""
+        control = copy_model(self.input_model)
+        for parameter in control.parameters():
+            parameter.requires_grad_(True)
+        if epochs > 0:
+            self._finetune(control, epochs, self.config.seed + 1, "float control")
+        start = time.perf_counter()
+        recalibrate_batchnorm(control, self.train, self.ctx, self.config.bn_batches, seed=self.config.seed)
+        self.control_measurement = paired_drop(self.val_correct_before, correct_answers(control, self.val, self.ctx))
+        self.timings["measure"] += time.perf_counter() - start
+        return self.control_measurement.judged(self.config.confidence) <= self.budget
 
     def measure(self) -> float:
         """Re-estimate batch norm, then the validation drop (points) against the input model, image by image."""
@@ -286,3 +294,15 @@ class SearchSession:
         strategy(self)
         if self.on_progress is not None:
             self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))
+
+
+def _param_groups(model: nn.Module, config: SearchConfig) -> list[dict[str, Any]]:
+    """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay."""
+    latent = [weight_parametrizations(module).original for module in model.modules() if is_binarized(module)]
+    binary_ids = {id(weight) for weight in latent}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in binary_ids]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if latent:
+        lr = config.binary_lr if config.binary_lr is not None else config.lr
+        groups.append({"params": latent, "lr": lr, "weight_decay": 0.0})
+    return groups

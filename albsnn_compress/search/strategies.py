@@ -36,6 +36,7 @@ from albsnn_compress.search.protocol import Strategy, StrategySession
 from albsnn_compress.search.result import LayerDecision
 
 __all__ = [
+    "recover",
     "adaptive",
     "oracle",
     "binarize_all",
@@ -183,6 +184,64 @@ def adaptive(session: StrategySession) -> None:
     verify_and_back_off(session)
 
 
+def recover(session: StrategySession) -> None:
+    """Binarize every candidate, let one run recover, return to float what does not recover.
+
+    Binary layers keep recovering long after a short trial slice would have judged them
+    (docs/method.md, "The binary-aware recipe"), so every layer is judged after the whole
+    run: the candidates are ranked by estimated harm per bit, all binarized, and the run's
+    ``epochs`` finetune them as one cosine slice. Within budget: done. Over it, a float
+    control finetuned the same way says whether the layers are to blame: if finetuning
+    alone costs the budget on this split, no layer choice can meet it and the input model
+    is returned; otherwise the worst-ranked layers go back to float one at a time, each
+    followed by one ``trial_epochs`` slice and a measurement, until the drop fits.
+    """
+    raw = session.estimate(list(session.candidates))
+    order = _harm_per_bit(session, raw)
+    session.binarize(order)
+    session.record("binarize", order, raw)
+    session.finetune(session.config.epochs, "finetune, every candidate binary")
+    drop = session.measure()
+    session.record("finetuned", [])
+    if not session.fits_budget():
+        if not session.control(session.config.epochs):
+            _restore_input_over_control(session, raw)
+            return
+        _return_to_float(session, list(reversed(order)), raw)
+    judged = session.judged_drop()
+    for name in session.binarized():
+        reason = f"recovered: {_drop_text(session.current_drop, judged)} <= budget {session.budget:.2f} after the run"
+        session.decide(name, True, reason, raw=raw[name])
+    session.calibration.observe(sum(max(raw[n], 0.0) for n in session.binarized()), drop)
+    verify_and_back_off(session)
+
+
+def _return_to_float(session: StrategySession, worst_first: list[str], raw: dict[str, float]) -> None:
+    """Return the worst-ranked binarized layers to float, one slice each, until the drop fits the budget."""
+    for name in worst_first:
+        if session.fits_budget() or len(session.binarized()) == 0:
+            return
+        session.unbinarize([name])
+        session.finetune(session.config.trial_epochs, f"return {_short(name)} to float")
+        before = session.current_drop
+        session.measure()
+        reason = f"did not recover: drop {before:.2f} pts with it > budget {session.budget:.2f}"
+        session.decide(name, False, reason, raw=raw[name], increment=before - session.current_drop)
+        session.record("backoff", [name], raw)
+
+
+def _restore_input_over_control(session: StrategySession, raw: dict[str, float]) -> None:
+    """Finetuning alone costs the budget here: return the input model, every candidate in float."""
+    for name in session.binarized():
+        reason = (
+            f"a float control finetuned the same way is over budget {session.budget:.2f} pts on this split: "
+            "finetuning alone costs the budget, so the input model is returned"
+        )
+        session.decide(name, False, reason, raw=raw[name])
+    session.restore_input()
+    session.record("restore-input", [])
+
+
 def oracle(session: StrategySession) -> None:
     """Measure every candidate alone after one finetuning slice, then pick greedily."""
     measured: dict[str, float] = {}
@@ -279,7 +338,13 @@ def binarize_none(session: StrategySession) -> None:
 
 
 STRATEGIES: Registry[Strategy] = Registry("strategy", CompressionError, "or pass a function strategy(session)")
-for _name, _strategy in (("adaptive", adaptive), ("oracle", oracle), ("all", binarize_all), ("none", binarize_none)):
+for _name, _strategy in (
+    ("recover", recover),
+    ("adaptive", adaptive),
+    ("oracle", oracle),
+    ("all", binarize_all),
+    ("none", binarize_none),
+):
     STRATEGIES.register(_name, _strategy)
 
 

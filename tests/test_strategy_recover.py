@@ -1,0 +1,71 @@
+"""The ``recover`` strategy's decisions against the scripted accuracy model of tests/test_strategies.py.
+
+Every candidate is binarized and the run's epochs finetune them as one slice; over
+budget, a float control says whether the layers or the finetuning are to blame, and
+the worst-ranked layers (estimated harm per bit) go back to float one slice at a time.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from albsnn_compress.search.config import SearchConfig
+from albsnn_compress.search.strategies import STRATEGIES, recover
+from tests.test_strategies import ScriptedSession
+
+
+def test_every_layer_that_recovers_in_the_run_stays_binary_at_the_cost_of_one_slice() -> None:
+    # 0.9 points when binarized, 0.8 won back by the run: 0.1 <= 0.2
+    session = ScriptedSession({"a": 0.3, "b": 0.3, "c": 0.3}, budget=0.2, recovery=0.8, config=SearchConfig(epochs=8))
+    recover(session)
+    assert session.binarized() == ["a", "b", "c"]
+    assert session.slices == ["finetune, every candidate binary"] and session.epochs == [8]
+    assert all(
+        verdict[0] and verdict[1].startswith("recovered: measured drop 0.10") for verdict in session.verdicts.values()
+    )
+    assert [action for action, _ in session.actions] == ["binarize", "finetuned", "final"]
+
+
+def test_over_budget_the_worst_ranked_layers_return_to_float_until_the_drop_fits() -> None:
+    # 'c' has the largest estimate per bit, then 'b': 0.9 - 0.1 = 0.8; without 'c' 0.3 > 0.2; without 'b' 0.1
+    session = ScriptedSession(
+        {"a": 0.2, "b": 0.2, "c": 0.5}, budget=0.2, recovery=0.1, estimates={"a": 0.1, "b": 0.2, "c": 0.9}
+    )
+    recover(session)
+    assert session.binarized() == ["a"]
+    assert session.slices == [
+        "finetune, every candidate binary",
+        "float control",
+        "return c to float",
+        "return b to float",
+    ]
+    assert session.verdicts["c"] == (False, "did not recover: drop 0.80 pts with it > budget 0.20")
+    assert session.decisions["c"].measured_increment_points == pytest.approx(0.5)
+    assert session.verdicts["b"] == (False, "did not recover: drop 0.30 pts with it > budget 0.20")
+    assert session.verdicts["a"][0] and session.current_drop <= session.budget
+
+
+def test_the_control_runs_the_same_epochs_as_the_run() -> None:
+    session = ScriptedSession({"a": 0.5}, budget=0.2, config=SearchConfig(epochs=3))
+    recover(session)
+    assert session.epochs[:2] == [3, 3] and session.slices[1] == "float control"
+
+
+def test_when_finetuning_alone_costs_the_budget_the_input_model_is_returned_without_back_offs() -> None:
+    session = ScriptedSession({"a": 0.3, "b": 0.3}, budget=0.2, control_drop=0.4)
+    recover(session)
+    assert session.binarized() == [] and session.current_drop == 0.0
+    assert session.slices == ["finetune, every candidate binary", "float control"]
+    assert all(not binarized and "float control" in reason for binarized, reason in session.verdicts.values())
+    assert session.actions[-1] == ("restore-input", [])
+
+
+def test_decisions_judge_the_bound_for_the_run_and_the_control_alike() -> None:
+    # drop 0.1 fits 0.2, its bound 0.1 + 0.15 does not; the control's bound 0.0 + 0.15 fits: back off
+    session = ScriptedSession({"a": 0.1}, budget=0.2, margin=0.15)
+    recover(session)
+    assert session.binarized() == [] and "float control" in session.slices
+
+
+def test_recover_is_registered() -> None:
+    assert STRATEGIES.lookup("recover") is recover
