@@ -106,6 +106,8 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
         "val": paired_record(result.paired["val"]),
         "test": paired_record(test),
         "test_exceeds_budget": test.points > budget,
+        "control": paired_record(result.control) if result.control is not None else None,
+        "decisions": {d.name: d.reason for d in result.decisions},
         "finetune_epochs": result.finetune_epochs,
         "slices": result.finetune_slices,
         "seconds": seconds,

@@ -48,6 +48,8 @@ ALLOWED: dict[str, set[str]] = {
     "interop": {"snn", "data", "binarize", "checkpoint"},
     "model_file": {"snn", "files", "checkpoint", "formats.container"},
     "report": {"snn", "files", "storage", "search.result", "search.paired_drop"},
+    # train --binarize adaptive: train_model's warm-up, then the search, written as a checkpoint
+    "train_binarized": {"snn", "data", "binarize", "files", "checkpoint", "training", "search"},
     "pipeline": {
         "snn",
         "data",

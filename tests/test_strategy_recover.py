@@ -69,3 +69,12 @@ def test_decisions_judge_the_bound_for_the_run_and_the_control_alike() -> None:
 
 def test_recover_is_registered() -> None:
     assert STRATEGIES.lookup("recover") is recover
+
+
+def test_strategy_none_says_which_layers_the_input_had_binarized() -> None:
+    session = ScriptedSession({"a": 0.1, "b": 0.1}, budget=0.2, selection=["a"])
+    STRATEGIES.lookup("none")(session)
+    assert session.verdicts == {
+        "a": (True, "binarized in the input model; strategy 'none' changes no layer"),
+        "b": (False, "strategy 'none' keeps every layer in float"),
+    }

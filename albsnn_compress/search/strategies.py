@@ -330,9 +330,13 @@ def binarize_all(session: StrategySession) -> None:
 
 
 def binarize_none(session: StrategySession) -> None:
-    """Baseline: keep every layer in float (measures the pipeline's own effect)."""
+    """Baseline: change no layer (measures the pipeline's own effect; layers binarized in the input stay so)."""
+    already = set(session.binarized())
     for name in session.candidates:
-        session.decide(name, False, "strategy 'none' keeps every layer in float")
+        if name in already:
+            session.decide(name, True, "binarized in the input model; strategy 'none' changes no layer")
+        else:
+            session.decide(name, False, "strategy 'none' keeps every layer in float")
     session.measure()
     session.record("final", [])
 
