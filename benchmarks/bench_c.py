@@ -512,7 +512,7 @@ def run_crossover(seconds: float) -> dict[str, Any]:
     channels, size, kernel = (_CROSSOVER_LAYER[key] for key in ("channels", "size", "kernel"))
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((channels, channels, kernel, kernel)).astype(np.float32)
-    lif = LifParams(2.0, 1.0, 0.0, "ALBSNN_RESET_HARD", "hard", 0)
+    lif = LifParams((2.0,), (1.0,), 0.0, "ALBSNN_RESET_HARD", "hard", 0)
     spikes = CTensor(channels, size, size, 1, planes=1)
     work = Path(tempfile.mkdtemp(prefix="bench-c-crossover-"))
     result: dict[str, Any] = {"layer": dict(_CROSSOVER_LAYER), "densities": list(CROSSOVER_DENSITIES)}

@@ -195,8 +195,15 @@ int main(void)
     /* 2 output lanes per tap (ky, kx, c), 8 bytes each */
     static const uint8_t masks[9 * 8] = {0x01u, 0, 0, 0, 0, 0, 0, 0, 0x02u, 0, 0, 0, 0, 0, 0, 0, 0x03u};
     static const float scale[2] = {1.0f, 0.5f}, bias[2] = {0.0f, 0.25f}, mean[1] = {0.5f}, std[1] = {0.25f};
-    static const albsnn_lif hard = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_HARD, 0u};
-    static const albsnn_lif bad_reset = {2.0f, 1.0f, 0.0f, 0.5f, 1u, ALBSNN_RESET_RULES, 0u};
+    static const float taus[1] = {2.0f};
+    static const albsnn_lif hard = {2.0f, 1.0f, 0.0f, 0.5f, ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_HARD, 0u, 0u,
+                                    NULL, NULL, NULL};
+    static const albsnn_lif bad_reset = {2.0f, 1.0f, 0.0f, 0.5f, ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_RULES, 0u, 0u,
+                                         NULL, NULL, NULL};
+    static const albsnn_lif bad_charge = {2.0f, 1.0f, 0.0f, 0.5f, ALBSNN_CHARGE_RULES, ALBSNN_RESET_HARD, 0u, 0u,
+                                          NULL, NULL, NULL};
+    static const albsnn_lif no_inverses = {2.0f, 1.0f, 0.0f, 0.5f, ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_HARD, 0u, 0u,
+                                           taus, NULL, NULL}; /* per-channel taus without their reciprocals */
     const albsnn_tensor image = {1u, 4u, 4u, 1u, 0u, 1u}, maps = {2u, 4u, 4u, 1u, 0u, 1u};
     const albsnn_tensor spikes_in = {1u, 4u, 4u, 1u, 1u, 1u}, spikes_out = {2u, 4u, 4u, 1u, 1u, 1u};
     const albsnn_tensor pooled = {2u, 2u, 2u, 1u, 0u, 1u};
@@ -340,6 +347,8 @@ int main(void)
     EXPECT_UNTOUCHED(small);
     fill_words(out_planes, 2);
     EXPECT(albsnn_lif_layer(&image, x, &bad_reset, &spikes_in, out_planes), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_lif_layer(&image, x, &bad_charge, &spikes_in, out_planes), ALBSNN_ERR_DESCRIPTOR);
+    EXPECT(albsnn_lif_layer(&image, x, &no_inverses, &spikes_in, out_planes), ALBSNN_ERR_DESCRIPTOR);
     EXPECT(albsnn_lif_layer(&image, x, &hard, &spikes_out, out_planes), ALBSNN_ERR_DESCRIPTOR); /* 16 in, 32 out */
     EXPECT(albsnn_lif_layer(&image, x, NULL, &spikes_in, out_planes), ALBSNN_ERR_NULL);
     EXPECT_UNTOUCHED(out_planes);
@@ -777,11 +786,11 @@ def test_unsupported_layers_and_reset_rules_are_refused(
         ) as caught:
             build_c_sources(broken)
     assert "\n" not in str(caught.value) and "gain" not in LAYER_TYPES
-    monkeypatch.setitem(RESET_MODES, "none", ResetMode(update=lambda _n, h, _s: h, onnx=lambda *_: ""))
-    spiking = _lively(_pool_head_spec(), 2, digits["train"][:64], reset="none")
-    with pytest.raises(
-        ExportError, match=r"layer lif1: reset rule 'none' has no C form; the C export supports \['hard', 'soft'\]"
-    ):
+    monkeypatch.setitem(RESET_MODES, "halve", ResetMode(update=lambda _n, h, _s: h / 2, onnx=lambda *_: ""))
+    spiking = _lively(_pool_head_spec(), 2, digits["train"][:64], reset="halve")
+    rules = r"\['hard', 'soft', 'soft_deferred', 'none'\]"
+    refusal = rf"layer lif1: reset rule 'halve' has no C form; the C export supports {rules}$"
+    with pytest.raises(ExportError, match=refusal):
         build_c_sources(spiking)
 
 

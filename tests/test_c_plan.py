@@ -1,5 +1,5 @@
-"""The C plan: the neuron variants its kernels do not compute are refused, named; inspect prints its flash and RAM;
-the kernel of each layer over spikes follows its measured input density, deterministically."""
+"""The C plan: every neuron variant has a C form; inspect prints its flash and RAM, or why there is none; the kernel
+of each layer over spikes follows its measured input density, deterministically."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from albsnn_compress.binarize import binarize_
 from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.c.export import export_c
 from albsnn_compress.formats.c.ops import ConvOp
-from albsnn_compress.formats.c.plan import EVENT_DENSITY, input_densities, plan_model
+from albsnn_compress.formats.c.plan import EVENT_DENSITY, RESET_C, input_densities, plan_model
 from albsnn_compress.formats.c.source import render_files
 from albsnn_compress.formats.container.file import write_container
 from albsnn_compress.snn.neurons import LIF
@@ -24,27 +24,30 @@ from tests.clihelp import run_cli
 
 
 @pytest.mark.parametrize(
-    ("neuron", "per_channel", "message"),
+    ("neuron", "per_channel", "constants"),
     [
-        ({"leak": False}, [], "neuron setting leak=False has no C form"),
-        ({"decay_input": False}, [], "neuron setting decay_input=False has no C form"),
-        ({"strict_threshold": True}, [], "neuron setting strict_threshold=True has no C form"),
-        ({}, ["tau"], r"neuron setting per_channel=\('tau',\) has no C form"),
-        ({"reset": "soft_deferred"}, [], "reset rule 'soft_deferred' has no C form"),
+        ({"leak": False}, [], "ALBSNN_CHARGE_IF, ALBSNN_RESET_HARD, 0u"),
+        ({"decay_input": False}, [], "ALBSNN_CHARGE_DECAY, ALBSNN_RESET_HARD, 0u"),
+        ({"strict_threshold": True}, [], "ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_HARD, 1u"),
+        ({"reset": "soft_deferred"}, [], "ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_SOFT_DEFERRED, 0u"),
+        ({"reset": "none"}, [], "ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_NONE, 0u"),
+        ({}, ["tau"], "ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_HARD, 0u"),
     ],
 )
-def test_unsupported_neuron_variants_are_refused(
-    tmp_path: Path, neuron: dict[str, Any], per_channel: list[str], message: str
+def test_every_neuron_variant_has_a_c_form(
+    tmp_path: Path, neuron: dict[str, Any], per_channel: list[str], constants: str
 ) -> None:
+    """The variants the C export once refused plan and export, each neuron layer naming its charge rule, reset rule
+    and strictness (tests/test_c_neurons.py runs them against PyTorch)."""
     spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
     spec["neuron"].update(neuron)
     next(layer for layer in spec["layers"] if layer["type"] == "lif")["per_channel"] = per_channel
-    with pytest.raises(ExportError, match=f"layer lif1: {message}"):
-        export_c(SpikingNet(spec).eval(), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    export = export_c(SpikingNet(spec).eval(), tmp_path / "out")
+    assert export.files["albsnn_model.c"].count(constants) == 4  # every neuron layer of digits-small
+    assert (tmp_path / "out" / "manifest.json").is_file()
 
 
-def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path) -> None:
+def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = SpikingNet(make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])).eval()
     binarize_(model, ["layers.conv2"])
     write_container(tmp_path / "m.albsnn", model)
@@ -55,10 +58,12 @@ def test_inspect_prints_the_c_exports_flash_and_ram(tmp_path: Path) -> None:
         f"flash {plan.weight_bytes:,} bytes (const weights), RAM {plan.arena_bytes:,} bytes (one static arena)" in text
     )
     spec = make_preset("digits-small", [1, 8, 8], 10, [0.5], [0.25])
-    spec["neuron"]["leak"] = False
-    write_container(tmp_path / "if.albsnn", SpikingNet(spec).eval())
-    assert "not expressible: layer lif1: neuron setting leak=False" in " ".join(
-        run_cli(["inspect", str(tmp_path / "if.albsnn")]).output.split()
+    spec["neuron"]["reset"] = "none"
+    write_container(tmp_path / "none.albsnn", SpikingNet(spec).eval())
+    assert "flash " in " ".join(run_cli(["inspect", str(tmp_path / "none.albsnn")]).output.split())
+    monkeypatch.delitem(RESET_C, "none")  # a reset rule of the core without a C form: inspect says why
+    assert "not expressible: layer lif1: reset rule 'none' has no C form" in " ".join(
+        run_cli(["inspect", str(tmp_path / "none.albsnn")]).output.split()
     )
 
 

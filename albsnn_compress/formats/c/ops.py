@@ -148,35 +148,93 @@ class CTensor:
         )
 
 
+def _reciprocal(tau: float) -> float:
+    """``1 / tau`` when ``x / tau == x * (1 / tau)`` for every float32 ``x`` (``tau`` in float32 is a power of two),
+    else 0: the ``inv_tau`` of ``albsnn_lif``, with which the kernels multiply instead of dividing."""
+    mantissa, exponent = math.frexp(float(np.float32(tau)))
+    return 1.0 / float(np.float32(tau)) if mantissa == 0.5 and -100 < exponent < 100 else 0.0
+
+
 @dataclass(frozen=True)
 class LifParams:
-    """One neuron layer's constants (``albsnn_lif``); ``reset``: its reset rule's C constant (``ALBSNN_RESET_HARD``)."""
+    """One neuron layer's constants (``albsnn_lif``) and the C constants of its rules.
 
-    tau: float
-    v_threshold: float
+    Attributes:
+        taus, thresholds: one value for every channel, or one per channel (then stored as const arrays).
+        v_reset: the reset and resting potential.
+        reset: its reset rule's C constant (``ALBSNN_RESET_HARD``); ``reset_name`` the rule's name, for comments.
+        trace_id: the neuron layer's index (``ALBSNN_TRACE``).
+        charge: its charge rule's C constant (``ALBSNN_CHARGE_DECAY_INPUT``: leak, the input decays too).
+        strict: fire on ``h > v_threshold`` instead of ``h >= v_threshold``.
+    """
+
+    taus: tuple[float, ...]
+    thresholds: tuple[float, ...]
     v_reset: float
     reset: str
     reset_name: str
     trace_id: int
+    charge: str = "ALBSNN_CHARGE_DECAY_INPUT"
+    strict: bool = False
 
-    @property
-    def tau_is_pow2(self) -> bool:
-        """Whether ``x / tau == x * (1 / tau)`` for every float32 ``x``: ``tau`` (float32) is a power of two."""
-        mantissa, exponent = math.frexp(float(np.float32(self.tau)))
-        return mantissa == 0.5 and -100 < exponent < 100
+    def tau(self, channel: int) -> np.float32:
+        """Channel ``channel``'s ``tau`` in float32, as the kernels hold it."""
+        tau: np.float32 = np.float32(self.taus[channel if len(self.taus) > 1 else 0])
+        return tau
 
-    def literal(self) -> str:
-        inverse = 1.0 / float(np.float32(self.tau)) if self.tau_is_pow2 else 0.0
+    def threshold(self, channel: int) -> np.float32:
+        """Channel ``channel``'s ``v_threshold`` in float32, as the kernels hold it."""
+        threshold: np.float32 = np.float32(self.thresholds[channel if len(self.thresholds) > 1 else 0])
+        return threshold
+
+    def rest_fires(self, pre: np.ndarray, channel: int) -> np.ndarray:
+        """The kernels' step-0 spikes of channel ``channel`` for float32 inputs ``pre``: ``lif_rest`` then ``lif_fires``
+        of ``albsnn_kernels.c``, the same IEEE float32 operations in numpy."""
+        tau, inverse = self.tau(channel), _reciprocal(float(self.tau(channel)))
+        if self.charge != "ALBSNN_CHARGE_DECAY_INPUT":
+            charged = pre
+        else:
+            charged = pre * np.float32(inverse) if inverse else pre / tau
+        h = charged + np.float32(self.v_reset)
+        threshold = self.threshold(channel)
+        return np.asarray(h > threshold if self.strict else h >= threshold, dtype=bool)
+
+    def arrays(self, ident: str) -> list[CArray]:
+        """The per-channel ``taus``, their reciprocals and ``thresholds`` (const), as far as they are per channel."""
+        arrays = []
+        if len(self.taus) > 1:
+            taus = np.asarray(self.taus, np.float32)
+            arrays += [
+                CArray(f"{ident}_taus", "float", taus, "neuron tau per channel"),
+                CArray(f"{ident}_inv_taus", "float", np.array([_reciprocal(t) for t in taus], np.float32)),
+            ]
+        if len(self.thresholds) > 1:
+            thresholds = np.asarray(self.thresholds, np.float32)
+            arrays.append(CArray(f"{ident}_thresholds", "float", thresholds, "neuron v_threshold per channel"))
+        return arrays
+
+    def literal(self, ident: str) -> str:
+        """The ``albsnn_lif`` initializer; ``ident`` names the arrays of :meth:`arrays`."""
+        per_tau = len(self.taus) > 1
         values = (
-            c_float(self.tau),
-            c_float(self.v_threshold),
+            c_float(self.taus[0]),
+            c_float(self.thresholds[0]),
             c_float(self.v_reset),
-            c_float(inverse),
-            c_uint(self.tau_is_pow2),
+            c_float(_reciprocal(self.taus[0])),
+            self.charge,
             self.reset,
+            c_uint(self.strict),
             c_uint(self.trace_id),
+            f"{ident}_taus" if per_tau else "NULL",
+            f"{ident}_inv_taus" if per_tau else "NULL",
+            f"{ident}_thresholds" if len(self.thresholds) > 1 else "NULL",
         )
         return "{" + ", ".join(values) + "}"
+
+    def declaration(self, ident: str) -> str:
+        """The C definition of ``{ident}_lif``, after :meth:`arrays`."""
+        rules = f"{self.reset_name} reset, {self.charge}, " + ("h > v_th" if self.strict else "h >= v_th")
+        return f"static const albsnn_lif {ident}_lif = {self.literal(ident)}; /* {rules} */\n"
 
 
 @dataclass
@@ -401,9 +459,10 @@ class ConvOp(Operation):
     def fire_ranges(self) -> np.ndarray | None:
         """``[lo, hi]`` per output channel: with one time step the neuron fires iff ``lo <= acc <= hi``.
 
-        The kernel's float path, ``h = (float)acc * scale + bias``, then ``h / tau + v_reset``,
-        then ``h >= v_threshold``, is a composition of monotone float32 operations, so the
-        integers ``acc`` where it fires form one interval; a binary search over
+        The kernel's float path, ``h = (float)acc * scale + bias``, then the charge from rest
+        (``h / tau + v_reset``, or ``h + v_reset`` without input decay), then ``h >= v_threshold``
+        (strict: ``>``), each with the channel's constants, is a composition of monotone float32
+        operations, so the integers ``acc`` where it fires form one interval; a binary search over
         ``|acc| <= fan_in (2^planes - 1)`` with numpy float32 (the same IEEE operations)
         finds it. ``None`` when it does not apply (several steps, no neuron, float kernel).
         """
@@ -411,7 +470,10 @@ class ConvOp(Operation):
             return None
         bound = self.fan_in * (2**self.inp.planes - 1)
         scales, biases = self.scale.astype(np.float32), self.bias.astype(np.float32)
-        return np.array([_fire_range(s, b, self.lif, bound) for s, b in zip(scales, biases)], dtype=np.int32)
+        lif = self.lif
+        return np.array(
+            [_fire_range(s, b, lif, co, bound) for co, (s, b) in enumerate(zip(scales, biases))], dtype=np.int32
+        )
 
     def pixel_major(self) -> np.ndarray:
         """The float weights as ``albsnn_conv_events`` reads them: ``[group][ky][kx][c][out c of the group]``."""
@@ -472,15 +534,13 @@ class ConvOp(Operation):
         fires = self.fire_ranges()
         if fires is not None:
             arrays.append(CArray(f"{self.ident}_fires", "int32_t", fires, "the neuron fires iff lo <= acc <= hi"))
-        return arrays
+        return arrays + (self.lif.arrays(self.ident) if self.lif is not None else [])
 
     def declarations(self) -> str:
         text = ""
         lif = "NULL"
         if self.lif is not None:
-            text += (
-                f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
-            )
+            text += self.lif.declaration(self.ident)
             lif = f"&{self.ident}_lif"
         geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
         bits, weight = (self.weight_name, "NULL") if self.bits is not None else ("NULL", self.weight_name)
@@ -511,24 +571,22 @@ class ConvOp(Operation):
         return f"{self.function}(&{self.ident}, {self.x(x)}, {self.y(y)}, {floats}, {c_uint(self.scratch_floats)})"
 
 
-def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams) -> np.ndarray:
-    """The kernel's one-step spike decision for integer sums ``acc``, in float32 as the C computes it."""
-    tau = np.float32(lif.tau)
-    pre = acc.astype(np.float32) * scale + bias
-    charged = pre * np.float32(1.0 / float(tau)) if lif.tau_is_pow2 else pre / tau
-    return np.asarray((charged + np.float32(lif.v_reset)) >= np.float32(lif.v_threshold), dtype=bool)
+def _fires(acc: np.ndarray, scale: np.float32, bias: np.float32, lif: LifParams, channel: int) -> np.ndarray:
+    """The kernel's one-step spike decision of channel ``channel`` for integer sums ``acc``, in float32 as the C
+    computes it: ``acc * scale + bias``, then :meth:`LifParams.rest_fires`."""
+    return lif.rest_fires(acc.astype(np.float32) * scale + bias, channel)
 
 
-def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, bound: int) -> tuple[int, int]:
+def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, channel: int, bound: int) -> tuple[int, int]:
     """``(lo, hi)`` with ``lo <= acc <= hi`` exactly where the monotone decision fires, ``|acc| <= bound``."""
-    ends = _fires(np.array([-bound, bound]), scale, bias, lif)
+    ends = _fires(np.array([-bound, bound]), scale, bias, lif, channel)
     if ends[0] == ends[1]:  # monotone and equal at both ends: always or never
         return (-(2**31), 2**31 - 1) if ends[0] else (1, 0)
     rising = bool(ends[1])
     low, high = -bound, bound  # the decision changes between low and high
     while high - low > 1:
         middle = (low + high) // 2
-        if bool(_fires(np.array([middle]), scale, bias, lif)[0]) == rising:
+        if bool(_fires(np.array([middle]), scale, bias, lif, channel)[0]) == rising:
             high = middle
         else:
             low = middle
@@ -575,11 +633,14 @@ class LifOp(Operation):
     def function(self) -> str:
         return "albsnn_lif_layer"
 
+    def arrays(self) -> list[CArray]:
+        return self.lif.arrays(self.ident)
+
     def declarations(self) -> str:
         return (
             f"static const albsnn_tensor {self.ident}_in = {self.inp.literal()};\n"
             f"static const albsnn_tensor {self.ident}_out = {self.out.literal()};\n"
-            f"static const albsnn_lif {self.ident}_lif = {self.lif.literal()}; /* {self.lif.reset_name} reset */\n"
+            f"{self.lif.declaration(self.ident)}"
         )
 
     def call(self, x: int | None, y: int | None, scratch: int) -> str:

@@ -13,6 +13,11 @@ and fuse where the arithmetic allows it:
 * spikes are bits; an average pool of spikes is a count of spikes in bit planes with a
   divisor, which a binarized layer after it folds into its scale.
 
+Every neuron variant of :class:`~albsnn_compress.snn.neurons.LIF` has a C form: its reset rule
+(:data:`RESET_C`), its charge rule (:data:`CHARGE_C`), a strict threshold, and ``tau`` and
+``v_threshold`` per channel as const arrays (:func:`lif_values`). An input is an image
+``[C, H, W]`` or a flat vector ``[F]``, which flows as ``F`` features of ``1 x 1`` (:func:`input_dims`).
+
 A conv or linear layer over bit planes runs event by event (``albsnn_conv_events``,
 ``albsnn_conv_bit_events``: work in proportion to the non-zero inputs) or densely
 (``albsnn_conv_rows``, the AND + popcount ``albsnn_conv_bits``); both give the same bits.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,18 +61,21 @@ from albsnn_compress.formats.c.ops import (
 )
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.neurons import LIF
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.snn.spec import SpikingNet, is_flat_input
 
 __all__ = [
     "WEIGHT_MODES",
     "KERNEL_CHOICES",
     "EVENT_DENSITY",
     "RESET_C",
+    "CHARGE_C",
     "C_EMITTERS",
     "ALIGN_BYTES",
     "Placement",
     "Plan",
-    "lif_setting",
+    "charge_rule",
+    "lif_values",
+    "input_dims",
     "input_densities",
     "plan_model",
 ]
@@ -88,13 +97,26 @@ _MAX_BYTES = 1 << 31  # the kernels index with uint32_t
 RESET_C: dict[str, str] = {
     "hard": "ALBSNN_RESET_HARD",
     "soft": "ALBSNN_RESET_SOFT",
+    "soft_deferred": "ALBSNN_RESET_SOFT_DEFERRED",
+    "none": "ALBSNN_RESET_NONE",
 }
 """The reset rules of :data:`~albsnn_compress.snn.neurons.RESET_MODES` that the C kernels compute, each
 with its constant in ``albsnn_kernels.h`` (``albsnn_lif.reset``) and its ``case`` in ``lif_reset`` of
 ``albsnn_kernels.c``: hard ``spike ? v_reset : h`` (``H (1 - S) + v_reset S``), soft
-``spike ? h - v_threshold : h`` (``H - v_th S``), as :mod:`~albsnn_compress.snn.neurons` computes them.
-A rule missing here is refused; adding one means a constant and a case in the templates too (a test
-checks that every entry has both)."""
+``spike ? h - v_threshold : h`` (``H - v_th S``), none ``h``, and soft_deferred ``h`` with ``lif_step``
+subtracting ``v_threshold`` from the next step's charged membrane when this step spiked (snnTorch's
+order), as :mod:`~albsnn_compress.snn.neurons` computes them. A rule missing here is refused; adding
+one means a constant and a case in the templates too (a test checks that every entry has both)."""
+
+CHARGE_C: dict[str, str] = {
+    "decay_input": "ALBSNN_CHARGE_DECAY_INPUT",
+    "decay": "ALBSNN_CHARGE_DECAY",
+    "if": "ALBSNN_CHARGE_IF",
+}
+"""The charge rules of :meth:`~albsnn_compress.snn.neurons.LIF.charge` (:func:`charge_rule` names a neuron's),
+each with its constant in ``albsnn_kernels.h`` (``albsnn_lif.charge``) and its ``case`` in ``lif_charge`` of
+``albsnn_kernels.c``: decay_input ``V + (X - (V - v_reset)) / tau``, decay ``V - (V - v_reset) / tau + X``
+(``decay_input=False``), if ``V + X`` (``leak=False``)."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +151,7 @@ class _Planner:
         self.kernels, self.densities = kernels, densities
         self.ops: list[Operation] = []
         self.neurons = 0
-        channels, height, width = model.spec["input"]["shape"]
-        self.flow = CTensor(channels, height, width, steps=1)
+        self.flow = CTensor(*input_dims(model.spec), steps=1)
 
     def add(self, op: Operation) -> None:
         _check_size(op.label, op.out)
@@ -275,34 +296,33 @@ def _batch_norm(planner: _Planner, index: int, name: str, bn: nn.Module) -> None
     planner.add(AffineOp(planner.ident(index, name), name, flow, out, factor, shift))
 
 
-_C_NEURON = {"leak": True, "decay_input": True, "strict_threshold": False, "per_channel": ()}
-"""The neuron settings the C kernels compute: a LIF with input decay, H >= v_th, scalar tau and threshold."""
+def charge_rule(neuron: LIF) -> str:
+    """The key of :data:`CHARGE_C` that ``neuron``'s ``leak`` and ``decay_input`` select (no leak: ``tau`` unused)."""
+    if not neuron.leak:
+        return "if"
+    return "decay_input" if neuron.decay_input else "decay"
 
 
-def _refuse_unsupported_variant(name: str, neuron: LIF) -> None:
-    """Refuse a neuron variant the C kernels do not compute yet, naming the setting (never a silent mismatch)."""
-    for setting, supported in _C_NEURON.items():
-        value = getattr(neuron, setting)
-        if value != supported:
-            raise ExportError(
-                f"layer {name}: neuron setting {setting}={value!r} has no C form yet (the C export computes "
-                f"{setting}={supported!r}); export this model to ONNX instead"
-            )
-
-
-def lif_setting(neuron: LIF, name: str) -> float:
-    """A scalar setting of ``neuron`` (``tau``, ``v_threshold``): :class:`LIF` sets these with ``setattr``
-    (a per-channel one is a buffer), so their type is checked here.
+def lif_values(neuron: LIF, name: str, channels: int) -> tuple[float, ...]:
+    """A setting of ``neuron`` (``tau``, ``v_threshold``) as the kernels hold it: one value for every channel, or
+    one per channel of ``channels`` (a per-channel buffer whose values differ; equal values give one).
 
     Raises:
-        ExportError: the setting is not one number (per-channel settings have no C form).
+        ExportError: the setting is not a number or a buffer of ``channels`` values, or holds NaN or infinity.
     """
     value = getattr(neuron, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, torch.Tensor) and value.numel() in (1, channels):
+        values = tuple(float(v) for v in value.detach().cpu().to(torch.float32).flatten().tolist())
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = (float(value),)
+    else:
+        shape = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         raise ExportError(
-            f"neuron setting {name} is a {type(value).__name__}, not one number; the C export needs a scalar"
+            f"neuron setting {name} is {shape}, not one number or one per channel of {channels}; rebuild the model"
         )
-    return float(value)
+    if not all(np.isfinite(values)):
+        raise ExportError(f"neuron setting {name} holds NaN or infinity; retrain or fix it before exporting")
+    return values[:1] if len(set(values)) == 1 else values
 
 
 def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None:
@@ -313,17 +333,22 @@ def _neuron(planner: _Planner, index: int, name: str, neuron: nn.Module) -> None
         raise ExportError(
             f"layer {name}: reset rule {neuron.reset!r} has no C form; the C export supports {list(RESET_C)}"
         )
-    _refuse_unsupported_variant(name, neuron)
+    flow = planner.flow
+    try:
+        taus, thresholds = (lif_values(neuron, key, flow.channels) for key in ("tau", "v_threshold"))
+    except ExportError as exc:
+        raise ExportError(f"layer {name}: {exc}") from exc
     params = LifParams(
-        lif_setting(neuron, "tau"),
-        lif_setting(neuron, "v_threshold"),
+        taus,
+        thresholds,
         neuron.v_reset,
         RESET_C[neuron.reset],
         neuron.reset,
         planner.neurons,
+        charge=CHARGE_C[charge_rule(neuron)],
+        strict=neuron.strict_threshold,
     )
     planner.neurons += 1
-    flow = planner.flow
     out = CTensor(flow.channels, flow.height, flow.width, steps=planner.steps, planes=1)
     conv = planner.open_conv()
     if conv is not None:
@@ -388,6 +413,32 @@ C_EMITTERS: dict[str, Emitter] = {
 """The C emitter of each layer type, by the name of its record in the layer-type registry."""
 
 
+def input_dims(spec: dict[str, Any]) -> tuple[int, int, int]:
+    """The C input's ``(C, H, W)`` (``ALBSNN_INPUT_C``, ``_H``, ``_W``): a spec's image shape, or a flat input
+    ``[F]`` as ``F`` features of ``1 x 1`` (the layout of features between the kernels)."""
+    shape = spec["input"]["shape"]
+    return (shape[0], 1, 1) if is_flat_input(spec) else (shape[0], shape[1], shape[2])
+
+
+def _normalize(planner: _Planner, inp: dict[str, Any]) -> None:
+    """``(x - mean) / std`` into the arena: per channel of an image, per feature of a flat input.
+
+    A flat input with one ``mean`` and one ``std`` (for every feature) is normalized as one channel of ``F``
+    values, which then flow on as ``F`` features: the same floats, two numbers of flash instead of ``2 F``.
+    """
+    mean, std = (np.asarray(inp[key], dtype=np.float32) for key in ("mean", "std"))
+    features = planner.flow
+    if len(inp["shape"]) == 3 or mean.size == std.size == features.channels:
+        planner.add(NormalizeOp("input", "input", features, features, mean, std))
+    elif mean.size == std.size == 1:
+        row = CTensor(1, 1, features.channels, steps=1)
+        planner.add(NormalizeOp("input", "input", row, row, mean, std))
+        planner.flow = features
+    else:  # one number for one of them, one per feature for the other
+        mean, std = (np.broadcast_to(values, features.channels).copy() for values in (mean, std))
+        planner.add(NormalizeOp("input", "input", features, features, mean, std))
+
+
 def _align(size: int) -> int:
     return -(-size // ALIGN_BYTES) * ALIGN_BYTES
 
@@ -416,7 +467,7 @@ def input_densities(model: SpikingNet, images: torch.Tensor) -> dict[str, float]
 
     Args:
         model: the network (run in eval mode, without gradients; its mode is restored).
-        images: ``[B, C, H, W]`` in ``[0, 1]``.
+        images: ``[B, C, H, W]`` in ``[0, 1]`` (a flat model: ``[B, F]``, or samples of ``F`` elements).
 
     Returns:
         layer name -> non-zero elements / elements of its input, over every image and time step.
@@ -457,8 +508,8 @@ def plan_model(
         model: the network; binarized layers are found with :func:`is_binarized`.
         weights: ``"packed"`` (binarized layers keep 1 bit per weight: AND + popcount or bit-sliced
             events over spikes) or ``"float"`` (every weight float32, the float kernels).
-        calibration: images ``[B, C, H, W]`` to measure each layer's input density on
-            (:func:`input_densities`); ``None``: spike maps are taken as sparse.
+        calibration: images ``[B, C, H, W]`` (a flat model: ``[B, F]``, or samples of ``F`` elements) to
+            measure each layer's input density on (:func:`input_densities`); ``None``: spike maps are taken as sparse.
         kernels: :data:`KERNEL_CHOICES`: ``"auto"`` (events up to :data:`EVENT_DENSITY`, else dense),
             ``"dense"`` or ``"events"`` (for every layer over bit planes).
 
@@ -471,16 +522,9 @@ def plan_model(
         raise ExportError(f"unknown weights mode {weights!r}; choose one of {list(WEIGHT_MODES)}")
     if kernels not in KERNEL_CHOICES:
         raise ExportError(f"unknown kernel choice {kernels!r}; choose one of {list(KERNEL_CHOICES)}")
-    if len(model.spec["input"]["shape"]) != 3:
-        raise ExportError(
-            f"the model takes a flat input {model.spec['input']['shape']}; the C kernels take [C, H, W] images "
-            "(export ONNX instead)"
-        )
     densities = input_densities(model, calibration) if calibration is not None and kernels == "auto" else {}
     planner = _Planner(model, weights == "packed", kernels, densities)
-    inp = model.spec["input"]
-    mean, std = (np.asarray(inp[key], dtype=np.float32) for key in ("mean", "std"))
-    planner.add(NormalizeOp("input", "input", planner.flow, planner.flow, mean, std))
+    _normalize(planner, model.spec["input"])
     with torch.no_grad():
         for index, (name, module) in enumerate(model.layers.named_children()):
             record = layer_type_of(module)

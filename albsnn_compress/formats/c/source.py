@@ -23,9 +23,9 @@ from string import Template
 
 from albsnn_compress.files.safe_text import markdown_text
 from albsnn_compress.formats.c.ops import ARENA, ARENA_MEMBERS
-from albsnn_compress.formats.c.plan import Plan
+from albsnn_compress.formats.c.plan import Plan, input_dims
 from albsnn_compress.formats.c.text import c_comment, render_array
-from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.snn.spec import SpikingNet, is_flat_input
 from albsnn_compress.versions import __version__
 
 __all__ = ["HEADER", "KERNELS_C", "KERNELS_H", "TEMPLATES", "render_files", "status_codes", "template"]
@@ -69,12 +69,30 @@ def _title(model: SpikingNet, weights: str) -> str:
     return c_comment(_title_text(model, weights))
 
 
+def _input_text(model: SpikingNet) -> str:
+    """What ``pixels`` holds, for the header's comment."""
+    if is_flat_input(model.spec):
+        return (
+            "ALBSNN_INPUT_C*H*W floats: the model's flat input, ALBSNN_INPUT_C features (H = W = 1),\n"
+            " *     an image flattened row-major (channel, then row, then column), as for the ONNX export;"
+        )
+    return "ALBSNN_INPUT_C*H*W floats, channel-major, values in [0, 1] as for the ONNX export;"
+
+
+def _input_shape(model: SpikingNet) -> str:
+    """The input's shape for the README: ``1x8x8``, or ``[64]`` features for a flat input."""
+    shape = model.spec["input"]["shape"]
+    if is_flat_input(model.spec):
+        return f"[{shape[0]}] (features: `ALBSNN_INPUT_C` = {shape[0]}, `ALBSNN_INPUT_H` = `ALBSNN_INPUT_W` = 1)"
+    return "x".join(map(str, shape))
+
+
 def _header(model: SpikingNet, plan: Plan, weights: str) -> str:
-    channels, height, width = model.spec["input"]["shape"]
+    channels, height, width = input_dims(model.spec)
     return f"""/* {HEADER}: {_title(model, weights)}.
  *
  * int albsnn_infer(const float *pixels, float *logits);
- *   pixels: ALBSNN_INPUT_C*H*W floats, channel-major, values in [0, 1] as for the ONNX export;
+ *   pixels: {_input_text(model)}
  *   logits: ALBSNN_NUM_CLASSES floats (time-mean of the last layer).
  *   Returns ALBSNN_OK (0) on success, ALBSNN_ERR_NULL (-1) if pixels or logits is NULL (nothing is
  *   computed), or the negative status of a kernel that refused its arguments (the build is not the
@@ -161,10 +179,9 @@ def _layer_table(plan: Plan) -> str:
 
 def render_files(model: SpikingNet, plan: Plan, weights: str) -> dict[str, str]:
     """File name -> text of every file of the exported folder; the same model gives the same text."""
-    channels, height, width = model.spec["input"]["shape"]
     readme = Template(template("README.md")).substitute(
         title=markdown_text(_title_text(model, weights)),
-        input=f"{channels}x{height}x{width}",
+        input=_input_shape(model),
         classes=model.spec["num_classes"],
         timesteps=model.timesteps,
         weight_bytes=plan.weight_bytes,

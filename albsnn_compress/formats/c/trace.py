@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from albsnn_compress.formats.c.plan import lif_setting
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["TRACE_HOOK_C", "TRACE_RECORD", "Flip", "read_trace", "pytorch_spikes", "first_flip"]
+__all__ = ["TRACE_HOOK_C", "TRACE_RECORD", "Flip", "read_trace", "pytorch_spikes", "first_flip", "element_thresholds"]
 
 TRACE_HOOK_C = r"""
 #include <stdio.h>
@@ -118,18 +117,29 @@ def first_flip(
 
     Args:
         model: the network the C was exported from.
-        image: the traced image, ``[C, H, W]``.
+        image: the traced image, ``[C, H, W]`` (a flat model: ``[F]``).
         trace: the trace file's bytes (:data:`TRACE_HOOK_C`).
         batch: the batch PyTorch's reference logits came from, holding ``image`` at ``row``
             (default: the image alone).
     """
     reference = pytorch_spikes(model, image.unsqueeze(0) if batch is None else batch, 0 if batch is None else row)
-    thresholds = [lif_setting(m, "v_threshold") for m in model.modules() if isinstance(m, LIF)]
+    neurons = [m for m in model.modules() if isinstance(m, LIF)]
     for layer, (h, spike) in enumerate(read_trace(trace, [r.shape for r in reference])):
         steps = np.flatnonzero((spike != reference[layer]).any(axis=1))
         if len(steps):
             step = int(steps[0])
             differ = spike[step] != reference[layer][step]
-            margin = float(np.abs(h[step][differ] - np.float32(thresholds[layer])).max())
+            thresholds = element_thresholds(neurons[layer], h.shape[1])
+            margin = float(np.abs(h[step][differ] - thresholds[differ]).max())
             return Flip(layer, step, int(differ.sum()), margin)
     return None
+
+
+def element_thresholds(neuron: LIF, elements: int) -> np.ndarray:
+    """``neuron``'s float32 ``v_threshold`` of each of its ``elements`` (channel-major: a per-channel value repeats
+    over its channel's elements)."""
+    value = neuron.v_threshold
+    if not isinstance(value, torch.Tensor):
+        return np.full(elements, value, np.float32)
+    per_channel = value.detach().cpu().to(torch.float32).flatten().numpy()
+    return np.repeat(per_channel, elements // per_channel.size)

@@ -57,32 +57,85 @@
 
 /* -- neurons ---------------------------------------------------------------------------------- */
 
+/* One channel's neuron constants: the layer's scalars, or the channel's entries of its per-channel arrays. The
+ * membrane update below reads them from here only, so a per-channel setting changes nothing else. */
+typedef struct {
+    float tau, inv_tau, v_threshold;
+} lif_channel;
+
+ALBSNN_INLINE lif_channel channel_of(const albsnn_lif *n, uint32_t c)
+{
+    lif_channel k;
+    k.tau = n->taus != NULL ? n->taus[c] : n->tau;
+    k.inv_tau = n->taus != NULL ? n->inv_taus[c] : n->inv_tau;
+    k.v_threshold = n->thresholds != NULL ? n->thresholds[c] : n->v_threshold;
+    return k;
+}
+
+/* x / tau; a power-of-two tau multiplies by its exact reciprocal instead (the same float, faster). */
+ALBSNN_INLINE float over_tau(const lif_channel *k, float x) { return k->inv_tau != 0.0f ? x * k->inv_tau : x / k->tau; }
+
+/* The charged membrane of step 0, from V = v_reset: X / tau + v_reset, or X + v_reset without input decay
+ * (PyTorch's shortcut, the same value as lif_charge from v_reset). */
+ALBSNN_INLINE float lif_rest(const albsnn_lif *n, const lif_channel *k, float x)
+{
+    return (n->charge == ALBSNN_CHARGE_DECAY_INPUT ? over_tau(k, x) : x) + n->v_reset;
+}
+
+/* The charged membrane from the membrane v and the input x, one case per charge rule (CHARGE_C in
+ * albsnn_compress/formats/c/plan.py names them), in PyTorch's order of operations. */
+ALBSNN_INLINE float lif_charge(const albsnn_lif *n, const lif_channel *k, float v, float x)
+{
+    switch (n->charge) {
+    case ALBSNN_CHARGE_DECAY_INPUT: /* V + (X - (V - v_reset)) / tau */
+        return v + over_tau(k, x - (v - n->v_reset));
+    case ALBSNN_CHARGE_DECAY: /* V - (V - v_reset) / tau + X */
+        return v - over_tau(k, v - n->v_reset) + x;
+    case ALBSNN_CHARGE_IF: /* V + X */
+        return v + x;
+    default:
+        break;
+    }
+    return v;
+}
+
+/* The spike decision: h >= v_threshold, or h > v_threshold for a strict threshold. */
+ALBSNN_INLINE int lif_fires(const albsnn_lif *n, const lif_channel *k, float h)
+{
+    return n->strict ? h > k->v_threshold : h >= k->v_threshold;
+}
+
 /* The membrane after a spike decision, one case per reset rule of the spiking core (RESET_C in
  * albsnn_compress/formats/c/plan.py names them; a descriptor with another rule is refused). */
-ALBSNN_INLINE float lif_reset(const albsnn_lif *n, float h, int spike)
+ALBSNN_INLINE float lif_reset(const albsnn_lif *n, const lif_channel *k, float h, int spike)
 {
     switch (n->reset) {
     case ALBSNN_RESET_HARD: /* H (1 - S) + v_reset S */
         return spike ? n->v_reset : h;
     case ALBSNN_RESET_SOFT: /* H - v_th S */
-        return spike ? h - n->v_threshold : h;
+        return spike ? h - k->v_threshold : h;
+    case ALBSNN_RESET_SOFT_DEFERRED: /* H: lif_step subtracts v_th S from the next step's charged membrane */
+    case ALBSNN_RESET_NONE:          /* H */
+        return h;
     default:
         break;
     }
     return h;
 }
 
-/* x / tau; a power-of-two tau multiplies by its exact reciprocal instead (the same float, faster). */
-ALBSNN_INLINE float over_tau(const albsnn_lif *n, float x) { return n->tau_is_pow2 ? x * n->inv_tau : x / n->tau; }
-
-/* One neuron, one step: charge (from *v, or from v_reset at step 0), fire, reset *v; returns the spike. */
-ALBSNN_INLINE int lif_step(const albsnn_lif *n, uint32_t step, uint32_t index, float *v, float x)
+/* One neuron of channel c, one step: charge (from *v, or from v_reset at step 0), fire, reset *v; returns the
+ * spike. A deferred reset keeps V_t = H_t, so the previous step's spike is lif_fires(*v), recomputed exactly. */
+ALBSNN_INLINE int lif_step(const albsnn_lif *n, uint32_t c, uint32_t step, uint32_t index, float *v, float x)
 {
-    /* step 0: V = v_reset, so H = X / tau + v_reset (PyTorch's shortcut, the same value) */
-    const float h = step == 0u ? over_tau(n, x) + n->v_reset : *v + over_tau(n, x - (*v - n->v_reset));
-    const int spike = h >= n->v_threshold;
+    const lif_channel k = channel_of(n, c);
+    float h = step == 0u ? lif_rest(n, &k, x) : lif_charge(n, &k, *v, x);
+    int spike;
+    if (step > 0u && n->reset == ALBSNN_RESET_SOFT_DEFERRED && lif_fires(n, &k, *v)) {
+        h = h - k.v_threshold; /* H_t - v_th S_{t-1} */
+    }
+    spike = lif_fires(n, &k, h);
     ALBSNN_TRACE_LIF(n, step, index, h, spike);
-    *v = lif_reset(n, h, spike);
+    *v = lif_reset(n, &k, h, spike);
     return spike;
 }
 
@@ -190,8 +243,13 @@ static int tensor_ok(const albsnn_tensor *t)
     return t->c > 0u && t->h > 0u && t->w > 0u && t->steps > 0u && t->planes <= 31u && t->divisor > 0u;
 }
 
-/* A neuron layer's constants name a reset rule the kernels implement. */
-static int lif_ok(const albsnn_lif *n) { return n->reset < ALBSNN_RESET_RULES; }
+/* A neuron layer's constants name a charge and a reset rule the kernels implement, and give per-channel taus
+ * with their reciprocals. */
+static int lif_ok(const albsnn_lif *n)
+{
+    return n->charge < ALBSNN_CHARGE_RULES && n->reset < ALBSNN_RESET_RULES && n->strict <= 1u
+        && (n->taus == NULL) == (n->inv_taus == NULL);
+}
 
 /* Output extent `out` of a window of k at stride s over n inputs padded by pad on both sides. */
 static int window_ok(uint32_t n, uint32_t k, uint32_t s, uint32_t pad, uint32_t out)
@@ -275,12 +333,16 @@ static void channels_affine(float *ALBSNN_RESTRICT y, const float *ALBSNN_RESTRI
     }
 }
 
-/* The charged membranes of step 0 in place, h = x / tau + v_reset (lif_step's first step), n values. */
-static void row_fire(const albsnn_lif *lif, float *ALBSNN_RESTRICT x, uint32_t n)
+/* The charged membranes of step 0 in place, h = lif_rest(x) with channel constants k, n values (vectorizable). */
+static void row_rest(const albsnn_lif *lif, const lif_channel *k, float *ALBSNN_RESTRICT x, uint32_t n)
 {
-    const float inv_tau = lif->inv_tau, tau = lif->tau, v_reset = lif->v_reset;
+    const float inv_tau = k->inv_tau, tau = k->tau, v_reset = lif->v_reset;
     uint32_t i;
-    if (lif->tau_is_pow2) {
+    if (lif->charge != ALBSNN_CHARGE_DECAY_INPUT) {
+        for (i = 0; i < n; ++i) {
+            x[i] = x[i] + v_reset;
+        }
+    } else if (inv_tau != 0.0f) {
         for (i = 0; i < n; ++i) {
             x[i] = x[i] * inv_tau + v_reset;
         }
@@ -291,17 +353,33 @@ static void row_fire(const albsnn_lif *lif, float *ALBSNN_RESTRICT x, uint32_t n
     }
 }
 
-/* Writes the spikes h[i] >= v_threshold of n charged membranes into a cleared plane from element `at`
- * on, 32 at a time (no branch per neuron). */
-static void row_spikes(const albsnn_lif *lif, const float *h, uint32_t n, uint32_t *plane, uint32_t at)
+/* The charged membranes of step 0 in place: `channels` rows of n values, channel c0 first; one long row when
+ * every channel has the same tau. */
+static void rows_rest(const albsnn_lif *lif, uint32_t c0, uint32_t channels, float *x, uint32_t n)
 {
-    const float threshold = lif->v_threshold;
+    uint32_t c;
+    if (lif->taus == NULL) {
+        const lif_channel k = channel_of(lif, c0);
+        row_rest(lif, &k, x, channels * n);
+        return;
+    }
+    for (c = 0; c < channels; ++c) {
+        const lif_channel k = channel_of(lif, c0 + c);
+        row_rest(lif, &k, x + (size_t)c * n, n);
+    }
+}
+
+/* Writes the spikes (lif_fires) of n charged membranes of channel c into a cleared plane from element `at`
+ * on, 32 at a time (no branch per neuron). */
+static void row_spikes(const albsnn_lif *lif, uint32_t c, const float *h, uint32_t n, uint32_t *plane, uint32_t at)
+{
+    const lif_channel k = channel_of(lif, c);
     uint32_t i0, i;
     for (i0 = 0; i0 < n; i0 += 32u) {
         const uint32_t count = n - i0 < 32u ? n - i0 : 32u;
         uint32_t bits = 0u;
         for (i = 0; i < count; ++i) {
-            const int spike = h[i0 + i] >= threshold;
+            const int spike = lif_fires(lif, &k, h[i0 + i]);
             ALBSNN_TRACE_LIF(lif, 0u, at + i0 + i, h[i0 + i], spike);
             bits = (bits << 1) | (uint32_t)spike;
         }
@@ -489,9 +567,9 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
                 }
             }
             if (p->lif != NULL && out->steps == 1u) { /* one step: charge the row (vectorizable), then fire */
-                row_fire(p->lif, acc, cw);
+                rows_rest(p->lif, 0u, out->c, acc, wo);
                 for (co = 0; co < out->c; ++co) {
-                    row_spikes(p->lif, acc + co * wo, wo, (uint32_t *)y, co * hwo + oy * wo);
+                    row_spikes(p->lif, co, acc + co * wo, wo, (uint32_t *)y, co * hwo + oy * wo);
                 }
                 continue;
             }
@@ -500,7 +578,7 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
                     const uint32_t i = co * hwo + oy * wo + ox;
                     if (p->lif == NULL) {
                         ((float *)y)[(size_t)t * numel(out) + i] = acc[co * wo + ox];
-                    } else if (lif_step(p->lif, t, i, out->steps > 1u ? &mem[co * wo + ox] : &once, acc[co * wo + ox])) {
+                    } else if (lif_step(p->lif, co, t, i, out->steps > 1u ? &mem[co * wo + ox] : &once, acc[co * wo + ox])) {
                         set_bit((uint32_t *)y + (size_t)t * plane_words(out), i);
                     }
                 }
@@ -879,7 +957,8 @@ static void conv_bits_run(const albsnn_conv *p, const uint32_t *x, void *y, uint
                     for (ox = 0; ox < wo; ++ox) {
                         const int spike = acc[ox] >= lo && acc[ox] <= hi;
 #ifdef ALBSNN_TRACE
-                        const float h = over_tau(p->lif, (float)acc[ox] * p->scale[co] + p->bias[co]) + p->lif->v_reset;
+                        const lif_channel k = channel_of(p->lif, co);
+                        const float h = lif_rest(p->lif, &k, (float)acc[ox] * p->scale[co] + p->bias[co]);
                         ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox, h, spike);
 #endif
                         run_push(&spikes, (uint32_t)spike);
@@ -896,7 +975,7 @@ static void conv_bits_run(const albsnn_conv *p, const uint32_t *x, void *y, uint
                         }
                         if (p->lif == NULL) {
                             ((float *)y)[(size_t)t * numel(out) + index] = pre;
-                        } else if (lif_step(p->lif, t, index, &v, pre)) {
+                        } else if (lif_step(p->lif, co, t, index, &v, pre)) {
                             set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
                         }
                     }
@@ -1437,9 +1516,11 @@ static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uin
 #ifdef ALBSNN_TRACE
                             for (lane = 0; lane < lanes; ++lane) {
                                 const int32_t a = 2 * (int32_t)lane_count(agree, depth, lane) - (int32_t)sum;
+                                lif_channel k;
                                 co = g * cout + first + lane;
+                                k = channel_of(p->lif, co);
                                 ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox,
-                                                 over_tau(p->lif, (float)a * p->scale[co] + p->bias[co]) + p->lif->v_reset,
+                                                 lif_rest(p->lif, &k, (float)a * p->scale[co] + p->bias[co]),
                                                  (int)((fire >> lane) & 1u));
                             }
 #endif
@@ -1468,7 +1549,7 @@ static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uin
                         }
                         if (p->lif == NULL) {
                             ((float *)y)[(size_t)t * numel(out) + index] = pre;
-                        } else if (lif_step(p->lif, t, index, &v, pre)) {
+                        } else if (lif_step(p->lif, co, t, index, &v, pre)) {
                             set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
                         }
                     }
@@ -1683,20 +1764,22 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
                         events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of);
                         channels_affine(acc, p->scale + g * cout, p->bias + g * cout, cout);
                         if (p->lif != NULL && out->steps == 1u) {
-                            row_fire(p->lif, acc, cout); /* one step: charge (vectorizable), then only the spikes */
+                            /* one step: charge (vectorizable), then only the spikes */
+                            rows_rest(p->lif, g * cout, cout, acc, 1u);
                         }
                     }
                     for (i = 0; i < cout; ++i) {
                         const uint32_t index = (g * cout + i) * hwo + oy * wo + ox;
                         if (p->lif != NULL && out->steps == 1u) {
-                            const int spike = acc[i] >= p->lif->v_threshold;
+                            const lif_channel k = channel_of(p->lif, g * cout + i);
+                            const int spike = lif_fires(p->lif, &k, acc[i]);
                             ALBSNN_TRACE_LIF(p->lif, 0u, index, acc[i], spike);
                             if (spike) {
                                 set_bit((uint32_t *)y, index);
                             }
                         } else if (p->lif == NULL) {
                             ((float *)y)[(size_t)t * numel(out) + index] = acc[i];
-                        } else if (lif_step(p->lif, t, index, &mem[i], acc[i])) {
+                        } else if (lif_step(p->lif, g * cout + i, t, index, &mem[i], acc[i])) {
                             set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
                         }
                     }
@@ -1763,9 +1846,10 @@ int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *l
     }
     clear_words(y, tensor_words(out));
     for (i = 0; i < numel(out); ++i) {
+        const uint32_t channel = i / (out->h * out->w);
         float v = 0.0f;
         for (t = 0; t < out->steps; ++t) {
-            if (lif_step(lif, t, i, &v, value_at(in, x, t, i))) {
+            if (lif_step(lif, channel, t, i, &v, value_at(in, x, t, i))) {
                 set_bit(y + (size_t)t * plane_words(out), i);
             }
         }

@@ -39,12 +39,21 @@ extern "C" {
 #define ALBSNN_OK 0
 #define ALBSNN_ERR_NULL (-1)       /* a required pointer is NULL */
 #define ALBSNN_ERR_SCRATCH (-2)    /* a scratch buffer is smaller than the kernel needs */
-#define ALBSNN_ERR_DESCRIPTOR (-3) /* inconsistent shapes or parameters, or an unknown reset rule */
+#define ALBSNN_ERR_DESCRIPTOR (-3) /* inconsistent shapes or parameters, or an unknown neuron rule */
 
-/* The reset rules (albsnn_lif.reset), one case each in albsnn_kernels.c. */
-#define ALBSNN_RESET_HARD 0u  /* spike ? v_reset : h */
-#define ALBSNN_RESET_SOFT 1u  /* spike ? h - v_threshold : h */
-#define ALBSNN_RESET_RULES 2u /* how many there are */
+/* The reset rules (albsnn_lif.reset), one case each in lif_reset of albsnn_kernels.c. */
+#define ALBSNN_RESET_HARD 0u          /* spike ? v_reset : h */
+#define ALBSNN_RESET_SOFT 1u          /* spike ? h - v_threshold : h */
+#define ALBSNN_RESET_SOFT_DEFERRED 2u /* h; the next step's charged h - v_threshold if this step spiked (snnTorch) */
+#define ALBSNN_RESET_NONE 3u          /* h */
+#define ALBSNN_RESET_RULES 4u         /* how many there are */
+
+/* The charge rules (albsnn_lif.charge), one case each in lif_charge of albsnn_kernels.c: H from the membrane V
+ * and the input X (at step 0, V = v_reset). */
+#define ALBSNN_CHARGE_DECAY_INPUT 0u /* V + (X - (V - v_reset)) / tau: leak, the input decays too (SpikingJelly) */
+#define ALBSNN_CHARGE_DECAY 1u       /* V - (V - v_reset) / tau + X: leak, the input added as it is (snnTorch) */
+#define ALBSNN_CHARGE_IF 2u          /* V + X: no leak (integrate-and-fire) */
+#define ALBSNN_CHARGE_RULES 3u       /* how many there are */
 
 typedef struct {
     uint32_t c, h, w;   /* channels, height and width of one step; features are c x 1 x 1 */
@@ -53,12 +62,18 @@ typedef struct {
     uint32_t divisor;   /* value = count / divisor (bit planes) */
 } albsnn_tensor;
 
+/* A neuron layer's constants. tau and v_threshold hold for every channel unless taus / thresholds give one
+ * value per channel (a channel is a map's channel, or a feature of a flat tensor). */
 typedef struct {
     float tau, v_threshold, v_reset;
-    float inv_tau;         /* 1 / tau, used only when tau is a power of two (then x * inv_tau == x / tau) */
-    uint32_t tau_is_pow2;
-    uint32_t reset;        /* the reset rule: ALBSNN_RESET_HARD or ALBSNN_RESET_SOFT */
-    uint32_t trace_id;     /* the neuron layer's index, for ALBSNN_TRACE */
+    float inv_tau;            /* 1 / tau when tau is a power of two (then x * inv_tau == x / tau), else 0: divide */
+    uint32_t charge;          /* the charge rule: ALBSNN_CHARGE_* */
+    uint32_t reset;           /* the reset rule: ALBSNN_RESET_* */
+    uint32_t strict;          /* 1: fire on h > v_threshold (snnTorch); 0: on h >= v_threshold */
+    uint32_t trace_id;        /* the neuron layer's index, for ALBSNN_TRACE */
+    const float *taus;        /* per channel: tau, or NULL (tau for every channel) */
+    const float *inv_taus;    /* per channel: as inv_tau, for taus (NULL exactly when taus is) */
+    const float *thresholds;  /* per channel: v_threshold, or NULL (v_threshold for every channel) */
 } albsnn_lif;
 
 /* A conv or linear layer. Its weights are in the order its kernel reads them:
