@@ -13,6 +13,7 @@ from albsnn_compress.search.paired_drop import (
     binomial_lower_bound,
     binomial_upper_bound,
     check_confidence,
+    images_to_resolve,
     paired_drop,
     resolvable_points,
     unresolvable_budget,
@@ -102,3 +103,16 @@ def test_a_budget_below_the_split_resolution_is_named() -> None:
     assert unresolvable_budget(1.0, 6000, 0.9) is None
     assert unresolvable_budget(0.2, 600_000, 0.9) is None  # a hundred times the images resolve it
     assert unresolvable_budget(0.0, 6000, 0.9) is None
+
+
+@pytest.mark.parametrize(("budget", "confidence"), [(0.2, 0.9), (1.0, 0.9), (0.5, 0.95)])
+def test_images_to_resolve_is_where_the_margin_first_fits_the_budget(budget: float, confidence: float) -> None:
+    images = images_to_resolve(budget, confidence)
+    assert resolvable_points(images, confidence) <= budget
+    assert resolvable_points(images - 1, confidence) > budget or resolvable_points(images // 2, confidence) > budget
+    assert images_to_resolve(budget / 2, confidence) > 3 * images  # a margin shrinks as one over the square root
+
+
+def test_the_budget_warning_names_the_images_that_would_confirm_it() -> None:
+    line = unresolvable_budget(0.2, 6000, None)
+    assert line is not None and f"about {images_to_resolve(0.2, 0.9):,} validation images" in line

@@ -43,6 +43,7 @@ __all__ = [
     "check_confidence",
     "TYPICAL_CHANGED_FRACTION",
     "resolvable_points",
+    "images_to_resolve",
     "unresolvable_budget",
 ]
 
@@ -194,6 +195,24 @@ def resolvable_points(images: int, confidence: float, changed_fraction: float = 
     return PairedDrop(images, changed - half, half).upper_bound(confidence)
 
 
+def images_to_resolve(budget: float, confidence: float, limit: int = 10**8) -> int:
+    """The fewest validation images whose :func:`resolvable_points` margin is within ``budget`` (at most ``limit``).
+
+    The margin shrinks as images grow (about as one over their square root), so a doubling
+    search brackets the answer and a bisection finds it.
+    """
+    if budget <= 0:
+        return limit
+    high = 64
+    while high < limit and resolvable_points(high, confidence) > budget:
+        high *= 2
+    low = high // 2
+    while low + 1 < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if resolvable_points(middle, confidence) <= budget else (middle, high)
+    return min(high, limit)
+
+
 def unresolvable_budget(budget: float, images: int, confidence: float | None) -> str | None:
     """One line saying the validation split cannot confirm ``budget`` at ``confidence``, or ``None``.
 
@@ -212,5 +231,6 @@ def unresolvable_budget(budget: float, images: int, confidence: float | None) ->
     return (
         f"budget {budget:g} points is below what {images} validation images can confirm: with "
         f"{100 * TYPICAL_CHANGED_FRACTION:.1f} % of answers changed (typical of finetuning) the drop's "
-        f"{100 * level:g} % upper bound lies {margin:.2f} points above the measured drop; {consequence}"
+        f"{100 * level:g} % upper bound lies {margin:.2f} points above the measured drop; {consequence}; "
+        f"confirming it takes about {images_to_resolve(budget, level):,} validation images the model never trained on"
     )
