@@ -850,10 +850,9 @@ def _accuracy(run: SourceRun, images: torch.Tensor, labels: torch.Tensor) -> flo
     return float((logits.argmax(1) == labels[: len(logits)]).float().mean())
 
 
-@needs_snntorch
-@pytest.mark.slow
-def test_snntorch_tutorial_5_trained_on_fashion_mnist(datasets_root: Path) -> None:
-    train_x, train_y, test_x, test_y = _fashion(datasets_root)
+def train_tutorial_5(train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[nn.Module, float]:
+    """Tutorial 5's ``Net`` (seed 0) after the tutorial's training loop, 150 iterations; eval mode, and the
+    training seconds. tests/test_interop_deploy.py compresses and exports the same network."""
     torch.manual_seed(0)
     net = Net()
     loss = nn.CrossEntropyLoss()
@@ -868,8 +867,51 @@ def test_snntorch_tutorial_5_trained_on_fashion_mnist(datasets_root: Path) -> No
         optimizer.zero_grad()
         loss_val.backward()
         optimizer.step()
-    seconds = time.perf_counter() - start
-    net.eval()
+    return net.eval(), time.perf_counter() - start
+
+
+def train_tutorial_6(train_x: torch.Tensor, train_y: torch.Tensor, form: str) -> tuple[nn.Module, float]:
+    """Tutorial 6's ``Net`` (``form="class"``) or its ``nn.Sequential`` (``"sequential"``), seed 0, after the
+    tutorial's loop, 100 iterations; eval mode, and the training seconds."""
+    loss_fn = SF.ce_rate_loss()
+    torch.manual_seed(0)
+    net = Net6() if form == "class" else tutorial_6_sequential()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.9, 0.999))
+    start = time.perf_counter()
+    for data, targets in _batches(train_x, train_y, 100):  # the tutorial's loop, 100 iterations
+        net.train()
+        spk_rec, _ = net(data) if form == "class" else forward_pass(net, num_steps6, data)
+        loss_val = loss_fn(spk_rec, targets)
+        optimizer.zero_grad()
+        loss_val.backward()
+        optimizer.step()
+    return net.eval(), time.perf_counter() - start
+
+
+def train_csnn(train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[nn.Module, float]:
+    """SpikingJelly's ``CSNN(T=4, channels=8)`` (seed 0) after the example's loop, 150 iterations; eval mode, and
+    the training seconds."""
+    torch.manual_seed(0)
+    net = CSNN(T=4, channels=8)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for img, label in _batches(train_x, train_y, 150):  # the example's training loop, 150 iterations
+        net.train()
+        label_onehot = F.one_hot(label, 10).float()
+        out_fr = net(img)
+        loss = F.mse_loss(out_fr, label_onehot)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        functional.reset_net(net)
+    return net.eval(), time.perf_counter() - start
+
+
+@needs_snntorch
+@pytest.mark.slow
+def test_snntorch_tutorial_5_trained_on_fashion_mnist(datasets_root: Path) -> None:
+    train_x, train_y, test_x, test_y = _fashion(datasets_root)
+    net, seconds = train_tutorial_5(train_x, train_y)
     model = from_snntorch(net, (1, 28, 28))  # the loop gives T; forward() takes flattened images
     assert model.timesteps == num_steps and model.metadata["source"]["traced"]["flattened_input"]
     run = snntorch_run(net, flat=True)
@@ -885,21 +927,8 @@ def test_snntorch_tutorial_5_trained_on_fashion_mnist(datasets_root: Path) -> No
 def test_snntorch_tutorial_6_class_and_sequential_trained_on_fashion_mnist(datasets_root: Path) -> None:
     train_x, train_y, test_x, test_y = _fashion(datasets_root)
     test_x, test_y = test_x[:9984], test_y[:9984]  # the tutorial's test loader drops the last partial batch
-    loss_fn = SF.ce_rate_loss()
     for form in ("class", "sequential"):
-        torch.manual_seed(0)
-        net = Net6() if form == "class" else tutorial_6_sequential()
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2, betas=(0.9, 0.999))
-        start = time.perf_counter()
-        for data, targets in _batches(train_x, train_y, 100):  # the tutorial's loop, 100 iterations
-            net.train()
-            spk_rec, _ = net(data) if form == "class" else forward_pass(net, num_steps6, data)
-            loss_val = loss_fn(spk_rec, targets)
-            optimizer.zero_grad()
-            loss_val.backward()
-            optimizer.step()
-        seconds = time.perf_counter() - start
-        net.eval()
+        net, seconds = train_tutorial_6(train_x, train_y, form)
         if form == "class":  # forward() hard-codes batch_size in spk2.view(batch_size, -1)
             model = from_snntorch(net, (1, 28, 28), trace_batch=batch_size)
             run = snntorch_run(net, batch=batch_size)
@@ -926,21 +955,7 @@ def test_snntorch_tutorial_6_class_and_sequential_trained_on_fashion_mnist(datas
 @pytest.mark.slow
 def test_spikingjelly_conv_fashion_mnist_csnn_trained(datasets_root: Path) -> None:
     train_x, train_y, test_x, test_y = _fashion(datasets_root)
-    torch.manual_seed(0)
-    net = CSNN(T=4, channels=8)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for img, label in _batches(train_x, train_y, 150):  # the example's training loop, 150 iterations
-        net.train()
-        label_onehot = F.one_hot(label, 10).float()
-        out_fr = net(img)
-        loss = F.mse_loss(out_fr, label_onehot)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        functional.reset_net(net)
-    seconds = time.perf_counter() - start
-    net.eval()
+    net, seconds = train_csnn(train_x, train_y)
     model = from_spikingjelly(net, (1, 28, 28))
     assert model.timesteps == 4 and model.metadata["source"]["traced"]["steps"] == "multi-step"
     run = spikingjelly_run(net)
