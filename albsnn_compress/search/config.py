@@ -23,15 +23,20 @@ class SearchConfig:
     """Settings of a compression run.
 
     Attributes:
-        strategy: ``adaptive`` (estimator-guided, default), ``oracle``, ``all``, ``none``,
+        strategy: ``recover`` (default: every candidate binary, the run recovers them, the
+            estimates choose which return to float when the result is over budget),
+            ``adaptive`` (estimator-guided trials during the run), ``oracle``, ``all``, ``none``,
             another registered name, or a strategy function
             (:data:`albsnn_compress.search.strategies.STRATEGIES`).
         estimator: ``probe`` (default: the best measured fidelity per cost, docs/method.md
             "Estimator fidelity"), ``weight``, ``output``, ``loss``, another registered name,
             or an estimator object (copied for each run; :data:`albsnn_compress.search.estimators.ESTIMATORS`).
-        epochs: finetuning epochs of the whole run (the selection is decided during them).
-        trial_epochs: finetuning epochs of each tried change.
-        lr: peak learning rate of each finetuning slice (AdamW, cosine) for the float parameters.
+        epochs: finetuning epochs of the whole run (the selection is decided during them);
+            8 by default, what binary layers needed to recover in docs/method.md's recipe rows.
+        trial_epochs: finetuning epochs of each tried change (``adaptive``) or each layer
+            returned to float (``recover``).
+        lr: peak learning rate of each finetuning slice (AdamW, cosine) for the float parameters;
+            1e-2 by default, the best recipe row (docs/method.md, "The binary-aware recipe").
         binary_lr: peak learning rate of the latent weights of binarized layers (no weight
             decay on them); ``None``: ``lr``. A sign flips only when its latent weight crosses
             zero, so binary layers need larger steps than float ones to move at all
@@ -68,11 +73,11 @@ class SearchConfig:
             whenever it is set (``ValueError`` otherwise).
     """
 
-    strategy: str | Strategy = "adaptive"
+    strategy: str | Strategy = "recover"
     estimator: str | Estimator = "probe"
-    epochs: float = 1.0
+    epochs: float = 8.0
     trial_epochs: float = 0.25
-    lr: float = 1e-3
+    lr: float = 1e-2
     binary_lr: float | None = None
     batch_size: int = 128
     distill: bool = True
