@@ -59,4 +59,4 @@ def test_name_of_finds_an_entry_by_identity() -> None:
 def test_estimators_and_strategies_are_registries() -> None:
     assert isinstance(ESTIMATORS, Registry) and ESTIMATORS.kind == "estimator"
     assert isinstance(STRATEGIES, Registry) and STRATEGIES.kind == "strategy"
-    assert list(STRATEGIES) == ["adaptive", "oracle", "all", "none"]
+    assert list(STRATEGIES) == ["recover", "adaptive", "oracle", "all", "none"]

@@ -135,7 +135,7 @@ class _NegativeEstimator:
 
 
 def test_adaptive_survives_estimates_that_never_calibrate(digits_checkpoint: Path, digits) -> None:
-    config = SearchConfig(estimator=_NegativeEstimator(), **FAST)
+    config = SearchConfig(strategy="adaptive", estimator=_NegativeEstimator(), **FAST)
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 50.0, config=config)
     assert result.binarized == result.candidates  # a 50-point budget affords everything
     assert result.estimator == result.config["estimator"] == "negative"
@@ -158,9 +158,24 @@ def test_restoring_the_input_keeps_the_layers_it_had_binarized(digits_checkpoint
     # float, is still over budget, and the search falls back to the input model: conv3 binarized again
     model = load_checkpoint(digits_checkpoint)
     binarize_(model, ["layers.conv3"])
-    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig("adaptive", lr=1.0, **FAST))
     assert [step.action for step in result.trajectory][-2:] == ["backoff", "restore-input"]
     assert result.binarized == binarized_layers(model) == ["layers.conv3"]
+    assert [d.name for d in result.decisions if d.binarized] == ["layers.conv3"]
+    for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_recover_over_a_wrecking_run_returns_the_input_with_the_layers_it_had_binarized(
+    digits_checkpoint: Path, digits
+) -> None:
+    # lr 1.0 wrecks the run and the float control alike: finetuning itself costs the budget, so the input returns
+    model = load_checkpoint(digits_checkpoint)
+    binarize_(model, ["layers.conv3"])
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig("recover", lr=1.0, **FAST))
+    assert [step.action for step in result.trajectory][-2:] == ["finetuned", "restore-input"]
+    assert result.control is not None and result.control.points > 0
+    assert result.binarized == ["layers.conv3"] and result.finetune_epochs == pytest.approx(1.0, abs=0.1)
     assert [d.name for d in result.decisions if d.binarized] == ["layers.conv3"]
     for (name, a), (_, b) in zip(result.model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), name
@@ -171,7 +186,7 @@ def test_a_binarized_layer_that_is_no_candidate_is_never_touched(digits_checkpoi
     # and unbinarizing the search's copy leaves the caller's model running
     model = load_checkpoint(digits_checkpoint)
     binarize_(model, ["layers.conv1", "layers.conv3"])
-    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig(lr=1.0, **FAST))
+    result = compress(model, digits["train"], digits["val"], 0.0, config=SearchConfig("adaptive", lr=1.0, **FAST))
     assert [step.action for step in result.trajectory][-1] == "backoff"
     assert result.binarized == ["layers.conv1"]
     assert binarized_layers(model) == ["layers.conv1", "layers.conv3"]
@@ -195,7 +210,7 @@ def test_the_callers_model_and_random_state_are_left_as_they_were(digits_checkpo
 def test_short_layer_names_a_data_loader_and_progress_events(digits_checkpoint: Path, digits) -> None:
     train = DataLoader(TensorDataset(digits["train"].as_float(), digits["train"].labels), batch_size=100, shuffle=True)
     events: list[ProgressEvent] = []
-    config = SearchConfig(layers=["conv3", "layers.conv4"], exclude=["conv4"], **FAST)
+    config = SearchConfig("adaptive", layers=["conv3", "layers.conv4"], exclude=["conv4"], **FAST)
     result = compress(
         load_checkpoint(digits_checkpoint), train, digits["val"], 1.0, config=config, on_progress=events.append
     )

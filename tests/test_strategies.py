@@ -42,7 +42,7 @@ class ScriptedSession:
     margin: float = 0.0
     control_drop: float = 0.0
     estimates: dict[str, float] = field(default_factory=dict)
-    config: SearchConfig = field(default_factory=SearchConfig)
+    config: SearchConfig = field(default_factory=lambda: SearchConfig(epochs=1.0))  # the run these tests script
     calibration: Calibration = field(default_factory=Calibration)
     current_drop: float = 0.0
     decisions: dict[str, LayerDecision] = field(default_factory=dict)

@@ -239,6 +239,8 @@ def _restore_input_over_control(session: StrategySession, raw: dict[str, float])
         )
         session.decide(name, False, reason, raw=raw[name])
     session.restore_input()
+    for name in session.binarized():
+        session.decide(name, True, "binarized in the input model, which is returned: finetuning alone costs the budget")
     session.record("restore-input", [])
 
 
