@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+import albsnn_compress.search.session as session_module
 from albsnn_compress import load_checkpoint
-from albsnn_compress.binarize import binarize_, binarized_layers
+from albsnn_compress.binarize import binarize_, binarized_layers, weight_parametrizations
 from albsnn_compress.data import load_splits
 from albsnn_compress.report.build import build_report
 from albsnn_compress.report.html import render_html
@@ -70,3 +71,27 @@ def test_recover_same_seed_same_model(digits_checkpoint: Path, digits) -> None:
     assert runs[0].binarized == runs[1].binarized
     for (name, a), (_, b) in zip(runs[0].model.state_dict().items(), runs[1].model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_binary_lr_reaches_the_latent_weights_of_binarized_layers_only(
+    digits_checkpoint: Path, digits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[list[tuple[float, float, list[int]]]] = []
+
+    class Recording(session_module.Trainer):  # type: ignore[name-defined,misc]
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            groups.append(
+                [(g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in self.optimizer.param_groups]
+            )
+
+    monkeypatch.setattr(session_module, "Trainer", Recording)
+    config = SearchConfig(lr=1e-3, binary_lr=5e-2)
+    session = SearchSession(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.5, config)
+    binarize_(session.model, ["layers.conv3"])
+    session.finetune(0.05, "one slice")
+    (float_lr, _, float_params), (binary_lr, binary_decay, binary_params) = groups[0]
+    latent = weight_parametrizations(session.model.get_submodule("layers.conv3")).original
+    assert (float_lr, binary_lr, binary_decay) == (1e-3, 5e-2, 0.0) and binary_params == [id(latent)]
+    assert id(latent) not in float_params
+    assert len(float_params) + 1 == sum(1 for p in session.model.parameters() if p.requires_grad)

@@ -90,7 +90,8 @@ def _names(value: str | None) -> list[str]:
     type=click.Choice(list(STRATEGIES)),
     default=SearchConfig.strategy,
     show_default=True,
-    help="How layers are chosen.",
+    help="How layers are chosen: recover (every candidate binary, the run recovers them, the estimates choose "
+    "which return to float when over budget), adaptive (estimator-guided trials), oracle, all, none.",
 )
 @click.option(
     "--estimator",
@@ -104,21 +105,28 @@ def _names(value: str | None) -> list[str]:
     type=click.FloatRange(min=0),
     default=SearchConfig.epochs,
     show_default=True,
-    help="Finetuning epochs once the selection is made.",
+    help="Finetuning epochs of the whole run (recover: the run every binary layer recovers in; over budget, a "
+    "float control of the same length and one --trial-epochs slice per layer returned to float come on top).",
 )
 @click.option(
     "--trial-epochs",
     type=click.FloatRange(min=0),
     default=SearchConfig.trial_epochs,
     show_default=True,
-    help="Finetuning epochs after each tried change.",
+    help="Finetuning epochs after each tried change (adaptive) or layer returned to float (recover).",
 )
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
     default=SearchConfig.lr,
     show_default=True,
-    help="Finetuning learning rate.",
+    help="Finetuning peak learning rate (AdamW, cosine).",
+)
+@click.option(
+    "--binary-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Peak learning rate of the binarized layers' latent weights (default: --lr).",
 )
 @click.option(
     "--batch-size",
@@ -179,6 +187,7 @@ def command(
     epochs: float,
     trial_epochs: float,
     lr: float,
+    binary_lr: float | None,
     batch_size: int,
     no_distill: bool,
     layers: str | None,
@@ -205,6 +214,7 @@ def command(
         epochs=epochs,
         trial_epochs=trial_epochs,
         lr=lr,
+        binary_lr=binary_lr,
         batch_size=batch_size,
         distill=not no_distill,
         seed=seed,
