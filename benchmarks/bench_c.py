@@ -15,16 +15,19 @@ implementations of the same model (its accuracy is not the point; a compressed
 container can be passed with ``--container``). Variants, each measured in a fresh
 process, in interleaved rounds (``--rounds``), medians over rounds:
 
-* ``c-packed``: ``export --format c`` (1-bit weights; every layer over spikes event-driven:
-  ``albsnn_conv_bit_events`` and ``albsnn_conv_events``), ``cc -std=c99 -O3``;
+* ``c-packed``: what ``export --format c`` writes (1-bit weights; each layer over spikes runs the kernel
+  ``plan_model(calibration=...)`` picks by its input density measured on the first 256 training images,
+  ``--kernels auto``: here ``albsnn_conv_bit_events`` and ``albsnn_conv_events`` everywhere),
+  ``cc -std=c99 -O3``;
 * ``c-packed-native``: the same with ``-march=native``;
-* ``c-dense``: the same model with ``plan_model(kernels="dense")`` (AND + popcount and the dense
-  float kernel over every input element), ``-O3``: what the event kernels replace;
+* ``c-dense``: the same model with ``kernels="dense"`` (AND + popcount and the dense float kernel over
+  every input element), ``-O3``: what the event kernels replace;
 * ``c-float`` / ``c-float-native``: the same C code exported with ``weights="float"``;
 * ``ort-packed``: onnxruntime on the packed ONNX, 1 intra-op thread, default optimizations.
 
 It also records each conv/linear layer's input density (the fraction of non-zero inputs, measured
-on 256 test images with ``input_densities``) and the kernel ``plan_model(calibration=...)`` picks for it.
+on 256 test images with ``input_densities``), the kernel exported (chosen on the training images) and
+the one the test images would pick.
 
 Latency is per image at batch 1, cycling over 64 test images, after 20 warm-up runs:
 the median of the per-run times (wall clock; the C harness also reports process CPU
@@ -340,10 +343,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         images.numpy().tofile(work / "all.f32")
         images[:_TIMED_IMAGES].numpy().tofile(work / "timed.f32")
         (work / "shape.json").write_text(json.dumps(list(images.shape[2:])))
+        train = load_split(dataset, None if dataset == "digits" else args.data_root, "train")
+        exported_on = train.as_float(torch.arange(min(_CALIBRATION_IMAGES, len(train))))  # as export --format c
         exports = {}
         for name in _EXPORTS:
             weights, kernels = _EXPORT_MODES[name]
-            plan = plan_model(model, weights=weights, kernels=kernels)
+            plan = plan_model(model, weights=weights, kernels=kernels, calibration=exported_on)
             (work / f"c-{name}").mkdir()
             for file, text in render_files(model, plan, weights).items():
                 (work / f"c-{name}" / file).write_text(text)
@@ -355,7 +360,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             op.label: {
                 "input": op.inp.describe(),
                 "density": densities.get(op.label.split(" ")[0]),
-                "kernel_exported": next(o.function for o in plan_model(model).ops if o.label == op.label),
+                "kernel_exported": next(
+                    o.function for o in plan_model(model, calibration=exported_on).ops if o.label == op.label
+                ),
                 "kernel_with_calibration": op.function,
             }
             for op in chosen.ops
@@ -590,7 +597,7 @@ def _print(result: dict[str, Any]) -> None:
     memory = result["memory"]
     for name, layer in result["layers"].items():
         density = "-" if layer["density"] is None else f"{layer['density']:.3f}"
-        kernels = f"{layer['kernel_exported']} (with calibration: {layer['kernel_with_calibration']})"
+        kernels = f"{layer['kernel_exported']} (the test images would pick {layer['kernel_with_calibration']})"
         print(f"{name}: {layer['input']}, density {density}, {kernels}")
     for key in ("c_packed", "c_dense", "c_float"):
         sizes = memory[key]

@@ -4,23 +4,38 @@
 Every output is checked before the container is read: the place can be written, and no
 output file is the input container, a symbolic link, a folder or a special file (the rules
 of :func:`~albsnn_compress.files.output_paths.check_output_target`); the C folder is written
-as one complete set with its ``manifest.json`` last."""
+as one complete set with its ``manifest.json`` last.
+
+For C, each conv or linear layer over spikes runs the dense or the event-driven kernel
+(``--kernels auto|dense|events``). ``auto`` measures each layer's input density on the first
+``--calibration-images`` training images of the dataset the container names (its metadata's
+``dataset``; ``--data-root`` where its files are) and runs events where the density is low
+enough (:func:`~albsnn_compress.formats.c.plan.plan_model`); without a dataset, or with
+``--calibration-images 0``, spike maps are taken as sparse. The kernel of each layer, and the
+density it was chosen by, is printed and listed in the folder's README."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+import torch
 
 from albsnn_compress.binarize import binarized_layers
+from albsnn_compress.cli.options import data_root_option
+from albsnn_compress.data.registry import DATASETS, load_split
+from albsnn_compress.errors import DatasetError
 from albsnn_compress.files.atomic import remove_stale_temporaries
 from albsnn_compress.files.output_paths import check_output_file, check_output_folder, writing
-from albsnn_compress.formats.c.export import c_output_set, export_c
+from albsnn_compress.formats.c.export import KERNEL_CHOICES, CExport, c_output_set, export_c
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.formats.nir.optional import export_nir
 from albsnn_compress.formats.onnx.export import WEIGHT_MODES, export_onnx
 
-__all__ = ["command"]
+__all__ = ["CALIBRATION_IMAGES", "command"]
+
+CALIBRATION_IMAGES = 256
+"""Training images the C export measures each layer's input density on, by default."""
 
 
 @click.command("export")
@@ -48,8 +63,34 @@ __all__ = ["command"]
     show_default=True,
     help="Store binarized weights at 1 bit (unpacked in the graph, opset 18) or as float32.",
 )
-def command(container: Path, output: Path, output_format: str, onnx_weights: str) -> None:
+@click.option(
+    "--kernels",
+    type=click.Choice(KERNEL_CHOICES),
+    default="auto",
+    show_default=True,
+    help="--format c: per layer over spikes, the event-driven or the dense kernel by its measured input density "
+    "(auto), or the same kernel everywhere.",
+)
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(min=0),
+    default=CALIBRATION_IMAGES,
+    show_default=True,
+    help="--format c: training images to measure each layer's input density on (0: none, spike maps taken as sparse).",
+)
+@data_root_option
+def command(
+    container: Path,
+    output: Path,
+    output_format: str,
+    onnx_weights: str,
+    kernels: str,
+    calibration_images: int,
+    data_root: Path | None,
+) -> None:
     """Export a .albsnn container to ONNX that stock onnxruntime runs, to C for microcontrollers, or to NIR."""
+    if output_format != "c" and (kernels != "auto" or calibration_images != CALIBRATION_IMAGES):
+        raise click.BadParameter(f"applies to --format c only, not {output_format}", param_hint="'--kernels'")
     if output_format == "nir":
         _export_nir(container, output)
         return
@@ -57,14 +98,17 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
         if output.is_dir() or not output.exists():  # an existing file: export_c names it (nothing is written)
             check_output_folder(output, parents=False)  # before reading and translating the model
             c_output_set(output, inputs=(container,)).prepare()  # every name: not the input, no link, no FIFO
-        model = read_container(container).model
+        opened = read_container(container)
+        model = opened.model
+        calibration, source = _calibration(opened.metadata.get("dataset"), data_root, calibration_images)
         with writing(output):
-            export = export_c(model, output, inputs=(container,))
+            export = export_c(model, output, inputs=(container,), calibration=calibration, kernels=kernels)
         click.echo(
             f"{output}: {len(export.files)} files, {export.weight_bytes} bytes const (flash), "
             f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, "
             f"T={model.timesteps}"
         )
+        _echo_kernels(export, kernels, source)
         return
     if output.is_dir():
         raise click.BadParameter(
@@ -82,6 +126,30 @@ def command(container: Path, output: Path, output_format: str, onnx_weights: str
         f"{output}: {output.stat().st_size} bytes, {binary} binarized layer(s) stored {onnx_weights}, "
         f"T={model.timesteps}"
     )
+
+
+def _calibration(dataset: object, data_root: Path | None, count: int) -> tuple[torch.Tensor | None, str]:
+    """The first ``count`` training images of ``dataset`` for measuring input densities, and where they came
+    from (or why there are none: no dataset named, ``count`` 0, its files missing, a warning on stderr)."""
+    if count == 0:
+        return None, "no calibration images (--calibration-images 0)"
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        return None, "no calibration images (the container names no known dataset)"
+    try:
+        train = load_split(dataset, data_root, "train")
+    except DatasetError as exc:
+        click.echo(f"warning: kernels chosen without calibration images: {exc}", err=True)
+        return None, f"no calibration images ({dataset} could not be read; pass --data-root)"
+    count = min(count, len(train))
+    return train.as_float(torch.arange(count)), f"input densities measured on {count} {dataset} training images"
+
+
+def _echo_kernels(export: CExport, kernels: str, source: str) -> None:
+    """Each conv or linear layer's kernel and the density it was chosen by."""
+    click.echo(f"kernels: {kernels}, {source}")
+    for layer in export.kernels:
+        density = "" if layer.density is None else f" (input density {layer.density:.3f})"
+        click.echo(f"  {layer.label}: {layer.function}{density}")
 
 
 def _export_nir(container: Path, output: Path) -> None:

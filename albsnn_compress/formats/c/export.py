@@ -30,6 +30,12 @@ the layer that feeds them. The layers are dispatched on the layer-type registry
 named. ``weights="float"`` stores every weight as float32 and runs the float
 kernels (the same code otherwise), the baseline the benchmark compares against.
 
+Each layer over spikes runs a dense or an event-driven kernel (the same bits either way):
+``kernels="auto"`` picks by the fraction of its inputs that are not zero on ``calibration``
+images (``export --format c`` passes the first 256 training images of the container's dataset),
+``"dense"`` and ``"events"`` take one kind everywhere; :attr:`CExport.kernels` and the README
+list each layer's kernel and the density it was chosen by.
+
 Example:
     >>> export = export_c(read_container("model.albsnn").model, "model_c")  # doctest: +SKIP
     >>> export.weight_bytes, export.arena_bytes  # doctest: +SKIP
@@ -45,46 +51,88 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from albsnn_compress.errors import ExportError
 from albsnn_compress.files.atomic import atomic_write_text, temporary_pattern
 from albsnn_compress.files.output_set import OutputSet
-from albsnn_compress.formats.c.plan import WEIGHT_MODES, plan_model
+from albsnn_compress.formats.c.ops import ConvOp
+from albsnn_compress.formats.c.plan import KERNEL_CHOICES, WEIGHT_MODES, Plan, plan_model
 from albsnn_compress.formats.c.source import HEADER, KERNELS_C, KERNELS_H, render_files
 from albsnn_compress.snn.spec import SpikingNet
 
-__all__ = ["CExport", "C_FILES", "WEIGHT_MODES", "HEADER", "build_c_sources", "c_output_set", "export_c"]
+__all__ = [
+    "CExport",
+    "C_FILES",
+    "KERNEL_CHOICES",
+    "LayerKernel",
+    "WEIGHT_MODES",
+    "HEADER",
+    "build_c_sources",
+    "c_output_set",
+    "export_c",
+]
 
 C_FILES = (HEADER, "albsnn_model.c", KERNELS_H, KERNELS_C, "README.md")
 """The files of an exported folder (besides its ``manifest.json``), in the order they are rendered."""
 
 
 @dataclass(frozen=True)
+class LayerKernel:
+    """The kernel a conv or linear layer runs (the README's layer table lists it too).
+
+    Attributes:
+        label: the layer(s) it computes, ``conv2 + bn2 + lif2``.
+        function: the kernel, ``albsnn_conv_bit_events``.
+        density: the fraction of its inputs that were not zero on the calibration images; ``None``
+            without calibration images (or over float values, where every kernel is dense).
+    """
+
+    label: str
+    function: str
+    density: float | None
+
+
+@dataclass(frozen=True)
 class CExport:
-    """The exported folder's files and the model's memory in bytes.
+    """The exported folder's files, the model's memory in bytes and each layer's kernel.
 
     Attributes:
         files: file name -> text.
         weight_bytes: ``ALBSNN_WEIGHT_BYTES``, the const arrays (flash).
         arena_bytes: ``ALBSNN_ARENA_BYTES``, the one static RAM buffer.
+        kernels: each conv or linear layer's kernel, in order.
     """
 
     files: dict[str, str]
     weight_bytes: int
     arena_bytes: int
+    kernels: tuple[LayerKernel, ...] = ()
 
 
-def build_c_sources(model: SpikingNet, *, weights: str = "packed") -> CExport:
+def layer_kernels(plan: Plan) -> tuple[LayerKernel, ...]:
+    """The kernel of each conv or linear layer of ``plan``, with the input density it was chosen by."""
+    return tuple(LayerKernel(op.label, op.function, op.density) for op in plan.ops if isinstance(op, ConvOp))
+
+
+def build_c_sources(
+    model: SpikingNet, *, weights: str = "packed", calibration: torch.Tensor | None = None, kernels: str = "auto"
+) -> CExport:
     """The C files of ``model`` in inference mode (batch-norm running statistics), in memory.
 
     Args:
         model: the network; binarized layers are found with ``is_binarized``.
         weights: ``"packed"`` (1 bit per binarized weight, AND + popcount kernels) or ``"float"``.
+        calibration: images to measure each layer's input density on (a few hundred training images);
+            ``None``: spike maps are taken as sparse. See :func:`~albsnn_compress.formats.c.plan.plan_model`.
+        kernels: :data:`~albsnn_compress.formats.c.plan.KERNEL_CHOICES`: ``"auto"`` (event-driven where the
+            measured density is low enough, else dense), ``"dense"`` or ``"events"``.
 
     Raises:
-        ExportError: an unknown weights mode, or a layer the C export cannot express (named).
+        ExportError: an unknown weights mode or kernel choice, or a layer the C export cannot express (named).
     """
-    plan = plan_model(model, weights=weights)
-    return CExport(render_files(model, plan, weights), plan.weight_bytes, plan.arena_bytes)
+    plan = plan_model(model, weights=weights, calibration=calibration, kernels=kernels)
+    return CExport(render_files(model, plan, weights), plan.weight_bytes, plan.arena_bytes, layer_kernels(plan))
 
 
 def c_output_set(folder: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> OutputSet:
@@ -120,6 +168,8 @@ def export_c(
     *,
     weights: str = "packed",
     inputs: Iterable[str | os.PathLike[str]] = (),
+    calibration: torch.Tensor | None = None,
+    kernels: str = "auto",
 ) -> CExport:
     """Write ``model``'s C files into ``folder``; see :func:`build_c_sources`. The same model gives the same bytes.
 
@@ -132,6 +182,7 @@ def export_c(
         folder: a new folder (its parent must exist) or an existing one.
         weights: as :func:`build_c_sources`.
         inputs: the files the caller read (the container): no exported file may be one of them.
+        calibration, kernels: how each layer's kernel is chosen, as :func:`build_c_sources`.
 
     Raises:
         ExportError: as :func:`build_c_sources`; ``folder`` is a file; its parent does not exist.
@@ -143,7 +194,7 @@ def export_c(
         raise ExportError(f"{target} is a file; the C export writes a folder, pass a new or existing folder")
     if not target.exists() and not target.parent.is_dir():
         raise ExportError(f"folder {target.parent} does not exist; create it first")
-    export = build_c_sources(model, weights=weights)
+    export = build_c_sources(model, weights=weights, calibration=calibration, kernels=kernels)
     outputs = OutputSet(target, tuple(export.files), inputs=tuple(Path(item) for item in inputs))
     outputs.prepare()
     _remove_old_sibling_staging(target)

@@ -397,24 +397,42 @@ class ConvOp(Operation):
         return max(self.inp.planes + 4, int(self.fan_in * ((1 << self.inp.planes) - 1)).bit_length())
 
     @property
+    def fire_depth(self) -> int:
+        """``albsnn_conv_bit_events`` with a firing range: ``D``, the top bit of its counters (``2^D > 2 N + 1``
+        for the largest sum ``N = fan_in (2^planes - 1)``, and room for a carry-save tree at the top input plane)."""
+        return max(int(self.fan_in * ((1 << self.inp.planes) - 1)).bit_length() + 1, self.inp.planes + 3)
+
+    @property
     def scratch_words(self) -> int:
         """The ``uint64_t`` scratch of the kernels over bit planes; 0 for ``albsnn_conv_rows``.
 
         ``albsnn_conv_bits_scratch_words``: a weight row, one partial sum per output, every
         receptive field of one output row. ``albsnn_conv_bit_events_scratch_words`` and
         ``albsnn_conv_events_scratch_words``: the input as pixel-major bit rows and where an output
-        row's kernel rows start; then one output's counters and carry-save tree (16 masks) per 64
-        output channels and, with a firing range, the bit-sliced bounds (1-bit), or a batch of 64
-        event positions and its end (float).
+        row's kernel rows start; then (1-bit) one output's counters and carry-save tree (16 masks) per 64
+        output channels, or with a firing range the decision's constants (``2 D + 5`` words per group and
+        64 channels, :attr:`fire_depth`), one word's counters (``D + 1``) and the pending masks of one
+        output (one 64-channel word: 48, a word's events and 6 more; else ``lanes_count``'s counters and
+        trees); (float) a batch of 64 event positions and its end, or with a firing range a batch, a
+        word's events and 6 more, its end and one output's spikes.
         """
         if self.events:
             rows = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
             rows += self.inp.steps * self.groups * self.inp.planes * self.kernel  # where an output row's rows start
-            if self.bits is None:
-                return rows + 64 + 1  # a batch of event positions and its end
+            if self.bits is None:  # a batch of event positions and its end; one step: every event, the spikes
+                if self.one_step_float:  # a batch, a word's events, a spare unrolled listing; the end; the spikes
+                    return rows + 64 + 64 + 6 + 1 + math.ceil(self.out.channels // self.groups / 64)
+                return rows + 64 + 1
             planes, lanes = self.lane_planes, self.lane_words
-            bounds = self.groups * lanes * (2 * (planes + 2) + 2) if self.fire_ranges() is not None else 0
-            return rows + lanes * (planes + 16) + bounds
+            if self.fire_ranges() is not None:  # one step: constants, one lane word's counters, pending masks
+                depth = self.fire_depth
+                if lanes == 1:  # cell_events' pending masks: one word's events (over counts, count copies each)
+                    most = (1 << self.inp.planes) - 1
+                    listed = 48 + (64 if self.inp.planes == 1 else max(256, 16 * most)) + 6
+                else:  # lanes_count's counters and trees
+                    listed = lanes * (planes + 16)
+                return rows + self.groups * lanes * (2 * depth + 5) + depth + 1 + listed
+            return rows + lanes * (planes + 16)
         if not self.uses_popcount:
             return 0
         words, fields = math.ceil(self.fan_in / 64), self.out.width * self.inp.steps * self.inp.planes
@@ -448,8 +466,9 @@ class ConvOp(Operation):
             return 0
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
-        if self.events:  # one output's sums and membranes, a batch's values, the value of every count
-            return (1 + membranes) * (out.channels // self.groups) + 64 + (1 << inp.planes)
+        if self.events:  # one output's sums and membranes, a batch's values, the value of every count, the ranges
+            listed, ranges = (64 + 64 + 6, 2 * out.channels) if self.one_step_float else (64, 0)
+            return (1 + membranes) * (out.channels // self.groups) + listed + (1 << inp.planes) + ranges
         return inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width
 
     @property
@@ -474,6 +493,28 @@ class ConvOp(Operation):
         return np.array(
             [_fire_range(s, b, lif, co, bound) for co, (s, b) in enumerate(zip(scales, biases))], dtype=np.int32
         )
+
+    @property
+    def one_step_float(self) -> bool:
+        """Neurons over one time step after a float sum (float weights, or any weights over float values):
+        the kernel decides with :meth:`fire_keys`."""
+        return self.lif is not None and self.out.steps == 1 and (self.bits is None or not self.inp.is_bits)
+
+    def fire_keys(self) -> np.ndarray | None:
+        """``[lo, hi]`` per output channel for a float sum ``acc``: with one time step the neuron fires iff
+        ``lo <= key(acc) <= hi``, ``key`` the float's order key (its bits as a signed integer, the magnitude
+        bits of a negative float flipped: ``albsnn_float_order`` in the kernels, :func:`float_keys` here).
+
+        The same monotone chain as :meth:`fire_ranges` (``acc * scale + bias``, the charge from rest, the
+        threshold), over every float32 ``acc`` in order instead of the integers: the floats where it fires
+        are one run of keys, found by a binary search with numpy float32, the same IEEE operations (the
+        infinities included where they fire; a NaN never does, as in the chain). ``None`` when it does not
+        apply (several steps, no neuron, integer sums).
+        """
+        if not self.one_step_float:
+            return None
+        assert self.lif is not None
+        return _fire_key_ranges(self.scale.astype(np.float32), self.bias.astype(np.float32), self.lif)
 
     def pixel_major(self) -> np.ndarray:
         """The float weights as ``albsnn_conv_events`` reads them: ``[group][ky][kx][c][out c of the group]``."""
@@ -534,6 +575,11 @@ class ConvOp(Operation):
         fires = self.fire_ranges()
         if fires is not None:
             arrays.append(CArray(f"{self.ident}_fires", "int32_t", fires, "the neuron fires iff lo <= acc <= hi"))
+        keys = self.fire_keys()
+        if keys is not None:
+            arrays.append(
+                CArray(f"{self.ident}_fire_keys", "int32_t", keys, "the neuron fires iff lo <= key(acc) <= hi")
+            )
         return arrays + (self.lif.arrays(self.ident) if self.lif is not None else [])
 
     def declarations(self) -> str:
@@ -545,6 +591,8 @@ class ConvOp(Operation):
         geometry = ", ".join(c_uint(v) for v in (self.kernel, self.stride, self.padding, self.groups))
         bits, weight = (self.weight_name, "NULL") if self.bits is not None else ("NULL", self.weight_name)
         fires = "NULL" if self.fire_ranges() is None else f"{self.ident}_fires"
+        if self.one_step_float:
+            fires = f"{self.ident}_fire_keys"
         inp, out = self.views
         return text + (
             f"static const albsnn_conv {self.ident} = {{\n"
@@ -591,6 +639,61 @@ def _fire_range(scale: np.float32, bias: np.float32, lif: LifParams, channel: in
         else:
             low = middle
     return (high, 2**31 - 1) if rising else (-(2**31), low)
+
+
+KEY_LIMITS = (-2139095041, 2139095040)
+"""The order keys of -inf and +inf: every float but a NaN has its key in between."""
+
+
+def float_keys(values: np.ndarray) -> np.ndarray:
+    """The order keys of float32 ``values`` (int64): ``a < b`` iff ``key(a) < key(b)``, -0 just below +0."""
+    bits = np.asarray(values, np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+def key_floats(keys: np.ndarray) -> np.ndarray:
+    """The float32 values of order ``keys`` (the inverse of :func:`float_keys`)."""
+    keys = np.asarray(keys, np.int64)
+    return np.where(keys < 0, keys ^ 0x7FFFFFFF, keys).astype(np.int32).view(np.float32)
+
+
+def _key_fires(keys: np.ndarray, scale: np.ndarray, bias: np.ndarray, lif: LifParams) -> np.ndarray:
+    """The one-step spike decisions of every channel (the last axis) for the floats of order ``keys``: the
+    kernels' ``acc * scale + bias``, then :meth:`LifParams.rest_fires`, in float32."""
+    with np.errstate(all="ignore"):
+        pre = key_floats(keys) * scale + bias
+        return np.stack([lif.rest_fires(pre[..., co], co) for co in range(pre.shape[-1])], axis=-1)
+
+
+def _fire_key_ranges(scale: np.ndarray, bias: np.ndarray, lif: LifParams) -> np.ndarray:
+    """``[lo, hi]`` of order keys per channel where the monotone one-step decision fires (``(1, 0)``: never)."""
+    channels = len(scale)
+    finite = (
+        int(float_keys(np.float32(-np.finfo(np.float32).max))),
+        int(float_keys(np.float32(np.finfo(np.float32).max))),
+    )
+    ends = _key_fires(np.array([[finite[0]] * channels, [finite[1]] * channels]), scale, bias, lif)
+    rising = ends[1] & ~ends[0]
+    changes = ends[0] != ends[1]
+    low = np.full(channels, finite[0], np.int64)  # the decision changes between low and high
+    high = np.full(channels, finite[1], np.int64)
+    while True:
+        open_ = changes & (high - low > 1)
+        if not open_.any():
+            break
+        middle = (low + high) // 2
+        fired = _key_fires(middle[None], scale, bias, lif)[0]
+        toward_high = (fired == rising) & open_
+        high = np.where(toward_high, middle, high)
+        low = np.where(open_ & ~toward_high, middle, low)
+    lo = np.where(changes & rising, high, finite[0])
+    hi = np.where(changes & ~rising, low, finite[1])
+    infinities = _key_fires(np.array([[KEY_LIMITS[0]] * channels, [KEY_LIMITS[1]] * channels]), scale, bias, lif)
+    lo = np.where((lo == finite[0]) & infinities[0], KEY_LIMITS[0], lo)
+    hi = np.where((hi == finite[1]) & infinities[1], KEY_LIMITS[1], hi)
+    never = ~changes & ~ends[0]
+    lo, hi = np.where(never, 1, lo), np.where(never, 0, hi)
+    return np.stack([lo, hi], axis=1).astype(np.int32)
 
 
 @dataclass

@@ -511,7 +511,8 @@ def plan_model(
         calibration: images ``[B, C, H, W]`` (a flat model: ``[B, F]``, or samples of ``F`` elements) to
             measure each layer's input density on (:func:`input_densities`); ``None``: spike maps are taken as sparse.
         kernels: :data:`KERNEL_CHOICES`: ``"auto"`` (events up to :data:`EVENT_DENSITY`, else dense),
-            ``"dense"`` or ``"events"`` (for every layer over bit planes).
+            ``"dense"`` or ``"events"`` (for every layer over bit planes). With calibration images each
+            such layer records its measured density (``ConvOp.density``) whatever the choice.
 
     Raises:
         ExportError: an unknown weights mode or kernel choice, or a layer the C kernels cannot compute (named).
@@ -522,7 +523,7 @@ def plan_model(
         raise ExportError(f"unknown weights mode {weights!r}; choose one of {list(WEIGHT_MODES)}")
     if kernels not in KERNEL_CHOICES:
         raise ExportError(f"unknown kernel choice {kernels!r}; choose one of {list(KERNEL_CHOICES)}")
-    densities = input_densities(model, calibration) if calibration is not None and kernels == "auto" else {}
+    densities = input_densities(model, calibration) if calibration is not None else {}
     planner = _Planner(model, weights == "packed", kernels, densities)
     _normalize(planner, model.spec["input"])
     with torch.no_grad():

@@ -168,11 +168,14 @@ def _model_source(model: SpikingNet, plan: Plan, weights: str) -> str:
 
 
 def _layer_table(plan: Plan) -> str:
+    """One row per kernel call; a layer chosen by a measured input density shows it beside its kernel."""
     rows = ["| step | layers | input | output | kernel |", "|---|---|---|---|---|"]
     for i, op in enumerate(plan.ops):
+        density = getattr(op, "density", None)
+        chosen = "" if density is None else f" (input density {density:.3f})"
         rows.append(
             f"| {i} | {markdown_text(op.label)} | {markdown_text(op.inp.describe())} | "
-            f"{markdown_text(op.out.describe())} | `{op.function}` |"
+            f"{markdown_text(op.out.describe())} | `{op.function}`{chosen} |"
         )
     return "\n".join(rows)
 

@@ -14,7 +14,8 @@
  * summed as integers over the receptive field (count maps of several bit planes p add
  * 2^p times their own sum); one multiply by the folded scale follows per output. With one time
  * step, scale, bias and the neuron fold further into an integer range of acc in which it fires
- * (the float expression is monotone in acc, so the range gives exactly its spikes).
+ * (the float expression is monotone in acc, so the range gives exactly its spikes); after a float
+ * sum (float weights, or the first layer) into a range of floats, given as order keys.
  *
  * Layers over spikes have event-driven kernels too (albsnn_conv_bit_events, albsnn_conv_events):
  * spike maps are mostly zeros, and these do work only where an input is not zero, with the same
@@ -25,7 +26,12 @@
  * shapes do not follow from each other) and returns an ALBSNN_ERR_* status without writing
  * anything; the work itself is done by a static function that trusts them. Each buffer is used
  * through a pointer of the type it holds (albsnn_kernels.h): no pointer conversion here changes
- * the type an object is read or written as.
+ * the type an object is read or written as (a float's bits are read through a union, key_float).
+ *
+ * Speed on a host: the event kernels' cost is mostly control flow (a loop over the set bits of a word
+ * has a data-dependent length, and its exit is a mispredicted branch), so the one-step paths list a
+ * word's first events without a branch, keep an output's sums in registers up to its decision and
+ * write only the spikes; the compiler vectorizes the float sums and comparisons (no intrinsics).
  */
 #include "albsnn_kernels.h"
 
@@ -389,6 +395,69 @@ static void row_spikes(const albsnn_lif *lif, uint32_t c, const float *h, uint32
     }
 }
 
+/* With one time step the exporter folds the affine and the neuron after a float sum into a range of the
+ * sum's order keys (the chain is monotone in acc): fires[2co] <= key(acc) <= fires[2co+1], key(f) the bits
+ * of f as a signed integer with the magnitude bits of a negative f flipped, so that keys order as the
+ * floats do, -0 just below +0. key_float gives the float of a key, and the kernels compare the sums as
+ * floats, lo <= acc <= hi: the same decisions, because -0 and +0 give the same spike (a range never
+ * separates them) and a NaN fails both comparisons (as it fails the threshold). */
+ALBSNN_INLINE float key_float(int32_t key)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v;
+    v.u = (uint32_t)key;
+    v.u ^= (0u - (v.u >> 31)) >> 1;
+    return v.f;
+}
+
+#ifdef ALBSNN_TRACE
+/* The charged membrane of a one-step neuron that a firing range decided, for the trace: acc through the
+ * affine and the charge from rest, as the float path computes it. */
+static float traced_rest(const albsnn_conv *p, uint32_t co, float acc)
+{
+    const lif_channel k = channel_of(p->lif, co);
+    return lif_rest(p->lif, &k, acc * p->scale[co] + p->bias[co]);
+}
+#endif
+
+/* 1 << (31 - i): element i of a run of 32 at bit 31 - i, as in a plane (a row's spikes without a variable shift). */
+static const uint32_t run_bit[32] = {
+    0x80000000u, 0x40000000u, 0x20000000u, 0x10000000u, 0x8000000u, 0x4000000u, 0x2000000u, 0x1000000u,
+    0x800000u,   0x400000u,   0x200000u,   0x100000u,   0x80000u,   0x40000u,   0x20000u,   0x10000u,
+    0x8000u,     0x4000u,     0x2000u,     0x1000u,     0x800u,     0x400u,     0x200u,     0x100u,
+    0x80u,       0x40u,       0x20u,       0x10u,       0x8u,       0x4u,       0x2u,       0x1u};
+
+/* Writes the spikes of n float sums of channel co (fire iff lo <= acc <= hi, its firing range) into a
+ * cleared plane from element `at` on, 32 at a time (the comparisons vectorize). */
+static void row_fire_range(const albsnn_conv *p, uint32_t co, const float *acc, uint32_t n, uint32_t *plane, uint32_t at)
+{
+    const float lo = key_float(p->fires[2u * co]), hi = key_float(p->fires[2u * co + 1u]);
+    uint32_t i0, i;
+    for (i0 = 0; i0 < n; i0 += 32u) {
+        const uint32_t count = n - i0 < 32u ? n - i0 : 32u;
+        uint32_t bits = 0u;
+        if (count == 32u) {
+            for (i = 0; i < 32u; ++i) {
+                bits |= (0u - (uint32_t)((acc[i0 + i] >= lo) & (acc[i0 + i] <= hi))) & run_bit[i];
+            }
+        } else {
+            for (i = 0; i < count; ++i) {
+                bits |= (0u - (uint32_t)((acc[i0 + i] >= lo) & (acc[i0 + i] <= hi))) & run_bit[i];
+            }
+        }
+#ifdef ALBSNN_TRACE
+        for (i = 0; i < count; ++i) {
+            ALBSNN_TRACE_LIF(p->lif, 0u, at + i0 + i, traced_rest(p, co, acc[i0 + i]), (int)((bits >> (31u - i)) & 1u));
+        }
+#endif
+        if (bits != 0u) {
+            or_bits(plane, at + i0, bits >> (32u - count), count);
+        }
+    }
+}
+
 /* -- convolution and linear layers, one output row at a time ------------------------------------ */
 
 static void load_row(const albsnn_tensor *t, const void *x, uint32_t step, uint32_t c, uint32_t iy, float *row)
@@ -560,6 +629,13 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
     }
     for (oy = 0; oy < out->h; ++oy) {
         for (t = 0; t < out->steps; ++t) {
+            if (p->fires != NULL) { /* one step: the sums' keys against the firing ranges */
+                conv_row(p, x, 0u, oy, row, acc);
+                for (co = 0; co < out->c; ++co) {
+                    row_fire_range(p, co, acc + co * wo, wo, (uint32_t *)y, co * hwo + oy * wo);
+                }
+                continue;
+            }
             if (t == 0u || in->steps > 1u) {
                 conv_row(p, x, step_of(in, t), oy, row, acc);
                 for (co = 0; co < out->c; ++co) {
@@ -1068,9 +1144,9 @@ ALBSNN_INLINE uint32_t bit_length(uint32_t n) { return n == 0u ? 0u : 64u - lead
  * masks at a time go through a carry-save adder tree (Harley and Seal), about five AND/XOR/OR per
  * mask for 64 channels; bit plane p of a count map adds its masks at bit p. The integer sum of
  * albsnn_conv_bits follows as acc = 2 agree - n, n the sum of the counts in the receptive field
- * (the same for every channel). With one time step the integer firing range [lo, hi] is compared
- * bit-sliced as well (lo <= 2 agree - n <= hi, 64 neurons at a time) and only the spikes are
- * written; otherwise the counts are unpacked and the neurons run as in albsnn_conv_bits.
+ * (the same for every channel). With one time step the integer firing range [lo, hi] is decided
+ * bit-sliced as well, folded into the counters' start (see "the one-step path" below), and only the
+ * spikes are written; otherwise the counts are unpacked and the neurons run as in albsnn_conv_bits.
  *
  * The masks, pixel-major: for each (group, ky, kx, c), ceil(out c per group / 64) 64-bit words of 8
  * bytes, least significant byte first; bit l of word q is the sign bit of output channel 64 q + l of
@@ -1225,16 +1301,19 @@ ALBSNN_INLINE uint32_t pixel_row_words(const albsnn_conv *p)
  * a pixel-major bit row (ceil((in.w + 2 padding) * in c per group / 64) + 1) and
  * P = max(planes + 4, bit_length(fan-in * (2^planes - 1))) counter planes. uint64_t: the input as
  * pixel-major bit rows (in.steps * groups * in.h * planes * R), where the k rows of one output row
- * start, per step (in.steps * groups * planes * k), one output's counters and carry-save tree per lane
- * word (L * (P + 16)) and, with a firing range, the bit-sliced bounds (groups * L * (2 (P + 2) + 2)).
+ * start, per step (in.steps * groups * planes * k), and one output's counters and carry-save tree per
+ * lane word (L * (P + 16)). With a firing range (one step) instead fire_scratch_words: the bit rows, the
+ * constants of the decision (groups * L * (2 D + 5)) and the state of an output row's outputs
+ * (out.w * (L * (D + 17) + 2)), D = max(bit_length(N) + 1, planes + 3) for N = fan-in * (2^planes - 1).
  * int32_t, without a firing range only: one output's integer sums per step (in.steps * out c / groups). */
+static size_t fire_scratch_words(const albsnn_conv *p);
+
 static size_t bit_events_scratch_words(const albsnn_conv *p)
 {
     const size_t planes = lane_planes(p), lw = lane_words(p);
     const size_t rows = (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
                       + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel;
-    const size_t bounds = p->fires != NULL ? (size_t)p->groups * lw * (2u * (planes + 2u) + 2u) : 0u;
-    return rows + lw * (planes + ALBSNN_TREE) + bounds;
+    return p->fires != NULL ? fire_scratch_words(p) : rows + lw * (planes + ALBSNN_TREE);
 }
 
 static size_t bit_events_scratch_counts(const albsnn_conv *p)
@@ -1252,83 +1331,17 @@ size_t albsnn_conv_bit_events_scratch_counts(const albsnn_conv *p)
     return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bit_events_scratch_counts(p);
 }
 
-/* The firing ranges of every 64-channel word, bit-sliced in Q = P + 2 planes: lo[Q], hi[Q], then
- * two flags (whether any lane's lo, hi can fail), per word. X = 2 agree - n lies in (-2^P, 2^P),
- * so clamping the bounds to the Q-bit range [-2^(Q-1), 2^(Q-1)) changes no decision; each bound is
- * stored offset by 2^(Q-1), so that signed order is unsigned order. */
-static void lane_bounds(const albsnn_conv *p, uint32_t planes, uint64_t *bounds)
-{
-    const uint32_t q_planes = planes + 2u, cout = p->out.c / p->groups, lw = lane_words(p);
-    const int64_t half = (int64_t)1 << (q_planes - 1u);
-    uint32_t word, lane, i;
-    for (word = 0; word < p->groups * lw; ++word) {
-        uint64_t *lo = bounds + (size_t)word * (2u * q_planes + 2u), *hi = lo + q_planes, *flags = hi + q_planes;
-        const uint32_t g = word / lw, first = (word % lw) * 64u;
-        for (i = 0; i < 2u * q_planes + 2u; ++i) {
-            lo[i] = 0u;
-        }
-        for (lane = 0; lane < 64u && first + lane < cout; ++lane) {
-            const uint32_t co = g * cout + first + lane;
-            int64_t low = p->fires[2u * co], high = p->fires[2u * co + 1u];
-            low = low < -half ? -half : low >= half ? half - 1 : low;
-            high = high < -half ? -half : high >= half ? half - 1 : high;
-            for (i = 0; i < q_planes; ++i) {
-                lo[i] |= (((uint64_t)(low + half) >> i) & 1u) << lane;
-                hi[i] |= (((uint64_t)(high + half) >> i) & 1u) << lane;
-            }
-            flags[0] |= (uint64_t)(low > -half);
-            flags[1] |= (uint64_t)(high < half - 1);
-        }
-    }
-}
-
-/* The lanes whose 2 agree - n lies in their range: agree from `depth` counter planes, n the sum of
- * counts, the bounds as lane_bounds stores them. Borrow chains run from bit 0 up: x = 2 agree - n
- * (two's complement, its sign bit flipped at the top), x - lo and hi - x; no borrow out means >=. */
-static uint64_t lanes_fire(const uint64_t *agree, uint32_t depth, uint32_t n, const uint64_t *bounds, uint32_t q_planes)
-{
-    const uint64_t *lo = bounds, *hi = bounds + q_planes, *flags = hi + q_planes;
-    const int low = flags[0] != 0u, high = flags[1] != 0u;
-    uint64_t borrow = 0u, below = 0u, above = 0u;
-    uint32_t i;
-    for (i = 0; i < q_planes; ++i) {
-        const uint64_t a = i >= 1u && i - 1u < depth ? agree[i - 1u] : 0u; /* 2 agree: shifted by one */
-        const uint64_t m = i < 32u ? (uint64_t)0u - (uint64_t)((n >> i) & 1u) : 0u;
-        uint64_t u = a ^ m ^ borrow;
-        borrow = (~a & m) | (~(a ^ m) & borrow);
-        if (i == q_planes - 1u) {
-            u = ~u; /* offset binary: signed order becomes unsigned order */
-        }
-        if (low) {
-            below = (~u & lo[i]) | (~(u ^ lo[i]) & below); /* borrow of u - lo */
-        }
-        if (high) {
-            above = (~hi[i] & u) | (~(hi[i] ^ u) & above); /* borrow of hi - u */
-        }
-    }
-    return ~below & ~above;
-}
-
-/* floor(n / d) for a divisor d > 0 with inv = floor((2^32 - 1) / d): the product is at most 2 short. */
-ALBSNN_INLINE uint32_t div_by(uint32_t n, uint32_t d, uint64_t inv)
-{
-    uint32_t q = (uint32_t)(((uint64_t)n * inv) >> 32);
-    while (n - q * d >= d) {
-        ++q;
-    }
-    return q;
-}
-
-/* The input as pixel-major bit rows, [step][group][input row][plane][R words]: each plane of each
- * step is read once, 64 elements at a time, and every event (a set bit: channel c, row iy, column ix)
- * sets bit (ix + padding) * C + c of its row (C channels per group). */
+/* The input as pixel-major bit rows, [step][group][input row][plane][R words]: each channel's map of
+ * each plane is read once, 64 elements at a time, and every event in it (a set bit: channel c, row iy,
+ * column ix) sets bit (ix + padding) * C + c of its pixel-major row (C channels per group). Below 2^16
+ * elements per map, rest / w is (rest * ceil(2^32 / w)) >> 32, exactly. */
 static void gather_pixels(const albsnn_conv *p, const uint32_t *x, uint64_t *rows)
 {
     const albsnn_tensor *in = &p->in;
-    const uint32_t cin = in->c / p->groups, row_words = pixel_row_words(p), hw = in->h * in->w;
-    const uint32_t region = cin * hw; /* one group's channels */
-    const uint64_t inv_hw = 0xFFFFFFFFu / hw, inv_w = 0xFFFFFFFFu / in->w;
-    uint32_t ts, b, g, j;
+    const uint32_t cin = in->c / p->groups, row_words = pixel_row_words(p), w = in->w, hw = in->h * w;
+    const uint64_t inv_w = ((uint64_t)1 << 32) / w + 1u;
+    const int exact = hw < 0x10000u;
+    uint32_t ts, b, g, c, j;
     size_t i;
     for (i = 0; i < (size_t)in->steps * p->groups * in->h * in->planes * row_words; ++i) {
         rows[i] = 0u;
@@ -1337,19 +1350,19 @@ static void gather_pixels(const albsnn_conv *p, const uint32_t *x, uint64_t *row
         for (b = 0; b < in->planes; ++b) {
             const uint32_t *plane = plane_of(in, x, ts, b);
             for (g = 0; g < p->groups; ++g) {
-                uint64_t *group_rows = rows + ((size_t)ts * p->groups + g) * in->h * in->planes * row_words;
-                for (j = 0; j < region; j += 64u) {
-                    const uint32_t n = region - j < 64u ? region - j : 64u;
-                    uint64_t bits = plane_bits64(plane, g * region + j, n);
-                    uint32_t base = j;
-                    while (bits != 0u) {
-                        const uint32_t lead = lead64(bits), at = base + lead;
-                        const uint32_t c = div_by(at, hw, inv_hw), rest = at - c * hw, iy = div_by(rest, in->w, inv_w);
-                        const uint32_t bit = (rest - iy * in->w + p->padding) * cin + c;
-                        uint64_t *row = group_rows + ((size_t)iy * in->planes + b) * row_words;
-                        row[bit / 64u] |= (uint64_t)1 << (bit % 64u);
-                        bits = (bits << lead) << 1;
-                        base += lead + 1u;
+                uint64_t *group_rows = rows + (((size_t)ts * p->groups + g) * in->h * in->planes + b) * row_words;
+                for (c = 0; c < cin; ++c) {
+                    const uint32_t start = (g * cin + c) * hw;
+                    for (j = 0; j < hw; j += 64u) {
+                        uint64_t bits = plane_bits64(plane, start + j, hw - j < 64u ? hw - j : 64u);
+                        while (bits != 0u) {
+                            const uint32_t lead = lead64(bits), rest = j + lead;
+                            const uint32_t iy = exact ? (uint32_t)(((uint64_t)rest * inv_w) >> 32) : rest / w;
+                            const uint32_t bit = (rest - iy * w + p->padding) * cin + c;
+                            uint64_t *row = group_rows + (size_t)iy * in->planes * row_words;
+                            row[bit / 64u] |= (uint64_t)1 << (bit % 64u);
+                            bits ^= ((uint64_t)1 << 63) >> lead;
+                        }
                     }
                 }
             }
@@ -1477,23 +1490,21 @@ static void rows_of_output_row(const albsnn_conv *p, const lane_layer *l, size_t
     }
 }
 
+/* Several time steps, or no neurons: the counts of each output unpacked, the neurons as in albsnn_conv_bits. */
 static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *scratch, int32_t *acc)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups;
-    const uint32_t lw = lane_words(p), planes = lane_planes(p), q_planes = planes + 2u;
+    const uint32_t lw = lane_words(p), planes = lane_planes(p);
     const uint32_t row_starts = groups * in->planes * p->kernel;
     const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
     uint64_t *rows = scratch, *row_at = rows + in->steps * step_words, *counters = row_at + in->steps * row_starts;
-    uint64_t *trees = counters + (size_t)lw * planes, *bounds = trees + (size_t)lw * ALBSNN_TREE;
+    uint64_t *trees = counters + (size_t)lw * planes;
     uint32_t oy, ts, t, ox, g, q, lane, co;
     lane_layer layer;
     lane_layer_of(p, &layer);
     if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
-    }
-    if (p->fires != NULL) {
-        lane_bounds(p, planes, bounds);
     }
     gather_pixels(p, x, rows);
     for (oy = 0; oy < out->h; ++oy) {
@@ -1509,35 +1520,10 @@ static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uin
                     for (q = 0; q < lw; ++q) {
                         const uint32_t first = q * 64u, lanes = cout - first < 64u ? cout - first : 64u;
                         const uint64_t *agree = counters + (size_t)q * planes;
-                        if (p->fires != NULL) { /* one step: bit-sliced range check, then only the spikes */
-                            const uint64_t *range = bounds + (size_t)(g * lw + q) * (2u * q_planes + 2u);
-                            uint64_t fire = lanes_fire(agree, depth, sum, range, q_planes);
-                            fire &= lanes == 64u ? ~(uint64_t)0 : ((uint64_t)1 << lanes) - 1u;
-#ifdef ALBSNN_TRACE
-                            for (lane = 0; lane < lanes; ++lane) {
-                                const int32_t a = 2 * (int32_t)lane_count(agree, depth, lane) - (int32_t)sum;
-                                lif_channel k;
-                                co = g * cout + first + lane;
-                                k = channel_of(p->lif, co);
-                                ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox,
-                                                 lif_rest(p->lif, &k, (float)a * p->scale[co] + p->bias[co]),
-                                                 (int)((fire >> lane) & 1u));
-                            }
-#endif
-                            while (fire != 0u) {
-                                co = g * cout + first + trail64(fire);
-                                set_bit((uint32_t *)y, co * hwo + oy * wo + ox);
-                                fire &= fire - 1u;
-                            }
-                            continue;
-                        }
                         for (lane = 0; lane < lanes; ++lane) { /* the integer sums of this output, per step */
                             acc[(size_t)ts * cout + first + lane] = 2 * (int32_t)lane_count(agree, depth, lane) - (int32_t)sum;
                         }
                     }
-                }
-                if (p->fires != NULL) {
-                    continue;
                 }
                 for (lane = 0; lane < cout; ++lane) {
                     const uint32_t index = (g * cout + lane) * hwo + oy * wo + ox;
@@ -1551,6 +1537,385 @@ static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uin
                             ((float *)y)[(size_t)t * numel(out) + index] = pre;
                         } else if (lif_step(p->lif, co, t, index, &v, pre)) {
                             set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The one-step path (a firing range, one time step). Each output's events are listed from the pixel-major
+ * rows as in lanes_count, but ALBSNN_UNROLL at a time without a branch per event (a data-dependent
+ * loop's exit is a mispredicted branch, and a run word of a sparse map holds a few events): the
+ * first events of a word are listed unconditionally, a zero mask standing in for a missing one, and
+ * only a denser word loops for the rest.
+ *
+ * A group of at most 32 output channels fills only part of a word: then S = 64 / L outputs (L the
+ * channels rounded up to a power of two, at least 8) share a word, a cell: output ox has lanes
+ * [s L, s L + L) of cell ox / S, s = ox % S, and the cell's outputs go through the tree together.
+ *
+ * The decision folds into the counters. acc = 2 agree - n lies in [-N, N] (N the largest n); with
+ * 2^D > 2N + 1 a lane's counters start at 2^D - t1 instead of 0, take 2 agree (an event's mask enters
+ * one plane up) and lose n at the end: X = 2^D + acc - t1 lies in [0, 2^(D+1)), so acc >= t1 iff bit D
+ * of X is set, one borrow chain per 64 neurons (the sums run modulo 2^(D+1)). A range [lo, hi] open on
+ * one side (as the exporter writes them, the chain being monotone) is acc >= lo, or not acc >= hi + 1
+ * (an inverted lane); one closed on both sides subtracts hi + 1 - lo from X for a second bit D. */
+
+#define ALBSNN_UNROLL 6u /* events listed per run word without a branch */
+#define ALBSNN_DRAIN 48u /* pending masks that are added (by whole trees) before the next word is listed */
+
+/* Pending masks of cell_events: fewer than ALBSNN_DRAIN, then one run word's events (over a count map each
+ * listed count times, at least four entries written: a whole word when no count exceeds 4, as after a 2 x 2
+ * pool, else 16 columns at a time) and a spare unrolled listing. */
+ALBSNN_INLINE size_t listed_capacity(const albsnn_conv *p)
+{
+    const size_t most = ((size_t)1 << p->in.planes) - 1u;
+    return ALBSNN_DRAIN + (p->in.planes == 1u ? 64u : 16u * most > 256u ? 16u * most : 256u) + ALBSNN_UNROLL;
+}
+
+/* What the one-step path needs of a layer, computed once per call. */
+typedef struct {
+    uint32_t depth;          /* D */
+    uint32_t lanes, slots;   /* L and S (S = 1, L = 64 above 32 channels per group) */
+    uint32_t constant_words; /* per (group, lane word): 2 D + 5 */
+    int64_t big;             /* N */
+} fire_layer;
+
+static void fire_layer_of(const albsnn_conv *p, fire_layer *f)
+{
+    const uint32_t fan_in = p->in.c / p->groups * p->kernel * p->kernel, cout = p->out.c / p->groups;
+    const uint32_t big = fan_in * ((1u << p->in.planes) - 1u); /* < 2^31: conv_bits_check */
+    const uint32_t depth = bit_length(big) + 1u;               /* 2^D > 2N + 1 */
+    f->big = big;
+    f->depth = depth > p->in.planes + 3u ? depth : p->in.planes + 3u; /* room for a tree at the top plane */
+    f->lanes = 64u;
+    if (cout <= 32u) {
+        for (f->lanes = 8u; f->lanes < cout; f->lanes *= 2u) {
+        }
+    }
+    f->slots = 64u / f->lanes;
+    f->constant_words = 2u * f->depth + 5u;
+}
+
+/* Scratch of the one-step path: the pixel-major bit rows and where an output row's rows start, per (group,
+ * lane word) the constants, then with one lane word one cell's counters (D + 1) and pending masks
+ * (listed_capacity), with several lanes_count's counters and trees (L (P + 16)) and one word's D + 1 planes. */
+static size_t fire_scratch_words(const albsnn_conv *p)
+{
+    const size_t lw = lane_words(p);
+    fire_layer f;
+    fire_layer_of(p, &f);
+    return (size_t)p->groups * p->in.h * p->in.planes * pixel_row_words(p) + (size_t)p->groups * p->in.planes * p->kernel
+         + (size_t)p->groups * lw * f.constant_words + f.depth + 1u
+         + (lw == 1u ? listed_capacity(p) : lw * (lane_planes(p) + ALBSNN_TREE));
+}
+
+ALBSNN_INLINE int64_t clamp_fire(int64_t v, int64_t big) { return v < -big ? -big : v > big + 1 ? big + 1 : v; }
+
+/* Per (group, lane word): the starting counters 2^D - t1 (D + 1 planes), the inverted lanes, the lanes that
+ * hold a channel, the lanes closed on both sides and their t2 - t1 (D + 1 planes); each channel in every slot. */
+static void fire_constants(const albsnn_conv *p, const fire_layer *f, uint64_t *constants)
+{
+    const uint32_t cout = p->out.c / p->groups, lw = lane_words(p), depth = f->depth;
+    const int64_t big = f->big;
+    uint32_t g, q, lane, slot, i;
+    for (g = 0; g < p->groups; ++g) {
+        for (q = 0; q < lw; ++q) {
+            uint64_t *c = constants + ((size_t)g * lw + q) * f->constant_words, *gap = c + depth + 4u;
+            for (i = 0; i < f->constant_words; ++i) {
+                c[i] = 0u;
+            }
+            for (lane = 0; lane < f->lanes && q * 64u + lane < cout; ++lane) {
+                const uint32_t co = g * cout + q * 64u + lane;
+                const int64_t lo = clamp_fire(p->fires[2u * co], big), hi = clamp_fire((int64_t)p->fires[2u * co + 1u] + 1, big);
+                int64_t t1 = lo, t2 = 0;
+                uint64_t inverted = 0u, both = 0u, start;
+                if (lo >= hi) { /* never: not acc >= -N */
+                    t1 = -big;
+                    inverted = 1u;
+                } else if (hi > big && lo <= -big) { /* always */
+                    t1 = -big;
+                } else if (lo <= -big) { /* acc <= hi: not acc >= hi + 1 */
+                    t1 = hi;
+                    inverted = 1u;
+                } else if (hi <= big) { /* both sides */
+                    t2 = hi;
+                    both = 1u;
+                }
+                start = ((uint64_t)1 << depth) - (uint64_t)t1; /* 2^D - t1 in [0, 2^(D+1)) */
+                for (slot = 0; slot < f->slots; ++slot) {
+                    const uint32_t at = slot * f->lanes + lane;
+                    for (i = 0; i <= depth; ++i) {
+                        c[i] |= ((start >> i) & 1u) << at;
+                        gap[i] |= (((uint64_t)(t2 - t1) >> i) & 1u & both) << at;
+                    }
+                    c[depth + 1u] |= inverted << at;
+                    c[depth + 2u] |= (uint64_t)1 << at;
+                    c[depth + 3u] |= both << at;
+                }
+            }
+        }
+    }
+}
+
+/* Bit D of x - y for bit-sliced x, y (D + 1 planes each) as a borrow chain; with `planes` the whole difference. */
+ALBSNN_INLINE uint64_t top_of_difference(const uint64_t *x, const uint64_t *y, uint32_t depth, uint64_t *planes)
+{
+    uint64_t borrow = 0u;
+    uint32_t i;
+    for (i = 0; i < depth; ++i) {
+        if (planes != NULL) {
+            planes[i] = x[i] ^ y[i] ^ borrow;
+        }
+        borrow = (~x[i] & (y[i] | borrow)) | (y[i] & borrow);
+    }
+    if (planes != NULL) {
+        planes[depth] = x[depth] ^ y[depth] ^ borrow;
+    }
+    return x[depth] ^ y[depth] ^ borrow;
+}
+
+/* Lists the events of run word `bits` (one lane word: the masks of its taps at `taps`, 8 bytes apart) at
+ * out[0..), shifted left by `shift`; returns how many. The first ALBSNN_UNROLL without a branch (the entries
+ * past the events are overwritten later), the rest of a denser word in a loop. */
+ALBSNN_INLINE uint32_t list_masks(uint64_t bits, const uint8_t *taps, size_t tap_bytes, uint64_t *out, uint32_t shift)
+{
+    uint32_t i, count = 0u;
+    for (i = 0; i < ALBSNN_UNROLL; ++i) {
+        const uint64_t some = (uint64_t)(bits != 0u);
+        out[i] = (mask_at(taps + tap_bytes * (bits != 0u ? trail64(bits) : 0u)) & ((uint64_t)0u - some)) << shift;
+        count += (uint32_t)some;
+        bits &= bits - 1u;
+    }
+    for (; bits != 0u; ++count) {
+        out[count] = mask_at(taps + tap_bytes * trail64(bits)) << shift;
+        bits &= bits - 1u;
+    }
+    return count;
+}
+
+/* Adds the full trees of pending[0..n) at `counters` (plane b's entry) and moves the rest to the front. */
+static uint32_t drain_trees(uint64_t *counters, uint32_t depth, uint64_t *pending, uint32_t n)
+{
+    uint32_t first = 0u, i;
+    for (; first + ALBSNN_TREE <= n; first += ALBSNN_TREE) {
+        lanes_add16(counters, depth, pending + first);
+    }
+    for (i = 0; i < ALBSNN_TREE; ++i) { /* the rest, fewer than a tree */
+        pending[i] = pending[first + i];
+    }
+    return n - first;
+}
+
+/* Lists the events of run word `bits` of a count map (the count of an event: its bits in the planes' run words
+ * `runs`) as `count` copies of its mask each, at out[0..), shifted left by `shift`: up to four copies without a
+ * branch (an average pool of 2 x 2 spikes counts at most 4); returns how many masks. */
+ALBSNN_INLINE uint32_t list_counted(uint64_t bits, const uint64_t *runs, uint32_t planes, const uint8_t *taps,
+                                    size_t tap_bytes, uint64_t *out, uint32_t shift)
+{
+    uint32_t n = 0u, b, i;
+    while (bits != 0u) {
+        const uint32_t bit = trail64(bits);
+        const uint64_t mask = mask_at(taps + tap_bytes * bit) << shift;
+        uint32_t count = 0u;
+        for (b = 0; b < planes; ++b) {
+            count |= (uint32_t)((runs[b] >> bit) & 1u) << b;
+        }
+        out[n] = mask;
+        out[n + 1u] = mask;
+        out[n + 2u] = mask;
+        out[n + 3u] = mask;
+        for (i = 4u; i < count; ++i) {
+            out[n + i] = mask;
+        }
+        n += count;
+        bits &= bits - 1u;
+    }
+    return n;
+}
+
+/* The events of one cell (outputs first, first + step, ... of `present`) of one lane word into its counters.
+ * plane < planes: the events of that bit plane, each mask once, entering at plane + 1 (2^plane agree, twice);
+ * plane == planes (a count map): every non-zero count, `count` copies of its mask, entering at plane 1.
+ * Adds each output's sum of counts to sums[] (`sums` NULL: not counted). */
+static void cell_events(const lane_layer *l, const uint64_t *rows, const uint64_t *starts, const uint8_t *taps,
+                        uint32_t plane, uint32_t first, uint32_t step, uint32_t present, uint32_t lanes, uint32_t depth,
+                        uint64_t *counters, uint64_t *pending, uint64_t *sums)
+{
+    const uint32_t k = l->k, run = l->run, planes = l->in_planes, entry = plane < planes ? plane + 1u : 1u;
+    const size_t tap_bytes = l->tap_bytes;
+    uint64_t runs[31];
+    uint32_t slot, ky, j, b, waiting = 0u;
+    for (slot = 0; slot < present; ++slot, first += step) {
+        const uint32_t shift = slot * lanes;
+        uint32_t listed = 0u;
+        for (ky = 0; ky < k; ++ky) {
+            const uint64_t at_row = starts[(plane < planes ? plane : 0u) * k + ky];
+            const uint8_t *row_taps = taps + (size_t)ky * run * tap_bytes;
+            if (at_row == ALBSNN_PADDING_ROW) {
+                continue; /* zero padding (every plane of a row is padding or none is) */
+            }
+            for (j = 0; j < run; j += 64u) {
+                const uint32_t len = run - j < 64u ? run - j : 64u;
+                uint32_t count;
+                if (plane < planes) {
+                    count = list_masks(row_run(rows + (size_t)at_row, first + j, len), row_taps + (size_t)j * tap_bytes,
+                                       tap_bytes, pending + waiting, shift);
+                } else {
+                    uint64_t any = 0u;
+                    uint32_t part;
+                    for (b = 0; b < planes; ++b) {
+                        runs[b] = row_run(rows + (size_t)starts[b * k + ky], first + j, len);
+                        any |= runs[b];
+                    }
+                    if (planes < 3u || (planes == 3u && (runs[2] & (runs[0] | runs[1])) == 0u)) { /* counts <= 4 */
+                        count = list_counted(any, runs, planes, row_taps + (size_t)j * tap_bytes, tap_bytes,
+                                             pending + waiting, shift);
+                        waiting += count;
+                        listed += count;
+                        if (waiting >= ALBSNN_DRAIN) {
+                            waiting = drain_trees(counters + entry, depth + 1u - entry, pending, waiting);
+                        }
+                        continue;
+                    }
+                    for (count = 0u, part = 0u; part < 64u; part += 16u) { /* 16 columns at a time: bounded copies */
+                        const uint32_t listed_part = list_counted(any & ((uint64_t)0xFFFFu << part), runs, planes,
+                                                                  row_taps + (size_t)j * tap_bytes, tap_bytes,
+                                                                  pending + waiting, shift);
+                        waiting += listed_part;
+                        count += listed_part;
+                        if (waiting >= ALBSNN_DRAIN) {
+                            waiting = drain_trees(counters + entry, depth + 1u - entry, pending, waiting);
+                        }
+                    }
+                    listed += count;
+                    continue;
+                }
+                waiting += count;
+                listed += count;
+                if (waiting >= ALBSNN_DRAIN) {
+                    waiting = drain_trees(counters + entry, depth + 1u - entry, pending, waiting);
+                }
+            }
+        }
+        if (sums != NULL) {
+            sums[slot] += (uint64_t)listed << (plane < planes ? plane : 0u);
+        }
+    }
+    waiting = drain_trees(counters + entry, depth + 1u - entry, pending, waiting);
+    lanes_flush(counters + entry, depth + 1u - entry, pending, waiting);
+}
+
+/* X = 2^D - t1 + 2 agree from lanes_count's agree (counters from 0, P planes up to `depth` of them used) and the
+ * constants' start (D + 1 planes): a ripple-carry add, modulo 2^(D+1). */
+static void start_plus_agree(const uint64_t *start, const uint64_t *agree, uint32_t used, uint32_t depth, uint64_t *x)
+{
+    uint64_t carry = 0u;
+    uint32_t i;
+    for (i = 0; i <= depth; ++i) {
+        const uint64_t a = i >= 1u && i - 1u < used ? agree[i - 1u] : 0u; /* 2 agree: one plane up */
+        x[i] = start[i] ^ a ^ carry;
+        carry = (start[i] & a) | (carry & (start[i] ^ a));
+    }
+}
+
+/* The one-step path of albsnn_conv_bit_events (scratch: fire_scratch_words). */
+static void bit_events_fire_run(const albsnn_conv *p, const uint32_t *x, uint32_t *y, uint64_t *scratch)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w, hwo = out->h * wo, cout = out->c / p->groups, k = p->kernel;
+    const uint32_t lw = lane_words(p), row_starts = p->groups * in->planes * k;
+    uint64_t *rows = scratch, *row_at, *constants, *counters, *pending;
+    uint32_t oy, g, ox0, q, i, depth, planes_x, slot, slots;
+    lane_layer l;
+    fire_layer f;
+    lane_layer_of(p, &l);
+    fire_layer_of(p, &f);
+    depth = f.depth;
+    planes_x = depth + 1u;
+    slots = f.slots;
+    row_at = rows + (size_t)p->groups * in->h * in->planes * l.row_words;
+    constants = row_at + row_starts;
+    counters = constants + (size_t)p->groups * lw * f.constant_words; /* one lane word's D + 1 planes */
+    pending = counters + planes_x; /* lw = 1: cell_events' masks; else lanes_count's counters and trees */
+    fire_constants(p, &f, constants);
+    clear_words(y, tensor_words(out));
+    gather_pixels(p, x, rows);
+    for (oy = 0; oy < out->h; ++oy) {
+        rows_of_output_row(p, &l, 0u, oy, row_at);
+        for (g = 0; g < p->groups; ++g) {
+            const uint64_t *starts = row_at + (size_t)g * in->planes * k;
+            const uint64_t *group_constants = constants + (size_t)g * lw * f.constant_words;
+            const uint8_t *group_taps = l.masks + (size_t)g * k * l.run * l.tap_bytes; /* [ky][kx][c][lanes] */
+            for (ox0 = 0; ox0 < wo; ox0 += slots) {
+                const uint32_t present = wo - ox0 < slots ? wo - ox0 : slots;
+                uint64_t sums[8] = {0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u}; /* n of each slot */
+                uint32_t used = 0u;
+                if (lw == 1u) { /* the cell's counters start at 2^D - t1 and take its events directly */
+                    const uint32_t first = ox0 * l.stride * l.cin, step = l.stride * l.cin;
+                    uint32_t b;
+                    for (i = 0; i < planes_x; ++i) {
+                        counters[i] = group_constants[i];
+                    }
+                    if (in->planes > 1u) { /* a count map: each count once, as copies of its mask */
+                        cell_events(&l, rows, starts, group_taps, in->planes, first, step, present, f.lanes, depth, counters,
+                                    pending, sums);
+                    }
+                    for (b = 0; b < in->planes && in->planes == 1u; ++b) {
+                        cell_events(&l, rows, starts, group_taps, b, first, step, present, f.lanes, depth, counters, pending,
+                                    sums);
+                    }
+                } else { /* lanes_count's agree from 0, then the start added */
+                    sums[0] = lanes_count(&l, rows, starts, ox0 * l.stride * l.cin, g, pending, pending + (size_t)lw * l.planes);
+                    used = bit_length((uint32_t)sums[0]);
+                }
+                { /* X - n: bit D decides */
+                    const uint64_t slot_lanes = f.lanes == 64u ? ~(uint64_t)0 : ((uint64_t)1 << f.lanes) - 1u;
+                    uint64_t ns[33];
+                    for (i = 0; i < planes_x; ++i) {
+                        ns[i] = 0u;
+                        for (slot = 0; slot < present; ++slot) {
+                            ns[i] |= (((uint64_t)0u - ((sums[slot] >> i) & 1u)) & slot_lanes) << (slot * f.lanes);
+                        }
+                    }
+                    for (q = 0; q < lw; ++q) {
+                        const uint64_t *c = group_constants + q * f.constant_words;
+                        uint64_t diff[33], fire;
+                        if (lw > 1u) {
+                            start_plus_agree(c, pending + (size_t)q * l.planes, used, depth, counters);
+                        }
+                        fire = top_of_difference(counters, ns, depth, c[depth + 3u] != 0u ? diff : NULL);
+                        fire ^= c[depth + 1u];
+                        if (c[depth + 3u] != 0u) { /* closed on both sides: not acc >= t2 */
+                            fire &= ~(top_of_difference(diff, c + depth + 4u, depth, NULL) & c[depth + 3u]);
+                        }
+                        fire &= c[depth + 2u];
+                        if (present < slots) {
+                            fire &= ((uint64_t)1 << (present * f.lanes)) - 1u;
+                        }
+#ifdef ALBSNN_TRACE
+                        {
+                            uint32_t lane;
+                            (void)top_of_difference(counters, ns, depth, diff);
+                            for (lane = 0; lane < 64u; ++lane) { /* X - n = 2^D + acc - t1 */
+                                const uint32_t channel = q * 64u + lane % f.lanes, ox = ox0 + lane / f.lanes;
+                                if (((c[depth + 2u] >> lane) & 1u) != 0u && ox < wo) {
+                                    const uint32_t co = g * cout + channel;
+                                    const int64_t t1 = ((int64_t)1 << depth) - (int64_t)lane_count(c, planes_x, lane);
+                                    const int64_t acc = (int64_t)lane_count(diff, planes_x, lane) - ((int64_t)1 << depth) + t1;
+                                    const lif_channel kc = channel_of(p->lif, co);
+                                    const float h = lif_rest(p->lif, &kc, (float)acc * p->scale[co] + p->bias[co]);
+                                    ALBSNN_TRACE_LIF(p->lif, 0u, co * hwo + oy * wo + ox, h, (int)((fire >> lane) & 1u));
+                                }
+                            }
+                        }
+#endif
+                        while (fire != 0u) {
+                            const uint32_t lane = trail64(fire);
+                            const uint32_t co = g * cout + q * 64u + lane % f.lanes, ox = ox0 + lane / f.lanes;
+                            set_bit(y, co * hwo + oy * wo + ox);
+                            fire &= fire - 1u;
                         }
                     }
                 }
@@ -1580,6 +1945,10 @@ int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uin
     if (n_words < bit_events_scratch_words(p) || n_counts < bit_events_scratch_counts(p)) {
         return ALBSNN_ERR_SCRATCH;
     }
+    if (p->fires != NULL) {
+        bit_events_fire_run(p, x, (uint32_t *)y, words);
+        return ALBSNN_OK;
+    }
     bit_events_run(p, x, y, words, counts);
     return ALBSNN_OK;
 }
@@ -1599,67 +1968,115 @@ int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uin
 
 #define ALBSNN_END_OF_BATCH (~(uint64_t)0) /* closes the list of event positions */
 
-/* acc[co] += the weights of the listed events (rows at[e] of cout floats, the list closed by
- * ALBSNN_END_OF_BATCH), in order, times values[e] unless `spikes` (then the value is 1 and w * 1.0f is w).
- * The list's end is a sentinel, not a count, so that compilers vectorize the sum over the channels of
- * a block (in registers) and not the loop over the events. */
-static void events_sum(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT w, uint32_t cout, const uint64_t *at,
-                       const float *values, int spikes)
+/* 1 << i for the 32 lanes of a block: the spikes of a block as bits without a variable shift (vectorizable). */
+static const uint32_t bit_of[32] = {
+    0x1u,      0x2u,      0x4u,      0x8u,      0x10u,      0x20u,      0x40u,      0x80u,
+    0x100u,    0x200u,    0x400u,    0x800u,    0x1000u,    0x2000u,    0x4000u,    0x8000u,
+    0x10000u,  0x20000u,  0x40000u,  0x80000u,  0x100000u,  0x200000u,  0x400000u,  0x800000u,
+    0x1000000u, 0x2000000u, 0x4000000u, 0x8000000u, 0x10000000u, 0x20000000u, 0x40000000u, 0x80000000u};
+
+/* One block of `width` (at most ALBSNN_BLOCK) channels from c0 on (a[] in registers): a = start + the weights of the listed
+ * events in order (times values[e] unless `spikes`), stored into acc + c0; with lo, the bits of the
+ * channels that fire (lo[c] <= a <= hi[c]). */
+ALBSNN_INLINE uint32_t events_block(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT w, uint32_t cout, uint32_t c0,
+                                    const uint64_t *at, const float *values, int spikes, int resume, const float *lo,
+                                    const float *hi, uint32_t width)
 {
-    uint32_t c0, i;
-    for (c0 = 0; c0 + ALBSNN_BLOCK <= cout; c0 += ALBSNN_BLOCK) {
-        float a[ALBSNN_BLOCK];
-        const uint64_t *e;
+    static const float zeros[ALBSNN_BLOCK] = {0.0f};
+    const float *start = resume ? acc + c0 : zeros;
+    float a[ALBSNN_BLOCK];
+    const uint64_t *e;
+    uint32_t i, bits = 0u;
+    for (i = 0; i < width; ++i) {
+        a[i] = start[i];
+    }
+    if (spikes) {
+        for (e = at; *e != ALBSNN_END_OF_BATCH; ++e) {
+            const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
+            for (i = 0; i < width; ++i) {
+                a[i] += row[i];
+            }
+        }
+    } else {
         const float *v = values;
-        for (i = 0; i < ALBSNN_BLOCK; ++i) {
-            a[i] = acc[c0 + i];
-        }
-        if (spikes) {
-            for (e = at; *e != ALBSNN_END_OF_BATCH; ++e) {
-                const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
-                for (i = 0; i < ALBSNN_BLOCK; ++i) {
-                    a[i] += row[i];
-                }
-            }
-        } else {
-            for (e = at; *e != ALBSNN_END_OF_BATCH; ++e, ++v) {
-                const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
-                const float value = *v;
-                for (i = 0; i < ALBSNN_BLOCK; ++i) {
-                    a[i] += row[i] * value;
-                }
+        for (e = at; *e != ALBSNN_END_OF_BATCH; ++e, ++v) {
+            const float *ALBSNN_RESTRICT row = w + (size_t)*e * cout + c0;
+            const float value = *v;
+            for (i = 0; i < width; ++i) {
+                a[i] += row[i] * value;
             }
         }
-        for (i = 0; i < ALBSNN_BLOCK; ++i) {
-            acc[c0 + i] = a[i];
+    }
+    if (lo != NULL) {
+        const float *ALBSNN_RESTRICT low = lo + c0, *ALBSNN_RESTRICT high = hi + c0;
+        for (i = 0; i < width; ++i) {
+            bits |= (0u - (uint32_t)((a[i] >= low[i]) & (a[i] <= high[i]))) & bit_of[i];
+        }
+    }
+    for (i = 0; i < width; ++i) {
+        acc[c0 + i] = a[i];
+    }
+    return bits;
+}
+
+/* acc[co] = (resume ? acc[co] : 0) + the weights of the listed events (rows at[e] of cout floats, the list
+ * closed by ALBSNN_END_OF_BATCH), in order, times values[e] unless `spikes` (then the value is 1 and
+ * w * 1.0f is w). A block of ALBSNN_BLOCK channels stays in registers from its start to its end; with
+ * `lo` (one step, firing ranges as floats: lo[co] <= acc <= hi[co] fires) its spikes are decided there
+ * too, bit co % 64 of fired[co / 64]. The list's end is a sentinel, not a count, so that compilers
+ * vectorize the sum over the channels of a block and not the loop over the events. */
+static void events_sum(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT w, uint32_t cout, const uint64_t *at,
+                       const float *values, int spikes, int resume, const float *lo, const float *hi, uint64_t *fired)
+{
+    uint32_t c0;
+    for (c0 = 0; c0 < cout; c0 += 64u) {
+        if (lo != NULL) {
+            fired[c0 / 64u] = 0u;
+        }
+    }
+    for (c0 = 0; c0 + ALBSNN_BLOCK <= cout; c0 += ALBSNN_BLOCK) {
+        const uint32_t bits = spikes ? events_block(acc, w, cout, c0, at, values, 1, resume, lo, hi, ALBSNN_BLOCK)
+                                     : events_block(acc, w, cout, c0, at, values, 0, resume, lo, hi, ALBSNN_BLOCK);
+        if (lo != NULL) {
+            fired[c0 / 64u] |= (uint64_t)bits << (c0 % 64u);
+        }
+    }
+    for (; c0 + 8u <= cout; c0 += 8u) { /* what is left, 8 channels at a time */
+        const uint32_t bits = spikes ? events_block(acc, w, cout, c0, at, values, 1, resume, lo, hi, 8u)
+                                     : events_block(acc, w, cout, c0, at, values, 0, resume, lo, hi, 8u);
+        if (lo != NULL) {
+            fired[c0 / 64u] |= (uint64_t)bits << (c0 % 64u);
         }
     }
     for (; c0 < cout; ++c0) {
         const uint64_t *e;
         const float *v = values;
-        float a = acc[c0];
+        float a = resume ? acc[c0] : 0.0f;
         for (e = at; *e != ALBSNN_END_OF_BATCH; ++e, ++v) {
             const float weight = w[(size_t)*e * cout + c0];
             a += spikes ? weight : weight * *v;
         }
         acc[c0] = a;
+        if (lo != NULL) {
+            fired[c0 / 64u] |= (uint64_t)((a >= lo[c0]) & (a <= hi[c0])) << (c0 % 64u);
+        }
     }
 }
 
 /* The sums of output ox (its cout channels of group g, into acc), from the bit rows: rows + row_at[b * k
  * + ky] is the row of plane b that kernel row ky reads (ALBSNN_PADDING_ROW: zero padding). at, values:
- * ALBSNN_BATCH + 1 and ALBSNN_BATCH entries of scratch; value_of[count] = count / divisor. */
+ * ALBSNN_BATCH + 1 and ALBSNN_BATCH entries of scratch; value_of[count] = count / divisor. With lo and hi
+ * (the group's firing ranges as floats) also the spikes, in fired (events_sum). */
 static void events_output(const albsnn_conv *p, const lane_layer *l, const uint64_t *rows, const uint64_t *row_at,
-                          uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values, const float *value_of)
+                          uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values, const float *value_of,
+                          const float *lo, const float *hi, uint64_t *fired)
 {
     const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run;
     const int spikes = l->in_planes == 1u && p->in.divisor == 1u;
     const float *weights = p->weight + (size_t)g * l->k * run * cout; /* [ky][kx][c][co] */
     uint64_t runs[31];
-    uint32_t ky, j, b, i, pending = 0u;
-    for (i = 0; i < cout; ++i) {
-        acc[i] = 0.0f;
-    }
+    uint32_t ky, j, b, pending = 0u;
+    int resume = 0;
     for (ky = 0; ky < l->k; ++ky) {
         if (row_at[ky] == ALBSNN_PADDING_ROW) {
             continue; /* zero padding adds nothing (every plane of a row is padding or none is) */
@@ -1684,30 +2101,116 @@ static void events_output(const albsnn_conv *p, const lane_layer *l, const uint6
                 at[pending] = (uint64_t)ky * run + j + bit;
                 if (++pending == ALBSNN_BATCH) {
                     at[pending] = ALBSNN_END_OF_BATCH;
-                    events_sum(acc, weights, cout, at, values, spikes);
+                    events_sum(acc, weights, cout, at, values, spikes, resume, NULL, NULL, NULL);
+                    resume = 1;
                     pending = 0u;
                 }
             }
         }
     }
     at[pending] = ALBSNN_END_OF_BATCH;
-    events_sum(acc, weights, cout, at, values, spikes);
+    events_sum(acc, weights, cout, at, values, spikes, resume, lo, hi, fired);
+}
+
+/* Lists the events of run word `bits` (positions base + bit) from at[n] on: ALBSNN_EVENT_UNROLL of them without
+ * a branch (a data-dependent loop's exit is a mispredicted branch, and a word of a sparse map holds a few
+ * events; the entries past the events are overwritten later), the rest of a denser word in a loop. With
+ * count planes (`planes` > 1) also each event's value, value_of[count]. Returns how many. */
+#define ALBSNN_EVENT_UNROLL 6u
+
+ALBSNN_INLINE uint32_t list_positions(uint64_t bits, uint64_t base, uint64_t *at, const uint64_t *runs, uint32_t planes,
+                                      const float *value_of, float *values)
+{
+    uint32_t i, b, count = 0u;
+    for (i = 0; i < ALBSNN_EVENT_UNROLL; ++i) {
+        const uint32_t bit = trail64(bits | ((uint64_t)1 << 63)); /* 63 past the last event: a spare entry */
+        at[i] = base + bit;
+        if (planes > 1u) {
+            uint32_t c = 0u;
+            for (b = 0; b < planes; ++b) {
+                c |= (uint32_t)((runs[b] >> bit) & 1u) << b;
+            }
+            values[i] = value_of[c];
+        }
+        count += (uint32_t)(bits != 0u);
+        bits &= bits - 1u;
+    }
+    for (; bits != 0u; ++count) {
+        const uint32_t bit = trail64(bits);
+        at[count] = base + bit;
+        if (planes > 1u) {
+            uint32_t c = 0u;
+            for (b = 0; b < planes; ++b) {
+                c |= (uint32_t)((runs[b] >> bit) & 1u) << b;
+            }
+            values[count] = value_of[c];
+        }
+        bits &= bits - 1u;
+    }
+    return count;
+}
+
+/* The one-step path of events_output (a firing range): the events listed a word at a time without a branch
+ * per event (list_positions), summed a batch at a time, the last batch's sums compared in events_sum. */
+static void events_output_fire(const albsnn_conv *p, const lane_layer *l, const uint64_t *rows, const uint64_t *row_at,
+                               uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values, const float *value_of,
+                               const float *lo, const float *hi, uint64_t *fired)
+{
+    const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run, planes = l->in_planes;
+    const int spikes = planes == 1u && p->in.divisor == 1u;
+    const float *weights = p->weight + (size_t)g * l->k * run * cout; /* [ky][kx][c][co] */
+    uint64_t runs[31];
+    uint32_t ky, j, b, pending = 0u;
+    int resume = 0;
+    for (ky = 0; ky < l->k; ++ky) {
+        if (row_at[ky] == ALBSNN_PADDING_ROW) {
+            continue; /* zero padding adds nothing (every plane of a row is padding or none is) */
+        }
+        for (j = 0; j < run; j += 64u) {
+            const uint32_t n = run - j < 64u ? run - j : 64u;
+            uint64_t any = 0u;
+            for (b = 0; b < planes; ++b) { /* an event wherever a count is not zero */
+                runs[b] = row_run(rows + (size_t)row_at[b * l->k + ky], first + j, n);
+                any |= runs[b];
+            }
+            pending += planes == 1u ? list_positions(any, (uint64_t)ky * run + j, at + pending, runs, 1u, value_of, values)
+                                    : list_positions(any, (uint64_t)ky * run + j, at + pending, runs, planes, value_of,
+                                                     values + pending);
+            if (pending >= ALBSNN_BATCH) { /* a batch or more listed: summed, in order, before the next word */
+                at[pending] = ALBSNN_END_OF_BATCH;
+                events_sum(acc, weights, cout, at, values, spikes, resume, NULL, NULL, NULL);
+                resume = 1;
+                pending = 0u;
+            }
+        }
+    }
+    at[pending] = ALBSNN_END_OF_BATCH;
+    events_sum(acc, weights, cout, at, values, spikes, resume, lo, hi, fired);
 }
 
 /* Scratch of albsnn_conv_events. uint64_t: the input as pixel-major bit rows and where an output row's
  * kernel rows start, per step (as albsnn_conv_bit_events), and a batch of event positions and its end
  * (ALBSNN_BATCH + 1). floats: one output's sums (out c / groups), with neurons over several steps its
  * membranes, the batch's values (ALBSNN_BATCH) and the value of every count, count / divisor (2^planes). */
+/* With a firing range the list holds a batch and one more word's events, listed ALBSNN_EVENT_UNROLL at a time
+ * (and as many values), and the spikes of one output follow it. */
+static size_t events_listed(const albsnn_conv *p)
+{
+    return p->fires != NULL ? ALBSNN_BATCH + 64u + ALBSNN_EVENT_UNROLL : ALBSNN_BATCH;
+}
+
 static size_t events_scratch_words(const albsnn_conv *p)
 {
     return (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
-         + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + ALBSNN_BATCH + 1u;
+         + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + events_listed(p) + 1u
+         + (p->fires != NULL ? ALBSNN_WORDS64(p->out.c / p->groups) : 0u);
 }
 
 static size_t events_scratch_floats(const albsnn_conv *p)
 {
     const size_t sums = p->lif != NULL && p->out.steps > 1u ? 2u : 1u;
-    return sums * (p->out.c / p->groups) + ALBSNN_BATCH + ((size_t)1 << p->in.planes);
+    const size_t ranges = p->fires != NULL ? 2u * (size_t)p->out.c : 0u;
+    return sums * (p->out.c / p->groups) + events_listed(p) + ((size_t)1 << p->in.planes) + ranges;
 }
 
 static int conv_events_check(const albsnn_conv *p)
@@ -1719,7 +2222,7 @@ static int conv_events_check(const albsnn_conv *p)
     if (p->weight == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    return p->in.planes == 0u || p->in.planes > 16u || p->fires != NULL ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+    return p->in.planes == 0u || p->in.planes > 16u ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
 }
 
 size_t albsnn_conv_events_scratch_words(const albsnn_conv *p)
@@ -1732,6 +2235,30 @@ size_t albsnn_conv_events_scratch_floats(const albsnn_conv *p)
     return p == NULL || conv_events_check(p) != ALBSNN_OK ? 0u : events_scratch_floats(p);
 }
 
+/* The spikes of one output's n channels from co0 on, bit i % 64 of fired[i / 64] for channel co0 + i, into a
+ * cleared map: element (co0 + i) * hw + at. */
+static void events_spikes(const albsnn_conv *p, uint32_t co0, const float *acc, uint32_t n, const uint64_t *fired,
+                          uint32_t *plane, uint32_t at, uint32_t hw)
+{
+    uint32_t i0;
+#ifdef ALBSNN_TRACE
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        ALBSNN_TRACE_LIF(p->lif, 0u, (co0 + i) * hw + at, traced_rest(p, co0 + i, acc[i]), (int)((fired[i / 64u] >> (i % 64u)) & 1u));
+    }
+#else
+    (void)p;
+    (void)acc;
+#endif
+    for (i0 = 0; i0 < n; i0 += 64u) {
+        uint64_t bits = fired[i0 / 64u];
+        while (bits != 0u) {
+            set_bit(plane, (co0 + i0 + trail64(bits)) * hw + at);
+            bits &= bits - 1u;
+        }
+    }
+}
+
 static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, float *floats)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
@@ -1739,12 +2266,19 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
     const uint32_t row_starts = groups * in->planes * p->kernel;
     const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
     uint64_t *rows = words, *row_at = rows + in->steps * step_words, *at = row_at + in->steps * row_starts;
+    uint64_t *fired = at + events_listed(p) + 1u; /* one step: the spikes of one output */
     float *acc = floats, *mem = acc + cout; /* membranes: several steps only */
     float *values = acc + (size_t)(p->lif != NULL && out->steps > 1u ? 2u : 1u) * cout;
-    float *value_of = values + ALBSNN_BATCH;
+    float *value_of = values + events_listed(p), *lo = value_of + ((size_t)1 << in->planes), *hi = lo + out->c;
     uint32_t oy, t, ox, g, i;
     lane_layer layer;
     lane_layer_of(p, &layer);
+    if (p->fires != NULL) { /* the firing ranges as floats */
+        for (i = 0; i < out->c; ++i) {
+            lo[i] = key_float(p->fires[2u * i]);
+            hi[i] = key_float(p->fires[2u * i + 1u]);
+        }
+    }
     for (i = 0; i < (1u << in->planes); ++i) { /* as value_at computes it */
         value_of[i] = in->divisor == 1u ? (float)i : (float)i / (float)in->divisor;
     }
@@ -1761,7 +2295,13 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
                 for (t = 0; t < out->steps; ++t) {
                     if (t == 0u || in->steps > 1u) {
                         const uint64_t *starts = row_at + (size_t)step_of(in, t) * row_starts + g * in->planes * p->kernel;
-                        events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of);
+                        if (p->fires != NULL) { /* one step: the sums against the firing ranges */
+                            events_output_fire(p, &layer, rows, starts, ox, g, acc, at, values, value_of, lo + g * cout,
+                                               hi + g * cout, fired);
+                            events_spikes(p, g * cout, acc, cout, fired, (uint32_t *)y, oy * wo + ox, hwo);
+                            continue;
+                        }
+                        events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of, NULL, NULL, NULL);
                         channels_affine(acc, p->scale + g * cout, p->bias + g * cout, cout);
                         if (p->lif != NULL && out->steps == 1u) {
                             /* one step: charge (vectorizable), then only the spikes */
@@ -1921,9 +2461,25 @@ static void pool_spikes2(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
             for (oy = 0; oy < out->h; ++oy) {
                 const uint32_t at = (c * in->h + 2u * oy) * in->w;
                 const uint64_t r0 = plane_bits64(plane, at, in->w), r1 = plane_bits64(plane, at + in->w, in->w);
-                const uint64_t a = even_bits(r0), b0 = even_bits(r0 << 1), c0 = even_bits(r1), d = even_bits(r1 << 1);
-                const uint64_t s1 = a ^ b0, s2 = c0 ^ d, k1 = a & b0, k2 = c0 & d, k3 = s1 & s2;
+                uint64_t a, b0, c0, d, s1, s2, k1, k2, k3;
                 uint64_t counts[3];
+                if (in->w <= 32u) { /* both rows in one word: one compress for the even columns, one for the odd */
+                    const uint64_t both = r0 | (r1 >> 32), even = even_bits(both), odd = even_bits(both << 1);
+                    a = (even >> 16) << 16; /* as even_bits(r0): column 2 i at bit 31 - i */
+                    b0 = (odd >> 16) << 16;
+                    c0 = (even & 0xFFFFu) << 16;
+                    d = (odd & 0xFFFFu) << 16;
+                } else {
+                    a = even_bits(r0);
+                    b0 = even_bits(r0 << 1);
+                    c0 = even_bits(r1);
+                    d = even_bits(r1 << 1);
+                }
+                s1 = a ^ b0;
+                s2 = c0 ^ d;
+                k1 = a & b0;
+                k2 = c0 & d;
+                k3 = s1 & s2;
                 counts[0] = p->is_max ? (a | b0 | c0 | d) : s1 ^ s2;
                 counts[1] = k1 ^ k2 ^ k3;
                 counts[2] = (k1 & k2) | (k3 & (k1 ^ k2));

@@ -90,8 +90,10 @@ typedef struct {
     const float *scale;      /* per output channel: y = acc * scale + bias (alpha, batch norm, bias folded) */
     const float *bias;
     const albsnn_lif *lif;   /* neurons fused after the affine (out is a spike map), or NULL (out is float) */
-    const int32_t *fires;    /* one time step over bit planes: neuron co fires iff fires[2co] <= acc <= fires[2co+1]
-                                (the affine and the neuron folded into an integer range at export), or NULL */
+    const int32_t *fires;    /* one time step: neuron co fires iff fires[2co] <= acc <= fires[2co+1], the affine and
+                                the neuron folded into a range at export: of the integer acc (1-bit weights over bit
+                                planes), or of the float acc's order key (the float's bits as a signed integer, the
+                                magnitude bits of a negative float flipped); or NULL */
 } albsnn_conv;
 
 typedef struct {
