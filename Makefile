@@ -44,6 +44,7 @@ bench-quick: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m benchmarks.bench_training --quick
 	$(PY) -m benchmarks.bench_trust --quick
 	$(PY) -m benchmarks.bench_fidelity --quick
+	$(PY) -m benchmarks.bench_recipe --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
