@@ -195,30 +195,37 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
 
 
 def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
-    """Storage saved against finetuning epochs, one line per budget (median over seeds, range as bars)."""
-    with _figure(
-        path,
-        (6.5, 4),
-        "finetuning epochs of the run (--epochs)",
-        "storage saved, %",
-        "Storage saved vs finetuning length (decisions on the measured drop)",
-    ) as axes:
-        for budget in sorted({c["budget"] for c in cells}):
-            rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
-            medians = [r["storage_saved_percent"]["median"] for r in rows]
+    """Storage saved and test drop against finetuning epochs, one line per budget (median over seeds, range as bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (storage, accuracy) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for budget in sorted({c["budget"] for c in cells}):
+        rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
+        epochs = [r["epochs"] for r in rows]
+        for axes, key in ((storage, "storage_saved_percent"), (accuracy, "test_drop_points")):
+            medians = [r[key]["median"] for r in rows]
             errors = [
-                [m - r["storage_saved_percent"]["min"] for m, r in zip(medians, rows)],
-                [r["storage_saved_percent"]["max"] - m for m, r in zip(medians, rows)],
+                [m - r[key]["min"] for m, r in zip(medians, rows)],
+                [r[key]["max"] - m for m, r in zip(medians, rows)],
             ]
-            axes.errorbar(
-                [r["epochs"] for r in rows],
-                medians,
-                yerr=errors,
-                marker="o",
-                capsize=3,
-                label=f"budget {budget:g} points",
-            )
-        axes.set_ylim(0, 100)
+            axes.errorbar(epochs, medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
+        accuracy.axhline(budget, linestyle="--", linewidth=1, color="grey")
+    storage.set_ylim(0, 100)
+    for axes, ylabel, title in (
+        (storage, "storage saved, %", "Storage saved vs finetuning length"),
+        (accuracy, "test-split drop, points (dashed: budget)", "Accuracy vs finetuning length"),
+    ):
+        axes.set_xlabel("finetuning epochs of the run (--epochs)")
+        axes.set_ylabel(ylabel)
+        axes.set_title(title, loc="left", fontsize=10)
+        axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def plot_result(result: Path) -> None:
