@@ -5,7 +5,13 @@ A strategy is a function ``strategy(session) -> None`` that drives a
 maps a name to one; :func:`register_strategy` adds one, and
 ``SearchConfig(strategy=...)`` also takes a function directly.
 
-``adaptive`` (default) is the ALBSNN idea made cheap: the selection is decided
+``recover`` (default) binarizes every candidate and lets the whole run of
+``epochs`` recover them, because binary layers keep recovering long after a short
+trial would have judged them; over budget, a float control finetuned the same way
+says whether the layers are to blame, and the worst-ranked layers (estimated harm
+per bit) return to float one slice at a time until the drop fits.
+
+``adaptive`` (the default before issue 25) is the ALBSNN idea made cheap: the selection is decided
 *during* one finetuning run of ``epochs``. Candidates are re-estimated on the
 adapted network and ranked by estimated harm per bit saved; the largest *group*
 whose summed calibrated estimate fits the remaining budget is binarized, one
@@ -24,7 +30,7 @@ truth the estimators try to predict), then picks greedily by measured drop per
 bit and finetunes ``epochs``. ``all`` binarizes every candidate; ``none``
 binarizes nothing. Both are baselines and ignore the budget.
 
-``adaptive`` and ``oracle`` end with :func:`verify_and_back_off`, the step that
+``recover``, ``adaptive`` and ``oracle`` end with :func:`verify_and_back_off`, the step that
 makes the budget hold whatever the estimates said.
 """
 
