@@ -146,11 +146,13 @@ def binarize_(model: nn.Module, names: list[str] | tuple[str, ...]) -> nn.Module
     return model
 
 
-def unbinarize_(model: nn.Module, names: list[str] | tuple[str, ...]) -> nn.Module:
-    """Undo :func:`binarize_` in place, restoring the latent real weights."""
+def unbinarize_(model: nn.Module, names: list[str] | tuple[str, ...], keep_values: bool = False) -> nn.Module:
+    """Undo :func:`binarize_` in place: the latent real weights come back, or with ``keep_values``
+    the binarized values ``alpha * sign(W)`` become the float weights (the network computes exactly
+    what it computed, and finetuning goes on from there)."""
     for _, module in _resolve(model, names):
         if is_binarized(module):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=keep_values)
     return model
 
 

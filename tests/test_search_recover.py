@@ -95,3 +95,18 @@ def test_binary_lr_reaches_the_latent_weights_of_binarized_layers_only(
     assert (float_lr, binary_lr, binary_decay) == (1e-3, 5e-2, 0.0) and binary_params == [id(latent)]
     assert id(latent) not in float_params
     assert len(float_params) + 1 == sum(1 for p in session.model.parameters() if p.requires_grad)
+
+
+def test_a_layer_returned_with_its_values_computes_what_it_computed(digits_checkpoint: Path, digits) -> None:
+    session = SearchSession(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.5, SearchConfig())
+    binarize_(session.model, ["layers.conv3"])
+    images = digits["val"].as_float()[:16]
+    with torch.no_grad():
+        before = session.model.eval()(images)
+        binary_weight = session.model.get_submodule("layers.conv3").weight.clone()
+    session.unbinarize(["layers.conv3"], keep_values=True)
+    with torch.no_grad():
+        after = session.model.eval()(images)
+    assert binarized_layers(session.model) == []
+    assert torch.equal(session.model.get_submodule("layers.conv3").weight, binary_weight)
+    assert torch.equal(before, after)

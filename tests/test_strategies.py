@@ -50,6 +50,7 @@ class ScriptedSession:
     recovered: float = 0.0
     slices: list[str] = field(default_factory=list)
     epochs: list[float] = field(default_factory=list)
+    rates: list[float | None] = field(default_factory=list)
     actions: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property
@@ -73,12 +74,13 @@ class ScriptedSession:
     def binarize(self, names: list[str]) -> None:
         self.selection += [name for name in names if name not in self.selection]
 
-    def unbinarize(self, names: list[str]) -> None:
+    def unbinarize(self, names: list[str], keep_values: bool = False) -> None:
         self.selection = [name for name in self.selection if name not in names]
 
-    def finetune(self, epochs: float, description: str) -> None:
+    def finetune(self, epochs: float, description: str, lr: float | None = None) -> None:
         self.slices.append(description)
         self.epochs.append(epochs)
+        self.rates.append(lr)
         if description in ("finetune the rest", "final finetune", "finetune, every candidate binary"):
             self.recovered += self.recovery
         if description == "final finetune":
@@ -96,6 +98,7 @@ class ScriptedSession:
     def control(self, epochs: float) -> bool:
         self.slices.append("float control")
         self.epochs.append(epochs)
+        self.rates.append(None)
         return self.control_drop + self.margin <= self.budget
 
     def fits_budget(self) -> bool:

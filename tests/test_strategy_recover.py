@@ -78,3 +78,10 @@ def test_strategy_none_says_which_layers_the_input_had_binarized() -> None:
         "a": (True, "binarized in the input model; strategy 'none' changes no layer"),
         "b": (False, "strategy 'none' keeps every layer in float"),
     }
+
+
+def test_layers_return_to_float_from_their_binary_values_at_the_gentle_rate() -> None:
+    session = ScriptedSession({"a": 0.2, "b": 0.5}, budget=0.3, config=SearchConfig(epochs=8, return_lr=2e-4))
+    recover(session)
+    assert session.rates[session.slices.index("return b to float")] == 2e-4
+    assert session.rates[0] is None  # the run itself: the run's rates

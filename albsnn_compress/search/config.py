@@ -37,6 +37,10 @@ class SearchConfig:
             returned to float (``recover``).
         lr: peak learning rate of each finetuning slice (AdamW, cosine) for the float parameters;
             1e-2 by default, the best recipe row (docs/method.md, "The binary-aware recipe").
+        return_lr: ``recover``: peak learning rate of the slice after a layer returns to float
+            (which starts from its binarized values, so the network computes what it computed). A
+            slice restarted at the run's peak rate undid the run's convergence in the study of
+            docs/method.md (seed 1: every layer returned, 0.3 points became 0.9-1.2).
         binary_lr: peak learning rate of the latent weights of binarized layers (no weight
             decay on them); ``None``: ``lr``. A sign flips only when its latent weight crosses
             zero, so binary layers need larger steps than float ones to move at all
@@ -78,6 +82,7 @@ class SearchConfig:
     epochs: float = 8.0
     trial_epochs: float = 0.25
     lr: float = 1e-2
+    return_lr: float = 1e-3
     binary_lr: float | None = None
     batch_size: int = 128
     distill: bool = True

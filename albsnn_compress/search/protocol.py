@@ -35,10 +35,12 @@ class StrategySettings(Protocol):
             multiple of the budget gets one more slice before it is rejected.
         group_after: measurements the calibration needs before several layers are
             tried at once.
+        return_lr: ``recover``: peak learning rate of the slice after a layer returns to float.
     """
 
     epochs: float
     trial_epochs: float
+    return_lr: float
     extend_within: float
     group_after: int
 
@@ -91,12 +93,14 @@ class StrategySession(Protocol):
         """Binarize ``names`` (already binarized ones stay as they are)."""
         ...
 
-    def unbinarize(self, names: list[str]) -> None:
-        """Return ``names`` to float (their latent weights as they are now)."""
+    def unbinarize(self, names: list[str], keep_values: bool = False) -> None:
+        """Return ``names`` to float: their latent weights as they are now, or with ``keep_values`` their
+        binarized values (the model computes exactly what it computed)."""
         ...
 
-    def finetune(self, epochs: float, description: str) -> None:
-        """Finetune the model as it is for ``epochs`` (one cosine slice; nothing when ``epochs <= 0``)."""
+    def finetune(self, epochs: float, description: str, lr: float | None = None) -> None:
+        """Finetune the model as it is for ``epochs`` (one cosine slice; nothing when ``epochs <= 0``), every
+        parameter at peak learning rate ``lr`` when given, else at the run's rates."""
         ...
 
     def measure(self) -> float:

@@ -203,20 +203,21 @@ class SearchSession:
         shared: dict[str, float] = self.ctx.broadcast(values)
         return shared
 
-    def finetune(self, epochs: float, description: str) -> None:
+    def finetune(self, epochs: float, description: str, lr: float | None = None) -> None:
         """Finetune the current model for ``epochs`` (one cosine slice), calling the estimator's hook."""
         if epochs <= 0:
             return
         self.slices += 1
-        self._finetune(self.model, epochs, self.config.seed + self.slices, description)
+        self._finetune(self.model, epochs, self.config.seed + self.slices, description, lr)
 
-    def _finetune(self, model: nn.Module, epochs: float, seed: int, description: str) -> None:
-        """One cosine slice of ``epochs`` on ``model`` with the run's recipe; its epochs count to the run's cost."""
+    def _finetune(self, model: nn.Module, epochs: float, seed: int, description: str, lr: float | None = None) -> None:
+        """One cosine slice of ``epochs`` on ``model`` with the run's recipe (every parameter at ``lr`` when given);
+        its epochs count to the run's cost."""
         start = time.perf_counter()
         config = TrainConfig(
             epochs=epochs,
             batch_size=self.config.batch_size,
-            lr=self.config.lr,
+            lr=lr if lr is not None else self.config.lr,
             seed=seed,
             amp=self.config.amp,
             sync_bn=self.config.sync_bn,
@@ -224,7 +225,7 @@ class SearchSession:
         )
         hook = getattr(self.estimator, "after_backward", None)
         after_backward = (lambda m: hook(m, self.candidates)) if hook is not None and model is self.model else None
-        groups = _param_groups(model, self.config)
+        groups = _param_groups(model, self.config, lr)
         trainer = Trainer(model, self.train, config, self.ctx, self.loss_fn, after_backward, groups)
         trainer.run(trainer.total_steps, self.on_progress, description)
         self.finetune_epochs += trainer.total_steps / trainer.steps_per_epoch
@@ -268,9 +269,9 @@ class SearchSession:
         """Binarize ``names`` in the working model."""
         binarize_(self.model, names)
 
-    def unbinarize(self, names: list[str]) -> None:
-        """Return ``names`` of the working model to float."""
-        unbinarize_(self.model, names)
+    def unbinarize(self, names: list[str], keep_values: bool = False) -> None:
+        """Return ``names`` of the working model to float (see the protocol for ``keep_values``)."""
+        unbinarize_(self.model, names, keep_values)
 
     def snapshot(self) -> Snapshot:
         """The binarized layers, a copy of every weight and buffer, and the last measurement."""
@@ -296,13 +297,15 @@ class SearchSession:
             self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))
 
 
-def _param_groups(model: nn.Module, config: SearchConfig) -> list[dict[str, Any]]:
-    """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay."""
+def _param_groups(model: nn.Module, config: SearchConfig, lr: float | None = None) -> list[dict[str, Any]]:
+    """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay.
+
+    With ``lr`` given, every parameter learns at it (a slice with its own rate)."""
     latent = [weight_parametrizations(module).original for module in model.modules() if is_binarized(module)]
     binary_ids = {id(weight) for weight in latent}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in binary_ids]
     groups: list[dict[str, Any]] = [{"params": rest}]
     if latent:
-        lr = config.binary_lr if config.binary_lr is not None else config.lr
-        groups.append({"params": latent, "lr": lr, "weight_decay": 0.0})
+        binary_lr = lr if lr is not None else config.binary_lr if config.binary_lr is not None else config.lr
+        groups.append({"params": latent, "lr": binary_lr, "weight_decay": 0.0})
     return groups

@@ -227,8 +227,8 @@ def _return_to_float(session: StrategySession, worst_first: list[str], raw: dict
     for name in worst_first:
         if session.fits_budget() or len(session.binarized()) == 0:
             return
-        session.unbinarize([name])
-        session.finetune(session.config.trial_epochs, f"return {_short(name)} to float")
+        session.unbinarize([name], keep_values=True)  # from its binary values: the function is unchanged
+        session.finetune(session.config.trial_epochs, f"return {_short(name)} to float", lr=session.config.return_lr)
         before = session.current_drop
         session.measure()
         reason = f"did not recover: drop {before:.2f} pts with it > budget {session.budget:.2f}"
