@@ -55,6 +55,7 @@ __all__ = [
     "plot_epochs",
     "plot_result",
     "markdown_table",
+    "cells_table",
     "main",
 ]
 
@@ -108,6 +109,10 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
         "test_exceeds_budget": test.points > budget,
         "control": paired_record(result.control) if result.control is not None else None,
         "decisions": {d.name: d.reason for d in result.decisions},
+        "steps": [
+            {"action": step.action, "layers": step.layers, "drop_points": step.drop_points}
+            for step in result.trajectory
+        ],
         "finetune_epochs": result.finetune_epochs,
         "slices": result.finetune_slices,
         "seconds": seconds,
@@ -263,6 +268,39 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _run_drop(record: dict[str, Any]) -> str:
+    """The validation drop after ``recover``'s run: its ``finetuned`` step, or in records written before steps were
+    kept, the reasons (the first layer returned records it; in model order, conv2, the worst-ranked, comes first)."""
+    for step in record.get("steps", []):
+        if step["action"] == "finetuned":
+            return f"{step['drop_points']:+.2f}"
+    for reason in record.get("decisions", {}).values():
+        for marker in ("did not recover: drop ", "recovered: measured drop "):
+            if reason.startswith(marker):
+                return f"{float(reason[len(marker) :].split()[0]):+.2f}"
+    return "-"
+
+
+def cells_table(cells: list[dict[str, Any]]) -> str:
+    """One Markdown row per run: what it kept, the run's and the control's drops, both splits, its cost."""
+    lines = [
+        "| seed | epochs | binarized | saved, % | run drop, val | control, val | val drop | test drop [95 %] | "
+        "finetune epochs | seconds |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for record in sorted(cells, key=lambda r: (r["epochs"], r["seed"])):
+        control = record.get("control")
+        low, high = record["test"]["interval95_points"]
+        layers = ",".join(name.split(".")[-1] for name in record["binarized"]) or "none"
+        lines.append(
+            f"| {record['seed']} | {record['epochs']:g} | {layers} | {record['storage_saved_percent']:.1f} | "
+            f"{_run_drop(record)} | {'-' if control is None else format(control['drop_points'], '+.2f')} | "
+            f"{record['val']['drop_points']:+.2f} | {record['test']['drop_points']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+            f"{record['finetune_epochs']:.2f} | {record['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def _confidence(text: str) -> float | None:
     return None if text == "none" else float(text)
 
@@ -331,7 +369,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.plot is not None:
         plot_result(args.plot)
-        print(markdown_table(json.loads(args.plot.read_text())["summary"]))
+        written = json.loads(args.plot.read_text())
+        print(markdown_table(written["summary"]))
+        print(cells_table(written["cells"]))
         return
     if args.quick:
         tmp = Path(tempfile.mkdtemp())
