@@ -70,6 +70,10 @@ RECIPES: dict[str, Recipe] = {
     "all-blr3e-2": Recipe(ALL, binary_lr=3e-2),
     "all-blr1e-2-e4": Recipe(ALL, binary_lr=1e-2, epochs=4.0),
     "all-blr1e-2-seed1": Recipe(ALL, binary_lr=1e-2, seed=1),
+    "all-lr1e-2-seed2": Recipe(ALL, lr=1e-2, seed=2),
+    "all-lr1e-2-seed3": Recipe(ALL, lr=1e-2, seed=3),
+    "all-lr1e-2-e16-seed2": Recipe(ALL, epochs=16.0, lr=1e-2, seed=2),
+    "all-lr1e-2-e16-seed3": Recipe(ALL, epochs=16.0, lr=1e-2, seed=3),
 }
 
 
