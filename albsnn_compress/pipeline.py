@@ -24,7 +24,7 @@ import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.data.registry import dataset_info, load_splits
+from albsnn_compress.data.registry import VAL_FRACTION, check_val_share, dataset_info, load_splits
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
 from albsnn_compress.files.output_paths import writing
 from albsnn_compress.files.output_set import MANIFEST_NAME, OutputSet
@@ -100,8 +100,9 @@ def compress_checkpoint(
         outputs.prepare()  # a folder that cannot be written is refused now, not after the search
     model, metadata = _input_model(request)
     dataset = metadata["dataset"]
+    val_share = _recorded_val_share(metadata, request.checkpoint)
     try:
-        splits = load_splits(dataset, request.data_root)
+        splits = load_splits(dataset, request.data_root, val_share=val_share)
     except DatasetError as exc:
         raise DatasetError(f"{exc} (the model was trained on {dataset})") from exc
     if "nir" in request.formats:
@@ -151,6 +152,19 @@ def c_footprint(model: SpikingNet) -> dict[str, Any]:
     except ExportError as exc:
         return {"flash_bytes": None, "ram_bytes": None, "refused": str(exc)}
     return {"flash_bytes": plan.weight_bytes, "ram_bytes": plan.arena_bytes, "refused": None}
+
+
+def _recorded_val_share(metadata: dict[str, Any], path: Path) -> float:
+    """The validation share the model was trained with (``train --val-share``; 10 % when not recorded).
+
+    ``compress`` must decide on the images training held out, so it reads the share back
+    rather than taking one: any other share would hand it images the model trained on.
+    """
+    share = metadata.get("val_share", VAL_FRACTION)
+    try:
+        return check_val_share(share)
+    except DatasetError as exc:
+        raise CheckpointError(f"{path}: metadata 'val_share' is unusable: {exc}; retrain or fix the file") from exc
 
 
 def _input_model(request: CompressRequest) -> tuple[SpikingNet, dict[str, Any]]:

@@ -32,6 +32,23 @@ def test_val_split_is_fixed_and_disjoint() -> None:
     assert len(first["train"]) + len(first["val"]) + len(load_split("digits", None, "test")) == 1797
 
 
+def test_a_larger_val_share_holds_every_image_of_a_smaller_one() -> None:
+    small = load_splits("digits", None, ("train", "val"))
+    large = load_splits("digits", None, ("train", "val"), val_share=0.3)
+    assert len(large["val"]) == round(0.3 * (len(small["train"]) + len(small["val"])))
+    assert len(large["train"]) + len(large["val"]) == len(small["train"]) + len(small["val"])
+    small_rows = {row.numpy().tobytes() for row in small["val"].images}
+    large_rows = {row.numpy().tobytes() for row in large["val"].images}
+    train_rows = {row.numpy().tobytes() for row in large["train"].images}
+    assert small_rows <= large_rows and not large_rows & train_rows
+
+
+@pytest.mark.parametrize("share", [0, 1, 1.5, -0.1, "0.2", True, float("nan")])
+def test_a_val_share_outside_zero_to_one_is_refused(share: object) -> None:
+    with pytest.raises(DatasetError, match="strictly between 0 and 1"):
+        load_splits("digits", None, ("val",), val_share=share)  # type: ignore[arg-type]
+
+
 def _idx_images(count: int, rows: int, cols: int, payload: bytes | None = None) -> bytes:
     body = payload if payload is not None else bytes(count * rows * cols)
     return struct.pack(">IIII", 2051, count, rows, cols) + body

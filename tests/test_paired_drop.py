@@ -17,6 +17,7 @@ from albsnn_compress.search.paired_drop import (
     paired_drop,
     resolvable_points,
     unresolvable_budget,
+    val_share_to_resolve,
 )
 
 
@@ -116,3 +117,19 @@ def test_images_to_resolve_is_where_the_margin_first_fits_the_budget(budget: flo
 def test_the_budget_warning_names_the_images_that_would_confirm_it() -> None:
     line = unresolvable_budget(0.2, 6000, None)
     assert line is not None and f"about {images_to_resolve(0.2, 0.9):,} validation images" in line
+
+
+def test_the_chosen_val_share_is_the_smallest_whole_percent_holding_the_images() -> None:
+    share = val_share_to_resolve(0.2, 60_000)
+    assert share is not None and 0.1 < share <= 0.5
+    needed = images_to_resolve(0.2, 0.9)
+    assert share * 60_000 >= needed > (share - 0.01) * 60_000
+    assert val_share_to_resolve(0.2, 60_000, confidence=0.95) > share  # a stricter level needs more images
+    assert val_share_to_resolve(0.05, 60_000) is None  # more than half the images: the tool does not choose it
+    assert val_share_to_resolve(0.0, 60_000) is None
+
+
+def test_the_budget_warning_names_the_val_share_to_train_with() -> None:
+    line = unresolvable_budget(0.2, 6000, None, 60_000)
+    assert line is not None and f"train with --val-share {val_share_to_resolve(0.2, 60_000):g}" in line
+    assert "--val-share" not in (unresolvable_budget(0.05, 6000, None, 60_000) or "")  # no share would do

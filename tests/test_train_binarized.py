@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from albsnn_compress.checkpoint import Checkpoint, read_checkpoint
-from albsnn_compress.data.registry import load_splits
+from albsnn_compress.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from albsnn_compress.data.registry import VAL_FRACTION, load_splits
 from albsnn_compress.errors import CompressionError
 from albsnn_compress.formats.container.file import read_container
 from albsnn_compress.progress import ProgressEvent
+from albsnn_compress.search.paired_drop import val_share_to_resolve
 from albsnn_compress.train_binarized import (
     WARMUP_DESCRIPTION,
     AdaptiveTrainRequest,
@@ -57,6 +58,7 @@ def test_the_checkpoint_holds_a_binarized_model_and_its_record(trained: tuple[Pa
     assert record["warmup_epochs"] == record["search_epochs"] == EPOCHS / 2
     assert record["search_config"]["epochs"] == EPOCHS / 2 and record["search_config"]["seed"] == 3
     assert checkpoint.metadata["train_config"]["epochs"] == EPOCHS  # the whole run
+    assert checkpoint.metadata["val_share"] == VAL_FRACTION  # a 5-point budget needs no more than the default
     assert [row["epoch"] for row in checkpoint.metadata["history"]] == [1]  # the warm-up, per epoch
     assert record["trajectory"][0]["action"] == "start" and record["trajectory"][-1]["binarized"] == record["binarized"]
     assert all("seconds" not in step for step in record["trajectory"])  # wall times would change the bytes
@@ -129,6 +131,8 @@ def test_binarize_none_is_plain_training(tmp_path: Path) -> None:
         (["--binarize", "adaptive", "--budget", "1", "--warmup-share", "nan"], "'--warmup-share'"),
         (["--binarize", "always"], "Invalid value for '--binarize': 'always' is not one of 'none', 'adaptive'"),
         (["--binarize", "adaptive", "--budget", "-1"], "Invalid value for '--budget'"),
+        (["--val-share", "1"], "Invalid value for '--val-share'"),
+        (["--val-share", "0"], "Invalid value for '--val-share'"),
     ],
 )
 def test_refused_flag_combinations_are_one_line_with_exit_2(
@@ -163,6 +167,46 @@ def test_an_architecture_without_candidates_is_refused_before_training(tmp_path:
     result = run_cli(args, expected_exit=2)
     assert "no layer to binarize besides the first and the last" in result.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_budget_sizes_the_validation_split_and_compress_decides_on_it(tmp_path: Path) -> None:
+    share = val_share_to_resolve(1.0, 1438)  # digits: 1,438 training images; 10 % would not resolve 1 point
+    assert share is not None and share > VAL_FRACTION
+    out = tmp_path / "sized.pt"
+    adaptive = ["train", "--epochs", "2", "--binarize", "adaptive", "--budget", "1", "--seed", "3", "--quiet"]
+    stdout = run_cli([*adaptive, "-o", str(out)]).stdout
+    val = load_splits("digits", None, ("val",), val_share=share)["val"]
+    checkpoint = _read(out)
+    assert checkpoint.metadata["val_share"] == share
+    assert f"validation split: {share:.0%} of the training images ({len(val):,})" in stdout
+    assert checkpoint.metadata["binarization"]["trajectory"][-1]["paired"]["images"] == len(val)
+    assert evaluate(checkpoint.build(), val) == checkpoint.metadata["accuracy"]["val"]
+    report_dir = tmp_path / "packed"
+    pack = ["--budget", "0", "--strategy", "none", "--epochs", "0", "--trial-epochs", "0", "--quiet"]
+    run_cli(["compress", str(out), *pack, "-o", str(report_dir)])
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["accuracy"]["paired"]["val"]["images"] == len(val)  # the images training held out
+
+
+def test_an_explicit_val_share_is_recorded_and_beats_the_budgets_choice(tmp_path: Path) -> None:
+    plain, adaptive = tmp_path / "plain.pt", tmp_path / "adaptive.pt"
+    run_cli(["train", "--epochs", "1", "--val-share", "0.3", "--quiet", "-o", str(plain)])
+    run_cli([*ADAPTIVE, "--budget", "1", "--val-share", "0.15", "--quiet", "-o", str(adaptive)])
+    assert _read(plain).metadata["val_share"] == 0.3 and _read(adaptive).metadata["val_share"] == 0.15
+    val = load_splits("digits", None, ("val",), val_share=0.3)["val"]
+    assert evaluate(_read(plain).build(), val) == _read(plain).metadata["accuracy"]["val"]
+
+
+def test_a_checkpoint_with_an_unusable_val_share_is_refused_in_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "plain.pt"
+    run_cli(["train", "--epochs", "0.2", "--quiet", "-o", str(source)])
+    checkpoint = _read(source)
+    broken = tmp_path / "broken.pt"
+    save_checkpoint(broken, checkpoint.build(), {**checkpoint.metadata, "val_share": 7})
+    result = run_cli(["compress", str(broken), "--budget", "1", "--quiet", "-o", str(tmp_path / "o")], expected_exit=2)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "metadata 'val_share' is unusable" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_the_library_splits_the_epochs_and_reports_both_stages() -> None:

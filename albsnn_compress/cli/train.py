@@ -120,6 +120,15 @@ def _check_combination(binarize: str, budget: float | None, warmup_share: float 
     help="Random crop (padding 4) and horizontal flip of each training batch; default: the dataset's "
     "(on for CIFAR, off for FashionMNIST and digits).",
 )
+@click.option(
+    "--val-share",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Fraction of the training images held out for validation, recorded in the checkpoint so that compress "
+    "decides on the same images [default: 0.1; with --binarize adaptive, the share that resolves --budget "
+    "(0.23 for 0.2 points on FashionMNIST), at least 0.1, at most 0.5]. A compress budget below what its "
+    "validation split resolves prints the share to train with.",
+)
 @seed_option
 @device_option
 @amp_option
@@ -184,6 +193,7 @@ def command(
     lr: float,
     weight_decay: float,
     augment: bool | None,
+    val_share: float | None,
     seed: int,
     device: str,
     amp: bool,
@@ -215,7 +225,9 @@ def command(
         compile=compile_steps,
         channels_last=channels_last,
     )
-    request = TrainRequest(dataset, str(data_root) if data_root else None, arch, timesteps, config, output)
+    request = TrainRequest(
+        dataset, str(data_root) if data_root else None, arch, timesteps, config, output, val_share=val_share
+    )
     if binarize == "adaptive" and budget is not None:  # _check_combination refused adaptive without a budget
         if not ctx.is_main:
             warnings.simplefilter("ignore", BudgetWarning)  # the main process says it once
@@ -244,6 +256,12 @@ def _print_binarized(run: str, result: AdaptiveTrainResult, output: Path) -> Non
         f"{run}: val {result.val_accuracy:.2f}%  test {result.test_accuracy:.2f}%  ({result.seconds:.0f} s) -> {output}"
     )
     warmup_epochs = result.metadata["binarization"]["warmup_epochs"]
+    val_images = search.paired["val"].images if "val" in search.paired else None
+    click.echo(
+        f"validation split: {result.metadata['val_share']:.0%} of the training images"
+        + (f" ({val_images:,})" if val_images else "")
+        + " (recorded; compress decides on the same images)"
+    )
     click.echo(
         f"float warm-up {warmup_epochs:g} epochs: val {accuracy['val_before']:.2f}%; "
         f"binarized {len(search.binarized)} of {len(search.candidates)} candidate layers, val drop "

@@ -2,7 +2,10 @@
 
 The validation split is carved from the *training* split with a fixed seed
 (never from the test split), so ``train`` and ``compress`` always agree on which
-images are validation images, whatever ``--seed`` says.
+images are validation images, whatever ``--seed`` says. Its share (``val_share``,
+10 % unless ``train --val-share`` chose another) is written into the checkpoint and
+read back by ``compress``; the shares nest (the first images of one fixed permutation),
+so a larger share holds every image of a smaller one.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ from albsnn_compress.data.imagefolder import has_image_folder, load_image_folder
 from albsnn_compress.data.imageset import DatasetInfo, ImageSet
 from albsnn_compress.errors import DatasetError
 
-__all__ = ["DATASETS", "SPLITS", "VAL_FRACTION", "OFFICIAL_IMAGES", "dataset_info", "load_split", "load_splits"]
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "VAL_FRACTION",
+    "OFFICIAL_IMAGES",
+    "check_val_share",
+    "dataset_info",
+    "load_split",
+    "load_splits",
+]
 
 VAL_FRACTION = 0.1
+"""The default share of the official training split held out for validation (a fraction, not points)."""
 _VAL_SPLIT_SEED = 12345
 SPLITS = ("train", "val", "test")
 
@@ -98,25 +111,43 @@ def _source(info: DatasetInfo, root: Path | None) -> str:
     return "scikit-learn's bundled digits" if not info.needs_root or root is None else str(root)
 
 
-def _fewest_training_images() -> int:
+def check_val_share(share: object) -> float:
+    """A validation share: a number strictly between 0 and 1 (a fraction of the training images).
+
+    Raises:
+        DatasetError: anything else, naming the value and the expected form.
+    """
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < float(share) < 1.0:
+        raise DatasetError(
+            f"validation share {share!r} must be a fraction strictly between 0 and 1 of the training images, "
+            f"e.g. --val-share {VAL_FRACTION}"
+        )
+    return float(share)
+
+
+def _fewest_training_images(val_share: float) -> int:
     """The smallest official training split that leaves at least one image in both ``train`` and ``val``."""
-    return next(n for n in range(2, 1000) if 1 <= round(n * VAL_FRACTION) < n)
+    return next((n for n in range(2, 10**6) if 1 <= round(n * val_share) < n), 10**6)
 
 
-def _val_indices(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _val_indices(count: int, val_share: float) -> tuple[torch.Tensor, torch.Tensor]:
     order = np.random.default_rng(_VAL_SPLIT_SEED).permutation(count)
-    n_val = int(round(count * VAL_FRACTION))
+    n_val = int(round(count * val_share))
     return torch.from_numpy(np.sort(order[n_val:])), torch.from_numpy(np.sort(order[:n_val]))
 
 
-def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SPLITS) -> dict[str, ImageSet]:
+def load_splits(
+    name: str, root: str | Path | None, splits: tuple[str, ...] = SPLITS, val_share: float = VAL_FRACTION
+) -> dict[str, ImageSet]:
     """Load several splits of dataset ``name``, reading each official file once.
 
-    ``train`` and ``val`` partition the official training split (val = 10%, fixed seed).
+    ``train`` and ``val`` partition the official training split: ``val_share`` of it
+    (a fraction, default 10 %) is validation, chosen by a fixed seed.
 
     Raises:
-        DatasetError: unknown name or split, or the files are missing/malformed.
+        DatasetError: unknown name or split, a share outside (0, 1), or the files are missing/malformed.
     """
+    val_share = check_val_share(val_share)
     info = dataset_info(name)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
@@ -125,7 +156,7 @@ def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SP
     result: dict[str, ImageSet] = {}
     if "train" in splits or "val" in splits:
         full = _load_official(info, root_path, "train")
-        train_idx, val_idx = _val_indices(len(full))
+        train_idx, val_idx = _val_indices(len(full), val_share)
         if "train" in splits:
             result["train"] = full.subset(train_idx)
         if "val" in splits:
@@ -135,8 +166,8 @@ def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SP
     for split, data in result.items():
         if len(data) == 0:
             carved = (
-                f" ({VAL_FRACTION:.0%} of the {len(full)} training images, rounded); the training split needs at "
-                f"least {_fewest_training_images()} images"
+                f" ({val_share:.0%} of the {len(full)} training images, rounded); the training split needs at "
+                f"least {_fewest_training_images(val_share)} images"
                 if split in ("train", "val")
                 else ""
             )
@@ -149,6 +180,6 @@ def load_splits(name: str, root: str | Path | None, splits: tuple[str, ...] = SP
     return {split: result[split] for split in splits}
 
 
-def load_split(name: str, root: str | Path | None, split: str) -> ImageSet:
+def load_split(name: str, root: str | Path | None, split: str, val_share: float = VAL_FRACTION) -> ImageSet:
     """Load one split of dataset ``name``; see :func:`load_splits`."""
-    return load_splits(name, root, (split,))[split]
+    return load_splits(name, root, (split,), val_share)[split]

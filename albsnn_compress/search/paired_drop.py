@@ -45,6 +45,8 @@ __all__ = [
     "resolvable_points",
     "images_to_resolve",
     "unresolvable_budget",
+    "MAX_VAL_SHARE",
+    "val_share_to_resolve",
 ]
 
 TYPICAL_CHANGED_FRACTION = 0.028
@@ -213,11 +215,35 @@ def images_to_resolve(budget: float, confidence: float, limit: int = 10**8) -> i
     return min(high, limit)
 
 
-def unresolvable_budget(budget: float, images: int, confidence: float | None) -> str | None:
+MAX_VAL_SHARE = 0.5
+"""The largest validation share the tool chooses by itself: beyond half the training images the
+model would lose more to the smaller training split than the decisions gain."""
+
+_SHARE_STEP = 0.01  # chosen shares are rounded up to whole percent
+
+
+def val_share_to_resolve(budget: float, training_images: int, confidence: float | None = None) -> float | None:
+    """The validation share (a fraction, whole percent, rounded up) of ``training_images`` that resolves ``budget``.
+
+    The split must hold :func:`images_to_resolve` images at ``confidence`` (``None``,
+    point decisions, judged at 0.9 as in :func:`unresolvable_budget`). ``None`` when that
+    takes more than :data:`MAX_VAL_SHARE` of the images, or the budget is 0.
+    """
+    if budget <= 0 or training_images <= 0:
+        return None
+    needed = images_to_resolve(budget, confidence if confidence is not None else 0.9)
+    share = math.ceil(needed / training_images / _SHARE_STEP - 1e-9) * _SHARE_STEP
+    return round(share, 2) if share <= MAX_VAL_SHARE else None
+
+
+def unresolvable_budget(
+    budget: float, images: int, confidence: float | None, training_images: int | None = None
+) -> str | None:
     """One line saying the validation split cannot confirm ``budget`` at ``confidence``, or ``None``.
 
     ``confidence`` ``None`` (point decisions) is judged at 0.9, the level a careful
-    reading of the result would use.
+    reading of the result would use. With ``training_images`` (train and validation
+    together) the line names the ``train --val-share`` that would resolve the budget.
     """
     level = confidence if confidence is not None else 0.9
     margin = resolvable_points(images, level)
@@ -233,4 +259,11 @@ def unresolvable_budget(budget: float, images: int, confidence: float | None) ->
         f"{100 * TYPICAL_CHANGED_FRACTION:.1f} % of answers changed (typical of finetuning) the drop's "
         f"{100 * level:g} % upper bound lies {margin:.2f} points above the measured drop; {consequence}; "
         f"confirming it takes about {images_to_resolve(budget, level):,} validation images the model never trained on"
+        f"{_share_hint(budget, training_images, confidence)}"
     )
+
+
+def _share_hint(budget: float, training_images: int | None, confidence: float | None) -> str:
+    """`` (train with --val-share S holds them out)`` when a share of at most :data:`MAX_VAL_SHARE` does."""
+    share = val_share_to_resolve(budget, training_images, confidence) if training_images else None
+    return f" (train with --val-share {share:g} to hold them out)" if share is not None else ""

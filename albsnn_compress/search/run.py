@@ -133,7 +133,8 @@ def compress(
             warnings.warn(why, BudgetWarning, stacklevel=2)
         test = _nonempty(test_data, "test_data") if test_data is not None else None
         session = SearchSession(model, train, val, budget, config, ctx, on_progress)
-        if why is None and (why := unresolvable_budget(budget, len(val), config.confidence)) is not None:
+        unresolvable = unresolvable_budget(budget, len(val), config.confidence, len(train) + len(val))
+        if why is None and (why := unresolvable) is not None:
             warnings.warn(why, BudgetWarning, stacklevel=2)  # once the settings are known good, before the search
         session.run(strategy)
         accuracy, paired = _final_accuracy(session, test, ctx)

@@ -27,7 +27,7 @@ import torch
 
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.data.registry import dataset_info, load_splits
+from albsnn_compress.data.registry import VAL_FRACTION, check_val_share, dataset_info, load_splits
 from albsnn_compress.errors import DatasetError, SpecError
 from albsnn_compress.files.output_paths import check_output_file, writing
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
@@ -51,6 +51,7 @@ class TrainRequest:
     config: TrainConfig = field(default_factory=TrainConfig)
     output: Path | None = None
     splits: dict[str, ImageSet] | None = None  # train/val/test already loaded (e.g. a subset); else read from data_root
+    val_share: float | None = None  # fraction of the training split held out (None: 10 %); recorded for compress
 
 
 @dataclass
@@ -108,7 +109,8 @@ def train_model(
         check_output_file(request.output)  # an unwritable -o is refused now, not after the training
     config = request.config
     spec = resolve_architecture(request.arch, request.dataset)
-    splits = request.splits or load_splits(request.dataset, request.data_root)
+    val_share = check_val_share(VAL_FRACTION if request.val_share is None else request.val_share)
+    splits = request.splits or load_splits(request.dataset, request.data_root, val_share=val_share)
     for split in ("train", "val", "test"):
         if split not in splits or len(splits[split]) == 0:
             found = "is missing" if split not in splits else "holds 0 images"
@@ -141,6 +143,7 @@ def train_model(
         "dataset": request.dataset,
         "class_names": list(info.class_names),
         "seed": config.seed,
+        "val_share": val_share,
         "accuracy": {"val": val_accuracy, "test": test_accuracy},
         "train_config": asdict(config),
         "history": history,
