@@ -181,6 +181,58 @@ def forward_pass(net, num_steps, data):
     return torch.stack(spk_rec), torch.stack(mem_rec)
 
 
+# -- snnTorch tutorial 7, as written there ----------------------------------------------------------------------
+# (https://snntorch.readthedocs.io/en/latest/tutorials/tutorial_7.html). The network, forward_pass, loss, optimizer
+# and accuracy are the tutorial's; only its input is adapted (no Tonic or NMNIST here): nmnist_frames() gives each
+# FashionMNIST image NMNIST's shape, and nmnist_steps() repeats it over num_steps7 = 5 steps (NMNIST's ToFrame
+# gives some 300 time bins) as the [T, B, 2, 34, 34] tensor the tutorial's forward_pass loops over.
+
+if HAS_SNNTORCH:
+    spike_grad7 = surrogate.atan()
+beta7 = 0.5
+num_steps7 = 5
+sensor_size = (34, 34, 2)  # tonic.datasets.NMNIST.sensor_size: 34 x 34 pixels, 2 polarities
+
+
+def tutorial_7_net() -> nn.Sequential:
+    """Tutorial 7's ``net`` (its ``beta`` and ``spike_grad`` named ``beta7`` and ``spike_grad7`` here)."""
+    return nn.Sequential(
+        nn.Conv2d(2, 12, 5),
+        nn.MaxPool2d(2),
+        snn.Leaky(beta=beta7, spike_grad=spike_grad7, init_hidden=True),
+        nn.Conv2d(12, 32, 5),
+        nn.MaxPool2d(2),
+        snn.Leaky(beta=beta7, spike_grad=spike_grad7, init_hidden=True),
+        nn.Flatten(),
+        nn.Linear(32 * 5 * 5, 10),
+        snn.Leaky(beta=beta7, spike_grad=spike_grad7, init_hidden=True, output=True),
+    )
+
+
+def forward_pass7(net, data):
+    """Tutorial 7's ``forward_pass`` (named apart from tutorial 6's)."""
+    spk_rec = []
+    utils.reset(net)  # resets hidden states for all LIF neurons in net
+
+    for step in range(data.size(0)):  # data.size(0) = number of time steps
+        spk_out, mem_out = net(data[step])
+        spk_rec.append(spk_out)
+
+    return torch.stack(spk_rec)
+
+
+def nmnist_frames(images: torch.Tensor) -> torch.Tensor:
+    """FashionMNIST images ``[B, 1, 28, 28]`` in NMNIST's shape ``[B, 2, 34, 34]``: zero-padded by 3 pixels on each
+    side (the pixel values unchanged), the image in both polarity channels."""
+    return F.pad(images, (3, 3, 3, 3)).repeat(1, 2, 1, 1)
+
+
+def nmnist_steps(frames: torch.Tensor) -> torch.Tensor:
+    """``frames`` ``[B, 2, 34, 34]`` repeated over ``num_steps7`` steps: ``[T, B, 2, 34, 34]``, the time-first
+    layout of the tutorial's loader (``tonic.collation.PadTensors(batch_first=False)``)."""
+    return frames.unsqueeze(0).repeat(num_steps7, 1, 1, 1, 1)
+
+
 # -- SpikingJelly's conv_fashion_mnist CSNN, as written there ---------------------------------------------------
 # (spikingjelly/activation_based/examples/conv_fashion_mnist.py; its channels argument is 128 there, 8 here)
 
@@ -252,6 +304,20 @@ def sequential_run(net: nn.Module, steps: int) -> SourceRun:
     def run(images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with record_outputs(leakies) as recorded:
             spk_rec, _ = forward_pass(net, steps, images)
+        return spk_rec.mean(0), [torch.stack(leaky_steps) for leaky_steps in recorded]
+
+    return run
+
+
+def tutorial_7_run(net: nn.Module) -> SourceRun:
+    """Tutorial 7's forward_pass on ``frames`` (:func:`nmnist_frames`) repeated by :func:`nmnist_steps`: the rate of
+    the output spikes (their count / T, whose argmax is ``SF.accuracy_rate``'s prediction), and each Leaky's
+    spikes."""
+    leakies = [m for m in net.modules() if isinstance(m, snn.Leaky)]
+
+    def run(frames: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with record_outputs(leakies) as recorded:
+            spk_rec = forward_pass7(net, nmnist_steps(frames))
         return spk_rec.mean(0), [torch.stack(leaky_steps) for leaky_steps in recorded]
 
     return run
@@ -885,6 +951,29 @@ def train_tutorial_6(train_x: torch.Tensor, train_y: torch.Tensor, form: str) ->
         optimizer.zero_grad()
         loss_val.backward()
         optimizer.step()
+    return net.eval(), time.perf_counter() - start
+
+
+def train_tutorial_7(train_frames: torch.Tensor, train_y: torch.Tensor) -> tuple[nn.Module, float]:
+    """Tutorial 7's ``net`` (seed 0) after the tutorial's training loop on ``train_frames`` (:func:`nmnist_frames`)
+    repeated by :func:`nmnist_steps`, ``num_iters`` 300 (the tutorial's 50 leave FashionMNIST at about 22 %);
+    eval mode, and the training seconds."""
+    torch.manual_seed(0)
+    net = tutorial_7_net()
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-2, betas=(0.9, 0.999))
+    loss_fn = SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)
+    num_iters = 300
+    start = time.perf_counter()
+    for i, (frames, targets) in enumerate(_batches(train_frames, train_y, num_iters + 1)):
+        data = nmnist_steps(frames)
+        net.train()
+        spk_rec = forward_pass7(net, data)
+        loss_val = loss_fn(spk_rec, targets)
+        optimizer.zero_grad()
+        loss_val.backward()
+        optimizer.step()
+        if i == num_iters:  # the tutorial's break (its num_iters is 50)
+            break
     return net.eval(), time.perf_counter() - start
 
 

@@ -1,8 +1,13 @@
 """The tutorials' networks, as their tutorials write them, all the way to deployment (issue 31).
 
-snnTorch's tutorial 5 (an MLP fed flattened images) and tutorial 6 (a conv net, ``Net``) and SpikingJelly's
-``conv_fashion_mnist`` CSNN, defined and trained on real FashionMNIST by ``tests/test_interop_classes.py`` (the
-same classes, seeds and loops, so the same networks as its slow tests), are imported, compressed and exported:
+snnTorch's tutorial 5 (an MLP fed flattened images), tutorial 6 (a conv net, ``Net``) and tutorial 7 (its
+``nn.Sequential`` conv net, looped by its ``forward_pass``) and SpikingJelly's ``conv_fashion_mnist`` CSNN, defined
+and trained on real FashionMNIST by ``tests/test_interop_classes.py`` (the same classes, seeds and loops, so the
+same networks as its slow tests), are imported, compressed and exported. Tutorial 7 is written for Tonic's NMNIST
+(2 polarities of 34 x 34 pixels, frames over time), which is not available here: only its input is adapted, each
+FashionMNIST image zero-padded by 3 pixels to 34 x 34 (pixel values unchanged), given as both polarity channels and
+repeated over T = 5 steps; the network, loop, loss (``SF.mse_count_loss``) and prediction (the output neuron with
+most spikes, ``SF.accuracy_rate``'s) are the tutorial's:
 
 * **import**: the imported network's logits equal the class's own ``forward()`` in its framework on the test
   split (within 1e-5; a chunk that differs more is traced to threshold ties by ``tests/interop_check.py``);
@@ -15,11 +20,11 @@ same classes, seeds and loops, so the same networks as its slow tests), are impo
   traced (the ``-DALBSNN_TRACE`` build, :func:`~albsnn_compress.formats.c.trace.first_flip`) to a spike whose
   membrane sits within 1e-4 of its threshold (a float-rounding tie), at most 1 % of the images, predictions
   agreeing on at least 99.9 %;
-* **NIR**: none of the three can be written as NIR, each refused in one line naming the layer, the reason and
+* **NIR**: none of the four can be written as NIR, each refused in one line naming the layer, the reason and
   the alternative (checked here, so a writer or ``nir`` release that changes it makes these tests fail):
   tutorial 5's neurons use snnTorch's default ``subtract`` reset (``soft_deferred``), which no NIR neuron
-  computes; tutorial 6 and the CSNN max-pool, and NIR (nir 1.0.8) has no max-pooling node (tutorial 6's neurons
-  would be refused for their reset too; the CSNN's ``IFNode`` hard reset has a NIR form).
+  computes; tutorials 6 and 7 and the CSNN max-pool, and NIR (nir 1.0.8) has no max-pooling node (the two
+  tutorials' neurons would be refused for their reset too; the CSNN's ``IFNode`` hard reset has a NIR form).
 
 ``python -m pytest tests/test_interop_deploy.py -m slow -s`` prints the measured numbers (docs/interop.md).
 """
@@ -53,11 +58,17 @@ from tests.test_interop_classes import (
     HAS_SPIKINGJELLY,
     _fashion,
     batch_size,
+    forward_pass7,
+    nmnist_frames,
+    nmnist_steps,
+    num_steps7,
     snntorch_run,
     spikingjelly_run,
     train_csnn,
     train_tutorial_5,
     train_tutorial_6,
+    train_tutorial_7,
+    tutorial_7_run,
 )
 
 HAS_NIR = importlib.util.find_spec("nir") is not None
@@ -71,6 +82,8 @@ needs_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="snntorch is not in
 needs_spikingjelly = pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="spikingjelly is not installed")
 
 if HAS_SNNTORCH:
+    import snntorch.functional as SF
+
     from albsnn_compress.interop import from_snntorch
 if HAS_SPIKINGJELLY:
     from albsnn_compress.interop import from_spikingjelly
@@ -241,7 +254,13 @@ def _deploy(tutorial: Tutorial, data: Fashion, work: Path) -> dict[str, Any]:
         f"{tutorial.train_seconds:.0f}, source check {seconds['source']:.0f}, compress {seconds['compress']:.0f}, "
         f"C {seconds['c']:.0f}"
     )
-    return {"compressed": compressed, "imported": imported, "c_compressed": numbers}
+    return {
+        "compressed": compressed,
+        "imported": imported,
+        "c_compressed": numbers,
+        "ours": ours,
+        "source_ties": source_ties,
+    }
 
 
 @needs_snntorch
@@ -269,6 +288,40 @@ def test_snntorch_tutorial_6_compresses_and_runs_in_c(datasets_root: Path, tmp_p
     tutorial = Tutorial("tutorial 6", net, snntorch_run(net, batch=batch_size), model, None, seconds, 9_984)
     measured = _deploy(tutorial, data, tmp_path)
     # NIR: F.max_pool2d has no NIR node (the first layer refused), and every neuron's subtract reset has none either
+    for candidate in (model, measured["compressed"]):
+        _nir_refusal(candidate, tmp_path / "nir" / "model.nir", MAXPOOL_REFUSAL)
+        for name, neuron in _neurons(candidate):
+            with pytest.raises(ExportError) as info:
+                check_neuron(name, neuron)
+            assert str(info.value) == _reset_refusal(name, "soft_deferred")
+
+
+@needs_snntorch
+def test_snntorch_tutorial_7_compresses_and_runs_in_c(datasets_root: Path, tmp_path: Path) -> None:
+    """Tutorial 7's ``nn.Sequential`` as the tutorial writes it, trained by its loop (``forward_pass``,
+    ``SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2)``), its input adapted: no Tonic or NMNIST here, so
+    each FashionMNIST image is zero-padded to NMNIST's 34 x 34 (pixel values unchanged), given as both polarity
+    channels and repeated over T = 5 steps ([T, B, 2, 34, 34], :func:`nmnist_frames`, :func:`nmnist_steps`)."""
+    train_x, train_y, test_x, test_y = _fashion(datasets_root)
+    data = (nmnist_frames(train_x), train_y, nmnist_frames(test_x), test_y)  # what the C harness reads too
+    net, seconds = train_tutorial_7(data[0], train_y)
+    model = from_snntorch(net, (2, 34, 34), num_steps7)  # NMNIST's sensor: 2 polarities of 34 x 34
+    layers = ["conv", "maxpool", "lif", "conv", "maxpool", "lif", "flatten", "linear", "lif"]
+    assert [layer["type"] for layer in model.spec["layers"]] == layers and model.timesteps == num_steps7
+    tutorial = Tutorial("tutorial 7", net, tutorial_7_run(net), model, None, seconds)
+    measured = _deploy(tutorial, data, tmp_path)
+    assert measured["imported"]["images"] == 10_000
+    # the tutorial's prediction, the output neuron with most spikes (SF.accuracy_rate's), is the import's argmax
+    # (its logits are the output spike counts / T) on every test image but a traced tie
+    with torch.no_grad():
+        spk_rec = torch.cat([forward_pass7(net, nmnist_steps(part)) for part in data[2].split(CHUNK)], dim=1)
+    _, idx = spk_rec.sum(dim=0).max(1)
+    differ = set(torch.nonzero(idx != measured["ours"].argmax(1)).flatten().tolist())
+    assert differ <= measured["source_ties"], f"images {sorted(differ)[:10]} predicted otherwise, no tie"
+    accuracy = float(SF.accuracy_rate(spk_rec, test_y))
+    print(f"tutorial 7: SF.accuracy_rate on the test split {accuracy:.2%}, predictions differing {len(differ)}")
+    assert accuracy > 0.5  # trained: chance is 0.1
+    # NIR: nn.MaxPool2d has no NIR node (the first layer refused), and every neuron's subtract reset has none either
     for candidate in (model, measured["compressed"]):
         _nir_refusal(candidate, tmp_path / "nir" / "model.nir", MAXPOOL_REFUSAL)
         for name, neuron in _neurons(candidate):
