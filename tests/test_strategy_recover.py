@@ -85,3 +85,22 @@ def test_layers_return_to_float_from_their_binary_values_at_the_gentle_rate() ->
     recover(session)
     assert session.rates[session.slices.index("return b to float")] == 2e-4
     assert session.rates[0] is None  # the run itself: the run's rates
+
+
+def test_when_every_layer_went_back_the_input_model_is_returned_not_a_finetuned_copy() -> None:
+    session = ScriptedSession({"a": 0.5, "b": 0.5}, budget=0.2)
+    recover(session)
+    assert sorted(name for name in session.slices if name.startswith("return")) == [
+        "return a to float",
+        "return b to float",
+    ]
+    assert session.binarized() == [] and session.current_drop == 0.0
+    assert session.actions[-1] == ("restore-input", [])
+    verdicts = session.verdicts.values()
+    assert all(not binarized and reason.startswith("did not recover") for binarized, reason in verdicts)
+
+
+def test_a_layer_kept_after_returns_is_no_reason_to_restore_the_input() -> None:
+    session = ScriptedSession({"a": 0.1, "b": 0.5}, budget=0.2, estimates={"a": 0.1, "b": 0.9})
+    recover(session)
+    assert session.binarized() == ["a"] and ("restore-input", []) not in session.actions

@@ -200,10 +200,13 @@ def recover(session: StrategySession) -> None:
     control finetuned the same way says whether the layers are to blame: if finetuning
     alone costs the budget on this split, no layer choice can meet it and the input model
     is returned; otherwise the worst-ranked layers go back to float one at a time, each
-    followed by one ``trial_epochs`` slice and a measurement, until the drop fits.
+    followed by one ``trial_epochs`` slice and a measurement, until the drop fits. If
+    every layer went back, the input model is returned (a finetuned float copy saves
+    nothing and only adds finetuning's drift).
     """
     raw = session.estimate(list(session.candidates))
     order = _harm_per_bit(session, raw)
+    in_input = set(session.binarized())
     session.binarize(order)
     session.record("binarize", order, raw)
     session.finetune(session.config.epochs, "finetune, every candidate binary")
@@ -214,6 +217,9 @@ def recover(session: StrategySession) -> None:
             _restore_input_over_control(session, raw)
             return
         _return_to_float(session, list(reversed(order)), raw)
+        if set(session.binarized()) <= in_input:
+            _restore_input_nothing_kept(session)
+            return
     judged = session.judged_drop()
     for name in session.binarized():
         reason = f"recovered: {_drop_text(session.current_drop, judged)} <= budget {session.budget:.2f} after the run"
@@ -234,6 +240,18 @@ def _return_to_float(session: StrategySession, worst_first: list[str], raw: dict
         reason = f"did not recover: drop {before:.2f} pts with it > budget {session.budget:.2f}"
         session.decide(name, False, reason, raw=raw[name], increment=before - session.current_drop)
         session.record("backoff", [name], raw)
+
+
+def _restore_input_nothing_kept(session: StrategySession) -> None:
+    """Every layer went back to float: the input model is returned, not a finetuned copy of it.
+
+    The copy saves nothing and its measured drop is finetuning noise at best (issue 25's rerun:
+    +0.20 validation points with every layer returned), where the input's is 0 by definition.
+    """
+    session.restore_input()
+    for name in session.binarized():
+        session.decide(name, True, "binarized in the input model, which is returned: no layer recovered")
+    session.record("restore-input", [])
 
 
 def _restore_input_over_control(session: StrategySession, raw: dict[str, float]) -> None:
