@@ -24,7 +24,7 @@ import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.imageset import ImageSet
-from albsnn_compress.data.registry import VAL_FRACTION, check_val_share, dataset_info, load_splits
+from albsnn_compress.data.registry import dataset_info, load_splits, recorded_val_share
 from albsnn_compress.errors import CheckpointError, CompressionError, DatasetError, ExportError
 from albsnn_compress.files.output_paths import writing
 from albsnn_compress.files.output_set import MANIFEST_NAME, OutputSet
@@ -160,9 +160,8 @@ def _recorded_val_share(metadata: dict[str, Any], path: Path) -> float:
     ``compress`` must decide on the images training held out, so it reads the share back
     rather than taking one: any other share would hand it images the model trained on.
     """
-    share = metadata.get("val_share", VAL_FRACTION)
     try:
-        return check_val_share(share)
+        return recorded_val_share(metadata)
     except DatasetError as exc:
         raise CheckpointError(f"{path}: metadata 'val_share' is unusable: {exc}; retrain or fix the file") from exc
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.data.registry import load_splits
+from albsnn_compress.data.registry import load_splits, recorded_val_share
 from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.protocol import StrategySession
@@ -97,7 +97,8 @@ def run_row(name: str, checkpoint: str, data_root: str | None, threads: int, qui
     torch.set_num_threads(threads)
     recipe = RECIPES[name]
     loaded = read_checkpoint(Path(checkpoint))
-    splits = load_splits(loaded.metadata["dataset"], Path(data_root) if data_root else None)
+    root = Path(data_root) if data_root else None
+    splits = load_splits(loaded.metadata["dataset"], root, val_share=recorded_val_share(loaded.metadata))
     epochs = min(recipe.epochs, 0.5) if quick else recipe.epochs
     config = SearchConfig(
         strategy=_fixed(recipe.layers, epochs),

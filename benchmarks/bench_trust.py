@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
-from albsnn_compress.data.registry import load_splits
+from albsnn_compress.data.registry import load_splits, recorded_val_share
 from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.paired_drop import PairedDrop
@@ -88,7 +88,8 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
     torch.set_num_threads(threads)
     seed, budget, confidence, epochs = cell
     loaded = read_checkpoint(Path(checkpoint))
-    splits = load_splits(loaded.metadata["dataset"], Path(data_root) if data_root else None)
+    root = Path(data_root) if data_root else None
+    splits = load_splits(loaded.metadata["dataset"], root, val_share=recorded_val_share(loaded.metadata))
     config = SearchConfig(seed=seed, confidence=confidence, epochs=epochs, trial_epochs=0.1 if quick else 0.25)
     model = loaded.build()
     started = time.perf_counter()

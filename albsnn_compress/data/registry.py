@@ -28,6 +28,7 @@ __all__ = [
     "VAL_FRACTION",
     "OFFICIAL_IMAGES",
     "check_val_share",
+    "recorded_val_share",
     "dataset_info",
     "load_split",
     "load_splits",
@@ -123,6 +124,18 @@ def check_val_share(share: object) -> float:
             f"e.g. --val-share {VAL_FRACTION}"
         )
     return float(share)
+
+
+def recorded_val_share(metadata: dict[str, object]) -> float:
+    """The validation share a checkpoint's ``metadata`` records (``train`` writes it; 10 % when absent).
+
+    Whoever decides on a trained model's validation split must use this share: any other
+    would hand it images the model trained on.
+
+    Raises:
+        DatasetError: the recorded value is not a fraction strictly between 0 and 1.
+    """
+    return check_val_share(metadata.get("val_share", VAL_FRACTION))
 
 
 def _fewest_training_images(val_share: float) -> int:
