@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,11 +36,10 @@ from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.protocol import StrategySession
 from albsnn_compress.storage import layer_storage, total_bits
-from albsnn_compress.training.train_model import TrainRequest, train_model
-from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.bench_trust import paired_record
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
+from benchmarks.quick import quick_defaults
 
 __all__ = ["Recipe", "RECIPES", "run_row", "main"]
 
@@ -189,13 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(json.loads(args.table.read_text())["rows"]))
         return
     if args.quick:
-        tmp = Path(tempfile.mkdtemp())
-        if args.checkpoint is None:
-            args.checkpoint = tmp / "digits.pt"
-            train_model(TrainRequest(config=TrainConfig(epochs=5), output=args.checkpoint))
+        quick_defaults(args)
         args.rows = args.rows[:3] if args.rows == list(RECIPES) else args.rows
-        args.results = args.results or RESULTS / "quick"
-        args.cells = args.cells or tmp / "cells"
     if args.checkpoint is None:
         parser.error("--checkpoint is required without --quick")
     name = args.name or ("quick-recipe" if args.quick else "recipe")

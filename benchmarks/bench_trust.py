@@ -25,7 +25,6 @@ import argparse
 import json
 import multiprocessing
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,10 +40,9 @@ from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.storage import layer_storage, total_bits
-from albsnn_compress.training.train_model import TrainRequest, train_model
-from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
+from benchmarks.quick import quick_defaults
 
 __all__ = [
     "Cell",
@@ -375,13 +373,8 @@ def main(argv: list[str] | None = None) -> None:
         print(cells_table(written["cells"]))
         return
     if args.quick:
-        tmp = Path(tempfile.mkdtemp())
-        if args.checkpoint is None:
-            args.checkpoint = tmp / "digits.pt"
-            train_model(TrainRequest(config=TrainConfig(epochs=5), output=args.checkpoint))
+        quick_defaults(args)
         args.seeds, args.budgets = args.seeds[:2], args.budgets[:1]
-        args.results = args.results or RESULTS / "quick"
-        args.cells = args.cells or tmp / "cells"
     if args.checkpoint is None:
         parser.error("--checkpoint is required without --quick")
     name = args.name or ("quick-trust" if args.quick else "trust")
