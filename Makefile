@@ -45,6 +45,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks.bench_trust --quick
 	$(PY) -m benchmarks.bench_fidelity --quick
 	$(PY) -m benchmarks.bench_recipe --quick
+	$(PY) -m benchmarks.bench_albsnn_mode --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
