@@ -152,21 +152,26 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+Panel = tuple[str, str, str]  # x label, y label, title
+
+
 @contextmanager
-def _figure(path: Path, size: tuple[float, float], xlabel: str, ylabel: str, title: str) -> Iterator[Any]:
-    """Axes to draw on; labelled, gridded and saved to ``path`` (Agg, no screen) when the block ends."""
+def _figure(path: Path, size: tuple[float, float], *panels: Panel) -> Iterator[list[Any]]:
+    """One axes per panel, side by side; labelled, gridded and saved to ``path`` (Agg, no screen) when the block
+    ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=size, dpi=120)
-    yield axes
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel(ylabel)
-    axes.set_title(title, loc="left", fontsize=10)
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
+    figure, grid = plt.subplots(1, len(panels), figsize=size, dpi=120, squeeze=False)
+    yield list(grid[0])
+    for axes, (xlabel, ylabel, title) in zip(grid[0], panels):
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title, loc="left", fontsize=10)
+        axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -175,13 +180,12 @@ def _figure(path: Path, size: tuple[float, float], xlabel: str, ylabel: str, tit
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
     """Test drop against storage saved, one point per run; the budgets as dashed lines."""
     colors = dict(zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
-    with _figure(
-        path,
-        (7.5, 4.5),
+    panel = (
         "storage saved, % of the float model's bits",
         "test-split drop, points",
         "Budget vs unseen data: each point one seed (dashed: the budget)",
-    ) as axes:
+    )
+    with _figure(path, (7.5, 4.5), panel) as (axes,):
         for (budget, confidence), marker in _series(cells):
             points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
             label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
@@ -200,36 +204,24 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
 
 def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
     """Storage saved and test drop against finetuning epochs, one line per budget (median over seeds, range as bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (storage, accuracy) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    for budget in sorted({c["budget"] for c in cells}):
-        rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
-        epochs = [r["epochs"] for r in rows]
-        for axes, key in ((storage, "storage_saved_percent"), (accuracy, "test_drop_points")):
-            medians = [r[key]["median"] for r in rows]
-            errors = [
-                [m - r[key]["min"] for m, r in zip(medians, rows)],
-                [r[key]["max"] - m for m, r in zip(medians, rows)],
-            ]
-            axes.errorbar(epochs, medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
-        accuracy.axhline(budget, linestyle="--", linewidth=1, color="grey")
-    storage.set_ylim(0, 100)
-    for axes, ylabel, title in (
-        (storage, "storage saved, %", "Storage saved vs finetuning length"),
-        (accuracy, "test-split drop, points (dashed: budget)", "Accuracy vs finetuning length"),
-    ):
-        axes.set_xlabel("finetuning epochs of the run (--epochs)")
-        axes.set_ylabel(ylabel)
-        axes.set_title(title, loc="left", fontsize=10)
-        axes.legend(fontsize=8)
-        axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    epochs_label = "finetuning epochs of the run (--epochs)"
+    panels = (
+        (epochs_label, "storage saved, %", "Storage saved vs finetuning length"),
+        (epochs_label, "test-split drop, points (dashed: budget)", "Accuracy vs finetuning length"),
+    )
+    with _figure(path, (10, 4), *panels) as (storage, accuracy):
+        for budget in sorted({c["budget"] for c in cells}):
+            rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
+            epochs = [r["epochs"] for r in rows]
+            for axes, key in ((storage, "storage_saved_percent"), (accuracy, "test_drop_points")):
+                medians = [r[key]["median"] for r in rows]
+                errors = [
+                    [m - r[key]["min"] for m, r in zip(medians, rows)],
+                    [r[key]["max"] - m for m, r in zip(medians, rows)],
+                ]
+                axes.errorbar(epochs, medians, yerr=errors, marker="o", capsize=3, label=f"budget {budget:g} points")
+            accuracy.axhline(budget, linestyle="--", linewidth=1, color="grey")
+        storage.set_ylim(0, 100)
 
 
 def plot_result(result: Path) -> None:
