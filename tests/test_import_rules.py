@@ -33,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": set(),
     "files": {"snn"},
     "binarize": {"snn"},
+    "precision": {"snn", "binarize"},
     "storage": {"snn", "binarize"},
     "summary": {"snn", "binarize", "storage"},
     "operations": {"snn", "binarize", "storage"},
