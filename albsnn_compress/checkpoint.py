@@ -7,6 +7,7 @@ Layout (what ``torch.load(path, weights_only=True)`` returns)::
       "spec": {...},                 # the architecture, see albsnn_compress.snn.spec
       "timesteps": 1,
       "binarized": ["layers.conv3"], # layers whose weights are alpha * sign(W)
+      "precisions": {"layers.conv4": 4},  # k-bit layers (k >= 2), weights as codes * scale; optional
       "state_dict": {name: tensor},
       "metadata": {"dataset": ..., "class_names": [...], "accuracy": {...}, "seed": ..., "versions": {...}},
     }
@@ -37,6 +38,7 @@ from albsnn_compress.errors import CheckpointError, SpecError, one_line
 from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.files.file_kind import HEAD_BYTES, sniff
 from albsnn_compress.files.model_cost import cost_problem
+from albsnn_compress.precision import FLOAT_BITS, PRECISIONS, layer_bits, set_precision_
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
 __all__ = [
@@ -81,12 +83,15 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     binarized: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    precisions: dict[str, int] = field(default_factory=dict)
 
     def build(self) -> SpikingNet:
-        """The model, weights loaded, binarized layers re-marked, in eval mode."""
+        """The model, weights loaded, binarized and k-bit layers re-marked (bit-exact: both are idempotent),
+        in eval mode."""
         model = SpikingNet(self.spec, self.timesteps)
         model.load_state_dict(self.state_dict)
         binarize_(model, self.binarized)
+        set_precision_(model, self.precisions)
         return model.eval()
 
 
@@ -115,6 +120,9 @@ def save_checkpoint(path: str | Path, model: SpikingNet, metadata: dict[str, Any
         "state_dict": _effective_state_dict(model),
         "metadata": dict(metadata or {}),
     }
+    quantized = {name: bits for name, bits in layer_bits(model).items() if 1 < bits < FLOAT_BITS}
+    if quantized:  # only then: a float or binary model's file is what it was before k-bit layers existed
+        payload["precisions"] = quantized
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_write(path) as stream:
@@ -202,7 +210,9 @@ def _torch_load(path: Path) -> Any:
 def _shown(value: Any) -> str:
     """A payload value for a one-line message: plain values as repr (shortened), anything else by its type."""
     plain = (bool, int, float, str, type(None))
-    if type(value) in plain or (type(value) in (list, tuple) and all(type(item) in plain for item in value)):
+    flat = type(value) in (list, tuple) and all(type(item) in plain for item in value)
+    mapping = type(value) is dict and all(type(k) in plain and type(v) in plain for k, v in value.items())
+    if type(value) in plain or flat or mapping:
         text = repr(value)
         return text if len(text) <= 80 else text[:77] + "..."
     return type(value).__name__
@@ -337,10 +347,29 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(
             f"{path}: 'binarized' must list binarizable layer names {sorted(candidates)}, got {_shown(binarized)}"
         )
+    precisions = _precisions(path, payload.get("precisions", {}), candidates, set(binarized))
     metadata = payload.get("metadata", {})
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: 'metadata' must be a dict, got {type(metadata).__name__}")
-    return Checkpoint(template.spec, timesteps, state, binarized, metadata)
+    return Checkpoint(template.spec, timesteps, state, binarized, metadata, precisions)
+
+
+def _precisions(path: Path, value: object, candidates: set[str], binarized: set[str]) -> dict[str, int]:
+    """The file's ``precisions``: binarizable layers (not also binarized) to a registered precision of 2+ bits."""
+    quantized = sorted(key for key in PRECISIONS if 1 < int(key))
+    if not isinstance(value, dict) or not all(
+        isinstance(name, str)
+        and name in candidates
+        and name not in binarized
+        and type(bits) is int
+        and str(bits) in quantized
+        for name, bits in value.items()
+    ):
+        raise CheckpointError(
+            f"{path}: 'precisions' must map binarizable layer names {sorted(candidates)} that are not binarized to "
+            f"bits {quantized}, got {_shown(value)}"
+        )
+    return dict(value)
 
 
 def load_checkpoint(path: str | Path) -> SpikingNet:

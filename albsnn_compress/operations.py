@@ -420,8 +420,7 @@ def count_operations(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     layers = []
     for name, tally in synapses.values():
         row = storage[name]
-        weight_bits = 1 if row.binarized else FLOAT_BITS
-        layers.append(tally.result(name, row.kind, weight_bits, row.bits_after / 8))
+        layers.append(tally.result(name, row.kind, row.weight_bits, row.bits_after / 8))
     return ModelOperations(
         tuple(layers),
         count,

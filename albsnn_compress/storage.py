@@ -1,11 +1,12 @@
-"""Storage accounting: the bits every layer needs at inference, before and after binarization.
+"""Storage accounting: the bits every layer needs at inference, before and after binarization or quantization.
 
 Computed, not measured: each tensor inference needs counts ``numel * bits``
-(32 for float32, 1 for a binary weight), and a binarized weight also pays for its
-per-channel scale (``C_out`` float32 values), which tools that report only "1 bit
-per weight" forget. Batch-norm layers count all four tensors (weight, bias,
-running mean and variance); ``num_batches_tracked`` is training state and is not
-stored. Which tensors may be 1-bit is the layer type's record
+(32 for float32, 1 for a binary weight, k for a k-bit one: :mod:`albsnn_compress.precision`),
+and a binarized or quantized weight also pays for its per-channel scale (``C_out``
+float32 values), which tools that report only "1 bit per weight" forget.
+Batch-norm layers count all four tensors (weight, bias, running mean and
+variance); ``num_batches_tracked`` is training state and is not stored. Which
+tensors may be 1-bit (or k-bit) is the layer type's record
 (:mod:`albsnn_compress.snn.layer_types`): a new layer type is accounted for with no
 change here. The measured bytes of real files are the report's job; this module is
 the model side of that comparison.
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from albsnn_compress.binarize import weight_parametrizations
+from albsnn_compress.precision import FLOAT_BITS, weight_bits
 from albsnn_compress.snn.layer_types import layer_type_of
 
 __all__ = ["LayerStorage", "layer_storage", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
 
-FLOAT_BITS = 32
 BINARY_BITS = 1
 _TRAINING_ONLY = {"num_batches_tracked"}
 
@@ -43,6 +44,7 @@ class LayerStorage:
     bits_before: int
     bits_after: int
     parts_after: dict[str, int] = field(default_factory=dict)
+    weight_bits: int = FLOAT_BITS  # bits per weight after: 1 when binarized, k for a k-bit layer, else 32
 
     @property
     def saved_bits(self) -> int:
@@ -63,7 +65,8 @@ def _tensors(module: nn.Module) -> dict[str, int]:
 
 
 def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStorage]:
-    """Per-layer storage of ``model`` if the layers in ``binarized`` were 1-bit.
+    """Per-layer storage of ``model`` if the layers in ``binarized`` were 1-bit (the others at the
+    precision they have: k bits for a layer :func:`~albsnn_compress.precision.set_precision_` gave k, else float).
 
     Only modules that store tensors are listed (conv, linear, batch norm), in module order.
     """
@@ -79,13 +82,15 @@ def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStora
         record = layer_type_of(module)
         binarizable = record is not None and "weight" in record.binarizable
         is_binary = name in chosen and binarizable
-        if is_binary:
+        bits = BINARY_BITS if is_binary else weight_bits(module) if binarizable else FLOAT_BITS
+        if bits != FLOAT_BITS:
             out_channels = counts["weight"] // max(1, _fan_in(module))
-            parts["weight"] = counts["weight"] * BINARY_BITS
+            parts["weight"] = counts["weight"] * bits
             parts["weight_scale"] = out_channels * FLOAT_BITS
         kind = record.label(module) if record is not None else type(module).__name__
         shape = list(module.weight.shape) if hasattr(module, "weight") and module.weight is not None else []
-        rows.append(LayerStorage(name, kind, shape, params, binarizable, is_binary, before, sum(parts.values()), parts))
+        after = sum(parts.values())
+        rows.append(LayerStorage(name, kind, shape, params, binarizable, is_binary, before, after, parts, bits))
     return rows
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
-from albsnn_compress.storage import LayerStorage, layer_storage
+from albsnn_compress.storage import FLOAT_BITS, LayerStorage, layer_storage
 
 __all__ = ["LayerSummary", "ModelSummary", "summary"]
 
@@ -35,7 +35,8 @@ class LayerSummary:
         type: the torch layer type (``Conv2d``, ``LIF``, ...).
         output_shape: per-sample output shape, ``None`` where unknown (not a :class:`SpikingNet`).
         weight_shape: the weight's shape, ``[]`` for layers without one.
-        precision: ``"1-bit"`` for a binarized weight, ``"float32"`` for a stored float one, ``"-"`` without.
+        precision: ``"1-bit"`` for a binarized weight, ``"4-bit"`` for a 4-bit one, ``"float32"`` for a float
+            one, ``"-"`` without.
         elements: tensor elements stored (weights, scales, biases, batch-norm tensors).
         bits: bits those take at inference.
     """
@@ -128,7 +129,8 @@ def _dims(shape: list[int] | None) -> str:
 def _row(name: str, module: nn.Module, storage: LayerStorage | None, output_shape: list[int] | None) -> LayerSummary:
     if storage is None:
         return LayerSummary(name, type(module).__name__, output_shape, [], "-", 0, 0)
-    precision = "1-bit" if storage.binarized else "float32" if storage.weight_shape else "-"
+    bits = storage.weight_bits
+    precision = f"{bits}-bit" if bits != FLOAT_BITS else "float32" if storage.weight_shape else "-"
     return LayerSummary(
         name, storage.kind, output_shape, storage.weight_shape, precision, storage.params, storage.bits_after
     )

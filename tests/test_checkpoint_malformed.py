@@ -190,6 +190,10 @@ class Case(enum.Enum):
     FLOAT64_OVERFLOW = r"state_dict\['layers\.conv3\.weight'\] must hold finite values, found -inf"
     FLOAT16_INF = r"state_dict\['layers\.bn3\.weight'\] must hold finite values, found inf"
     BINARIZED_NOT_A_LAYER = r"'binarized' must list binarizable layer names"
+    PRECISIONS_BAD_BITS = r"'precisions' must map .* to bits \['2', '4', '8'\], got \{'layers\.conv3': 3\}"
+    PRECISIONS_ALSO_BINARY = r"'precisions' must map binarizable layer names .* that are not binarized"
+    PRECISIONS_NOT_DICT = r"'precisions' must map .*, got \['layers\.conv3'\]"
+    PRECISIONS_BOOL_BITS = r"'precisions' must map .*, got \{'layers\.conv3': True\}"
     METADATA_NOT_DICT = r"'metadata' must be a dict, got list"
 
 
@@ -258,6 +262,12 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.FLOAT64_OVERFLOW: lambda: _edited(_set_value("layers.conv3.weight", 9, -1e300, torch.float64)),
     Case.FLOAT16_INF: lambda: _edited(_set_value("layers.bn3.weight", 1, float("inf"), torch.float16)),
     Case.BINARIZED_NOT_A_LAYER: lambda: _edited(_set("binarized", ["layers.bn1"])),
+    Case.PRECISIONS_BAD_BITS: lambda: _edited(_set("precisions", {"layers.conv3": 3})),
+    Case.PRECISIONS_ALSO_BINARY: lambda: _edited(
+        lambda p: (_set("binarized", ["layers.conv3"])(p), _set("precisions", {"layers.conv3": 4})(p))
+    ),
+    Case.PRECISIONS_NOT_DICT: lambda: _edited(_set("precisions", ["layers.conv3"])),
+    Case.PRECISIONS_BOOL_BITS: lambda: _edited(_set("precisions", {"layers.conv3": True})),
     Case.METADATA_NOT_DICT: lambda: _edited(_set("metadata", [1])),
 }
 
@@ -372,6 +382,7 @@ _PATHS = st.sampled_from(
         "spec/layers/1/eps",
         "spec/layers/3/out_channels",
         "binarized",
+        "precisions",
         "state_dict",
         "state_dict/layers.conv1.weight",
         "state_dict/layers.bn1.running_var",

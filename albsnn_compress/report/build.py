@@ -33,7 +33,7 @@ from albsnn_compress.errors import ReportError
 from albsnn_compress.report.schema import SCHEMA_ID, SCHEMA_VERSION, validate_report
 from albsnn_compress.search.paired_drop import INTERVAL_METHOD, REPORTED_CONFIDENCE, PairedDrop
 from albsnn_compress.search.result import CompressionResult, LayerDecision, SearchStep
-from albsnn_compress.storage import BINARY_BITS, FLOAT_BITS, LayerStorage, layer_storage
+from albsnn_compress.storage import FLOAT_BITS, LayerStorage, layer_storage
 from albsnn_compress.versions import package_versions
 
 __all__ = ["build_report", "file_entry", "NIR_NOTE"]
@@ -241,12 +241,13 @@ def _paired(drop: PairedDrop, confidence: float | None) -> dict[str, Any]:
 
 
 def _tensors(row: LayerStorage) -> list[dict[str, Any]]:
-    """Per-tensor bits before and after; a binarized weight goes 32 -> 1 and gains a float scale."""
+    """Per-tensor bits before and after; a binarized (k-bit) weight goes 32 -> 1 (k) and gains a float scale."""
     tensors = []
+    reduced = row.weight_bits != FLOAT_BITS
     for name, bits_after in row.parts_after.items():
-        if row.binarized and name == "weight":
-            elements, before, after = bits_after // BINARY_BITS, FLOAT_BITS, BINARY_BITS
-        elif row.binarized and name == "weight_scale":
+        if reduced and name == "weight":
+            elements, before, after = bits_after // row.weight_bits, FLOAT_BITS, row.weight_bits
+        elif reduced and name == "weight_scale":
             elements, before, after = bits_after // FLOAT_BITS, None, FLOAT_BITS
         else:
             elements, before, after = bits_after // FLOAT_BITS, FLOAT_BITS, FLOAT_BITS
@@ -275,7 +276,7 @@ def _layer(row: LayerStorage, decision: LayerDecision | None, candidate: bool) -
         "candidate": candidate,
         "binarized": row.binarized,
         "precision_before": FLOAT_BITS,
-        "precision_after": BINARY_BITS if row.binarized else FLOAT_BITS,
+        "precision_after": row.weight_bits,
         "bits_before": row.bits_before,
         "bits_after": row.bits_after,
         "bytes_before": _bytes(row.bits_before),
