@@ -204,16 +204,16 @@ int main(void)
                                           NULL, NULL, NULL};
     static const albsnn_lif no_inverses = {2.0f, 1.0f, 0.0f, 0.5f, ALBSNN_CHARGE_DECAY_INPUT, ALBSNN_RESET_HARD, 0u, 0u,
                                            taus, NULL, NULL}; /* per-channel taus without their reciprocals */
-    const albsnn_tensor image = {1u, 4u, 4u, 1u, 0u, 1u}, maps = {2u, 4u, 4u, 1u, 0u, 1u};
-    const albsnn_tensor spikes_in = {1u, 4u, 4u, 1u, 1u, 1u}, spikes_out = {2u, 4u, 4u, 1u, 1u, 1u};
-    const albsnn_tensor pooled = {2u, 2u, 2u, 1u, 0u, 1u};
-    albsnn_conv conv = {{1u, 4u, 4u, 1u, 0u, 1u}, {2u, 4u, 4u, 1u, 0u, 1u}, 3u, 1u, 1u, 1u,
+    const albsnn_tensor image = {1u, 4u, 4u, 1u, 0u, 1u, 0u, 0u}, maps = {2u, 4u, 4u, 1u, 0u, 1u, 0u, 0u};
+    const albsnn_tensor spikes_in = {1u, 4u, 4u, 1u, 1u, 1u, 0u, 0u}, spikes_out = {2u, 4u, 4u, 1u, 1u, 1u, 0u, 0u};
+    const albsnn_tensor pooled = {2u, 2u, 2u, 1u, 0u, 1u, 0u, 0u};
+    albsnn_conv conv = {{1u, 4u, 4u, 1u, 0u, 1u, 0u, 0u}, {2u, 4u, 4u, 1u, 0u, 1u, 0u, 0u}, 3u, 1u, 1u, 1u,
                         NULL, w, scale, bias, NULL, NULL};
-    albsnn_conv bconv = {{1u, 4u, 4u, 1u, 1u, 1u}, {2u, 4u, 4u, 1u, 1u, 1u}, 3u, 1u, 1u, 1u,
+    albsnn_conv bconv = {{1u, 4u, 4u, 1u, 1u, 1u, 0u, 0u}, {2u, 4u, 4u, 1u, 1u, 1u, 0u, 0u}, 3u, 1u, 1u, 1u,
                          bits, NULL, scale, bias, &hard, NULL};
-    albsnn_conv fconv = {{1u, 4u, 4u, 1u, 1u, 1u}, {2u, 4u, 4u, 1u, 0u, 1u}, 3u, 1u, 1u, 1u,
+    albsnn_conv fconv = {{1u, 4u, 4u, 1u, 1u, 1u, 0u, 0u}, {2u, 4u, 4u, 1u, 0u, 1u, 0u, 0u}, 3u, 1u, 1u, 1u,
                          NULL, w, scale, bias, NULL, NULL};
-    albsnn_pool pool = {{2u, 4u, 4u, 1u, 0u, 1u}, {2u, 2u, 2u, 1u, 0u, 1u}, 2u, 2u, 0u};
+    albsnn_pool pool = {{2u, 4u, 4u, 1u, 0u, 1u, 0u, 0u}, {2u, 2u, 2u, 1u, 0u, 1u, 0u, 0u}, 2u, 2u, 0u};
     float pixels[16], x[16], y[32], small[8], scratch[128];
     uint32_t planes[1] = {0xF00F0000u}, out_planes[2];
     uint64_t words[128];
@@ -415,6 +415,28 @@ def _small_spec() -> dict[str, Any]:
     return resolve_architecture("digits-small", "digits")
 
 
+def _spike_pool_spec() -> dict[str, Any]:
+    """Max and average pooling of spikes between event-driven convs (pixel-major in one step), strided, 5x5, no
+    padding, a linear head."""
+    spec = resolve_architecture("digits-fc", "digits")
+    spec["layers"] = [
+        {"type": "conv", "out_channels": 24, "kernel_size": 3, "padding": 1},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "maxpool", "kernel_size": 2},
+        {"type": "conv", "out_channels": 80, "kernel_size": 5, "padding": 2},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "avgpool", "kernel_size": 3, "stride": 1},
+        {"type": "conv", "out_channels": 16, "kernel_size": 2, "stride": 2},
+        {"type": "bn"},
+        {"type": "lif"},
+        {"type": "flatten"},
+        {"type": "linear", "out_features": 10},
+    ]
+    return spec
+
+
 def _no_lif_spec() -> dict[str, Any]:
     """A stateless network: every step computes the same thing."""
     spec = resolve_architecture("digits-fc", "digits")
@@ -583,6 +605,18 @@ EVENT_CASES = [
         {"albsnn_conv_events"},
     ),
     ("counts-T1", lambda ckpt, d: _lively(_small_spec(), 1, d["train"]), "packed", {"albsnn_conv_bit_events"}),
+    (
+        "spike-pools-T1",
+        lambda ckpt, d: _lively(_spike_pool_spec(), 1, d["train"]),
+        "packed",
+        {"albsnn_conv_bit_events"},
+    ),
+    (
+        "spike-pools-T1-float",
+        lambda ckpt, d: _lively(_spike_pool_spec(), 1, d["train"]),
+        "float",
+        {"albsnn_conv_events"},
+    ),
     ("counts-T2-float", lambda ckpt, d: _lively(_small_spec(), 2, d["train"]), "float", {"albsnn_conv_events"}),
 ]
 
@@ -592,7 +626,8 @@ def test_event_kernels_give_the_dense_kernels_bits(
     case: tuple[Any, ...], digits_checkpoint: Path, digits: dict[str, torch.Tensor], tmp_path: Path
 ) -> None:
     """Event-driven and dense kernels compute the same thing: the same logits bit for bit, and every neuron's
-    traced membrane and spike identical (float sums in the same order, integer sums exact)."""
+    traced membrane and spike identical (float sums in the same order, integer sums exact). In one time step
+    the event-driven kernels pass spikes as pixel-major rows (the dense ones never do)."""
     _, make, weights, kernels = case
     model = make(digits_checkpoint, digits)
     images = digits["test"][:48]
@@ -601,6 +636,8 @@ def test_event_kernels_give_the_dense_kernels_bits(
         files = _export(model, tmp_path / variant, weights, variant)
         used = set(re.findall(r"status = (albsnn_conv_\w+)\(", files["albsnn_model.c"]))
         assert (used & kernels) == (kernels if variant == "events" else set()), used
+        pixel_major = re.search(r"(spikes|counts/\d+) pixel-major", files["albsnn_model.c"]) is not None
+        assert pixel_major == (variant == "events" and model.timesteps == 1)
         logits, _ = _run(_compile(tmp_path / variant, STRICT, tmp_path / f"{variant}.bin"), images, tmp_path)
         traced = _compile(tmp_path / variant, STRICT, tmp_path / f"{variant}-traced.bin", ("-DALBSNN_TRACE",))
         _run(traced, images, tmp_path, str(tmp_path / "trace.bin"))

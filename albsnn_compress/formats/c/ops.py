@@ -95,6 +95,10 @@ class CTensor:
         planes: 0 for float32 values; ``n >= 1`` for ``n`` bit planes of unsigned counts
             (spikes are one plane; an average pool of spikes counts them).
         divisor: the value of a count is ``count / divisor`` (the pooling window's size).
+        pad: ``None`` for channel-major bit planes (or floats); bit planes as pixel-major rows (``uint64_t``
+            words, ``[steps][height][planes][row_words]``, a pixel's channels side by side) with ``pad`` zero
+            pixels on each side of a row: what the event-driven kernels read without gathering, set by the
+            planner between two of them (:func:`~albsnn_compress.formats.c.plan.plan_model`).
     """
 
     channels: int
@@ -103,6 +107,7 @@ class CTensor:
     steps: int
     planes: int = 0
     divisor: int = 1
+    pad: int | None = None
 
     @property
     def numel(self) -> int:
@@ -114,21 +119,44 @@ class CTensor:
         return self.planes > 0
 
     @property
+    def pixel_major(self) -> bool:
+        """Bit planes as pixel-major rows (``pad`` is set)."""
+        return self.pad is not None
+
+    @property
+    def row_words(self) -> int:
+        """Pixel-major: ``uint64_t`` words of one row of one plane, the padded pixels and one spare word."""
+        return math.ceil((self.width + 2 * (self.pad or 0)) * self.channels / 64) + 1
+
+    @property
     def nbytes(self) -> int:
-        """Bytes the kernels read or write: floats, or ``ceil(numel / 32)`` words per plane and step."""
+        """Bytes the kernels read or write: floats, ``ceil(numel / 32)`` words per plane and step, or pixel-major
+        rows of :attr:`row_words` 64-bit words per row, plane and step."""
         if not self.is_bits:
             return FLOAT_BYTES * self.steps * self.numel
+        if self.pixel_major:
+            return FIELD_BYTES * self.steps * self.height * self.planes * self.row_words
         return WORD_BYTES * self.steps * self.planes * math.ceil(self.numel / 32)
 
     def literal(self) -> str:
         """The ``albsnn_tensor`` initializer."""
-        fields = (self.channels, self.height, self.width, self.steps, self.planes, self.divisor)
+        fields = (
+            self.channels,
+            self.height,
+            self.width,
+            self.steps,
+            self.planes,
+            self.divisor,
+            int(self.pixel_major),
+            self.pad or 0,
+        )
         return "{" + ", ".join(c_uint(v) for v in fields) + "}"
 
     @property
     def ctype(self) -> str:
-        """The C element type the kernels read and write it as: ``uint32_t`` bit planes or ``float`` values."""
-        return "uint32_t" if self.is_bits else "float"
+        """The C element type the kernels read and write it as: ``uint32_t`` bit planes, ``uint64_t`` pixel-major
+        rows or ``float`` values."""
+        return ("uint64_t" if self.pixel_major else "uint32_t") if self.is_bits else "float"
 
     def pointer(self, offset: int) -> str:
         """A pointer of its element type to byte ``offset`` of the arena."""
@@ -143,8 +171,10 @@ class CTensor:
             if self.planes == 1 and self.divisor == 1
             else f"counts/{self.divisor}"
         )
-        return f"{self.channels}x{self.height}x{self.width} {kind}" + (
-            f" x {self.steps} steps" if self.steps > 1 else ""
+        return (
+            f"{self.channels}x{self.height}x{self.width} {kind}"
+            + (f" x {self.steps} steps" if self.steps > 1 else "")
+            + (" pixel-major" if self.pixel_major else "")
         )
 
 
@@ -406,18 +436,19 @@ class ConvOp(Operation):
     def scratch_words(self) -> int:
         """The ``uint64_t`` scratch of the kernels over bit planes; 0 for ``albsnn_conv_rows``.
 
-        ``albsnn_conv_bits_scratch_words``: a weight row, one partial sum per output, every
-        receptive field of one output row. ``albsnn_conv_bit_events_scratch_words`` and
-        ``albsnn_conv_events_scratch_words``: the input as pixel-major bit rows and where an output
-        row's kernel rows start; then (1-bit) one output's counters and carry-save tree (16 masks) per 64
-        output channels, or with a firing range the decision's constants (``2 D + 5`` words per group and
-        64 channels, :attr:`fire_depth`), one word's counters (``D + 1``) and the pending masks of one
-        output (one 64-channel word: 48, a word's events and 6 more; else ``lanes_count``'s counters and
-        trees); (float) a batch of 64 event positions and its end, or with a firing range a batch, a
-        word's events and 6 more, its end and one output's spikes.
+        ``albsnn_conv_bits_scratch_words``: a weight row, one partial sum per output, every receptive field of
+        one output row. ``albsnn_conv_bit_events_scratch_words`` and ``albsnn_conv_events_scratch_words``: the
+        input gathered into pixel-major bit rows (none when it arrives pixel-major, ``CTensor.pad``) and where
+        an output row's kernel rows start; then (1-bit) one output's counters and carry-save tree (16 masks) per
+        64 output channels, or with a firing range the decision's constants (``2 D + 5`` words per group and 64
+        channels, :attr:`fire_depth`), one word's counters (``D + 1``) and the pending masks of one output (one
+        64-channel word: 48, a word's events and 6 more; else ``lanes_count``'s counters and trees); (float) a
+        batch of 64 event positions and its end, or with a firing range a batch, a word's events and 6 more, its
+        end and one output's spikes.
         """
-        if self.events:
-            rows = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
+        if self.events:  # a channel-major input gathered into pixel-major rows (a pixel-major one is read as it is)
+            gathered = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
+            rows = 0 if self.inp.pixel_major else gathered
             rows += self.inp.steps * self.groups * self.inp.planes * self.kernel  # where an output row's rows start
             if self.bits is None:  # a batch of event positions and its end; one step: every event, the spikes
                 if self.one_step_float:  # a batch, a word's events, a spare unrolled listing; the end; the spikes

@@ -37,7 +37,7 @@ largest set of buffers that are live at the same time.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -439,6 +439,51 @@ def _normalize(planner: _Planner, inp: dict[str, Any]) -> None:
         planner.add(NormalizeOp("input", "input", features, features, mean, std))
 
 
+def _reads_pixel_major(op: Operation) -> bool:
+    """An event-driven conv or linear layer in one group: it reads pixel-major rows padded by its own padding."""
+    return isinstance(op, ConvOp) and op.events and op.groups == 1
+
+
+def _writes_pixel_major(op: Operation) -> bool:
+    """A conv or linear layer whose neurons a firing range decides (one time step; not the popcount kernel, not a
+    1x1 conv run as one long row): its one-step path can write each output pixel's spikes as one run."""
+    return (
+        isinstance(op, ConvOp)
+        and op.lif is not None
+        and op.out.steps == 1
+        and not op.uses_popcount
+        and op.views[1] == op.out
+    )
+
+
+def _pixel_major(ops: list[Operation]) -> None:
+    """Spike maps between a conv that writes them by firing ranges and an event-driven conv (directly, or through a
+    pooling of spikes) flow as pixel-major rows (``CTensor.pad``): the reader's kernel reads them as they are instead
+    of gathering a channel-major map, the writer stores a pixel's spikes as one run, and the pooling adds pixels."""
+
+    def link(writer: Operation, reader: Operation, pad: int) -> None:
+        writer.out = reader.inp = replace(writer.out, pad=pad)
+
+    for i, op in enumerate(ops[:-1]):
+        reader = ops[i + 1]
+        if not _writes_pixel_major(op) or reader.inp != op.out:  # a flatten between them reads the map as features
+            continue
+        if _reads_pixel_major(reader):
+            assert isinstance(reader, ConvOp)
+            link(op, reader, reader.padding)
+        elif (
+            isinstance(reader, PoolOp)
+            and reader.inp.planes == 1
+            and i + 2 < len(ops)
+            and _reads_pixel_major(ops[i + 2])
+            and ops[i + 2].inp == reader.out
+        ):
+            after = ops[i + 2]
+            assert isinstance(after, ConvOp)
+            link(op, reader, 0)
+            link(reader, after, after.padding)
+
+
 def _align(size: int) -> int:
     return -(-size // ALIGN_BYTES) * ALIGN_BYTES
 
@@ -541,6 +586,7 @@ def plan_model(
     if flow.numel != model.spec["num_classes"]:
         raise ExportError(f"the last layer gives {flow.numel} values, expected {model.spec['num_classes']} logits")
     planner.ops.append(StepMeanOp("logits", "time-mean", flow, CTensor(flow.numel, 1, 1, 1)))
+    _pixel_major(planner.ops)
     placements, arena = _place(planner.ops)
     weight_bytes = sum(array.nbytes for op in planner.ops for array in op.arrays())
     return Plan(planner.ops, placements, arena, weight_bytes)

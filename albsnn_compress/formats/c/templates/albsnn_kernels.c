@@ -158,6 +158,84 @@ static size_t tensor_words(const albsnn_tensor *t)
     return t->planes == 0u ? (size_t)t->steps * numel(t) : (size_t)t->steps * t->planes * plane_words(t);
 }
 
+/* Leading zeros of a non-zero x: the position of its first set bit, most significant first. */
+ALBSNN_INLINE uint32_t lead64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (uint32_t)__builtin_clzll((unsigned long long)x);
+#else
+    uint32_t n = 0u;
+    if ((x >> 32) == 0u) {
+        n += 32u;
+        x <<= 32;
+    }
+    if ((x >> 48) == 0u) {
+        n += 16u;
+        x <<= 16;
+    }
+    if ((x >> 56) == 0u) {
+        n += 8u;
+        x <<= 8;
+    }
+    if ((x >> 60) == 0u) {
+        n += 4u;
+        x <<= 4;
+    }
+    if ((x >> 62) == 0u) {
+        n += 2u;
+        x <<= 2;
+    }
+    return (x >> 63) == 0u ? n + 1u : n;
+#endif
+}
+
+/* Trailing zeros of a non-zero x: the position of its lowest set bit, least significant first. */
+ALBSNN_INLINE uint32_t trail64(uint64_t x)
+{
+#if defined(__GNUC__)
+    return (uint32_t)__builtin_ctzll((unsigned long long)x);
+#else
+    return 63u - lead64(x & (~x + 1u));
+#endif
+}
+
+/* The number of bits of n: 0 for 0, else 1 + floor(log2 n). */
+ALBSNN_INLINE uint32_t bit_length(uint32_t n) { return n == 0u ? 0u : 64u - lead64(n); }
+
+/* -- pixel-major rows (albsnn_kernels.h): the layout the event-driven kernels read ------------------------- */
+
+/* uint64_t words of one row of one plane: the padded pixels' channels, and one spare word (runs are read two
+ * words at a time). */
+ALBSNN_INLINE uint32_t pm_row_words(const albsnn_tensor *t) { return ALBSNN_WORDS64((t->w + 2u * t->pad) * t->c) + 1u; }
+
+/* uint64_t words of a pixel-major tensor. */
+static size_t pm_words(const albsnn_tensor *t) { return (size_t)t->steps * t->h * t->planes * pm_row_words(t); }
+
+/* Row iy of plane b at one step of a pixel-major tensor. */
+ALBSNN_INLINE uint64_t *pm_row(const albsnn_tensor *t, uint64_t *x, uint32_t step, uint32_t iy, uint32_t b)
+{
+    return x + (((size_t)step * t->h + iy) * t->planes + b) * pm_row_words(t);
+}
+
+/* ORs n (1..64) bits, least significant first and zero above n, into a row from bit `at` on. */
+ALBSNN_INLINE void or_run(uint64_t *row, uint32_t at, uint64_t bits, uint32_t n)
+{
+    const uint32_t shift = at % 64u;
+    uint64_t *w = row + at / 64u;
+    w[0] |= bits << shift;
+    if (shift + n > 64u) {
+        w[1] |= bits >> (64u - shift);
+    }
+}
+
+static void clear_rows(uint64_t *y, size_t count)
+{
+    size_t i;
+    for (i = 0; i < count; ++i) {
+        y[i] = 0u;
+    }
+}
+
 static void clear_words(uint32_t *y, size_t count)
 {
     size_t i;
@@ -243,11 +321,16 @@ static float value_at(const albsnn_tensor *t, const void *x, uint32_t step, uint
 
 /* -- argument checks ---------------------------------------------------------------------------- */
 
-/* Every size at least 1, at most 31 planes, a divisor (floats have divisor 1). */
+/* Every size at least 1, at most 31 planes, a divisor (floats have divisor 1); pixel-major rows of bit planes
+ * only, and a padding only for them. */
 static int tensor_ok(const albsnn_tensor *t)
 {
-    return t->c > 0u && t->h > 0u && t->w > 0u && t->steps > 0u && t->planes <= 31u && t->divisor > 0u;
+    return t->c > 0u && t->h > 0u && t->w > 0u && t->steps > 0u && t->planes <= 31u && t->divisor > 0u
+        && t->pixel_major <= (t->planes > 0u ? 1u : 0u) && t->pad <= (t->pixel_major ? 0xFFFFu : 0u);
 }
+
+/* tensor_ok and channel-major: what the kernels that do not read or write pixel-major rows take. */
+static int planar_ok(const albsnn_tensor *t) { return tensor_ok(t) && t->pixel_major == 0u; }
 
 /* A neuron layer's constants name a charge and a reset rule the kernels implement, and give per-channel taus
  * with their reciprocals. */
@@ -276,7 +359,9 @@ static int conv_check(const albsnn_conv *p)
         || !window_ok(in->w, p->kernel, p->stride, p->padding, out->w)
         || (in->steps != out->steps && in->steps != 1u)
         || (p->lif == NULL ? out->planes != 0u : out->planes != 1u || out->divisor != 1u || !lif_ok(p->lif))
-        || (p->fires != NULL && (p->lif == NULL || out->steps != 1u))) {
+        || (p->fires != NULL && (p->lif == NULL || out->steps != 1u))
+        || (out->pixel_major && p->fires == NULL) /* pixel-major spikes come from the one-step paths */
+        || (in->pixel_major && (p->groups != 1u || in->pad != p->padding))) {
         return ALBSNN_ERR_DESCRIPTOR;
     }
     return ALBSNN_OK;
@@ -428,6 +513,47 @@ static const uint32_t run_bit[32] = {
     0x800000u,   0x400000u,   0x200000u,   0x100000u,   0x80000u,   0x40000u,   0x20000u,   0x10000u,
     0x8000u,     0x4000u,     0x2000u,     0x1000u,     0x800u,     0x400u,     0x200u,     0x100u,
     0x80u,       0x40u,       0x20u,       0x10u,       0x8u,       0x4u,       0x2u,       0x1u};
+
+/* Writes the spikes of an output row's float sums (acc[co][ox], n columns; channel co fires iff lo <= acc <= hi,
+ * its firing range) into a cleared pixel-major row: 64 channels of 64 columns at a time, each column's channels
+ * decided together (the comparisons vectorize across columns) and stored as one run. `at`: the row's first
+ * element in a channel (for the trace). */
+static void row_fire_pixels(const albsnn_conv *p, const float *acc, uint32_t n, uint64_t *row, uint32_t at)
+{
+    const uint32_t c = p->out.c, pad = p->out.pad;
+    uint64_t pixels[64];
+    uint32_t i0, i, co0, co;
+#ifndef ALBSNN_TRACE
+    (void)at;
+#endif
+    for (i0 = 0; i0 < n; i0 += 64u) {
+        const uint32_t count = n - i0 < 64u ? n - i0 : 64u;
+        for (co0 = 0; co0 < c; co0 += 64u) {
+            const uint32_t width = c - co0 < 64u ? c - co0 : 64u;
+            for (i = 0; i < count; ++i) {
+                pixels[i] = 0u;
+            }
+            for (co = co0; co < co0 + width; ++co) {
+                const float lo = key_float(p->fires[2u * co]), hi = key_float(p->fires[2u * co + 1u]);
+                const float *sums = acc + (size_t)co * n + i0;
+                for (i = 0; i < count; ++i) {
+                    pixels[i] |= (uint64_t)((sums[i] >= lo) & (sums[i] <= hi)) << (co - co0);
+                }
+#ifdef ALBSNN_TRACE
+                for (i = 0; i < count; ++i) {
+                    ALBSNN_TRACE_LIF(p->lif, 0u, co * p->out.h * p->out.w + at + i0 + i, traced_rest(p, co, sums[i]),
+                                     (int)((pixels[i] >> (co - co0)) & 1u));
+                }
+#endif
+            }
+            for (i = 0; i < count; ++i) {
+                if (pixels[i] != 0u) {
+                    or_run(row, (i0 + i + pad) * c + co0, pixels[i], width);
+                }
+            }
+        }
+    }
+}
 
 /* Writes the spikes of n float sums of channel co (fire iff lo <= acc <= hi, its firing range) into a
  * cleared plane from element `at` on, 32 at a time (the comparisons vectorize). */
@@ -612,9 +738,16 @@ static size_t rows_scratch(const albsnn_conv *p)
     return (size_t)p->in.w + 2u * (size_t)p->padding + rows * (size_t)p->out.c * p->out.w;
 }
 
+/* The dense float kernel reads channel-major maps (it may write pixel-major spikes: its one-step path). */
+static int rows_check(const albsnn_conv *p)
+{
+    const int status = conv_check(p);
+    return status != ALBSNN_OK ? status : p->in.pixel_major ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+}
+
 size_t albsnn_conv_rows_scratch(const albsnn_conv *p)
 {
-    return p == NULL || conv_check(p) != ALBSNN_OK ? 0u : rows_scratch(p);
+    return p == NULL || rows_check(p) != ALBSNN_OK ? 0u : rows_scratch(p);
 }
 
 static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *scratch)
@@ -624,13 +757,20 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
     float *row = scratch, *acc = row + in->w + 2u * p->padding, *mem = acc + cw;  /* membranes: several steps only */
     float once = 0.0f;
     uint32_t oy, t, co, ox;
-    if (p->lif != NULL) {
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+    } else if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
     for (oy = 0; oy < out->h; ++oy) {
         for (t = 0; t < out->steps; ++t) {
             if (p->fires != NULL) { /* one step: the sums' keys against the firing ranges */
+                uint64_t *pixels = out->pixel_major ? pm_row(out, (uint64_t *)y, 0u, oy, 0u) : NULL;
                 conv_row(p, x, 0u, oy, row, acc);
+                if (pixels != NULL) { /* a pixel's channels side by side: decided together */
+                    row_fire_pixels(p, acc, wo, pixels, oy * wo);
+                    continue;
+                }
                 for (co = 0; co < out->c; ++co) {
                     row_fire_range(p, co, acc + co * wo, wo, (uint32_t *)y, co * hwo + oy * wo);
                 }
@@ -670,7 +810,7 @@ int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratc
     if (p == NULL || x == NULL || y == NULL || scratch == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    status = conv_check(p);
+    status = rows_check(p);
     if (status != ALBSNN_OK) {
         return status;
     }
@@ -961,14 +1101,21 @@ static size_t bits_scratch_counts(const albsnn_conv *p)
     return (size_t)p->out.w * p->in.steps * p->in.planes + (size_t)p->out.w * (1u + p->in.steps);
 }
 
+/* The popcount kernel reads and writes channel-major maps only. */
+static int popcount_check(const albsnn_conv *p)
+{
+    const int status = conv_bits_check(p);
+    return status != ALBSNN_OK ? status : p->in.pixel_major || p->out.pixel_major ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+}
+
 size_t albsnn_conv_bits_scratch_words(const albsnn_conv *p)
 {
-    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bits_scratch_words(p);
+    return p == NULL || popcount_check(p) != ALBSNN_OK ? 0u : bits_scratch_words(p);
 }
 
 size_t albsnn_conv_bits_scratch_counts(const albsnn_conv *p)
 {
-    return p == NULL || conv_bits_check(p) != ALBSNN_OK ? 0u : bits_scratch_counts(p);
+    return p == NULL || popcount_check(p) != ALBSNN_OK ? 0u : bits_scratch_counts(p);
 }
 
 /* Binarized weights over bit planes, one output row at a time (the row's receptive fields first). */
@@ -1070,7 +1217,7 @@ int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t 
     if (p == NULL || x == NULL || y == NULL || words == NULL || counts == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    status = conv_bits_check(p);
+    status = popcount_check(p);
     if (status != ALBSNN_OK) {
         return status;
     }
@@ -1083,54 +1230,13 @@ int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t 
 
 /* -- event-driven layers over bit planes: work in proportion to the spikes ----------------------- */
 
-/* A layer over spikes needs its weights only where a spike arrived. These kernels gather each input
- * bit plane once into pixel-major bit rows (the channels of a pixel side by side) and then, output by
- * output, walk the set bits of its receptive field: each is an event (kernel row ky, column kx, input
- * channel c, and its count), and only events cost work. */
+/* A layer over spikes needs its weights only where a spike arrived. These kernels read their input as
+ * pixel-major bit rows (the channels of a pixel side by side): as it arrives when the layer before wrote
+ * it so (one step, one group: albsnn_kernels.h), else gathered from the channel-major planes once. Then,
+ * output by output, they walk the set bits of its receptive field: each is an event (kernel row ky,
+ * column kx, input channel c, and its count), and only events cost work. With a firing range they write
+ * pixel-major rows too (fire_pixels, events_spikes) where the exporter asks for them. */
 
-/* Leading zeros of a non-zero x: the position of its first set bit, most significant first. */
-ALBSNN_INLINE uint32_t lead64(uint64_t x)
-{
-#if defined(__GNUC__)
-    return (uint32_t)__builtin_clzll((unsigned long long)x);
-#else
-    uint32_t n = 0u;
-    if ((x >> 32) == 0u) {
-        n += 32u;
-        x <<= 32;
-    }
-    if ((x >> 48) == 0u) {
-        n += 16u;
-        x <<= 16;
-    }
-    if ((x >> 56) == 0u) {
-        n += 8u;
-        x <<= 8;
-    }
-    if ((x >> 60) == 0u) {
-        n += 4u;
-        x <<= 4;
-    }
-    if ((x >> 62) == 0u) {
-        n += 2u;
-        x <<= 2;
-    }
-    return (x >> 63) == 0u ? n + 1u : n;
-#endif
-}
-
-/* Trailing zeros of a non-zero x: the position of its lowest set bit, least significant first. */
-ALBSNN_INLINE uint32_t trail64(uint64_t x)
-{
-#if defined(__GNUC__)
-    return (uint32_t)__builtin_ctzll((unsigned long long)x);
-#else
-    return 63u - lead64(x & (~x + 1u));
-#endif
-}
-
-/* The number of bits of n: 0 for 0, else 1 + floor(log2 n). */
-ALBSNN_INLINE uint32_t bit_length(uint32_t n) { return n == 0u ? 0u : 64u - lead64(n); }
 
 /* Binarized weights over bit planes, event by event, 64 output channels per 64-bit word.
  *
@@ -1308,11 +1414,16 @@ ALBSNN_INLINE uint32_t pixel_row_words(const albsnn_conv *p)
  * int32_t, without a firing range only: one output's integer sums per step (in.steps * out c / groups). */
 static size_t fire_scratch_words(const albsnn_conv *p);
 
+/* The scratch words of the input gathered into pixel-major bit rows: none when it is pixel-major already. */
+static size_t gathered_words(const albsnn_conv *p)
+{
+    return p->in.pixel_major ? 0u : (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p);
+}
+
 static size_t bit_events_scratch_words(const albsnn_conv *p)
 {
     const size_t planes = lane_planes(p), lw = lane_words(p);
-    const size_t rows = (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
-                      + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel;
+    const size_t rows = gathered_words(p) + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel;
     return p->fires != NULL ? fire_scratch_words(p) : rows + lw * (planes + ALBSNN_TREE);
 }
 
@@ -1368,6 +1479,17 @@ static void gather_pixels(const albsnn_conv *p, const uint32_t *x, uint64_t *row
             }
         }
     }
+}
+
+/* The input as pixel-major bit rows: x itself when it is pixel-major (one group, padded as the conv pads),
+ * else gathered into scratch (gathered_words of it). */
+static const uint64_t *input_rows(const albsnn_conv *p, const void *x, uint64_t *scratch)
+{
+    if (p->in.pixel_major) {
+        return (const uint64_t *)x;
+    }
+    gather_pixels(p, (const uint32_t *)x, scratch);
+    return scratch;
 }
 
 /* n bits (1..64) of a bit row from bit `at` on, least significant first. */
@@ -1491,14 +1613,15 @@ static void rows_of_output_row(const albsnn_conv *p, const lane_layer *l, size_t
 }
 
 /* Several time steps, or no neurons: the counts of each output unpacked, the neurons as in albsnn_conv_bits. */
-static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *scratch, int32_t *acc)
+static void bit_events_run(const albsnn_conv *p, const void *x, void *y, uint64_t *scratch, int32_t *acc)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups;
     const uint32_t lw = lane_words(p), planes = lane_planes(p);
     const uint32_t row_starts = groups * in->planes * p->kernel;
     const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
-    uint64_t *rows = scratch, *row_at = rows + in->steps * step_words, *counters = row_at + in->steps * row_starts;
+    uint64_t *row_at = scratch + gathered_words(p), *counters = row_at + in->steps * row_starts;
+    const uint64_t *rows;
     uint64_t *trees = counters + (size_t)lw * planes;
     uint32_t oy, ts, t, ox, g, q, lane, co;
     lane_layer layer;
@@ -1506,7 +1629,7 @@ static void bit_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uin
     if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
-    gather_pixels(p, x, rows);
+    rows = input_rows(p, x, scratch);
     for (oy = 0; oy < out->h; ++oy) {
         for (ts = 0; ts < in->steps; ++ts) {
             rows_of_output_row(p, &layer, ts * step_words, oy, row_at + (size_t)ts * row_starts);
@@ -1606,7 +1729,7 @@ static size_t fire_scratch_words(const albsnn_conv *p)
     const size_t lw = lane_words(p);
     fire_layer f;
     fire_layer_of(p, &f);
-    return (size_t)p->groups * p->in.h * p->in.planes * pixel_row_words(p) + (size_t)p->groups * p->in.planes * p->kernel
+    return gathered_words(p) + (size_t)p->groups * p->in.planes * p->kernel
          + (size_t)p->groups * lw * f.constant_words + f.depth + 1u
          + (lw == 1u ? listed_capacity(p) : lw * (lane_planes(p) + ALBSNN_TREE));
 }
@@ -1820,13 +1943,30 @@ static void start_plus_agree(const uint64_t *start, const uint64_t *agree, uint3
     }
 }
 
+/* Writes the spikes of a cell (`present` outputs from column ox0 of row oy, `lanes` lanes each, channels co0
+ * to co0 + n of each) into a cleared pixel-major map: output ox0 + s's at bit (ox0 + s + pad) * c + co0. */
+static void fire_pixels(const albsnn_tensor *out, uint64_t *y, uint32_t oy, uint32_t ox0, uint32_t present,
+                        uint32_t lanes, uint32_t co0, uint32_t n, uint64_t fire)
+{
+    uint64_t *row = pm_row(out, y, 0u, oy, 0u);
+    const uint64_t slot_lanes = lanes == 64u ? ~(uint64_t)0 : ((uint64_t)1 << lanes) - 1u;
+    uint32_t s;
+    for (s = 0; s < present; ++s) {
+        const uint64_t bits = (fire >> (s * lanes)) & slot_lanes;
+        if (bits != 0u) {
+            or_run(row, (ox0 + s + out->pad) * out->c + co0, bits, n);
+        }
+    }
+}
+
 /* The one-step path of albsnn_conv_bit_events (scratch: fire_scratch_words). */
-static void bit_events_fire_run(const albsnn_conv *p, const uint32_t *x, uint32_t *y, uint64_t *scratch)
+static void bit_events_fire_run(const albsnn_conv *p, const void *x, void *y, uint64_t *scratch)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, cout = out->c / p->groups, k = p->kernel;
     const uint32_t lw = lane_words(p), row_starts = p->groups * in->planes * k;
-    uint64_t *rows = scratch, *row_at, *constants, *counters, *pending;
+    uint64_t *row_at, *constants, *counters, *pending;
+    const uint64_t *rows;
     uint32_t oy, g, ox0, q, i, depth, planes_x, slot, slots;
     lane_layer l;
     fire_layer f;
@@ -1835,13 +1975,17 @@ static void bit_events_fire_run(const albsnn_conv *p, const uint32_t *x, uint32_
     depth = f.depth;
     planes_x = depth + 1u;
     slots = f.slots;
-    row_at = rows + (size_t)p->groups * in->h * in->planes * l.row_words;
+    row_at = scratch + gathered_words(p);
     constants = row_at + row_starts;
     counters = constants + (size_t)p->groups * lw * f.constant_words; /* one lane word's D + 1 planes */
     pending = counters + planes_x; /* lw = 1: cell_events' masks; else lanes_count's counters and trees */
     fire_constants(p, &f, constants);
-    clear_words(y, tensor_words(out));
-    gather_pixels(p, x, rows);
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+    } else {
+        clear_words((uint32_t *)y, tensor_words(out));
+    }
+    rows = input_rows(p, x, scratch);
     for (oy = 0; oy < out->h; ++oy) {
         rows_of_output_row(p, &l, 0u, oy, row_at);
         for (g = 0; g < p->groups; ++g) {
@@ -1911,10 +2055,15 @@ static void bit_events_fire_run(const albsnn_conv *p, const uint32_t *x, uint32_
                             }
                         }
 #endif
+                        if (out->pixel_major) { /* each output's channels of this word: one run of its pixel */
+                            fire_pixels(out, (uint64_t *)y, oy, ox0, present, f.lanes, g * cout + q * 64u,
+                                        cout - q * 64u < 64u ? cout - q * 64u : 64u, fire);
+                            continue;
+                        }
                         while (fire != 0u) {
                             const uint32_t lane = trail64(fire);
                             const uint32_t co = g * cout + q * 64u + lane % f.lanes, ox = ox0 + lane / f.lanes;
-                            set_bit(y, co * hwo + oy * wo + ox);
+                            set_bit((uint32_t *)y, co * hwo + oy * wo + ox);
                             fire &= fire - 1u;
                         }
                     }
@@ -1928,7 +2077,7 @@ static void bit_events_fire_run(const albsnn_conv *p, const uint32_t *x, uint32_
  * or a spike map (uint32_t) with neurons; words and counts: the scratch
  * albsnn_conv_bit_events_scratch_words and _counts size, n_words and n_counts elements long (counts
  * may be NULL when that size is 0). */
-int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words,
+int albsnn_conv_bit_events(const albsnn_conv *p, const void *x, void *y, uint64_t *words, size_t n_words,
                            int32_t *counts, size_t n_counts)
 {
     int status;
@@ -1946,7 +2095,7 @@ int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uin
         return ALBSNN_ERR_SCRATCH;
     }
     if (p->fires != NULL) {
-        bit_events_fire_run(p, x, (uint32_t *)y, words);
+        bit_events_fire_run(p, x, y, words);
         return ALBSNN_OK;
     }
     bit_events_run(p, x, y, words, counts);
@@ -2012,6 +2161,9 @@ ALBSNN_INLINE uint32_t events_block(float *ALBSNN_RESTRICT acc, const float *ALB
         for (i = 0; i < width; ++i) {
             bits |= (0u - (uint32_t)((a[i] >= low[i]) & (a[i] <= high[i]))) & bit_of[i];
         }
+#ifndef ALBSNN_TRACE
+        return bits; /* decided: only the trace reads these sums */
+#endif
     }
     for (i = 0; i < width; ++i) {
         acc[c0 + i] = a[i];
@@ -2201,8 +2353,7 @@ static size_t events_listed(const albsnn_conv *p)
 
 static size_t events_scratch_words(const albsnn_conv *p)
 {
-    return (size_t)p->in.steps * p->groups * p->in.h * p->in.planes * pixel_row_words(p)
-         + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + events_listed(p) + 1u
+    return gathered_words(p) + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + events_listed(p) + 1u
          + (p->fires != NULL ? ALBSNN_WORDS64(p->out.c / p->groups) : 0u);
 }
 
@@ -2238,7 +2389,7 @@ size_t albsnn_conv_events_scratch_floats(const albsnn_conv *p)
 /* The spikes of one output's n channels from co0 on, bit i % 64 of fired[i / 64] for channel co0 + i, into a
  * cleared map: element (co0 + i) * hw + at. */
 static void events_spikes(const albsnn_conv *p, uint32_t co0, const float *acc, uint32_t n, const uint64_t *fired,
-                          uint32_t *plane, uint32_t at, uint32_t hw)
+                          void *y, uint32_t at, uint32_t hw)
 {
     uint32_t i0;
 #ifdef ALBSNN_TRACE
@@ -2250,22 +2401,34 @@ static void events_spikes(const albsnn_conv *p, uint32_t co0, const float *acc, 
     (void)p;
     (void)acc;
 #endif
+    if (p->out.pixel_major) { /* output (oy, ox) = at: its channels side by side, 64 at a time */
+        const albsnn_tensor *out = &p->out;
+        uint64_t *row = pm_row(out, (uint64_t *)y, 0u, at / out->w, 0u);
+        const uint32_t first = (at % out->w + out->pad) * out->c + co0;
+        for (i0 = 0; i0 < n; i0 += 64u) {
+            if (fired[i0 / 64u] != 0u) {
+                or_run(row, first + i0, fired[i0 / 64u], n - i0 < 64u ? n - i0 : 64u);
+            }
+        }
+        return;
+    }
     for (i0 = 0; i0 < n; i0 += 64u) {
         uint64_t bits = fired[i0 / 64u];
         while (bits != 0u) {
-            set_bit(plane, (co0 + i0 + trail64(bits)) * hw + at);
+            set_bit((uint32_t *)y, (co0 + i0 + trail64(bits)) * hw + at);
             bits &= bits - 1u;
         }
     }
 }
 
-static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, float *floats)
+static void conv_events_run(const albsnn_conv *p, const void *x, void *y, uint64_t *words, float *floats)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups;
     const uint32_t row_starts = groups * in->planes * p->kernel;
     const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
-    uint64_t *rows = words, *row_at = rows + in->steps * step_words, *at = row_at + in->steps * row_starts;
+    uint64_t *row_at = words + gathered_words(p), *at = row_at + in->steps * row_starts;
+    const uint64_t *rows;
     uint64_t *fired = at + events_listed(p) + 1u; /* one step: the spikes of one output */
     float *acc = floats, *mem = acc + cout; /* membranes: several steps only */
     float *values = acc + (size_t)(p->lif != NULL && out->steps > 1u ? 2u : 1u) * cout;
@@ -2282,10 +2445,12 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
     for (i = 0; i < (1u << in->planes); ++i) { /* as value_at computes it */
         value_of[i] = in->divisor == 1u ? (float)i : (float)i / (float)in->divisor;
     }
-    if (p->lif != NULL) {
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+    } else if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
-    gather_pixels(p, x, rows);
+    rows = input_rows(p, x, words);
     for (oy = 0; oy < out->h; ++oy) {
         for (t = 0; t < in->steps; ++t) {
             rows_of_output_row(p, &layer, t * step_words, oy, row_at + (size_t)t * row_starts);
@@ -2298,7 +2463,7 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
                         if (p->fires != NULL) { /* one step: the sums against the firing ranges */
                             events_output_fire(p, &layer, rows, starts, ox, g, acc, at, values, value_of, lo + g * cout,
                                                hi + g * cout, fired);
-                            events_spikes(p, g * cout, acc, cout, fired, (uint32_t *)y, oy * wo + ox, hwo);
+                            events_spikes(p, g * cout, acc, cout, fired, y, oy * wo + ox, hwo);
                             continue;
                         }
                         events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of, NULL, NULL, NULL);
@@ -2332,7 +2497,7 @@ static void conv_events_run(const albsnn_conv *p, const uint32_t *x, void *y, ui
 /* Float weights (pixel-major) over bit planes, event by event. x: bit planes; y: floats, or a spike map
  * (uint32_t) with neurons; words and floats: the scratch albsnn_conv_events_scratch_words and _floats
  * size, n_words and n_floats elements long. */
-int albsnn_conv_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, float *floats,
+int albsnn_conv_events(const albsnn_conv *p, const void *x, void *y, uint64_t *words, size_t n_words, float *floats,
                        size_t n_floats)
 {
     int status;
@@ -2359,7 +2524,7 @@ int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, co
     if (in == NULL || x == NULL || scale == NULL || bias == NULL || y == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    if (!tensor_ok(in)) {
+    if (!planar_ok(in)) {
         return ALBSNN_ERR_DESCRIPTOR;
     }
     hw = in->h * in->w;
@@ -2380,7 +2545,7 @@ int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *l
     if (in == NULL || x == NULL || lif == NULL || out == NULL || y == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    if (!tensor_ok(in) || !tensor_ok(out) || !lif_ok(lif) || numel(in) != numel(out) || out->planes != 1u
+    if (!planar_ok(in) || !planar_ok(out) || !lif_ok(lif) || numel(in) != numel(out) || out->planes != 1u
         || out->divisor != 1u || (in->steps != out->steps && in->steps != 1u)) {
         return ALBSNN_ERR_DESCRIPTOR;
     }
@@ -2494,12 +2659,55 @@ static void pool_spikes2(const albsnn_pool *p, const uint32_t *x, uint32_t *y)
     }
 }
 
+/* Pooling of pixel-major spikes into pixel-major counts (the maximum: spikes): a pixel's channels are side by
+ * side, so each window adds whole pixels, 64 channels at a time, into bit-sliced counters (the maximum ORs them). */
+static void pool_pixels(const albsnn_pool *p, const uint64_t *x, uint64_t *y)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t k = p->kernel, s = p->stride, c = in->c;
+    uint64_t counts[31];
+    uint32_t t, oy, ox, j, ky, kx, b;
+    for (t = 0; t < out->steps; ++t) {
+        for (oy = 0; oy < out->h; ++oy) {
+            for (ox = 0; ox < out->w; ++ox) {
+                for (j = 0; j < c; j += 64u) {
+                    const uint32_t n = c - j < 64u ? c - j : 64u;
+                    for (b = 0; b < out->planes; ++b) {
+                        counts[b] = 0u;
+                    }
+                    for (ky = 0; ky < k; ++ky) { /* row oy * s + ky of the input's one plane */
+                        const uint64_t *row = x + ((size_t)t * in->h + oy * s + ky) * pm_row_words(in);
+                        for (kx = 0; kx < k; ++kx) {
+                            const uint64_t v = row_run(row, (ox * s + kx + in->pad) * c + j, n);
+                            if (p->is_max) {
+                                counts[0] |= v;
+                            } else {
+                                lanes_add(counts, out->planes, v);
+                            }
+                        }
+                    }
+                    for (b = 0; b < out->planes; ++b) {
+                        if (counts[b] != 0u) {
+                            or_run(pm_row(out, y, t, oy, b), (ox + out->pad) * c + j, counts[b], n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* Average or max pooling without padding; over bit planes the average keeps the window's count. */
 static void pool_run(const albsnn_pool *p, const void *x, void *y)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t k = p->kernel, s = p->stride;
     uint32_t t, c, oy, ox, ky, kx;
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+        pool_pixels(p, (const uint64_t *)x, (uint64_t *)y);
+        return;
+    }
     if (out->planes > 0u) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
@@ -2553,7 +2761,8 @@ int albsnn_pool2d(const albsnn_pool *p, const void *x, void *y)
     out = &p->out;
     if (!tensor_ok(in) || !tensor_ok(out) || out->c != in->c || out->steps != in->steps
         || (in->planes == 0u) != (out->planes == 0u) || !window_ok(in->h, p->kernel, p->stride, 0u, out->h)
-        || !window_ok(in->w, p->kernel, p->stride, 0u, out->w)) {
+        || !window_ok(in->w, p->kernel, p->stride, 0u, out->w)
+        || in->pixel_major != out->pixel_major || (in->pixel_major && in->planes != 1u)) { /* pixel-major: spikes in */
         return ALBSNN_ERR_DESCRIPTOR;
     }
     pool_run(p, x, y);
@@ -2567,7 +2776,7 @@ int albsnn_gap(const albsnn_tensor *in, const void *x, float *y)
     if (in == NULL || x == NULL || y == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    if (!tensor_ok(in)) {
+    if (!planar_ok(in)) {
         return ALBSNN_ERR_DESCRIPTOR;
     }
     hw = in->h * in->w;
@@ -2598,7 +2807,7 @@ int albsnn_step_mean(const albsnn_tensor *in, const void *x, float *logits)
     if (in == NULL || x == NULL || logits == NULL) {
         return ALBSNN_ERR_NULL;
     }
-    if (!tensor_ok(in)) {
+    if (!planar_ok(in)) {
         return ALBSNN_ERR_DESCRIPTOR;
     }
     for (c = 0; c < numel(in); ++c) {

@@ -10,12 +10,21 @@
  * count / divisor. steps is 1 before the first neuron layer (the image is the same at every
  * time step), else ALBSNN_TIMESTEPS.
  *
+ * Between an event-driven kernel and the next one (or a pooling between them) bit planes can instead be
+ * pixel-major rows (pixel_major = 1), the layout those kernels read: uint64_t words, [steps][h][planes][R]
+ * with R = ceil((w + 2 pad) * c / 64) + 1, element (channel ch, row iy, column ix) at bit
+ * ((ix + pad) * c + ch) % 64, least significant first, of word ((ix + pad) * c + ch) / 64 of its row. The
+ * pad zero pixels on each side of a row are the padding of the conv that reads it; they, the bits past the
+ * row and the spare last word are zero. A pixel's channels are side by side: a conv reads its receptive
+ * field without gathering it, writes each output pixel's spikes as one run of bits, and a pooling adds whole
+ * pixels.
+ *
  * Types: float values are read and written as float, bit planes as uint32_t, the 1-bit kernels'
  * receptive fields, pixel-major bit rows and bit-sliced counters as uint64_t and their counts and
  * sums as int32_t, each through a pointer of that type to storage of that type (the model's arena is
- * a union of one array per type) and aligned for it. A kernel whose buffer is either values or bit planes takes `void *` and converts it back to
- * the type its tensor descriptor names, so the caller passes a float * for values and a uint32_t *
- * for bit planes.
+ * a union of one array per type) and aligned for it. A kernel whose buffer is either values or bit planes takes
+ * `void *` and converts it back to the type its tensor descriptor names, so the caller passes a float * for
+ * values, a uint32_t * for channel-major bit planes and a uint64_t * for pixel-major rows.
  *
  * Layers over bit planes have two kernels each, with the same results bit for bit: dense ones that
  * visit every input (albsnn_conv_rows, albsnn_conv_bits) and event-driven ones that visit only the
@@ -56,10 +65,12 @@ extern "C" {
 #define ALBSNN_CHARGE_RULES 3u       /* how many there are */
 
 typedef struct {
-    uint32_t c, h, w;   /* channels, height and width of one step; features are c x 1 x 1 */
-    uint32_t steps;     /* 1 (shared by every time step) or ALBSNN_TIMESTEPS */
-    uint32_t planes;    /* 0: float32 values; n >= 1: n bit planes of counts */
-    uint32_t divisor;   /* value = count / divisor (bit planes) */
+    uint32_t c, h, w;      /* channels, height and width of one step; features are c x 1 x 1 */
+    uint32_t steps;        /* 1 (shared by every time step) or ALBSNN_TIMESTEPS */
+    uint32_t planes;       /* 0: float32 values; n >= 1: n bit planes of counts */
+    uint32_t divisor;      /* value = count / divisor (bit planes) */
+    uint32_t pixel_major;  /* bit planes: 0 channel-major (uint32_t words), 1 pixel-major rows (uint64_t words) */
+    uint32_t pad;          /* pixel-major: zero pixels on each side of a row; else 0 */
 } albsnn_tensor;
 
 /* A neuron layer's constants. tau and v_threshold hold for every channel unless taus / thresholds give one
@@ -117,9 +128,11 @@ int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t 
                      size_t n_counts);
 int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratch, size_t n_scratch);
 /* Event-driven, over bit planes: work in proportion to the spikes (float weights; binarized weights). */
-int albsnn_conv_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, float *floats,
+/* x: channel-major bit planes (uint32_t), or pixel-major rows (uint64_t) padded by the conv's padding (one group);
+ * y: floats, or with neurons a spike map (uint32_t), or with a firing range pixel-major rows (uint64_t). */
+int albsnn_conv_events(const albsnn_conv *p, const void *x, void *y, uint64_t *words, size_t n_words, float *floats,
                        size_t n_floats);
-int albsnn_conv_bit_events(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words,
+int albsnn_conv_bit_events(const albsnn_conv *p, const void *x, void *y, uint64_t *words, size_t n_words,
                            int32_t *counts, size_t n_counts);
 int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
 int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
