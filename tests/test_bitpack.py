@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from albsnn_compress.formats.bitpack import pack_signs, packed_size, unpack_bits, unpack_signs
+from albsnn_compress.formats.bitpack import (
+    CODE_BITS,
+    codes_size,
+    pack_codes,
+    pack_signs,
+    packed_size,
+    unpack_bits,
+    unpack_codes,
+    unpack_signs,
+)
 
 WORKED_WEIGHTS = [0.3, -0.1, 0.0, -2.0, 1.0, 1.0, -0.5, 0.2, -0.7, 0.9]
 WORKED_BYTES = bytes([0xAD, 0x40])  # 0b10101101, 0b01000000: docs/format.md and bitpack's docstring
@@ -127,3 +136,41 @@ def test_short_data_is_an_error() -> None:
         unpack_signs(bytes(2), [17])
     with pytest.raises(ValueError, match="9 bits need 2 bytes, got 1"):
         unpack_bits(bytes(1), 9)
+
+
+CODE_EXAMPLE = ([3, -1, -7, 0, 5], 4, bytes([0xF3, 0x09, 0x05]))  # bitpack's docstring: low field first
+
+
+def test_the_k_bit_worked_example() -> None:
+    codes, bits, expected = CODE_EXAMPLE
+    assert pack_codes(np.array(codes), bits) == expected
+    assert unpack_codes(expected, len(codes), bits).tolist() == codes
+    assert pack_codes(np.array([-1, 0, 1, -1, 1]), 2) == bytes([0b11010011, 0b00000001])  # two's complement fields
+
+
+@pytest.mark.parametrize("bits", CODE_BITS)
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 5, 8, 9, 1001])
+def test_codes_round_trip_in_the_fewest_bytes(bits: int, count: int) -> None:
+    top = (1 << (bits - 1)) - 1
+    codes = np.random.default_rng(count + bits).integers(-top, top + 1, size=count)
+    packed = pack_codes(codes, bits)
+    assert len(packed) == codes_size(count, bits) == -(-count * bits // 8)
+    assert unpack_codes(packed, count, bits).tolist() == codes.tolist()
+
+
+def test_eight_bit_codes_are_plain_int8_bytes() -> None:
+    codes = np.array([-127, -1, 0, 1, 127])
+    assert pack_codes(codes, 8) == codes.astype(np.int8).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: pack_codes(np.array([2]), 2), r"codes must lie in \[-2, 1\] to pack at 2 bits"),
+        (lambda: pack_codes(np.array([0]), 3), r"codes of 3 bits cannot be packed; the widths are \[2, 4, 8\]"),
+        (lambda: unpack_codes(b"\x00", 3, 4), "3 codes of 4 bits need 2 bytes"),
+    ],
+)
+def test_codes_that_do_not_fit_are_refused(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -43,7 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "formats": set(),  # the folder's docstring only
     "formats.bitpack": set(),
     "formats.container": {"snn", "binarize", "files", "formats.bitpack"},
-    "formats.onnx": {"snn", "binarize", "files", "formats.bitpack"},
+    "formats.onnx": {"snn", "binarize", "precision", "files", "formats.bitpack"},
     "formats.nir": {"snn", "binarize", "files"},
     "formats.c": {"snn", "binarize", "files", "formats.bitpack"},
     "interop": {"snn", "data", "binarize", "checkpoint"},

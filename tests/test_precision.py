@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
+from onnx import numpy_helper
 
 from albsnn_compress.binarize import binarize_, binarized_layers, is_binarized
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from albsnn_compress.data import load_split
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.formats.bitpack import codes_size, pack_codes
 from albsnn_compress.formats.container.file import read_container, write_container
 from albsnn_compress.formats.onnx.export import export_onnx
 from albsnn_compress.precision import (
@@ -190,10 +193,10 @@ def test_storage_and_summary_count_k_bits_and_a_scale_per_channel(digits_checkpo
     assert shown == ["float32", "4-bit", "1-bit", "8-bit"]
 
 
-def test_the_container_and_onnx_compute_k_bit_layers_exactly_stored_as_float_for_now(
+def test_the_container_computes_k_bit_layers_exactly_stored_as_float_for_now(
     digits_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """Until the formats pack k-bit codes (issue 26), they store a k-bit layer's values as float32: the same
+    """Until the container packs k-bit codes (issue 26), it stores a k-bit layer's values as float32: the same
     outputs, no saving. The test pins both halves, so packing is a deliberate change here."""
     model, names = _mixed(digits_checkpoint)
     images = load_split("digits", None, "test").as_float()[:64]
@@ -204,7 +207,36 @@ def test_the_container_and_onnx_compute_k_bit_layers_exactly_stored_as_float_for
     with torch.no_grad():
         assert torch.equal(container.model(images), expected)
     assert layer_bits(container.model)[names[1]] == FLOAT_BITS and container.header["binarized"] == [names[2]]
-    export_onnx(model, tmp_path / "mixed.onnx")
-    session = onnxruntime.InferenceSession(str(tmp_path / "mixed.onnx"))
+
+
+def _initializers(path: Path) -> dict[str, np.ndarray]:
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize("bits", QUANTIZED)
+def test_onnx_packs_k_bit_codes_and_onnxruntime_computes_the_model(
+    digits_checkpoint: Path, tmp_path: Path, bits: int
+) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    names = list(layer_bits(model))
+    set_precision_(model, dict.fromkeys(names[1:-1], bits))
+    test = load_split("digits", None, "test")
+    images = test.as_float()
+    with torch.no_grad():
+        expected = model.eval()(images).numpy()
+    export_onnx(model, tmp_path / "packed.onnx")
+    export_onnx(model, tmp_path / "float.onnx", weights="float")
+    stored = _initializers(tmp_path / "packed.onnx")
+    for name in names[1:-1]:
+        weight = dict(model.named_modules())[name].weight
+        codes = stored[f"{name.rsplit('.', 1)[-1]}.codes"]
+        assert codes.dtype == (np.int8 if bits == 8 else np.uint8)
+        assert codes.nbytes == codes_size(weight.numel(), bits)
+        assert codes.tobytes() == pack_codes(weight_codes(weight.detach(), bits)[0], bits)
+    float_bytes = sum(array.nbytes for array in _initializers(tmp_path / "float.onnx").values())
+    packed_bytes = sum(array.nbytes for array in stored.values())
+    assert packed_bytes < float_bytes * (bits / 32 + 0.35)  # conv1, the last layer and batch norms stay float
+    session = onnxruntime.InferenceSession(str(tmp_path / "packed.onnx"))
     logits = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
-    assert np.abs(logits - expected.numpy()).max() < 1e-4
+    assert np.abs(logits - expected).max() < 1e-4  # the scale is applied in float32 in the graph
+    assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.99

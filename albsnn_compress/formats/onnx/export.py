@@ -36,11 +36,12 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from albsnn_compress.binarize import binarized_layers, binary_scale, is_binarized
+from albsnn_compress.binarize import binarized_layers, binary_scale
 from albsnn_compress.errors import ExportError
 from albsnn_compress.files.atomic import atomic_write
-from albsnn_compress.formats.bitpack import pack_signs
-from albsnn_compress.formats.onnx.graph import GraphBuilder, unpack_signs
+from albsnn_compress.formats.bitpack import pack_codes, pack_signs
+from albsnn_compress.formats.onnx.graph import GraphBuilder, unpack_codes, unpack_signs
+from albsnn_compress.precision import FLOAT_BITS, weight_bits, weight_codes
 from albsnn_compress.snn.layer_types import LAYER_TYPES, layer_type_of
 from albsnn_compress.snn.onnx_mapping import as_array
 from albsnn_compress.snn.spec import SpikingNet
@@ -115,25 +116,37 @@ class _Exporter:
         return self.builder.const(values, dtype)
 
     def weight(self, name: str, module: nn.Module) -> str:
-        """The layer's effective weight: a float initializer, or packed bits unpacked in the graph.
+        """The layer's effective weight: a float initializer, or packed bits or k-bit codes unpacked in the graph.
 
-        A binarized layer without bias whose next layer can absorb a per-channel
-        factor leaves ``alpha`` to it (``take_input_scale``) instead of a ``Mul``.
+        A binarized (k-bit) layer without bias whose next layer can absorb a per-channel
+        factor leaves ``alpha`` (its scale) to it (``take_input_scale``) instead of a ``Mul``.
         """
         b = self.builder
         weight = cast(torch.Tensor, module.weight).detach().cpu().float()
-        bias = getattr(module, "bias", None)
-        if not (self.packed and is_binarized(module)):
+        bits = weight_bits(module)
+        if not self.packed or bits == FLOAT_BITS:
             return b.initializer(f"{name}.w", weight.numpy())
-        bits = b.initializer(f"{name}.bits", np.frombuffer(pack_signs(weight), dtype=np.uint8))
-        signs = unpack_signs(b, bits, weight.numel(), list(weight.shape), name)
-        alpha = binary_scale(weight).numpy()
+        if bits == 1:
+            packed = b.initializer(f"{name}.bits", np.frombuffer(pack_signs(weight), dtype=np.uint8))
+            values = unpack_signs(b, packed, weight.numel(), list(weight.shape), name)
+            return self.scaled(name, module, values, binary_scale(weight).numpy(), "alpha")
+        codes, scale = weight_codes(weight, bits)  # the codes the layer computes with (quantizing is idempotent)
+        stored = codes.numpy() if bits == 8 else np.frombuffer(pack_codes(codes, bits), dtype=np.uint8)
+        packed = b.initializer(f"{name}.codes", stored)
+        values = unpack_codes(b, packed, weight.numel(), bits, list(weight.shape), name)
+        return self.scaled(name, module, values, scale.float().numpy(), "scale")
+
+    def scaled(self, name: str, module: nn.Module, values: str, scale: np.ndarray, label: str) -> str:
+        """``values`` times the per-output-channel ``scale``; or, for a layer without bias whose next layer
+        absorbs a positive per-channel factor, ``values`` alone with ``scale`` left to it."""
         following = layer_type_of(self.following) if self.following is not None else None
-        if bias is None and following is not None and following.absorbs_input_scale and bool((alpha > 0).all()):
-            self.input_scale = alpha.astype(np.float64)
-            return signs
-        scale = b.initializer(f"{name}.alpha", alpha.reshape(-1, *[1] * (weight.dim() - 1)))
-        return b.node("Mul", [signs, scale], f"{name}.scaled")
+        absorbs = following is not None and following.absorbs_input_scale
+        if getattr(module, "bias", None) is None and absorbs and bool((scale > 0).all()):
+            self.input_scale = scale.astype(np.float64)
+            return values
+        rank = cast(torch.Tensor, module.weight).dim()
+        factor = self.builder.initializer(f"{name}.{label}", scale.reshape(-1, *[1] * (rank - 1)))
+        return self.builder.node("Mul", [values, factor], f"{name}.scaled")
 
     def take_input_scale(self) -> np.ndarray | None:
         scale, self.input_scale = self.input_scale, None
@@ -178,7 +191,7 @@ def build_onnx_model(model: SpikingNet, *, weights: str = "packed", opset: int =
     """The ONNX model of ``model`` in inference mode (batch-norm running statistics).
 
     Args:
-        model: the network; binarized layers are found with :func:`is_binarized`.
+        model: the network; binarized and k-bit layers are found with :func:`~albsnn_compress.precision.weight_bits`.
         weights: ``"packed"`` (1 bit per binarized weight) or ``"float"`` (float32 everywhere).
         opset: ``ai.onnx`` opset, at least 18; the IR version is the lowest that opset allows.
 

@@ -1,4 +1,4 @@
-"""Building blocks of the ONNX graph: a small graph builder and 1-bit unpacking.
+"""Building blocks of the ONNX graph: a small graph builder, 1-bit and k-bit unpacking.
 
 Everything here emits standard ``ai.onnx`` operators only (no custom or contrib
 ops), so any runtime that implements opset 18 runs the result. See
@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["GraphBuilder", "unpack_signs"]
+__all__ = ["GraphBuilder", "unpack_signs", "unpack_codes"]
 
 # Right shifts that bring bit 7 - k of a byte (MSB first, albsnn_compress/formats/bitpack.py) to bit 0.
 _SHIFTS = np.arange(7, -1, -1, dtype=np.uint8)
@@ -102,3 +102,39 @@ def unpack_signs(builder: GraphBuilder, bits: str, count: int, shape: Sequence[i
     doubled = builder.node("Mul", [as_float, builder.const(2.0)], f"{hint}.x2")
     signs = builder.node("Sub", [doubled, builder.const(1.0)], f"{hint}.pm1")
     return builder.node("Reshape", [signs, builder.const(list(shape), np.int64)], f"{hint}.sign")
+
+
+def unpack_codes(builder: GraphBuilder, codes: str, count: int, bits: int, shape: Sequence[int], hint: str) -> str:
+    """Nodes that turn k-bit codes into a float tensor of their integer values.
+
+    8 bits: an ``int8`` initializer, ``Cast float -> Reshape shape``. 2 and 4 bits: a ``uint8``
+    initializer in the k-bit layout of ``albsnn_compress/formats/bitpack.py``: ``bytes [n] ->
+    Reshape [n, 1] -> BitShift right by [0, k, 2k, ...] -> BitwiseAnd (2^k - 1) -> Reshape [-1]
+    [-> Slice [:count] if there are padding fields] -> Cast int64 -> Gather`` from the table of the
+    ``2^k`` two's-complement values ``-> Reshape shape``.
+
+    Args:
+        builder: the graph being built.
+        codes: name of the initializer.
+        count: number of weights (the fields after it are padding).
+        bits: 2, 4 or 8.
+        shape: the weight's shape.
+        hint: name prefix for the new tensors.
+    """
+    if bits == 8:
+        as_float = builder.node("Cast", [codes], f"{hint}.float", to=TensorProto.FLOAT)
+        return builder.node("Reshape", [as_float, builder.const(list(shape), np.int64)], f"{hint}.codes")
+    column = builder.node("Reshape", [codes, builder.const([-1, 1], np.int64)], f"{hint}.bytes")
+    shifts = builder.const(np.arange(0, 8, bits, dtype=np.uint8), np.uint8)
+    shifted = builder.node("BitShift", [column, shifts], f"{hint}.shift", direction="RIGHT")
+    fields = builder.node("BitwiseAnd", [shifted, builder.const((1 << bits) - 1, np.uint8)], f"{hint}.field")
+    flat = builder.node("Reshape", [fields, builder.const([-1], np.int64)], f"{hint}.flat")
+    if count % (8 // bits):  # drop the padding fields of the last byte
+        flat = builder.node(
+            "Slice", [flat, builder.const([0], np.int64), builder.const([count], np.int64)], f"{hint}.trim"
+        )
+    index = builder.node("Cast", [flat], f"{hint}.index", to=TensorProto.INT64)
+    half = 1 << (bits - 1)
+    table = builder.const([value if value < half else value - (1 << bits) for value in range(1 << bits)])
+    values = builder.node("Gather", [table, index], f"{hint}.value", axis=0)
+    return builder.node("Reshape", [values, builder.const(list(shape), np.int64)], f"{hint}.codes")
