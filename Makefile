@@ -46,6 +46,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks.bench_fidelity --quick
 	$(PY) -m benchmarks.bench_recipe --quick
 	$(PY) -m benchmarks.bench_albsnn_mode --quick
+	$(PY) -m benchmarks.bench_precision --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
