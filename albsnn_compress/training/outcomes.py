@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
@@ -40,6 +41,7 @@ def correct_answers(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, 
     """A boolean vector over ``data``'s images, in order: whether ``model``'s top-1 answer is the label.
 
     ``batch_size`` images at most per forward pass, fewer where :func:`bounded_batch_size` says so.
+    Parametrized weights (binarized, k-bit) are computed once for the whole split.
     Under DDP each rank answers its shard (every ``world_size``-th image, from its
     rank) and the vectors are summed across ranks, so every rank returns the whole
     split's vector.
@@ -49,7 +51,8 @@ def correct_answers(model: nn.Module, data: ImageSet, ctx: DistContext = LOCAL, 
     loader = BatchLoader(data, bounded_batch_size(model, batch_size), rank=ctx.rank, world_size=ctx.world_size)
     correct = torch.zeros(len(data), dtype=torch.int64)
     position = ctx.rank
-    with torch.no_grad():
+    # cached: a binarized or k-bit layer's weights are computed once for the split, not once per batch
+    with torch.no_grad(), parametrize.cached():
         for images, labels in loader:
             hits = model(images.to(ctx.device)).argmax(dim=1).cpu() == labels
             count = labels.numel()
