@@ -599,6 +599,12 @@ EVENT_CASES = [
         {"albsnn_conv_bit_events"},
     ),
     (
+        "maxpool-linear-T1-float",
+        lambda ckpt, d: _lively(_pool_head_spec(), 1, d["train"]),
+        "float",
+        {"albsnn_conv_events"},
+    ),
+    (
         "maxpool-linear-T3-float",
         lambda ckpt, d: _lively(_pool_head_spec(), 3, d["train"], "soft"),
         "float",

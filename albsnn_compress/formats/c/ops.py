@@ -421,6 +421,17 @@ class ConvOp(Operation):
         return math.ceil((self.inp.width + 2 * self.padding) * (self.inp.channels // self.groups) / 64) + 1
 
     @property
+    def ring_pixels(self) -> int:
+        """``albsnn_conv_events`` with a firing range: padded pixels of an input row."""
+        return self.inp.width + 2 * self.padding
+
+    @property
+    def ring_list_size(self) -> int:
+        """``albsnn_conv_events`` with a firing range: entries of one row list of its ring, every bit of a padded
+        row and 16 more (a chunked copy reads past a slice)."""
+        return self.ring_pixels * (self.inp.channels // self.groups) + 16
+
+    @property
     def lane_planes(self) -> int:
         """``albsnn_conv_bit_events``: counter planes, the bits of the largest sum ``fan_in (2^planes - 1)``,
         and room for a carry-save tree (ones to sixteens) at the top input plane: ``planes + 4``."""
@@ -443,16 +454,18 @@ class ConvOp(Operation):
         64 output channels, or with a firing range the decision's constants (``2 D + 5`` words per group and 64
         channels, :attr:`fire_depth`), one word's counters (``D + 1``) and the pending masks of one output (one
         64-channel word: 48, a word's events and 6 more; else ``lanes_count``'s counters and trees); (float) a
-        batch of 64 event positions and its end, or with a firing range a batch, a word's events and 6 more, its
-        end and one output's spikes.
+        batch of 64 event positions and its end, or with a firing range the ring of ``kernel`` row lists (per row
+        :attr:`ring_list_size` event positions, :attr:`ring_pixels` + 1 pixel starts and a tag), one output's
+        events (``fan_in`` and 16 more, a chunked copy's overrun, the end among them) and its spikes.
         """
         if self.events:  # a channel-major input gathered into pixel-major rows (a pixel-major one is read as it is)
             gathered = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
             rows = 0 if self.inp.pixel_major else gathered
             rows += self.inp.steps * self.groups * self.inp.planes * self.kernel  # where an output row's rows start
-            if self.bits is None:  # a batch of event positions and its end; one step: every event, the spikes
-                if self.one_step_float:  # a batch, a word's events, a spare unrolled listing; the end; the spikes
-                    return rows + 64 + 64 + 6 + 1 + math.ceil(self.out.channels // self.groups / 64)
+            if self.bits is None:  # a batch of event positions and its end; one step: the ring of row lists
+                if self.one_step_float:  # per slot (k): the list, pixel starts, a tag; one output's events, end, spikes
+                    ring = self.kernel * (self.ring_list_size + self.ring_pixels + 2)
+                    return rows + ring + self.fan_in + 16 + math.ceil(self.out.channels // self.groups / 64)
                 return rows + 64 + 1
             planes, lanes = self.lane_planes, self.lane_words
             if self.fire_ranges() is not None:  # one step: constants, one lane word's counters, pending masks
@@ -491,15 +504,20 @@ class ConvOp(Operation):
         ``albsnn_conv_rows_scratch``: one padded input row, one output row of sums and, with
         neurons over several steps, one of membranes. ``albsnn_conv_events_scratch_floats``: one
         output's sums over the channels of its group, with neurons over several steps their
-        membranes, the values of a batch of 64 events and the value ``count / divisor`` of every count.
+        membranes, the values of a batch of 64 events (with a firing range over counts: the values of
+        the ring's row lists and of one output's events), the value ``count / divisor`` of every count
+        and with a firing range the ranges as floats.
         """
         if self.bits is not None and self.inp.is_bits:
             return 0
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
         if self.events:  # one output's sums and membranes, a batch's values, the value of every count, the ranges
-            listed, ranges = (64 + 64 + 6, 2 * out.channels) if self.one_step_float else (64, 0)
-            return (1 + membranes) * (out.channels // self.groups) + listed + (1 << inp.planes) + ranges
+            if self.one_step_float:  # over counts the ring's values and one output's
+                valued = inp.planes > 1 or inp.divisor != 1
+                listed = self.kernel * self.ring_list_size + self.fan_in + 16 if valued else 0
+                return out.channels // self.groups + listed + (1 << inp.planes) + 2 * out.channels
+            return (1 + membranes) * (out.channels // self.groups) + 64 + (1 << inp.planes)
         return inp.width + 2 * self.padding + (1 + membranes) * out.channels * out.width
 
     @property

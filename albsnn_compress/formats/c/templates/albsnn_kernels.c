@@ -2267,7 +2267,8 @@ static void events_output(const albsnn_conv *p, const lane_layer *l, const uint6
 /* Lists the events of run word `bits` (positions base + bit) from at[n] on: ALBSNN_EVENT_UNROLL of them without
  * a branch (a data-dependent loop's exit is a mispredicted branch, and a word of a sparse map holds a few
  * events; the entries past the events are overwritten later), the rest of a denser word in a loop. With
- * count planes (`planes` > 1) also each event's value, value_of[count]. Returns how many. */
+ * `values` also each event's value, value_of[count], its count's bits in the planes' run words `runs`.
+ * Returns how many. */
 #define ALBSNN_EVENT_UNROLL 6u
 
 ALBSNN_INLINE uint32_t list_positions(uint64_t bits, uint64_t base, uint64_t *at, const uint64_t *runs, uint32_t planes,
@@ -2277,7 +2278,7 @@ ALBSNN_INLINE uint32_t list_positions(uint64_t bits, uint64_t base, uint64_t *at
     for (i = 0; i < ALBSNN_EVENT_UNROLL; ++i) {
         const uint32_t bit = trail64(bits | ((uint64_t)1 << 63)); /* 63 past the last event: a spare entry */
         at[i] = base + bit;
-        if (planes > 1u) {
+        if (values != NULL) {
             uint32_t c = 0u;
             for (b = 0; b < planes; ++b) {
                 c |= (uint32_t)((runs[b] >> bit) & 1u) << b;
@@ -2290,7 +2291,7 @@ ALBSNN_INLINE uint32_t list_positions(uint64_t bits, uint64_t base, uint64_t *at
     for (; bits != 0u; ++count) {
         const uint32_t bit = trail64(bits);
         at[count] = base + bit;
-        if (planes > 1u) {
+        if (values != NULL) {
             uint32_t c = 0u;
             for (b = 0; b < planes; ++b) {
                 c |= (uint32_t)((runs[b] >> bit) & 1u) << b;
@@ -2302,66 +2303,149 @@ ALBSNN_INLINE uint32_t list_positions(uint64_t bits, uint64_t base, uint64_t *at
     return count;
 }
 
-/* The one-step path of events_output (a firing range): the events listed a word at a time without a branch
- * per event (list_positions), summed a batch at a time, the last batch's sums compared in events_sum. */
-static void events_output_fire(const albsnn_conv *p, const lane_layer *l, const uint64_t *rows, const uint64_t *row_at,
-                               uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values, const float *value_of,
-                               const float *lo, const float *hi, uint64_t *fired)
+/* The one-step path (a firing range) lists the events of each input row once, into a ring of k row lists (the
+ * k rows an output row reads: padded row iy + padding in slot (iy + padding) % k), instead of once per output
+ * that reads them (k x k times). A row's list holds the events' bit positions in the padded row, (ix + padding) * C + c, ascending,
+ * and where each pixel's events start: the events of output ox in that row are one slice, pixels ox * stride
+ * to ox * stride + k. The output copies its k slices, each position made a weight row (ky * k C + the position
+ * less the output's first bit, ox * stride * C), into one list and sums it, in (ky, kx, c) order as before. */
+
+/* y[i] = x[i] + shift and y[i] = x[i] for i < n, ALBSNN_CHUNK at a time: the entries up to the next multiple
+ * of ALBSNN_CHUNK are copied too (past the end of a slice: scratch that is overwritten later), so that a short
+ * slice, the common case, takes one pass of a fixed length, without a mispredicted exit. */
+#define ALBSNN_CHUNK 16u
+
+static void shifted_copy(uint64_t *ALBSNN_RESTRICT y, const uint64_t *ALBSNN_RESTRICT x, uint32_t n, uint64_t shift)
 {
-    const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run, planes = l->in_planes;
-    const int spikes = planes == 1u && p->in.divisor == 1u;
-    const float *weights = p->weight + (size_t)g * l->k * run * cout; /* [ky][kx][c][co] */
-    uint64_t runs[31];
-    uint32_t ky, j, b, pending = 0u;
-    int resume = 0;
-    for (ky = 0; ky < l->k; ++ky) {
-        if (row_at[ky] == ALBSNN_PADDING_ROW) {
-            continue; /* zero padding adds nothing (every plane of a row is padding or none is) */
-        }
-        for (j = 0; j < run; j += 64u) {
-            const uint32_t n = run - j < 64u ? run - j : 64u;
-            uint64_t any = 0u;
-            for (b = 0; b < planes; ++b) { /* an event wherever a count is not zero */
-                runs[b] = row_run(rows + (size_t)row_at[b * l->k + ky], first + j, n);
-                any |= runs[b];
-            }
-            pending += planes == 1u ? list_positions(any, (uint64_t)ky * run + j, at + pending, runs, 1u, value_of, values)
-                                    : list_positions(any, (uint64_t)ky * run + j, at + pending, runs, planes, value_of,
-                                                     values + pending);
-            if (pending >= ALBSNN_BATCH) { /* a batch or more listed: summed, in order, before the next word */
-                at[pending] = ALBSNN_END_OF_BATCH;
-                events_sum(acc, weights, cout, at, values, spikes, resume, NULL, NULL, NULL);
-                resume = 1;
-                pending = 0u;
-            }
+    uint32_t i, j;
+    for (i = 0; i < n; i += ALBSNN_CHUNK) {
+        for (j = 0; j < ALBSNN_CHUNK; ++j) {
+            y[i + j] = x[i + j] + shift;
         }
     }
-    at[pending] = ALBSNN_END_OF_BATCH;
-    events_sum(acc, weights, cout, at, values, spikes, resume, lo, hi, fired);
 }
 
-/* Scratch of albsnn_conv_events. uint64_t: the input as pixel-major bit rows and where an output row's
- * kernel rows start, per step (as albsnn_conv_bit_events), and a batch of event positions and its end
- * (ALBSNN_BATCH + 1). floats: one output's sums (out c / groups), with neurons over several steps its
- * membranes, the batch's values (ALBSNN_BATCH) and the value of every count, count / divisor (2^planes). */
-/* With a firing range the list holds a batch and one more word's events, listed ALBSNN_EVENT_UNROLL at a time
- * (and as many values), and the spikes of one output follow it. */
-static size_t events_listed(const albsnn_conv *p)
+static void float_copy(float *ALBSNN_RESTRICT y, const float *ALBSNN_RESTRICT x, uint32_t n)
 {
-    return p->fires != NULL ? ALBSNN_BATCH + 64u + ALBSNN_EVENT_UNROLL : ALBSNN_BATCH;
+    uint32_t i, j;
+    for (i = 0; i < n; i += ALBSNN_CHUNK) {
+        for (j = 0; j < ALBSNN_CHUNK; ++j) {
+            y[i + j] = x[i + j];
+        }
+    }
 }
+
+/* The events of one padded input row of C channels and `pixels` pixels, its planes' rows at rows + row_at[b * k],
+ * into list (positions; with `vals` their values, value_of[count]) and starts[px], the first event of pixel
+ * px, px = 0..pixels (starts[pixels]: how many), then ALBSNN_CHUNK zeros (what a chunked copy of the last
+ * slice reads past it): list and vals hold pixels * C + ALBSNN_CHUNK. The padding bits past the row are zero;
+ * below 2^16 bits px = position / C is (position * ceil(2^32 / C)) >> 32, exactly. */
+static void list_row(const lane_layer *l, const uint64_t *rows, const uint64_t *row_at, uint32_t pixels,
+                     const float *value_of, uint64_t *list, float *vals, uint64_t *starts)
+{
+    const uint32_t planes = l->in_planes, cin = l->cin, bits = pixels * cin;
+    const uint64_t inv_c = ((uint64_t)1 << 32) / cin + 1u;
+    const int exact = bits < 0x10000u;
+    uint64_t runs[16];
+    uint32_t j, b, e, px, n = 0u;
+    for (j = 0; j < bits; j += 64u) {
+        uint64_t any = 0u;
+        for (b = 0; b < planes; ++b) { /* an event wherever a count is not zero */
+            runs[b] = rows[(size_t)row_at[b * l->k] + j / 64u];
+            any |= runs[b];
+        }
+        n += vals != NULL ? list_positions(any, j, list + n, runs, planes, value_of, vals + n)
+                          : list_positions(any, j, list + n, runs, planes, value_of, NULL);
+    }
+    for (e = n; e < n + ALBSNN_CHUNK; ++e) { /* over the unrolled listing's spare entries */
+        list[e] = 0u;
+        if (vals != NULL) {
+            vals[e] = 0.0f;
+        }
+    }
+    for (px = 0; px <= pixels; ++px) {
+        starts[px] = 0u;
+    }
+    for (e = 0; e < n; ++e) { /* one past each pixel's last event, then carried over the pixels without one */
+        const uint32_t pos = (uint32_t)list[e];
+        starts[(exact ? (uint32_t)(((uint64_t)pos * inv_c) >> 32) : pos / cin) + 1u] = e + 1u;
+    }
+    for (px = 1; px <= pixels; ++px) {
+        starts[px] = starts[px] > starts[px - 1u] ? starts[px] : starts[px - 1u];
+    }
+}
+
+/* A ring of row lists (the one-step path's scratch): slot s's events, values and pixel starts, and which bit
+ * row it holds (its offset in the rows, ALBSNN_PADDING_ROW: none). */
+typedef struct {
+    uint64_t *lists, *starts, *tags;
+    float *vals;              /* NULL: spikes (no values) */
+    size_t list_size;         /* entries of one slot's list: pixels * C + ALBSNN_CHUNK */
+    uint32_t pixels;          /* padded pixels of a row */
+} row_ring;
+
+/* The spikes of output ox of group g into fired (events_sum with the group's firing ranges lo, hi; acc: its
+ * sums), from the ring: kernel row ky in slot (base + ky) % k unless row_at[ky] (plane 0's) is zero padding.
+ * at and values: k k C + ALBSNN_CHUNK entries of scratch each. */
+static void events_output_fire(const albsnn_conv *p, const lane_layer *l, const row_ring *ring, const uint64_t *row_at,
+                               uint32_t base, uint32_t ox, uint32_t g, float *acc, uint64_t *at, float *values,
+                               const float *lo, const float *hi, uint64_t *fired)
+{
+    const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run, px = ox * l->stride;
+    const float *weights = p->weight + (size_t)g * l->k * run * cout; /* [ky][kx][c][co] */
+    uint32_t ky, slot, n = 0u;
+    for (ky = 0, slot = base; ky < l->k; ++ky, slot = slot + 1u == l->k ? 0u : slot + 1u) {
+        if (row_at[ky] != ALBSNN_PADDING_ROW) { /* zero padding adds nothing */
+            const uint64_t *list = ring->lists + slot * ring->list_size, *starts = ring->starts + slot * (ring->pixels + 1u);
+            const uint32_t from = (uint32_t)starts[px], count = (uint32_t)starts[px + l->k] - from;
+            const uint64_t shift = (uint64_t)ky * run - first; /* modulo 2^64: positions are >= first */
+            shifted_copy(at + n, list + from, count, shift);
+            if (ring->vals != NULL) {
+                float_copy(values + n, ring->vals + slot * ring->list_size + from, count);
+            }
+            n += count;
+        }
+    }
+    at[n] = ALBSNN_END_OF_BATCH;
+    events_sum(acc, weights, cout, at, values, ring->vals == NULL, 0, lo, hi, fired);
+}
+
+/* Scratch of albsnn_conv_events. uint64_t: the input as pixel-major bit rows and where an output row's kernel
+ * rows start, per step (as albsnn_conv_bit_events); then a batch of event positions and its end (ALBSNN_BATCH +
+ * 1), or with a firing range (one step) the ring of k row lists (per slot pixels * C + ALBSNN_CHUNK positions,
+ * pixels + 1 pixel starts and a tag; pixels = in.w + 2 padding, C = in c / groups), one output's events and
+ * their end (k k C + ALBSNN_CHUNK) and its spikes. floats: one output's sums (out c / groups), with neurons over
+ * several steps its membranes, and the batch's values (ALBSNN_BATCH), or with a firing range over counts the
+ * ring's values and one output's (k (pixels * C + ALBSNN_CHUNK) + k k C + ALBSNN_CHUNK); the value of every
+ * count, count / divisor (2^planes); with a firing range the ranges as floats (2 out c). */
+ALBSNN_INLINE uint32_t ring_pixels(const albsnn_conv *p) { return p->in.w + 2u * p->padding; }
+
+ALBSNN_INLINE size_t ring_list_size(const albsnn_conv *p)
+{
+    return (size_t)ring_pixels(p) * (p->in.c / p->groups) + ALBSNN_CHUNK; /* >= ALBSNN_EVENT_UNROLL spare */
+}
+
+/* Whether the events have values other than 1 (counts, or a divisor): then their values are listed too. */
+ALBSNN_INLINE int events_valued(const albsnn_conv *p) { return p->in.planes > 1u || p->in.divisor != 1u; }
 
 static size_t events_scratch_words(const albsnn_conv *p)
 {
-    return gathered_words(p) + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel + events_listed(p) + 1u
-         + (p->fires != NULL ? ALBSNN_WORDS64(p->out.c / p->groups) : 0u);
+    const size_t k = p->kernel, rows = gathered_words(p) + (size_t)p->in.steps * p->groups * p->in.planes * k;
+    if (p->fires == NULL) {
+        return rows + ALBSNN_BATCH + 1u;
+    }
+    return rows + k * (ring_list_size(p) + ring_pixels(p) + 2u) + k * k * (p->in.c / p->groups) + ALBSNN_CHUNK
+         + ALBSNN_WORDS64(p->out.c / p->groups);
 }
 
 static size_t events_scratch_floats(const albsnn_conv *p)
 {
-    const size_t sums = p->lif != NULL && p->out.steps > 1u ? 2u : 1u;
-    const size_t ranges = p->fires != NULL ? 2u * (size_t)p->out.c : 0u;
-    return sums * (p->out.c / p->groups) + events_listed(p) + ((size_t)1 << p->in.planes) + ranges;
+    const size_t k = p->kernel, cout = p->out.c / p->groups, value_of = (size_t)1 << p->in.planes;
+    const size_t listed = events_valued(p) ? k * ring_list_size(p) + k * k * (p->in.c / p->groups) + ALBSNN_CHUNK : 0u;
+    if (p->fires == NULL) {
+        return (p->lif != NULL && p->out.steps > 1u ? 2u : 1u) * cout + ALBSNN_BATCH + value_of;
+    }
+    return cout + listed + value_of + 2u * (size_t)p->out.c;
 }
 
 static int conv_events_check(const albsnn_conv *p)
@@ -2421,6 +2505,79 @@ static void events_spikes(const albsnn_conv *p, uint32_t co0, const float *acc, 
     }
 }
 
+/* The value of every count, as value_at computes it: value_of[count] = count / divisor. */
+static void count_values(const albsnn_tensor *in, float *value_of)
+{
+    uint32_t i;
+    for (i = 0; i < (1u << in->planes); ++i) {
+        value_of[i] = in->divisor == 1u ? (float)i : (float)i / (float)in->divisor;
+    }
+}
+
+/* The one-step path of albsnn_conv_events (a firing range): per output row and group, the kernel rows that are
+ * not in the ring yet are listed into it, then each output sums its slices and decides its spikes. */
+static void conv_events_fire_run(const albsnn_conv *p, const void *x, void *y, uint64_t *words, float *floats)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w, hwo = out->h * wo, groups = p->groups, cout = out->c / groups, k = p->kernel;
+    const size_t listed = (size_t)k * k * (in->c / groups), ring_lists = k * ring_list_size(p);
+    uint64_t *row_at = words + gathered_words(p), *at, *fired;
+    float *acc = floats, *values, *value_of, *lo, *hi;
+    const uint64_t *rows;
+    uint32_t oy, ox, g, ky, slot, i;
+    lane_layer layer;
+    row_ring ring;
+    lane_layer_of(p, &layer);
+    ring.pixels = ring_pixels(p);
+    ring.list_size = ring_list_size(p);
+    ring.lists = row_at + (size_t)groups * in->planes * k;
+    ring.starts = ring.lists + ring_lists;
+    ring.tags = ring.starts + (size_t)k * (ring.pixels + 1u);
+    at = ring.tags + k;
+    fired = at + listed + ALBSNN_CHUNK;
+    ring.vals = events_valued(p) ? acc + cout : NULL;
+    values = ring.vals != NULL ? ring.vals + ring_lists : NULL;
+    value_of = acc + cout + (ring.vals != NULL ? ring_lists + listed + ALBSNN_CHUNK : 0u);
+    lo = value_of + ((size_t)1 << in->planes);
+    hi = lo + out->c;
+    for (i = 0; i < out->c; ++i) { /* the firing ranges as floats */
+        lo[i] = key_float(p->fires[2u * i]);
+        hi[i] = key_float(p->fires[2u * i + 1u]);
+    }
+    count_values(in, value_of);
+    for (slot = 0; slot < k; ++slot) {
+        ring.tags[slot] = ALBSNN_PADDING_ROW; /* empty */
+    }
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+    } else {
+        clear_words((uint32_t *)y, tensor_words(out));
+    }
+    rows = input_rows(p, x, words);
+    for (oy = 0; oy < out->h; ++oy) {
+        const uint32_t base = oy * layer.stride % k; /* the slot of kernel row 0: padded row oy * stride */
+        rows_of_output_row(p, &layer, 0u, oy, row_at);
+        for (g = 0; g < groups; ++g) {
+            const uint64_t *starts = row_at + (size_t)g * in->planes * k;
+            for (ky = 0, slot = base; ky < k; ++ky, slot = slot + 1u == k ? 0u : slot + 1u) {
+                if (starts[ky] != ALBSNN_PADDING_ROW && ring.tags[slot] != starts[ky]) {
+                    list_row(&layer, rows, starts + ky, ring.pixels, value_of, ring.lists + slot * ring.list_size,
+                             ring.vals != NULL ? ring.vals + slot * ring.list_size : NULL,
+                             ring.starts + slot * (ring.pixels + 1u));
+                    ring.tags[slot] = starts[ky];
+                }
+            }
+            for (ox = 0; ox < wo; ++ox) {
+                events_output_fire(p, &layer, &ring, starts, base, ox, g, acc, at, values, lo + g * cout, hi + g * cout,
+                                   fired);
+                events_spikes(p, g * cout, acc, cout, fired, y, oy * wo + ox, hwo);
+            }
+        }
+    }
+}
+
+/* Several time steps, or no neurons: each output's events listed from the bit rows and summed a batch at a time,
+ * then the affine and the neurons. */
 static void conv_events_run(const albsnn_conv *p, const void *x, void *y, uint64_t *words, float *floats)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
@@ -2429,25 +2586,14 @@ static void conv_events_run(const albsnn_conv *p, const void *x, void *y, uint64
     const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
     uint64_t *row_at = words + gathered_words(p), *at = row_at + in->steps * row_starts;
     const uint64_t *rows;
-    uint64_t *fired = at + events_listed(p) + 1u; /* one step: the spikes of one output */
     float *acc = floats, *mem = acc + cout; /* membranes: several steps only */
     float *values = acc + (size_t)(p->lif != NULL && out->steps > 1u ? 2u : 1u) * cout;
-    float *value_of = values + events_listed(p), *lo = value_of + ((size_t)1 << in->planes), *hi = lo + out->c;
+    float *value_of = values + ALBSNN_BATCH;
     uint32_t oy, t, ox, g, i;
     lane_layer layer;
     lane_layer_of(p, &layer);
-    if (p->fires != NULL) { /* the firing ranges as floats */
-        for (i = 0; i < out->c; ++i) {
-            lo[i] = key_float(p->fires[2u * i]);
-            hi[i] = key_float(p->fires[2u * i + 1u]);
-        }
-    }
-    for (i = 0; i < (1u << in->planes); ++i) { /* as value_at computes it */
-        value_of[i] = in->divisor == 1u ? (float)i : (float)i / (float)in->divisor;
-    }
-    if (out->pixel_major) {
-        clear_rows((uint64_t *)y, pm_words(out));
-    } else if (p->lif != NULL) {
+    count_values(in, value_of);
+    if (p->lif != NULL) {
         clear_words((uint32_t *)y, tensor_words(out));
     }
     rows = input_rows(p, x, words);
@@ -2460,12 +2606,6 @@ static void conv_events_run(const albsnn_conv *p, const void *x, void *y, uint64
                 for (t = 0; t < out->steps; ++t) {
                     if (t == 0u || in->steps > 1u) {
                         const uint64_t *starts = row_at + (size_t)step_of(in, t) * row_starts + g * in->planes * p->kernel;
-                        if (p->fires != NULL) { /* one step: the sums against the firing ranges */
-                            events_output_fire(p, &layer, rows, starts, ox, g, acc, at, values, value_of, lo + g * cout,
-                                               hi + g * cout, fired);
-                            events_spikes(p, g * cout, acc, cout, fired, y, oy * wo + ox, hwo);
-                            continue;
-                        }
                         events_output(p, &layer, rows, starts, ox, g, acc, at, values, value_of, NULL, NULL, NULL);
                         channels_affine(acc, p->scale + g * cout, p->bias + g * cout, cout);
                         if (p->lif != NULL && out->steps == 1u) {
@@ -2510,6 +2650,10 @@ int albsnn_conv_events(const albsnn_conv *p, const void *x, void *y, uint64_t *w
     }
     if (n_words < events_scratch_words(p) || n_floats < events_scratch_floats(p)) {
         return ALBSNN_ERR_SCRATCH;
+    }
+    if (p->fires != NULL) {
+        conv_events_fire_run(p, x, y, words, floats);
+        return ALBSNN_OK;
     }
     conv_events_run(p, x, y, words, floats);
     return ALBSNN_OK;
