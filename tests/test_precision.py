@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from albsnn_compress.binarize import binarize_, binarized_layers, is_binarized
 from albsnn_compress.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from albsnn_compress.data import load_split
+from albsnn_compress.data import load_split, load_splits
 from albsnn_compress.errors import CompressionError
 from albsnn_compress.formats.bitpack import codes_size, pack_codes
 from albsnn_compress.formats.container.file import read_container, write_container
@@ -27,6 +27,7 @@ from albsnn_compress.precision import (
     set_precision_,
     weight_codes,
 )
+from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.storage import layer_storage
 from albsnn_compress.summary import summary
 
@@ -240,3 +241,13 @@ def test_onnx_packs_k_bit_codes_and_onnxruntime_computes_the_model(
     logits = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     assert np.abs(logits - expected).max() < 1e-4  # the scale is applied in float32 in the graph
     assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.99
+
+
+def test_the_search_refuses_a_k_bit_layer_by_name_instead_of_stacking_on_it(digits_checkpoint: Path) -> None:
+    model = load_checkpoint(digits_checkpoint)
+    name = list(layer_bits(model))[2]
+    set_precision_(model, {name: 4})
+    splits = load_splits("digits", None)
+    with pytest.raises(CompressionError, match=rf"layer {name} is 4-bit; the search chooses between 1 bit and float"):
+        compress(model, splits["train"], splits["val"], 1.0, config=SearchConfig(epochs=0.1))
+    assert layer_bits(model)[name] == 4  # refused before anything changed

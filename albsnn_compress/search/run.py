@@ -23,6 +23,7 @@ from torch import nn
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.precision import FLOAT_BITS, layer_bits
 from albsnn_compress.progress import ProgressCallback
 from albsnn_compress.search.budget import BudgetWarning, check_budget, implausible_budget
 from albsnn_compress.search.config import SearchConfig
@@ -45,6 +46,17 @@ def _check_packable(model: nn.Module) -> None:
             "exported "
             "(ONNX); build it from a spec with albsnn_compress.build_model, or pass needs_packing=False to compress "
             "it in memory only"
+        )
+
+
+def _check_no_k_bit_layers(model: nn.Module) -> None:
+    """The search binarizes float layers; a layer at 2-8 bits (``set_precision_``) is refused by name, not stacked."""
+    quantized = {name: bits for name, bits in layer_bits(model).items() if 1 < bits < FLOAT_BITS}
+    if quantized:
+        name, bits = next(iter(quantized.items()))
+        raise CompressionError(
+            f"layer {name} is {bits}-bit; the search chooses between 1 bit and float only (issue 26 adds 2-8 bits): "
+            f"set it back with set_precision_(model, {{{name!r}: 32}}), or write the model as it is"
         )
 
 
@@ -124,6 +136,7 @@ def compress(
     budget = check_budget(budget)
     if needs_packing:
         _check_packable(model)
+    _check_no_k_bit_layers(model)
     config = config or SearchConfig()
     strategy_name, strategy = resolve_strategy(config.strategy)
     started = time.perf_counter()
