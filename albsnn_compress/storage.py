@@ -25,7 +25,7 @@ from albsnn_compress.binarize import weight_parametrizations
 from albsnn_compress.precision import FLOAT_BITS, weight_bits
 from albsnn_compress.snn.layer_types import layer_type_of
 
-__all__ = ["LayerStorage", "layer_storage", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
+__all__ = ["LayerStorage", "layer_storage", "saved_bits_at", "total_bits", "FLOAT_BITS", "BINARY_BITS"]
 
 BINARY_BITS = 1
 _TRAINING_ONLY = {"num_batches_tracked"}
@@ -92,6 +92,15 @@ def layer_storage(model: nn.Module, binarized: Iterable[str]) -> list[LayerStora
         after = sum(parts.values())
         rows.append(LayerStorage(name, kind, shape, params, binarizable, is_binary, before, after, parts, bits))
     return rows
+
+
+def saved_bits_at(module: nn.Module, bits: int) -> int:
+    """The bits a binarizable layer's weight saves at ``bits`` per weight against float32: the
+    weight's ``(32 - bits)`` per element, less the per-channel float32 scale it then pays for (0 at 32)."""
+    if bits >= FLOAT_BITS:
+        return 0
+    count = _tensors(module)["weight"]
+    return count * (FLOAT_BITS - bits) - (count // max(1, _fan_in(module))) * FLOAT_BITS
 
 
 def _fan_in(module: nn.Module) -> int:

@@ -243,11 +243,11 @@ def test_onnx_packs_k_bit_codes_and_onnxruntime_computes_the_model(
     assert (logits.argmax(1) == expected.argmax(1)).mean() > 0.99
 
 
-def test_the_search_refuses_a_k_bit_layer_by_name_instead_of_stacking_on_it(digits_checkpoint: Path) -> None:
+def test_the_search_refuses_an_input_k_bit_layer_by_name_instead_of_stacking_on_it(digits_checkpoint: Path) -> None:
     model = load_checkpoint(digits_checkpoint)
     name = list(layer_bits(model))[2]
     set_precision_(model, {name: 4})
     splits = load_splits("digits", None)
-    with pytest.raises(CompressionError, match=rf"layer {name} is 4-bit; the search chooses between 1 bit and float"):
+    with pytest.raises(CompressionError, match=rf"layer {name} is 4-bit; the search starts from float"):
         compress(model, splits["train"], splits["val"], 1.0, config=SearchConfig(epochs=0.1))
     assert layer_bits(model)[name] == 4  # refused before anything changed

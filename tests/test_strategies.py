@@ -32,7 +32,12 @@ class ScriptedSession:
     ``extend_recovery`` per extension slice, plus ``final_penalty`` for the final finetune
     (a restore forgets what the reverted slices won). ``margin`` stands for a confidence bound:
     decisions judge the drop plus it. ``control_drop`` is what a float control finetuned like the
-    run drops; ``estimates`` the estimator's raw values (1.0 for every layer when empty)."""
+    run drops; ``estimates`` the estimator's raw values (1.0 for every layer when empty).
+
+    Precisions: ``ladders`` (default ``(1,)`` per layer) are the bits each layer may take; a layer at
+    k bits costs ``bit_costs[layer][k]`` (0 when not scripted), at 1 bit ``costs[layer]``; its estimate
+    there is its 1-bit one over k, and it saves ``1000 * (32 - k) // 31`` bits. ``selection``
+    names the layers binarized at the start (the input model's)."""
 
     costs: dict[str, float]
     budget: float
@@ -47,11 +52,18 @@ class ScriptedSession:
     current_drop: float = 0.0
     decisions: dict[str, LayerDecision] = field(default_factory=dict)
     selection: list[str] = field(default_factory=list)
+    bit_costs: dict[str, dict[int, float]] = field(default_factory=dict)
+    ladders: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    levels: dict[str, int] = field(default_factory=dict)
     recovered: float = 0.0
     slices: list[str] = field(default_factory=list)
     epochs: list[float] = field(default_factory=list)
     rates: list[float | None] = field(default_factory=list)
     actions: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ladders = self.ladders or {name: (1,) for name in self.costs}
+        self.levels = {name: 1 for name in self.selection}
 
     @property
     def candidates(self) -> list[str]:
@@ -65,17 +77,34 @@ class ScriptedSession:
     def verdicts(self) -> dict[str, tuple[bool, str]]:
         return {name: (d.binarized, d.reason) for name, d in self.decisions.items()}
 
-    def estimate(self, names: list[str]) -> dict[str, float]:
-        return {name: self.estimates.get(name, 1.0) for name in names}  # alike unless scripted
+    def estimate(self, names: list[str], bits: Mapping[str, int] | None = None) -> dict[str, float]:
+        # alike unless scripted; at k bits the 1-bit estimate over k
+        return {name: self.estimates.get(name, 1.0) / (bits or {}).get(name, 1) for name in names}
+
+    def saved_bits_at(self, name: str, bits: int) -> int:
+        return 1000 * (32 - bits) // 31
 
     def binarized(self) -> list[str]:
-        return [name for name in self.costs if name in self.selection]
+        return [name for name in self.costs if self.levels.get(name) == 1]
 
     def binarize(self, names: list[str]) -> None:
-        self.selection += [name for name in names if name not in self.selection]
+        self.set_bits({name: 1 for name in names})
 
     def unbinarize(self, names: list[str], keep_values: bool = False) -> None:
-        self.selection = [name for name in self.selection if name not in names]
+        self.set_bits({name: 32 for name in names})
+
+    def bits(self) -> dict[str, int]:
+        return {name: self.levels.get(name, 32) for name in self.costs}
+
+    def set_bits(self, bits: Mapping[str, int], keep_values: bool = False) -> None:
+        for name, value in bits.items():
+            if value == 32:
+                self.levels.pop(name, None)
+            else:
+                self.levels[name] = value
+
+    def cost(self, name: str, bits: int) -> float:
+        return self.costs[name] if bits == 1 else self.bit_costs.get(name, {}).get(bits, 0.0)
 
     def finetune(self, epochs: float, description: str, lr: float | None = None) -> None:
         self.slices.append(description)
@@ -89,7 +118,7 @@ class ScriptedSession:
             self.recovered += self.extend_recovery
 
     def measure(self) -> float:
-        self.current_drop = sum(self.costs[n] for n in self.selection) - self.recovered
+        self.current_drop = sum(self.cost(n, bits) for n, bits in self.levels.items()) - self.recovered
         return self.current_drop
 
     def judged_drop(self) -> float:
@@ -104,15 +133,15 @@ class ScriptedSession:
     def fits_budget(self) -> bool:
         return self.judged_drop() <= self.budget
 
-    def snapshot(self) -> tuple[list[str], float]:
-        return list(self.selection), self.recovered
+    def snapshot(self) -> tuple[dict[str, int], float]:
+        return dict(self.levels), self.recovered
 
-    def restore(self, snapshot: tuple[list[str], float], drop: float) -> None:
-        self.selection, self.recovered = list(snapshot[0]), snapshot[1]
+    def restore(self, snapshot: tuple[dict[str, int], float], drop: float) -> None:
+        self.levels, self.recovered = dict(snapshot[0]), snapshot[1]
         self.current_drop = drop
 
     def restore_input(self) -> None:
-        self.restore(([], 0.0), 0.0)
+        self.restore(({name: 1 for name in self.selection}, 0.0), 0.0)
 
     def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> None:
         self.actions.append((action, list(layers)))
@@ -126,9 +155,10 @@ class ScriptedSession:
         raw: float | None = None,
         alone: float | None = None,
         increment: float | None = None,
+        bits: int | None = None,
     ) -> None:
         points = self.calibration.points(raw) if raw is not None else None
-        self.decisions[name] = LayerDecision(name, 1, binarized, raw, points, 1000, reason, alone, increment)
+        self.decisions[name] = LayerDecision(name, 1, binarized, raw, points, 1000, reason, alone, increment, bits)
 
 
 def test_the_scripted_session_implements_the_protocol() -> None:

@@ -104,3 +104,50 @@ def test_a_layer_kept_after_returns_is_no_reason_to_restore_the_input() -> None:
     session = ScriptedSession({"a": 0.1, "b": 0.5}, budget=0.2, estimates={"a": 0.1, "b": 0.9})
     recover(session)
     assert session.binarized() == ["a"] and ("restore-input", []) not in session.actions
+
+
+def test_a_layer_that_does_not_recover_at_one_bit_climbs_its_ladder_until_the_drop_fits() -> None:
+    # 'a' costs 0.5 at 1 bit, 0.3 at 2 bits, 0.05 at 4: it stops at 4 bits, never reaching 8 or float
+    session = ScriptedSession(
+        {"a": 0.5, "b": 0.05},
+        budget=0.2,
+        estimates={"a": 0.9, "b": 0.1},
+        bit_costs={"a": {2: 0.3, 4: 0.05}},
+        ladders={"a": (1, 2, 4, 8), "b": (1, 2, 4, 8)},
+    )
+    recover(session)
+    assert session.bits() == {"a": 4, "b": 1}
+    assert session.slices == [
+        "finetune, every candidate binary",
+        "float control",
+        "return a to 2 bits",
+        "return a to 4 bits",
+    ]
+    assert session.decisions["a"].bits == 4 and not session.decisions["a"].binarized
+    assert session.verdicts["a"][1].startswith("4-bit: recovered: measured drop 0.10")
+    assert session.decisions["b"].bits == 1 and session.verdicts["b"][1].startswith("recovered")
+
+
+def test_the_top_of_a_ladder_is_float_and_an_eight_bit_only_layer_starts_at_eight() -> None:
+    # 'edge' may take 8 bits only (a first or last layer); 'a' has 1 bit only and goes straight to float
+    session = ScriptedSession(
+        {"a": 0.5, "edge": 0.0},
+        budget=0.2,
+        estimates={"a": 0.9, "edge": 0.1},
+        bit_costs={"edge": {8: 0.1}},
+        ladders={"a": (1,), "edge": (8,)},
+    )
+    recover(session)
+    assert session.bits() == {"a": 32, "edge": 8}
+    assert session.slices[-1] == "return a to float"
+    assert session.decisions["edge"].bits == 8 and session.verdicts["edge"][1].startswith("8-bit: recovered")
+    assert session.decisions["a"].bits == 32 and session.verdicts["a"][1] == (
+        "did not recover: drop 0.60 pts with it > budget 0.20"
+    )
+
+
+def test_strategy_all_gives_every_candidate_its_fewest_bits() -> None:
+    session = ScriptedSession({"a": 0.5, "edge": 0.0}, budget=0.2, ladders={"a": (1, 8), "edge": (8,)})
+    STRATEGIES.lookup("all")(session)
+    assert session.bits() == {"a": 1, "edge": 8}
+    assert session.decisions["edge"].bits == 8 and session.decisions["a"].binarized

@@ -21,10 +21,11 @@ from albsnn_compress.cli.options import (
 from albsnn_compress.cli.progress import progress_bars
 from albsnn_compress.cli.terminal import plain, render_terminal
 from albsnn_compress.data.registry import DATASETS
-from albsnn_compress.errors import BudgetError
+from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.pipeline import OUTPUT_FORMATS, CompressOutcome, CompressRequest, compress_checkpoint
 from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.search.budget import BudgetWarning
+from albsnn_compress.search.config import check_precisions
 from albsnn_compress.search.estimators import ESTIMATORS
 from albsnn_compress.search.strategies import STRATEGIES
 from albsnn_compress.training.distributed import init_distributed
@@ -46,6 +47,17 @@ def _formats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
     if unknown:
         raise click.BadParameter(f"unknown format {unknown[0]!r}; choose among {', '.join(OUTPUT_FORMATS)}")
     return formats
+
+
+def _precisions(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    """Comma-separated bits per weight, e.g. ``1,2,4,8``."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not all(part.isdigit() for part in parts):
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of bits per weight such as 1,2,4,8")
+    try:
+        return check_precisions([int(part) for part in parts], "--precisions")
+    except CompressionError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _names(value: str | None) -> list[str]:
@@ -144,6 +156,16 @@ def _names(value: str | None) -> list[str]:
 @click.option("--exclude", default=None, help="Comma-separated layers never to binarize.")
 @click.option("--binarize-first-last", is_flag=True, help="Let the first and last layers be binarized too.")
 @click.option(
+    "--precisions",
+    default=",".join(str(bits) for bits in SearchConfig.precisions),
+    show_default=True,
+    callback=_precisions,
+    metavar="BITS",
+    help="Bits per weight a layer may take, e.g. 1,2,4,8 (recover and all): each layer starts at its fewest and "
+    "one that does not recover moves up a precision at a time, float above the highest. With 8 the first and last "
+    "layers become 8-bit candidates. 1 is the binary-or-float search.",
+)
+@click.option(
     "--onnx-weights",
     type=click.Choice(["packed", "float"]),
     default="packed",
@@ -193,6 +215,7 @@ def command(
     layers: str | None,
     exclude: str | None,
     binarize_first_last: bool,
+    precisions: tuple[int, ...],
     onnx_weights: str,
     output_formats: tuple[str, ...],
     confidence: float | None,
@@ -225,6 +248,7 @@ def command(
         sync_bn=sync_bn,
         channels_last=channels_last,
         confidence=confidence,
+        precisions=precisions,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(

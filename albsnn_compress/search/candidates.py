@@ -1,4 +1,5 @@
-"""Which layers a search may binarize: names resolved, first and last left out, exclusions applied.
+"""Which layers a search may binarize, and at which precisions: names resolved, first and last left out
+(or, with 8 bits allowed, admitted at 8 bits and more only), exclusions applied.
 
 Layer names are accepted in full (``layers.conv3``) or by their last part
 (``conv3``, as the command line and the report write them) when that part names
@@ -12,7 +13,12 @@ from torch import nn
 from albsnn_compress.binarize import candidate_layers
 from albsnn_compress.errors import CompressionError
 
-__all__ = ["resolve_candidates", "resolve_layer_names"]
+__all__ = ["FIRST_LAST_MIN_BITS", "resolve_candidates", "resolve_ladders", "resolve_layer_names"]
+
+FIRST_LAST_MIN_BITS = 8
+"""The fewest bits the first and last layers may take unless asked otherwise: they see the raw input
+and make the logits, where 1 to 4 bits cost the most accuracy for the fewest weights, while 8-bit
+weights are close to lossless (docs/method.md, "Precisions")."""
 
 
 def _short(name: str) -> str:
@@ -69,3 +75,28 @@ def resolve_candidates(
             "last (or pass binarize_first_last / layers; on the command line --binarize-first-last / --layers)"
         )
     return candidates
+
+
+def resolve_ladders(
+    model: nn.Module,
+    layers: list[str] | None,
+    exclude: list[str],
+    binarize_first_last: bool,
+    precisions: tuple[int, ...],
+) -> dict[str, tuple[int, ...]]:
+    """Each candidate layer with the precisions it may take, fewest bits first (float is always above them).
+
+    Without ``layers`` and ``binarize_first_last``, the first and last layers are candidates only when
+    ``precisions`` reaches :data:`FIRST_LAST_MIN_BITS`, and then only for those precisions; every other
+    candidate (and every layer named in ``layers``) may take all of ``precisions``. With ``precisions``
+    ``(1,)`` these are exactly :func:`resolve_candidates`'s layers.
+
+    Raises:
+        CompressionError: a name in ``layers`` or ``exclude`` is wrong, or no candidate is left.
+    """
+    edges_allowed = tuple(bits for bits in precisions if bits >= FIRST_LAST_MIN_BITS)
+    with_edges = binarize_first_last or (layers is None and bool(edges_allowed))
+    candidates = resolve_candidates(model, layers, exclude, with_edges)
+    inner = set(candidate_layers(model, include_first_last=False))
+    restricted = layers is None and not binarize_first_last
+    return {name: edges_allowed if restricted and name not in inner else precisions for name in candidates}

@@ -10,12 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from albsnn_compress.errors import CompressionError
+from albsnn_compress.precision import precision
 from albsnn_compress.search.estimators import Estimator
 from albsnn_compress.search.paired_drop import check_confidence
 from albsnn_compress.search.protocol import Strategy
 from albsnn_compress.seeds import check_seed
 
-__all__ = ["SearchConfig"]
+__all__ = ["SearchConfig", "check_precisions"]
+
+
+def check_precisions(value: object, what: str) -> tuple[int, ...]:
+    """``value`` as a sorted tuple of registered bit counts, each once.
+
+    Raises:
+        CompressionError: empty, not integers, or a bit count no precision has (naming those that do).
+    """
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise CompressionError(f"{what} must be a list of bits per weight such as [1, 8], got {value!r}")
+    items = list(value)
+    if not items or not all(isinstance(bits, int) and not isinstance(bits, bool) for bits in items):
+        raise CompressionError(f"{what} must be a non-empty list of whole bits per weight, e.g. [1, 8]; got {value!r}")
+    return tuple(sorted({precision(bits).bits for bits in items}))
 
 
 @dataclass
@@ -75,6 +91,14 @@ class SearchConfig:
             level is (exact paired interval, :mod:`albsnn_compress.search.paired_drop`), so the
             budget holds beyond the validation images with that confidence. Checked
             whenever it is set (``ValueError`` otherwise).
+        precisions: the bits per weight a candidate may take, e.g. ``(1, 2, 4, 8)``
+            (registered in :data:`~albsnn_compress.precision.PRECISIONS`; sorted, each once;
+            checked whenever set, :class:`~albsnn_compress.errors.CompressionError` otherwise).
+            ``recover`` starts every candidate at its fewest bits and raises the worst-ranked
+            ones a step at a time (float above the highest) until the drop fits. With 8 bits or
+            more allowed, the first and last layers become candidates for those precisions only
+            (:data:`~albsnn_compress.search.candidates.FIRST_LAST_MIN_BITS`). ``(1,)`` (default) is the
+            binary-or-float search; ``adaptive`` and ``oracle`` take only that.
     """
 
     strategy: str | Strategy = "recover"
@@ -99,6 +123,7 @@ class SearchConfig:
     extend_within: float = 2.0
     group_after: int = 2
     confidence: float | None = None
+    precisions: tuple[int, ...] = (1,)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # every assignment, the dataclass __init__'s included, so a changed config is checked too
@@ -106,6 +131,8 @@ class SearchConfig:
             value = check_seed(value, "SearchConfig.seed")
         elif name == "confidence":
             value = check_confidence(value, "SearchConfig.confidence")
+        elif name == "precisions":
+            value = check_precisions(value, "SearchConfig.precisions")
         elif name == "distill_weight" and not 0.0 <= value <= 1.0:
             raise ValueError(f"SearchConfig.distill_weight must be between 0 and 1, got {value!r}")
         super().__setattr__(name, value)
@@ -113,7 +140,9 @@ class SearchConfig:
     def as_json(self, strategy: str, estimator: str) -> dict[str, Any]:
         """Every setting as JSON-able values, with the strategy and estimator given by name."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
-        values.update(strategy=strategy, estimator=estimator, exclude=list(self.exclude))
+        values.update(
+            strategy=strategy, estimator=estimator, exclude=list(self.exclude), precisions=list(self.precisions)
+        )
         if self.layers is not None:
             values["layers"] = list(self.layers)
         return values

@@ -4,7 +4,11 @@ ALBSNN decides which layers to binarize from an estimate, made during learning,
 of the error binarized weights cause. The paper's formula is not public; these
 three are ours (formulas in docs/method.md), all behind one interface::
 
-    estimator.estimate(model, candidates, probe) -> {layer: raw value}
+    estimator.estimate(model, candidates, probe, bits=None) -> {layer: raw value}
+
+``bits`` (layer to bits per weight, default 1 for every layer) asks for the harm of giving
+each layer that precision instead (:mod:`albsnn_compress.precision`): the search over
+precisions ranks (layer, bits) pairs with it. "Binarize" below reads "quantize to those bits".
 
 Raw values are in each estimator's own unit; the search turns them into
 accuracy points with a calibration factor fitted against drops it measures
@@ -32,7 +36,7 @@ holds (a name or an estimator object) into the estimator a run uses.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
@@ -40,9 +44,11 @@ from typing import Protocol, cast, runtime_checkable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from albsnn_compress.binarize import binarize_, binarize_weight, is_binarized, unbinarize_
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.precision import FLOAT_BITS, quantize_weight, set_precision_
 from albsnn_compress.registry import Registry
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.recording import recorded_outputs
@@ -60,6 +66,7 @@ __all__ = [
     "register_estimator",
     "resolve_estimator",
     "latent_weight",
+    "quantized_values",
 ]
 
 
@@ -71,8 +78,8 @@ class Probe:
 
 
 def latent_weight(module: nn.Module) -> torch.Tensor:
-    """The real-valued weight of a layer, binarized or not."""
-    if is_binarized(module):
+    """The real-valued weight of a layer, binarized, k-bit or float."""
+    if parametrize.is_parametrized(module, "weight"):
         parametrizations = cast(nn.ModuleDict, module.parametrizations)
         return cast(torch.Tensor, parametrizations["weight"].original)
     return cast(torch.Tensor, module.weight)
@@ -93,9 +100,32 @@ class Estimator(Protocol):
 
     name: str
 
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
-        """Raw values (the estimator's own unit) per name in ``candidates``, on the model as it is."""
+    def estimate(
+        self, model: nn.Module, candidates: list[str], probe: Probe, bits: Mapping[str, int] | None = None
+    ) -> dict[str, float]:
+        """Raw values (the estimator's own unit) per name in ``candidates``, on the model as it is: the harm of
+        giving each its ``bits`` (default 1 bit). An estimator without ``bits`` serves 1-bit searches only."""
         ...
+
+
+def _bits_of(bits: Mapping[str, int] | None, name: str) -> int:
+    return 1 if bits is None else bits.get(name, 1)
+
+
+def quantized_values(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """``weight`` as a layer at ``bits`` per weight computes it (1: ``alpha * sign``), no gradient."""
+    with torch.no_grad():
+        return binarize_weight(weight) if bits == 1 else quantize_weight(weight, bits)
+
+
+@contextmanager
+def _at_precision(model: nn.Module, name: str, bits: int) -> Iterator[None]:
+    """``name`` at ``bits`` per weight for the block (from a float layer), float again after it."""
+    set_precision_(model, {name: bits})
+    try:
+        yield
+    finally:
+        set_precision_(model, {name: FLOAT_BITS})
 
 
 class WeightEstimator:
@@ -104,12 +134,14 @@ class WeightEstimator:
     name = "weight"
 
     @torch.no_grad()
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
+    def estimate(
+        self, model: nn.Module, candidates: list[str], probe: Probe, bits: Mapping[str, int] | None = None
+    ) -> dict[str, float]:
         modules = dict(model.named_modules())
         values = {}
         for name in candidates:
             weight = latent_weight(modules[name]).detach()
-            error = (weight - binarize_weight(weight)).square().sum()
+            error = (weight - quantized_values(weight, _bits_of(bits, name))).square().sum()
             values[name] = float(error / weight.square().sum().clamp_min(1e-30))
         return values
 
@@ -149,7 +181,9 @@ class OutputEstimator:
         self.details: dict[str, dict[str, float]] = {}
 
     @torch.no_grad()
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
+    def estimate(
+        self, model: nn.Module, candidates: list[str], probe: Probe, bits: Mapping[str, int] | None = None
+    ) -> dict[str, float]:
         model.eval()
         modules = dict(model.named_modules())
         layers = {name: modules[name] for name in candidates}
@@ -161,7 +195,8 @@ class OutputEstimator:
             for images, _ in probe.batches:
                 reference = recorded_outputs(model, images, [*layers.values(), *watched.values()], _detached)
                 for name, layer in layers.items():
-                    self._accumulate(model, name, layer, watched[name], images, reference, sums[name])
+                    at = _bits_of(bits, name)
+                    self._accumulate(model, name, at, layer, watched[name], images, reference, sums[name])
         finally:
             binarize_(model, already_binary)
         return {name: self._summarize(name, sums[name], watched[name] is not layers[name]) for name in candidates}
@@ -170,18 +205,16 @@ class OutputEstimator:
     def _accumulate(
         model: nn.Module,
         name: str,
+        bits: int,
         layer: nn.Module,
         lif: nn.Module,
         images: torch.Tensor,
         reference: dict[nn.Module, list[torch.Tensor]],
         sums: dict[str, float],
     ) -> None:
-        """Add one batch's output error and spike flips of ``name`` binarized alone."""
-        binarize_(model, [name])
-        try:
+        """Add one batch's output error and spike flips of ``name`` alone at ``bits``."""
+        with _at_precision(model, name, bits):
             changed = recorded_outputs(model, images, [layer, lif], _detached, stop_after={lif: len(reference[lif])})
-        finally:
-            unbinarize_(model, [name])
         for before, after in zip(reference[layer], changed[layer]):
             sums["error"] += float((after - before).square().sum())
             sums["energy"] += float(before.square().sum())
@@ -244,7 +277,9 @@ class LossEstimator:
         """Fold the gradients of this finetuning step into the running averages."""
         self.tracker.update(model, candidates)
 
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
+    def estimate(
+        self, model: nn.Module, candidates: list[str], probe: Probe, bits: Mapping[str, int] | None = None
+    ) -> dict[str, float]:
         missing = [n for n in candidates if n not in self.tracker.fisher]
         if missing:
             self.tracker.gather(model, missing, probe)
@@ -253,7 +288,7 @@ class LossEstimator:
         with torch.no_grad():
             for name in candidates:
                 weight = latent_weight(modules[name]).detach()
-                delta = binarize_weight(weight) - weight
+                delta = quantized_values(weight, _bits_of(bits, name)) - weight
                 grad = self.tracker.grad.get(name, torch.zeros_like(weight))
                 fisher = self.tracker.fisher.get(name, torch.zeros_like(weight))
                 values[name] = float((grad * delta).sum() + 0.5 * (fisher * delta.square()).sum())
@@ -323,22 +358,23 @@ class ProbeEstimator:
         self.details: dict[str, dict[str, float]] = {}
 
     @torch.no_grad()
-    def estimate(self, model: nn.Module, candidates: list[str], probe: Probe) -> dict[str, float]:
+    def estimate(
+        self, model: nn.Module, candidates: list[str], probe: Probe, bits: Mapping[str, int] | None = None
+    ) -> dict[str, float]:
         modules = dict(model.named_modules())
         already_binary = [name for name in candidates if is_binarized(modules[name])]
         unbinarize_(model, already_binary)
         try:
             with _batch_statistics(model):
                 reference = [F.log_softmax(model(images), dim=1) for images, _ in probe.batches]
-                return {name: self._compare(model, name, probe, reference) for name in candidates}
+                return {name: self._compare(model, name, _bits_of(bits, name), probe, reference) for name in candidates}
         finally:
             binarize_(model, already_binary)
 
-    def _compare(self, model: nn.Module, name: str, probe: Probe, reference: list[torch.Tensor]) -> float:
-        """The loss increase over the reference outputs with ``name`` binarized alone; fills ``details[name]``."""
+    def _compare(self, model: nn.Module, name: str, bits: int, probe: Probe, reference: list[torch.Tensor]) -> float:
+        """The loss increase over the reference outputs with ``name`` alone at ``bits``; fills ``details[name]``."""
         sums: dict[str, float] = {"loss_increase": 0.0, "kl": 0.0, "flipped": 0.0, "images": 0}
-        binarize_(model, [name])
-        try:
+        with _at_precision(model, name, bits):
             for (images, labels), log_p in zip(probe.batches, reference):
                 log_q = F.log_softmax(model(images), dim=1)
                 sums["loss_increase"] += float(
@@ -347,8 +383,6 @@ class ProbeEstimator:
                 sums["kl"] += float(F.kl_div(log_q, log_p, reduction="sum", log_target=True))
                 sums["flipped"] += float((log_q.argmax(dim=1) != log_p.argmax(dim=1)).sum())
                 sums["images"] += len(labels)
-        finally:
-            unbinarize_(model, [name])
         count = max(sums["images"], 1)
         self.details[name] = {"kl_nats": sums["kl"] / count, "prediction_flip_fraction": sums["flipped"] / count}
         return sums["loss_increase"] / count

@@ -58,6 +58,8 @@ class StrategySession(Protocol):
             the drops it measures.
         current_drop: the drop at the last measurement (or restore), points.
         decisions: the latest verdict per candidate decided so far.
+        ladders: per candidate, the bits per weight it may take, fewest first (float, 32 bits,
+            is always above them); ``(1,)`` for every candidate in a binary-or-float search.
     """
 
     @property
@@ -81,8 +83,16 @@ class StrategySession(Protocol):
     @property
     def decisions(self) -> Mapping[str, LayerDecision]: ...
 
-    def estimate(self, names: list[str]) -> dict[str, float]:
-        """Raw estimator values for ``names`` on the model as it is now."""
+    @property
+    def ladders(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    def estimate(self, names: list[str], bits: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Raw estimator values for ``names`` on the model as it is now: the harm of giving each its ``bits``
+        (default 1 bit: binarizing it)."""
+        ...
+
+    def saved_bits_at(self, name: str, bits: int) -> int:
+        """The bits candidate ``name`` saves at ``bits`` per weight against float (0 at 32)."""
         ...
 
     def binarized(self) -> list[str]:
@@ -96,6 +106,16 @@ class StrategySession(Protocol):
     def unbinarize(self, names: list[str], keep_values: bool = False) -> None:
         """Return ``names`` to float: their latent weights as they are now, or with ``keep_values`` their
         binarized values (the model computes exactly what it computed)."""
+        ...
+
+    def bits(self) -> dict[str, int]:
+        """Every candidate's bits per weight now (32: float)."""
+        ...
+
+    def set_bits(self, bits: Mapping[str, int], keep_values: bool = False) -> None:
+        """Give each named candidate its bits per weight (32: float): from its latent weights, or with
+        ``keep_values`` from the values it computes now (exact when moving up, e.g. 1 bit to 2 or to float:
+        the model computes what it computed)."""
         ...
 
     def finetune(self, epochs: float, description: str, lr: float | None = None) -> None:
@@ -153,6 +173,7 @@ class StrategySession(Protocol):
         raw: float | None = None,
         alone: float | None = None,
         increment: float | None = None,
+        bits: int | None = None,
     ) -> None:
         """Write the (latest) verdict on candidate ``name``.
 
@@ -164,6 +185,7 @@ class StrategySession(Protocol):
                 calibration as it stands now).
             alone: the drop measured with it binarized alone, points.
             increment: the drop increment measured for the group it was tried in, points.
+            bits: its bits per weight after this verdict (default: 1 when ``binarized``, else 32).
         """
         ...
 

@@ -5,7 +5,8 @@ the report only read them. Units are in the names where a figure could be read
 two ways: ``*_points`` are percentage points of top-1 accuracy (0.2 = 0.2
 points), ``*_raw`` an estimator's own unit, ``*_bits`` bits. Accuracies are in
 percent, times in seconds. "Binarized" is the one word for a layer stored at
-1 bit, in every field that lists or flags such layers.
+1 bit, in every field that lists or flags such layers; ``bits`` and ``precisions``
+give every layer's bits per weight (1, 2, 4, 8; 32 is float).
 """
 
 from __future__ import annotations
@@ -15,18 +16,19 @@ from typing import Any
 
 from torch import nn
 
+from albsnn_compress.precision import FLOAT_BITS
 from albsnn_compress.search.paired_drop import PairedDrop
 
 __all__ = ["ACTIONS", "LayerDecision", "SearchStep", "CompressionResult"]
 
 ACTIONS = {
     "start": "the input model, measured",
-    "binarize": "layers binarized and kept (adaptive: after their trial slice)",
+    "binarize": "layers binarized (or set to their fewest allowed bits) and kept (adaptive: after their trial slice)",
     "revert": "layers tried and returned to float: their trial missed the budget",
     "probe": "oracle: one layer binarized alone, finetuned and measured (reverted right after)",
     "finetuned": "a slice that only finetuned, then measured",
     "final": "the selection after the last finetuning, measured",
-    "backoff": "a layer returned to float at the final check, finetuned and measured",
+    "backoff": "a layer returned to float (or raised to its next precision), finetuned and measured",
     "restore-input": "over budget with every candidate in float: the input model is returned",
 }
 """The trajectory's actions and what each step records; a strategy of your own may add others."""
@@ -51,6 +53,8 @@ class LayerDecision:
         measured_increment_points: the increase of the drop when the group this layer
             was tried in was binarized (``adaptive``; the whole group's increment),
             percentage points.
+        bits: its bits per weight after this verdict (1 when ``binarized``; 2, 4, 8; 32 for float);
+            ``None`` given: 1 or 32 from ``binarized``.
     """
 
     name: str
@@ -62,6 +66,11 @@ class LayerDecision:
     reason: str
     measured_alone_points: float | None = None
     measured_increment_points: float | None = None
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits is None:
+            self.bits = 1 if self.binarized else FLOAT_BITS
 
 
 @dataclass
@@ -73,6 +82,7 @@ class SearchStep:
         action: what happened (see :data:`ACTIONS`).
         layers: the layers the step changed or tried (a group in the order it was ranked); empty when none.
         binarized: every binarized layer after the step.
+        precisions: every layer below float after the step, with its bits per weight (1-bit ones too).
         val_accuracy: validation top-1 accuracy after the step, percent.
         drop_points: validation drop against the input model, percentage points.
         storage_bits: computed storage of the model after the step.
@@ -95,6 +105,7 @@ class SearchStep:
     estimates_raw: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     paired: PairedDrop | None = None
+    precisions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +115,7 @@ class CompressionResult:
     Attributes:
         model: the compressed model (binarized layers hold ``alpha * sign(W)``).
         binarized: binarized layer names, in model order.
+        precisions: every layer below float, with its bits per weight (1-bit ones too), in model order.
         candidates: the layers the search was allowed to binarize.
         decisions: one :class:`LayerDecision` per candidate.
         trajectory: the search's steps, in order.
@@ -139,6 +151,7 @@ class CompressionResult:
     finetune_slices: int = 0
     paired: dict[str, PairedDrop] = field(default_factory=dict)
     control: PairedDrop | None = None
+    precisions: dict[str, int] = field(default_factory=dict)
 
     @property
     def val_drop(self) -> float:

@@ -31,7 +31,7 @@ from albsnn_compress.search.data_input import SplitData, as_imageset
 from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
 from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search.session import SearchSession
-from albsnn_compress.search.strategies import resolve_strategy
+from albsnn_compress.search.strategies import MULTI_PRECISION, STRATEGIES, resolve_strategy
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
@@ -55,8 +55,19 @@ def _check_no_k_bit_layers(model: nn.Module) -> None:
     if quantized:
         name, bits = next(iter(quantized.items()))
         raise CompressionError(
-            f"layer {name} is {bits}-bit; the search chooses between 1 bit and float only (issue 26 adds 2-8 bits): "
-            f"set it back with set_precision_(model, {{{name!r}: 32}}), or write the model as it is"
+            f"layer {name} is {bits}-bit; the search starts from float (or 1-bit) layers and chooses their bits "
+            f"itself (SearchConfig.precisions): set it back with set_precision_(model, {{{name!r}: 32}}), or write "
+            "the model as it is"
+        )
+
+
+def _check_precisions_taken(strategy_name: str, config: SearchConfig) -> None:
+    """A registered strategy that decides between 1 bit and float only is refused other precisions by name."""
+    if config.precisions != (1,) and strategy_name in STRATEGIES and strategy_name not in MULTI_PRECISION:
+        raise CompressionError(
+            f"strategy {strategy_name!r} decides between 1 bit and float only, but precisions "
+            f"{list(config.precisions)} were asked for; use strategy 'recover' (or one of {sorted(MULTI_PRECISION)}), "
+            "or precisions [1]"
         )
 
 
@@ -139,6 +150,7 @@ def compress(
     _check_no_k_bit_layers(model)
     config = config or SearchConfig()
     strategy_name, strategy = resolve_strategy(config.strategy)
+    _check_precisions_taken(strategy_name, config)
     started = time.perf_counter()
     with _seeded(config.seed, ctx.device):
         train, val = _nonempty(train_data, "train_data"), _nonempty(val_data, "val_data")
@@ -157,6 +169,7 @@ def compress(
     return CompressionResult(
         model=compressed,
         binarized=binarized_layers(compressed),
+        precisions={name: bits for name, bits in layer_bits(compressed).items() if bits < FLOAT_BITS},
         candidates=session.candidates,
         decisions=session.final_decisions(),
         trajectory=session.trajectory,

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from albsnn_compress.binarize import binarize_, binarized_layers, is_binarized, unbinarize_, weight_parametrizations
+from albsnn_compress.binarize import binarize_, binarized_layers, unbinarize_, weight_parametrizations
 from albsnn_compress.data.imageset import ImageSet
 from albsnn_compress.data.loader import BatchLoader
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.precision import FLOAT_BITS, layer_bits, set_precision_, weight_bits
 from albsnn_compress.progress import ProgressCallback, ProgressEvent
 from albsnn_compress.search.calibration import Calibration
-from albsnn_compress.search.candidates import resolve_candidates
+from albsnn_compress.search.candidates import resolve_ladders
 from albsnn_compress.search.config import SearchConfig
 from albsnn_compress.search.estimators import Estimator, Probe, resolve_estimator
 from albsnn_compress.search.finetune import distillation_loss, frozen_teacher, recalibrate_batchnorm
@@ -32,14 +33,14 @@ from albsnn_compress.search.model_copy import copy_model
 from albsnn_compress.search.paired_drop import PairedDrop, paired_drop
 from albsnn_compress.search.protocol import Strategy
 from albsnn_compress.search.result import LayerDecision, SearchStep
-from albsnn_compress.storage import layer_storage, total_bits
+from albsnn_compress.storage import layer_storage, saved_bits_at, total_bits
 from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.outcomes import accuracy_percent, bounded_batch_size, correct_answers
 from albsnn_compress.training.trainer import TrainConfig, Trainer, check_batch_size, cross_entropy_loss
 
 __all__ = ["SearchSession", "Snapshot"]
 
-Snapshot = tuple[list[str], dict[str, torch.Tensor], PairedDrop]  # binarized layers, state dict, its measurement
+Snapshot = tuple[dict[str, int], dict[str, torch.Tensor], PairedDrop]  # bits per layer, state dict, its measurement
 
 _PROBE_BATCH = 128
 
@@ -83,7 +84,10 @@ class SearchSession:
                 config.batch_size, len(train), ctx.world_size, "training split (train_data)", CompressionError
             )
         self.estimator: Estimator = resolve_estimator(config.estimator)
-        self.candidates = resolve_candidates(model, config.layers, config.exclude, config.binarize_first_last)
+        self.ladders = resolve_ladders(
+            model, config.layers, config.exclude, config.binarize_first_last, config.precisions
+        )
+        self.candidates = list(self.ladders)
         self.model = copy_model(model).to(ctx.device)
         self.train, self.val = train, val
         self.budget = budget
@@ -113,8 +117,9 @@ class SearchSession:
 
     # -- bookkeeping ---------------------------------------------------------------
     def _saved_bits(self) -> dict[str, int]:
-        rows = {row.name: row for row in layer_storage(self.model, self.candidates)}
-        return {name: rows[name].saved_bits for name in self.candidates}
+        """Per candidate, the bits it saves at its fewest allowed bits (1 bit: binarized)."""
+        modules = dict(self.model.named_modules())
+        return {name: saved_bits_at(modules[name], self.ladders[name][0]) for name in self.candidates}
 
     def _make_probe(self) -> Probe:
         """``probe_batches`` training batches of 128 images (the whole split when smaller; fewer images where one
@@ -128,13 +133,22 @@ class SearchSession:
             batches.append((images.to(self.ctx.device), labels.to(self.ctx.device)))
         return Probe(batches)
 
+    def saved_bits_at(self, name: str, bits: int) -> int:
+        """The bits candidate ``name`` saves at ``bits`` per weight (0 at float)."""
+        return saved_bits_at(dict(self.model.named_modules())[name], bits)
+
     def _params(self, name: str) -> int:
         module = dict(self.model.named_modules())[name]
         return int(module.weight.numel())
 
     def storage_bits(self) -> int:
-        """Computed storage of the model as it is now."""
+        """Computed storage of the model as it is now, bits."""
         return total_bits(layer_storage(self.model, binarized_layers(self.model)))[1]
+
+    def bits(self) -> dict[str, int]:
+        """Every candidate's bits per weight now (:data:`~albsnn_compress.precision.FLOAT_BITS`: float)."""
+        modules = dict(self.model.named_modules())
+        return {name: weight_bits(modules[name]) for name in self.candidates}
 
     def record(self, action: str, layers: list[str], raw: Mapping[str, float] | None = None) -> SearchStep:
         """Append a trajectory step; ``raw`` estimates are also stored in points (calibration as it stands)."""
@@ -144,6 +158,7 @@ class SearchSession:
             action=action,
             layers=list(layers),
             binarized=binarized_layers(self.model),
+            precisions=_below_float(layer_bits(self.model)),
             val_accuracy=self.val_before - self.current_drop,
             drop_points=self.current_drop,
             storage_bits=self.storage_bits(),
@@ -169,6 +184,7 @@ class SearchSession:
         raw: float | None = None,
         alone: float | None = None,
         increment: float | None = None,
+        bits: int | None = None,
     ) -> None:
         """Write the (latest) verdict on candidate ``name`` (see :class:`StrategySession`)."""
         self.decisions[name] = LayerDecision(
@@ -181,24 +197,36 @@ class SearchSession:
             reason=reason,
             measured_alone_points=alone,
             measured_increment_points=increment,
+            bits=bits,
         )
 
     def final_decisions(self) -> list[LayerDecision]:
         """One decision per candidate, in model order (untouched ones say so)."""
-        binarized = set(binarized_layers(self.model))
+        bits = self.bits()
         return [
             self.decisions.get(name)
             or LayerDecision(
-                name, self._params(name), name in binarized, None, None, self.saved_bits[name], "not considered"
+                name,
+                self._params(name),
+                bits[name] == 1,
+                None,
+                None,
+                self.saved_bits[name],
+                "not considered",
+                bits=bits[name],
             )
             for name in self.candidates
         ]
 
     # -- the operations strategies compose -------------------------------------------
-    def estimate(self, names: list[str]) -> dict[str, float]:
-        """Raw estimator values for ``names`` on the current model (identical on every rank)."""
+    def estimate(self, names: list[str], bits: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Raw estimator values for ``names`` on the current model, each at its ``bits`` (default 1)
+        (identical on every rank)."""
         start = time.perf_counter()
-        values = self.estimator.estimate(self.model, names, self.probe)
+        if bits is None or all(value == 1 for value in bits.values()):
+            values = self.estimator.estimate(self.model, names, self.probe)  # an estimator without ``bits`` too
+        else:
+            values = self.estimator.estimate(self.model, names, self.probe, bits=bits)
         self.timings["estimate"] += time.perf_counter() - start
         shared: dict[str, float] = self.ctx.broadcast(values)
         return shared
@@ -273,15 +301,18 @@ class SearchSession:
         """Return ``names`` of the working model to float (see the protocol for ``keep_values``)."""
         unbinarize_(self.model, names, keep_values)
 
+    def set_bits(self, bits: Mapping[str, int], keep_values: bool = False) -> None:
+        """Give each named layer its bits per weight (see the protocol for ``keep_values``)."""
+        set_precision_(self.model, bits, keep_values)
+
     def snapshot(self) -> Snapshot:
-        """The binarized layers, a copy of every weight and buffer, and the last measurement."""
-        return binarized_layers(self.model), copy.deepcopy(self.model.state_dict()), self.measurement
+        """Every layer's precision, a copy of every weight and buffer, and the last measurement."""
+        return layer_bits(self.model), copy.deepcopy(self.model.state_dict()), self.measurement
 
     def restore(self, snapshot: Snapshot, drop: float) -> None:
-        """Exactly the model of ``snapshot``: the same layers binarized, the same weights, its measurement."""
-        binarized, state, self.measurement = snapshot
-        unbinarize_(self.model, [name for name in binarized_layers(self.model) if name not in binarized])
-        binarize_(self.model, binarized)
+        """Exactly the model of ``snapshot``: the same precisions, the same weights, its measurement."""
+        bits, state, self.measurement = snapshot
+        set_precision_(self.model, bits)
         self.model.load_state_dict(state)
         self.current_drop = drop
 
@@ -297,11 +328,18 @@ class SearchSession:
             self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))
 
 
+def _below_float(bits: Mapping[str, int]) -> dict[str, int]:
+    return {name: value for name, value in bits.items() if value < FLOAT_BITS}
+
+
 def _param_groups(model: nn.Module, config: SearchConfig, lr: float | None = None) -> list[dict[str, Any]]:
-    """The float parameters at ``config.lr``; binarized layers' latent weights at ``config.binary_lr``, no decay.
+    """The float parameters at ``config.lr``; the latent weights of binarized and k-bit layers at
+    ``config.binary_lr``, no decay.
 
     With ``lr`` given, every parameter learns at it (a slice with its own rate)."""
-    latent = [weight_parametrizations(module).original for module in model.modules() if is_binarized(module)]
+    latent = [
+        weight_parametrizations(module).original for module in model.modules() if weight_bits(module) < FLOAT_BITS
+    ]
     binary_ids = {id(weight) for weight in latent}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in binary_ids]
     groups: list[dict[str, Any]] = [{"params": rest}]

@@ -32,11 +32,17 @@ binarizes nothing. Both are baselines and ignore the budget.
 
 ``recover``, ``adaptive`` and ``oracle`` end with :func:`verify_and_back_off`, the step that
 makes the budget hold whatever the estimates said.
+
+Precisions (``SearchConfig.precisions``): ``recover`` and ``all`` start each candidate at its
+fewest allowed bits, and ``recover`` raises a layer that does not recover one precision at a time;
+``adaptive`` and ``oracle`` decide between 1 bit and float only (:data:`MULTI_PRECISION` names the
+strategies that take more).
 """
 
 from __future__ import annotations
 
 from albsnn_compress.errors import CompressionError
+from albsnn_compress.precision import FLOAT_BITS
 from albsnn_compress.registry import Registry
 from albsnn_compress.search.protocol import Strategy, StrategySession
 from albsnn_compress.search.result import LayerDecision
@@ -48,6 +54,7 @@ __all__ = [
     "binarize_all",
     "binarize_none",
     "verify_and_back_off",
+    "MULTI_PRECISION",
     "STRATEGIES",
     "register_strategy",
     "resolve_strategy",
@@ -191,23 +198,27 @@ def adaptive(session: StrategySession) -> None:
 
 
 def recover(session: StrategySession) -> None:
-    """Binarize every candidate, let one run recover, return to float what does not recover.
+    """Compress every candidate, let one run recover, raise to more bits what does not recover.
 
     Binary layers keep recovering long after a short trial slice would have judged them
     (docs/method.md, "The binary-aware recipe"), so every layer is judged after the whole
-    run: the candidates are ranked by estimated harm per bit, all binarized, and the run's
-    ``epochs`` finetune them as one cosine slice. Within budget: done. Over it, a float
-    control finetuned the same way says whether the layers are to blame: if finetuning
-    alone costs the budget on this split, no layer choice can meet it and the input model
-    is returned; otherwise the worst-ranked layers go back to float one at a time, each
-    followed by one ``trial_epochs`` slice and a measurement, until the drop fits. If
-    every layer went back, the input model is returned (a finetuned float copy saves
-    nothing and only adds finetuning's drift).
+    run: the candidates are ranked by estimated harm per bit, each set to its fewest allowed
+    bits (1 bit: binarized), and the run's ``epochs`` finetune them as one cosine slice.
+    Within budget: done. Over it, a float control finetuned the same way says whether the
+    layers are to blame: if finetuning alone costs the budget on this split, no layer choice
+    can meet it and the input model is returned; otherwise one layer at a time moves one
+    precision up (1 to 2 bits, ..., the highest to float), the one whose step is estimated to
+    win back the most harm per bit it adds, each followed by one ``trial_epochs`` slice and a
+    measurement, until the drop fits. With 1 bit the only precision, each step returns the
+    worst-ranked layer to float. If every layer went back to float, the input model is returned
+    (a finetuned float copy saves nothing and only adds finetuning's drift).
     """
-    raw = session.estimate(list(session.candidates))
+    harm = _ladder_estimates(session)
+    fewest = {name: session.ladders[name][0] for name in session.candidates}
+    raw = {name: harm[name][bits] for name, bits in fewest.items()}
     order = _harm_per_bit(session, raw)
-    in_input = set(session.binarized())
-    session.binarize(order)
+    in_input = _below_float(session.bits())
+    session.set_bits({name: fewest[name] for name in order})
     session.record("binarize", order, raw)
     session.finetune(session.config.epochs, "finetune, every candidate binary")
     drop = session.measure()
@@ -216,30 +227,81 @@ def recover(session: StrategySession) -> None:
         if not session.control(session.config.epochs):
             _restore_input_over_control(session, raw)
             return
-        _return_to_float(session, list(reversed(order)), raw)
-        if set(session.binarized()) <= in_input:
+        _raise_precisions(session, harm)
+        if set(_below_float(session.bits())) <= set(in_input):
             _restore_input_nothing_kept(session)
             return
     judged = session.judged_drop()
-    for name in session.binarized():
+    kept = _below_float(session.bits())
+    for name, bits in kept.items():
         reason = f"recovered: {_drop_text(session.current_drop, judged)} <= budget {session.budget:.2f} after the run"
-        session.decide(name, True, reason, raw=raw[name])
-    session.calibration.observe(sum(max(raw[n], 0.0) for n in session.binarized()), drop)
+        session.decide(name, bits == 1, _at(bits, reason), raw=harm[name][bits], bits=bits)
+    session.calibration.observe(sum(max(harm[n][bits], 0.0) for n, bits in kept.items()), drop)
     verify_and_back_off(session)
 
 
-def _return_to_float(session: StrategySession, worst_first: list[str], raw: dict[str, float]) -> None:
-    """Return the worst-ranked binarized layers to float, one slice each, until the drop fits the budget."""
-    for name in worst_first:
-        if session.fits_budget() or len(session.binarized()) == 0:
+def _ladder_estimates(session: StrategySession) -> dict[str, dict[int, float]]:
+    """Per candidate, the raw estimated harm at every precision on its ladder (float: 0).
+
+    One estimator call per precision; with 1 bit the only one, exactly the binary search's one call.
+    """
+    harm: dict[str, dict[int, float]] = {name: {FLOAT_BITS: 0.0} for name in session.candidates}
+    for bits in sorted({step for ladder in session.ladders.values() for step in ladder}):
+        names = [name for name in session.candidates if bits in session.ladders[name]]
+        for name, value in session.estimate(names, {name: bits for name in names}).items():
+            harm[name][bits] = value
+    return harm
+
+
+def _below_float(bits: dict[str, int]) -> dict[str, int]:
+    """The layers of ``bits`` below float, with their bits."""
+    return {name: value for name, value in bits.items() if value < FLOAT_BITS}
+
+
+def _at(bits: int, reason: str) -> str:
+    """``reason``, prefixed with the precision when it is not 1 bit (a 1-bit verdict reads as before)."""
+    return reason if bits == 1 else f"{bits}-bit: {reason}"
+
+
+def _next_bits(session: StrategySession, name: str, bits: int) -> int:
+    """The precision above ``bits`` on ``name``'s ladder, float above the highest."""
+    return next((step for step in session.ladders[name] if step > bits), FLOAT_BITS)
+
+
+def _step_up(session: StrategySession, harm: dict[str, dict[int, float]], bits: dict[str, int]) -> str | None:
+    """The layer below float whose next precision wins back the most estimated harm per bit it adds.
+
+    With 1-bit ladders this is the layer of largest harm per bit saved (ties: the later name),
+    the binary search's worst-first order.
+    """
+
+    def gain_per_bit(name: str) -> tuple[float, str]:
+        now, up = bits[name], _next_bits(session, name, bits[name])
+        added = session.saved_bits_at(name, now) - session.saved_bits_at(name, up)
+        return (harm[name][now] - harm[name][up]) / max(added, 1), name
+
+    below = [name for name in session.candidates if bits[name] < FLOAT_BITS]
+    return max(below, key=gain_per_bit) if below else None
+
+
+def _raise_precisions(session: StrategySession, harm: dict[str, dict[int, float]]) -> None:
+    """Move one layer at a time one precision up (:func:`_step_up`), one slice each, until the drop fits."""
+    while not session.fits_budget():
+        bits = session.bits()
+        name = _step_up(session, harm, bits)
+        if name is None:
             return
-        session.unbinarize([name], keep_values=True)  # from its binary values: the function is unchanged
-        session.finetune(session.config.trial_epochs, f"return {_short(name)} to float", lr=session.config.return_lr)
+        up = _next_bits(session, name, bits[name])
+        session.set_bits({name: up}, keep_values=True)  # from the values it computes: the function is unchanged
+        target = "float" if up == FLOAT_BITS else f"{up} bits"
+        session.finetune(session.config.trial_epochs, f"return {_short(name)} to {target}", lr=session.config.return_lr)
         before = session.current_drop
         session.measure()
-        reason = f"did not recover: drop {before:.2f} pts with it > budget {session.budget:.2f}"
-        session.decide(name, False, reason, raw=raw[name], increment=before - session.current_drop)
-        session.record("backoff", [name], raw)
+        reason = _at(bits[name], f"did not recover: drop {before:.2f} pts with it > budget {session.budget:.2f}")
+        session.decide(
+            name, up == 1, reason, raw=harm[name][bits[name]], increment=before - session.current_drop, bits=up
+        )
+        session.record("backoff", [name], {layer: harm[layer][session.ladders[layer][0]] for layer in harm})
 
 
 def _restore_input_nothing_kept(session: StrategySession) -> None:
@@ -249,14 +311,14 @@ def _restore_input_nothing_kept(session: StrategySession) -> None:
     +0.20 validation points with every layer returned), where the input's is 0 by definition.
     """
     session.restore_input()
-    for name in session.binarized():
+    for name in session.binarized():  # the search starts from float and 1-bit layers only
         session.decide(name, True, "binarized in the input model, which is returned: no layer recovered")
     session.record("restore-input", [])
 
 
 def _restore_input_over_control(session: StrategySession, raw: dict[str, float]) -> None:
     """Finetuning alone costs the budget here: return the input model, every candidate in float."""
-    for name in session.binarized():
+    for name in _below_float(session.bits()):
         reason = (
             f"a float control finetuned the same way is over budget {session.budget:.2f} pts on this split: "
             "finetuning alone costs the budget, so the input model is returned"
@@ -319,11 +381,9 @@ def verify_and_back_off(session: StrategySession) -> None:
     """
     session.measure()
     session.record("final", [])
-    while not session.fits_budget() and session.binarized():
-        worst = max(
-            session.binarized(), key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1)
-        )
-        session.unbinarize([worst])
+    while not session.fits_budget() and (compressed := _below_float(session.bits())):
+        worst = max(compressed, key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1))
+        session.set_bits({worst: FLOAT_BITS})
         session.finetune(session.config.trial_epochs, f"back off {worst}")
         session.measure()
         previous = session.decisions.get(worst)
@@ -346,10 +406,12 @@ def verify_and_back_off(session: StrategySession) -> None:
 
 
 def binarize_all(session: StrategySession) -> None:
-    """Baseline: binarize every candidate, finetune, report (the budget is not enforced)."""
-    session.binarize(session.candidates)
-    for name in session.candidates:
-        session.decide(name, True, "strategy 'all' binarizes every candidate")
+    """Baseline: every candidate at its fewest allowed bits (1: binarized), finetune, report (no budget)."""
+    fewest = {name: session.ladders[name][0] for name in session.candidates}
+    session.set_bits(fewest)
+    for name, bits in fewest.items():
+        reason = "strategy 'all' binarizes every candidate" if bits == 1 else f"strategy 'all': its fewest bits, {bits}"
+        session.decide(name, bits == 1, reason, bits=bits)
     session.finetune(session.config.epochs, "final finetune")
     session.measure()
     session.record("final", [])
@@ -376,6 +438,11 @@ for _name, _strategy in (
     ("none", binarize_none),
 ):
     STRATEGIES.register(_name, _strategy)
+
+
+MULTI_PRECISION = frozenset({"recover", "all", "none"})
+"""The registered strategies that take precisions besides 1 bit (a strategy function of your own drives
+:meth:`~albsnn_compress.search.protocol.StrategySession.set_bits` as it likes)."""
 
 
 def register_strategy(name: str, strategy: Strategy) -> None:
