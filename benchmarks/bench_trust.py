@@ -81,14 +81,24 @@ def _cell_name(cell: Cell) -> str:
     )
 
 
-def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, quick: bool) -> dict[str, Any]:
-    """One compress run of the grid; the record of what it chose and what that cost on validation and test."""
+def run_cell(
+    cell: Cell,
+    checkpoint: str,
+    data_root: str | None,
+    threads: int,
+    quick: bool,
+    precisions: tuple[int, ...] = (1,),
+) -> dict[str, Any]:
+    """One compress run of the grid (layers at ``precisions``); what it chose and what that cost on validation and
+    test."""
     torch.set_num_threads(threads)
     seed, budget, confidence, epochs = cell
     loaded = read_checkpoint(Path(checkpoint))
     root = Path(data_root) if data_root else None
     splits = load_splits(loaded.metadata["dataset"], root, val_share=recorded_val_share(loaded.metadata))
-    config = SearchConfig(seed=seed, confidence=confidence, epochs=epochs, trial_epochs=0.1 if quick else 0.25)
+    config = SearchConfig(
+        seed=seed, confidence=confidence, epochs=epochs, trial_epochs=0.1 if quick else 0.25, precisions=precisions
+    )
     model = loaded.build()
     started = time.perf_counter()
     result = compress(model, splits["train"], splits["val"], budget, test_data=splits["test"], config=config)
@@ -101,6 +111,7 @@ def run_cell(cell: Cell, checkpoint: str, data_root: str | None, threads: int, q
         "confidence": confidence,
         "epochs": epochs,
         "binarized": result.binarized,
+        "precisions": result.precisions,
         "storage_saved_percent": 100.0 * (1 - after / before),
         "accuracy": result.accuracy,
         "val": paired_record(result.paired["val"]),
@@ -146,7 +157,7 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "val_drop_points": _spread([r["val"]["drop_points"] for r in records]),
                 "test_drop_points": _spread([r["test"]["drop_points"] for r in records]),
                 "seconds": _spread([r["seconds"] for r in records]),
-                "selections": sorted({",".join(n.split(".")[-1] for n in r["binarized"]) or "none" for r in records}),
+                "selections": sorted({_layers_text(r) for r in records}),
             }
         )
     return rows
@@ -282,7 +293,7 @@ def cells_table(cells: list[dict[str, Any]]) -> str:
     for record in sorted(cells, key=lambda r: (r["epochs"], r["seed"])):
         control = record.get("control")
         low, high = record["test"]["interval95_points"]
-        layers = ",".join(name.split(".")[-1] for name in record["binarized"]) or "none"
+        layers = _layers_text(record)
         lines.append(
             f"| {record['seed']} | {record['epochs']:g} | {layers} | {record['storage_saved_percent']:.1f} | "
             f"{_run_drop(record)} | {'-' if control is None else format(control['drop_points'], '+.2f')} | "
@@ -290,6 +301,12 @@ def cells_table(cells: list[dict[str, Any]]) -> str:
             f"{record['finetune_epochs']:.2f} | {record['seconds']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _layers_text(record: dict[str, Any]) -> str:
+    """``conv2,conv3`` for binarized layers, ``conv1:8`` for a k-bit one (records before issue 26: 1-bit only)."""
+    bits = record.get("precisions") or dict.fromkeys(record["binarized"], 1)
+    return ",".join(name.split(".")[-1] + ("" if k == 1 else f":{k}") for name, k in bits.items()) or "none"
 
 
 def _confidence(text: str) -> float | None:
@@ -313,14 +330,16 @@ def _run_grid(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {
-            pool.submit(run_cell, cell, str(args.checkpoint), args.data_root, args.threads, args.quick): cell
+            pool.submit(
+                run_cell, cell, str(args.checkpoint), args.data_root, args.threads, args.quick, tuple(args.precisions)
+            ): cell
             for cell in todo
         }
         for future, cell in futures.items():
             record = future.result()
             atomic_write_text(cells_dir / _cell_name(cell), json.dumps(record, indent=1))
             print(
-                f"{_cell_name(cell)}: {','.join(record['binarized']) or 'none'}  "
+                f"{_cell_name(cell)}: {_layers_text(record)}  "
                 f"saved {record['storage_saved_percent']:.1f} %  "
                 f"val {record['val']['drop_points']:+.2f}  test {record['test']['drop_points']:+.2f}  "
                 f"{record['seconds']:.0f} s",
@@ -342,6 +361,9 @@ def main(argv: list[str] | None = None) -> None:
         "--confidences", type=_confidence, nargs="+", default=[None, 0.9], help="'none' or a level, e.g. 0.9"
     )
     parser.add_argument("--epochs", type=float, nargs="+", default=[1.0], help="finetuning epochs of each run")
+    parser.add_argument(
+        "--precisions", type=int, nargs="+", default=[1], help="bits per weight the search may give a layer"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()), help="torch threads per worker")
     parser.add_argument(
@@ -375,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {
         "checkpoint": repo_relative(str(args.checkpoint)),
         "dataset": read_checkpoint(args.checkpoint).metadata["dataset"],
+        "precisions": sorted(set(args.precisions)),
         "summary": summarize(cells),
         "cells": cells,
     }
