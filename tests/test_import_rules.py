@@ -42,9 +42,9 @@ ALLOWED: dict[str, set[str]] = {
     "search": {"snn", "data", "binarize", "precision", "storage", "training"},
     "formats": set(),  # the folder's docstring only
     "formats.bitpack": set(),
-    "formats.container": {"snn", "binarize", "files", "formats.bitpack"},
+    "formats.container": {"snn", "binarize", "precision", "files", "formats.bitpack"},
     "formats.onnx": {"snn", "binarize", "precision", "files", "formats.bitpack"},
-    "formats.nir": {"snn", "binarize", "files"},
+    "formats.nir": {"snn", "binarize", "precision", "files"},
     "formats.c": {"snn", "binarize", "files", "formats.bitpack"},
     "interop": {"snn", "data", "binarize", "checkpoint"},
     "model_file": {"snn", "files", "checkpoint", "formats.container"},

@@ -79,7 +79,14 @@ __all__ = [
     "neuron_node",
     "neuron_settings",
     "uniform_or_per_channel",
+    "KBIT_TOLERANCE",
 ]
+
+KBIT_TOLERANCE = 2.0**-20
+"""How far a k-bit layer's NIR weight may be from ``q * scale[c]``, relative to ``|q * scale[c]|``: the
+weights are float32 values of ``q`` times a float64 scale, rounded once or (a batch norm folded in)
+twice, each rounding at most 2^-24 relative; the scale is written rounded to float32 too."""
+
 
 DT = 1e-4
 """Seconds per time step: what snnTorch's and SpikingJelly's NIR importers assume."""

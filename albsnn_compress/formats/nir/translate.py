@@ -33,7 +33,7 @@ from albsnn_compress.errors import NirError
 from albsnn_compress.files.model_cost import MAX_ACTIVATION
 from albsnn_compress.formats.nir.chain import Chain
 from albsnn_compress.formats.nir.graph_file import checked_name
-from albsnn_compress.formats.nir.mapping import neuron_settings
+from albsnn_compress.formats.nir.mapping import KBIT_TOLERANCE, neuron_settings
 from albsnn_compress.formats.nir.options import ReadOptions, parse_neuron
 from albsnn_compress.formats.nir.params import (
     bias_vector,
@@ -48,6 +48,7 @@ from albsnn_compress.formats.nir.params import (
     weight_array,
 )
 from albsnn_compress.limits import MAX_NAME_CHARS, check_text
+from albsnn_compress.precision import FLOAT_BITS, PRECISIONS, precision
 
 __all__ = ["Translation", "translate_chain"]
 
@@ -218,6 +219,8 @@ def _weights(
     if translator.flag(node, "albsnn_binary") == 1:
         _check_binary(translator.where(name, node), weight, translator.meta(node).get("albsnn_scale"))
         translator.binary.append(len(translator.layers))
+    elif (bits := translator.flag(node, "albsnn_bits")) is not None:
+        _check_quantized(translator.where(name, node), weight, bits, translator.meta(node).get("albsnn_scale"))
     where = translator.where(name, node)
     translator.add(where, node, layer, {"weight": weight, **({"bias": bias} if bias is not None else {})})
 
@@ -228,6 +231,30 @@ def _check_binary(where: str, weight: np.ndarray, recorded: Any) -> None:
     rows = np.abs(weight.reshape(weight.shape[0], -1))
     if scale.shape != (weight.shape[0],) or (scale < 0).any() or not (rows == scale[:, None]).all():
         raise NirError(f"{where}: metadata albsnn_binary says the weights are scale[c] * (+-1), but they are not")
+
+
+def _check_quantized(where: str, weight: np.ndarray, bits: int | str, recorded: Any) -> None:
+    """Our writer's ``albsnn_bits``: every weight of output channel ``c`` is ``q * scale[c]`` with an integer
+    ``q`` in ``[-Q, Q]``, to float32 rounding (:data:`~albsnn_compress.formats.nir.mapping.KBIT_TOLERANCE`).
+
+    The layer is read as float (its values, exactly as written); the check refuses a file whose
+    recorded structure is false, so a tool trusting it cannot be misled.
+    """
+    if not (isinstance(bits, int) and 1 < bits < FLOAT_BITS and str(bits) in PRECISIONS):
+        raise NirError(f"{where}: metadata albsnn_bits is {bits!r}; our writer records 2, 4 or 8")
+    scale = finite_floats(recorded, where, "metadata albsnn_scale").astype(np.float64).reshape(-1)
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    if scale.shape != (weight.shape[0],) or (scale < 0).any():
+        raise NirError(f"{where}: metadata albsnn_scale must hold one value >= 0 per output channel")
+    step = np.where(scale > 0, scale, 1.0)[:, None]
+    codes = np.rint(rows / step)
+    nearest = codes * scale[:, None]
+    limit = precision(bits).max_code
+    if (np.abs(codes) > limit).any() or (np.abs(rows - nearest) > KBIT_TOLERANCE * np.abs(nearest)).any():
+        raise NirError(
+            f"{where}: metadata albsnn_bits says the weights are scale[c] * q with integer |q| <= {limit}, "
+            "but they are not"
+        )
 
 
 # -- pooling and flattening ------------------------------------------------------------------------------------

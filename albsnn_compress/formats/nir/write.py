@@ -23,8 +23,11 @@ The output node carries the last layer's value at every step; the network's logi
 over the ``T`` steps (graph metadata ``albsnn_readout``). Every node's metadata names its layer
 (``albsnn_layer``); a conv/linear whose weights are binary up to a per-channel scale says so
 (``albsnn_binary`` = 1, ``albsnn_scale`` = the scale ``s``: every weight of output channel ``c``
-is ``+s[c]`` or ``-s[c]``, exactly). NIR stores float arrays: the 1-bit structure is recorded,
-not packed (the ``.albsnn`` container packs it).
+is ``+s[c]`` or ``-s[c]``, exactly); one at 2, 4 or 8 bits (:mod:`albsnn_compress.precision`) says
+``albsnn_bits`` = k and ``albsnn_scale`` = ``s``: every weight of output channel ``c`` is ``q * s[c]``
+for an integer ``q`` in ``[-Q, Q]``, ``Q = 2^(k-1) - 1``, to float32 rounding
+(:data:`~albsnn_compress.formats.nir.mapping.KBIT_TOLERANCE`; folding a batch norm rounds once more).
+NIR stores float arrays: the 1-bit and k-bit structure is recorded, not packed (the ``.albsnn`` container packs it).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from albsnn_compress.binarize import binarize_, binary_scale, is_binarized
 from albsnn_compress.errors import ExportError, one_line
 from albsnn_compress.files.atomic import atomic_write
 from albsnn_compress.formats.nir.mapping import DT, check_neuron, neuron_node
+from albsnn_compress.precision import FLOAT_BITS, layer_bits, precision
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet, layer_shapes
@@ -86,6 +90,7 @@ class NirExport:
         timesteps: the model's ``T`` (the readout averages the output over ``T`` steps).
         nodes: the graph's node names in chain order.
         binary_layers: layers whose NIR weights are ``scale[c] * (+-1)``, exactly.
+        quantized_layers: layers at 2-8 bits, with their bits: NIR weights ``scale[c] * q`` (module docs).
         folded_batch_norms: batch norm folded into each conv/linear (layer -> batch norm).
     """
 
@@ -96,6 +101,7 @@ class NirExport:
     nodes: tuple[str, ...]
     binary_layers: tuple[str, ...]
     folded_batch_norms: dict[str, str] = field(default_factory=dict)
+    quantized_layers: dict[str, int] = field(default_factory=dict)
 
 
 def _f64(tensor: torch.Tensor) -> torch.Tensor:
@@ -479,6 +485,7 @@ def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, Ni
     for layer, module, (shape, out) in zip(spec["layers"], folded_model.layers, layer_shapes(spec)):
         nodes += _NODE_WRITERS[_kind(module)](layer["name"], module, layer, shape, out, folded, dt)
     nodes.append(("output", nir.Output(output_type=np.array([spec["num_classes"]]))))
+    quantized = _record_quantized(model, dict(nodes))
     binary = tuple(name for name, node in nodes if node.metadata.get("albsnn_binary") == 1)
     metadata = {
         "albsnn_format": NIR_FORMAT,
@@ -490,13 +497,34 @@ def build_nir_graph(model: SpikingNet, dt: float = DT) -> tuple[nir.NIRGraph, Ni
         "albsnn_readout": "mean over the time steps of the output node",
         "albsnn_binary_layers": ",".join(binary),
     }
+    if quantized:  # only then: a float or binary model's file stays what it was before k-bit layers existed
+        metadata["albsnn_quantized_layers"] = ",".join(f"{name}:{bits}" for name, bits in quantized.items())
     names = [name for name, _ in nodes]
     try:
         graph = nir.NIRGraph(nodes=dict(nodes), edges=list(zip(names, names[1:])), metadata=metadata, type_check=True)
     except (ValueError, AssertionError, TypeError) as exc:  # what NIR's type check raises for a graph it rejects
         raise ExportError(f"NIR's type check rejects the graph: {one_line(exc)}") from exc
-    info = NirExport(Path(), 0, float(dt), int(model.timesteps), tuple(names), binary, folded)
+    info = NirExport(Path(), 0, float(dt), int(model.timesteps), tuple(names), binary, folded, quantized)
     return graph, info
+
+
+def _record_quantized(model: SpikingNet, nodes: dict[str, Any]) -> dict[str, int]:
+    """Mark each 2-8-bit layer's node with ``albsnn_bits`` and ``albsnn_scale`` (module docs); their bits by name.
+
+    The scale is the written weights' own: a channel's largest ``|w|`` over ``Q`` (the quantizer always
+    uses the code ``+-Q`` in a channel that is not all zero), so a batch norm folded in is part of it.
+    """
+    quantized = {}
+    for name, bits in layer_bits(model).items():
+        if not 1 < bits < FLOAT_BITS:
+            continue
+        short = name.removeprefix("layers.")
+        node = nodes[short]
+        rows = np.abs(np.asarray(node.weight, dtype=np.float64).reshape(node.weight.shape[0], -1))
+        node.metadata["albsnn_bits"] = bits
+        node.metadata["albsnn_scale"] = (rows.max(axis=1) / precision(bits).max_code).astype(np.float32)
+        quantized[short] = bits
+    return quantized
 
 
 def export_nir(model: SpikingNet, path: str | os.PathLike[str], *, dt: float = DT) -> NirExport:
@@ -529,5 +557,12 @@ def export_nir(model: SpikingNet, path: str | os.PathLike[str], *, dt: float = D
     except Exception as exc:  # noqa: BLE001 - any failure of this foreign call to read back is an export failure
         raise ExportError(f"{target}: the written NIR file does not read back with nir.read: {one_line(exc)}") from exc
     return NirExport(
-        target, target.stat().st_size, info.dt, info.timesteps, info.nodes, info.binary_layers, info.folded_batch_norms
+        target,
+        target.stat().st_size,
+        info.dt,
+        info.timesteps,
+        info.nodes,
+        info.binary_layers,
+        info.folded_batch_norms,
+        info.quantized_layers,
     )
