@@ -59,11 +59,11 @@ def _raw_header(data: bytes = BASE) -> bytes:
 
 
 def _edit(edit: Callable[[dict[str, Any], bytes], bytes | None], data: bytes = BASE) -> bytes:
-    """Apply ``edit`` to a copy of the header (it may return a new data section) and reassemble."""
+    """Apply ``edit`` to a copy of the header (it may return a new data section) and reassemble, same version."""
     header, body = _split(data)
     header = copy.deepcopy(header)
     new_body = edit(header, body)
-    return _file(header, body if new_body is None else new_body)
+    return _file(header, body if new_body is None else new_body, version=PREAMBLE.unpack_from(data)[1])
 
 
 def _tensor(header: dict[str, Any], name: str) -> dict[str, Any]:
@@ -209,7 +209,7 @@ class Case(enum.Enum):
         r"magic: not an \.albsnn file \(starts with b'PK\\x03\\x04.*; it is a zip archive \(a model\.pt checkpoint\?"
     )
     TEXT_NOT_CONTAINER = r"magic: not an \.albsnn file \(starts with b'# notes:.*; it is a text file$"
-    FUTURE_VERSION = r"version: format version 2 is not supported \(this reader supports \[1\]\)"
+    FUTURE_VERSION = r"version: format version 3 is not supported \(this reader supports \[1, 2\]\)"
     VERSION_ZERO = r"version: format version 0 is not supported"
     HUGE_HEADER_LEN = r"header_len: 1099511627776 bytes exceeds the 16777216-byte cap"
     MAX_HEADER_LEN = r"header_len: 18446744073709551615 bytes exceeds"
@@ -247,7 +247,10 @@ class Case(enum.Enum):
     NUL_IN_NAME = r"name 'layers\.conv1\\x00\.weight' contains a NUL character"
     LONG_NAME = r"300 characters, more than 256"  # the readers' shared name limit
     DUPLICATE_NAME = r"tensor 'layers\.conv1\.weight': duplicate tensor name"
-    UNKNOWN_KIND = r"tensor 'layers\.conv1\.weight': unknown kind 'int4'"
+    UNKNOWN_KIND = (  # a version-2 kind in a version-1 file
+        r"tensor 'layers\.conv1\.weight': unknown kind 'int4' \(the kinds of format version 1: binary, float32, "
+        r"float16\)"
+    )
     BOOL_DIM = r"shape\[0\] must be an integer >= 0, got True \(bool\)"
     FLOAT_DIM = r"shape\[0\] must be an integer >= 0, got 16\.0 \(float\)"
     NEGATIVE_DIM = r"shape\[0\] must be an integer >= 0, got -16 \(int\)"
@@ -326,7 +329,7 @@ BUILDERS: dict[Case, Callable[[], bytes]] = {
     Case.MAGIC_7BIT: lambda: b"\x09" + BASE[1:],
     Case.ZIP_NOT_CONTAINER: lambda: b"PK\x03\x04" + bytes(60),
     Case.TEXT_NOT_CONTAINER: lambda: b"# notes: the model of 1 December\nbudget 0.5\n",
-    Case.FUTURE_VERSION: lambda: BASE[:8] + struct.pack("<I", 2) + BASE[12:],
+    Case.FUTURE_VERSION: lambda: BASE[:8] + struct.pack("<I", 3) + BASE[12:],
     Case.VERSION_ZERO: lambda: BASE[:8] + struct.pack("<I", 0) + BASE[12:],
     Case.HUGE_HEADER_LEN: lambda: BASE[:16] + struct.pack("<Q", 1 << 40) + BASE[24:],
     Case.MAX_HEADER_LEN: lambda: BASE[:16] + struct.pack("<Q", 2**64 - 1) + BASE[24:],

@@ -194,11 +194,11 @@ def test_storage_and_summary_count_k_bits_and_a_scale_per_channel(digits_checkpo
     assert shown == ["float32", "4-bit", "1-bit", "8-bit"]
 
 
-def test_the_container_computes_k_bit_layers_exactly_stored_as_float_for_now(
+def test_the_container_packs_k_bit_layers_and_reads_them_back_at_their_bits(
     digits_checkpoint: Path, tmp_path: Path
 ) -> None:
-    """Until the container packs k-bit codes (issue 26), it stores a k-bit layer's values as float32: the same
-    outputs, no saving. The test pins both halves, so packing is a deliberate change here."""
+    """The container stores a k-bit layer's codes at its bits (format version 2, tests/test_container_kbit.py) and
+    reads the layer back at those bits, computing the same outputs bit for bit."""
     model, names = _mixed(digits_checkpoint)
     images = load_split("digits", None, "test").as_float()[:64]
     with torch.no_grad():
@@ -207,7 +207,10 @@ def test_the_container_computes_k_bit_layers_exactly_stored_as_float_for_now(
     container = read_container(tmp_path / "mixed.albsnn")
     with torch.no_grad():
         assert torch.equal(container.model(images), expected)
-    assert layer_bits(container.model)[names[1]] == FLOAT_BITS and container.header["binarized"] == [names[2]]
+    assert container.version == 2 and layer_bits(container.model) == layer_bits(model)
+    assert container.header["precisions"] == {names[1]: 4, names[3]: 8} and container.header["binarized"] == [names[2]]
+    weight = dict(model.named_modules())[names[1]].weight
+    assert container.tensors[f"{names[1]}.weight"].nbytes == codes_size(weight.numel(), 4)
 
 
 def _initializers(path: Path) -> dict[str, np.ndarray]:

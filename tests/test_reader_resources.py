@@ -25,6 +25,7 @@ import torch
 from albsnn_compress.binarize import binarize_
 from albsnn_compress.checkpoint import save_checkpoint
 from albsnn_compress.formats.container.file import write_container
+from albsnn_compress.precision import set_precision_
 from albsnn_compress.snn.spec import SpikingNet
 
 pytestmark = [
@@ -178,7 +179,8 @@ _PEAK = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def wide_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 46 MB fully connected model: binarized as a container (about 1.5 MB) and as a float checkpoint."""
+    """A 46 MB fully connected model: binarized as a container (about 1.5 MB), at 8 bits as a version-2 container
+    (about 11.6 MB) and as a float checkpoint."""
     folder = tmp_path_factory.mktemp("wide")
     spec = {
         "input": {"shape": [1, 28, 28]},
@@ -199,10 +201,16 @@ def wide_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_checkpoint(folder / "wide.pt", model, {})
     binarize_(model, ["layers.linear1", "layers.linear2"])
     write_container(folder / "wide.albsnn", model)
-    return {"container": folder / "wide.albsnn", "checkpoint": folder / "wide.pt"}
+    set_precision_(model, {"layers.linear1": 8, "layers.linear2": 8})  # from the latent weights, unbinarized
+    write_container(folder / "wide-int8.albsnn", model)
+    return {
+        "container": folder / "wide.albsnn",
+        "container-int8": folder / "wide-int8.albsnn",
+        "checkpoint": folder / "wide.pt",
+    }
 
 
-@pytest.mark.parametrize("kind", ["container", "checkpoint"])
+@pytest.mark.parametrize("kind", ["container", "container-int8", "checkpoint"])
 def test_reading_peaks_near_the_file_plus_the_model(wide_files: dict[str, Path], kind: str) -> None:
     """Reading a binarized 1.5 MB container once peaked at 5.9x (file + model): now about 1.0x, plus a few MiB."""
     done = subprocess.run(
@@ -219,11 +227,17 @@ def test_reading_peaks_near_the_file_plus_the_model(wide_files: dict[str, Path],
 
 def test_valid_files_read_under_the_cap(wide_files: dict[str, Path]) -> None:
     results = _run(
-        [wide_files["container"], wide_files["checkpoint"], GOLDEN / "conv_mixed.albsnn"],
+        [
+            wide_files["container"],
+            wide_files["container-int8"],
+            wide_files["checkpoint"],
+            GOLDEN / "conv_mixed.albsnn",
+            GOLDEN / "kbit_mixed.albsnn",
+        ],
         GOLDEN / "fc_float16.albsnn",
         budget=384 << 20,
     )
-    assert results == ["read", "read", "read"]
+    assert results == ["read"] * 5
 
 
 def test_a_damaged_gzip_bomb_is_not_a_container(tmp_path: Path) -> None:

@@ -60,6 +60,8 @@ def _summary_table(summary: dict[str, Any]) -> Table:
         f"{summary['num_classes']} classes, T={summary['timesteps']}",
     )
     add("binarized", ", ".join(summary["binarized"]) or "none")
+    if summary["precisions"]:  # format version 2
+        add("k-bit layers", ", ".join(f"{name} ({bits} bits)" for name, bits in summary["precisions"].items()))
     for kind, row in sorted(summary["kinds"].items()):
         add(f"{kind} tensors", f"{row['tensors']} tensors, {row['elements']} values, {row['bytes']} bytes")
     accuracy = ", ".join(f"{key} {value:.2f}%" for key, value in sorted(summary["accuracy"].items()))

@@ -7,7 +7,9 @@ refuses one that cannot fit the file or breaks a limit, and only then builds a
 shape-only template (meta device) to list the tensors it needs, each with its
 allowed kinds: a layer listed in ``binarized`` stores its binarizable
 tensors (the layer type's record says which) as 1-bit ``binary`` plus a float32
-``<tensor>_scale`` per output channel.
+``<tensor>_scale`` per output channel; a layer listed in ``precisions`` (version 2)
+stores its ``weight`` as ``int2``, ``int4`` or ``int8`` codes plus a float32
+``weight_clip`` per output channel.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import torch
 
 from albsnn_compress.errors import ContainerError, SpecError
 from albsnn_compress.files.model_cost import MAX_ACTIVATION, cost_problem
-from albsnn_compress.formats.container.header import TensorEntry
+from albsnn_compress.formats.container.header import CODE_KINDS, PRECISIONS_FIELD, TensorEntry
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.spec import SpikingNet, normalize_spec, spec_bounds
 
 __all__ = [
     "MAX_ACTIVATION",
     "SCALE_SUFFIX",
+    "CLIP_SUFFIX",
     "Expected",
     "architecture_tensors",
     "instantiate",
@@ -33,6 +36,10 @@ __all__ = [
 ]
 
 SCALE_SUFFIX = "_scale"
+"""``<tensor>_scale``: the float32 per-channel scale of a binary tensor."""
+CLIP_SUFFIX = "_clip"
+"""``weight_clip``: the float32 per-channel clip of a k-bit weight (the magnitude of its largest code)."""
+_CODE_KIND_OF = {bits: kind for kind, bits in CODE_KINDS.items()}
 
 Expected = dict[str, tuple[tuple[str, ...], tuple[int, ...]]]
 """What an architecture needs: tensor name -> (allowed kinds, shape), in model state order."""
@@ -90,8 +97,9 @@ def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple
     Refuses, before anything is allocated, a spec that breaks a limit of
     :mod:`albsnn_compress.files.model_cost` (time steps, activation size, the memory of a
     forward pass of one image) or that has more parameters than ``8 * data_size``
-    (every stored weight takes at least one bit). Also checks ``binarized`` and
-    ``class_names`` against the architecture. Tensors are listed in state order.
+    (every stored weight takes at least one bit). Also checks ``binarized``,
+    ``precisions`` (version 2) and ``class_names`` against the architecture. Tensors
+    are listed in state order, each per-channel scale or clip right after its weight.
     """
     model = _template(header, data_size)
     layers = binarizable_tensors(model)
@@ -100,6 +108,8 @@ def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple
             raise ContainerError(
                 f"field 'binarized': {name!r} is not a binarizable layer of the architecture ({', '.join(layers)})"
             )
+    precisions: dict[str, int] = header.get(PRECISIONS_FIELD, {})  # version 1 has no k-bit layers
+    _check_precision_layers(precisions, header["binarized"], layers)
     names = header["class_names"]
     if names is not None and len(names) != model.spec["num_classes"]:
         raise ContainerError(f"field 'class_names': {len(names)} names for {model.spec['num_classes']} classes")
@@ -113,9 +123,52 @@ def architecture_tensors(header: dict[str, Any], data_size: int | None) -> tuple
         if module in binarized and attr in layers[module]:
             expected[key] = (("binary",), shape)
             expected[key + SCALE_SUFFIX] = (("float32",), shape[:1])
+        elif module in precisions and attr == "weight":
+            expected[key] = ((_CODE_KIND_OF[precisions[module]],), shape)
+            expected[key + CLIP_SUFFIX] = (("float32",), shape[:1])
         else:
             expected[key] = (("float32", "float16"), shape)
     return model, expected
+
+
+def _check_precision_layers(
+    precisions: dict[str, int], binarized: list[str], layers: dict[str, tuple[str, ...]]
+) -> None:
+    """Every k-bit layer is a conv or linear layer of the architecture (those whose weight is binarizable, the layers
+    :func:`albsnn_compress.precision.set_precision_` takes) and is not also binarized: a layer has one precision."""
+    for name in precisions:
+        if "weight" not in layers.get(name, ()):
+            choices = ", ".join(n for n, tensors in layers.items() if "weight" in tensors)
+            raise ContainerError(
+                f"field {PRECISIONS_FIELD!r}: {name!r} is not a conv or linear layer of the architecture ({choices})"
+            )
+        if name in binarized:
+            raise ContainerError(
+                f"field {PRECISIONS_FIELD!r}: {name!r} is also listed in 'binarized' (a layer has one precision)"
+            )
+
+
+def _per_channel_suffix(name: str, kinds: tuple[str, ...]) -> str:
+    """``_scale`` or ``_clip`` when ``name`` is a binary or k-bit weight's per-channel float32 tensor, else ``""``."""
+    if kinds == ("float32",):
+        for suffix in (SCALE_SUFFIX, CLIP_SUFFIX):
+            if name.endswith(suffix):
+                return suffix
+    return ""
+
+
+def _kind_reason(entry: TensorEntry, kinds: tuple[str, ...]) -> str:
+    """Why the architecture wants ``kinds`` for ``entry``: the header list its layer is (or is not) in."""
+    if "binary" in kinds:
+        return "its layer is listed in 'binarized'"
+    if kinds[0] in CODE_KINDS:
+        return f"its layer has {CODE_KINDS[kinds[0]]} bits in {PRECISIONS_FIELD!r}"
+    suffix = _per_channel_suffix(entry.name, kinds)
+    if suffix:
+        return f"{suffix[1:]}s are float32"
+    if entry.kind in CODE_KINDS:
+        return f"its layer is not in {PRECISIONS_FIELD!r}"
+    return "its layer is not in 'binarized'"
 
 
 def check_tensor_set(entries: list[TensorEntry], expected: Expected) -> None:
@@ -126,18 +179,15 @@ def check_tensor_set(entries: list[TensorEntry], expected: Expected) -> None:
             raise ContainerError(f"{where}: not part of the architecture (unexpected tensor)")
         kinds, shape = expected[entry.name]
         if entry.kind not in kinds:
-            if "binary" in kinds:
-                reason = "its layer is listed in 'binarized'"
-            elif entry.name.endswith(SCALE_SUFFIX):
-                reason = "scales are float32"
-            else:
-                reason = "its layer is not in 'binarized'"
-            raise ContainerError(f"{where}: kind {entry.kind!r}, expected {' or '.join(kinds)} ({reason})")
+            raise ContainerError(
+                f"{where}: kind {entry.kind!r}, expected {' or '.join(kinds)} ({_kind_reason(entry, kinds)})"
+            )
         if entry.shape != shape:
-            if entry.name.endswith(SCALE_SUFFIX) and kinds == ("float32",):
+            suffix = _per_channel_suffix(entry.name, kinds)
+            if suffix:
                 raise ContainerError(
-                    f"{where}: shape {list(entry.shape)}, expected {list(shape)} (one scale per output channel of "
-                    f"{entry.name[: -len(SCALE_SUFFIX)]!r})"
+                    f"{where}: shape {list(entry.shape)}, expected {list(shape)} (one {suffix[1:]} per output channel "
+                    f"of {entry.name[: -len(suffix)]!r})"
                 )
             raise ContainerError(f"{where}: shape {list(entry.shape)}, the architecture needs {list(shape)}")
     present = {entry.name for entry in entries}

@@ -6,7 +6,9 @@ tensor entry). Everything here is checked before any tensor is allocated; the
 architecture checks (does the tensor table match the spec?) are
 :mod:`albsnn_compress.formats.container.architecture`. Every check raises
 :class:`ContainerError` naming the field and the problem; the reader in
-:mod:`albsnn_compress.formats.container.file` adds the file name.
+:mod:`albsnn_compress.formats.container.file` adds the file name. The two format
+versions differ only here: version 2 adds the header field ``precisions`` and the
+kinds ``int2``, ``int4`` and ``int8``, which a version-1 file may not use.
 
 File layout (little-endian)::
 
@@ -30,15 +32,19 @@ from albsnn_compress.errors import ContainerError, StrictJSONError
 from albsnn_compress.files.file_kind import CONTAINER_MAGIC, sniff
 from albsnn_compress.files.model_cost import MAX_TIMESTEPS
 from albsnn_compress.files.strict_json import strict_loads
+from albsnn_compress.formats.bitpack import codes_size
 
 __all__ = [
     "MAGIC",
-    "FORMAT_VERSION",
+    "PLAIN_VERSION",
+    "KBIT_VERSION",
     "SUPPORTED_VERSIONS",
     "ALIGNMENT",
     "PREAMBLE",
     "KINDS",
+    "CODE_KINDS",
     "HEADER_FIELDS",
+    "PRECISIONS_FIELD",
     "TENSOR_FIELDS",
     "MAX_HEADER_BYTES",
     "MAX_TIMESTEPS",
@@ -54,11 +60,18 @@ __all__ = [
 ]
 
 MAGIC = CONTAINER_MAGIC  # 0x89 "ALBSNN" 0x0A
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+PLAIN_VERSION = 1
+"""The version of a file without k-bit layers: every file written before version 2 existed, byte for byte."""
+KBIT_VERSION = 2
+"""The version of a file with at least one 2-, 4- or 8-bit layer: adds ``precisions`` and the kinds ``int2/4/8``."""
+SUPPORTED_VERSIONS = (PLAIN_VERSION, KBIT_VERSION)
 ALIGNMENT = 64
 PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, header_crc32, header_len
-KINDS = ("binary", "float32", "float16")
+CODE_KINDS = {"int2": 2, "int4": 4, "int8": 8}
+"""Kinds of packed k-bit codes (version 2) -> bits per code, in the layout of :mod:`albsnn_compress.formats.bitpack`."""
+KINDS = ("binary", "float32", "float16", *CODE_KINDS)
+_VERSION_KINDS = {PLAIN_VERSION: KINDS[:3], KBIT_VERSION: KINDS}
+PRECISIONS_FIELD = "precisions"
 HEADER_FIELDS = (
     "accuracy",
     "binarized",
@@ -70,6 +83,7 @@ HEADER_FIELDS = (
     "tensors",
     "timesteps",
 )
+"""The top-level fields of a version-1 header; version 2 adds :data:`PRECISIONS_FIELD`."""
 TENSOR_FIELDS = ("crc32", "kind", "name", "nbytes", "offset", "shape")
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -126,9 +140,14 @@ def align_up(value: int) -> int:
 
 
 def expected_nbytes(kind: str, shape: tuple[int, ...] | list[int]) -> int:
-    """Bytes a tensor of ``kind`` and ``shape`` occupies: ``ceil(n/8)`` for binary, ``n*size`` otherwise."""
+    """Bytes a tensor of ``kind`` and ``shape`` occupies: ``ceil(n/8)`` for binary, ``ceil(n*k/8)`` for ``intk``,
+    ``n*size`` otherwise."""
     count = math.prod(shape)
-    return (count + 7) // 8 if kind == "binary" else count * _BYTES_PER_ELEMENT[kind]
+    if kind == "binary":
+        return (count + 7) // 8
+    if kind in CODE_KINDS:
+        return codes_size(count, CODE_KINDS[kind])
+    return count * _BYTES_PER_ELEMENT[kind]
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
@@ -258,15 +277,18 @@ def _check_fields(value: dict[str, Any], expected: tuple[str, ...], where: str) 
         raise ContainerError(f"{where}: unknown field {unknown[0]!r} (known fields: {', '.join(expected)})")
 
 
-def _check_tensor(raw: Any, index: int) -> TensorEntry:
+def _check_tensor(raw: Any, index: int, version: int) -> TensorEntry:
     where = f"tensors[{index}]"
     if not isinstance(raw, dict):
         raise ContainerError(f"field {where!r}: expected an object, got {type(raw).__name__}")
     _check_fields(raw, TENSOR_FIELDS, where)
     name = _check_name(raw["name"], f"{where}.name")
     where = f"tensor {name!r}"
-    if raw["kind"] not in KINDS:
-        raise ContainerError(f"{where}: unknown kind {raw['kind']!r} (known kinds: {', '.join(KINDS)})")
+    kinds = _VERSION_KINDS[version]
+    if raw["kind"] not in kinds:
+        raise ContainerError(
+            f"{where}: unknown kind {raw['kind']!r} (the kinds of format version {version}: {', '.join(kinds)})"
+        )
     shape = raw["shape"]
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
         raise ContainerError(f"{where}: shape must be a list of at most {MAX_RANK} dimensions, got {shape!r}")
@@ -287,9 +309,37 @@ def _check_tensor(raw: Any, index: int) -> TensorEntry:
     return TensorEntry(name, raw["kind"], tuple(shape), raw["offset"], raw["nbytes"], raw["crc32"])
 
 
-def validate_header(header: dict[str, Any]) -> list[TensorEntry]:
-    """Check every header field's type and bounds (not yet the architecture); return the tensor table."""
-    _check_fields(header, HEADER_FIELDS, "header")
+def _check_precisions(value: Any) -> None:
+    """``precisions``: a non-empty object of layer names to 2, 4 or 8 (a file without k-bit layers is version 1)."""
+    if not isinstance(value, dict) or not 1 <= len(value) <= MAX_TENSORS:
+        raise ContainerError(
+            f"field {PRECISIONS_FIELD!r}: expected an object of 1 to {MAX_TENSORS} layer names to bits (a file without "
+            "k-bit layers is version 1)"
+        )
+    for name, bits in value.items():
+        _check_name(name, PRECISIONS_FIELD)
+        if type(bits) is not int or bits not in CODE_KINDS.values():
+            raise ContainerError(
+                f"field {PRECISIONS_FIELD!r}: {name!r} has {bits!r} bits, expected 2, 4 or 8 (1 bit is 'binarized')"
+            )
+
+
+def _check_top_fields(header: dict[str, Any], version: int) -> None:
+    """Exactly the version's top-level fields: ``precisions`` in every version-2 header and in no version-1 one."""
+    if version == PLAIN_VERSION and PRECISIONS_FIELD in header:
+        raise ContainerError(
+            f"field {PRECISIONS_FIELD!r}: not allowed in a version-1 file (k-bit layers make a version-2 file)"
+        )
+    fields = HEADER_FIELDS if version == PLAIN_VERSION else tuple(sorted((*HEADER_FIELDS, PRECISIONS_FIELD)))
+    _check_fields(header, fields, "header")
+    if version == KBIT_VERSION:
+        _check_precisions(header[PRECISIONS_FIELD])
+
+
+def validate_header(header: dict[str, Any], version: int) -> list[TensorEntry]:
+    """Check every header field's type and bounds against format ``version`` (not yet the architecture); return the
+    tensor table."""
+    _check_top_fields(header, version)
     if not isinstance(header["spec"], dict):
         raise ContainerError(f"field 'spec': expected an object, got {type(header['spec']).__name__}")
     timesteps = header["timesteps"]
@@ -323,7 +373,7 @@ def validate_header(header: dict[str, Any]) -> list[TensorEntry]:
     tensors = header["tensors"]
     if not isinstance(tensors, list) or not 1 <= len(tensors) <= MAX_TENSORS:
         raise ContainerError(f"field 'tensors': expected a list of 1 to {MAX_TENSORS} entries")
-    entries = [_check_tensor(raw, i) for i, raw in enumerate(tensors)]
+    entries = [_check_tensor(raw, i, version) for i, raw in enumerate(tensors)]
     seen: set[str] = set()
     for entry in entries:
         if entry.name in seen:
