@@ -25,20 +25,24 @@ import argparse
 import json
 import multiprocessing
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits, recorded_val_share
 from albsnn_compress.files.atomic import atomic_write_text
+from albsnn_compress.formats.container.file import write_container
+from albsnn_compress.precision import set_precision_
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.paired_drop import PairedDrop
+from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.storage import layer_storage, total_bits
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.provenance import repo_relative
@@ -72,6 +76,16 @@ def paired_record(drop: PairedDrop) -> dict[str, Any]:
         "interval95_points": [low, high],
         "upper90_points": drop.upper_bound(DECISION_CONFIDENCE_SHOWN),
     }
+
+
+def disk_record(model: SpikingNet, checkpoint: str) -> dict[str, Any]:
+    """The bytes of ``model``'s container on disk against the input checkpoint file, and the share saved."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.albsnn"
+        write_container(path, model)
+        container = path.stat().st_size
+    source = Path(checkpoint).stat().st_size
+    return {"container_bytes": container, "checkpoint_bytes": source, "saved_percent": 100.0 * (1 - container / source)}
 
 
 def _cell_name(cell: Cell) -> str:
@@ -113,6 +127,7 @@ def run_cell(
         "binarized": result.binarized,
         "precisions": result.precisions,
         "storage_saved_percent": 100.0 * (1 - after / before),
+        "disk": disk_record(cast(SpikingNet, result.model), checkpoint),
         "accuracy": result.accuracy,
         "val": paired_record(result.paired["val"]),
         "test": paired_record(test),
@@ -309,6 +324,20 @@ def _layers_text(record: dict[str, Any]) -> str:
     return ",".join(name.split(".")[-1] + ("" if k == 1 else f":{k}") for name, k in bits.items()) or "none"
 
 
+def add_disk_records(result: Path) -> None:
+    """Give every cell of a written result its container bytes on disk (cells written before they were measured):
+    the input checkpoint's model at the cell's precisions, written as a container (its size depends on the
+    precisions, not the values)."""
+    written = json.loads(result.read_text())
+    loaded = read_checkpoint(Path(written["checkpoint"]))
+    for cell in written["cells"]:
+        model = loaded.build()
+        set_precision_(model, cell.get("precisions") or dict.fromkeys(cell["binarized"], 1))
+        cell["disk"] = disk_record(model, written["checkpoint"])
+        print(f"seed {cell['seed']} budget {cell['budget']:g}: {json.dumps(cell['disk'])}")
+    atomic_write_text(result, json.dumps(written, indent=2, sort_keys=True) + "\n")
+
+
 def _confidence(text: str) -> float | None:
     return None if text == "none" else float(text)
 
@@ -379,7 +408,17 @@ def main(argv: list[str] | None = None) -> None:
         metavar="RESULT.json",
         help="only draw a written result's figures again and print its Markdown table",
     )
+    parser.add_argument(
+        "--disk",
+        type=Path,
+        default=None,
+        metavar="RESULT.json",
+        help="only add each cell's container bytes on disk to a written result (cells run before they were measured)",
+    )
     args = parser.parse_args(argv)
+    if args.disk is not None:
+        add_disk_records(args.disk)
+        return
     if args.plot is not None:
         plot_result(args.plot)
         written = json.loads(args.plot.read_text())
