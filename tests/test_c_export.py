@@ -959,7 +959,7 @@ def test_infer_returns_the_status_of_a_kernel_that_refuses_its_arguments(
 
 
 # Each kernel's scratch-size functions (floats; uint64_t words and int32_t counts), by kernel name.
-SCRATCH_FUNCTIONS = {
+SCRATCH_FUNCTIONS: dict[str, tuple[str | None, ...]] = {
     "albsnn_conv_rows": ("albsnn_conv_rows_scratch", None, None),
     "albsnn_conv_events": ("albsnn_conv_events_scratch_floats", "albsnn_conv_events_scratch_words", None),
     "albsnn_conv_bits": (None, "albsnn_conv_bits_scratch_words", "albsnn_conv_bits_scratch_counts"),
@@ -967,9 +967,9 @@ SCRATCH_FUNCTIONS = {
 }
 
 
-def _scratch_program(ops: list[ConvOp]) -> str:
+def _scratch_program(ops: list[ConvOp], functions: dict[str, tuple[str | None, ...]] = SCRATCH_FUNCTIONS) -> str:
     """A C file with the ops' arrays and descriptors that prints each one's scratch sizes (floats, words, counts)
-    from the scratch-size functions of its kernel."""
+    from the scratch-size functions of its kernel (``functions``: kernel name -> those functions)."""
     parts = ['#include <stdio.h>\n#include "albsnn_kernels.h"\n']
     for op in ops:
         parts += [render_array(array) for array in op.arrays()] + [op.declarations()]
@@ -977,7 +977,7 @@ def _scratch_program(ops: list[ConvOp]) -> str:
     for op in ops:
         sizes = ", ".join(
             "0ul" if function is None else f"(unsigned long){function}(&{op.ident})"
-            for function in SCRATCH_FUNCTIONS[op.function]
+            for function in functions[op.function]
         )
         parts.append(f'    printf("%lu %lu %lu\\n", {sizes});\n')
     parts.append("    return 0;\n}\n")

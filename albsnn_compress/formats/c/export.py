@@ -1,4 +1,4 @@
-"""Export a :class:`SpikingNet` as a folder of plain C99 for microcontrollers, its 1-bit weights kept packed.
+"""Export a :class:`SpikingNet` as a folder of plain C99 for microcontrollers, its 1-bit and k-bit weights kept packed.
 
 ``albsnn-compress export model.albsnn --format c -o model_c/`` writes::
 
@@ -23,12 +23,16 @@ from C++ (``extern "C"``).
 How it computes (``docs/deploy.md`` writes the arithmetic out): a binarized
 conv/linear layer reads its sign bits as the container stores them and, over
 spikes (bit maps in RAM), sums ``alpha * (2 popcount(bits & spikes) -
-popcount(spikes))`` with integer adds only; the first layer and float layers run
-in float32; batch norm folds into a per-channel scale and bias; neurons run inside
-the layer that feeds them. The layers are dispatched on the layer-type registry
+popcount(spikes))`` with integer adds only; a 2-, 4- or 8-bit layer
+(:mod:`albsnn_compress.precision`) keeps its integer codes packed at k bits and sums
+them (int32 over spikes, float over the first layer's values) before one multiply by
+its channel's scale; the first layer and float layers run in float32; batch norm folds
+into a per-channel scale and bias; neurons run inside the layer that feeds them. The
+layers are dispatched on the layer-type registry
 (:data:`~albsnn_compress.formats.c.plan.C_EMITTERS`); anything else is refused,
-named. ``weights="float"`` stores every weight as float32 and runs the float
-kernels (the same code otherwise), the baseline the benchmark compares against.
+named. ``weights="float"`` stores every weight as float32 (the values the 1-bit and
+k-bit layers compute with) and runs the float kernels (the same code otherwise), the
+baseline the benchmark compares against.
 
 Each layer over spikes runs a dense or an event-driven kernel (the same bits either way):
 ``kernels="auto"`` picks by the fraction of its inputs that are not zero on ``calibration``
@@ -122,7 +126,8 @@ def build_c_sources(
 
     Args:
         model: the network; binarized layers are found with ``is_binarized``.
-        weights: ``"packed"`` (1 bit per binarized weight, AND + popcount kernels) or ``"float"``.
+        weights: ``"packed"`` (1 bit per binarized weight, k bits per weight of a k-bit layer, integer kernels)
+            or ``"float"``.
         calibration: images to measure each layer's input density on (a few hundred training images);
             ``None``: spike maps are taken as sparse. See :func:`~albsnn_compress.formats.c.plan.plan_model`.
         kernels: :data:`~albsnn_compress.formats.c.plan.KERNEL_CHOICES`: ``"auto"`` (event-driven where the

@@ -12,11 +12,12 @@ the kernels check the scratch they are given against their own
 A conv or linear layer over bit planes (spikes, or counts of spikes) runs in one of two
 variants (:data:`CONV_VARIANTS`, chosen per layer by the planner): ``dense`` visits every
 input (``albsnn_conv_rows`` for float weights, the AND + popcount ``albsnn_conv_bits`` for
-1-bit weights) and ``events`` visits only the non-zero inputs (``albsnn_conv_events``,
-``albsnn_conv_bit_events``), its weights stored pixel-major (``[group][ky][kx][c][out c]``)
-so that one event reads one contiguous row of weights or one 64-bit mask per 64 output
-channels. Both give the same bits: the float variants add the same terms in the same order
-(over bit planes, ``(ky, kx, c)``), the 1-bit variants the same integers.
+1-bit weights, ``albsnn_conv_code_rows`` for k-bit codes) and ``events`` visits only the
+non-zero inputs (``albsnn_conv_events``, ``albsnn_conv_bit_events``, ``albsnn_conv_code_events``),
+its weights stored pixel-major (``[group][ky][kx][c][out c]``) so that one event reads one
+contiguous row of weights, one 64-bit mask per 64 output channels or one packed row of codes.
+Both give the same bits: the float variants add the same terms in the same order (over bit
+planes, ``(ky, kx, c)``), the 1-bit and k-bit variants the same integers.
 
 The arena is a union of one array per element type (:data:`ARENA_MEMBERS`), and
 every pointer into it is taken from the member of the type its buffer holds
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from albsnn_compress.formats.bitpack import pack_codes
 from albsnn_compress.formats.c.text import CArray, c_float, c_uint
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "arena_pointer",
     "CTensor",
     "LifParams",
+    "CodeWeights",
     "Operation",
     "NormalizeOp",
     "ConvOp",
@@ -267,6 +270,40 @@ class LifParams:
         return f"static const albsnn_lif {ident}_lif = {self.literal(ident)}; /* {rules} */\n"
 
 
+@dataclass(frozen=True)
+class CodeWeights:
+    """A k-bit layer's weights (k = 2, 4, 8; :mod:`albsnn_compress.precision`): the weight is ``code * scale`` per
+    output channel, the scale (with what folds into it) being the layer's ``ConvOp.scale``.
+
+    Attributes:
+        codes: int8 ``[C_out, C_in / groups, k, k]`` (a linear layer ``[C_out, C_in]``), each in ``[-Q, Q]``.
+        bits: k.
+    """
+
+    codes: np.ndarray
+    bits: int
+
+    @property
+    def max_code(self) -> int:
+        """``Q = 2^(k-1) - 1``: the largest magnitude of a code."""
+        return (1 << (self.bits - 1)) - 1
+
+    def packed(self) -> bytes:
+        """The codes in the container's order, packed as the container and the ONNX export pack them (``pack_codes``:
+        k-bit two's complement fields, least significant first): what ``albsnn_conv_code_rows`` reads."""
+        return pack_codes(self.codes, self.bits)
+
+    def pixel_major(self, groups: int) -> bytes:
+        """The codes as ``albsnn_conv_code_events`` reads them: per ``(group, ky, kx, c)`` the row of the group's
+        output channels, packed as :meth:`packed` from a byte of its own (the bits past a row zero)."""
+        cout, cin = self.codes.shape[0] // groups, self.codes.shape[1]
+        rows = self.codes.reshape(groups, cout, cin, -1).transpose(0, 3, 2, 1).reshape(-1, cout)  # [g][ky kx][c][co]
+        per_byte = 8 // self.bits
+        padded = np.zeros((len(rows), -(-cout // per_byte) * per_byte), np.int8)  # zero codes: zero bits
+        padded[:, :cout] = rows
+        return pack_codes(padded, self.bits)
+
+
 @dataclass
 class Operation:
     """One kernel call: reads ``inp``, writes ``out`` (in place when ``in_place``), uses ``scratch_bytes``.
@@ -346,12 +383,12 @@ class NormalizeOp(Operation):
 class ConvOp(Operation):
     """A conv or linear layer with its folded affine and, if fused, the neurons after it.
 
-    ``scale`` and ``bias`` (float64, per output channel) hold ``alpha``, the input's
-    divisor, the layer's bias and any batch norm folded in; they are rounded to float32
-    once, when written. ``bits`` (packed signs) selects the binarized kernels; ``variant``
-    (:data:`CONV_VARIANTS`, set with :meth:`choose`) the dense or the event-driven one over
-    bit planes; ``density`` is the measured fraction of non-zero inputs it was chosen by
-    (``None``: not measured).
+    ``scale`` and ``bias`` (float64, per output channel) hold ``alpha`` (or a k-bit layer's
+    code scale), the input's divisor, the layer's bias and any batch norm folded in; they are
+    rounded to float32 once, when written. ``bits`` (packed signs) selects the binarized kernels,
+    ``codes`` the k-bit ones (``weight`` is then ``None``); ``variant`` (:data:`CONV_VARIANTS`, set
+    with :meth:`choose`) the dense or the event-driven one over bit planes; ``density`` is the
+    measured fraction of non-zero inputs it was chosen by (``None``: not measured).
     """
 
     kernel: int
@@ -365,6 +402,7 @@ class ConvOp(Operation):
     lif: LifParams | None = None
     variant: str = "dense"
     density: float | None = None
+    codes: CodeWeights | None = None
 
     def choose(self, variant: str, density: float | None = None) -> None:
         """Set the kernel variant (:data:`CONV_VARIANTS`); ``events`` needs bit planes in.
@@ -386,6 +424,17 @@ class ConvOp(Operation):
         return self.variant == "events"
 
     @property
+    def integer_sums(self) -> bool:
+        """Integer sums in the kernel: 1-bit weights over bit planes, or k-bit codes over them event by event (the
+        dense k-bit kernel sums the same integers as floats, exactly)."""
+        return self.inp.is_bits and (self.bits is not None or (self.codes is not None and self.events))
+
+    @property
+    def max_weight(self) -> int:
+        """The largest magnitude of the integer a sum adds per unit of input: a sign 1, a code ``Q``."""
+        return 1 if self.codes is None else self.codes.max_code
+
+    @property
     def uses_popcount(self) -> bool:
         """Binarized weights over bit planes, dense: the AND + popcount kernel."""
         return self.bits is not None and self.inp.is_bits and not self.events
@@ -399,13 +448,16 @@ class ConvOp(Operation):
     def views(self) -> tuple[CTensor, CTensor]:
         """Input and output as the kernel sees them: the dense float kernel runs a 1x1 conv over one long row."""
         inp, out = self.inp, self.out
-        if self.function != "albsnn_conv_rows" or (self.kernel, self.stride, self.padding) != (1, 1, 0):
+        dense = self.function in ("albsnn_conv_rows", "albsnn_conv_code_rows")
+        if not dense or (self.kernel, self.stride, self.padding) != (1, 1, 0):
             return inp, out
         flat_in = CTensor(inp.channels, 1, inp.height * inp.width, inp.steps, inp.planes, inp.divisor)
         return flat_in, CTensor(out.channels, 1, out.height * out.width, out.steps, out.planes, out.divisor)
 
     @property
     def function(self) -> str:
+        if self.codes is not None:
+            return "albsnn_conv_code_events" if self.events else "albsnn_conv_code_rows"
         if self.events:
             return "albsnn_conv_bit_events" if self.bits is not None else "albsnn_conv_events"
         return "albsnn_conv_bits" if self.uses_popcount else "albsnn_conv_rows"
@@ -448,9 +500,10 @@ class ConvOp(Operation):
         """The ``uint64_t`` scratch of the kernels over bit planes; 0 for ``albsnn_conv_rows``.
 
         ``albsnn_conv_bits_scratch_words``: a weight row, one partial sum per output, every receptive field of
-        one output row. ``albsnn_conv_bit_events_scratch_words`` and ``albsnn_conv_events_scratch_words``: the
-        input gathered into pixel-major bit rows (none when it arrives pixel-major, ``CTensor.pad``) and where
-        an output row's kernel rows start; then (1-bit) one output's counters and carry-save tree (16 masks) per
+        one output row. ``albsnn_conv_bit_events_scratch_words``, ``albsnn_conv_events_scratch_words`` and
+        ``albsnn_conv_code_events_scratch_words``: the input gathered into pixel-major bit rows (none when it
+        arrives pixel-major, ``CTensor.pad``) and where an output row's kernel rows start (k-bit: nothing more);
+        then (1-bit) one output's counters and carry-save tree (16 masks) per
         64 output channels, or with a firing range the decision's constants (``2 D + 5`` words per group and 64
         channels, :attr:`fire_depth`), one word's counters (``D + 1``) and the pending masks of one output (one
         64-channel word: 48, a word's events and 6 more; else ``lanes_count``'s counters and trees); (float) a
@@ -462,6 +515,8 @@ class ConvOp(Operation):
             gathered = self.inp.steps * self.groups * self.inp.height * self.inp.planes * self.pixel_row_words
             rows = 0 if self.inp.pixel_major else gathered
             rows += self.inp.steps * self.groups * self.inp.planes * self.kernel  # where an output row's rows start
+            if self.codes is not None:
+                return rows
             if self.bits is None:  # a batch of event positions and its end; one step: the ring of row lists
                 if self.one_step_float:  # per slot (k): the list, pixel starts, a tag; one output's events, end, spikes
                     ring = self.kernel * (self.ring_list_size + self.ring_pixels + 2)
@@ -484,12 +539,15 @@ class ConvOp(Operation):
 
     @property
     def scratch_counts(self) -> int:
-        """The 1-bit kernels' ``int32_t`` scratch; 0 for the float kernels.
+        """The integer kernels' ``int32_t`` scratch; 0 for the float kernels.
 
         ``albsnn_conv_bits_scratch_counts``: the fields' popcounts, ``popcount(w & field)`` per
         output, the sums per step and output. ``albsnn_conv_bit_events_scratch_counts``: without a
         firing range, one output's sums per step and channel of its group.
+        ``albsnn_conv_code_events_scratch_counts``: one output's sums per step and channel of its group.
         """
+        if self.codes is not None:
+            return self.inp.steps * (self.out.channels // self.groups) if self.events else 0
         if self.uses_bit_events:
             return 0 if self.fire_ranges() is not None else self.inp.steps * (self.out.channels // self.groups)
         if not self.uses_popcount:
@@ -508,7 +566,7 @@ class ConvOp(Operation):
         the ring's row lists and of one output's events), the value ``count / divisor`` of every count
         and with a firing range the ranges as floats.
         """
-        if self.bits is not None and self.inp.is_bits:
+        if self.integer_sums:
             return 0
         inp, out = self.views
         membranes = self.lif is not None and out.steps > 1
@@ -531,12 +589,12 @@ class ConvOp(Operation):
         (``h / tau + v_reset``, or ``h + v_reset`` without input decay), then ``h >= v_threshold``
         (strict: ``>``), each with the channel's constants, is a composition of monotone float32
         operations, so the integers ``acc`` where it fires form one interval; a binary search over
-        ``|acc| <= fan_in (2^planes - 1)`` with numpy float32 (the same IEEE operations)
-        finds it. ``None`` when it does not apply (several steps, no neuron, float kernel).
+        ``|acc| <= fan_in Q (2^planes - 1)`` (``Q``: :attr:`max_weight`) with numpy float32 (the same IEEE
+        operations) finds it. ``None`` when it does not apply (several steps, no neuron, float sums).
         """
-        if self.bits is None or not self.inp.is_bits or self.lif is None or self.out.steps != 1:
+        if not self.integer_sums or self.lif is None or self.out.steps != 1:
             return None
-        bound = self.fan_in * (2**self.inp.planes - 1)
+        bound = self.fan_in * self.max_weight * (2**self.inp.planes - 1)
         scales, biases = self.scale.astype(np.float32), self.bias.astype(np.float32)
         lif = self.lif
         return np.array(
@@ -545,9 +603,9 @@ class ConvOp(Operation):
 
     @property
     def one_step_float(self) -> bool:
-        """Neurons over one time step after a float sum (float weights, or any weights over float values):
-        the kernel decides with :meth:`fire_keys`."""
-        return self.lif is not None and self.out.steps == 1 and (self.bits is None or not self.inp.is_bits)
+        """Neurons over one time step after a float sum (float weights, k-bit codes summed densely, or any weights
+        over float values): the kernel decides with :meth:`fire_keys`."""
+        return self.lif is not None and self.out.steps == 1 and not self.integer_sums
 
     def fire_keys(self) -> np.ndarray | None:
         """``[lo, hi]`` per output channel for a float sum ``acc``: with one time step the neuron fires iff
@@ -587,32 +645,40 @@ class ConvOp(Operation):
 
     @property
     def weight_name(self) -> str:
-        """The C name of its weight array: ``_bits``, ``_masks`` (1-bit, pixel-major), ``_w``, ``_wt`` (pixel-major)."""
+        """The C name of its weight array: ``_bits``, ``_masks`` (1-bit, pixel-major), ``_codes``, ``_codes_t``
+        (k-bit, pixel-major), ``_w``, ``_wt`` (pixel-major)."""
+        if self.codes is not None:
+            return self.ident + ("_codes_t" if self.events else "_codes")
         suffix = ("_masks" if self.events else "_bits") if self.bits is not None else ("_wt" if self.events else "_w")
         return self.ident + suffix
 
-    def arrays(self) -> list[CArray]:
+    def _weight_array(self) -> CArray:
+        """Its weights as its kernel reads them: sign bits, lane masks, k-bit codes, or float32 weights."""
         shape = f"{self.out.channels}x{self.inp.channels // self.groups}x{self.kernel}x{self.kernel}"
         order = f"pixel-major [group][ky][kx][c][out c], {self.groups} group(s)"
+        if self.codes is not None:
+            layout = f"{self.codes.bits}-bit codes, two's complement, least significant first"
+            if self.events:
+                data, what = self.codes.pixel_major(self.groups), f"{order}, each row from a byte of its own"
+            else:
+                data, what = self.codes.packed(), "the container's order"
+            return CArray(self.weight_name, "uint8_t", data, f"{self.label}: {shape} {layout}, {what}")
         if self.bits is not None and self.events:
-            weights = CArray(
+            return CArray(
                 self.weight_name,
                 "uint8_t",
                 self.lane_masks(),
                 f"{self.label}: {shape} sign bits, pixel-major [group][ky][kx][c][out c] in 64-bit lanes",
             )
-        elif self.bits is not None:
-            weights = CArray(
-                self.weight_name, "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1"
-            )
-        elif self.events:
-            weights = CArray(self.weight_name, "float", self.pixel_major(), f"{self.label}: {shape} weights, {order}")
-        else:
-            weights = CArray(
-                self.weight_name, "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights"
-            )
+        if self.bits is not None:
+            return CArray(self.weight_name, "uint8_t", self.bits, f"{self.label}: {shape} sign bits, MSB first, 1 = +1")
+        if self.events:
+            return CArray(self.weight_name, "float", self.pixel_major(), f"{self.label}: {shape} weights, {order}")
+        return CArray(self.weight_name, "float", np.asarray(self.weight, np.float32), f"{self.label}: {shape} weights")
+
+    def arrays(self) -> list[CArray]:
         arrays = [
-            weights,
+            self._weight_array(),
             CArray(
                 f"{self.ident}_scale",
                 "float",
@@ -643,6 +709,13 @@ class ConvOp(Operation):
         if self.one_step_float:
             fires = f"{self.ident}_fire_keys"
         inp, out = self.views
+        if self.codes is not None:  # albsnn_code_conv: the layer (no bits, no float weights), its codes and k
+            return text + (
+                f"static const albsnn_code_conv {self.ident} = {{\n"
+                f"    {{{inp.literal()}, {out.literal()}, {geometry},\n"
+                f"     NULL, NULL, {self.ident}_scale, {self.ident}_bias, {lif}, {fires}}},\n"
+                f"    {self.weight_name}, {c_uint(self.codes.bits)}\n}};\n"
+            )
         return text + (
             f"static const albsnn_conv {self.ident} = {{\n"
             f"    {inp.literal()}, {out.literal()}, {geometry},\n"
@@ -650,7 +723,7 @@ class ConvOp(Operation):
         )
 
     def call(self, x: int | None, y: int | None, scratch: int) -> str:
-        if self.bits is not None and self.inp.is_bits:  # uint64_t words first (16-byte aligned), then int32_t
+        if self.integer_sums:  # uint64_t words first (16-byte aligned), then int32_t
             words = arena_pointer("uint64_t", scratch)
             counts = arena_pointer("int32_t", scratch + FIELD_BYTES * self.scratch_words)
             return (

@@ -11,7 +11,11 @@ and fuse where the arithmetic allows it:
 * neurons right after a conv or linear layer (and its batch norm) run inside that
   layer's kernel, so its float output never exists as a map: the layer writes spikes;
 * spikes are bits; an average pool of spikes is a count of spikes in bit planes with a
-  divisor, which a binarized layer after it folds into its scale.
+  divisor, which a binarized or k-bit layer after it folds into its scale.
+
+A 2-, 4- or 8-bit layer (:mod:`albsnn_compress.precision`) keeps its integer codes (``weight_codes``, as the
+ONNX export takes them) packed at k bits; its code scale takes the place of a binarized layer's ``alpha``, so
+a batch norm after it folds the same way and the codes stay as they are.
 
 Every neuron variant of :class:`~albsnn_compress.snn.neurons.LIF` has a C form: its reset rule
 (:data:`RESET_C`), its charge rule (:data:`CHARGE_C`), a strict threshold, and ``tau`` and
@@ -19,8 +23,9 @@ Every neuron variant of :class:`~albsnn_compress.snn.neurons.LIF` has a C form: 
 ``[C, H, W]`` or a flat vector ``[F]``, which flows as ``F`` features of ``1 x 1`` (:func:`input_dims`).
 
 A conv or linear layer over bit planes runs event by event (``albsnn_conv_events``,
-``albsnn_conv_bit_events``: work in proportion to the non-zero inputs) or densely
-(``albsnn_conv_rows``, the AND + popcount ``albsnn_conv_bits``); both give the same bits.
+``albsnn_conv_bit_events``, ``albsnn_conv_code_events``: work in proportion to the non-zero inputs) or
+densely (``albsnn_conv_rows``, the AND + popcount ``albsnn_conv_bits``, ``albsnn_conv_code_rows``); both
+give the same bits.
 :func:`plan_model` picks per layer by the fraction of its inputs that are not zero, measured
 on calibration images when they are given (:func:`input_densities`): events up to
 :data:`EVENT_DENSITY`, dense above. Without calibration images spike maps are taken as sparse
@@ -49,6 +54,7 @@ from albsnn_compress.errors import ExportError
 from albsnn_compress.formats.bitpack import pack_signs
 from albsnn_compress.formats.c.ops import (
     AffineOp,
+    CodeWeights,
     ConvOp,
     CTensor,
     GapOp,
@@ -59,6 +65,7 @@ from albsnn_compress.formats.c.ops import (
     PoolOp,
     StepMeanOp,
 )
+from albsnn_compress.precision import FLOAT_BITS, weight_bits, weight_codes
 from albsnn_compress.snn.layer_types import layer_type_of
 from albsnn_compress.snn.neurons import LIF
 from albsnn_compress.snn.spec import SpikingNet, is_flat_input
@@ -84,12 +91,18 @@ WEIGHT_MODES = ("packed", "float")
 KERNEL_CHOICES = ("auto", "dense", "events")
 """``plan_model(kernels=...)``: by measured density, dense everywhere, or event-driven wherever the input is bits."""
 
-EVENT_DENSITY: dict[str, float] = {"bits": 0.5, "float": 1.0}
+EVENT_DENSITY: dict[str, float] = {"bits": 0.5, "float": 1.0, "codes": 1.0}
 """The largest fraction of non-zero inputs at which ``kernels="auto"`` picks the event-driven kernel, for
-1-bit weights (against AND + popcount) and float weights (against the dense float kernel). Measured on
-one layer (64 -> 64 channels, 3x3, 14x14; ``python -m benchmarks.bench_c --crossover``, x86-64, gcc
-12, ``-O3`` and ``-O3 -march=native``): the bit-sliced 1-bit events win up to a density between 0.5
-and 0.7, the float events at every density."""
+1-bit weights (against AND + popcount), float weights (against the dense float kernel) and k-bit codes
+(against the dense float kernel reading codes). Measured on one layer (64 -> 64 channels, 3x3, 14x14;
+``python -m benchmarks.bench_c --crossover``, x86-64, gcc 12, ``-O3`` and ``-O3 -march=native``): the
+bit-sliced 1-bit events win up to a density between 0.5 and 0.7, the float events at every density. The
+k-bit pair is the float pair with integer codes (the dense kernel converts every input to a float, the event
+kernel adds one row of codes per event), and its events too won at every density measured (``docs/deploy.md``)."""
+
+_EXACT_SUMS = 1 << 24
+"""The k-bit kernels sum ``code * count`` over bit planes as integers (int32 events, float dense): below 2^24
+every one of them is a float, so both sums are exact and equal."""
 
 ALIGN_BYTES = 16
 _MAX_BYTES = 1 << 31  # the kernels index with uint32_t
@@ -210,13 +223,7 @@ def _weighted(
         if module.bias is None
         else _finite(name, "bias", module.bias.detach().cpu().double().numpy())
     )
-    if planner.packed and is_binarized(module):
-        alpha = binary_scale(weight).double().numpy()
-        # over bit planes the kernel sums counts: fold the input's divisor into the scale
-        divisor = flow.divisor if flow.is_bits else 1
-        bits, float_weight, scale = pack_signs(weight), None, alpha / divisor
-    else:
-        bits, float_weight, scale = None, weight.numpy(), np.ones(out_channels)
+    bits, float_weight, codes, scale = _stored_weights(planner, name, module, weight)
     if bits is not None and flow.is_bits and (weight[0].numel() * 2**flow.planes) >= _MAX_BYTES:
         raise ExportError(
             f"layer {name}: {weight[0].numel()} inputs of {flow.planes} count planes overflow the kernel's 32-bit sums"
@@ -235,13 +242,48 @@ def _weighted(
         float_weight,
         scale,
         bias,
+        codes=codes,
     )
     if flow.is_bits:
         density = planner.densities.get(name)
-        limit = EVENT_DENSITY["bits" if bits is not None else "float"]
+        limit = EVENT_DENSITY["bits" if bits is not None else "codes" if codes is not None else "float"]
         events = planner.kernels == "events" or (planner.kernels == "auto" and (density is None or density <= limit))
         op.choose("events" if events else "dense", density)
     planner.add(op)
+
+
+def _stored_weights(
+    planner: _Planner, name: str, module: nn.Module, weight: torch.Tensor
+) -> tuple[bytes | None, np.ndarray | None, CodeWeights | None, np.ndarray]:
+    """What a layer stores, one of sign bits, float32 weights or k-bit codes, and its scale per output channel
+    (float64): ``alpha`` for 1 bit, the code scale for k bits, 1 for float weights. Over bit planes the integer
+    kernels sum counts, so the input's divisor folds into the scale of sign bits and codes."""
+    flow = planner.flow
+    divisor = flow.divisor if flow.is_bits else 1
+    if planner.packed and is_binarized(module):
+        return pack_signs(weight), None, None, binary_scale(weight).double().numpy() / divisor
+    if planner.packed and weight_bits(module) < FLOAT_BITS:
+        codes, scale = _codes(name, weight, weight_bits(module), flow)
+        return None, None, codes, scale / divisor
+    return None, weight.numpy(), None, np.ones(weight.shape[0])
+
+
+def _codes(name: str, weight: torch.Tensor, bits: int, flow: CTensor) -> tuple[CodeWeights, np.ndarray]:
+    """A k-bit layer's codes and code scales (float64), as the ONNX export takes them from the weights it computes
+    with (quantizing them again gives the same codes: the precision is idempotent).
+
+    Raises:
+        ExportError: over bit planes, sums that could leave the range where the kernels add exact integers.
+    """
+    codes, scale = weight_codes(weight, bits)
+    code_weights = CodeWeights(codes.numpy(), bits)
+    largest = weight[0].numel() * code_weights.max_code * (2**flow.planes - 1)
+    if flow.is_bits and largest >= _EXACT_SUMS:
+        raise ExportError(
+            f"layer {name}: {weight[0].numel()} inputs of {bits}-bit codes over {flow.planes} count planes can sum "
+            f"to {largest}, past the 2^24 up to which the C kernels add exact integers; use fewer inputs or bits"
+        )
+    return code_weights, scale.numpy()
 
 
 def _conv(planner: _Planner, index: int, name: str, conv: nn.Module) -> None:
@@ -552,7 +594,8 @@ def plan_model(
     Args:
         model: the network; binarized layers are found with :func:`is_binarized`.
         weights: ``"packed"`` (binarized layers keep 1 bit per weight: AND + popcount or bit-sliced
-            events over spikes) or ``"float"`` (every weight float32, the float kernels).
+            events over spikes; 2-, 4- and 8-bit layers their codes: integer sums, ``albsnn_conv_code_rows``
+            and ``albsnn_conv_code_events``) or ``"float"`` (every weight float32, the float kernels).
         calibration: images ``[B, C, H, W]`` (a flat model: ``[B, F]``, or samples of ``F`` elements) to
             measure each layer's input density on (:func:`input_densities`); ``None``: spike maps are taken as sparse.
         kernels: :data:`KERNEL_CHOICES`: ``"auto"`` (events up to :data:`EVENT_DENSITY`, else dense),

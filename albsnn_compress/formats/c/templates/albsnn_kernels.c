@@ -347,11 +347,11 @@ static int window_ok(uint32_t n, uint32_t k, uint32_t s, uint32_t pad, uint32_t 
     return k > 0u && s > 0u && padded >= k && (padded - k) / s + 1u == out;
 }
 
-/* What every conv or linear descriptor must satisfy (both kernels). */
-static int conv_check(const albsnn_conv *p)
+/* What every conv or linear descriptor must satisfy, whatever holds its weights (every kernel). */
+static int conv_shape_check(const albsnn_conv *p)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
-    if (p->scale == NULL || p->bias == NULL || (p->bits == NULL && p->weight == NULL)) {
+    if (p->scale == NULL || p->bias == NULL) {
         return ALBSNN_ERR_NULL;
     }
     if (!tensor_ok(in) || !tensor_ok(out) || p->groups == 0u || in->c % p->groups != 0u || out->c % p->groups != 0u
@@ -365,6 +365,12 @@ static int conv_check(const albsnn_conv *p)
         return ALBSNN_ERR_DESCRIPTOR;
     }
     return ALBSNN_OK;
+}
+
+/* A descriptor with sign bits or float weights (the float and 1-bit kernels). */
+static int conv_check(const albsnn_conv *p)
+{
+    return p->bits == NULL && p->weight == NULL ? ALBSNN_ERR_NULL : conv_shape_check(p);
 }
 
 /* The popcount kernel also needs sign bits over bit planes, and integer sums that cannot overflow:
@@ -653,9 +659,39 @@ static void row_add(float *ALBSNN_RESTRICT acc, const float *ALBSNN_RESTRICT row
 
 static int sign_bit(const uint8_t *bits, uint32_t i) { return (bits[i >> 3] >> (7u - (i & 7u))) & 1u; }
 
+/* Code i of k-bit two's complement fields packed least significant first (albsnn_code_conv): its field f, sign
+ * extended as (f ^ 2^(k-1)) - 2^(k-1) (no shift of a negative number, no conversion out of range). */
+ALBSNN_INLINE int32_t code_at(const uint8_t *codes, uint32_t bits, size_t i)
+{
+    const size_t at = i * bits;
+    const uint32_t half = 1u << (bits - 1u), field = ((uint32_t)codes[at >> 3] >> (at & 7u)) & (2u * half - 1u);
+    return (int32_t)(field ^ half) - (int32_t)half;
+}
+
+/* acc += the k taps of one kernel row of codes (codes w0 to w0 + k - 1) times an input row, in kx order: the float
+ * kernel's arithmetic with w = code (the scale multiplies the sums afterwards). */
+static void row_codes(float *acc, const float *row, const albsnn_code_conv *c, uint32_t w0, uint32_t n, uint32_t stride)
+{
+    const uint32_t k = c->conv.kernel;
+    uint32_t kx;
+    if (k == 3u && stride == 1u) {
+        float w[3];
+        for (kx = 0; kx < 3u; ++kx) {
+            w[kx] = (float)code_at(c->codes, c->code_bits, w0 + kx);
+        }
+        row_taps3(acc, row, w, n);
+        return;
+    }
+    for (kx = 0; kx < k; ++kx) {
+        row_axpy(acc, row + kx, (float)code_at(c->codes, c->code_bits, w0 + kx), n, stride);
+    }
+}
+
 /* acc[co][ox] of output row oy at one step over bit planes: sum over (ky, kx, c), in that order, of
- * w * x, the order of albsnn_conv_events (which adds the same terms, skipping the zeros). */
-static void conv_row_bits(const albsnn_conv *p, const void *x, uint32_t step, uint32_t oy, float *row, float *acc)
+ * w * x, the order of albsnn_conv_events (which adds the same terms, skipping the zeros); with codes c (NULL:
+ * the descriptor's weights) w is the code, and the sums are integers. */
+static void conv_row_bits(const albsnn_conv *p, const albsnn_code_conv *c, const void *x, uint32_t step, uint32_t oy,
+                          float *row, float *acc)
 {
     const albsnn_tensor *in = &p->in;
     const uint32_t k = p->kernel, s = p->stride, pad = p->padding, wo = p->out.w;
@@ -672,7 +708,9 @@ static void conv_row_bits(const albsnn_conv *p, const void *x, uint32_t step, ui
                     load_row(in, x, step, g * cin + cl, (uint32_t)iy, row + pad);
                     for (col = 0; col < cout; ++col) {
                         const uint32_t co = g * cout + col, w0 = ((co * cin + cl) * k + ky) * k;
-                        if (p->bits != NULL) {
+                        if (c != NULL) {
+                            row_axpy(acc + co * wo, row + kx, (float)code_at(c->codes, c->code_bits, w0 + kx), wo, s);
+                        } else if (p->bits != NULL) {
                             row_add(acc + co * wo, row + kx, sign_bit(p->bits, w0 + kx), wo, s);
                         } else {
                             row_axpy(acc + co * wo, row + kx, p->weight[w0 + kx], wo, s);
@@ -685,8 +723,9 @@ static void conv_row_bits(const albsnn_conv *p, const void *x, uint32_t step, ui
 }
 
 /* acc[co][ox] of output row oy at one step: sum over (c, ky, kx), in that order, of w * x; over bit
- * planes over (ky, kx, c) (conv_row_bits). */
-static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_t oy, float *row, float *acc)
+ * planes over (ky, kx, c) (conv_row_bits). With codes c, w is the code (NULL: the descriptor's weights). */
+static void conv_row(const albsnn_conv *p, const albsnn_code_conv *c, const void *x, uint32_t step, uint32_t oy,
+                     float *row, float *acc)
 {
     const albsnn_tensor *in = &p->in;
     const uint32_t k = p->kernel, s = p->stride, pad = p->padding, wo = p->out.w;
@@ -700,7 +739,7 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
         row[pad + in->w + j] = 0.0f;
     }
     if (in->planes > 0u) {
-        conv_row_bits(p, x, step, oy, row, acc);
+        conv_row_bits(p, c, x, step, oy, row, acc);
         return;
     }
     for (g = 0; g < p->groups; ++g) {
@@ -713,6 +752,10 @@ static void conv_row(const albsnn_conv *p, const void *x, uint32_t step, uint32_
                 load_row(in, x, step, g * cin + cl, (uint32_t)iy, row + pad);
                 for (col = 0; col < cout; ++col) {
                     const uint32_t co = g * cout + col, w0 = ((co * cin + cl) * k + ky) * k;
+                    if (c != NULL) {
+                        row_codes(acc + co * wo, row, c, w0, wo, s);
+                        continue;
+                    }
                     if (p->bits == NULL && k == 3u && s == 1u) {
                         row_taps3(acc + co * wo, row, p->weight + w0, wo);
                         continue;
@@ -750,7 +793,8 @@ size_t albsnn_conv_rows_scratch(const albsnn_conv *p)
     return p == NULL || rows_check(p) != ALBSNN_OK ? 0u : rows_scratch(p);
 }
 
-static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *scratch)
+/* The dense kernel's work, for the descriptor p and, for k-bit weights, its codes c (else NULL). */
+static void conv_rows_run(const albsnn_conv *p, const albsnn_code_conv *c, const void *x, void *y, float *scratch)
 {
     const albsnn_tensor *in = &p->in, *out = &p->out;
     const uint32_t wo = out->w, hwo = out->h * wo, cw = out->c * wo;
@@ -766,7 +810,7 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
         for (t = 0; t < out->steps; ++t) {
             if (p->fires != NULL) { /* one step: the sums' keys against the firing ranges */
                 uint64_t *pixels = out->pixel_major ? pm_row(out, (uint64_t *)y, 0u, oy, 0u) : NULL;
-                conv_row(p, x, 0u, oy, row, acc);
+                conv_row(p, c, x, 0u, oy, row, acc);
                 if (pixels != NULL) { /* a pixel's channels side by side: decided together */
                     row_fire_pixels(p, acc, wo, pixels, oy * wo);
                     continue;
@@ -777,7 +821,7 @@ static void conv_rows_run(const albsnn_conv *p, const void *x, void *y, float *s
                 continue;
             }
             if (t == 0u || in->steps > 1u) {
-                conv_row(p, x, step_of(in, t), oy, row, acc);
+                conv_row(p, c, x, step_of(in, t), oy, row, acc);
                 for (co = 0; co < out->c; ++co) {
                     row_affine(acc + co * wo, p->scale[co], p->bias[co], wo);
                 }
@@ -817,7 +861,7 @@ int albsnn_conv_rows(const albsnn_conv *p, const void *x, void *y, float *scratc
     if (n_scratch < rows_scratch(p)) {
         return ALBSNN_ERR_SCRATCH;
     }
-    conv_rows_run(p, x, y, scratch);
+    conv_rows_run(p, NULL, x, y, scratch);
     return ALBSNN_OK;
 }
 
@@ -2656,6 +2700,326 @@ int albsnn_conv_events(const albsnn_conv *p, const void *x, void *y, uint64_t *w
         return ALBSNN_OK;
     }
     conv_events_run(p, x, y, words, floats);
+    return ALBSNN_OK;
+}
+
+/* -- k-bit layers: integer codes ---------------------------------------------------------------- */
+
+/* A k-bit layer (albsnn_code_conv) computes with the weights q * scale[co], q an integer code in [-Q, Q]. Both
+ * kernels sum the codes times the inputs and multiply once per output by the channel's scale (the code scale
+ * with the batch norm and, over count planes, 1 / divisor folded in), then add the bias:
+ *
+ *     acc = sum_j q_j x_j,     y = acc * scale + bias.
+ *
+ * Over bit planes x_j is an integer count (a spike is 1), so acc is an integer: albsnn_conv_code_events adds the
+ * codes of the non-zero inputs in int32, count times each, and albsnn_conv_code_rows sums q * count in float,
+ * where every partial sum is an integer below 2^24 (the descriptor is refused otherwise) and so exact: both give
+ * the same acc, and with one time step the exporter folds the affine and the neuron into an integer range of acc
+ * (the event kernel compares integers; the dense one the same floats through their order keys). Over float values
+ * (the first layer) albsnn_conv_code_rows is the float kernel with w = q, the scale after the sum. */
+
+/* The largest |acc| over bit planes, fan-in * Q * (2^planes - 1), is below 2^24: integers summed in int32 and in
+ * float alike, exactly. Each factor below 2^24 keeps every product below 2^48. */
+static int code_sums_exact(const albsnn_code_conv *c)
+{
+    const albsnn_conv *p = &c->conv;
+    const uint64_t limit = (uint64_t)1 << 24;
+    const uint64_t factors[4] = {p->in.c / p->groups, (uint64_t)p->kernel * p->kernel,
+                                 ((uint64_t)1 << (c->code_bits - 1u)) - 1u, ((uint64_t)1 << p->in.planes) - 1u};
+    uint64_t product = 1u;
+    uint32_t i;
+    for (i = 0; i < 4u; ++i) {
+        if (factors[i] >= limit) {
+            return 0;
+        }
+        product *= factors[i];
+        if (product >= limit) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Codes of 2, 4 or 8 bits and no other weights, a consistent layer, and exact sums over bit planes. */
+static int code_check(const albsnn_code_conv *c)
+{
+    const albsnn_conv *p = &c->conv;
+    int status;
+    if (c->codes == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = conv_shape_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (p->bits != NULL || p->weight != NULL || (c->code_bits != 2u && c->code_bits != 4u && c->code_bits != 8u)
+        || (p->in.planes > 0u && !code_sums_exact(c))) {
+        return ALBSNN_ERR_DESCRIPTOR;
+    }
+    return ALBSNN_OK;
+}
+
+/* The dense kernel reads channel-major maps, as albsnn_conv_rows. */
+static int code_rows_check(const albsnn_code_conv *c)
+{
+    const int status = code_check(c);
+    return status != ALBSNN_OK ? status : c->conv.in.pixel_major ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+}
+
+size_t albsnn_conv_code_rows_scratch(const albsnn_code_conv *p)
+{
+    return p == NULL || code_rows_check(p) != ALBSNN_OK ? 0u : rows_scratch(&p->conv);
+}
+
+/* k-bit weights, any input, dense: albsnn_conv_rows with w = code. Over count planes the sums take the counts
+ * themselves (the descriptor's divisor is in the scale), so they are the event kernel's integers. */
+int albsnn_conv_code_rows(const albsnn_code_conv *p, const void *x, void *y, float *scratch, size_t n_scratch)
+{
+    albsnn_conv counts;
+    int status;
+    if (p == NULL || x == NULL || y == NULL || scratch == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = code_rows_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (n_scratch < rows_scratch(&p->conv)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    counts = p->conv;
+    counts.in.divisor = 1u;
+    conv_rows_run(&counts, p, x, y, scratch);
+    return ALBSNN_OK;
+}
+
+/* Bytes of one tap's row of codes in the event kernel's order: out c / groups codes of k bits, from a byte of
+ * its own. */
+ALBSNN_INLINE size_t code_row_bytes(const albsnn_code_conv *c)
+{
+    return ((size_t)(c->conv.out.c / c->conv.groups) * c->code_bits + 7u) / 8u;
+}
+
+/* acc[i] += count * code i of a tap's row of n codes (two's complement fields, least significant first), i < n:
+ * two codes a byte at 4 bits, four at 2, unpacked with masks and (f ^ 2^(k-1)) - 2^(k-1) (vectorizable). */
+ALBSNN_INLINE void codes_add(int32_t *ALBSNN_RESTRICT acc, const uint8_t *ALBSNN_RESTRICT row, uint32_t bits, uint32_t n,
+                             int32_t count)
+{
+    const uint32_t whole = n - n % (8u / bits); /* the codes of whole bytes */
+    size_t j;
+    uint32_t i;
+    if (bits == 8u) {
+        for (j = 0; j < whole; ++j) {
+            acc[j] += count * (((int32_t)row[j] ^ 0x80) - 0x80);
+        }
+    } else if (bits == 4u) {
+        for (j = 0; j < whole / 2u; ++j) { /* a loop over bytes, each written out: it vectorizes */
+            const int32_t b = row[j];
+            int32_t *a = acc + 2u * j;
+            a[0] += count * (((b & 0xF) ^ 0x8) - 0x8);
+            a[1] += count * (((b >> 4) ^ 0x8) - 0x8);
+        }
+    } else {
+        for (j = 0; j < whole / 4u; ++j) {
+            const int32_t b = row[j];
+            int32_t *a = acc + 4u * j;
+            a[0] += count * (((b & 0x3) ^ 0x2) - 0x2);
+            a[1] += count * ((((b >> 2) & 0x3) ^ 0x2) - 0x2);
+            a[2] += count * ((((b >> 4) & 0x3) ^ 0x2) - 0x2);
+            a[3] += count * (((b >> 6) ^ 0x2) - 0x2);
+        }
+    }
+    for (i = whole; i < n; ++i) { /* the last codes of a row that ends inside a byte */
+        acc[i] += count * code_at(row, bits, i);
+    }
+}
+
+/* The integer sums of output ox of group g (acc[co] for its out c / groups channels): the codes of the events of
+ * its receptive field, each count times, from the pixel-major bit rows (rows + row_at[b * k + ky]: the row of plane
+ * b that kernel row ky reads; ALBSNN_PADDING_ROW: zero padding). */
+static void code_events_output(const albsnn_code_conv *c, const lane_layer *l, const uint64_t *rows,
+                               const uint64_t *row_at, uint32_t ox, uint32_t g, int32_t *acc)
+{
+    const albsnn_conv *p = &c->conv;
+    const uint32_t cout = p->out.c / p->groups, first = ox * l->stride * l->cin, run = l->run, bits = c->code_bits;
+    const size_t row_bytes = code_row_bytes(c);
+    const uint8_t *taps = c->codes + (size_t)g * l->k * run * row_bytes; /* [ky][kx][c][codes of the row] */
+    uint64_t runs[31];
+    uint32_t ky, j, b, i;
+    for (i = 0; i < cout; ++i) {
+        acc[i] = 0;
+    }
+    for (ky = 0; ky < l->k; ++ky) {
+        if (row_at[ky] == ALBSNN_PADDING_ROW) {
+            continue; /* zero padding adds nothing (every plane of a row is padding or none is) */
+        }
+        for (j = 0; j < run; j += 64u) {
+            const uint32_t n = run - j < 64u ? run - j : 64u;
+            uint64_t any = 0u;
+            for (b = 0; b < l->in_planes; ++b) { /* an event wherever a count is not zero */
+                runs[b] = row_run(rows + (size_t)row_at[b * l->k + ky], first + j, n);
+                any |= runs[b];
+            }
+            while (any != 0u) {
+                const uint32_t bit = trail64(any);
+                const uint8_t *row = taps + ((size_t)ky * run + j + bit) * row_bytes;
+                uint32_t count = 0u;
+                any &= any - 1u;
+                if (l->in_planes == 1u) { /* a spike: the codes themselves */
+                    codes_add(acc, row, bits, cout, 1);
+                    continue;
+                }
+                for (b = 0; b < l->in_planes; ++b) {
+                    count |= (uint32_t)((runs[b] >> bit) & 1u) << b;
+                }
+                codes_add(acc, row, bits, cout, (int32_t)count);
+            }
+        }
+    }
+}
+
+/* One time step: the spikes of output `at` (oy * w + ox) of group g, channel co firing iff fires[2co] <= acc <=
+ * fires[2co+1] (the affine and the neuron folded into an integer range at export), into a cleared map; 64 channels
+ * at a time, stored as one run in a pixel-major row. */
+static void code_spikes(const albsnn_conv *p, const int32_t *acc, uint32_t g, uint32_t at, void *y)
+{
+    const albsnn_tensor *out = &p->out;
+    const uint32_t cout = out->c / p->groups, hw = out->h * out->w;
+    uint32_t i0, i;
+    for (i0 = 0; i0 < cout; i0 += 64u) {
+        const uint32_t n = cout - i0 < 64u ? cout - i0 : 64u, co0 = g * cout + i0;
+        uint64_t fired = 0u;
+        for (i = 0; i < n; ++i) {
+            const int32_t *range = p->fires + 2u * (co0 + i);
+            fired |= (uint64_t)((acc[i0 + i] >= range[0]) & (acc[i0 + i] <= range[1])) << i;
+#ifdef ALBSNN_TRACE
+            ALBSNN_TRACE_LIF(p->lif, 0u, (co0 + i) * hw + at, traced_rest(p, co0 + i, (float)acc[i0 + i]),
+                             (int)((fired >> i) & 1u));
+#endif
+        }
+        if (out->pixel_major && fired != 0u) { /* the output's channels side by side */
+            or_run(pm_row(out, (uint64_t *)y, 0u, at / out->w, 0u), (at % out->w + out->pad) * out->c + co0, fired, n);
+            continue;
+        }
+        for (; fired != 0u; fired &= fired - 1u) {
+            set_bit((uint32_t *)y, (co0 + trail64(fired)) * hw + at);
+        }
+    }
+}
+
+/* Output `at` of group g from its integer sums per input step, acc[ts * cout + i]: the affine, then the floats or
+ * the neurons over the steps (as albsnn_conv_bit_events' several-step path). */
+static void code_outputs(const albsnn_conv *p, const int32_t *acc, uint32_t g, uint32_t at, void *y)
+{
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t cout = out->c / p->groups, hw = out->h * out->w;
+    uint32_t i, t;
+    for (i = 0; i < cout; ++i) {
+        const uint32_t co = g * cout + i, index = co * hw + at;
+        float v = 0.0f, pre = 0.0f;
+        for (t = 0; t < out->steps; ++t) {
+            if (t == 0u || in->steps > 1u) {
+                pre = (float)acc[(size_t)step_of(in, t) * cout + i] * p->scale[co] + p->bias[co];
+            }
+            if (p->lif == NULL) {
+                ((float *)y)[(size_t)t * numel(out) + index] = pre;
+            } else if (lif_step(p->lif, co, t, index, &v, pre)) {
+                set_bit((uint32_t *)y + (size_t)t * plane_words(out), index);
+            }
+        }
+    }
+}
+
+/* Scratch of albsnn_conv_code_events. uint64_t: the input as pixel-major bit rows (none when it arrives so) and
+ * where an output row's kernel rows start, per step, as albsnn_conv_bit_events. int32_t: one output's sums per
+ * input step (in.steps * out c / groups). */
+static size_t code_events_scratch_words(const albsnn_code_conv *c)
+{
+    const albsnn_conv *p = &c->conv;
+    return gathered_words(p) + (size_t)p->in.steps * p->groups * p->in.planes * p->kernel;
+}
+
+static size_t code_events_scratch_counts(const albsnn_code_conv *c)
+{
+    return (size_t)c->conv.in.steps * (c->conv.out.c / c->conv.groups);
+}
+
+/* The event kernel reads bit planes. */
+static int code_events_check(const albsnn_code_conv *c)
+{
+    const int status = code_check(c);
+    return status != ALBSNN_OK ? status : c->conv.in.planes == 0u ? ALBSNN_ERR_DESCRIPTOR : ALBSNN_OK;
+}
+
+size_t albsnn_conv_code_events_scratch_words(const albsnn_code_conv *p)
+{
+    return p == NULL || code_events_check(p) != ALBSNN_OK ? 0u : code_events_scratch_words(p);
+}
+
+size_t albsnn_conv_code_events_scratch_counts(const albsnn_code_conv *p)
+{
+    return p == NULL || code_events_check(p) != ALBSNN_OK ? 0u : code_events_scratch_counts(p);
+}
+
+/* Each output's integer sums (per input step) from the events of its receptive field, then its spikes by the
+ * firing range (one step) or the affine and the neurons. */
+static void code_events_run(const albsnn_code_conv *c, const void *x, void *y, uint64_t *words, int32_t *acc)
+{
+    const albsnn_conv *p = &c->conv;
+    const albsnn_tensor *in = &p->in, *out = &p->out;
+    const uint32_t wo = out->w, groups = p->groups, cout = out->c / groups;
+    const uint32_t row_starts = groups * in->planes * p->kernel;
+    const size_t step_words = (size_t)groups * in->h * in->planes * pixel_row_words(p);
+    uint64_t *row_at = words + gathered_words(p);
+    const uint64_t *rows;
+    uint32_t oy, ox, g, ts;
+    lane_layer layer;
+    lane_layer_of(p, &layer);
+    if (out->pixel_major) {
+        clear_rows((uint64_t *)y, pm_words(out));
+    } else if (p->lif != NULL) {
+        clear_words((uint32_t *)y, tensor_words(out));
+    }
+    rows = input_rows(p, x, words);
+    for (oy = 0; oy < out->h; ++oy) {
+        for (ts = 0; ts < in->steps; ++ts) {
+            rows_of_output_row(p, &layer, ts * step_words, oy, row_at + (size_t)ts * row_starts);
+        }
+        for (ox = 0; ox < wo; ++ox) {
+            for (g = 0; g < groups; ++g) {
+                for (ts = 0; ts < in->steps; ++ts) {
+                    const uint64_t *starts = row_at + (size_t)ts * row_starts + g * in->planes * p->kernel;
+                    code_events_output(c, &layer, rows, starts, ox, g, acc + (size_t)ts * cout);
+                }
+                if (p->fires != NULL) {
+                    code_spikes(p, acc, g, oy * wo + ox, y);
+                } else {
+                    code_outputs(p, acc, g, oy * wo + ox, y);
+                }
+            }
+        }
+    }
+}
+
+/* k-bit weights (pixel-major rows of codes) over bit planes, event by event, with int32 sums. x: channel-major bit
+ * planes (uint32_t) or pixel-major rows (uint64_t); y: floats, a spike map (uint32_t), or with a firing range
+ * pixel-major rows (uint64_t); words and counts: the scratch albsnn_conv_code_events_scratch_words and _counts
+ * size, n_words and n_counts elements long. */
+int albsnn_conv_code_events(const albsnn_code_conv *p, const void *x, void *y, uint64_t *words, size_t n_words,
+                            int32_t *counts, size_t n_counts)
+{
+    int status;
+    if (p == NULL || x == NULL || y == NULL || words == NULL || counts == NULL) {
+        return ALBSNN_ERR_NULL;
+    }
+    status = code_events_check(p);
+    if (status != ALBSNN_OK) {
+        return status;
+    }
+    if (n_words < code_events_scratch_words(p) || n_counts < code_events_scratch_counts(p)) {
+        return ALBSNN_ERR_SCRATCH;
+    }
+    code_events_run(p, x, y, words, counts);
     return ALBSNN_OK;
 }
 

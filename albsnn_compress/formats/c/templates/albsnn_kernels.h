@@ -27,8 +27,9 @@
  * values, a uint32_t * for channel-major bit planes and a uint64_t * for pixel-major rows.
  *
  * Layers over bit planes have two kernels each, with the same results bit for bit: dense ones that
- * visit every input (albsnn_conv_rows, albsnn_conv_bits) and event-driven ones that visit only the
- * non-zero inputs (albsnn_conv_events, albsnn_conv_bit_events); the exporter picks one per layer.
+ * visit every input (albsnn_conv_rows, albsnn_conv_bits, albsnn_conv_code_rows) and event-driven ones that
+ * visit only the non-zero inputs (albsnn_conv_events, albsnn_conv_bit_events, albsnn_conv_code_events); the
+ * exporter picks one per layer.
  *
  * Every kernel returns a status: ALBSNN_OK (0), or a negative ALBSNN_ERR_* code, before it writes
  * anything, when a pointer is NULL, a scratch buffer is smaller than its albsnn_*_scratch size, or
@@ -107,6 +108,20 @@ typedef struct {
                                 magnitude bits of a negative float flipped); or NULL */
 } albsnn_conv;
 
+/* A conv or linear layer of k-bit weights (k = 2, 4, 8): integer codes q in [-Q, Q], Q = 2^(k-1) - 1, and the weight
+ * q * scale[co] (the code scale, with the batch norm after the layer and, over count planes, 1 / divisor folded in).
+ * conv.bits and conv.weight are NULL. The codes are k-bit two's complement fields, least significant first, in the
+ * order its kernel reads them:
+ *   albsnn_conv_code_rows: [out c][in c / groups][k][k] packed as one run (the .albsnn container's and the ONNX
+ *     export's bytes), code i in bits (i k) % 8 .. (i k) % 8 + k - 1 of byte i k / 8;
+ *   albsnn_conv_code_events (pixel-major): [group][ky][kx][in c / groups], each tap's row of out c / groups codes
+ *     packed the same way from a byte of its own (ceil(out c / groups * k / 8) bytes, the bits past the row zero). */
+typedef struct {
+    albsnn_conv conv;
+    const uint8_t *codes;
+    uint32_t code_bits; /* k: 2, 4 or 8 */
+} albsnn_code_conv;
+
 typedef struct {
     albsnn_tensor in, out;
     uint32_t kernel, stride;
@@ -122,6 +137,9 @@ size_t albsnn_conv_events_scratch_words(const albsnn_conv *p);  /* uint64_t: alb
 size_t albsnn_conv_events_scratch_floats(const albsnn_conv *p); /* floats: albsnn_conv_events' sums */
 size_t albsnn_conv_bit_events_scratch_words(const albsnn_conv *p);  /* uint64_t: albsnn_conv_bit_events' counters */
 size_t albsnn_conv_bit_events_scratch_counts(const albsnn_conv *p); /* int32_t: albsnn_conv_bit_events' sums */
+size_t albsnn_conv_code_rows_scratch(const albsnn_code_conv *p);          /* floats: albsnn_conv_code_rows */
+size_t albsnn_conv_code_events_scratch_words(const albsnn_code_conv *p);  /* uint64_t: albsnn_conv_code_events' bit rows */
+size_t albsnn_conv_code_events_scratch_counts(const albsnn_code_conv *p); /* int32_t: albsnn_conv_code_events' sums */
 
 int albsnn_normalize(const float *pixels, const float *mean, const float *std, const albsnn_tensor *out, float *y);
 int albsnn_conv_bits(const albsnn_conv *p, const uint32_t *x, void *y, uint64_t *words, size_t n_words, int32_t *counts,
@@ -134,6 +152,11 @@ int albsnn_conv_events(const albsnn_conv *p, const void *x, void *y, uint64_t *w
                        size_t n_floats);
 int albsnn_conv_bit_events(const albsnn_conv *p, const void *x, void *y, uint64_t *words, size_t n_words,
                            int32_t *counts, size_t n_counts);
+/* k-bit weights: sums of the integer codes times the inputs, then one multiply by the channel's scale. Dense, any
+ * input (float sums; over bit planes of counts, exact integers); event by event over bit planes (int32 sums). */
+int albsnn_conv_code_rows(const albsnn_code_conv *p, const void *x, void *y, float *scratch, size_t n_scratch);
+int albsnn_conv_code_events(const albsnn_code_conv *p, const void *x, void *y, uint64_t *words, size_t n_words,
+                            int32_t *counts, size_t n_counts);
 int albsnn_affine(const albsnn_tensor *in, const void *x, const float *scale, const float *bias, float *y);
 int albsnn_lif_layer(const albsnn_tensor *in, const void *x, const albsnn_lif *lif, const albsnn_tensor *out, uint32_t *y);
 int albsnn_pool2d(const albsnn_pool *p, const void *x, void *y);
