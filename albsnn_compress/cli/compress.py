@@ -28,6 +28,7 @@ from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.search.config import check_precisions
 from albsnn_compress.search.estimators import ESTIMATORS
 from albsnn_compress.search.strategies import STRATEGIES
+from albsnn_compress.targets import TARGETS, Target
 from albsnn_compress.training.distributed import init_distributed
 
 __all__ = ["command"]
@@ -166,6 +167,16 @@ def _names(value: str | None) -> list[str]:
     "layers become 8-bit candidates. 1 is the binary-or-float search.",
 )
 @click.option(
+    "--target",
+    type=click.Choice(list(TARGETS)),
+    default=None,
+    help="Hardware the result must run on, checked bit for bit before anything is written: "
+    + "; ".join(f"{name}, {entry.description}" for name, entry in TARGETS.items())
+    + ". Layers take only the target's precisions; without float layers every layer is a candidate, none returns "
+    "to float, and a budget missed at the highest precisions is an error (recover and all only). What the target "
+    "needs beyond that is printed at the end, unchecked.",
+)
+@click.option(
     "--onnx-weights",
     type=click.Choice(["packed", "float"]),
     default="packed",
@@ -216,6 +227,7 @@ def command(
     exclude: str | None,
     binarize_first_last: bool,
     precisions: tuple[int, ...],
+    target: str | None,
     onnx_weights: str,
     output_formats: tuple[str, ...],
     confidence: float | None,
@@ -249,6 +261,7 @@ def command(
         channels_last=channels_last,
         confidence=confidence,
         precisions=precisions,
+        target=target,
     )
     outdir = outdir or checkpoint.with_name(f"{checkpoint.stem}-albsnn")
     request = CompressRequest(
@@ -265,14 +278,27 @@ def command(
     with progress_bars(enabled=ctx.is_main and not quiet) as on_progress:
         outcome = compress_checkpoint(request, ctx, on_progress)
     if ctx.is_main:
-        _print_summary(outcome)
+        _print_summary(outcome, TARGETS[target] if target is not None else None)
 
 
-def _print_summary(outcome: CompressOutcome) -> None:
-    """The short terminal report (storage, accuracy, layers) and the files written."""
+def _print_summary(outcome: CompressOutcome, target: Target | None) -> None:
+    """The short terminal report (storage, accuracy, layers), the target's unchecked constraints and the files
+    written."""
     # a log file or pipe has no width: use one wide enough for the layer table
     console = Console(width=None if sys.stdout.isatty() else 160)
     if outcome.report is not None:
         render_terminal(outcome.report, console, brief=True)
+    if target is not None:
+        _print_target(console, target)
     for label, path in outcome.files.items():
         console.print(plain(f"  {label}: {path}"))
+
+
+def _print_target(console: Console, target: Target) -> None:
+    """What was checked for ``target`` (every layer's bits and codes) and what was not (its ``unchecked`` list)."""
+    floats = "float layers allowed" if target.float_layers else "no float layers"
+    console.print(
+        plain(f"target {target.name}: every conv and linear layer checked bit for bit ({floats}); not checked:")
+    )
+    for item in target.unchecked:
+        console.print(plain(f"  - {item}"))

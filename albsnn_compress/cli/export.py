@@ -12,7 +12,10 @@ For C, each conv or linear layer over spikes runs the dense or the event-driven 
 ``dataset``; ``--data-root`` where its files are) and runs events where the density is low
 enough (:func:`~albsnn_compress.formats.c.plan.plan_model`); without a dataset, or with
 ``--calibration-images 0``, spike maps are taken as sparse. The kernel of each layer, and the
-density it was chosen by, is printed and listed in the folder's README."""
+density it was chosen by, is printed and listed in the folder's README.
+
+``--target NAME`` refuses, in one line and before anything is written, a model that does not run
+on that hardware bit for bit (:func:`~albsnn_compress.targets.check_target`)."""
 
 from __future__ import annotations
 
@@ -28,9 +31,10 @@ from albsnn_compress.errors import DatasetError
 from albsnn_compress.files.atomic import remove_stale_temporaries
 from albsnn_compress.files.output_paths import check_output_file, check_output_folder, writing
 from albsnn_compress.formats.c.export import KERNEL_CHOICES, CExport, c_output_set, export_c
-from albsnn_compress.formats.container.file import read_container
+from albsnn_compress.formats.container.file import Container, read_container
 from albsnn_compress.formats.nir.optional import export_nir
 from albsnn_compress.formats.onnx.export import WEIGHT_MODES, export_onnx
+from albsnn_compress.targets import TARGETS, check_target
 
 __all__ = ["CALIBRATION_IMAGES", "command"]
 
@@ -78,6 +82,15 @@ CALIBRATION_IMAGES = 256
     show_default=True,
     help="--format c: training images to measure each layer's input density on (0: none, spike maps taken as sparse).",
 )
+@click.option(
+    "--target",
+    type=click.Choice(list(TARGETS)),
+    default=None,
+    help="Refuse, before writing anything, a model that does not run on this hardware bit for bit (a layer at "
+    "bits it does not take, float included where it takes no float layers): "
+    + ", ".join(TARGETS)
+    + " (compress --help describes them).",
+)
 @data_root_option
 def command(
     container: Path,
@@ -86,19 +99,20 @@ def command(
     onnx_weights: str,
     kernels: str,
     calibration_images: int,
+    target: str | None,
     data_root: Path | None,
 ) -> None:
     """Export a .albsnn container to ONNX that stock onnxruntime runs, to C for microcontrollers, or to NIR."""
     if output_format != "c" and (kernels != "auto" or calibration_images != CALIBRATION_IMAGES):
         raise click.BadParameter(f"applies to --format c only, not {output_format}", param_hint="'--kernels'")
     if output_format == "nir":
-        _export_nir(container, output)
+        _export_nir(container, output, target)
         return
     if output_format == "c":
         if output.is_dir() or not output.exists():  # an existing file: export_c names it (nothing is written)
             check_output_folder(output, parents=False)  # before reading and translating the model
             c_output_set(output, inputs=(container,)).prepare()  # every name: not the input, no link, no FIFO
-        opened = read_container(container)
+        opened = _read(container, target)
         model = opened.model
         calibration, source = _calibration(opened.metadata.get("dataset"), data_root, calibration_images)
         with writing(output):
@@ -118,7 +132,7 @@ def command(
     # refused before the export
     check_output_file(output, inputs=(container,))
     _remove_stale_temporaries(output, container)
-    model = read_container(container).model
+    model = _read(container, target).model
     with writing(output):
         export_onnx(model, output, weights=onnx_weights)
     binary = len(binarized_layers(model))
@@ -126,6 +140,18 @@ def command(
         f"{output}: {output.stat().st_size} bytes, {binary} binarized layer(s) stored {onnx_weights}, "
         f"T={model.timesteps}"
     )
+
+
+def _read(container: Path, target: str | None) -> Container:
+    """The container, its model checked against ``target`` when one is named (before anything is written).
+
+    Raises:
+        CompressionError: a layer does not run on the target (:func:`~albsnn_compress.targets.check_target`).
+    """
+    opened = read_container(container)
+    if target is not None:
+        check_target(opened.model, TARGETS[target])
+    return opened
 
 
 def _calibration(dataset: object, data_root: Path | None, count: int) -> tuple[torch.Tensor | None, str]:
@@ -152,7 +178,7 @@ def _echo_kernels(export: CExport, kernels: str, source: str) -> None:
         click.echo(f"  {layer.label}: {layer.function}{density}")
 
 
-def _export_nir(container: Path, output: Path) -> None:
+def _export_nir(container: Path, output: Path, target: str | None) -> None:
     """``--format nir``: the graph of the container's model, batch norms folded, binary structure recorded."""
     if output.is_dir():
         raise click.BadParameter(
@@ -160,7 +186,7 @@ def _export_nir(container: Path, output: Path) -> None:
         )
     check_output_file(output, inputs=(container,))  # as for ONNX, before the export
     _remove_stale_temporaries(output, container)
-    model = read_container(container).model
+    model = _read(container, target).model
     with writing(output):
         info = export_nir(model, output)
     click.echo(

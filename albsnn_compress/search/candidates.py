@@ -83,20 +83,41 @@ def resolve_ladders(
     exclude: list[str],
     binarize_first_last: bool,
     precisions: tuple[int, ...],
+    no_float: str | None = None,
 ) -> dict[str, tuple[int, ...]]:
-    """Each candidate layer with the precisions it may take, fewest bits first (float is always above them).
+    """Each candidate layer with the precisions it may take, fewest bits first (float is above them unless
+    ``no_float``).
 
     Without ``layers`` and ``binarize_first_last``, the first and last layers are candidates only when
     ``precisions`` reaches :data:`FIRST_LAST_MIN_BITS`, and then only for those precisions; every other
     candidate (and every layer named in ``layers``) may take all of ``precisions``. With ``precisions``
     ``(1,)`` these are exactly :func:`resolve_candidates`'s layers.
 
+    ``no_float``: why no layer may stay in float (``"target 'xylo' takes no float layers"``), or ``None``.
+    Then every conv and linear layer is a candidate: the first and last at the precisions from
+    :data:`FIRST_LAST_MIN_BITS` up, or at all of ``precisions`` when none reaches it.
+
     Raises:
-        CompressionError: a name in ``layers`` or ``exclude`` is wrong, or no candidate is left.
+        CompressionError: a name in ``layers`` or ``exclude`` is wrong, no candidate is left, or (with
+            ``no_float``) ``layers`` or ``exclude`` leave a layer out.
     """
     edges_allowed = tuple(bits for bits in precisions if bits >= FIRST_LAST_MIN_BITS)
+    if no_float is not None:
+        edges_allowed = edges_allowed or precisions
     with_edges = binarize_first_last or (layers is None and bool(edges_allowed))
     candidates = resolve_candidates(model, layers, exclude, with_edges)
+    if no_float is not None:
+        _check_every_layer(model, candidates, no_float)
     inner = set(candidate_layers(model, include_first_last=False))
     restricted = layers is None and not binarize_first_last
     return {name: edges_allowed if restricted and name not in inner else precisions for name in candidates}
+
+
+def _check_every_layer(model: nn.Module, candidates: list[str], no_float: str) -> None:
+    """Refuse candidates that leave a conv or linear layer of ``model`` out (it would stay in float)."""
+    left_out = [name for name in candidate_layers(model, include_first_last=True) if name not in candidates]
+    if left_out:
+        raise CompressionError(
+            f"{no_float}, so every conv and linear layer must be a candidate, but layers/exclude leave out "
+            f"{', '.join(left_out)}; name every layer in layers or drop it from exclude (--layers, --exclude)"
+        )

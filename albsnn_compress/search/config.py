@@ -16,8 +16,9 @@ from albsnn_compress.search.estimators import Estimator
 from albsnn_compress.search.paired_drop import check_confidence
 from albsnn_compress.search.protocol import Strategy
 from albsnn_compress.seeds import check_seed
+from albsnn_compress.targets import TARGETS
 
-__all__ = ["SearchConfig", "check_precisions"]
+__all__ = ["SearchConfig", "check_precisions", "check_target_name"]
 
 
 def check_precisions(value: object, what: str) -> tuple[int, ...]:
@@ -32,6 +33,19 @@ def check_precisions(value: object, what: str) -> tuple[int, ...]:
     if not items or not all(isinstance(bits, int) and not isinstance(bits, bool) for bits in items):
         raise CompressionError(f"{what} must be a non-empty list of whole bits per weight, e.g. [1, 8]; got {value!r}")
     return tuple(sorted({precision(bits).bits for bits in items}))
+
+
+def check_target_name(value: object, what: str) -> str | None:
+    """``value`` as a registered target's name, or ``None`` (no target).
+
+    Raises:
+        CompressionError: not a name, or a name no target has (naming those that do).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CompressionError(f"{what} must be a target's name such as 'loihi2', got {value!r}")
+    return TARGETS.lookup(value).name
 
 
 @dataclass
@@ -99,6 +113,15 @@ class SearchConfig:
             more allowed, the first and last layers become candidates for those precisions only
             (:data:`~albsnn_compress.search.candidates.FIRST_LAST_MIN_BITS`). ``(1,)`` (default) is the
             binary-or-float search; ``adaptive`` and ``oracle`` take only that.
+        target: ``None`` (default) or a hardware target's name
+            (:data:`~albsnn_compress.targets.TARGETS`: ``loihi2``, ``xylo``, ``speck``, ``cortex-m``;
+            checked whenever set). The search takes the ``precisions`` the target takes too (none:
+            refused). On a target without float layers every conv and linear layer is a candidate
+            (``layers`` and ``exclude`` may not leave one out), the top of a ladder is its highest
+            precision instead of float, a run that misses the budget there raises
+            :class:`~albsnn_compress.errors.CompressionError` instead of returning the input model,
+            and only ``recover`` and ``all`` run. The result is checked with
+            :func:`~albsnn_compress.targets.check_target`.
     """
 
     strategy: str | Strategy = "recover"
@@ -124,6 +147,7 @@ class SearchConfig:
     group_after: int = 2
     confidence: float | None = None
     precisions: tuple[int, ...] = (1,)
+    target: str | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # every assignment, the dataclass __init__'s included, so a changed config is checked too
@@ -133,6 +157,8 @@ class SearchConfig:
             value = check_confidence(value, "SearchConfig.confidence")
         elif name == "precisions":
             value = check_precisions(value, "SearchConfig.precisions")
+        elif name == "target":
+            value = check_target_name(value, "SearchConfig.target")
         elif name == "distill_weight" and not 0.0 <= value <= 1.0:
             raise ValueError(f"SearchConfig.distill_weight must be between 0 and 1, got {value!r}")
         super().__setattr__(name, value)

@@ -36,6 +36,9 @@ class StrategySettings(Protocol):
         group_after: measurements the calibration needs before several layers are
             tried at once.
         return_lr: ``recover``: peak learning rate of the slice after a layer returns to float.
+        target: the hardware target's name (:data:`~albsnn_compress.targets.TARGETS`) or ``None``; on a
+            target without float layers no layer may go to float: the top of a ladder is its highest
+            precision.
     """
 
     epochs: float
@@ -43,6 +46,7 @@ class StrategySettings(Protocol):
     return_lr: float
     extend_within: float
     group_after: int
+    target: str | None
 
 
 @runtime_checkable
@@ -59,7 +63,8 @@ class StrategySession(Protocol):
         current_drop: the drop at the last measurement (or restore), points.
         decisions: the latest verdict per candidate decided so far.
         ladders: per candidate, the bits per weight it may take, fewest first (float, 32 bits,
-            is always above them); ``(1,)`` for every candidate in a binary-or-float search.
+            is above them unless ``config.target`` takes no float layers); ``(1,)`` for every candidate
+            in a binary-or-float search.
     """
 
     @property

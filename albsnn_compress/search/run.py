@@ -31,8 +31,9 @@ from albsnn_compress.search.data_input import SplitData, as_imageset
 from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
 from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search.session import SearchSession
-from albsnn_compress.search.strategies import MULTI_PRECISION, STRATEGIES, resolve_strategy
+from albsnn_compress.search.strategies import MULTI_PRECISION, NO_FLOAT, STRATEGIES, resolve_strategy
 from albsnn_compress.snn.spec import SpikingNet
+from albsnn_compress.targets import TARGETS, check_target
 from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.outcomes import accuracy_percent, correct_answers
 
@@ -68,6 +69,17 @@ def _check_precisions_taken(strategy_name: str, config: SearchConfig) -> None:
             f"strategy {strategy_name!r} decides between 1 bit and float only, but precisions "
             f"{list(config.precisions)} were asked for; use strategy 'recover' (or one of {sorted(MULTI_PRECISION)}), "
             "or precisions [1]"
+        )
+
+
+def _check_target_taken(strategy_name: str, config: SearchConfig) -> None:
+    """A registered strategy that may leave layers in float is refused a target without float layers, by name."""
+    if config.target is None or TARGETS.lookup(config.target).float_layers:
+        return
+    if strategy_name in STRATEGIES and strategy_name not in NO_FLOAT:
+        raise CompressionError(
+            f"strategy {strategy_name!r} may leave layers in float, which target {config.target!r} does not take; "
+            f"use one of {sorted(NO_FLOAT)}"
         )
 
 
@@ -130,7 +142,10 @@ def compress(
         CompressionError: the model cannot be packed, there is no candidate layer, a
             layer name, strategy or estimator is unknown, the data is malformed or a split
             holds no image, or (when the run finetunes) ``config.batch_size`` is larger than
-            ``train_data`` so no batch could be drawn; all before the search starts.
+            ``train_data`` so no batch could be drawn, or a strategy that may leave float layers on a
+            ``config.target`` without them; all before the search starts. After it: on such a target,
+            a budget missed with every layer at its highest precision; a result that does not pass
+            :func:`~albsnn_compress.targets.check_target`.
 
     Warns:
         BudgetWarning: ``budget`` is above 0 but below one validation image (``100 / len(val_data)``
@@ -151,6 +166,7 @@ def compress(
     config = config or SearchConfig()
     strategy_name, strategy = resolve_strategy(config.strategy)
     _check_precisions_taken(strategy_name, config)
+    _check_target_taken(strategy_name, config)
     started = time.perf_counter()
     with _seeded(config.seed, ctx.device):
         train, val = _nonempty(train_data, "train_data"), _nonempty(val_data, "val_data")
@@ -162,6 +178,8 @@ def compress(
         if why is None and (why := unresolvable) is not None:
             warnings.warn(why, BudgetWarning, stacklevel=2)  # once the settings are known good, before the search
         session.run(strategy)
+        if config.target is not None:
+            check_target(session.model, TARGETS.lookup(config.target))  # what the run returns runs on it, bit for bit
         accuracy, paired = _final_accuracy(session, test, ctx)
     compressed = session.model.to("cpu").eval()
     timings = dict(session.timings)

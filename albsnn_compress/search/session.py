@@ -34,6 +34,7 @@ from albsnn_compress.search.paired_drop import PairedDrop, paired_drop
 from albsnn_compress.search.protocol import Strategy
 from albsnn_compress.search.result import LayerDecision, SearchStep
 from albsnn_compress.storage import layer_storage, saved_bits_at, total_bits
+from albsnn_compress.targets import TARGETS
 from albsnn_compress.training.distributed import LOCAL, DistContext
 from albsnn_compress.training.outcomes import accuracy_percent, bounded_batch_size, correct_answers
 from albsnn_compress.training.trainer import TrainConfig, Trainer, check_batch_size, cross_entropy_loss
@@ -64,7 +65,8 @@ class SearchSession:
     1 GiB of activations per forward pass), whatever the model's time steps.
 
     Raises:
-        CompressionError: an unknown estimator, a wrong layer name, or no candidate; or, when the run
+        CompressionError: an unknown estimator, a wrong layer name, no candidate, a target that takes none of
+            the precisions or (without float layers) ``layers``/``exclude`` leaving a layer out; or, when the run
             finetunes (``epochs`` or ``trial_epochs`` above 0), a batch size larger than ``train``
             (no batch could be drawn), before any work.
     """
@@ -84,9 +86,7 @@ class SearchSession:
                 config.batch_size, len(train), ctx.world_size, "training split (train_data)", CompressionError
             )
         self.estimator: Estimator = resolve_estimator(config.estimator)
-        self.ladders = resolve_ladders(
-            model, config.layers, config.exclude, config.binarize_first_last, config.precisions
-        )
+        self.ladders = _ladders(model, config)
         self.candidates = list(self.ladders)
         self.model = copy_model(model).to(ctx.device)
         self.train, self.val = train, val
@@ -326,6 +326,20 @@ class SearchSession:
         strategy(self)
         if self.on_progress is not None:
             self.on_progress(ProgressEvent("search", "search: done", len(self.trajectory), None, finished=True))
+
+
+def _ladders(model: nn.Module, config: SearchConfig) -> dict[str, tuple[int, ...]]:
+    """Each candidate's precisions (:func:`resolve_ladders`), within ``config.target``'s when it names one.
+
+    Raises:
+        CompressionError: see :func:`resolve_ladders`; or the target takes none of ``config.precisions``.
+    """
+    target = TARGETS.lookup(config.target) if config.target is not None else None
+    precisions = target.allowed(config.precisions) if target is not None else config.precisions
+    no_float = (
+        f"target {target.name!r} takes no float layers" if target is not None and not target.float_layers else None
+    )
+    return resolve_ladders(model, config.layers, config.exclude, config.binarize_first_last, precisions, no_float)
 
 
 def _below_float(bits: Mapping[str, int]) -> dict[str, int]:

@@ -37,6 +37,12 @@ Precisions (``SearchConfig.precisions``): ``recover`` and ``all`` start each can
 fewest allowed bits, and ``recover`` raises a layer that does not recover one precision at a time;
 ``adaptive`` and ``oracle`` decide between 1 bit and float only (:data:`MULTI_PRECISION` names the
 strategies that take more).
+
+Targets without float layers (``SearchConfig.target``, :mod:`albsnn_compress.targets`): the top of
+each ladder is its highest precision, not float (:func:`_ceiling`), so ``recover`` and
+:func:`verify_and_back_off` raise a layer at most to it, and where the budget is missed with every
+layer there, the run raises :class:`~albsnn_compress.errors.CompressionError` instead of returning the
+input model (which has float layers). Only :data:`NO_FLOAT` strategies run on such a target.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from albsnn_compress.precision import FLOAT_BITS
 from albsnn_compress.registry import Registry
 from albsnn_compress.search.protocol import Strategy, StrategySession
 from albsnn_compress.search.result import LayerDecision
+from albsnn_compress.targets import TARGETS
 
 __all__ = [
     "recover",
@@ -55,6 +62,7 @@ __all__ = [
     "binarize_none",
     "verify_and_back_off",
     "MULTI_PRECISION",
+    "NO_FLOAT",
     "STRATEGIES",
     "register_strategy",
     "resolve_strategy",
@@ -211,7 +219,9 @@ def recover(session: StrategySession) -> None:
     win back the most harm per bit it adds, each followed by one ``trial_epochs`` slice and a
     measurement, until the drop fits. With 1 bit the only precision, each step returns the
     worst-ranked layer to float. If every layer went back to float, the input model is returned
-    (a finetuned float copy saves nothing and only adds finetuning's drift).
+    (a finetuned float copy saves nothing and only adds finetuning's drift). On a target without
+    float layers the climb stops at each ladder's highest precision and a run still over budget
+    there raises :class:`~albsnn_compress.errors.CompressionError` (:func:`_out_of_reach`).
     """
     harm = _ladder_estimates(session)
     fewest = {name: session.ladders[name][0] for name in session.candidates}
@@ -223,14 +233,8 @@ def recover(session: StrategySession) -> None:
     session.finetune(session.config.epochs, "finetune, every candidate binary")
     drop = session.measure()
     session.record("finetuned", [])
-    if not session.fits_budget():
-        if not session.control(session.config.epochs):
-            _restore_input_over_control(session, raw)
-            return
-        _raise_precisions(session, harm)
-        if set(_below_float(session.bits())) <= set(in_input):
-            _restore_input_nothing_kept(session)
-            return
+    if not session.fits_budget() and not _recover_over_budget(session, harm, raw, in_input):
+        return
     judged = session.judged_drop()
     kept = _below_float(session.bits())
     for name, bits in kept.items():
@@ -238,6 +242,62 @@ def recover(session: StrategySession) -> None:
         session.decide(name, bits == 1, _at(bits, reason), raw=harm[name][bits], bits=bits)
     session.calibration.observe(sum(max(harm[n][bits], 0.0) for n, bits in kept.items()), drop)
     verify_and_back_off(session)
+
+
+def _recover_over_budget(
+    session: StrategySession, harm: dict[str, dict[int, float]], raw: dict[str, float], in_input: dict[str, int]
+) -> bool:
+    """Over budget after the run: the float control, then the climb (:func:`_raise_precisions`).
+
+    Returns ``False`` when the input model was returned instead (the control is over budget, or
+    every layer went back to float); ``True`` when the model climbed within budget.
+
+    Raises:
+        CompressionError: on a target without float layers, where the input cannot be returned: the
+            control is over budget, or the drop misses the budget with every layer at its highest precision.
+    """
+    if not session.control(session.config.epochs):
+        if not _float_allowed(session):
+            raise _out_of_reach(
+                session, "a float control finetuned the same way is over budget too (finetuning alone costs it)"
+            )
+        _restore_input_over_control(session, raw)
+        return False
+    _raise_precisions(session, harm)
+    if not _float_allowed(session):
+        if not session.fits_budget():
+            raise _out_of_reach(session, "every layer is at its highest precision")
+        return True
+    if set(_below_float(session.bits())) <= set(in_input):
+        _restore_input_nothing_kept(session)
+        return False
+    return True
+
+
+def _float_allowed(session: StrategySession) -> bool:
+    """Whether a layer may go to float: no target, or one that takes float layers."""
+    target = session.config.target
+    return target is None or TARGETS.lookup(target).float_layers
+
+
+def _ceiling(session: StrategySession, name: str) -> int:
+    """The most bits ``name`` may go up to: float, or the top of its ladder on a target without float layers."""
+    return FLOAT_BITS if _float_allowed(session) else session.ladders[name][-1]
+
+
+def _below_ceiling(session: StrategySession, bits: dict[str, int]) -> dict[str, int]:
+    """The layers of ``bits`` that may still go up (:func:`_ceiling`), with their bits."""
+    return {name: value for name, value in bits.items() if value < _ceiling(session, name)}
+
+
+def _out_of_reach(session: StrategySession, situation: str) -> CompressionError:
+    """The error of a run that misses the budget on a target without float layers (the input is no answer)."""
+    judged = session.judged_drop()
+    return CompressionError(
+        f"target {session.config.target!r} takes no float layers and {situation}: "
+        f"{_drop_text(session.current_drop, judged)} pts > budget {session.budget:.2f}; allow a larger budget, "
+        "finetune longer (epochs), or choose a target that takes float layers"
+    )
 
 
 def _ladder_estimates(session: StrategySession) -> dict[str, dict[int, float]]:
@@ -264,12 +324,13 @@ def _at(bits: int, reason: str) -> str:
 
 
 def _next_bits(session: StrategySession, name: str, bits: int) -> int:
-    """The precision above ``bits`` on ``name``'s ladder, float above the highest."""
-    return next((step for step in session.ladders[name] if step > bits), FLOAT_BITS)
+    """The precision above ``bits`` on ``name``'s ladder, float above the highest (:func:`_ceiling`)."""
+    return next((step for step in session.ladders[name] if step > bits), _ceiling(session, name))
 
 
 def _step_up(session: StrategySession, harm: dict[str, dict[int, float]], bits: dict[str, int]) -> str | None:
-    """The layer below float whose next precision wins back the most estimated harm per bit it adds.
+    """The layer below its ceiling (:func:`_ceiling`) whose next precision wins back the most estimated harm per
+    bit it adds.
 
     With 1-bit ladders this is the layer of largest harm per bit saved (ties: the later name),
     the binary search's worst-first order.
@@ -280,7 +341,7 @@ def _step_up(session: StrategySession, harm: dict[str, dict[int, float]], bits: 
         added = session.saved_bits_at(name, now) - session.saved_bits_at(name, up)
         return (harm[name][now] - harm[name][up]) / max(added, 1), name
 
-    below = [name for name in session.candidates if bits[name] < FLOAT_BITS]
+    below = list(_below_ceiling(session, {name: bits[name] for name in session.candidates}))
     return max(below, key=gain_per_bit) if below else None
 
 
@@ -378,24 +439,32 @@ def verify_and_back_off(session: StrategySession) -> None:
     Each back-off finetunes one trial slice and measures again. If the model is
     still over budget with every candidate in float (finetuning itself cost
     accuracy), the input model is returned unchanged: its drop is 0 by definition.
+    On a target without float layers a back-off raises the layer to its highest
+    precision instead (:func:`_ceiling`), and a model over budget with every layer
+    there raises :class:`~albsnn_compress.errors.CompressionError`.
     """
     session.measure()
     session.record("final", [])
-    while not session.fits_budget() and (compressed := _below_float(session.bits())):
+    while not session.fits_budget() and (compressed := _below_ceiling(session, session.bits())):
         worst = max(compressed, key=lambda n: _measured(session.decisions.get(n)) / max(session.saved_bits[n], 1))
-        session.set_bits({worst: FLOAT_BITS})
+        up = _ceiling(session, worst)
+        session.set_bits({worst: up})
         session.finetune(session.config.trial_epochs, f"back off {worst}")
         session.measure()
         previous = session.decisions.get(worst)
+        what = "backed off" if up == FLOAT_BITS else f"raised to {up} bits"
         session.decide(
             worst,
-            False,
-            f"backed off at the final check: drop with it > budget {session.budget:.2f} pts",
+            up == 1,
+            f"{what} at the final check: drop with it > budget {session.budget:.2f} pts",
             raw=previous.estimate_raw if previous else None,
             alone=previous.measured_alone_points if previous else None,
             increment=previous.measured_increment_points if previous else None,
+            bits=up,
         )
         session.record("backoff", [worst])
+    if not session.fits_budget() and not _float_allowed(session):
+        raise _out_of_reach(session, "every layer is at its highest precision after the final check")
     if not session.fits_budget():
         session.restore_input()
         for name in session.binarized():
@@ -443,6 +512,11 @@ for _name, _strategy in (
 MULTI_PRECISION = frozenset({"recover", "all", "none"})
 """The registered strategies that take precisions besides 1 bit (a strategy function of your own drives
 :meth:`~albsnn_compress.search.protocol.StrategySession.set_bits` as it likes)."""
+
+
+NO_FLOAT = frozenset({"recover", "all"})
+"""The registered strategies that run on a target without float layers: they give every candidate a precision
+(``adaptive`` and ``oracle`` decide between 1 bit and float, ``none`` keeps float layers float)."""
 
 
 def register_strategy(name: str, strategy: Strategy) -> None:
