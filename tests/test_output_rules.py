@@ -344,6 +344,7 @@ def test_a_compress_run_beside_its_checkpoint_is_written(digits_checkpoint: Path
 RUNNER = r"""
 import os, signal, sys
 from albsnn_compress.cli.main import cli
+import sklearn.datasets  # the calibration images' loader, imported once here rather than in every forked export
 
 container, folder, log = sys.argv[1:4]
 STEPS = ("open", "mkdir", "fchmod", "fsync", "replace", "rename", "unlink", "rmdir")
