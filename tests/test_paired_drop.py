@@ -54,7 +54,17 @@ def test_zero_successes_have_the_closed_form_bound() -> None:
 
 @pytest.mark.parametrize(
     "successes,trials",
-    [(0, 10), (3, 10), (12, 169), (80, 169), (150, 151), (1000, 2500), (20_000, 50_000), (3, 10**6), (10**6 - 4, 10**6)],
+    [
+        (0, 10),
+        (3, 10),
+        (12, 169),
+        (80, 169),
+        (150, 151),
+        (1000, 2500),
+        (20_000, 50_000),
+        (3, 10**6),
+        (10**6 - 4, 10**6),
+    ],
 )
 @pytest.mark.parametrize("confidence", [0.8, 0.9, 0.975])
 def test_bounds_match_the_beta_quantiles_of_clopper_pearson(successes: int, trials: int, confidence: float) -> None:
