@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD_SCRIPT = r"""
 import importlib, json, os, sys, traceback
-import numpy, torch  # third party, loaded once before the forks
+import numpy, onnx, torch  # third party, loaded once before the forks
 for name in sys.argv[1:]:
     pid = os.fork()
     if pid == 0:
