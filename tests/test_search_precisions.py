@@ -129,6 +129,11 @@ def test_the_cli_searches_precisions_and_every_file_computes_what_the_model_comp
         expected = container(test.as_float()).numpy()
     logits = session.run(None, {session.get_inputs()[0].name: test.as_float().numpy()})[0]
     assert (logits.argmax(1) == expected.argmax(1)).all() and abs(logits - expected).max() < 1e-4
+    run_cli(["report", str(out / "report.json"), "--format", "md", "-o", str(tmp_path / "report.md")])
+    rendered = (tmp_path / "report.md").read_text()  # the tables the terminal and HTML reports render too
+    assert "| 2-8 bits | 2: conv1:8, conv5:8 |" in rendered and "3 binarized, 2 at 2-8 bits" in rendered
+    conv1 = next(line for line in rendered.splitlines() if line.startswith("| **conv1** | Conv2d"))
+    assert "| 32 -> 8 |" in conv1 and "weight 144×8b" in conv1 and "| 8-bit: " in conv1 and "kept" not in conv1
 
 
 @pytest.mark.parametrize(

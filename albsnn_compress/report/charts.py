@@ -70,6 +70,7 @@ _LITERAL = {"parse_math": False}
 """Text properties of every text that holds a name: no mathtext."""
 _BEFORE = "#b8c2cc"
 _BINARY = "#1f77b4"
+_KBIT = "#17becf"
 _FLOAT = "#7f7f7f"
 _KEPT = "#ff7f0e"
 _BAD = "#d62728"
@@ -190,7 +191,7 @@ def _storage_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any | None:
             [i - 0.2 for i, _ in before], [v for _, v in before], height=0.4, color=_BEFORE, label="before (float32)"
         )
     if after:
-        colours = [_BINARY if layers[i]["binarized"] else _FLOAT for i, _ in after]
+        colours = [_after_colour(layers[i], _FLOAT) for i, _ in after]
         ax.barh([i + 0.2 for i, _ in after], [v for _, v in after], height=0.4, color=colours, label="after")
     ax.set_yticks(positions, [_label(layer["name"]) for layer in layers], **_LITERAL)
     ax.invert_yaxis()
@@ -201,9 +202,16 @@ def _storage_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any | None:
         ax.set_xlabel("bytes (computed, linear scale: a size of 0, which a log scale cannot show)")
     if len(drawn) < 2 * len(layers):
         ax.set_xlabel(ax.get_xlabel() + "; values that are not finite are left out", **_LITERAL)
-    ax.set_title("Storage per layer: before (light) and after (blue = binarized)", loc="left")
+    ax.set_title("Storage per layer: before (light) and after (blue = binarized, cyan = 2-8 bits)", loc="left")
     _literal_legend(ax, loc="lower right", frameon=False)
     return figure
+
+
+def _after_colour(layer: Mapping[str, Any], unchanged: str) -> str:
+    """Blue for a binarized layer, cyan for one stored at 2 to 8 bits, ``unchanged`` for the rest."""
+    if layer["binarized"]:
+        return _BINARY
+    return _KBIT if layer["precision_after"] < layer["precision_before"] else unchanged
 
 
 def _bars(layers: Sequence[Mapping[str, Any]], key: str) -> list[tuple[int, float]]:
@@ -277,7 +285,7 @@ def _estimator_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any | None:
     ax = figure.add_subplot()
     positions = list(range(len(layers)))
     values = [float(layer["estimate_raw"]) for layer in layers]
-    colours = [_BINARY if layer["binarized"] else _KEPT for layer in layers]
+    colours = [_after_colour(layer, _KEPT) for layer in layers]
     ax.barh(positions, values, color=colours, height=0.6)
     for position, layer in zip(positions, layers):
         if _finite(layer["estimate_points"]):
@@ -294,5 +302,5 @@ def _estimator_figure(figure_cls: Any, report: Mapping[str, Any]) -> Any | None:
     ax.axvline(0, color="black", linewidth=0.6)
     estimator = shorten(visible(report["search"]["estimator"]), MAX_LABEL_CHARS)
     ax.set_xlabel(f"{estimator} value (estimator units)", **_LITERAL)
-    ax.set_title("Estimator value per candidate (blue = binarized, orange = kept)", loc="left")
+    ax.set_title("Estimator value per candidate (blue = binarized, cyan = 2-8 bits, orange = kept)", loc="left")
     return figure

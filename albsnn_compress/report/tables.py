@@ -161,6 +161,10 @@ def _summary(report: Mapping[str, Any]) -> Table:
         ["candidates", f"{len(search['candidates'])}: {fmt.names(search['candidates'], MAX_LISTED_NAMES)}"],
         ["binarized", f"{len(search['binarized'])}: {fmt.names(search['binarized'], MAX_LISTED_NAMES)}"],
     ]
+    fewer_bits = _fewer_bits(report["layers"])
+    if fewer_bits:  # only a search over precisions stores layers at 2 to 8 bits
+        listed = fmt.names([f"{layer['name']}:{layer['precision_after']}" for layer in fewer_bits], MAX_LISTED_NAMES)
+        rows.append(["2-8 bits", f"{len(fewer_bits)}: {listed}"])
     return Table("summary", "Run", ["Item", "Value"], rows, "ll")
 
 
@@ -315,8 +319,29 @@ def _tensors_text(layer: Mapping[str, Any]) -> str:
     return "\n".join(f"{fmt.text(t['name'])} {t['elements']}×{t['precision_after']}b" for t in layer["tensors"])
 
 
+def _total_decision(binarized: int, fewer_bits: int) -> str:
+    return f"{binarized} binarized" + (f", {fewer_bits} at 2-8 bits" if fewer_bits else "")
+
+
+def _fewer_bits(layers: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The layers stored at 2 to 8 bits: below their input precision, not binarized."""
+    return [layer for layer in layers if not layer["binarized"] and _changed_precision(layer)]
+
+
+def _changed_precision(layer: Mapping[str, Any]) -> bool:
+    return layer["precision_before"] is not None and layer["precision_after"] < layer["precision_before"]
+
+
 def _decision(layer: Mapping[str, Any]) -> str:
-    return f"{'binarized' if layer['binarized'] else 'kept'}: {fmt.text(layer['reason'])}"
+    """What became of the layer (binarized, ``k-bit`` or kept), then why; a reason the search already
+    labelled with the layer's bits (``8-bit: recovered ...``) is not labelled twice."""
+    reason = fmt.text(layer["reason"])
+    if layer["binarized"]:
+        return f"binarized: {reason}"
+    if not _changed_precision(layer):
+        return f"kept: {reason}"
+    label = f"{layer['precision_after']}-bit"
+    return reason if reason.startswith(f"{label}: ") else f"{label}: {reason}"
 
 
 def _measured(layer: Mapping[str, Any]) -> str:
@@ -350,7 +375,7 @@ def _layers(report: Mapping[str, Any]) -> Table:
     for layer in report["layers"]:
         precision = (
             f"{layer['precision_before']} -> {layer['precision_after']}"
-            if layer["binarized"]
+            if layer["binarized"] or _changed_precision(layer)
             else str(layer["precision_before"])
         )
         rows.append(
@@ -371,7 +396,7 @@ def _layers(report: Mapping[str, Any]) -> Table:
                 _decision(layer),
             ]
         )
-        highlight.append(layer["binarized"])
+        highlight.append(layer["binarized"] or _changed_precision(layer))
     computed = report["storage"]["computed"]
     rows.append(
         [
@@ -388,14 +413,14 @@ def _layers(report: Mapping[str, Any]) -> Table:
             "",
             "",
             "",
-            f"{computed['binarized_layers']} binarized",
+            _total_decision(computed["binarized_layers"], len(_fewer_bits(report["layers"]))),
         ]
     )
     highlight.append(False)
     note = (
         "Values: stored tensor elements (weights, biases, scales, batch-norm statistics). "
-        "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 scale of a 1-bit "
-        "weight). "
+        "Stored after: elements × bits of each tensor kept for inference (weight_scale: the float32 per-channel "
+        "scale of a 1- to 8-bit weight). "
         "Estimate (raw): the estimator's value in its own unit; Estimate: that value calibrated to points when the "
         "layer was decided. "
         "Measured drop in points: alone, with the layer binarized alone; group, the increment of the group it was "
