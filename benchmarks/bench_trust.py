@@ -17,6 +17,8 @@ interrupted grid keeps what it measured and a rerun skips the cells already ther
         --data-root ../shared/datasets --seeds 0 1 2 3 4 --budgets 0.2 1.0 --confidences none 0.9 \\
         --jobs 2 --cells ../runs/trust --name trust-fmnist
     python -m benchmarks.bench_trust --quick     # digits, toy size, seconds
+    python -m benchmarks.bench_trust --disk RESULT.json     # add container bytes on disk to older cells
+    python -m benchmarks.bench_trust --compare A.json B.json --name NAME   # size vs accuracy, one marker per result
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = [
     "summarize",
     "plot",
     "plot_epochs",
+    "plot_precision_sets",
     "plot_result",
     "markdown_table",
     "cells_table",
@@ -250,6 +253,41 @@ def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
         storage.set_ylim(0, 100)
 
 
+def plot_precision_sets(results: Sequence[Path], path: Path) -> None:
+    """Test drop against the container's bytes saved on disk, one point per run of each result (its precision set
+    a marker, its budget a colour; dashed: the budgets): the size-vs-accuracy trade of each set of precisions.
+
+    Every cell needs its ``disk`` record (``--disk RESULT.json`` adds it to cells written before)."""
+    runs = [(json.loads(result.read_text()), result) for result in results]
+    missing = [str(result) for written, result in runs if any("disk" not in cell for cell in written["cells"])]
+    if missing:
+        raise SystemExit(f"cells without a disk record in {', '.join(missing)}: run --disk on each first")
+    budgets = sorted({cell["budget"] for written, _ in runs for cell in written["cells"]})
+    colors = dict(zip(budgets, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    panel = (
+        "container bytes saved on disk against the checkpoint, %",
+        "test-split drop, points",
+        "Size vs accuracy per precision set: each point one seed (dashed: the budget)",
+    )
+    with _figure(path, (7.5, 4.5), panel) as (axes,):
+        for (written, _), marker in zip(runs, ("o", "s", "^", "D")):
+            bits = ",".join(str(b) for b in written.get("precisions", [1]))
+            for budget in budgets:
+                cells = [cell for cell in written["cells"] if cell["budget"] == budget and cell["confidence"] is None]
+                if cells:
+                    axes.scatter(
+                        [cell["disk"]["saved_percent"] for cell in cells],
+                        [cell["test"]["drop_points"] for cell in cells],
+                        color=colors[budget],
+                        marker=marker,
+                        s=50,
+                        alpha=0.75,
+                        label=f"precisions {bits}, budget {budget:g}",
+                    )
+        for budget, color in colors.items():
+            axes.axhline(budget, color=color, linestyle="--", linewidth=1)
+
+
 def plot_result(result: Path) -> None:
     """Draw a written result's figures again beside it (``NAME.png``, and ``NAME-epochs.png`` for an epochs sweep)."""
     cells = json.loads(result.read_text())["cells"]
@@ -415,7 +453,19 @@ def main(argv: list[str] | None = None) -> None:
         metavar="RESULT.json",
         help="only add each cell's container bytes on disk to a written result (cells run before they were measured)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="RESULT.json",
+        help="only draw test drop against bytes saved on disk for several results (e.g. one per precision set) into "
+        "--results/--name.png",
+    )
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        plot_precision_sets(args.compare, (args.results or RESULTS) / f"{args.name or 'precision-sets'}.png")
+        return
     if args.disk is not None:
         add_disk_records(args.disk)
         return
