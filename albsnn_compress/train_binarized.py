@@ -10,7 +10,8 @@ that is two stages of one run of ``epochs``:
    schedule over the warm-up epochs).
 2. **Binarization during the remaining epochs**: the warm model goes to the compression
    search (:func:`~albsnn_compress.search.run.compress`) with
-   ``SearchConfig(epochs=<the remaining epochs>, seed=<the train seed>)`` and the run's
+   ``SearchConfig(epochs=<the remaining epochs>, seed=<the train seed>, precisions=(1,))`` (1 bit or
+   float per layer, as the paper decides) and the run's
    batch size, AMP, sync-BN and channels-last settings (everything else the search's
    defaults; the strategy the search's default unless one is named). The search decides,
    by its estimators and paired measurements, which candidate layers (all binarizable
@@ -276,6 +277,7 @@ def train_binarized(
     config = SearchConfig(
         epochs=search_epochs,
         seed=train.config.seed,
+        precisions=(1,),  # ALBSNN's mode decides between 1 bit and float, as the paper does
         batch_size=train.config.batch_size,
         amp=train.config.amp,
         sync_bn=train.config.sync_bn,

@@ -93,9 +93,9 @@ def run_one(run: Run, args: argparse.Namespace, val_share: float) -> dict[str, A
             splits["val"],
             args.budget,
             test_data=splits["test"],
-            config=SearchConfig(seed=seed, epochs=args.search_epochs)
-            if args.search_epochs
-            else SearchConfig(seed=seed),
+            config=SearchConfig(  # 1 bit or float per layer, as ALBSNN's mode decides
+                seed=seed, precisions=(1,), **({"epochs": args.search_epochs} if args.search_epochs else {})
+            ),
         )
         float_test = trained.test_accuracy
         total_epochs = args.epochs + search.finetune_epochs

@@ -113,6 +113,7 @@ def _one_depth(depth: int, args: argparse.Namespace, settings: dict[str, Any]) -
     )
     model = trained.model
     base = {key: settings[key] for key in ("epochs", "trial_epochs", "bn_batches")} | {"seed": args.seed}
+    base["precisions"] = (1,)  # the binary-or-float search's cost with depth (all, by default, would take 1-8 bits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy warns on a constant column; the NaN is reported as null
         estimates = estimator_values(model, splits, SearchConfig(**base))

@@ -141,6 +141,7 @@ def run_benchmark(
         epochs=settings["epochs"],
         trial_epochs=settings["trial_epochs"],
         seed=args.seed,
+        precisions=(1,),  # the paper's table: 1 bit or float per layer
     )
     ctx = device_context(args.device)
     load_before = os.getloadavg()

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     splits = load_splits(checkpoint.metadata["dataset"], args.data_root)
     model = checkpoint.build()
     base = {"epochs": args.epochs, "trial_epochs": args.trial_epochs, "seed": args.seed, "distill": not args.no_distill}
+    base["precisions"] = (1,)  # the binary-or-float search each strategy runs
     ctx = device_context(args.device)
     estimates = estimator_values(model, splits, SearchConfig(**base), ctx)
     runs: list[dict[str, Any]] = []

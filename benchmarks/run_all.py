@@ -8,7 +8,7 @@
 results; ``make bench-quick`` and ``tests/test_benchmarks.py`` run it. Without
 ``--quick`` each benchmark runs at full size into ``benchmarks/results/``;
 those that need a trained checkpoint (``search``, ``paper``) or a dataset folder
-(``timesteps``: FashionMNIST) are skipped, and listed as skipped, unless
+(``timesteps``, ``formats``: FashionMNIST) are skipped, and listed as skipped, unless
 ``--checkpoint`` / ``--data-root`` are given.
 
 Each benchmark prints its own tables; a summary table and
@@ -86,7 +86,8 @@ def _depth_args(args: argparse.Namespace, folder: Path) -> list[str]:
     return [*(["--quick"] if args.quick else []), "--results", str(folder)]
 
 
-def _timesteps_args(args: argparse.Namespace, folder: Path) -> list[str] | str:
+def _data_root_args(args: argparse.Namespace, folder: Path) -> list[str] | str:
+    """Arguments of the scripts that need only a FashionMNIST folder at full size (timesteps, formats)."""
     if args.quick:
         return ["--quick", "--results", str(folder)]
     if args.data_root is None:
@@ -128,8 +129,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         seeded=False,
     ),
     Benchmark("depth", "benchmarks.bench_depth", _depth_args, _quick_or("depth.json", "depth-quick.json")),
-    Benchmark("timesteps", "benchmarks.bench_timesteps", _timesteps_args, _quick_or(None, "timesteps-quick.json")),
+    Benchmark("timesteps", "benchmarks.bench_timesteps", _data_root_args, _quick_or(None, "timesteps-quick.json")),
     Benchmark("paper", "benchmarks.bench_paper", _paper_args, _quick_or(None, "paper-quick.json")),
+    Benchmark(
+        "formats",
+        "benchmarks.bench_formats",
+        _data_root_args,
+        _quick_or("formats-fmnist-vgg-T1-aug40.json", "formats-quick.json"),
+        seeded=False,
+    ),
 )
 
 

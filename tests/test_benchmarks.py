@@ -25,7 +25,7 @@ pytestmark = pytest.mark.benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT_S = 1200
-EXPECTED = ("search", "container", "inference", "depth", "timesteps", "paper", "run_all")
+EXPECTED = ("search", "container", "inference", "depth", "timesteps", "paper", "formats", "run_all")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_every_benchmark_writes_its_result_with_machine_info(quick_results: dict
         assert machine["cores"] >= 1, name
         assert machine["cpu"], name
         assert "gpu" in machine and "torch" in json.dumps(machine["versions"]), name
-    assert [entry["status"] for entry in quick_results["run_all"]["benchmarks"]] == ["ok"] * 6
+    assert [entry["status"] for entry in quick_results["run_all"]["benchmarks"]] == ["ok"] * 7
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:

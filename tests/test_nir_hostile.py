@@ -144,6 +144,10 @@ def damaged(source: Path, folder: Path, edit: Edit) -> Path:
     return path
 
 
+NO_TIMESTEPS = "the file does not say how many time steps it runs; pass timesteps"
+"""The refusal of a file that records no time steps when none are passed (inspect: importable with them)."""
+
+
 def outcome(path: Path, timesteps: int | None) -> str:
     """``READ``, or the NirError message; and ``inspect`` agrees: it refuses too, or says whether import would work."""
     start = time.perf_counter()
@@ -165,6 +169,8 @@ def outcome(path: Path, timesteps: int | None) -> str:
         json.dumps(summary)  # inspect --json prints it
         if result == READ:
             assert summary["import"].startswith("yes"), summary["import"]
+        elif result.endswith(NO_TIMESTEPS):  # e.g. albsnn_format damaged: a foreign file, read once T is given
+            assert summary["import"].startswith("yes, with the time steps given"), (result, summary["import"])
         else:
             assert summary["import"].startswith("cannot be imported: "), (result, summary["import"])
     assert time.perf_counter() - start < SECONDS
@@ -464,6 +470,15 @@ def _retype(handle: Any, key: str, dtype: Any) -> None:
 @pytest.mark.parametrize("case", sorted(VALUES))
 def test_values_without_meaning_are_refused_naming_the_field(case: str, files: dict[str, Path], tmp_path: Path) -> None:
     check(VALUES[case], files, tmp_path)
+
+
+def test_a_damaged_format_record_makes_a_foreign_file_that_both_readers_need_timesteps_for(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # found by the hypothesis test below: albsnn_format NaN, so the file is read as NIR from elsewhere
+    path = damaged(files["ours"], tmp_path, put("node/metadata/albsnn_format", np.float64("nan")))
+    assert outcome(path, None).endswith(NO_TIMESTEPS)
+    assert nir_summary(path)["import"].startswith("yes, with the time steps given")
 
 
 def test_a_big_endian_weight_reads_as_the_same_model(files: dict[str, Path], tmp_path: Path) -> None:

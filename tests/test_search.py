@@ -14,6 +14,7 @@ from albsnn_compress.data import load_splits
 from albsnn_compress.errors import BudgetError, CompressionError
 from albsnn_compress.progress import ProgressEvent
 from albsnn_compress.search import SearchConfig, compress
+from albsnn_compress.search.strategies import RECOMMENDED_PRECISIONS, default_precisions
 from albsnn_compress.training.trainer import evaluate
 
 FAST = {"epochs": 0.5, "trial_epochs": 0.5}
@@ -65,9 +66,25 @@ def test_strategy_all_binarizes_every_candidate(digits_checkpoint: Path, digits)
         digits["train"],
         digits["val"],
         0.0,
-        config=SearchConfig(strategy="all", epochs=0.2),
+        config=SearchConfig(strategy="all", epochs=0.2, precisions=(1,)),
     )
     assert result.binarized == result.candidates == ["layers.conv2", "layers.conv3", "layers.conv4"]
+
+
+def test_by_default_recover_and_all_search_the_recommended_precisions(digits_checkpoint: Path, digits) -> None:
+    # no precisions asked: all and recover take 1, 2, 4 and 8 bits (the first and last layers at 8), adaptive 1 bit
+    inner, edges = ["layers.conv2", "layers.conv3", "layers.conv4"], ["layers.conv1", "layers.conv5"]
+    result = compress(
+        load_checkpoint(digits_checkpoint),
+        digits["train"],
+        digits["val"],
+        100.0,
+        config=SearchConfig(strategy="all", epochs=0.2),
+    )
+    assert result.config["precisions"] == list(RECOMMENDED_PRECISIONS) == [1, 2, 4, 8]
+    assert result.precisions == {**dict.fromkeys(edges, 8), **dict.fromkeys(inner, 1)} and result.binarized == inner
+    assert default_precisions("recover") == RECOMMENDED_PRECISIONS and default_precisions("adaptive") == (1,)
+    assert SearchConfig().precisions is None  # resolved by the strategy when the run starts
 
 
 def test_oracle_measures_every_candidate(digits_checkpoint: Path, digits) -> None:
@@ -113,8 +130,8 @@ def test_bad_inputs(digits_checkpoint: Path, digits) -> None:
     with pytest.raises(BudgetError, match="is not a number"):
         compress(model, digits["train"], digits["val"], "a lot")
     tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    with pytest.raises(CompressionError, match="no candidate layers"):
-        compress(tiny, digits["train"], digits["val"], 0.2, needs_packing=False)
+    with pytest.raises(CompressionError, match="no candidate layers"):  # its only layer is first and last: 8 bits
+        compress(tiny, digits["train"], digits["val"], 0.2, config=SearchConfig(precisions=(1,)), needs_packing=False)
     with pytest.raises(CompressionError, match="exclude: 'conv9' is not a binarizable layer; choose from conv1, conv2"):
         compress(model, digits["train"], digits["val"], 0.2, config=SearchConfig(exclude=["conv9"]))
     with pytest.raises(CompressionError, match="unknown strategy"):
@@ -261,7 +278,7 @@ def test_channels_last_reaches_every_finetuning_slice(digits_checkpoint: Path, d
             super().__init__(model, train_set, config, *args, **kwargs)
 
     monkeypatch.setattr(session_module, "Trainer", RecordingTrainer)
-    config = SearchConfig(strategy="all", channels_last=True, **FAST)
+    config = SearchConfig(strategy="all", channels_last=True, precisions=(1,), **FAST)
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 100.0, config=config)
     assert layouts and all(layouts)
     assert result.config["channels_last"] is True and result.binarized == result.candidates

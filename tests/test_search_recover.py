@@ -45,7 +45,7 @@ def test_the_control_finetunes_a_float_copy_and_leaves_the_working_model_alone(d
 
 def test_recover_backs_off_until_the_budget_holds_and_reports_the_control(digits_checkpoint: Path, digits) -> None:
     # no run to recover in: every binary layer costs what it costs, so the control runs and layers go back
-    config = SearchConfig(strategy="recover", epochs=0.0, trial_epochs=0.05, seed=3)
+    config = SearchConfig(strategy="recover", epochs=0.0, trial_epochs=0.05, seed=3, precisions=(1,))
     result = compress(load_checkpoint(digits_checkpoint), digits["train"], digits["val"], 0.0, config=config)
     assert result.accuracy["val_before"] - evaluate(result.model, digits["val"]) <= 1e-9
     actions = [step.action for step in result.trajectory]

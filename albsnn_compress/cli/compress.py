@@ -27,7 +27,7 @@ from albsnn_compress.search import SearchConfig, check_budget
 from albsnn_compress.search.budget import BudgetWarning
 from albsnn_compress.search.config import check_precisions
 from albsnn_compress.search.estimators import ESTIMATORS
-from albsnn_compress.search.strategies import STRATEGIES
+from albsnn_compress.search.strategies import RECOMMENDED_PRECISIONS, STRATEGIES
 from albsnn_compress.targets import TARGETS, Target
 from albsnn_compress.training.distributed import init_distributed
 
@@ -50,8 +50,10 @@ def _formats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[
     return formats
 
 
-def _precisions(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
-    """Comma-separated bits per weight, e.g. ``1,2,4,8``."""
+def _precisions(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    """Comma-separated bits per weight, e.g. ``1,2,4,8``; ``None`` (not given): the strategy's own."""
+    if value is None:
+        return None
     parts = [part.strip() for part in value.split(",") if part.strip()]
     if not all(part.isdigit() for part in parts):
         raise click.BadParameter(f"{value!r} is not a comma-separated list of bits per weight such as 1,2,4,8")
@@ -158,13 +160,14 @@ def _names(value: str | None) -> list[str]:
 @click.option("--binarize-first-last", is_flag=True, help="Let the first and last layers be binarized too.")
 @click.option(
     "--precisions",
-    default=",".join(str(bits) for bits in SearchConfig.precisions),
-    show_default=True,
+    default=None,
     callback=_precisions,
     metavar="BITS",
     help="Bits per weight a layer may take, e.g. 1,2,4,8 (recover and all): each layer starts at its fewest and "
     "one that does not recover moves up a precision at a time, float above the highest. With 8 the first and last "
-    "layers become 8-bit candidates. 1 is the binary-or-float search.",
+    "layers become 8-bit candidates. 1 is the binary-or-float search.  [default: "
+    + ",".join(str(bits) for bits in RECOMMENDED_PRECISIONS)
+    + " for recover and all, 1 for adaptive and oracle]",
 )
 @click.option(
     "--target",
@@ -226,7 +229,7 @@ def command(
     layers: str | None,
     exclude: str | None,
     binarize_first_last: bool,
-    precisions: tuple[int, ...],
+    precisions: tuple[int, ...] | None,
     target: str | None,
     onnx_weights: str,
     output_formats: tuple[str, ...],

@@ -111,8 +111,11 @@ class SearchConfig:
             ``recover`` starts every candidate at its fewest bits and raises the worst-ranked
             ones a step at a time (float above the highest) until the drop fits. With 8 bits or
             more allowed, the first and last layers become candidates for those precisions only
-            (:data:`~albsnn_compress.search.candidates.FIRST_LAST_MIN_BITS`). ``(1,)`` (default) is the
-            binary-or-float search; ``adaptive`` and ``oracle`` take only that.
+            (:data:`~albsnn_compress.search.candidates.FIRST_LAST_MIN_BITS`). ``(1,)`` is the
+            binary-or-float search; ``adaptive`` and ``oracle`` take only that. ``None`` (default):
+            the strategy's own, :func:`~albsnn_compress.search.strategies.default_precisions`
+            (``(1, 2, 4, 8)`` for ``recover`` and ``all``, what the measurements in docs/method.md
+            recommend; ``(1,)`` for the others); the result's ``config`` records the precisions used.
         target: ``None`` (default) or a hardware target's name
             (:data:`~albsnn_compress.targets.TARGETS`: ``loihi2``, ``xylo``, ``speck``, ``cortex-m``;
             checked whenever set). The search takes the ``precisions`` the target takes too (none:
@@ -146,7 +149,7 @@ class SearchConfig:
     extend_within: float = 2.0
     group_after: int = 2
     confidence: float | None = None
-    precisions: tuple[int, ...] = (1,)
+    precisions: tuple[int, ...] | None = None
     target: str | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -155,7 +158,7 @@ class SearchConfig:
             value = check_seed(value, "SearchConfig.seed")
         elif name == "confidence":
             value = check_confidence(value, "SearchConfig.confidence")
-        elif name == "precisions":
+        elif name == "precisions" and value is not None:
             value = check_precisions(value, "SearchConfig.precisions")
         elif name == "target":
             value = check_target_name(value, "SearchConfig.target")
@@ -167,7 +170,10 @@ class SearchConfig:
         """Every setting as JSON-able values, with the strategy and estimator given by name."""
         values = {item.name: getattr(self, item.name) for item in fields(self)}
         values.update(
-            strategy=strategy, estimator=estimator, exclude=list(self.exclude), precisions=list(self.precisions)
+            strategy=strategy,
+            estimator=estimator,
+            exclude=list(self.exclude),
+            precisions=None if self.precisions is None else list(self.precisions),
         )
         if self.layers is not None:
             values["layers"] = list(self.layers)

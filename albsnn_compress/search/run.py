@@ -12,6 +12,7 @@ random state are left as they were.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,7 +32,13 @@ from albsnn_compress.search.data_input import SplitData, as_imageset
 from albsnn_compress.search.paired_drop import PairedDrop, paired_drop, unresolvable_budget
 from albsnn_compress.search.result import CompressionResult
 from albsnn_compress.search.session import SearchSession
-from albsnn_compress.search.strategies import MULTI_PRECISION, NO_FLOAT, STRATEGIES, resolve_strategy
+from albsnn_compress.search.strategies import (
+    MULTI_PRECISION,
+    NO_FLOAT,
+    STRATEGIES,
+    default_precisions,
+    resolve_strategy,
+)
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.targets import TARGETS, check_target
 from albsnn_compress.training.distributed import LOCAL, DistContext
@@ -62,12 +69,12 @@ def _check_no_k_bit_layers(model: nn.Module) -> None:
         )
 
 
-def _check_precisions_taken(strategy_name: str, config: SearchConfig) -> None:
+def _check_precisions_taken(strategy_name: str, precisions: tuple[int, ...]) -> None:
     """A registered strategy that decides between 1 bit and float only is refused other precisions by name."""
-    if config.precisions != (1,) and strategy_name in STRATEGIES and strategy_name not in MULTI_PRECISION:
+    if precisions != (1,) and strategy_name in STRATEGIES and strategy_name not in MULTI_PRECISION:
         raise CompressionError(
             f"strategy {strategy_name!r} decides between 1 bit and float only, but precisions "
-            f"{list(config.precisions)} were asked for; use strategy 'recover' (or one of {sorted(MULTI_PRECISION)}), "
+            f"{list(precisions)} were asked for; use strategy 'recover' (or one of {sorted(MULTI_PRECISION)}), "
             "or precisions [1]"
         )
 
@@ -165,7 +172,9 @@ def compress(
     _check_no_k_bit_layers(model)
     config = config or SearchConfig()
     strategy_name, strategy = resolve_strategy(config.strategy)
-    _check_precisions_taken(strategy_name, config)
+    precisions = config.precisions if config.precisions is not None else default_precisions(strategy_name)
+    _check_precisions_taken(strategy_name, precisions)
+    config = dataclasses.replace(config, precisions=precisions)  # the result records what the run took
     _check_target_taken(strategy_name, config)
     started = time.perf_counter()
     with _seeded(config.seed, ctx.device):

@@ -335,7 +335,8 @@ def _ladders(model: nn.Module, config: SearchConfig) -> dict[str, tuple[int, ...
         CompressionError: see :func:`resolve_ladders`; or the target takes none of ``config.precisions``.
     """
     target = TARGETS.lookup(config.target) if config.target is not None else None
-    precisions = target.allowed(config.precisions) if target is not None else config.precisions
+    asked = config.precisions if config.precisions is not None else (1,)  # compress resolves None by strategy
+    precisions = target.allowed(asked) if target is not None else asked
     no_float = (
         f"target {target.name!r} takes no float layers" if target is not None and not target.float_layers else None
     )
