@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	bash scripts/demo.sh
 
+# Tests run in one worker per core (pytest-xdist), each test file in one worker, so a module's
+# expensive fixture (a trained model, the quick benchmark suite) is built once.
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n auto --dist loadfile
 
 # The inner loop: no subprocess, browser, sanitizer, benchmark or slow test (marked in tests/).
 test-fast: $(STAMP)
