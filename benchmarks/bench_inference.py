@@ -5,8 +5,9 @@ Run from the repository root::
     python -m benchmarks.bench_inference            # fmnist-vgg, batch 1 and 64, T = 1 and 4 (a few minutes)
     python -m benchmarks.bench_inference --quick    # toy size, seconds
 
-The model is the ``fmnist-vgg`` preset with every candidate layer binarized
-(random weights: dense kernels cost the same whatever the values). Variants:
+The model is the ``fmnist-vgg`` preset with every candidate layer binarized, or with
+``--bits 2|4|8`` stored at that many bits (the packed ONNX then holds k-bit codes unpacked by
+bit operators; random weights: dense kernels cost the same whatever the values). Variants:
 
 * ``pytorch``: eager PyTorch (``inference_mode``), model loaded from a checkpoint;
 * ``ort-float``: onnxruntime, float ONNX, all graph optimizations;
@@ -171,15 +172,16 @@ def _write_models(config: dict[str, Any], folder: Path, timesteps: int) -> dict[
     """The checkpoint and both ONNX files of the benchmark model with ``timesteps`` steps."""
     import torch
 
-    from albsnn_compress.binarize import binarize_, candidate_layers
+    from albsnn_compress.binarize import candidate_layers
     from albsnn_compress.checkpoint import save_checkpoint
     from albsnn_compress.formats.onnx.export import export_onnx
+    from albsnn_compress.precision import set_precision_
     from albsnn_compress.snn.spec import SpikingNet
     from albsnn_compress.training.train_model import resolve_architecture
 
     torch.manual_seed(0)
     model = SpikingNet(resolve_architecture(config["arch"], config["dataset"]), timesteps)
-    binarize_(model, candidate_layers(model)).eval()
+    set_precision_(model, dict.fromkeys(candidate_layers(model), config.get("bits", 1))).eval()
     files = {
         "pytorch": folder / f"model-T{timesteps}.pt",
         "ort-float": folder / f"model-T{timesteps}-float.onnx",
@@ -294,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=_int_list, help="comma-separated batch sizes (default 1,64)")
     parser.add_argument("--timesteps", type=_int_list, help="comma-separated time steps (default 1,4)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
+    parser.add_argument(
+        "--bits", type=int, default=1, choices=(1, 2, 4, 8), help="bits per weight of every candidate layer (default 1)"
+    )
     parser.add_argument("--repeats", type=int, help="interleaved rounds per variant, a fresh process each (default 3)")
     parser.add_argument(
         "--output", type=Path, default=None, help="result JSON (default benchmarks/results/inference[-quick].json)"
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     config["threads"] = args.threads
+    config["bits"] = args.bits
     load_before = os.getloadavg()
     result = run_benchmark(config)
     result["load_average"] = {"before": list(load_before), "after": list(os.getloadavg())}
