@@ -21,10 +21,8 @@ one, is within 1e-4 of the threshold there; :func:`~albsnn_compress.formats.nir.
 for every runtime that gives a :data:`~albsnn_compress.formats.nir.check.Runner`, the ONNX
 graph's spikes read as extra outputs of an in-memory copy; ``bench_c``'s traced build for C), the
 rest *unexplained*, and the test accuracy; the bytes of every file written and of the input.
-``compare`` traces an image by running it again among the other images that differ, not in its
-first batch: a tie that only the first batch's summation order produced (SpikingJelly sums with
-PyTorch's convolutions, whose order depends on the batch) does not recur there and is counted as
-unexplained.
+``compare`` traces an image by running its batch again (SpikingJelly sums with PyTorch's
+convolutions, whose order depends on the batch, so a tie may exist only there).
 A runtime whose framework or compiler is missing is recorded as skipped, with the reason.
 
 Why: the issue's acceptance test for k-bit layers. Every precision must mean the same
@@ -218,7 +216,9 @@ def _runner_row(
     started = time.perf_counter()
     logits = torch.cat([runner(batch, False).logits for batch in torch.split(images, _BATCH)])
     seconds = time.perf_counter() - started
-    agreement = compare(model, runner, images, reference=reference, logits=logits, tol=TOLERANCE, tie_tol=TIE_TOLERANCE)
+    agreement = compare(
+        model, runner, images, chunk=_BATCH, reference=reference, logits=logits, tol=TOLERANCE, tie_tol=TIE_TOLERANCE
+    )
     return _row(runtime, agreement, logits, labels, seconds)
 
 
