@@ -207,11 +207,17 @@ def _storage(report: Mapping[str, Any]) -> Table:
                 fmt.NOT_APPLICABLE,
             ]
         )
+    fewer_bits = _fewer_bits(report["layers"])
+    k_bit = (
+        f", {fmt.count(sum(layer['weight_params'] for layer in fewer_bits))} at 2-8 bits in {len(fewer_bits)} layers"
+        if fewer_bits
+        else ""
+    )
     note = (
-        f"Computed: numel × bits of every stored tensor (1-bit signs, float32 scales, biases, batch-norm tensors), "
-        f"no file overhead; {fmt.count(computed['params'])} stored values, "
-        f"{fmt.count(computed['binarized_weight_params'])} of them 1-bit in {computed['binarized_layers']} layers. "
-        "On disk: the files' sizes (os.stat); n/a where a file was not written."
+        f"Computed: numel × bits of every stored tensor (1-bit signs, k-bit codes, float32 scales, biases, "
+        f"batch-norm tensors), no file overhead; {fmt.count(computed['params'])} stored values, "
+        f"{fmt.count(computed['binarized_weight_params'])} of them 1-bit in {computed['binarized_layers']} layers"
+        f"{k_bit}. On disk: the files' sizes (os.stat); n/a where a file was not written."
         + (f" {fmt.text(report['storage']['nir']['note'])}" if "nir" in report["storage"] else "")
     )
     return Table(
