@@ -129,6 +129,10 @@ def test_the_cli_searches_precisions_and_every_file_computes_what_the_model_comp
         expected = container(test.as_float()).numpy()
     logits = session.run(None, {session.get_inputs()[0].name: test.as_float().numpy()})[0]
     assert (logits.argmax(1) == expected.argmax(1)).all() and abs(logits - expected).max() < 1e-4
+    for options, words in (([], "stored packed"), (["--format", "c"], "packed")):  # ONNX, then C
+        output = tmp_path / ("c" if options else "again.onnx")
+        exported = run_cli(["export", str(out / "model.albsnn"), "-o", str(output), *options])
+        assert f"3 binarized layer(s) and 2 at 2-8 bits {words}" in exported.stdout
     run_cli(["report", str(out / "report.json"), "--format", "md", "-o", str(tmp_path / "report.md")])
     rendered = (tmp_path / "report.md").read_text()  # the tables the terminal and HTML reports render too
     assert "| 2-8 bits | 2: conv1:8, conv5:8 |" in rendered and "3 binarized, 2 at 2-8 bits" in rendered

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import click
 import torch
+from torch import nn
 
 from albsnn_compress.binarize import binarized_layers
 from albsnn_compress.cli.options import data_root_option
@@ -34,6 +35,7 @@ from albsnn_compress.formats.c.export import KERNEL_CHOICES, CExport, c_output_s
 from albsnn_compress.formats.container.file import Container, read_container
 from albsnn_compress.formats.nir.optional import export_nir
 from albsnn_compress.formats.onnx.export import WEIGHT_MODES, export_onnx
+from albsnn_compress.precision import FLOAT_BITS, layer_bits
 from albsnn_compress.targets import TARGETS, check_target
 
 __all__ = ["CALIBRATION_IMAGES", "command"]
@@ -119,7 +121,7 @@ def command(
             export = export_c(model, output, inputs=(container,), calibration=calibration, kernels=kernels)
         click.echo(
             f"{output}: {len(export.files)} files, {export.weight_bytes} bytes const (flash), "
-            f"{export.arena_bytes} bytes arena (RAM), {len(binarized_layers(model))} binarized layer(s) packed, "
+            f"{export.arena_bytes} bytes arena (RAM), {_packed_layers(model)} packed, "
             f"T={model.timesteps}"
         )
         _echo_kernels(export, kernels, source)
@@ -135,11 +137,15 @@ def command(
     model = _read(container, target).model
     with writing(output):
         export_onnx(model, output, weights=onnx_weights)
-    binary = len(binarized_layers(model))
     click.echo(
-        f"{output}: {output.stat().st_size} bytes, {binary} binarized layer(s) stored {onnx_weights}, "
-        f"T={model.timesteps}"
+        f"{output}: {output.stat().st_size} bytes, {_packed_layers(model)} stored {onnx_weights}, T={model.timesteps}"
     )
+
+
+def _packed_layers(model: nn.Module) -> str:
+    """``3 binarized layer(s)``, and ``and 2 at 2-8 bits`` when the model has such layers."""
+    k_bit = sum(1 for bits in layer_bits(model).values() if 1 < bits < FLOAT_BITS)
+    return f"{len(binarized_layers(model))} binarized layer(s)" + (f" and {k_bit} at 2-8 bits" if k_bit else "")
 
 
 def _read(container: Path, target: str | None) -> Container:
