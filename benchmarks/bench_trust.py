@@ -41,6 +41,7 @@ from albsnn_compress.checkpoint import read_checkpoint
 from albsnn_compress.data.registry import load_splits, recorded_val_share
 from albsnn_compress.files.atomic import atomic_write_text
 from albsnn_compress.formats.container.file import write_container
+from albsnn_compress.formats.container.header import PREAMBLE, parse_preamble
 from albsnn_compress.precision import set_precision_
 from albsnn_compress.search import SearchConfig, compress
 from albsnn_compress.search.paired_drop import PairedDrop
@@ -82,13 +83,21 @@ def paired_record(drop: PairedDrop) -> dict[str, Any]:
 
 
 def disk_record(model: SpikingNet, checkpoint: str) -> dict[str, Any]:
-    """The bytes of ``model``'s container on disk against the input checkpoint file, and the share saved."""
+    """The bytes of ``model``'s container on disk against the input checkpoint file, the share saved, and how many
+    of the container's bytes are its JSON header."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.albsnn"
         write_container(path, model)
         container = path.stat().st_size
+        with path.open("rb") as stream:
+            _, _, header = parse_preamble(stream.read(PREAMBLE.size), container)
     source = Path(checkpoint).stat().st_size
-    return {"container_bytes": container, "checkpoint_bytes": source, "saved_percent": 100.0 * (1 - container / source)}
+    return {
+        "container_bytes": container,
+        "header_bytes": header,
+        "checkpoint_bytes": source,
+        "saved_percent": 100.0 * (1 - container / source),
+    }
 
 
 def _cell_name(cell: Cell) -> str:
