@@ -13,6 +13,8 @@ Both hold out the validation share ``train --binarize adaptive`` chooses for the
 images. Each record holds the layers binarized, the weight bits saved, the float model's and the
 final model's test accuracy, the total epochs and the wall time.
 
+``NAME.png`` beside the JSON plots test accuracy against weight bits saved and against total epochs.
+
 Runs go to ``--jobs`` worker processes and each record to ``--cells`` as soon as it finishes, so a
 rerun skips the runs already measured.
 
@@ -20,6 +22,7 @@ rerun skips the runs already measured.
         --arch fmnist-vgg --epochs 40 --augment --weight-decay 0.01 --budget 0.2 --seeds 0 1 2 \\
         --jobs 2 --threads 1 --cells ../runs/mode-cells --name albsnn-mode-fmnist
     python -m benchmarks.bench_albsnn_mode --quick     # digits, a few epochs, a minute
+    python -m benchmarks.bench_albsnn_mode --plot benchmarks/results/albsnn-mode-fmnist.json   # its figure again
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ from albsnn_compress.train_binarized import DEFAULT_WARMUP_SHARE, AdaptiveTrainR
 from albsnn_compress.training.train_model import TrainRequest, train_model
 from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import RESULTS, write_result
+from benchmarks.plots import figure_panels
 
-__all__ = ["MODES", "Run", "run_one", "summarize", "markdown_table", "main"]
+__all__ = ["MODES", "Run", "run_one", "summarize", "markdown_table", "plot", "main"]
 
 MODES = ("adaptive", "after")
 Run = tuple[int, str]  # seed, mode
@@ -155,6 +159,27 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy against weight bits saved and against total epochs, one point per run and mode; the float
+    models that ``after`` compressed as grey points at 0 % saved."""
+    panels = (
+        ("weight bits saved, %", "test accuracy, %", "Accuracy vs storage: each point one seed"),
+        ("total epochs (training and the search's finetuning)", "test accuracy, %", "Accuracy vs cost"),
+    )
+    with figure_panels(path, (10, 4), *panels) as (storage, cost):
+        floats = [r for r in records if r["mode"] == "after"]
+        storage.scatter(
+            [0.0] * len(floats), [r["float_test_accuracy"] for r in floats], color="grey", label="float (after: input)"
+        )
+        for mode, color, marker in (("adaptive", "tab:blue", "o"), ("after", "tab:orange", "s")):
+            runs = [r for r in records if r["mode"] == mode]
+            label = "train --binarize adaptive" if mode == "adaptive" else "train, then compress"
+            for axes, key in ((storage, "storage_saved_percent"), (cost, "total_epochs")):
+                accuracy = [r["test_accuracy"] for r in runs]
+                axes.scatter([r[key] for r in runs], accuracy, color=color, marker=marker, s=50, alpha=0.8, label=label)
+        storage.set_xlim(-5, 100)
+
+
 def _run_all(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]:
     """Run what ``cells_dir`` lacks (seed-major), then read every record."""
     cells_dir.mkdir(parents=True, exist_ok=True)
@@ -198,12 +223,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="result name (default albsnn-mode, quick-albsnn-mode)")
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
     parser.add_argument("--quick", action="store_true", help="digits, 10 epochs, 1 seed, budget 5 points")
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="RESULT.json", help="only draw a written result's figure again"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the missing runs, then write ``NAME.json`` (summary and every record) and print the table."""
     args = _parser().parse_args(argv)
+    if args.plot is not None:
+        plot(json.loads(args.plot.read_text())["runs"], args.plot.with_suffix(".png"))
+        return
     if args.quick:
         args.dataset, args.arch, args.epochs, args.budget, args.search_epochs = "digits", "digits-small", 10.0, 5.0, 2.0
         args.seeds = args.seeds[:1]
@@ -214,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"settings": {k: v for k, v in vars(args).items() if k not in ("cells", "results")}, "runs": records}
     payload["summary"] = summarize(records)
     path = write_result(name, payload, folder, module="benchmarks.bench_albsnn_mode", argv=argv)
+    plot(records, path.with_suffix(".png"))
     print(markdown_table(records))
-    print(f"wrote {path}")
+    print(f"wrote {path} and its .png")
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,6 +47,7 @@ from albsnn_compress.search.paired_drop import PairedDrop
 from albsnn_compress.snn.spec import SpikingNet
 from albsnn_compress.storage import layer_storage, total_bits
 from benchmarks.machine import RESULTS, write_result
+from benchmarks.plots import figure_panels
 from benchmarks.provenance import repo_relative
 from benchmarks.quick import quick_defaults
 
@@ -190,31 +190,6 @@ def summarize(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-Panel = tuple[str, str, str]  # x label, y label, title
-
-
-@contextmanager
-def _figure(path: Path, size: tuple[float, float], *panels: Panel) -> Iterator[list[Any]]:
-    """One axes per panel, side by side; labelled, gridded and saved to ``path`` (Agg, no screen) when the block
-    ends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, grid = plt.subplots(1, len(panels), figsize=size, dpi=120, squeeze=False)
-    yield list(grid[0])
-    for axes, (xlabel, ylabel, title) in zip(grid[0], panels):
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
-        axes.set_title(title, loc="left", fontsize=10)
-        axes.legend(fontsize=8)
-        axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-
-
 def plot(cells: list[dict[str, Any]], path: Path) -> None:
     """Test drop against storage saved, one point per run; the budgets as dashed lines."""
     colors = dict(zip(sorted({c["budget"] for c in cells}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
@@ -223,7 +198,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
         "test-split drop, points",
         "Budget vs unseen data: each point one seed (dashed: the budget)",
     )
-    with _figure(path, (7.5, 4.5), panel) as (axes,):
+    with figure_panels(path, (7.5, 4.5), panel) as (axes,):
         for (budget, confidence), marker in _series(cells):
             points = [c for c in cells if c["budget"] == budget and c["confidence"] == confidence]
             label = f"budget {budget:g}, " + ("measured drop" if confidence is None else f"{confidence:g} upper bound")
@@ -247,7 +222,7 @@ def plot_epochs(cells: list[dict[str, Any]], path: Path) -> None:
         (epochs_label, "storage saved, %", "Storage saved vs finetuning length"),
         (epochs_label, "test-split drop, points (dashed: budget)", "Accuracy vs finetuning length"),
     )
-    with _figure(path, (10, 4), *panels) as (storage, accuracy):
+    with figure_panels(path, (10, 4), *panels) as (storage, accuracy):
         for budget in sorted({c["budget"] for c in cells}):
             rows = [r for r in summarize([c for c in cells if c["budget"] == budget]) if r["confidence"] is None]
             epochs = [r["epochs"] for r in rows]
@@ -278,7 +253,7 @@ def plot_precision_sets(results: Sequence[Path], path: Path) -> None:
         "test-split drop, points",
         "Size vs accuracy per precision set: each point one seed (dashed: the budget)",
     )
-    with _figure(path, (7.5, 4.5), panel) as (axes,):
+    with figure_panels(path, (7.5, 4.5), panel) as (axes,):
         for (written, _), marker in zip(runs, ("o", "s", "^", "D")):
             bits = ",".join(str(b) for b in written.get("precisions", [1]))
             for budget in budgets:

@@ -29,6 +29,11 @@ def test_both_modes_run_from_scratch_and_record_what_they_cost(tmp_path: Path) -
     assert [row["mode"] for row in written["summary"]] == ["adaptive", "after"]
     again = sorted(p.name for p in (tmp_path / "cells").iterdir())
     assert again == ["seed0-adaptive.json", "seed0-after.json"]  # a rerun would skip both
+    figure = tmp_path / "quick-albsnn-mode.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure.unlink()
+    main(["--plot", str(tmp_path / "quick-albsnn-mode.json")])  # redrawn from the JSON alone
+    assert figure.stat().st_size > 10_000
 
 
 def test_both_modes_hold_out_the_share_the_budget_needs() -> None:
