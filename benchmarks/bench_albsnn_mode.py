@@ -49,7 +49,7 @@ from albsnn_compress.training.trainer import TrainConfig
 from benchmarks.machine import RESULTS, write_result
 from benchmarks.plots import figure_panels
 
-__all__ = ["MODES", "Run", "run_one", "summarize", "markdown_table", "plot", "main"]
+__all__ = ["MODES", "Run", "run_one", "summarize", "markdown_table", "plot", "read_runs", "main"]
 
 MODES = ("adaptive", "after")
 Run = tuple[int, str]  # seed, mode
@@ -106,6 +106,7 @@ def run_one(run: Run, args: argparse.Namespace, val_share: float) -> dict[str, A
     return {
         "seed": seed,
         "mode": mode,
+        "train_epochs": args.epochs,
         "budget": args.budget,
         "val_share": val_share,
         "val_images": search.paired["val"].images,
@@ -160,30 +161,45 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
-    """Test accuracy against weight bits saved and against total epochs, one point per run and mode; the float
-    models that ``after`` compressed as grey points at 0 % saved."""
+    """Test accuracy against weight bits saved and against total epochs, one point per run; a series per mode and
+    training length (``train_epochs``); the float models that ``after`` compressed as grey points at 0 % saved."""
     panels = (
         ("weight bits saved, %", "test accuracy, %", "Accuracy vs storage: each point one seed"),
         ("total epochs (training and the search's finetuning)", "test accuracy, %", "Accuracy vs cost"),
     )
+    groups = sorted({(r["mode"], r["train_epochs"]) for r in records})
+    markers = {"adaptive": "o", "after": "s"}
     with figure_panels(path, (10, 4), *panels) as (storage, cost):
         floats = [r for r in records if r["mode"] == "after"]
         storage.scatter(
             [0.0] * len(floats), [r["float_test_accuracy"] for r in floats], color="grey", label="float (after: input)"
         )
-        for mode, color, marker in (("adaptive", "tab:blue", "o"), ("after", "tab:orange", "s")):
-            runs = [r for r in records if r["mode"] == mode]
-            label = "train --binarize adaptive" if mode == "adaptive" else "train, then compress"
+        for (mode, epochs), color in zip(groups, ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:red")):
+            runs = [r for r in records if (r["mode"], r["train_epochs"]) == (mode, epochs)]
+            what = "train --binarize adaptive" if mode == "adaptive" else "train, then compress"
+            label = f"{what}, {epochs:g} training epochs"
             for axes, key in ((storage, "storage_saved_percent"), (cost, "total_epochs")):
                 accuracy = [r["test_accuracy"] for r in runs]
-                axes.scatter([r[key] for r in runs], accuracy, color=color, marker=marker, s=50, alpha=0.8, label=label)
+                axes.scatter(
+                    [r[key] for r in runs], accuracy, color=color, marker=markers[mode], s=50, alpha=0.8, label=label
+                )
         storage.set_xlim(-5, 100)
+
+
+def read_runs(results: list[Path]) -> list[dict[str, Any]]:
+    """Every run of the written results, each with its ``train_epochs`` (from the result's settings when the run
+    predates the field)."""
+    runs = []
+    for result in results:
+        written = json.loads(result.read_text())
+        runs += [{"train_epochs": written["settings"]["epochs"], **run} for run in written["runs"]]
+    return runs
 
 
 def _run_all(args: argparse.Namespace, cells_dir: Path) -> list[dict[str, Any]]:
     """Run what ``cells_dir`` lacks (seed-major), then read every record."""
     cells_dir.mkdir(parents=True, exist_ok=True)
-    runs = [(seed, mode) for seed in args.seeds for mode in MODES]
+    runs = [(seed, mode) for seed in args.seeds for mode in args.modes]
     todo = [run for run in runs if not (cells_dir / _cell_name(run)).exists()]
     val_share = shared_val_share(args)
     # spawn, not fork: a forked child of a process whose OpenMP pool is running can hang
@@ -217,6 +233,9 @@ def _parser() -> argparse.ArgumentParser:
         "--search-epochs", type=float, default=None, help="compress's finetuning epochs in 'after' (default: its own)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--modes", nargs="+", choices=MODES, default=list(MODES), help="which of the two modes to run (default both)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()), help="torch threads per worker")
     parser.add_argument("--cells", type=Path, default=None, help="folder for one record per run")
@@ -224,7 +243,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, default=None, help="folder for the JSON result")
     parser.add_argument("--quick", action="store_true", help="digits, 10 epochs, 1 seed, budget 5 points")
     parser.add_argument(
-        "--plot", type=Path, default=None, metavar="RESULT.json", help="only draw a written result's figure again"
+        "--plot",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="RESULT.json",
+        help="only draw the written results' runs into one figure (--results/--name.png; default beside the first)",
     )
     return parser
 
@@ -233,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run the missing runs, then write ``NAME.json`` (summary and every record) and print the table."""
     args = _parser().parse_args(argv)
     if args.plot is not None:
-        plot(json.loads(args.plot.read_text())["runs"], args.plot.with_suffix(".png"))
+        first = args.plot[0]
+        plot(read_runs(args.plot), (args.results or first.parent) / f"{args.name or first.stem}.png")
         return
     if args.quick:
         args.dataset, args.arch, args.epochs, args.budget, args.search_epochs = "digits", "digits-small", 10.0, 5.0, 2.0
@@ -245,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"settings": {k: v for k, v in vars(args).items() if k not in ("cells", "results")}, "runs": records}
     payload["summary"] = summarize(records)
     path = write_result(name, payload, folder, module="benchmarks.bench_albsnn_mode", argv=argv)
-    plot(records, path.with_suffix(".png"))
+    plot(read_runs([path]), path.with_suffix(".png"))
     print(markdown_table(records))
     print(f"wrote {path} and its .png")
 

@@ -34,6 +34,14 @@ def test_both_modes_run_from_scratch_and_record_what_they_cost(tmp_path: Path) -
     figure.unlink()
     main(["--plot", str(tmp_path / "quick-albsnn-mode.json")])  # redrawn from the JSON alone
     assert figure.stat().st_size > 10_000
+    assert {run["train_epochs"] for run in written["runs"]} == {10.0}
+
+
+def test_one_mode_alone_runs_only_that_mode(tmp_path: Path) -> None:
+    args = ["--quick", "--modes", "adaptive", "--jobs", "1", "--threads", "1"]
+    main([*args, "--results", str(tmp_path), "--cells", str(tmp_path / "cells")])
+    written = json.loads((tmp_path / "quick-albsnn-mode.json").read_text())
+    assert [(run["mode"], run["train_epochs"]) for run in written["runs"]] == [("adaptive", 10.0)]
 
 
 def test_both_modes_hold_out_the_share_the_budget_needs() -> None:
