@@ -22,7 +22,7 @@ rerun skips the runs already measured.
         --arch fmnist-vgg --epochs 40 --augment --weight-decay 0.01 --budget 0.2 --seeds 0 1 2 \\
         --jobs 2 --threads 1 --cells ../runs/mode-cells --name albsnn-mode-fmnist
     python -m benchmarks.bench_albsnn_mode --quick     # digits, a few epochs, a minute
-    python -m benchmarks.bench_albsnn_mode --plot benchmarks/results/albsnn-mode-fmnist.json   # its figure again
+    python -m benchmarks.bench_albsnn_mode --plot benchmarks/results/albsnn-mode-fmnist-e8.json   # its figure again
 """
 
 from __future__ import annotations
@@ -162,12 +162,13 @@ def markdown_table(records: list[dict[str, Any]]) -> str:
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
     """Test accuracy against weight bits saved and against total epochs, one point per run; a series per mode and
-    training length (``train_epochs``); the float models that ``after`` compressed as grey points at 0 % saved."""
+    training length (``train_epochs``), ``after`` drawn first so that an ``adaptive`` run on the same spot shows;
+    the float models that ``after`` compressed as grey points at 0 % saved."""
     panels = (
         ("weight bits saved, %", "test accuracy, %", "Accuracy vs storage: each point one seed"),
         ("total epochs (training and the search's finetuning)", "test accuracy, %", "Accuracy vs cost"),
     )
-    groups = sorted({(r["mode"], r["train_epochs"]) for r in records})
+    groups = sorted({(r["mode"], r["train_epochs"]) for r in records}, key=lambda g: (g[0] != "after", g[1]))
     markers = {"adaptive": "o", "after": "s"}
     with figure_panels(path, (10, 4), *panels) as (storage, cost):
         floats = [r for r in records if r["mode"] == "after"]
