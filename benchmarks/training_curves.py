@@ -26,6 +26,7 @@ from rich.table import Table
 
 from albsnn_compress.checkpoint import read_checkpoint
 from benchmarks.machine import write_result
+from benchmarks.plots import figure_panels
 from benchmarks.provenance import repo_relative
 
 __all__ = ["main", "curves", "plot"]
@@ -66,30 +67,18 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
 
     The paper's test rows are dashed lines.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for record in records:
-        epochs = [row["epoch"] for row in record["history"]]
-        val = [row["val_accuracy"] for row in record["history"]]
-        test = record["accuracy"].get("test")
-        axes.plot(epochs, val, marker="o", markersize=3, label=f"{record['label']} (final test {test:.2f} %)")
-    for version, percent in PAPER_TEST_PERCENT.get(records[0]["dataset"], {}).items():
-        axes.axhline(percent, linestyle="--", linewidth=1, color="gray")
-        axes.annotate(f"paper, {version}: {percent} % test", (0.5, percent), fontsize=7, color="gray")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("validation accuracy, %")
-    axes.set_title(f"{records[0]['dataset']}: validation accuracy after each epoch", loc="left", fontsize=10)
-    after_first = [row["val_accuracy"] for record in records for row in record["history"][1:] or record["history"]]
-    axes.set_ylim(bottom=min(after_first) - 1.0)  # the first epoch's low point would flatten the rest
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    panel = ("epoch", "validation accuracy, %", f"{records[0]['dataset']}: validation accuracy after each epoch")
+    with figure_panels(path, (7.5, 4.5), panel) as (axes,):
+        for record in records:
+            epochs = [row["epoch"] for row in record["history"]]
+            val = [row["val_accuracy"] for row in record["history"]]
+            test = record["accuracy"].get("test")
+            axes.plot(epochs, val, marker="o", markersize=3, label=f"{record['label']} (final test {test:.2f} %)")
+        for version, percent in PAPER_TEST_PERCENT.get(records[0]["dataset"], {}).items():
+            axes.axhline(percent, linestyle="--", linewidth=1, color="gray")
+            axes.annotate(f"paper, {version}: {percent} % test", (0.5, percent), fontsize=7, color="gray")
+        after_first = [row["val_accuracy"] for record in records for row in record["history"][1:] or record["history"]]
+        axes.set_ylim(bottom=min(after_first) - 1.0)  # the first epoch's low point would flatten the rest
 
 
 def print_table(records: list[dict[str, Any]]) -> None:
